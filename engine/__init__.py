@@ -1,0 +1,1 @@
+"""The SBE schema, its codecs, and the deterministic matching and risk engine."""

@@ -1,0 +1,1 @@
+"""Market-data publishers (ITCH 5.0 over MoldUDP64)."""

@@ -1,0 +1,1 @@
+"""Order-entry gateways (FIX 4.4, SBE over TCP)."""

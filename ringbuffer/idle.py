@@ -1,0 +1,132 @@
+"""Idle strategies: what an agent does with a duty cycle that found no work.
+
+Modelled on Agrona's IdleStrategy: the runner calls ``idle(work_count)`` after every duty
+cycle; a positive count resets the strategy, zero advances it.  Busy-spinning burns a
+whole core and belongs only on hosts with cores to spare; the backoff strategy (spin,
+then yield, then park with growing sleeps up to a bound) is the default on small hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol
+
+
+class IdleStrategy(Protocol):
+    name: str
+
+    def idle(self, work_count: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class BusySpinIdleStrategy:
+    """Never gives up the core: lowest latency, one core per agent."""
+
+    name = "busy-spin"
+
+    def idle(self, work_count: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+class YieldingIdleStrategy:
+    """Yields the core to the scheduler when idle (``sched_yield``)."""
+
+    name = "yield"
+
+    def idle(self, work_count: int) -> None:
+        if work_count <= 0:
+            os.sched_yield()
+
+    def reset(self) -> None:
+        pass
+
+
+class SleepingIdleStrategy:
+    """Sleeps a fixed period when idle: for agents nobody waits on."""
+
+    name = "sleep"
+
+    def __init__(self, period_ns: int = 1_000_000) -> None:
+        if period_ns <= 0:
+            raise ValueError(f"sleep period must be positive, got {period_ns} ns")
+        self._period_s = period_ns / 1e9
+
+    def idle(self, work_count: int) -> None:
+        if work_count <= 0:
+            time.sleep(self._period_s)
+
+    def reset(self) -> None:
+        pass
+
+
+class BackoffIdleStrategy:
+    """Spin, then yield, then park with sleeps that double up to ``max_park_ns``.
+
+    The spin phase keeps latency low right after a burst; the park phase is what lets
+    several agents share a 2-core host without starving each other.
+    """
+
+    name = "backoff"
+
+    def __init__(
+        self,
+        max_spins: int = 100,
+        max_yields: int = 50,
+        min_park_ns: int = 1_000,
+        max_park_ns: int = 1_000_000,
+    ) -> None:
+        if max_spins < 0 or max_yields < 0:
+            raise ValueError("spin and yield counts must not be negative")
+        if not 0 < min_park_ns <= max_park_ns:
+            raise ValueError(
+                f"need 0 < min_park_ns <= max_park_ns, got {min_park_ns} and {max_park_ns}"
+            )
+        self.max_spins = max_spins
+        self.max_yields = max_yields
+        self.min_park_ns = min_park_ns
+        self.max_park_ns = max_park_ns
+        self.reset()
+
+    def reset(self) -> None:
+        self._spins = 0
+        self._yields = 0
+        self._park_ns = self.min_park_ns
+
+    def idle(self, work_count: int) -> None:
+        if work_count > 0:
+            self.reset()
+            return
+        if self._spins < self.max_spins:
+            self._spins += 1
+        elif self._yields < self.max_yields:
+            self._yields += 1
+            os.sched_yield()
+        else:
+            time.sleep(self._park_ns / 1e9)
+            self._park_ns = min(self._park_ns * 2, self.max_park_ns)
+
+    @property
+    def park_ns(self) -> int:
+        """The sleep the next park will take (for tests and ``ringex stat``)."""
+        return self._park_ns
+
+
+def idle_strategy(spec: str) -> IdleStrategy:
+    """Build an idle strategy from its configuration name: busy-spin, yield, sleep, backoff."""
+    factories = {
+        "busy-spin": BusySpinIdleStrategy,
+        "yield": YieldingIdleStrategy,
+        "sleep": SleepingIdleStrategy,
+        "backoff": BackoffIdleStrategy,
+    }
+    try:
+        return factories[spec]()
+    except KeyError:
+        raise ValueError(
+            f"unknown idle strategy {spec!r}; expected one of {', '.join(sorted(factories))}"
+        ) from None

@@ -1,0 +1,1 @@
+"""Operator tools: the ``ringex`` command and its subcommands."""

@@ -1,0 +1,1 @@
+"""Host tuning: checks and scripts for latency-sensitive hosts."""
