@@ -180,6 +180,8 @@ class MessageLayout:
                     raise CodecError(f"{self.name}.{f.name}: {value!r} is not ASCII") from None
             if not isinstance(value, (bytes, bytearray)):
                 raise CodecError(f"{self.name}.{f.name}: expected text, got {type(value).__name__}")
+            if not value.isascii():
+                raise CodecError(f"{self.name}.{f.name}: {bytes(value)!r} is not ASCII")
             if len(value) > f.length:
                 raise CodecError(f"{self.name}.{f.name}: {value!r} is longer than {f.length} characters")
             return bytes(value)
@@ -287,7 +289,10 @@ class Schema:
         self.enums: dict[str, type[enum.IntEnum]] = {}
         for tname, t in parsed.types.items():
             if isinstance(t, sbe.Enum):
-                members = {v.name: int(v.value) for v in t.valid_values}
+                try:
+                    members = {v.name: int(v.value) for v in t.valid_values}
+                except ValueError:
+                    raise SchemaError(f"{self.path}: enum {tname}: char-encoded enums are not supported") from None
                 self.enums[tname] = enum.IntEnum(tname, members)  # type: ignore[misc]
         self._check_header(parsed)
         self.messages: dict[int, MessageLayout] = {}
@@ -316,6 +321,8 @@ class Schema:
             where = f"{msg.name}.{name}"
             if isinstance(t, sbe.PrimitiveType):
                 raise SchemaError(f"{where}: declare a named <type> for the field (sbe cannot decode bare primitives)")
+            if getattr(t, "presence", None) is sbe.Presence.CONSTANT:
+                raise SchemaError(f"{where}: constant fields are not supported (they take no bytes on the wire)")
             if isinstance(t, sbe.Enum):
                 enc = t.encodingType
                 prim = _ENUM_PRIMITIVES[enc] if isinstance(enc, sbe.EnumEncodingType) else enc.primitiveType
