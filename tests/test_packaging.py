@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,9 +34,14 @@ def test_console_command_lists_subcommands() -> None:
 
 @pytest.mark.slow
 def test_wheel_installs_one_package_called_ringex(tmp_path: Path) -> None:
+    # Build from a clean copy: an in-tree build/ left by an earlier build could leak stale
+    # modules into the wheel.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "var"))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src)],
         check=True, timeout=300, capture_output=True,
     )
     (wheel,) = wheels.glob("ringex-*.whl")
