@@ -12,10 +12,41 @@ import sys
 from typing import Callable, Sequence
 
 
-def _cmd_stat(args: argparse.Namespace, rest: list[str]) -> int:
-    from ringex.tools import stat
+# Subcommands that own their options: ``ringex WORD [WORD2] ...`` hands the rest to
+# ``module.main(argv)``. (word, second word or None, module, help)
+PASSTHROUGH: tuple[tuple[str, str | None, str, str], ...] = (
+    ("stat", None, "ringex.tools.stat",
+     "show the live counters of running ringex processes (read-only)"),
+    ("replay", None, "ringex.tools.replay",
+     "run the engine over a journal; print message count, throughput and output hash"),
+    ("journal", "dump", "ringex.tools.journal_dump",
+     "print journaled messages decoded by the schema, with filters"),
+    ("tune", "check", "ringex.tuning.check",
+     "report the host's latency-relevant settings and check a topology's pinning"),
+)
 
-    return stat.main(rest)
+
+def _passthrough(argv: list[str]) -> int | None:
+    import importlib
+
+    for word, second, module, _help in PASSTHROUGH:
+        if not argv or argv[0] != word:
+            continue
+        rest = argv[1:]
+        if second is not None:
+            if not rest or rest[0] != second:
+                print(f"usage: ringex {word} {second} ... (see ringex {word} {second} --help)",
+                      file=sys.stderr)
+                return 2
+            rest = rest[1:]
+        return int(importlib.import_module(module).main(rest) or 0)
+    return None
+
+
+def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.launcher import main as run_main
+
+    return run_main(args.config)
 
 
 def _print_result(result: dict, as_json: bool, title: str) -> None:
@@ -33,7 +64,7 @@ def _print_result(result: dict, as_json: bool, title: str) -> None:
 def _cmd_bench_ring(args: argparse.Namespace, rest: list[str]) -> int:
     from ringex.tools.bench_ring import run_bench
 
-    result = run_bench(messages=args.messages, runs=args.runs)
+    result = run_bench(messages=args.messages, runs=args.runs, quiet=True)
     _print_result(result, args.json, "ringex bench ring (medians)")
     return 0
 
@@ -46,6 +77,14 @@ def _cmd_bench_engine(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.bench_pipeline import run_bench
+
+    result = run_bench(messages=args.messages, runs=args.runs, durability=args.durability)
+    _print_result(result, args.json, "ringex bench pipeline (medians)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringex",
@@ -54,12 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    stat = sub.add_parser(
-        "stat",
-        help="show the live counters of running ringex processes (read-only)",
-        add_help=False,
-    )
-    stat.set_defaults(func=_cmd_stat, passthrough=True)
+    run = sub.add_parser("run", help="start the exchange (embedded default unless --config)")
+    run.add_argument("--config", default=None, help="TOML configuration file")
+    run.set_defaults(func=_cmd_run)
+    for word, second, _module, help_text in PASSTHROUGH:
+        sub.add_parser(word if second is None else f"{word} {second}", help=help_text, add_help=False)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
@@ -77,15 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
     engine.add_argument("--seed", type=int, default=1, help="seed of the generated stream")
     engine.set_defaults(func=_cmd_bench_engine)
+
+    pipeline = bsub.add_parser("pipeline", help="producer -> sequencer -> journaling engine -> consumer")
+    pipeline.add_argument("--json", action="store_true", help="print one JSON object")
+    pipeline.add_argument("--messages", type=int, default=1_000_000, help="messages per run")
+    pipeline.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
+    pipeline.add_argument("--durability", default="batch", choices=["none", "batch", "interval"])
+    pipeline.set_defaults(func=_cmd_bench_pipeline)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # `ringex stat` owns its own options (and --help): hand it everything after the word.
-    if argv and argv[0] == "stat":
-        return _cmd_stat(argparse.Namespace(), argv[1:])
+    handled = _passthrough(argv)
+    if handled is not None:
+        return handled
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace, list[str]], int] = args.func
     try:

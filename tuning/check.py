@@ -505,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--topology", metavar="FILE", type=Path,
                         help="TOML topology ([[process]] name, cpus, agents, idle; rings_numa_node)")
+    parser.add_argument("--config", metavar="FILE", type=Path,
+                        help="an exchange configuration (ringex run --config): check its [[process]] topology")
     parser.add_argument("--root", metavar="DIR", type=Path, default=Path("/"),
                         help="read sys/ and proc/ under DIR instead of / (for a captured tree)")
     return parser
@@ -520,6 +522,18 @@ def main(argv: list[str] | None = None) -> int:
         except TopologyError as exc:
             print(f"ringex tune check: {exc}", file=sys.stderr)
             return 2
+    elif args.config is not None:
+        from ringex.tools.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"ringex tune check: {exc}", file=sys.stderr)
+            return 2
+        topology = Topology(processes=[
+            ProcessSpec(name=p.name, cpus=list(p.cpus or []), agents=list(p.agents), idle=p.idle)
+            for p in cfg.process
+        ])
     host = read_host(args.root)
     findings = check(host, topology)
     if args.json:
