@@ -1,0 +1,211 @@
+"""The sequencer: merges every inbound ring into the engine's input ring, stamping each message.
+
+Each gateway (and the admin feed) owns one single-producer ring; the sequencer polls them
+round-robin with a per-ring batch bound, so a flooded gateway cannot starve a quiet one.
+It copies each batch into the engine ring and writes the global sequence number and its
+timestamp into every message's ``Stamp`` (the ingress timestamp the gateway set is kept; a
+zero one gets the sequencer's time). The engine's only clock is this stamp, which is what
+makes a journal replay reproduce the same output.
+
+When the supervisor withdraws acceptance (a pipeline process died), order-entry messages are
+not forwarded: each becomes a rejection with reason ``ExchangeNotAccepting`` on the reject
+ring, so whoever sent it hears why. Admin messages still flow (they queue for the engine).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ringex.engine import messages as m
+from ringex.ringbuffer.agent import Agent
+from ringex.ringbuffer.control import ControlBlock
+from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
+from ringex.ringbuffer.ring import Consumer, Offer, Producer, Ring
+
+# The stamp sits at the same place in every inbound message (the schema's convention); the
+# sequencer writes it through a uint64 view of the slots, so it needs word indexes.
+_SEQ = m.NewOrder.offset("seq")
+_TS = m.NewOrder.offset("timestampNs")
+_INGRESS = m.NewOrder.offset("ingressNs")
+for _layout in m.INBOUND:
+    if (_layout.offset("seq"), _layout.offset("timestampNs"), _layout.offset("ingressNs")) != (_SEQ, _TS, _INGRESS):
+        raise RuntimeError(f"{_layout.name}: the Stamp must open every inbound message's block")
+SEQ_WORD, TS_WORD, INGRESS_WORD = _SEQ >> 3, _TS >> 3, _INGRESS >> 3
+TEMPLATE_ID_OFFSET = 2  # messageHeader: blockLength u16, templateId u16, ...
+
+_ORDER_ENTRY_IDS = frozenset(x.template_id for x in m.ORDER_ENTRY)
+_NOT_ACCEPTING = int(m.RejectReason.ExchangeNotAccepting)
+
+
+def last_sequence(ring: Ring) -> int:
+    """The sequence stamped on the last message published to ``ring`` (0 if none)."""
+    pos = ring.producer_position
+    if pos == 0:
+        return 0
+    slot = ring.slots()[(pos - 1) & (ring.capacity - 1)]
+    return int(slot[:_SEQ + 8].view("<u8")[SEQ_WORD])
+
+
+def rejection_for(slot: np.ndarray | memoryview, reason: int, now: int) -> bytes:
+    """The rejection a client gets for an order-entry message the exchange did not take."""
+    decoded = m.SCHEMA.decode(bytes(slot))
+    f = decoded.fields
+    # Not sequenced: seq stays 0, which tells a gateway the engine never saw the message.
+    stamp = {"seq": 0, "timestampNs": now, "ingressNs": f["ingressNs"] or now}
+    common = {"sessionId": f["sessionId"], "account": f["account"], "instrument": f["instrument"]}
+    if decoded.template_id == m.NewOrder.template_id:
+        return m.OrderRejected.encode(
+            **stamp, **common, clOrdId=f["clOrdId"], orderId=0, reason=reason,
+            refTemplateId=decoded.template_id,
+        )
+    return m.CancelRejected.encode(
+        **stamp, **common, clOrdId=f["clOrdId"], orderId=f.get("orderId", 0),
+        origClOrdId=f.get("origClOrdId", 0), reason=reason, refTemplateId=decoded.template_id,
+    )
+
+
+def stamp_into(out: np.ndarray, source: np.ndarray, first_seq: int, now: int) -> None:
+    """Copy ``source`` slots into ``out`` and stamp sequence numbers and time."""
+    out[:] = source
+    words = out.view("<u8")
+    words[:, SEQ_WORD] = np.arange(first_seq, first_seq + len(out), dtype=np.uint64)
+    words[:, TS_WORD] = now
+    ingress = words[:, INGRESS_WORD]
+    ingress[ingress == 0] = now
+
+
+class SequencerAgent(Agent):
+    """Merge inbound rings into the engine ring, stamping sequence and time."""
+
+    role_name = "sequencer"
+
+    def __init__(
+        self,
+        inbound: list[str],
+        engine_ring: str,
+        reject_ring: str,
+        control: str,
+        *,
+        first_seq: int = 1,
+        batch_limit: int = 1024,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if not inbound:
+            raise ValueError("the sequencer needs at least one inbound ring")
+        self.inbound_names = list(inbound)
+        self.engine_ring_name = engine_ring
+        self.reject_ring_name = reject_ring
+        self.control_name = control
+        self.first_seq = first_seq
+        self.batch_limit = batch_limit
+        self.clock = clock
+        self._rings: list[Ring] = []
+
+    def on_start(self) -> None:
+        for name in self.inbound_names:
+            self._rings.append(Ring.attach(name, wait_s=5.0))
+        self._consumers: list[Consumer] = [r.consumer(0, takeover=True) for r in self._rings]
+        engine = Ring.attach(self.engine_ring_name, wait_s=5.0)
+        self._rings.append(engine)
+        self._engine_ring = engine
+        self._out: Producer = engine.producer(takeover=True)
+        reject = Ring.attach(self.reject_ring_name, wait_s=5.0)
+        self._rings.append(reject)
+        self._reject: Producer = reject.producer(takeover=True)
+        self._control = ControlBlock.attach(self.control_name)
+        # Resume after a restart from what the engine ring already holds.
+        last = last_sequence(engine)
+        self.next_seq = last + 1 if last else self.first_seq
+        self._next_ring = 0
+        counters = self.counters
+        if counters is not None:
+            self._sequenced = counters.allocate("sequencer: messages sequenced", TYPE_USER)
+            self._rejected = counters.allocate("sequencer: orders rejected (not accepting)", TYPE_USER)
+            self._back_pressure = counters.allocate("sequencer: engine ring back-pressure", TYPE_BACK_PRESSURE)
+        else:
+            self._sequenced = self._rejected = self._back_pressure = None
+
+    def do_work(self) -> int:
+        consumers = self._consumers
+        n = len(consumers)
+        start = self._next_ring
+        self._next_ring = start + 1 if start + 1 < n else 0
+        accepting = self._control.accepting
+        work = 0
+        for j in range(start, start + n):
+            consumer = consumers[j - n if j >= n else j]
+            work += self._forward(consumer) if accepting else self._forward_refusing(consumer)
+        if work and self._sequenced is not None:
+            self._sequenced.increment(work)
+        return work
+
+    def _forward(self, consumer: Consumer) -> int:
+        if not consumer.available():
+            consumer.heartbeat()  # idle, not dead: the supervisor watches this stamp
+            return 0
+        free = self._out.remaining()
+        if free <= 0:
+            if self._back_pressure is not None:
+                self._back_pressure.increment()
+            return 0
+        limit = self.batch_limit if self.batch_limit < free else free
+        head, tail = consumer.read(limit)
+        k = len(head) + len(tail)
+        if not k:
+            return 0
+        # Both sides may wrap; only the rare wrapped input batch is joined into one copy.
+        source = head if not len(tail) else np.concatenate((head, tail))
+        out_head, out_tail = self._out.claim(k)
+        now = self.clock()
+        seq = self.next_seq
+        done = 0
+        for out in (out_head, out_tail):
+            c = len(out)
+            if c:
+                stamp_into(out, source[done:done + c], seq + done, now)
+                done += c
+        self._out.publish(k)
+        consumer.commit(k)
+        self.next_seq = seq + k
+        return k
+
+    def _forward_refusing(self, consumer: Consumer) -> int:
+        head, tail = consumer.read(self.batch_limit)
+        done = 0
+        try:
+            for region in (head, tail):
+                for row in region:
+                    tid = int(row[TEMPLATE_ID_OFFSET]) | int(row[TEMPLATE_ID_OFFSET + 1]) << 8
+                    if tid in _ORDER_ENTRY_IDS:
+                        reply = rejection_for(row, _NOT_ACCEPTING, self.clock())
+                        if self._reject.offer(reply) != Offer.OK:
+                            return done
+                        if self._rejected is not None:
+                            self._rejected.increment()
+                    else:
+                        if self._out.remaining() <= 0:
+                            return done
+                        out, _ = self._out.claim(1)
+                        stamp_into(out, row[None, :], self.next_seq, self.clock())
+                        self._out.publish(1)
+                        self.next_seq += 1
+                    done += 1
+        finally:
+            consumer.commit(done)
+        return done
+
+    def on_close(self) -> None:
+        for c in getattr(self, "_consumers", []):
+            c.close()
+        for p in (getattr(self, "_out", None), getattr(self, "_reject", None)):
+            if p is not None:
+                p.close()
+        for r in self._rings:
+            r.close()
+        self._rings.clear()
+        control = getattr(self, "_control", None)
+        if control is not None:
+            control.close()

@@ -1,0 +1,191 @@
+"""Helpers for the pipeline tests: configurations, a producer process, an output reader.
+
+Importable by spawned children (the producer runs in its own process), so no test here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ringex.engine import messages as m
+from ringex.engine.engine_agent import stream_hash, update_stream_hash
+from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.ring import Ring
+from ringex.tools.config import ExchangeConfig, parse_config
+
+_counter = [0]
+
+
+def unique_prefix() -> str:
+    _counter[0] += 1
+    return f"rxp{os.getpid()}n{_counter[0]}"
+
+
+def make_config(tmp: Path, *, processes: str = "embedded", durability: str = "batch",
+                snapshot_every: int = 1_000_000, gateways=("t1", "t2"), heartbeat_ms: int = 2000,
+                prefix: str | None = None) -> ExchangeConfig:
+    if processes == "embedded":
+        topo = '[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
+    else:
+        topo = ('[[process]]\nname = "seq"\nagents = ["sequencer"]\n'
+                '[[process]]\nname = "eng"\nagents = ["engine"]\n')
+    gw = ", ".join(f'"{g}"' for g in gateways)
+    text = f"""
+[exchange]
+name = "test"
+data_dir = "{tmp / 'data'}"
+shm_prefix = "{prefix or unique_prefix()}"
+[journal]
+durability = "{durability}"
+snapshot_every = {snapshot_every}
+segment_bytes = 65536
+[engine]
+max_orders = 65536
+price_levels = 4096
+[rings]
+gateways = [{gw}]
+subscribers = ["test"]
+inbound_capacity = 1024
+engine_capacity = 1024
+output_capacity = 4096
+batch_limit = 256
+[supervisor]
+heartbeat_timeout_ms = {heartbeat_ms}
+check_interval_ms = 50
+{topo}
+[[instrument]]
+id = 1
+symbol = "TEST"
+reference_price = 1000
+[[account]]
+id = 1
+stp_default = "off"
+[[account]]
+id = 2
+stp_default = "off"
+"""
+    return parse_config(text, base_dir=tmp)
+
+
+def order(cl: int, side: int, price: int, qty: int = 1, account: int | None = None,
+          session: int = 1) -> bytes:
+    return m.NewOrder.encode(
+        clOrdId=cl, side=side, price=price, qty=qty, account=account or side, instrument=1,
+        ordType=m.OrdType.Limit, timeInForce=m.TimeInForce.GTC, stpMode=m.StpMode.Off,
+        sessionId=session,
+    )
+
+
+def order_bytes(first_cl: int, n: int) -> list[bytes]:
+    """n orders that rest and trade: alternating sides around 1000."""
+    out = []
+    for i in range(n):
+        cl = first_cl + i
+        side = 1 + (cl % 2)
+        price = 1000 - (cl % 7) + 3 if side == 1 else 1000 + (cl % 7) - 3
+        out.append(order(cl, side, price, qty=1 + cl % 3))
+    return out
+
+
+def produce(ring_name: str, first_cl: int, n: int, pace_s: float = 0.0, done_file: str | None = None) -> None:
+    """Child process: offer n orders (waiting under back-pressure), optionally paced."""
+    ring = Ring.attach(ring_name, wait_s=10.0)
+    prod = ring.producer(takeover=True)
+    idle = BackoffIdleStrategy(max_spins=10, max_yields=10, max_park_ns=1_000_000)
+    deadline = time.monotonic() + 120
+    for msg in order_bytes(first_cl, n):
+        while not prod.offer(msg):
+            if time.monotonic() > deadline:
+                raise TimeoutError("producer: ring stayed full")
+            idle.idle(0)
+        if pace_s:
+            time.sleep(pace_s)
+    if done_file:
+        Path(done_file).write_text(str(n))
+    prod.close()
+    ring.close()
+
+
+@dataclass
+class OutputReader:
+    """The test's subscriber on the output ring (and reject ring): hashes and records."""
+
+    ring: Ring
+    reject: Ring
+    index: int
+    hash: object = field(default_factory=stream_hash)
+    acked: dict = field(default_factory=dict)  # clOrdId -> template name
+    rejected_not_accepting: list = field(default_factory=list)
+    events: int = 0
+    last_seq: int = 0
+    seqs_monotonic: bool = True
+
+    def __post_init__(self) -> None:
+        self.consumer = self.ring.consumer(self.index)
+        self.rej_consumer = self.reject.consumer(self.index)
+
+    def poll(self) -> int:
+        head, tail = self.consumer.read(4096)
+        k = len(head) + len(tail)
+        for region in (head, tail):
+            if not len(region):
+                continue
+            update_stream_hash(self.hash, region)
+            for row in region:
+                d = m.SCHEMA.decode(bytes(row))
+                seq = d["seq"]
+                if seq < self.last_seq:
+                    self.seqs_monotonic = False
+                self.last_seq = seq
+                if d.name in ("OrderAccepted", "OrderRejected") and d.fields.get("refTemplateId", 1) == 1:
+                    self.acked[d["clOrdId"]] = d.name
+        if k:
+            self.consumer.commit(k)
+        self.events += k
+        head, tail = self.rej_consumer.read(4096)
+        r = len(head) + len(tail)
+        for region in (head, tail):
+            for row in region:
+                d = m.SCHEMA.decode(bytes(row))
+                self.rejected_not_accepting.append((d.name, d["clOrdId"], d["reason"]))
+        if r:
+            self.rej_consumer.commit(r)
+        return k + r
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.rej_consumer.close()
+
+
+def pump(exchange, reader: OutputReader | None, until, timeout: float, supervise: bool = True) -> None:
+    """Drive the exchange's supervisor loop and the reader until ``until()`` or timeout."""
+    idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=2_000_000)
+    deadline = time.monotonic() + timeout
+    next_check = 0.0
+    while not until():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        work = exchange.drain()
+        if reader is not None:
+            work += reader.poll()
+        now = time.monotonic()
+        if supervise and now >= next_check:
+            exchange.supervise_once()
+            next_check = now + 0.05
+        idle.idle(work)
+
+
+def shm_leftovers(prefix: str) -> list[str]:
+    return sorted(n for n in os.listdir("/dev/shm") if prefix in n)
+
+
+def as_slots(messages: list[bytes]) -> np.ndarray:
+    out = np.zeros((len(messages), m.SLOT_SIZE), dtype=np.uint8)
+    for i, msg in enumerate(messages):
+        out[i, :len(msg)] = np.frombuffer(msg, dtype=np.uint8)
+    return out

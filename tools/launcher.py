@@ -1,0 +1,447 @@
+"""``ringex run``: build the rings, start the agents' processes, supervise, shut down cleanly.
+
+The topology is configuration: each ``[[process]]`` names the agents it composes, its CPUs
+and its idle strategy. The launcher owns every shared-memory object it creates and removes
+them all on shutdown; it also owns the admin ring (the configured instruments and accounts
+enter the journal through it on a fresh start, like any operator action).
+
+The supervisor fails safe. A child process that dies or stops heartbeating, or an inbound
+producer that dies, withdraws acceptance in the control block: from then on the sequencer
+answers every order-entry message with ``ExchangeNotAccepting`` instead of running half a
+pipeline. A dead child is restarted (its agents recover from their journal and rings); once
+everything is healthy again the exchange accepts again. SIGTERM or Ctrl-C drains in-flight
+work, stops the agents (the engine writes its final snapshot) and unlinks every object.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ringex.engine import messages as m
+from ringex.engine.engine_agent import EngineAgent, journal_last_seq
+from ringex.engine.sequencer import SequencerAgent, last_sequence
+from ringex.ringbuffer.agent import Agent, CompositeAgent
+from ringex.ringbuffer.control import (
+    REASON_HEARTBEAT_LOST,
+    REASON_PROCESS_DIED,
+    REASON_SHUTTING_DOWN,
+    REASON_TEXT,
+    ControlBlock,
+)
+from ringex.ringbuffer.counters import CountersReader
+from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.ring import ConsumerState, Consumer, Offer, Producer, Ring, pid_alive
+from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
+from ringex.tools.config import ExchangeConfig
+
+log = logging.getLogger("ringex.launcher")
+
+MONITOR_CONSUMER = 0  # the launcher's own consumer of the output and reject rings
+
+
+@dataclass(frozen=True)
+class RingNames:
+    """Every shared-memory name of one exchange, derived from its prefix."""
+
+    prefix: str
+    gateways: tuple[str, ...]
+
+    @property
+    def admin(self) -> str:
+        return f"{self.prefix}-admin"
+
+    def gateway(self, name: str) -> str:
+        return f"{self.prefix}-in-{name}"
+
+    @property
+    def inbound(self) -> list[str]:
+        return [self.admin, *(self.gateway(g) for g in self.gateways)]
+
+    @property
+    def engine_in(self) -> str:
+        return f"{self.prefix}-seq"
+
+    @property
+    def output(self) -> str:
+        return f"{self.prefix}-out"
+
+    @property
+    def reject(self) -> str:
+        return f"{self.prefix}-rej"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}-ctl"
+
+
+def ring_names(cfg: ExchangeConfig) -> RingNames:
+    return RingNames(cfg.exchange.shm_prefix, tuple(cfg.rings.gateways))
+
+
+def output_consumer_index(cfg: ExchangeConfig, subscriber: str) -> int:
+    """The consumer index a named subscriber uses on the output and reject rings."""
+    try:
+        return 1 + cfg.rings.subscribers.index(subscriber)
+    except ValueError:
+        raise KeyError(f"{subscriber!r} is not in rings.subscribers {cfg.rings.subscribers}") from None
+
+
+def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
+    """The configured instruments and accounts, as the admin messages that create them."""
+    out: list[bytes] = []
+    for ins in cfg.instrument:
+        out.append(m.InstrumentDefinition.encode(
+            instrument=ins.id, symbol=ins.symbol, tickSize=ins.tick_size, lotSize=ins.lot_size,
+            minQty=ins.min_qty, maxQty=ins.max_qty, referencePrice=ins.reference_price,
+            makerFeePpm=ins.maker_fee_ppm, takerFeePpm=ins.taker_fee_ppm,
+            kind=m.InstrumentKind.Spot if ins.kind == "spot" else m.InstrumentKind.Perpetual,
+            haltPolicy=m.HaltPolicy.Reject if ins.halt_policy == "reject" else m.HaltPolicy.Queue,
+            status=m.TradingStatus.Trading,
+        ))
+    stp = {
+        "off": m.StpMode.Off, "cancel-resting": m.StpMode.CancelResting,
+        "cancel-aggressor": m.StpMode.CancelAggressor, "cancel-both": m.StpMode.CancelBoth,
+        "decrement-both": m.StpMode.DecrementBoth,
+    }
+    for acc in cfg.account:
+        out.append(m.CreateAccount.encode(account=acc.id, stpDefault=stp[acc.stp_default]))
+    return out
+
+
+@dataclass
+class _Child:
+    name: str
+    agents: list[str]
+    runner: AgentRunner
+    restarts: int = 0
+    reader: CountersReader | None = None
+
+
+@dataclass
+class Status:
+    last_seq: int = 0
+    msgs_per_s: float = 0.0
+    back_pressure: int = 0
+    accepting: bool = False
+    reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        state = "accepting" if self.accepting else f"NOT accepting ({self.reason})"
+        return (f"seq {self.last_seq:>10} | {self.msgs_per_s:>10,.0f} msg/s | "
+                f"back-pressure {self.back_pressure} | {state}")
+
+
+class Exchange:
+    """One running exchange: its rings, control block and child processes."""
+
+    def __init__(self, cfg: ExchangeConfig, *, restart_children: bool = True,
+                 max_restarts: int = 5) -> None:
+        self.cfg = cfg
+        self.names = ring_names(cfg)
+        self.restart_children = restart_children
+        self.max_restarts = max_restarts
+        self.data_dir = cfg.data_path()
+        self._rings: list[Ring] = []
+        self._children: list[_Child] = []
+        self._control: ControlBlock | None = None
+        self._admin: Producer | None = None
+        self._monitors: list[Consumer] = []
+        self._producers_seen: dict[str, int] = {}
+        self._stale_found: list[str] = []
+        self._last_rate = (time.monotonic(), 0)
+        self._grace_until = 0.0
+        self.started = False
+
+    # ----------------------------------------------------------------- start-up
+
+    def _create_ring(self, name: str, capacity: int, consumers: int) -> Ring:
+        try:
+            ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=consumers)
+        except Exception as exc:
+            from ringex.ringbuffer.errors import StaleRingError
+
+            if not isinstance(exc, StaleRingError):
+                raise
+            log.warning("%s; reclaiming it", exc)
+            self._stale_found.append(name)
+            ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity,
+                               consumers=consumers, reclaim=True)
+        self._rings.append(ring)
+        return ring
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        """Create everything, start the processes, and accept once the engine is up."""
+        cfg, names = self.cfg, self.names
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._control = ControlBlock.create(names.control)
+            subscribers = 1 + len(cfg.rings.subscribers)
+            admin = self._create_ring(names.admin, cfg.rings.inbound_capacity, 1)
+            for g in cfg.rings.gateways:
+                self._create_ring(names.gateway(g), cfg.rings.inbound_capacity, 1)
+            self._create_ring(names.engine_in, cfg.rings.engine_capacity, 1)
+            out = self._create_ring(names.output, cfg.rings.output_capacity, subscribers)
+            rej = self._create_ring(names.reject, cfg.rings.inbound_capacity, subscribers)
+            self._admin = admin.producer()
+            self._monitors = [out.consumer(MONITOR_CONSUMER), rej.consumer(MONITOR_CONSUMER)]
+            fresh = journal_last_seq(self.data_dir) == 0
+            for proc in cfg.process:
+                self._children.append(self._start_child(proc.name))
+            for child in self._children:
+                if not child.runner.wait_started(ready_timeout):
+                    raise RuntimeError(
+                        f"process {child.name!r} ({', '.join(child.agents)}) did not start "
+                        f"within {ready_timeout:.0f} s (exit code {child.runner.exitcode})"
+                    )
+            if fresh:
+                for msg in admin_messages(cfg):
+                    self.offer_admin(msg)
+            self._control.accept()
+            self._grace_until = time.monotonic() + 2 * cfg.supervisor.heartbeat_timeout_ms / 1000
+            self.started = True
+        except BaseException:
+            self.stop(drain_timeout=0.0)
+            raise
+
+    def _agent(self, name: str) -> Agent:
+        cfg, names = self.cfg, self.names
+        if name == "sequencer":
+            return SequencerAgent(
+                names.inbound, names.engine_in, names.reject, names.control,
+                first_seq=journal_last_seq(self.data_dir) + 1, batch_limit=cfg.rings.batch_limit,
+            )
+        if name == "engine":
+            return EngineAgent(
+                cfg.engine, str(self.data_dir), names.engine_in, names.output,
+                durability=cfg.journal.durability, interval_ms=cfg.journal.interval_ms,
+                segment_bytes=cfg.journal.segment_bytes, snapshot_every=cfg.journal.snapshot_every,
+                snapshots_kept=cfg.journal.snapshots_kept, batch_limit=cfg.rings.batch_limit,
+            )
+        raise ValueError(f"unknown agent {name!r}")
+
+    def _start_child(self, proc_name: str, restarts: int = 0) -> _Child:
+        proc = next(p for p in self.cfg.process if p.name == proc_name)
+        agents = [self._agent(a) for a in proc.agents]
+        agent = agents[0] if len(agents) == 1 else CompositeAgent(agents, role_name=proc.name)
+        runner = AgentRunner(agent, RunnerConfig(
+            idle_strategy=proc.idle, cpus=tuple(proc.cpus) if proc.cpus else None,
+            counters_name=f"ringex-counters-{self.names.prefix}-{proc.name}",
+        ))
+        runner.start_process()
+        self._grace_until = time.monotonic() + 2 * self.cfg.supervisor.heartbeat_timeout_ms / 1000
+        log.info("started process %r (pid %s): %s", proc.name, runner.pid, ", ".join(proc.agents))
+        return _Child(proc.name, list(proc.agents), runner, restarts)
+
+    # ----------------------------------------------------------------- operation
+
+    def offer_admin(self, message: bytes, timeout: float = 10.0) -> None:
+        """Put one admin message on the admin ring (waits, bounded, under back-pressure)."""
+        assert self._admin is not None
+        deadline = time.monotonic() + timeout
+        idle = BackoffIdleStrategy()
+        while self._admin.offer(message) != Offer.OK:
+            if time.monotonic() > deadline:
+                raise TimeoutError("admin ring full: the sequencer is not consuming")
+            self.drain()
+            idle.idle(0)
+
+    def drain(self) -> int:
+        """Consume what the monitor consumer has on the output and reject rings."""
+        n = 0
+        for c in self._monitors:
+            head, tail = c.read()
+            k = len(head) + len(tail)
+            if k:
+                c.commit(k)
+                n += k
+            else:
+                c.heartbeat()
+        return n
+
+    def supervise_once(self) -> list[str]:
+        """Check every child and producer; fail safe or recover. Returns what went wrong."""
+        assert self._control is not None
+        problems: list[str] = []
+        culprit = 0
+        reason = 0
+        for i, child in enumerate(self._children):
+            if not child.runner.is_alive():
+                code = child.runner.exitcode
+                problems.append(f"process {child.name!r} (pid {child.runner.pid}, "
+                                f"{', '.join(child.agents)}) died with exit code {code}")
+                culprit, reason = child.runner.pid or 0, REASON_PROCESS_DIED
+                if self.restart_children and child.restarts < self.max_restarts:
+                    child.runner.join(0.1)
+                    self._children[i] = self._start_child(child.name, child.restarts + 1)
+        timeout_ns = self.cfg.supervisor.heartbeat_timeout_ms * 1_000_000
+        # A process just (re)started has not polled yet: judge heartbeats after a grace period.
+        in_grace = time.monotonic() < self._grace_until
+        for ring in self._rings if not in_grace else ():
+            if ring.name.endswith(("-out", "-rej")):
+                indexes = range(1, ring.consumers)  # subscribers; the monitor is us
+            else:
+                indexes = range(ring.consumers)
+            for idx in indexes:
+                state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
+                if state is ConsumerState.DEAD:
+                    info = ring.consumer_info(idx)
+                    problems.append(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
+                                    f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)")
+                    culprit, reason = info.pid, REASON_HEARTBEAT_LOST
+        for name in self.names.inbound[1:]:
+            ring = next(r for r in self._rings if r.name == "/" + name or r.name == name)
+            pid = ring.producer_pid if hasattr(ring, "producer_pid") else 0
+            if pid and not pid_alive(pid):
+                problems.append(f"producer of ring {ring.name} (pid {pid}) died")
+                culprit, reason = pid, REASON_PROCESS_DIED
+        if problems:
+            if self._control.accepting:
+                for p in problems:
+                    log.error("failing safe, not accepting orders: %s", p)
+            self._control.refuse(reason, culprit)
+        elif not self._control.accepting and self._control.reason != REASON_SHUTTING_DOWN:
+            log.warning("pipeline healthy again; accepting orders")
+            self._control.accept()
+        return problems
+
+    def status(self) -> Status:
+        assert self._control is not None
+        engine_ring = next(r for r in self._rings if r.name.endswith("-seq"))
+        last = last_sequence(engine_ring)
+        now = time.monotonic()
+        t0, s0 = self._last_rate
+        rate = (last - s0) / (now - t0) if now > t0 else 0.0
+        self._last_rate = (now, last)
+        bp = 0
+        for child in self._children:
+            try:
+                child.reader = child.reader or CountersReader(child.runner.counters_name or "")
+                for _id, label, value in child.reader:
+                    if "back-pressure" in label:
+                        bp += value
+            except Exception:
+                child.reader = None
+        return Status(last, rate, bp, self._control.accepting, REASON_TEXT.get(self._control.reason, "?"))
+
+    def run_forever(self, print_status: Callable[[str], None] | None = None,
+                    stop_after: float | None = None) -> None:
+        """Supervise until SIGINT/SIGTERM (or ``stop_after`` seconds), then stop cleanly."""
+        stopping = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        idle = BackoffIdleStrategy(max_spins=0, max_yields=0, min_park_ns=100_000, max_park_ns=2_000_000)
+        check_every = self.cfg.supervisor.check_interval_ms / 1000
+        next_check = next_status = time.monotonic()
+        end = None if stop_after is None else time.monotonic() + stop_after
+        try:
+            while not stopping and (end is None or time.monotonic() < end):
+                idle.idle(self.drain())
+                now = time.monotonic()
+                if now >= next_check:
+                    self.supervise_once()
+                    next_check = now + check_every
+                if print_status is not None and now >= next_status:
+                    print_status(self.status().line())
+                    next_status = now + 1.0
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            self.stop()
+
+    # ----------------------------------------------------------------- shutdown
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Refuse new orders, let in-flight work finish, stop the agents, unlink everything."""
+        if self._control is not None:
+            self._control.refuse(REASON_SHUTTING_DOWN)
+        deadline = time.monotonic() + drain_timeout
+        idle = BackoffIdleStrategy(max_spins=0, max_yields=0, min_park_ns=100_000, max_park_ns=2_000_000)
+        while time.monotonic() < deadline and self._in_flight():
+            idle.idle(self.drain())
+        for child in self._children:
+            child.runner.stop()
+        for child in self._children:
+            end = time.monotonic() + 30.0
+            while child.runner.is_alive() and time.monotonic() < end:
+                self.drain()  # keep the output moving while the engine writes its snapshot
+                child.runner.join(0.01)
+            child.runner.close(timeout=5.0)
+            if child.reader is not None:
+                child.reader.close() if hasattr(child.reader, "close") else None
+        self._children.clear()
+        for c in self._monitors:
+            c.close()
+        self._monitors.clear()
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        for ring in self._rings:
+            ring.close()
+            ring.unlink()
+        self._rings.clear()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        self.started = False
+
+    def _in_flight(self) -> bool:
+        if not any(c.runner.is_alive() for c in self._children):
+            return False
+        for ring in self._rings:
+            if ring.name.endswith(("-out", "-rej")):
+                continue
+            if ring.producer_position - ring.min_consumer_position() > 0:
+                return True
+        return False
+
+    def __enter__(self) -> "Exchange":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(config_path: str | None = None) -> int:
+    from ringex.tools.config import ConfigError, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"ringex run: {exc}", file=sys.stderr)
+        return 2
+    exchange = Exchange(cfg)
+    exchange.start()
+    names = exchange.names
+    print(f"ringex {cfg.exchange.name}: data in {exchange.data_dir}")
+    for child in exchange._children:
+        print(f"  process {child.name} (pid {child.runner.pid}): {', '.join(child.agents)}")
+    print(f"  admin ring /dev/shm/{names.admin.lstrip('/')}; order rings: "
+          + ", ".join(f"/dev/shm/{names.gateway(g)}" for g in cfg.rings.gateways))
+    print(f"  instruments: {', '.join(f'{i.id}={i.symbol}' for i in cfg.instrument)}; "
+          f"accounts: {', '.join(str(a.id) for a in cfg.account)}")
+    print("Ctrl-C stops the exchange (final snapshot, shared memory removed).")
+    interactive = sys.stdout.isatty()
+
+    def show(line: str) -> None:
+        if interactive:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    exchange.run_forever(show)
+    if interactive:
+        print()
+    print("ringex stopped cleanly.")
+    return 0
