@@ -29,6 +29,8 @@ from ringex.engine.journal import JournalError, JournalReader
 
 def locate(path: Path) -> tuple[Path, Path]:
     """(journal directory, data directory) for a path naming either."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such directory")
     if (path / "journal").is_dir():
         return path / "journal", path
     if (path.parent / ENGINE_FILE).exists():

@@ -1,0 +1,168 @@
+"""Recovery from damaged storage, and the journal tools, on a data directory a real run wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline_kit import OutputReader, make_config, order_bytes, pump
+from ringex.engine.engine_agent import journal_dir, read_engine_file, recover_engine, snapshot_dir
+from ringex.engine.engine import MatchingEngine
+from ringex.engine.journal import JournalCorruptError, JournalReader, list_segments
+from ringex.engine.snapshot import list_snapshots
+from ringex.ringbuffer.ring import Ring
+from ringex.tools.launcher import Exchange, output_consumer_index
+from ringex.tools.replay import replay
+
+ORDERS = 1200
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """A data directory from a real run: several journal segments and snapshots."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = make_config(tmp, snapshot_every=250)
+    exchange = Exchange(cfg)
+    exchange.start()
+    try:
+        out = Ring.attach(exchange.names.output)
+        rej = Ring.attach(exchange.names.reject)
+        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
+        gw = Ring.attach(exchange.names.gateway("t1"))
+        prod = gw.producer()
+        msgs = order_bytes(1, ORDERS)
+        sent = [0]
+
+        def step() -> bool:
+            while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
+                sent[0] += 1
+            return len(reader.acked) >= ORDERS
+
+        pump(exchange, reader, step, timeout=120)
+        prod.close()
+        gw.close()
+        reader.close()
+        out.close()
+        rej.close()
+    finally:
+        exchange.stop()
+    data = cfg.data_path()
+    assert len(list_segments(journal_dir(data))) >= 2
+    assert len(list_snapshots(snapshot_dir(data))) >= 2
+    return data
+
+
+@pytest.fixture
+def data(written: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(written, copy)
+    return copy
+
+
+def state_after_recovery(data: Path) -> tuple[dict, int]:
+    cfg = read_engine_file(data)
+    engine, next_seq, _events, rest = recover_engine(cfg, data)
+    for _ in rest:
+        pass
+    return engine.snapshot(), next_seq
+
+
+def state_by_full_replay(data: Path, upto_seq: int | None = None) -> dict:
+    engine = MatchingEngine(read_engine_file(data))
+    for rec in JournalReader(journal_dir(data)).records(to_seq=upto_seq):
+        engine.process(np.frombuffer(rec.payload, np.uint8).reshape(rec.count, -1))
+    return engine.snapshot()
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    from ringex.engine import state as S
+
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k], b[k]
+        if k == "glob":  # the event count of the last call is scratch, not state
+            x, y = x.copy(), y.copy()
+            x[S.G_EVENTS] = y[S.G_EVENTS] = 0
+        assert np.array_equal(x, y), f"state array {k} differs"
+
+
+def test_recovered_state_equals_a_replay_of_the_journal(data: Path) -> None:
+    recovered, _ = state_after_recovery(data)
+    assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_torn_journal_tail_is_truncated_and_not_applied(data: Path) -> None:
+    segs = list_segments(journal_dir(data))
+    last = segs[-1][1]
+    before = JournalReader(journal_dir(data)).last_seq
+    size = last.stat().st_size
+    with open(last, "r+b") as f:  # a crash in the middle of the last record's payload
+        f.truncate(size - 100)
+    # Opening the journal for appending (what the engine does) repairs the tail.
+    from ringex.engine.journal import JournalWriter
+
+    JournalWriter(journal_dir(data)).close()
+    after = JournalReader(journal_dir(data)).last_seq
+    assert after < before
+    # Snapshots newer than the journal are useless; recovery must not pretend otherwise.
+    for seq, path in list_snapshots(snapshot_dir(data)):
+        if seq > after + 1:
+            path.unlink()
+    recovered, next_seq = state_after_recovery(data)
+    assert next_seq <= after + 1
+    assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_corrupt_middle_record_stops_recovery_naming_file_and_offset(data: Path) -> None:
+    first = list_segments(journal_dir(data))[0][1]
+    for seq, path in list_snapshots(snapshot_dir(data)):
+        path.unlink()  # force a replay through the damage
+    with open(first, "r+b") as f:
+        f.seek(48 + 32 + 5)  # inside the first record's payload
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(JournalCorruptError) as err:
+        state_after_recovery(data)
+    assert str(first) in str(err.value) and "offset" in str(err.value)
+
+
+def test_corrupt_latest_snapshot_falls_back_to_the_previous(data: Path) -> None:
+    snaps = list_snapshots(snapshot_dir(data))
+    newest = snaps[-1][1]
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    newest.write_bytes(bytes(raw))
+    recovered, _ = state_after_recovery(data)
+    assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_replay_and_journal_dump_commands(data: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "replay", str(data), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["output_sha256"] == replay(data)["output_sha256"]
+    assert doc["messages"] == ORDERS + 2 + 1  # orders, two accounts, one instrument
+
+    r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "journal", "dump", str(data),
+                        "--from", "10", "--to", "14", "--type", "NewOrder"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [int(ln.split()[0]) for ln in lines] == [10, 11, 12, 13, 14]
+    assert all(" NewOrder " in ln and "clOrdId=" in ln and "side=" in ln for ln in lines)
+
+    r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "journal", "dump", str(data),
+                        "--type", "NoSuchMessage"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "unknown message type" in r.stderr
+
+    r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "replay", str(data / "nowhere")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "ringex replay:" in r.stderr
