@@ -120,7 +120,7 @@ def recover_engine(cfg: EngineConfig, data_dir: Path | str) -> tuple[MatchingEng
     snap = load_latest_snapshot(snapshot_dir(data_dir))
     if snap is not None and snap.meta.get("schema") == m.SCHEMA.fingerprint:
         engine = MatchingEngine(cfg)
-        engine.restore(snap.arrays)
+        engine.restore(snap.arrays["arena"])
         next_seq = snap.seq
         events_total = int(snap.meta["events_total"])
         log.info("engine: restored snapshot %s (next seq %d)", snap.path.name, next_seq)
@@ -299,7 +299,7 @@ class EngineAgent(Agent):
         assert self.journal is not None
         self.journal.sync()
         path = write_snapshot(
-            snapshot_dir(self.data_dir), self.next_seq, self.engine.snapshot(),
+            snapshot_dir(self.data_dir), self.next_seq, {"arena": self.engine.snapshot()},
             {"schema": m.SCHEMA.fingerprint, "events_total": self.events_total,
              "engine": msgspec.to_builtins(self.config)},
             keep=self.snapshots_kept,

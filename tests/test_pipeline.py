@@ -217,7 +217,7 @@ id = 1
     )
     try:
         lines = []
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:

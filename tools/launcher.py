@@ -176,7 +176,7 @@ class Exchange:
         self._rings.append(ring)
         return ring
 
-    def start(self, ready_timeout: float = 60.0) -> None:
+    def start(self, ready_timeout: float = 300.0) -> None:
         """Create everything, start the processes, and accept once the engine is up."""
         cfg, names = self.cfg, self.names
         self.data_dir.mkdir(parents=True, exist_ok=True)
