@@ -1,0 +1,109 @@
+"""The engine state as seen from compiled code: one int64 arena, viewed as its tables.
+
+Compiled functions pass each other the arena alone: numba passes an array as a struct of
+7-9 machine words and reference-counts it with atomic operations, so handing a tuple of
+seven arrays to every helper cost more than the matching itself (measured: ~40 ns a call).
+``views`` rebuilds the named tables (``EngineState`` order: orders, levels, level_bits, ins,
+acct, id_buckets, glob) from the offsets kept in the arena's globals, and ``borrow`` gives
+the entry point a reference-count-free alias of the arena for the duration of a batch.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+from numba.core import cgutils, types
+from numba.core import config as _numba_config
+from numba.extending import intrinsic
+
+from ringex.engine.state import (
+    G_AT_ACCT, G_AT_BITS, G_AT_BUCKETS, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS, G_BOOK_SLOTS, G_BUCKETS,
+    G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS, N_ORDER_FIELDS,
+)
+
+JIT = dict(cache=True, nogil=True, error_model="numpy")
+INLINE = dict(JIT, inline="always")
+
+if _numba_config.DISABLE_JIT:
+
+    def borrow(arr):
+        """Plain Python: the array itself."""
+        return arr
+
+    def table1(mem, at, n):
+        return mem[at: at + n]
+
+    def table2(mem, at, rows, cols):
+        return mem[at: at + rows * cols].reshape((rows, cols))
+
+else:
+
+    def _alias(context, builder, arr_type, arr, data, shape, strides, out_type):
+        src = context.make_array(arr_type)(context, builder, value=arr)
+        dst = context.make_array(out_type)(context, builder)
+        dst.meminfo = cgutils.get_null_value(dst.meminfo.type)
+        dst.parent = cgutils.get_null_value(dst.parent.type)
+        dst.itemsize = src.itemsize
+        dst.data = data if data is not None else src.data
+        dst.shape = shape if shape is not None else src.shape
+        dst.strides = strides if strides is not None else src.strides
+        nitems = context.get_constant(types.intp, 1)
+        for dim in cgutils.unpack_tuple(builder, dst.shape):
+            nitems = builder.mul(nitems, dim)
+        dst.nitems = nitems
+        return dst._getvalue()
+
+    @intrinsic
+    def borrow(typingctx, arr):
+        """An alias of ``arr`` without a reference count (no meminfo): passing it around and
+        taking views of it costs no atomic operations. Only valid while ``arr`` is alive,
+        i.e. within the call that received ``arr``."""
+
+        def codegen(context, builder, sig, args):
+            return _alias(context, builder, sig.args[0], args[0], None, None, None, sig.return_type)
+
+        return arr(arr), codegen
+
+    @intrinsic
+    def table1(typingctx, mem, at, n):
+        """``mem[at : at + n]`` without bounds checks, reference count or helper calls."""
+        out_type = types.Array(types.int64, 1, "C")
+
+        def codegen(context, builder, sig, args):
+            arr, at_v, n_v = args
+            src = context.make_array(sig.args[0])(context, builder, value=arr)
+            data = builder.gep(src.data, [at_v])
+            shape = cgutils.pack_array(builder, [n_v])
+            strides = cgutils.pack_array(builder, [context.get_constant(types.intp, 8)])
+            return _alias(context, builder, sig.args[0], arr, data, shape, strides, out_type)
+
+        return out_type(mem, types.intp, types.intp), codegen
+
+    @intrinsic
+    def table2(typingctx, mem, at, rows, cols):
+        """``mem[at : at + rows * cols].reshape(rows, cols)``, as ``table1``."""
+        out_type = types.Array(types.int64, 2, "C")
+
+        def codegen(context, builder, sig, args):
+            arr, at_v, r_v, c_v = args
+            src = context.make_array(sig.args[0])(context, builder, value=arr)
+            data = builder.gep(src.data, [at_v])
+            shape = cgutils.pack_array(builder, [r_v, c_v])
+            eight = context.get_constant(types.intp, 8)
+            strides = cgutils.pack_array(builder, [builder.mul(c_v, eight), eight])
+            return _alias(context, builder, sig.args[0], arr, data, shape, strides, out_type)
+
+        return out_type(mem, types.intp, types.intp, types.intp), codegen
+
+
+@njit(**INLINE)
+def views(mem):
+    """(orders, levels, level_bits, ins, acct, id_buckets, glob) views of the arena."""
+    g = table1(mem, 0, N_GLOB)
+    maxi = g[G_MAX_INSTRUMENTS]
+    orders = table2(mem, g[G_AT_ORDERS], g[G_CAPACITY], N_ORDER_FIELDS)
+    levels = table2(mem, g[G_AT_LEVELS], g[G_BOOK_SLOTS], 2)
+    bits = table1(mem, g[G_AT_BITS], maxi * 2 * g[G_WORDS])
+    ins = table2(mem, g[G_AT_INS], N_INS, maxi)
+    acct = table2(mem, g[G_AT_ACCT], N_ACCT, g[G_MAX_ACCOUNTS])
+    buckets = table1(mem, g[G_AT_BUCKETS], g[G_BUCKETS])
+    return (orders, levels, bits, ins, acct, buckets, g)

@@ -1,0 +1,272 @@
+"""Compiled writers of the engine's output events, SBE-encoded into an int64 slot array.
+
+The output buffer is a ``(rows, SLOT_WORDS)`` int64 array (its uint8 view is the
+``(rows, SLOT_SIZE)`` slot array the output ring takes). Each writer claims the next row,
+zeroes it, writes the header word and the Stamp of the input message being processed
+(``glob[G_SEQ..G_ING]``), then the event's fields, and returns the buffer: a new, twice as
+large one when the old was full, so a batch never overflows and never drops an event.
+Every event-producing function therefore takes ``out`` and returns it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ringex.engine.layout import (
+    AR_ACCOUNT, AR_INSTRUMENT, AR_REASON, AR_REF_TEMPLATE, AR_VALUE,
+    BA_INSTRUMENT, BA_ORDER_ID, BA_PRICE, BA_QTY, BA_SIDE,
+    BD_INSTRUMENT, BD_ORDER_ID,
+    BE_INSTRUMENT, BE_ORDER_ID, BE_PRICE, BE_QTY, BE_TRADE_ID,
+    BP_INSTRUMENT, BP_ORDER_ID, BP_PRICE, BP_QTY, BP_SIDE,
+    BR_INSTRUMENT, BR_ORDER_ID, BR_QTY,
+    CR_ACCOUNT, CR_CLORD, CR_INSTRUMENT, CR_ORDER_ID, CR_ORIG_CLORD, CR_REASON, CR_REF_TEMPLATE, CR_SESSION,
+    H_ACCEPTED, H_ADMIN_RESULT, H_BOOK_ADD, H_BOOK_DELETE, H_BOOK_EXECUTE, H_BOOK_REDUCE, H_BOOK_REPLACE,
+    H_CANCEL_REJECTED, H_CANCELED, H_INSTRUMENT_STATUS, H_MASS_DONE, H_REJECTED, H_REPLACED,
+    H_STOP_TRIGGERED, H_TRADE,
+    IS_INSTRUMENT, IS_STATUS,
+    MD_ACCOUNT, MD_CLORD, MD_COUNT, MD_INSTRUMENT, MD_SCOPE, MD_SESSION,
+    OA_ACCOUNT, OA_CLORD, OA_DISPLAY, OA_INSTRUMENT, OA_ORD_TYPE, OA_ORDER_ID, OA_POST_ONLY, OA_PRICE,
+    OA_QTY, OA_REDUCE_ONLY, OA_SESSION, OA_SIDE, OA_STOP, OA_TIF,
+    OC_ACCOUNT, OC_CLORD, OC_INSTRUMENT, OC_ORDER_ID, OC_QTY, OC_REASON, OC_SESSION,
+    OR_ACCOUNT, OR_CLORD, OR_INSTRUMENT, OR_ORDER_ID, OR_REASON, OR_REF_TEMPLATE, OR_SESSION,
+    RP_ACCOUNT, RP_CLORD, RP_DISPLAY, RP_INSTRUMENT, RP_LEAVES, RP_ORDER_ID, RP_ORIG_CLORD, RP_PRICE,
+    RP_QTY, RP_SESSION,
+    SLOT_WORDS, STAMP_ING, STAMP_SEQ, STAMP_TS,
+    ST_ACCOUNT, ST_CLORD, ST_INSTRUMENT, ST_ORDER_ID, ST_SESSION, ST_STOP_PRICE, ST_TRIGGER_PRICE,
+    TR_AGGRESSOR_SIDE, TR_INSTRUMENT, TR_MAKER_ACCOUNT, TR_MAKER_CLORD, TR_MAKER_LEAVES,
+    TR_MAKER_ORDER_ID, TR_MAKER_SESSION, TR_PRICE, TR_QTY, TR_TAKER_ACCOUNT, TR_TAKER_CLORD,
+    TR_TAKER_LEAVES, TR_TAKER_ORDER_ID, TR_TAKER_SESSION, TR_TRADE_ID,
+)
+from ringex.engine.state import G_EVENTS, G_ING, G_SEQ, G_TS
+
+JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+# Event writers are inlined into their callers at numba IR level: compiling each as its own
+# function costs more (numba has a large per-function overhead) and would specialise them
+# per literal argument.
+INLINE = dict(JIT, inline="always")
+
+
+@njit(**JIT)
+def grow(out):
+    """A buffer twice as large holding the same events."""
+    rows = out.shape[0]
+    bigger = np.zeros((2 * rows, SLOT_WORDS), dtype=np.int64)
+    bigger[:rows] = out
+    return bigger
+
+
+@njit(**INLINE)
+def begin(out, glob, header):
+    """Claim the next row: zeroed, with ``header`` and the current Stamp; returns (out, row)."""
+    n = glob[G_EVENTS]
+    if n >= out.shape[0]:
+        out = grow(out)
+    glob[G_EVENTS] = n + 1
+    for w in range(SLOT_WORDS):
+        out[n, w] = 0
+    out[n, 0] = header
+    out[n, STAMP_SEQ] = glob[G_SEQ]
+    out[n, STAMP_TS] = glob[G_TS]
+    out[n, STAMP_ING] = glob[G_ING]
+    return out, n
+
+
+@njit(**INLINE)
+def put(out, n, f, v):
+    """Write a 1, 2 or 4-byte field ``f = (word, shift, mask)`` of row ``n`` (zeroed by begin)."""
+    out[n, f[0]] |= (np.int64(v) & f[2]) << f[1]
+
+
+@njit(**INLINE)
+def order_accepted(out, glob, oid, clord, price, qty, display, stop, sess, acct, inst, side, otype, tif,
+                   post, reduce):
+    out, n = begin(out, glob, H_ACCEPTED)
+    out[n, OA_ORDER_ID] = oid
+    out[n, OA_CLORD] = clord
+    out[n, OA_PRICE] = price
+    out[n, OA_QTY] = qty
+    out[n, OA_DISPLAY] = display
+    out[n, OA_STOP] = stop
+    put(out, n, OA_SESSION, sess)
+    put(out, n, OA_ACCOUNT, acct)
+    put(out, n, OA_INSTRUMENT, inst)
+    put(out, n, OA_SIDE, side)
+    put(out, n, OA_ORD_TYPE, otype)
+    put(out, n, OA_TIF, tif)
+    put(out, n, OA_POST_ONLY, post)
+    put(out, n, OA_REDUCE_ONLY, reduce)
+    return out
+
+
+@njit(**INLINE)
+def order_rejected(out, glob, clord, oid, sess, acct, inst, reason, ref_template):
+    out, n = begin(out, glob, H_REJECTED)
+    out[n, OR_CLORD] = clord
+    out[n, OR_ORDER_ID] = oid
+    put(out, n, OR_SESSION, sess)
+    put(out, n, OR_ACCOUNT, acct)
+    put(out, n, OR_INSTRUMENT, inst)
+    put(out, n, OR_REASON, reason)
+    put(out, n, OR_REF_TEMPLATE, ref_template)
+    return out
+
+
+@njit(**INLINE)
+def trade(out, glob, trade_id, price, qty, m_oid, m_clord, m_leaves, t_oid, t_clord, t_leaves, inst,
+          m_acct, m_sess, t_acct, t_sess, aggressor_side):
+    out, n = begin(out, glob, H_TRADE)
+    out[n, TR_TRADE_ID] = trade_id
+    out[n, TR_PRICE] = price
+    out[n, TR_QTY] = qty
+    out[n, TR_MAKER_ORDER_ID] = m_oid
+    out[n, TR_MAKER_CLORD] = m_clord
+    out[n, TR_MAKER_LEAVES] = m_leaves
+    out[n, TR_TAKER_ORDER_ID] = t_oid
+    out[n, TR_TAKER_CLORD] = t_clord
+    out[n, TR_TAKER_LEAVES] = t_leaves
+    put(out, n, TR_INSTRUMENT, inst)
+    put(out, n, TR_MAKER_ACCOUNT, m_acct)
+    put(out, n, TR_MAKER_SESSION, m_sess)
+    put(out, n, TR_TAKER_ACCOUNT, t_acct)
+    put(out, n, TR_TAKER_SESSION, t_sess)
+    put(out, n, TR_AGGRESSOR_SIDE, aggressor_side)
+    return out
+
+
+@njit(**INLINE)
+def order_canceled(out, glob, oid, clord, qty, sess, acct, inst, reason):
+    out, n = begin(out, glob, H_CANCELED)
+    out[n, OC_ORDER_ID] = oid
+    out[n, OC_CLORD] = clord
+    out[n, OC_QTY] = qty
+    put(out, n, OC_SESSION, sess)
+    put(out, n, OC_ACCOUNT, acct)
+    put(out, n, OC_INSTRUMENT, inst)
+    put(out, n, OC_REASON, reason)
+    return out
+
+
+@njit(**INLINE)
+def order_replaced(out, glob, oid, clord, orig_clord, price, qty, leaves, display, sess, acct, inst):
+    out, n = begin(out, glob, H_REPLACED)
+    out[n, RP_ORDER_ID] = oid
+    out[n, RP_CLORD] = clord
+    out[n, RP_ORIG_CLORD] = orig_clord
+    out[n, RP_PRICE] = price
+    out[n, RP_QTY] = qty
+    out[n, RP_LEAVES] = leaves
+    out[n, RP_DISPLAY] = display
+    put(out, n, RP_SESSION, sess)
+    put(out, n, RP_ACCOUNT, acct)
+    put(out, n, RP_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def cancel_rejected(out, glob, oid, clord, orig_clord, sess, acct, inst, reason, ref_template):
+    out, n = begin(out, glob, H_CANCEL_REJECTED)
+    out[n, CR_ORDER_ID] = oid
+    out[n, CR_CLORD] = clord
+    out[n, CR_ORIG_CLORD] = orig_clord
+    put(out, n, CR_SESSION, sess)
+    put(out, n, CR_ACCOUNT, acct)
+    put(out, n, CR_INSTRUMENT, inst)
+    put(out, n, CR_REASON, reason)
+    put(out, n, CR_REF_TEMPLATE, ref_template)
+    return out
+
+
+@njit(**INLINE)
+def stop_triggered(out, glob, oid, clord, stop_price, trigger_price, sess, acct, inst):
+    out, n = begin(out, glob, H_STOP_TRIGGERED)
+    out[n, ST_ORDER_ID] = oid
+    out[n, ST_CLORD] = clord
+    out[n, ST_STOP_PRICE] = stop_price
+    out[n, ST_TRIGGER_PRICE] = trigger_price
+    put(out, n, ST_SESSION, sess)
+    put(out, n, ST_ACCOUNT, acct)
+    put(out, n, ST_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def mass_cancel_done(out, glob, clord, count, sess, acct, inst, scope):
+    out, n = begin(out, glob, H_MASS_DONE)
+    out[n, MD_CLORD] = clord
+    put(out, n, MD_COUNT, count)
+    put(out, n, MD_SESSION, sess)
+    put(out, n, MD_ACCOUNT, acct)
+    put(out, n, MD_INSTRUMENT, inst)
+    put(out, n, MD_SCOPE, scope)
+    return out
+
+
+@njit(**INLINE)
+def book_add(out, glob, oid, price, qty, inst, side):
+    out, n = begin(out, glob, H_BOOK_ADD)
+    out[n, BA_ORDER_ID] = oid
+    out[n, BA_PRICE] = price
+    out[n, BA_QTY] = qty
+    put(out, n, BA_INSTRUMENT, inst)
+    put(out, n, BA_SIDE, side)
+    return out
+
+
+@njit(**INLINE)
+def book_execute(out, glob, oid, qty, price, trade_id, inst):
+    out, n = begin(out, glob, H_BOOK_EXECUTE)
+    out[n, BE_ORDER_ID] = oid
+    out[n, BE_QTY] = qty
+    out[n, BE_PRICE] = price
+    out[n, BE_TRADE_ID] = trade_id
+    put(out, n, BE_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def book_reduce(out, glob, oid, qty, inst):
+    out, n = begin(out, glob, H_BOOK_REDUCE)
+    out[n, BR_ORDER_ID] = oid
+    out[n, BR_QTY] = qty
+    put(out, n, BR_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def book_delete(out, glob, oid, inst):
+    out, n = begin(out, glob, H_BOOK_DELETE)
+    out[n, BD_ORDER_ID] = oid
+    put(out, n, BD_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def book_replace(out, glob, oid, price, qty, inst, side):
+    out, n = begin(out, glob, H_BOOK_REPLACE)
+    out[n, BP_ORDER_ID] = oid
+    out[n, BP_PRICE] = price
+    out[n, BP_QTY] = qty
+    put(out, n, BP_INSTRUMENT, inst)
+    put(out, n, BP_SIDE, side)
+    return out
+
+
+@njit(**INLINE)
+def instrument_status(out, glob, inst, status):
+    out, n = begin(out, glob, H_INSTRUMENT_STATUS)
+    put(out, n, IS_INSTRUMENT, inst)
+    put(out, n, IS_STATUS, status)
+    return out
+
+
+@njit(**INLINE)
+def admin_result(out, glob, value, acct, inst, ref_template, reason):
+    out, n = begin(out, glob, H_ADMIN_RESULT)
+    out[n, AR_VALUE] = value
+    put(out, n, AR_ACCOUNT, acct)
+    put(out, n, AR_INSTRUMENT, inst)
+    put(out, n, AR_REF_TEMPLATE, ref_template)
+    put(out, n, AR_REASON, reason)
+    return out

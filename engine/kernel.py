@@ -1,0 +1,524 @@
+"""The compiled entry point: one call runs a whole batch of SBE slots through the engine.
+
+``process_batch(arena, slots, out)`` reads each (SLOT_SIZE-byte) slot of ``slots`` through an
+int64 view, dispatches on the header's template id, applies docs/engine.md and writes the
+events into ``out`` (growing it when needed); it returns the output buffer, and the number
+of events is ``glob[G_EVENTS]``.
+
+Compile-time shape (numba's per-function cost is large, and so is inlining at IR level):
+one compiled function per message handler and for the few shared pieces (running an
+aggressor, stop evaluation, order removal, level removal, slot release); small helpers are
+``inline="always"``. Hot paths make one or two calls per message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ringex.engine import events as ev
+from ringex.engine.arena import borrow, views
+from ringex.engine.book import acquire, find_order, has_free_slot, level_append, level_remove, list_append
+from ringex.engine.layout import (
+    BOOL_TRUE, BUY, CA_ACCOUNT, CA_STP, CLOSED, CO_ACCOUNT, CO_CLORD, CO_INSTRUMENT, CO_ORDER_ID,
+    CO_ORIG_CLORD, CO_SESSION, CXL_EXPIRED, CXL_MASS, CXL_USER, DAY, FOK, FU_ACCOUNT, GTC, HALTED,
+    HDR_SCHEMA, HDR_TEMPLATE, HDR_VERSION, ID_HALT_POLICY, ID_INSTRUMENT, ID_KIND, ID_LOT,
+    ID_MAKER_FEE, ID_MAX_QTY, ID_MIN_QTY, ID_REF_PRICE, ID_STATUS, ID_SYMBOL, ID_TAKER_FEE, ID_TICK,
+    IOC, IX_INSTRUMENT, KIND_PERPETUAL, KIND_SPOT, KS_ACCOUNT, KS_INSTRUMENT, LIMIT, MARKET,
+    MC_ACCOUNT, MC_CLORD, MC_INSTRUMENT, MC_SCOPE, MC_SESSION, NO_ACCOUNT, NO_CLORD, NO_DISPLAY,
+    NO_INSTRUMENT, NO_ORD_TYPE, NO_POST_ONLY, NO_PRICE, NO_QTY, NO_REDUCE_ONLY, NO_SESSION, NO_SIDE,
+    NO_STOP, NO_STP, NO_TIF, POLICY_QUEUE, POLICY_REJECT, R_ACCOUNT_CAPACITY, R_BAD_LOT, R_BAD_TICK,
+    R_BOOK_FULL, R_DUPLICATE_ACCOUNT, R_DUPLICATE_INSTRUMENT, R_FOK_UNFILLABLE,
+    R_INSTRUMENT_CAPACITY, R_INSTRUMENT_CLOSED, R_INSTRUMENT_HALTED, R_INVALID_DISPLAY_QTY,
+    R_INVALID_FLAGS, R_INVALID_INSTRUMENT_DEFINITION, R_INVALID_ORD_TYPE, R_INVALID_SCOPE,
+    R_INVALID_SIDE, R_INVALID_STOP_PRICE, R_INVALID_STP_MODE, R_INVALID_TIF, R_NONE,
+    R_NOT_YOUR_ORDER, R_POST_ONLY_WOULD_TRADE, R_PRICE_OUT_OF_RANGE, R_QTY_OUT_OF_RANGE,
+    R_STOP_CAPACITY, R_STOP_NOT_ALLOWED, R_UNKNOWN_ACCOUNT, R_UNKNOWN_INSTRUMENT, R_UNKNOWN_ORDER,
+    R_UNSUPPORTED_MESSAGE, RO_ACCOUNT, RO_CLORD, RO_DISPLAY, RO_INSTRUMENT, RO_ORDER_ID,
+    RO_ORIG_CLORD, RO_PRICE, RO_QTY, RO_SESSION, SCHEMA_ID, SCHEMA_VERSION, SCOPE_ACCOUNT,
+    SCOPE_ACCOUNT_INSTRUMENT, SCOPE_INSTRUMENT, SELL, SLOT_WORDS, STAMP_ING, STAMP_SEQ, STAMP_TS,
+    STOP, STOP_LIMIT, STP_DEFAULT, STP_MAX, STP_OFF, T_CANCEL_ORDER, T_CREATE_ACCOUNT, T_FUNDS,
+    T_INDEX_PRICE, T_INSTRUMENT_DEFINITION, T_KILL_SWITCH, T_MASS_CANCEL, T_NEW_ORDER,
+    T_REPLACE_ORDER, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
+)
+from ringex.engine.matcher import (
+    add_stop, display_of, stops_after, fok_fillable, limit_index, release_queue, remove_order,
+    run_aggressor,
+)
+from ringex.engine.state import (
+    A_CREATED, A_LIVE_HEAD, A_STP, G_EVENTS, G_EVENTS_TOTAL, G_ING, G_LEVELS, G_MAX_ACCOUNTS,
+    G_MAX_INSTRUMENTS, G_MAX_STOPS, G_MESSAGES, G_NEXT_ORDER_ID, G_SEQ, G_STOPS, G_TS,
+    I_ASK, I_BASE, I_BID, I_DEFINED, I_HAS_LAST, I_KIND, I_LAST, I_LIVE_HEAD, I_LOT, I_MAKER_FEE,
+    I_MAX_QTY, I_MIN_QTY, I_POLICY, I_QUEUE_HEAD, I_QUEUE_TAIL, I_REF, I_STATUS, I_SYMBOL,
+    I_TAKER_FEE, I_TICK,
+    O_ACCT, O_ANEXT, O_CLORD, O_DISP, O_DSIZE, O_FILLED, O_HIDDEN, O_INEXT, O_INST, O_LEAVES,
+    O_LEVEL, O_POST, O_PRICE, O_QTY, O_REDUCE, O_SESS, O_SIDE, O_STATE, O_STOP, O_STP, O_TIF,
+    O_TYPE, O_NEXT, O_PREV, S_QUEUED, S_RESTING,
+)
+
+JIT = dict(cache=True, nogil=True, error_model="numpy")
+# tiny helpers are inlined into their callers at numba IR level: no separate compilation
+# (and no specialisation per literal argument)
+INLINE = dict(JIT, inline="always")
+
+
+@njit(**INLINE)
+def get(i64, b, f):
+    """A 1, 2 or 4-byte field ``f = (word, shift, mask)`` of the slot starting at word ``b``."""
+    return (i64[b + f[0]] >> f[1]) & f[2]
+
+
+@njit(**INLINE)
+def book_index(ins, glob, inst, price):
+    """Book index of ``price`` (a positive multiple of the tick), or -1 outside the window."""
+    idx = price // ins[I_TICK, inst] - ins[I_BASE, inst]
+    if idx < 0 or idx >= glob[G_LEVELS]:
+        return -1
+    return idx
+
+
+@njit(**INLINE)
+def known_instrument(ins, glob, inst):
+    return 0 < inst < glob[G_MAX_INSTRUMENTS] and ins[I_DEFINED, inst] != 0
+
+
+@njit(**INLINE)
+def known_account(acct, glob, acc):
+    return 0 < acc < glob[G_MAX_ACCOUNTS] and acct[A_CREATED, acc] != 0
+
+
+@njit(**INLINE)
+def check_new_order(mem, i64, b):
+    """The first failing check of docs/engine.md "NewOrder" (1-10), or R_NONE."""
+    st = views(mem)
+    o, ins, acct, glob = st[0], st[3], st[4], st[6]
+    inst = get(i64, b, NO_INSTRUMENT)
+    acc = get(i64, b, NO_ACCOUNT)
+    if not known_instrument(ins, glob, inst):
+        return R_UNKNOWN_INSTRUMENT
+    if not known_account(acct, glob, acc):
+        return R_UNKNOWN_ACCOUNT
+    side = get(i64, b, NO_SIDE)
+    otype = get(i64, b, NO_ORD_TYPE)
+    tif = get(i64, b, NO_TIF)
+    post = get(i64, b, NO_POST_ONLY)
+    if side != BUY and side != SELL:
+        return R_INVALID_SIDE
+    if otype != MARKET and otype != LIMIT and otype != STOP and otype != STOP_LIMIT:
+        return R_INVALID_ORD_TYPE
+    if tif != DAY and tif != GTC and tif != IOC and tif != FOK:
+        return R_INVALID_TIF
+    if post > BOOL_TRUE or get(i64, b, NO_REDUCE_ONLY) > BOOL_TRUE:
+        return R_INVALID_FLAGS
+    if get(i64, b, NO_STP) > STP_MAX:
+        return R_INVALID_STP_MODE
+    status = ins[I_STATUS, inst]
+    if status == CLOSED:
+        return R_INSTRUMENT_CLOSED
+    if status == HALTED and ins[I_POLICY, inst] == POLICY_REJECT:
+        return R_INSTRUMENT_HALTED
+    qty = i64[b + NO_QTY]
+    lot = ins[I_LOT, inst]
+    if qty <= 0:
+        return R_QTY_OUT_OF_RANGE
+    if qty % lot != 0:
+        return R_BAD_LOT
+    if qty < ins[I_MIN_QTY, inst] or qty > ins[I_MAX_QTY, inst]:
+        return R_QTY_OUT_OF_RANGE
+    price = i64[b + NO_PRICE]
+    tick = ins[I_TICK, inst]
+    limit_like = otype == LIMIT or otype == STOP_LIMIT
+    stop_like = otype == STOP or otype == STOP_LIMIT
+    if limit_like:
+        if price <= 0:
+            return R_PRICE_OUT_OF_RANGE
+        if price % tick != 0:
+            return R_BAD_TICK
+        if book_index(ins, glob, inst, price) < 0:
+            return R_PRICE_OUT_OF_RANGE
+    elif price != 0:
+        return R_PRICE_OUT_OF_RANGE
+    stop = i64[b + NO_STOP]
+    if stop_like:
+        if stop <= 0 or stop % tick != 0 or book_index(ins, glob, inst, stop) < 0:
+            return R_INVALID_STOP_PRICE
+        if ins[I_HAS_LAST, inst] != 0:
+            last = ins[I_LAST, inst]
+            if (side == BUY and stop <= last) or (side == SELL and stop >= last):
+                return R_INVALID_STOP_PRICE
+    elif stop != 0:
+        return R_INVALID_STOP_PRICE
+    resting_tif = tif == DAY or tif == GTC
+    if post == BOOL_TRUE and not (otype == LIMIT and resting_tif):
+        return R_INVALID_FLAGS
+    display = i64[b + NO_DISPLAY]
+    if display != 0:
+        if not (limit_like and resting_tif) or display < 0 or display > qty or display % lot != 0:
+            return R_INVALID_DISPLAY_QTY
+    if not has_free_slot(glob):
+        return R_BOOK_FULL
+    if stop_like and glob[G_STOPS] >= glob[G_MAX_STOPS]:
+        return R_STOP_CAPACITY
+    idx = book_index(ins, glob, inst, price) if limit_like else -1
+    if post == BOOL_TRUE and crosses(ins, glob, inst, side, idx):
+        return R_POST_ONLY_WOULD_TRADE
+    if tif == FOK:
+        stp = get(i64, b, NO_STP)
+        if stp == STP_DEFAULT:
+            stp = acct[A_STP, acc]
+        lim = limit_index(st, inst, side, otype, idx)
+        if not fok_fillable(mem, inst, side, acc, stp, lim, qty):
+            return R_FOK_UNFILLABLE
+    return R_NONE
+
+
+@njit(**INLINE)
+def crosses(ins, glob, inst, side, idx):
+    """Would a limit at book index ``idx`` trade against the opposite side now?"""
+    if side == BUY:
+        return ins[I_ASK, inst] < glob[G_LEVELS] and idx >= ins[I_ASK, inst]
+    return ins[I_BID, inst] >= 0 and idx <= ins[I_BID, inst]
+
+
+@njit(**JIT)
+def on_new_order(mem, out, i64, b):
+    st = views(mem)
+    o, ins, glob = st[0], st[3], st[6]
+    clord = i64[b + NO_CLORD]
+    sess = get(i64, b, NO_SESSION)
+    acc = get(i64, b, NO_ACCOUNT)
+    inst = get(i64, b, NO_INSTRUMENT)
+    reason = check_new_order(mem, i64, b)
+    if reason != R_NONE:
+        return ev.order_rejected(out, glob, clord, 0, sess, acc, inst, reason, T_NEW_ORDER)
+    oid = glob[G_NEXT_ORDER_ID]
+    glob[G_NEXT_ORDER_ID] = oid + 1
+    s = acquire(st, oid, inst, acc)
+    price = i64[b + NO_PRICE]
+    qty = i64[b + NO_QTY]
+    display = i64[b + NO_DISPLAY]
+    stop = i64[b + NO_STOP]
+    side = get(i64, b, NO_SIDE)
+    otype = get(i64, b, NO_ORD_TYPE)
+    tif = get(i64, b, NO_TIF)
+    post = get(i64, b, NO_POST_ONLY)
+    reduce = get(i64, b, NO_REDUCE_ONLY)
+    o[s, O_PRICE] = price
+    o[s, O_QTY] = qty
+    o[s, O_LEAVES] = qty
+    o[s, O_DISP] = 0
+    o[s, O_HIDDEN] = 0
+    o[s, O_DSIZE] = display
+    o[s, O_FILLED] = 0
+    o[s, O_CLORD] = clord
+    o[s, O_STOP] = stop
+    o[s, O_SESS] = sess
+    o[s, O_SIDE] = side
+    o[s, O_TYPE] = otype
+    o[s, O_TIF] = tif
+    o[s, O_POST] = post
+    o[s, O_REDUCE] = reduce
+    o[s, O_STP] = get(i64, b, NO_STP)
+    stop_like = otype == STOP or otype == STOP_LIMIT
+    o[s, O_LEVEL] = -1 if (otype == MARKET or otype == STOP) else book_index(ins, glob, inst, price)
+    out = ev.order_accepted(out, glob, oid, clord, price, qty, display, stop, sess, acc, inst, side, otype,
+                            tif, post, reduce)
+    if ins[I_STATUS, inst] == HALTED:  # with the Queue policy (Reject was checked)
+        o[s, O_STATE] = S_QUEUED
+        list_append(o, ins, I_QUEUE_HEAD, I_QUEUE_TAIL, inst, s, O_NEXT, O_PREV)
+        if stop_like:
+            glob[G_STOPS] += 1
+        return out
+    if stop_like:
+        glob[G_STOPS] += 1
+        add_stop(st, s)
+        return out
+    out = run_aggressor(mem, out, s)
+    return stops_after(mem, out, inst)
+
+
+@njit(**JIT)
+def on_cancel(mem, out, i64, b):
+    st = views(mem)
+    o, glob = st[0], st[6]
+    oid = i64[b + CO_ORDER_ID]
+    acc = get(i64, b, CO_ACCOUNT)
+    inst = get(i64, b, CO_INSTRUMENT)
+    s = find_order(st, oid)
+    if s == -1 or o[s, O_INST] != inst:
+        reason = R_UNKNOWN_ORDER
+    elif o[s, O_ACCT] != acc:
+        reason = R_NOT_YOUR_ORDER
+    else:
+        return remove_order(mem, out, s, np.int64(CXL_USER))
+    return ev.cancel_rejected(out, glob, oid, i64[b + CO_CLORD], i64[b + CO_ORIG_CLORD],
+                              get(i64, b, CO_SESSION), acc, inst, reason, T_CANCEL_ORDER)
+
+
+@njit(**INLINE)
+def check_replace(st, s, inst, acc, price, qty, display):
+    o, ins, glob = st[0], st[3], st[6]
+    if s == -1 or o[s, O_INST] != inst:
+        return R_UNKNOWN_ORDER
+    if o[s, O_ACCT] != acc:
+        return R_NOT_YOUR_ORDER
+    status = ins[I_STATUS, inst]
+    if status == CLOSED:
+        return R_INSTRUMENT_CLOSED
+    if status == HALTED:
+        return R_INSTRUMENT_HALTED
+    if o[s, O_STATE] != S_RESTING:
+        return R_STOP_NOT_ALLOWED
+    lot = ins[I_LOT, inst]
+    if qty <= 0:
+        return R_QTY_OUT_OF_RANGE
+    if qty % lot != 0:
+        return R_BAD_LOT
+    if qty < ins[I_MIN_QTY, inst] or qty > ins[I_MAX_QTY, inst] or qty <= o[s, O_FILLED]:
+        return R_QTY_OUT_OF_RANGE
+    if price <= 0:
+        return R_PRICE_OUT_OF_RANGE
+    if price % ins[I_TICK, inst] != 0:
+        return R_BAD_TICK
+    if book_index(ins, glob, inst, price) < 0:
+        return R_PRICE_OUT_OF_RANGE
+    if display < 0 or display > qty or display % lot != 0:
+        return R_INVALID_DISPLAY_QTY
+    return R_NONE
+
+
+@njit(**JIT)
+def on_replace(mem, out, i64, b):
+    st = views(mem)
+    o, ins, glob = st[0], st[3], st[6]
+    oid = i64[b + RO_ORDER_ID]
+    clord = i64[b + RO_CLORD]
+    orig = i64[b + RO_ORIG_CLORD]
+    price = i64[b + RO_PRICE]
+    qty = i64[b + RO_QTY]
+    display = i64[b + RO_DISPLAY]
+    sess = get(i64, b, RO_SESSION)
+    acc = get(i64, b, RO_ACCOUNT)
+    inst = get(i64, b, RO_INSTRUMENT)
+    s = find_order(st, oid)
+    reason = check_replace(st, s, inst, acc, price, qty, display)
+    if reason == R_NONE:
+        idx = book_index(ins, glob, inst, price)
+        side = o[s, O_SIDE]
+        sidx = 0 if side == BUY else 1
+        old_disp = o[s, O_DISP]
+        leaves = qty - o[s, O_FILLED]
+        if price == o[s, O_PRICE] and qty <= o[s, O_QTY]:
+            # keeps its priority; the displayed part never grows in place
+            show = min(old_disp, display_of(display, leaves))
+            o[s, O_QTY] = qty
+            o[s, O_LEAVES] = leaves
+            o[s, O_DISP] = show
+            o[s, O_HIDDEN] = leaves - show
+            o[s, O_DSIZE] = display
+            o[s, O_CLORD] = clord
+            out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
+            if show < old_disp:
+                out = ev.book_reduce(out, glob, oid, old_disp - show, inst)
+            return out
+        cross = crosses(ins, glob, inst, side, idx)
+        if cross and o[s, O_POST] == BOOL_TRUE:
+            reason = R_POST_ONLY_WOULD_TRADE
+        else:
+            level_remove(st, s, inst, sidx)
+            o[s, O_PRICE] = price
+            o[s, O_QTY] = qty
+            o[s, O_LEAVES] = leaves
+            o[s, O_DSIZE] = display
+            o[s, O_CLORD] = clord
+            o[s, O_LEVEL] = idx
+            out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
+            if cross:
+                out = ev.book_delete(out, glob, oid, inst)
+                out = run_aggressor(mem, out, s)
+                return stops_after(mem, out, inst)
+            show = display_of(display, leaves)
+            o[s, O_DISP] = show
+            o[s, O_HIDDEN] = leaves - show
+            level_append(st, s, inst, sidx, idx)
+            return ev.book_replace(out, glob, oid, price, show, inst, side)
+    return ev.cancel_rejected(out, glob, oid, clord, orig, sess, acc, inst, reason, T_REPLACE_ORDER)
+
+
+@njit(**JIT)
+def on_mass_cancel(mem, out, i64, b):
+    st = views(mem)
+    o, ins, acct, glob = st[0], st[3], st[4], st[6]
+    clord = i64[b + MC_CLORD]
+    sess = get(i64, b, MC_SESSION)
+    acc = get(i64, b, MC_ACCOUNT)
+    inst = get(i64, b, MC_INSTRUMENT)
+    scope = get(i64, b, MC_SCOPE)
+    reason = R_NONE
+    if scope != SCOPE_ACCOUNT and scope != SCOPE_INSTRUMENT and scope != SCOPE_ACCOUNT_INSTRUMENT:
+        reason = R_INVALID_SCOPE
+    elif scope != SCOPE_INSTRUMENT and not known_account(acct, glob, acc):
+        reason = R_UNKNOWN_ACCOUNT
+    elif scope != SCOPE_ACCOUNT and not known_instrument(ins, glob, inst):
+        reason = R_UNKNOWN_INSTRUMENT
+    if reason != R_NONE:
+        return ev.cancel_rejected(out, glob, 0, clord, 0, sess, acc, inst, reason, T_MASS_CANCEL)
+    count = 0
+    if scope == SCOPE_INSTRUMENT:
+        s = ins[I_LIVE_HEAD, inst]
+        while s != -1:
+            nxt = o[s, O_INEXT]
+            out = remove_order(mem, out, s, np.int64(CXL_MASS))
+            count += 1
+            s = nxt
+    else:
+        s = acct[A_LIVE_HEAD, acc]
+        while s != -1:
+            nxt = o[s, O_ANEXT]
+            if scope == SCOPE_ACCOUNT or o[s, O_INST] == inst:
+                out = remove_order(mem, out, s, np.int64(CXL_MASS))
+                count += 1
+            s = nxt
+    return ev.mass_cancel_done(out, glob, clord, count, sess, acc, inst, scope)
+
+
+@njit(**JIT)
+def on_instrument_definition(mem, out, i64, b):
+    st = views(mem)
+    ins, glob = st[3], st[6]
+    inst = get(i64, b, ID_INSTRUMENT)
+    tick = i64[b + ID_TICK]
+    lot = i64[b + ID_LOT]
+    min_qty = i64[b + ID_MIN_QTY]
+    max_qty = i64[b + ID_MAX_QTY]
+    ref = i64[b + ID_REF_PRICE]
+    kind = get(i64, b, ID_KIND)
+    policy = get(i64, b, ID_HALT_POLICY)
+    status = get(i64, b, ID_STATUS)
+    reason = R_NONE
+    if not (0 < inst < glob[G_MAX_INSTRUMENTS]):
+        reason = R_INSTRUMENT_CAPACITY
+    elif ins[I_DEFINED, inst] != 0:
+        reason = R_DUPLICATE_INSTRUMENT
+    elif (tick <= 0 or lot <= 0 or min_qty <= 0 or min_qty > max_qty or min_qty % lot != 0
+          or max_qty % lot != 0 or ref <= 0 or ref % tick != 0
+          or (kind != KIND_SPOT and kind != KIND_PERPETUAL)
+          or (policy != POLICY_REJECT and policy != POLICY_QUEUE)
+          or (status != TRADING and status != HALTED and status != CLOSED)):
+        reason = R_INVALID_INSTRUMENT_DEFINITION
+    out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_DEFINITION, reason)
+    if reason != R_NONE:
+        return out
+    ins[I_DEFINED, inst] = 1
+    ins[I_TICK, inst] = tick
+    ins[I_LOT, inst] = lot
+    ins[I_MIN_QTY, inst] = min_qty
+    ins[I_MAX_QTY, inst] = max_qty
+    ins[I_REF, inst] = ref
+    ins[I_BASE, inst] = max(1, ref // tick - glob[G_LEVELS] // 2)
+    ins[I_STATUS, inst] = status
+    ins[I_POLICY, inst] = policy
+    ins[I_KIND, inst] = kind
+    ins[I_MAKER_FEE, inst] = get(i64, b, ID_MAKER_FEE)
+    ins[I_TAKER_FEE, inst] = get(i64, b, ID_TAKER_FEE)
+    ins[I_SYMBOL, inst] = i64[b + ID_SYMBOL]
+    return ev.instrument_status(out, glob, inst, status)
+
+
+@njit(**JIT)
+def on_create_account(mem, out, i64, b):
+    st = views(mem)
+    acct, glob = st[4], st[6]
+    acc = get(i64, b, CA_ACCOUNT)
+    stp = get(i64, b, CA_STP)
+    reason = R_NONE
+    if not (0 < acc < glob[G_MAX_ACCOUNTS]):
+        reason = R_ACCOUNT_CAPACITY
+    elif acct[A_CREATED, acc] != 0:
+        reason = R_DUPLICATE_ACCOUNT
+    elif stp < STP_OFF or stp > STP_MAX:
+        reason = R_INVALID_STP_MODE
+    else:
+        acct[A_CREATED, acc] = 1
+        acct[A_STP, acc] = stp
+    return ev.admin_result(out, glob, 0, acc, 0, T_CREATE_ACCOUNT, reason)
+
+
+@njit(**JIT)
+def on_trading_status(mem, out, i64, b):
+    st = views(mem)
+    o, ins, glob = st[0], st[3], st[6]
+    inst = get(i64, b, TS_INSTRUMENT)
+    status = get(i64, b, TS_STATUS)
+    reason = R_NONE
+    if not known_instrument(ins, glob, inst):
+        reason = R_UNKNOWN_INSTRUMENT
+    elif status != TRADING and status != HALTED and status != CLOSED:
+        reason = R_INVALID_INSTRUMENT_DEFINITION
+    out = ev.admin_result(out, glob, 0, 0, inst, T_TRADING_STATUS, reason)
+    if reason != R_NONE:
+        return out
+    out = ev.instrument_status(out, glob, inst, status)
+    ins[I_STATUS, inst] = status
+    if status == CLOSED:
+        s = ins[I_LIVE_HEAD, inst]
+        while s != -1:
+            nxt = o[s, O_INEXT]
+            if o[s, O_TIF] == DAY:
+                out = remove_order(mem, out, s, np.int64(CXL_EXPIRED))
+            s = nxt
+    elif status == TRADING:
+        out = release_queue(mem, out, inst)
+    return out
+
+
+@njit(**JIT)
+def process_batch(mem, slots, out):
+    """Run every slot of ``slots`` ((k, SLOT_SIZE) uint8, one SBE message each) through the
+    engine; returns the output buffer (events in rows ``0 .. glob[G_EVENTS]``)."""
+    mem = borrow(mem)
+    owned = out
+    out = borrow(out)  # helpers pass it around refcount-free; a grown buffer is a real array
+    glob = views(mem)[6]
+    glob[G_EVENTS] = 0
+    i64 = slots.reshape(-1).view(np.int64)
+    k = slots.shape[0]
+    for m in range(k):
+        b = m * SLOT_WORDS
+        glob[G_SEQ] = i64[b + STAMP_SEQ]
+        glob[G_TS] = i64[b + STAMP_TS]
+        glob[G_ING] = i64[b + STAMP_ING]
+        tid = get(i64, b, HDR_TEMPLATE)
+        if get(i64, b, HDR_SCHEMA) != SCHEMA_ID or get(i64, b, HDR_VERSION) != SCHEMA_VERSION:
+            out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
+        elif tid == T_NEW_ORDER:
+            out = on_new_order(mem, out, i64, b)
+        elif tid == T_CANCEL_ORDER:
+            out = on_cancel(mem, out, i64, b)
+        elif tid == T_REPLACE_ORDER:
+            out = on_replace(mem, out, i64, b)
+        elif tid == T_MASS_CANCEL:
+            out = on_mass_cancel(mem, out, i64, b)
+        elif tid == T_INSTRUMENT_DEFINITION:
+            out = on_instrument_definition(mem, out, i64, b)
+        elif tid == T_CREATE_ACCOUNT:
+            out = on_create_account(mem, out, i64, b)
+        elif tid == T_TRADING_STATUS:
+            out = on_trading_status(mem, out, i64, b)
+        elif tid == T_FUNDS:
+            out = ev.admin_result(out, glob, 0, get(i64, b, FU_ACCOUNT), 0, tid, R_UNSUPPORTED_MESSAGE)
+        elif tid == T_INDEX_PRICE:
+            out = ev.admin_result(out, glob, 0, 0, get(i64, b, IX_INSTRUMENT), tid, R_UNSUPPORTED_MESSAGE)
+        elif tid == T_KILL_SWITCH:
+            out = ev.admin_result(out, glob, 0, get(i64, b, KS_ACCOUNT), get(i64, b, KS_INSTRUMENT), tid,
+                                  R_UNSUPPORTED_MESSAGE)
+        else:
+            out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
+    glob[G_MESSAGES] += k
+    glob[G_EVENTS_TOTAL] += glob[G_EVENTS]
+    if out.ctypes.data == owned.ctypes.data:
+        return owned  # never hand the borrowed alias back to Python
+    return out
+
+
+

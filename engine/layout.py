@@ -1,0 +1,374 @@
+"""Field references for the compiled engine, derived from the schema's codecs.
+
+The compiled engine reads and writes SBE messages through one ``int64`` view of a slot:
+an 8-byte field is one word (its index), a smaller field is a ``(word, shift, mask)``
+triple inside a word. Every number here comes from ``ringex.engine.messages`` (the codec's
+offsets and the schema's enum values); none is typed by hand. numba freezes these module
+constants into the compiled code: ``ringex.engine.jitcache`` clears the engine's numba cache
+when the schema (or the engine's source) changes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ringex.engine import messages as M
+from ringex.engine.codec import HEADER, MessageLayout, SchemaError
+from ringex.engine.jitcache import guard_cache
+
+SCHEMA = M.SCHEMA
+SLOT_SIZE = M.SLOT_SIZE
+if SLOT_SIZE % 8:
+    raise SchemaError(f"slot size {SLOT_SIZE} is not a multiple of 8")
+SLOT_WORDS = SLOT_SIZE // 8
+SCHEMA_ID = SCHEMA.schema_id
+SCHEMA_VERSION = SCHEMA.version
+
+
+def word(layout: MessageLayout, name: str) -> int:
+    """Word index of an 8-byte field."""
+    f = layout.field(name)
+    if f.size != 8 or f.offset % 8:
+        raise SchemaError(f"{layout.name}.{name}: the engine needs an aligned 8-byte field here")
+    return f.offset // 8
+
+
+def small(layout: MessageLayout, name: str) -> tuple[int, int, int]:
+    """``(word, shift, mask)`` of a 1, 2 or 4-byte field."""
+    f = layout.field(name)
+    if f.size not in (1, 2, 4) or f.offset % f.size:
+        raise SchemaError(f"{layout.name}.{name}: the engine needs an aligned 1, 2 or 4-byte field here")
+    return (f.offset // 8, 8 * (f.offset % 8), (1 << (8 * f.size)) - 1)
+
+
+def header_word(layout: MessageLayout) -> int:
+    """The message header (blockLength, templateId, schemaId, version) as one int64."""
+    return int(np.frombuffer(layout.header_bytes, dtype="<i8")[0])
+
+
+def _header_field(index: int) -> tuple[int, int, int]:
+    fmt = HEADER.format.lstrip("<")
+    offset = struct.calcsize("<" + fmt[:index])
+    size = struct.calcsize("<" + fmt[index])
+    return (offset // 8, 8 * (offset % 8), (1 << (8 * size)) - 1)
+
+
+if HEADER.size != 8:
+    raise SchemaError("the engine reads the SBE message header as one 8-byte word")
+HDR_TEMPLATE = _header_field(1)
+HDR_SCHEMA = _header_field(2)
+HDR_VERSION = _header_field(3)
+
+# The Stamp opens every message: the engine copies it from input to events.
+STAMP_SEQ = word(M.NewOrder, "seq")
+STAMP_TS = word(M.NewOrder, "timestampNs")
+STAMP_ING = word(M.NewOrder, "ingressNs")
+for _layout in SCHEMA.messages.values():
+    if (word(_layout, "seq"), word(_layout, "timestampNs"), word(_layout, "ingressNs")) != (
+        STAMP_SEQ, STAMP_TS, STAMP_ING,
+    ):
+        raise SchemaError(f"{_layout.name}: the Stamp must open every message at the same offset")
+
+# -- enum values ----------------------------------------------------------------------------
+BUY = int(M.Side.Buy)
+SELL = int(M.Side.Sell)
+MARKET = int(M.OrdType.Market)
+LIMIT = int(M.OrdType.Limit)
+STOP = int(M.OrdType.Stop)
+STOP_LIMIT = int(M.OrdType.StopLimit)
+DAY = int(M.TimeInForce.Day)
+GTC = int(M.TimeInForce.GTC)
+IOC = int(M.TimeInForce.IOC)
+FOK = int(M.TimeInForce.FOK)
+STP_DEFAULT = int(M.StpMode.AccountDefault)
+STP_OFF = int(M.StpMode.Off)
+STP_CANCEL_RESTING = int(M.StpMode.CancelResting)
+STP_CANCEL_AGGRESSOR = int(M.StpMode.CancelAggressor)
+STP_CANCEL_BOTH = int(M.StpMode.CancelBoth)
+STP_DECREMENT_BOTH = int(M.StpMode.DecrementBoth)
+STP_MAX = max(int(v) for v in M.StpMode)
+SCOPE_ACCOUNT = int(M.MassCancelScope.Account)
+SCOPE_INSTRUMENT = int(M.MassCancelScope.Instrument)
+SCOPE_ACCOUNT_INSTRUMENT = int(M.MassCancelScope.AccountInstrument)
+KIND_SPOT = int(M.InstrumentKind.Spot)
+KIND_PERPETUAL = int(M.InstrumentKind.Perpetual)
+POLICY_REJECT = int(M.HaltPolicy.Reject)
+POLICY_QUEUE = int(M.HaltPolicy.Queue)
+TRADING = int(M.TradingStatus.Trading)
+HALTED = int(M.TradingStatus.Halted)
+CLOSED = int(M.TradingStatus.Closed)
+BOOL_TRUE = int(M.Bool["True"])  # postOnly / reduceOnly must be 0 or this
+
+_C = M.CancelReason
+CXL_USER = int(_C.User)
+CXL_IOC = int(_C.IocRemainder)
+CXL_MARKET = int(_C.MarketRemainder)
+CXL_SELF_TRADE = int(_C.SelfTrade)
+CXL_MASS = int(_C.MassCancel)
+CXL_EXPIRED = int(_C.Expired)
+
+_R = M.RejectReason
+R_NONE = int(_R["None"])
+R_UNKNOWN_INSTRUMENT = int(_R.UnknownInstrument)
+R_BAD_TICK = int(_R.BadTick)
+R_BAD_LOT = int(_R.BadLot)
+R_QTY_OUT_OF_RANGE = int(_R.QtyOutOfRange)
+R_PRICE_OUT_OF_RANGE = int(_R.PriceOutOfRange)
+R_POST_ONLY_WOULD_TRADE = int(_R.PostOnlyWouldTrade)
+R_FOK_UNFILLABLE = int(_R.FokUnfillable)
+R_UNKNOWN_ORDER = int(_R.UnknownOrder)
+R_NOT_YOUR_ORDER = int(_R.NotYourOrder)
+R_INSTRUMENT_HALTED = int(_R.InstrumentHalted)
+R_INSTRUMENT_CLOSED = int(_R.InstrumentClosed)
+R_BOOK_FULL = int(_R.BookFull)
+R_INVALID_SIDE = int(_R.InvalidSide)
+R_INVALID_ORD_TYPE = int(_R.InvalidOrdType)
+R_INVALID_TIF = int(_R.InvalidTimeInForce)
+R_INVALID_STOP_PRICE = int(_R.InvalidStopPrice)
+R_INVALID_DISPLAY_QTY = int(_R.InvalidDisplayQty)
+R_INVALID_FLAGS = int(_R.InvalidFlags)
+R_INVALID_STP_MODE = int(_R.InvalidStpMode)
+R_UNKNOWN_ACCOUNT = int(_R.UnknownAccount)
+R_DUPLICATE_INSTRUMENT = int(_R.DuplicateInstrument)
+R_DUPLICATE_ACCOUNT = int(_R.DuplicateAccount)
+R_INVALID_INSTRUMENT_DEFINITION = int(_R.InvalidInstrumentDefinition)
+R_INSTRUMENT_CAPACITY = int(_R.InstrumentCapacity)
+R_ACCOUNT_CAPACITY = int(_R.AccountCapacity)
+R_INVALID_SCOPE = int(_R.InvalidScope)
+R_UNSUPPORTED_MESSAGE = int(_R.UnsupportedMessage)
+R_STOP_NOT_ALLOWED = int(_R.StopNotAllowed)
+R_STOP_CAPACITY = int(_R.StopCapacity)
+
+# -- inbound messages -----------------------------------------------------------------------
+T_NEW_ORDER = M.NewOrder.template_id
+T_CANCEL_ORDER = M.CancelOrder.template_id
+T_REPLACE_ORDER = M.ReplaceOrder.template_id
+T_MASS_CANCEL = M.MassCancel.template_id
+T_INSTRUMENT_DEFINITION = M.InstrumentDefinition.template_id
+T_CREATE_ACCOUNT = M.CreateAccount.template_id
+T_FUNDS = M.Funds.template_id
+T_INDEX_PRICE = M.IndexPrice.template_id
+T_TRADING_STATUS = M.TradingStatusUpdate.template_id
+T_KILL_SWITCH = M.KillSwitch.template_id
+
+_L = M.NewOrder
+NO_CLORD = word(_L, "clOrdId")
+NO_PRICE = word(_L, "price")
+NO_QTY = word(_L, "qty")
+NO_DISPLAY = word(_L, "displayQty")
+NO_STOP = word(_L, "stopPrice")
+NO_SESSION = small(_L, "sessionId")
+NO_ACCOUNT = small(_L, "account")
+NO_INSTRUMENT = small(_L, "instrument")
+NO_SIDE = small(_L, "side")
+NO_ORD_TYPE = small(_L, "ordType")
+NO_TIF = small(_L, "timeInForce")
+NO_POST_ONLY = small(_L, "postOnly")
+NO_REDUCE_ONLY = small(_L, "reduceOnly")
+NO_STP = small(_L, "stpMode")
+
+_L = M.CancelOrder
+CO_CLORD = word(_L, "clOrdId")
+CO_ORDER_ID = word(_L, "orderId")
+CO_ORIG_CLORD = word(_L, "origClOrdId")
+CO_SESSION = small(_L, "sessionId")
+CO_ACCOUNT = small(_L, "account")
+CO_INSTRUMENT = small(_L, "instrument")
+
+_L = M.ReplaceOrder
+RO_CLORD = word(_L, "clOrdId")
+RO_ORDER_ID = word(_L, "orderId")
+RO_ORIG_CLORD = word(_L, "origClOrdId")
+RO_PRICE = word(_L, "price")
+RO_QTY = word(_L, "qty")
+RO_DISPLAY = word(_L, "displayQty")
+RO_SESSION = small(_L, "sessionId")
+RO_ACCOUNT = small(_L, "account")
+RO_INSTRUMENT = small(_L, "instrument")
+
+_L = M.MassCancel
+MC_CLORD = word(_L, "clOrdId")
+MC_SESSION = small(_L, "sessionId")
+MC_ACCOUNT = small(_L, "account")
+MC_INSTRUMENT = small(_L, "instrument")
+MC_SCOPE = small(_L, "scope")
+
+_L = M.InstrumentDefinition
+ID_TICK = word(_L, "tickSize")
+ID_LOT = word(_L, "lotSize")
+ID_MIN_QTY = word(_L, "minQty")
+ID_MAX_QTY = word(_L, "maxQty")
+ID_REF_PRICE = word(_L, "referencePrice")
+ID_SYMBOL = word(_L, "symbol")  # 8 ASCII bytes, kept as one word
+ID_MAKER_FEE = small(_L, "makerFeePpm")
+ID_TAKER_FEE = small(_L, "takerFeePpm")
+ID_INSTRUMENT = small(_L, "instrument")
+ID_KIND = small(_L, "kind")
+ID_HALT_POLICY = small(_L, "haltPolicy")
+ID_STATUS = small(_L, "status")
+if M.InstrumentDefinition.field("symbol").size != 8:
+    raise SchemaError("InstrumentDefinition.symbol: the engine keeps the symbol as one 8-byte word")
+
+_L = M.CreateAccount
+CA_ACCOUNT = small(_L, "account")
+CA_STP = small(_L, "stpDefault")
+
+FU_ACCOUNT = small(M.Funds, "account")
+IX_INSTRUMENT = small(M.IndexPrice, "instrument")
+TS_INSTRUMENT = small(M.TradingStatusUpdate, "instrument")
+TS_STATUS = small(M.TradingStatusUpdate, "status")
+KS_ACCOUNT = small(M.KillSwitch, "account")
+KS_INSTRUMENT = small(M.KillSwitch, "instrument")
+
+# -- outbound events ------------------------------------------------------------------------
+_L = M.OrderAccepted
+H_ACCEPTED = header_word(_L)
+OA_ORDER_ID = word(_L, "orderId")
+OA_CLORD = word(_L, "clOrdId")
+OA_PRICE = word(_L, "price")
+OA_QTY = word(_L, "qty")
+OA_DISPLAY = word(_L, "displayQty")
+OA_STOP = word(_L, "stopPrice")
+OA_SESSION = small(_L, "sessionId")
+OA_ACCOUNT = small(_L, "account")
+OA_INSTRUMENT = small(_L, "instrument")
+OA_SIDE = small(_L, "side")
+OA_ORD_TYPE = small(_L, "ordType")
+OA_TIF = small(_L, "timeInForce")
+OA_POST_ONLY = small(_L, "postOnly")
+OA_REDUCE_ONLY = small(_L, "reduceOnly")
+
+_L = M.OrderRejected
+H_REJECTED = header_word(_L)
+OR_CLORD = word(_L, "clOrdId")
+OR_ORDER_ID = word(_L, "orderId")
+OR_SESSION = small(_L, "sessionId")
+OR_ACCOUNT = small(_L, "account")
+OR_INSTRUMENT = small(_L, "instrument")
+OR_REASON = small(_L, "reason")
+OR_REF_TEMPLATE = small(_L, "refTemplateId")
+
+_L = M.Trade
+H_TRADE = header_word(_L)
+TR_TRADE_ID = word(_L, "tradeId")
+TR_PRICE = word(_L, "price")
+TR_QTY = word(_L, "qty")
+TR_MAKER_ORDER_ID = word(_L, "makerOrderId")
+TR_MAKER_CLORD = word(_L, "makerClOrdId")
+TR_MAKER_LEAVES = word(_L, "makerLeavesQty")
+TR_TAKER_ORDER_ID = word(_L, "takerOrderId")
+TR_TAKER_CLORD = word(_L, "takerClOrdId")
+TR_TAKER_LEAVES = word(_L, "takerLeavesQty")
+TR_INSTRUMENT = small(_L, "instrument")
+TR_MAKER_ACCOUNT = small(_L, "makerAccount")
+TR_MAKER_SESSION = small(_L, "makerSessionId")
+TR_TAKER_ACCOUNT = small(_L, "takerAccount")
+TR_TAKER_SESSION = small(_L, "takerSessionId")
+TR_AGGRESSOR_SIDE = small(_L, "aggressorSide")
+
+_L = M.OrderCanceled
+H_CANCELED = header_word(_L)
+OC_ORDER_ID = word(_L, "orderId")
+OC_CLORD = word(_L, "clOrdId")
+OC_QTY = word(_L, "canceledQty")
+OC_SESSION = small(_L, "sessionId")
+OC_ACCOUNT = small(_L, "account")
+OC_INSTRUMENT = small(_L, "instrument")
+OC_REASON = small(_L, "reason")
+
+_L = M.OrderReplaced
+H_REPLACED = header_word(_L)
+RP_ORDER_ID = word(_L, "orderId")
+RP_CLORD = word(_L, "clOrdId")
+RP_ORIG_CLORD = word(_L, "origClOrdId")
+RP_PRICE = word(_L, "price")
+RP_QTY = word(_L, "qty")
+RP_LEAVES = word(_L, "leavesQty")
+RP_DISPLAY = word(_L, "displayQty")
+RP_SESSION = small(_L, "sessionId")
+RP_ACCOUNT = small(_L, "account")
+RP_INSTRUMENT = small(_L, "instrument")
+
+_L = M.CancelRejected
+H_CANCEL_REJECTED = header_word(_L)
+CR_ORDER_ID = word(_L, "orderId")
+CR_CLORD = word(_L, "clOrdId")
+CR_ORIG_CLORD = word(_L, "origClOrdId")
+CR_SESSION = small(_L, "sessionId")
+CR_ACCOUNT = small(_L, "account")
+CR_INSTRUMENT = small(_L, "instrument")
+CR_REASON = small(_L, "reason")
+CR_REF_TEMPLATE = small(_L, "refTemplateId")
+
+_L = M.StopTriggered
+H_STOP_TRIGGERED = header_word(_L)
+ST_ORDER_ID = word(_L, "orderId")
+ST_CLORD = word(_L, "clOrdId")
+ST_STOP_PRICE = word(_L, "stopPrice")
+ST_TRIGGER_PRICE = word(_L, "triggerPrice")
+ST_SESSION = small(_L, "sessionId")
+ST_ACCOUNT = small(_L, "account")
+ST_INSTRUMENT = small(_L, "instrument")
+
+_L = M.MassCancelDone
+H_MASS_DONE = header_word(_L)
+MD_CLORD = word(_L, "clOrdId")
+MD_COUNT = small(_L, "canceledCount")
+MD_SESSION = small(_L, "sessionId")
+MD_ACCOUNT = small(_L, "account")
+MD_INSTRUMENT = small(_L, "instrument")
+MD_SCOPE = small(_L, "scope")
+
+_L = M.BookAdd
+H_BOOK_ADD = header_word(_L)
+BA_ORDER_ID = word(_L, "orderId")
+BA_PRICE = word(_L, "price")
+BA_QTY = word(_L, "qty")
+BA_INSTRUMENT = small(_L, "instrument")
+BA_SIDE = small(_L, "side")
+
+_L = M.BookExecute
+H_BOOK_EXECUTE = header_word(_L)
+BE_ORDER_ID = word(_L, "orderId")
+BE_QTY = word(_L, "qty")
+BE_PRICE = word(_L, "price")
+BE_TRADE_ID = word(_L, "tradeId")
+BE_INSTRUMENT = small(_L, "instrument")
+
+_L = M.BookReduce
+H_BOOK_REDUCE = header_word(_L)
+BR_ORDER_ID = word(_L, "orderId")
+BR_QTY = word(_L, "qty")
+BR_INSTRUMENT = small(_L, "instrument")
+
+_L = M.BookDelete
+H_BOOK_DELETE = header_word(_L)
+BD_ORDER_ID = word(_L, "orderId")
+BD_INSTRUMENT = small(_L, "instrument")
+
+_L = M.BookReplace
+H_BOOK_REPLACE = header_word(_L)
+BP_ORDER_ID = word(_L, "orderId")
+BP_PRICE = word(_L, "price")
+BP_QTY = word(_L, "qty")
+BP_INSTRUMENT = small(_L, "instrument")
+BP_SIDE = small(_L, "side")
+
+_L = M.InstrumentStatus
+H_INSTRUMENT_STATUS = header_word(_L)
+IS_INSTRUMENT = small(_L, "instrument")
+IS_STATUS = small(_L, "status")
+
+_L = M.AdminResult
+H_ADMIN_RESULT = header_word(_L)
+AR_VALUE = word(_L, "value")
+AR_ACCOUNT = small(_L, "account")
+AR_INSTRUMENT = small(_L, "instrument")
+AR_REF_TEMPLATE = small(_L, "refTemplateId")
+AR_REASON = small(_L, "reason")
+
+del _L, _C, _R, _layout
+
+guard_cache()  # before any engine module compiles against these constants

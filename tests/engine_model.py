@@ -1,0 +1,941 @@
+"""A slow, plain reference model of the matching engine (docs/engine.md), for the tests.
+
+Nothing here is clever: orders live in a dict, a book side is a dict ``price -> list`` (the
+head of a list is the oldest order), every "find" is a linear scan in ascending order id.
+The model takes the same SBE bytes as the engine and answers the list of events it must
+produce, each as ``(name, fields)`` where ``fields`` holds *every* field of the event's
+layout (stamp included) as plain ints: exactly what ``SCHEMA.decode`` gives for the
+engine's output (``IntEnum`` members compare equal to ints), so the comparison is a plain
+``==``.  ``encode_event`` turns one into bytes.
+
+Inbound bytes are decoded by hand (header, then ``body_struct``) rather than with
+``SCHEMA.decode``: the engine must answer messages with invalid enum values (an
+``InvalidSide`` rejection, ...) and ``SCHEMA.decode`` refuses to decode those.
+
+``EventChecker`` holds the invariants that must hold of *any* correct event stream (ours or
+the engine's), rebuilt from the events alone: a book that is never crossed, quantities that
+add up per order, price-time priority of every fill.
+"""
+
+from __future__ import annotations
+
+import copy
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ringex.engine.codec import HEADER
+from ringex.engine.messages import (
+    INBOUND,
+    SCHEMA,
+    CancelReason,
+    HaltPolicy,
+    InstrumentKind,
+    MassCancelScope,
+    OrdType,
+    RejectReason,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradingStatus,
+)
+
+Event = tuple[str, dict[str, int]]
+
+INBOUND_IDS = frozenset(m.template_id for m in INBOUND)
+STAMP = struct.Struct("<QQQ")
+STAMP_FIELDS = ("seq", "timestampNs", "ingressNs")
+
+BUY, SELL = int(Side.Buy), int(Side.Sell)
+MARKET, LIMIT, STOP, STOP_LIMIT = (int(OrdType.Market), int(OrdType.Limit), int(OrdType.Stop),
+                                   int(OrdType.StopLimit))
+DAY, GTC, IOC, FOK = (int(TimeInForce.Day), int(TimeInForce.GTC), int(TimeInForce.IOC),
+                      int(TimeInForce.FOK))
+TRADING, HALTED, CLOSED = int(TradingStatus.Trading), int(TradingStatus.Halted), int(TradingStatus.Closed)
+R = RejectReason
+C = CancelReason
+
+_valid = lambda enum: frozenset(int(v) for v in enum)  # noqa: E731
+VALID_SIDE = _valid(Side)
+VALID_ORD_TYPE = _valid(OrdType)
+VALID_TIF = _valid(TimeInForce)
+VALID_STP = _valid(StpMode)
+VALID_SCOPE = _valid(MassCancelScope)
+VALID_KIND = _valid(InstrumentKind)
+VALID_HALT_POLICY = _valid(HaltPolicy)
+VALID_STATUS = _valid(TradingStatus)
+ACCOUNT_DEFAULTS = VALID_STP - {int(StpMode.AccountDefault)}
+
+
+# -- bytes ----------------------------------------------------------------------------------
+
+
+def raw_encode(name: str, **fields: Any) -> bytes:
+    """Encode an inbound message without validating enums (so invalid values can be sent).
+
+    Missing fields are 0 (blank text)."""
+    layout = SCHEMA.message(name)
+    unknown = set(fields) - set(layout.field_names)
+    if unknown:
+        raise KeyError(f"{name} has no field(s) {sorted(unknown)}")
+    values = []
+    for f in layout.fields:
+        v = fields.get(f.name, b"" if f.is_char else 0)
+        values.append(v.encode("ascii") if isinstance(v, str) else int(v) if not f.is_char else v)
+    return layout.header_bytes + layout.body_struct.pack(*values)
+
+
+def raw_decode(buf: bytes) -> tuple[int, dict[str, Any] | None, tuple[int, int, int]]:
+    """``(templateId, fields or None when the engine does not take it, stamp)``."""
+    buf = bytes(buf)
+    padded = buf.ljust(HEADER.size + STAMP.size, b"\0")
+    block, tid, sid, ver = HEADER.unpack_from(padded, 0)
+    stamp = STAMP.unpack_from(padded, HEADER.size)
+    if sid != SCHEMA.schema_id or ver != SCHEMA.version or tid not in INBOUND_IDS:
+        return tid, None, stamp
+    layout = SCHEMA.messages[tid]
+    body = layout.body_struct.unpack_from(buf.ljust(layout.size, b"\0"), HEADER.size)
+    return tid, dict(zip(layout.field_names, body)), stamp
+
+
+def encode_event(event: Event) -> bytes:
+    name, fields = event
+    return SCHEMA.message(name).encode(**fields)
+
+
+def event_of(decoded: Any) -> Event:
+    """A ``Decoded`` (the engine's output) as the model's ``(name, {field: int})``."""
+    return decoded.name, {k: int(v) for k, v in decoded.fields.items()}
+
+
+def describe(event: Event) -> str:
+    """One readable line: enum fields by name, zero fields and the stamp left out."""
+    name, fields = event
+    layout = SCHEMA.message(name)
+    parts = []
+    for f in layout.fields:
+        v = fields.get(f.name, 0)
+        if f.name in STAMP_FIELDS:
+            continue
+        if f.enum is not None:
+            try:
+                v = f.enum(v).name
+            except ValueError:
+                pass
+        elif v == 0:
+            continue
+        parts.append(f"{f.name}={v}")
+    return f"{name}(seq={fields.get('seq')}, " + ", ".join(parts) + ")"
+
+
+def describe_input(buf: bytes) -> str:
+    tid, fields, stamp = raw_decode(buf)
+    if fields is None:
+        block, tid, sid, ver = HEADER.unpack_from(bytes(buf).ljust(8, b"\0"), 0)
+        return f"<unsupported templateId={tid} schemaId={sid} version={ver} seq={stamp[0]}>"
+    layout = SCHEMA.messages[tid]
+    parts = []
+    for f in layout.fields:
+        v = fields[f.name]
+        if f.name in ("timestampNs", "ingressNs"):
+            continue
+        if f.enum is not None:
+            try:
+                v = f.enum(v).name
+            except ValueError:
+                v = f"{v}(invalid)"
+        parts.append(f"{f.name}={v}")
+    return f"{layout.name}(" + ", ".join(parts) + ")"
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The same keys and defaults as ``EngineConfig`` (any object with them will do)."""
+
+    max_instruments: int = 16
+    max_accounts: int = 1024
+    max_orders: int = 1 << 18
+    price_levels: int = 1 << 16
+    max_stops: int = 4096
+    market_protection_ticks: int = 100
+
+
+@dataclass(eq=False)
+class Order:
+    oid: int
+    clord: int
+    session: int
+    account: int
+    instrument: int
+    side: int
+    ord_type: int
+    tif: int
+    post_only: int
+    stp: int  # as sent (AccountDefault allowed)
+    price: int
+    stop_price: int
+    qty: int  # total: filled + leaves while live
+    display: int  # displayQty, 0 = fully displayed
+    filled: int = 0
+    leaves: int = 0
+    visible: int = 0  # displayed now, while resting
+    state: str = "new"  # queued | stop | aggressor | resting | done
+
+    @property
+    def is_stop_type(self) -> bool:
+        return self.ord_type in (STOP, STOP_LIMIT)
+
+    @property
+    def market_like(self) -> bool:
+        """Executes as a market order (a Market, or a triggered Stop)."""
+        return self.ord_type in (MARKET, STOP)
+
+
+@dataclass(eq=False)
+class Instrument:
+    iid: int
+    tick: int
+    lot: int
+    min_qty: int
+    max_qty: int
+    ref: int
+    halt_policy: int
+    status: int
+    base: int  # lowest price in ticks
+    levels: int
+    last: int | None = None
+    bids: dict[int, list[Order]] | None = None
+    asks: dict[int, list[Order]] | None = None
+
+    def __post_init__(self) -> None:
+        self.bids, self.asks = {}, {}
+
+    def in_book(self, price: int) -> bool:
+        return price % self.tick == 0 and self.base <= price // self.tick < self.base + self.levels
+
+    def side(self, side: int) -> dict[int, list[Order]]:
+        return self.bids if side == BUY else self.asks
+
+    def best(self, side: int) -> int | None:
+        prices = [p for p, q in self.side(side).items() if q]
+        if not prices:
+            return None
+        return max(prices) if side == BUY else min(prices)
+
+
+def shown(display: int, leaves: int) -> int:
+    """Displayed quantity of an order with ``leaves`` left (docs: Quantities)."""
+    return min(display, leaves) if display > 0 else leaves
+
+
+class Model:
+    """The reference model.  ``process(bytes) -> list[Event]``."""
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        base = ModelConfig()
+        for key in vars(base):
+            if config is not None and hasattr(config, key):
+                setattr(base, key, int(getattr(config, key)))
+        for key, value in overrides.items():
+            if not hasattr(base, key):
+                raise TypeError(f"unknown config key {key}")
+            setattr(base, key, int(value))
+        self.cfg = base
+        self.instruments: dict[int, Instrument] = {}
+        self.accounts: dict[int, int] = {}  # id -> stpDefault
+        self.orders: dict[int, Order] = {}  # live orders
+        self.stop_slots = 0
+        self.next_oid = 1
+        self.next_tid = 1
+        self.events: list[Event] = []
+        self.stamp: dict[str, int] = dict.fromkeys(STAMP_FIELDS, 0)
+        self.quiet = False  # while simulating a FOK order
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def process_many(self, messages: Iterable[bytes]) -> list[Event]:
+        out: list[Event] = []
+        for m in messages:
+            out.extend(self.process(m))
+        return out
+
+    def process(self, buf: bytes) -> list[Event]:
+        self.events = []
+        tid, m, stamp = raw_decode(buf)
+        self.stamp = dict(zip(STAMP_FIELDS, stamp))
+        if m is None:
+            self.emit("OrderRejected", reason=R.UnsupportedMessage, refTemplateId=tid)
+        else:
+            handler = {
+                1: self.new_order, 2: self.cancel, 3: self.replace, 4: self.mass_cancel,
+                10: self.define_instrument, 11: self.create_account, 14: self.status_update,
+            }.get(tid)
+            if handler is None:  # Funds, IndexPrice, KillSwitch: the risk engine's
+                self.admin_result(tid, m, R.UnsupportedMessage)
+            else:
+                handler(m)
+        return self.events
+
+    def emit(self, name: str, **fields: int) -> None:
+        if self.quiet:
+            return
+        layout = SCHEMA.message(name)
+        out = dict.fromkeys(layout.field_names, 0)
+        out.update(self.stamp)
+        for k, v in fields.items():
+            if k not in out:
+                raise KeyError(f"{name} has no field {k}")
+            out[k] = int(v)
+        self.events.append((name, out))
+
+    def live(self, pred=lambda o: True) -> list[Order]:
+        return [self.orders[k] for k in sorted(self.orders) if pred(self.orders[k])]
+
+    # -- admin -------------------------------------------------------------------------
+
+    def admin_result(self, tid: int, m: dict, reason: int) -> None:
+        self.emit("AdminResult", value=0, account=m.get("account", 0), instrument=m.get("instrument", 0),
+                  refTemplateId=tid, reason=reason)
+
+    def define_instrument(self, m: dict) -> None:
+        i = m["instrument"]
+        tick, lot, lo, hi, ref = m["tickSize"], m["lotSize"], m["minQty"], m["maxQty"], m["referencePrice"]
+        if not 1 <= i < self.cfg.max_instruments:
+            return self.admin_result(10, m, R.InstrumentCapacity)
+        if i in self.instruments:
+            return self.admin_result(10, m, R.DuplicateInstrument)
+        ok = (tick > 0 and lot > 0 and 0 < lo <= hi and lo % lot == 0 and hi % lot == 0
+              and ref > 0 and ref % tick == 0 and m["kind"] in VALID_KIND
+              and m["haltPolicy"] in VALID_HALT_POLICY and m["status"] in VALID_STATUS)
+        if not ok:
+            return self.admin_result(10, m, R.InvalidInstrumentDefinition)
+        levels = self.cfg.price_levels
+        base = max(1, ref // tick - levels // 2)
+        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels)
+        self.admin_result(10, m, R["None"])
+        self.emit("InstrumentStatus", instrument=i, status=m["status"])
+
+    def create_account(self, m: dict) -> None:
+        a = m["account"]
+        if not 1 <= a < self.cfg.max_accounts:
+            return self.admin_result(11, m, R.AccountCapacity)
+        if a in self.accounts:
+            return self.admin_result(11, m, R.DuplicateAccount)
+        if m["stpDefault"] not in ACCOUNT_DEFAULTS:
+            return self.admin_result(11, m, R.InvalidStpMode)
+        self.accounts[a] = m["stpDefault"]
+        self.admin_result(11, m, R["None"])
+
+    def status_update(self, m: dict) -> None:
+        inst = self.instruments.get(m["instrument"])
+        if inst is None:
+            return self.admin_result(14, m, R.UnknownInstrument)
+        if m["status"] not in VALID_STATUS:
+            return self.admin_result(14, m, R.InvalidInstrumentDefinition)
+        inst.status = m["status"]
+        self.admin_result(14, m, R["None"])
+        self.emit("InstrumentStatus", instrument=inst.iid, status=inst.status)
+        if inst.status == CLOSED:
+            for o in self.live(lambda o: o.instrument == inst.iid and o.tif == DAY):
+                self.cancel_whole(o, C.Expired)
+        elif inst.status == TRADING:
+            # (processing one queued order never touches another: they are not in the book)
+            for o in self.live(lambda o: o.instrument == inst.iid and o.state == "queued"):
+                self.start(o, inst)
+
+    # -- new orders --------------------------------------------------------------------
+
+    def new_order(self, m: dict) -> None:
+        def reject(reason: int) -> None:
+            self.emit("OrderRejected", clOrdId=m["clOrdId"], orderId=0, sessionId=m["sessionId"],
+                      account=m["account"], instrument=m["instrument"], reason=reason, refTemplateId=1)
+
+        inst = self.instruments.get(m["instrument"])
+        side, ot, tif = m["side"], m["ordType"], m["timeInForce"]
+        qty, price, stop_price, dq = m["qty"], m["price"], m["stopPrice"], m["displayQty"]
+        # 1
+        if inst is None:
+            return reject(R.UnknownInstrument)
+        if m["account"] not in self.accounts:
+            return reject(R.UnknownAccount)
+        # 2
+        if side not in VALID_SIDE:
+            return reject(R.InvalidSide)
+        if ot not in VALID_ORD_TYPE:
+            return reject(R.InvalidOrdType)
+        if tif not in VALID_TIF:
+            return reject(R.InvalidTimeInForce)
+        if m["postOnly"] not in (0, 1) or m["reduceOnly"] not in (0, 1):
+            return reject(R.InvalidFlags)
+        if m["stpMode"] not in VALID_STP:
+            return reject(R.InvalidStpMode)
+        # 3
+        if inst.status == CLOSED:
+            return reject(R.InstrumentClosed)
+        if inst.status == HALTED and inst.halt_policy == HaltPolicy.Reject:
+            return reject(R.InstrumentHalted)
+        # 4
+        if qty <= 0:
+            return reject(R.QtyOutOfRange)
+        if qty % inst.lot:
+            return reject(R.BadLot)
+        if not inst.min_qty <= qty <= inst.max_qty:
+            return reject(R.QtyOutOfRange)
+        # 5
+        if ot in (LIMIT, STOP_LIMIT):
+            if price <= 0:
+                return reject(R.PriceOutOfRange)
+            if price % inst.tick:
+                return reject(R.BadTick)
+            if not inst.in_book(price):
+                return reject(R.PriceOutOfRange)
+        elif price != 0:
+            return reject(R.PriceOutOfRange)
+        # 6
+        if ot in (STOP, STOP_LIMIT):
+            already = inst.last is not None and (
+                (side == BUY and stop_price <= inst.last) or (side == SELL and stop_price >= inst.last))
+            if stop_price <= 0 or not inst.in_book(stop_price) or already:
+                return reject(R.InvalidStopPrice)
+        elif stop_price != 0:
+            return reject(R.InvalidStopPrice)
+        # 7
+        if m["postOnly"] and not (ot == LIMIT and tif in (DAY, GTC)):
+            return reject(R.InvalidFlags)
+        if dq != 0 and not (ot in (LIMIT, STOP_LIMIT) and tif in (DAY, GTC)
+                            and 0 < dq <= qty and dq % inst.lot == 0):
+            return reject(R.InvalidDisplayQty)
+        # 8
+        if len(self.orders) >= self.cfg.max_orders:
+            return reject(R.BookFull)
+        if ot in (STOP, STOP_LIMIT) and self.stop_slots >= self.cfg.max_stops:
+            return reject(R.StopCapacity)
+        # 9
+        if m["postOnly"] and self.crosses(inst, side, price):
+            return reject(R.PostOnlyWouldTrade)
+        o = Order(oid=self.next_oid, clord=m["clOrdId"], session=m["sessionId"], account=m["account"],
+                  instrument=inst.iid, side=side, ord_type=ot, tif=tif, post_only=m["postOnly"],
+                  stp=m["stpMode"], price=price, stop_price=stop_price, qty=qty, display=dq, leaves=qty)
+        # 10
+        if tif == FOK and not self.fillable(o):
+            return reject(R.FokUnfillable)
+
+        self.next_oid += 1
+        self.orders[o.oid] = o
+        if o.is_stop_type:
+            self.stop_slots += 1
+        self.emit("OrderAccepted", orderId=o.oid, clOrdId=o.clord, price=price, qty=qty, displayQty=dq,
+                  stopPrice=stop_price, sessionId=o.session, account=o.account, instrument=o.instrument,
+                  side=side, ordType=ot, timeInForce=tif, postOnly=m["postOnly"], reduceOnly=m["reduceOnly"])
+        if inst.status == HALTED:  # policy Queue
+            o.state = "queued"
+            return
+        self.start(o, inst)
+
+    def start(self, o: Order, inst: Instrument) -> None:
+        """An accepted order enters the market (on arrival, or at resume when it was queued)."""
+        if o.is_stop_type:
+            o.state = "stop"
+            return
+        self.run_aggressor(o, inst)
+        self.evaluate_stops(inst)
+
+    def crosses(self, inst: Instrument, side: int, price: int) -> bool:
+        if side == BUY:
+            ask = inst.best(SELL)
+            return ask is not None and price >= ask
+        bid = inst.best(BUY)
+        return bid is not None and price <= bid
+
+    def fillable(self, o: Order) -> bool:
+        """FOK: run the execution on a copy of everything, silently, and see."""
+        twin = copy.deepcopy(self)
+        twin.quiet = True
+        twin.events = []
+        t = copy.deepcopy(o)
+        twin.execute(t, twin.instruments[t.instrument])
+        return t.filled == o.qty
+
+    # -- execution ---------------------------------------------------------------------
+
+    def run_aggressor(self, o: Order, inst: Instrument) -> None:
+        """Execute, then the remainder rules: rest, or cancel."""
+        self.execute(o, inst)
+        if o.leaves > 0:
+            if not o.market_like and o.tif in (DAY, GTC):
+                self.rest(o, inst)
+                return
+            reason = C.MarketRemainder if o.market_like else C.IocRemainder
+            self.cancel_whole(o, reason)
+        self.forget(o)
+
+    def forget(self, o: Order) -> None:
+        if o.leaves == 0:
+            o.state = "done"
+            self.orders.pop(o.oid, None)
+
+    def rest(self, o: Order, inst: Instrument) -> None:
+        o.state = "resting"
+        o.visible = shown(o.display, o.leaves)
+        inst.side(o.side).setdefault(o.price, []).append(o)
+        self.emit("BookAdd", orderId=o.oid, price=o.price, qty=o.visible, instrument=inst.iid, side=o.side)
+
+    def effective_stp(self, o: Order) -> int:
+        return self.accounts[o.account] if o.stp == StpMode.AccountDefault else o.stp
+
+    def execute(self, o: Order, inst: Instrument) -> None:
+        o.state = "aggressor"
+        opposite = SELL if o.side == BUY else BUY
+        book = inst.side(opposite)
+        if o.market_like:
+            best = inst.best(opposite)
+            if best is None:
+                return  # no limit at all: nothing trades
+            reach = self.cfg.market_protection_ticks * inst.tick
+            limit = best + reach if o.side == BUY else best - reach
+        else:
+            limit = o.price
+        stp = self.effective_stp(o)
+        while o.leaves > 0:
+            best = inst.best(opposite)
+            if best is None or (best > limit if o.side == BUY else best < limit):
+                return
+            level = book[best]
+            r = level[0]
+            if r.account == o.account and stp != StpMode.Off:
+                if stp in (StpMode.CancelResting, StpMode.CancelBoth):
+                    self.cancel_whole(r, C.SelfTrade)
+                if stp in (StpMode.CancelAggressor, StpMode.CancelBoth):
+                    self.emit("OrderCanceled", **self.order_ids(o), canceledQty=o.leaves, reason=C.SelfTrade)
+                    o.leaves = 0
+                    return
+                if stp == StpMode.DecrementBoth:
+                    d = min(o.leaves, r.leaves)
+                    self.emit("OrderCanceled", **self.order_ids(r), canceledQty=d, reason=C.SelfTrade)
+                    r.leaves -= d
+                    r.qty -= d
+                    from_shown = min(d, r.visible)
+                    r.visible -= from_shown
+                    if r.leaves == 0:
+                        level.pop(0)
+                        self.emit("BookDelete", orderId=r.oid, instrument=inst.iid)
+                        self.forget(r)
+                    else:
+                        self.emit("BookReduce", orderId=r.oid, qty=from_shown, instrument=inst.iid)
+                        if r.visible == 0:
+                            self.refill(r, inst, level)
+                    self.emit("OrderCanceled", **self.order_ids(o), canceledQty=d, reason=C.SelfTrade)
+                    o.leaves -= d
+                    o.qty -= d
+                continue
+            q = min(o.leaves, r.visible)
+            tid = self.next_tid
+            self.next_tid += 1
+            r.visible -= q
+            r.leaves -= q
+            r.filled += q
+            o.leaves -= q
+            o.filled += q
+            inst.last = r.price
+            self.emit("Trade", tradeId=tid, price=r.price, qty=q, makerOrderId=r.oid, makerClOrdId=r.clord,
+                      makerLeavesQty=r.leaves, takerOrderId=o.oid, takerClOrdId=o.clord, takerLeavesQty=o.leaves,
+                      instrument=inst.iid, makerAccount=r.account, makerSessionId=r.session,
+                      takerAccount=o.account, takerSessionId=o.session, aggressorSide=o.side)
+            self.emit("BookExecute", orderId=r.oid, qty=q, price=r.price, tradeId=tid, instrument=inst.iid)
+            if r.visible == 0:
+                if r.leaves > 0:
+                    self.refill(r, inst, level)
+                else:
+                    level.pop(0)
+                    self.forget(r)
+
+    def refill(self, r: Order, inst: Instrument, level: list[Order]) -> None:
+        """``r`` (displayed 0, reserve left) shows more and goes to the back of its level."""
+        level.remove(r)
+        r.visible = shown(r.display, r.leaves)
+        level.append(r)
+        self.emit("BookAdd", orderId=r.oid, price=r.price, qty=r.visible, instrument=inst.iid, side=r.side)
+
+    def evaluate_stops(self, inst: Instrument) -> None:
+        while inst.last is not None:
+            fired = self.live(lambda o: o.state == "stop" and o.instrument == inst.iid and (
+                inst.last >= o.stop_price if o.side == BUY else inst.last <= o.stop_price))
+            if not fired:
+                return
+            s = fired[0]
+            self.stop_slots -= 1
+            self.emit("StopTriggered", orderId=s.oid, clOrdId=s.clord, stopPrice=s.stop_price,
+                      triggerPrice=inst.last, sessionId=s.session, account=s.account, instrument=s.instrument)
+            self.run_aggressor(s, inst)
+
+    # -- cancels -----------------------------------------------------------------------
+
+    def order_ids(self, o: Order) -> dict[str, int]:
+        return {"orderId": o.oid, "clOrdId": o.clord, "sessionId": o.session, "account": o.account,
+                "instrument": o.instrument}
+
+    def cancel_whole(self, o: Order, reason: int) -> None:
+        """``OrderCanceled`` of the whole remainder, then ``BookDelete`` if it rested."""
+        self.emit("OrderCanceled", **self.order_ids(o), canceledQty=o.leaves, reason=reason)
+        o.leaves = 0
+        if o.state == "resting":
+            inst = self.instruments[o.instrument]
+            inst.side(o.side)[o.price].remove(o)
+            self.emit("BookDelete", orderId=o.oid, instrument=o.instrument)
+        elif o.state == "stop" or (o.state == "queued" and o.is_stop_type):
+            self.stop_slots -= 1
+        if o.state != "aggressor":
+            self.forget(o)
+
+    def cancel_rejected(self, m: dict, ref: int, reason: int) -> None:
+        self.emit("CancelRejected", orderId=m["orderId"], clOrdId=m["clOrdId"], origClOrdId=m["origClOrdId"],
+                  sessionId=m["sessionId"], account=m["account"], instrument=m["instrument"],
+                  reason=reason, refTemplateId=ref)
+
+    def find(self, m: dict, ref: int) -> Order | None:
+        """The live order a cancel or replace names, or None after its CancelRejected."""
+        o = self.orders.get(m["orderId"])
+        if o is None or o.instrument != m["instrument"]:
+            return self.cancel_rejected(m, ref, R.UnknownOrder)
+        if o.account != m["account"]:
+            return self.cancel_rejected(m, ref, R.NotYourOrder)
+        return o
+
+    def cancel(self, m: dict) -> None:
+        o = self.find(m, 2)
+        if o is not None:
+            self.cancel_whole(o, C.User)
+
+    def mass_cancel(self, m: dict) -> None:
+        scope, a, i = m["scope"], m["account"], m["instrument"]
+
+        def reject(reason: int) -> None:
+            self.emit("CancelRejected", orderId=0, clOrdId=m["clOrdId"], origClOrdId=0, sessionId=m["sessionId"],
+                      account=a, instrument=i, reason=reason, refTemplateId=4)
+
+        if scope not in VALID_SCOPE:
+            return reject(R.InvalidScope)
+        if scope in (MassCancelScope.Account, MassCancelScope.AccountInstrument) and a not in self.accounts:
+            return reject(R.UnknownAccount)
+        if scope in (MassCancelScope.Instrument, MassCancelScope.AccountInstrument) and i not in self.instruments:
+            return reject(R.UnknownInstrument)
+        if scope == MassCancelScope.Account:
+            chosen = self.live(lambda o: o.account == a)
+        elif scope == MassCancelScope.AccountInstrument:
+            chosen = self.live(lambda o: o.account == a and o.instrument == i)
+        else:
+            chosen = self.live(lambda o: o.instrument == i)
+        for o in chosen:
+            self.cancel_whole(o, C.MassCancel)
+        self.emit("MassCancelDone", clOrdId=m["clOrdId"], canceledCount=len(chosen), sessionId=m["sessionId"],
+                  account=a, instrument=i, scope=scope)
+
+    # -- replace -----------------------------------------------------------------------
+
+    def replace(self, m: dict) -> None:
+        o = self.find(m, 3)
+        if o is None:
+            return
+        def reject(reason: int) -> None:
+            self.cancel_rejected(m, 3, reason)
+
+        inst = self.instruments[o.instrument]
+        price, qty, dq = m["price"], m["qty"], m["displayQty"]
+        if inst.status == HALTED:
+            return reject(R.InstrumentHalted)
+        if inst.status == CLOSED:
+            return reject(R.InstrumentClosed)
+        if o.state != "resting":
+            return reject(R.StopNotAllowed)
+        if qty <= 0:  # as for a new order (step 4)
+            return reject(R.QtyOutOfRange)
+        if qty % inst.lot:
+            return reject(R.BadLot)
+        if not inst.min_qty <= qty <= inst.max_qty or qty <= o.filled:
+            return reject(R.QtyOutOfRange)
+        if price <= 0:
+            return reject(R.PriceOutOfRange)
+        if price % inst.tick:
+            return reject(R.BadTick)
+        if not inst.in_book(price):
+            return reject(R.PriceOutOfRange)
+        if dq != 0 and not (0 < dq <= qty and dq % inst.lot == 0):
+            return reject(R.InvalidDisplayQty)
+        leaves = qty - o.filled
+        keeps = price == o.price and qty <= o.qty
+        cross = not keeps and self.crosses(inst, o.side, price)
+        if cross and o.post_only:
+            return reject(R.PostOnlyWouldTrade)
+        self.emit("OrderReplaced", orderId=o.oid, clOrdId=m["clOrdId"], origClOrdId=m["origClOrdId"], price=price,
+                  qty=qty, leavesQty=leaves, displayQty=dq, sessionId=m["sessionId"], account=m["account"],
+                  instrument=m["instrument"])
+        o.clord, o.qty, o.leaves, o.display = m["clOrdId"], qty, leaves, dq
+        if keeps:
+            now = min(o.visible, shown(dq, leaves))
+            if now < o.visible:
+                self.emit("BookReduce", orderId=o.oid, qty=o.visible - now, instrument=inst.iid)
+                o.visible = now
+            return
+        inst.side(o.side)[o.price].remove(o)
+        o.price = price
+        if cross:
+            self.emit("BookDelete", orderId=o.oid, instrument=inst.iid)
+            self.run_aggressor(o, inst)  # a resting order is a Limit Day/GTC: it rests its remainder
+            self.evaluate_stops(inst)
+        else:
+            o.visible = shown(dq, leaves)
+            inst.side(o.side).setdefault(price, []).append(o)
+            self.emit("BookReplace", orderId=o.oid, price=price, qty=o.visible, instrument=inst.iid, side=o.side)
+
+    # -- views for the tests -----------------------------------------------------------
+
+    def book(self, instrument: int) -> dict[int, list[tuple[int, int, int]]]:
+        """``{side: [(price, orderId, displayed), ...]}`` best price first, FIFO in a level."""
+        inst = self.instruments[instrument]
+        out = {}
+        for side in (BUY, SELL):
+            rows = []
+            for p in sorted(inst.side(side), reverse=side == BUY):
+                rows.extend((p, o.oid, o.visible) for o in inst.side(side)[p])
+            out[side] = rows
+        return out
+
+    def check(self) -> None:
+        """The model's own invariants (after any message)."""
+        stops = 0
+        for iid, inst in self.instruments.items():
+            bid, ask = inst.best(BUY), inst.best(SELL)
+            assert bid is None or ask is None or bid < ask, f"instrument {iid} crossed: {bid} >= {ask}"
+            for side in (BUY, SELL):
+                for p, level in inst.side(side).items():
+                    for o in level:
+                        assert o.state == "resting" and o.price == p and o.side == side
+                        assert self.orders.get(o.oid) is o
+                        assert 0 < o.visible <= o.leaves
+        for oid, o in self.orders.items():
+            assert o.state in ("resting", "stop", "queued"), (oid, o.state)
+            assert o.leaves > 0 and o.qty == o.filled + o.leaves, o
+            if o.state == "resting":
+                assert o in self.instruments[o.instrument].side(o.side)[o.price]
+            if o.is_stop_type and o.state in ("stop", "queued"):
+                stops += 1
+        assert stops == self.stop_slots
+        assert len(self.orders) <= self.cfg.max_orders
+        assert self.stop_slots <= self.cfg.max_stops
+
+
+# -- invariants of an event stream ----------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Seen:
+    qty: int
+    side: int
+    instrument: int
+    filled: int = 0
+    canceled: int = 0  # since the last replace
+    leaves: int = 0
+
+
+class EventChecker:
+    """Checks any event stream (the model's or the engine's), message by message.
+
+    It rebuilds, from the events alone, every order's quantities and the public book (from
+    ``Book*`` events, FIFO per level), and asserts after each input message that:
+
+    * no book is crossed (best bid < best ask);
+    * each order's filled + open + canceled == its quantity (as last set by
+      ``OrderAccepted`` / ``OrderReplaced``), and leaves quantities reported by ``Trade``
+      and ``OrderReplaced`` agree;
+    * every ``Trade``'s maker is the head of the best level on its side at that moment, at
+      that level's price, and its ``BookExecute`` follows with the same quantity;
+    * order ids and trade ids count from 1 without gaps.
+    """
+
+    def __init__(self) -> None:
+        self.orders: dict[int, _Seen] = {}
+        # instrument -> side -> price -> [orderId] (FIFO); shown[orderId] = (instrument, side, price, qty)
+        self.book: dict[int, dict[int, dict[int, list[int]]]] = {}
+        self.shown: dict[int, tuple[int, int, int, int]] = {}
+        self.next_oid = 1
+        self.next_tid = 1
+
+    def _side(self, instrument: int, side: int) -> dict[int, list[int]]:
+        return self.book.setdefault(instrument, {BUY: {}, SELL: {}})[side]
+
+    def _best(self, instrument: int, side: int) -> int | None:
+        prices = [p for p, q in self._side(instrument, side).items() if q]
+        if not prices:
+            return None
+        return max(prices) if side == BUY else min(prices)
+
+    def _unshow(self, oid: int) -> None:
+        inst, side, price, _ = self.shown.pop(oid)
+        self._side(inst, side)[price].remove(oid)
+
+    def _show(self, oid: int, inst: int, side: int, price: int, qty: int) -> None:
+        assert oid not in self.shown, f"order {oid} added to the book twice"
+        assert qty > 0, f"order {oid} shown with qty {qty}"
+        self.shown[oid] = (inst, side, price, qty)
+        self._side(inst, side).setdefault(price, []).append(oid)
+
+    def _account(self, o: _Seen, oid: int) -> None:
+        assert o.leaves >= 0, f"order {oid} has negative leaves"
+        assert o.filled + o.leaves + o.canceled == o.qty, (
+            f"order {oid}: filled {o.filled} + open {o.leaves} + canceled {o.canceled} != qty {o.qty}")
+        if oid in self.shown:
+            assert self.shown[oid][3] <= o.leaves, f"order {oid} shows more than it has"
+        if o.leaves == 0:
+            assert oid not in self.shown, f"order {oid} is done but still in the book"
+
+    def feed(self, events: list[Event]) -> None:
+        """The events of one input message."""
+        pending_exec: tuple[int, int, int, int] | None = None
+        for idx, (name, f) in enumerate(events):
+            where = f"event {idx} {describe((name, f))}"
+            if pending_exec is not None:
+                assert name == "BookExecute", f"{where}: a Trade must be followed by its BookExecute"
+                assert (f["orderId"], f["qty"], f["price"], f["tradeId"]) == pending_exec, where
+                pending_exec = None
+                maker = f["orderId"]
+                inst, side, price, qty = self.shown[maker]
+                if qty == f["qty"]:
+                    self._unshow(maker)
+                else:
+                    self.shown[maker] = (inst, side, price, qty - f["qty"])
+                continue
+            if name == "OrderAccepted":
+                assert f["orderId"] == self.next_oid, f"{where}: expected order id {self.next_oid}"
+                self.next_oid += 1
+                self.orders[f["orderId"]] = _Seen(qty=f["qty"], side=f["side"], instrument=f["instrument"],
+                                                  leaves=f["qty"])
+            elif name == "Trade":
+                assert f["tradeId"] == self.next_tid, f"{where}: expected trade id {self.next_tid}"
+                self.next_tid += 1
+                maker, taker = self.orders[f["makerOrderId"]], self.orders[f["takerOrderId"]]
+                assert maker.side != taker.side and f["aggressorSide"] == taker.side, where
+                assert f["takerOrderId"] not in self.shown, f"{where}: the aggressor is in the book"
+                mside = maker.side
+                best = self._best(f["instrument"], mside)
+                assert best is not None and f["price"] == best, (
+                    f"{where}: trade at {f['price']} while the best {Side(mside).name} price is {best}")
+                head = self._side(f["instrument"], mside)[best][0]
+                assert head == f["makerOrderId"], (
+                    f"{where}: maker {f['makerOrderId']} is not the head of its level (head {head})")
+                assert 0 < f["qty"] <= self.shown[head][3], f"{where}: fills more than is shown"
+                for o, oid, leaves in ((maker, f["makerOrderId"], f["makerLeavesQty"]),
+                                       (taker, f["takerOrderId"], f["takerLeavesQty"])):
+                    o.filled += f["qty"]
+                    o.leaves -= f["qty"]
+                    assert o.leaves == leaves, f"{where}: order {oid} leaves {o.leaves}, reported {leaves}"
+                pending_exec = (f["makerOrderId"], f["qty"], f["price"], f["tradeId"])
+            elif name == "OrderCanceled":
+                o = self.orders[f["orderId"]]
+                assert f["canceledQty"] > 0, where
+                o.canceled += f["canceledQty"]
+                o.leaves -= f["canceledQty"]
+                assert o.leaves >= 0, f"{where}: cancels more than is left"
+            elif name == "OrderReplaced":
+                o = self.orders[f["orderId"]]
+                assert f["leavesQty"] == f["qty"] - o.filled, f"{where}: leaves != qty - filled ({o.filled})"
+                o.qty, o.leaves, o.canceled = f["qty"], f["leavesQty"], 0
+            elif name == "BookAdd":
+                self._show(f["orderId"], f["instrument"], f["side"], f["price"], f["qty"])
+            elif name == "BookReduce":
+                inst, side, price, qty = self.shown[f["orderId"]]
+                assert 0 < f["qty"] <= qty, where
+                if qty == f["qty"]:  # only before a refill's BookAdd
+                    self._unshow(f["orderId"])
+                    assert idx + 1 < len(events) and events[idx + 1][0] == "BookAdd" and \
+                        events[idx + 1][1]["orderId"] == f["orderId"], f"{where}: reduced to 0 without a refill"
+                else:
+                    self.shown[f["orderId"]] = (inst, side, price, qty - f["qty"])
+            elif name == "BookDelete":
+                self._unshow(f["orderId"])
+            elif name == "BookReplace":
+                self._unshow(f["orderId"])
+                self._show(f["orderId"], f["instrument"], f["side"], f["price"], f["qty"])
+            elif name == "BookExecute":
+                raise AssertionError(f"{where}: BookExecute without a Trade")
+        assert pending_exec is None, "a Trade ends the stream without its BookExecute"
+        for oid, o in self.orders.items():
+            self._account(o, oid)
+        for inst, sides in self.book.items():
+            bid, ask = self._best(inst, BUY), self._best(inst, SELL)
+            assert bid is None or ask is None or bid < ask, f"instrument {inst} crossed: bid {bid} >= ask {ask}"
+        done = [oid for oid, o in self.orders.items() if o.leaves == 0]
+        for oid in done:
+            del self.orders[oid]
+
+    def book_view(self, instrument: int) -> dict[int, list[tuple[int, int, int]]]:
+        out = {}
+        for side in (BUY, SELL):
+            rows = []
+            lv = self._side(instrument, side)
+            for p in sorted(lv, reverse=side == BUY):
+                rows.extend((p, oid, self.shown[oid][3]) for oid in lv[p])
+            out[side] = rows
+        return out
+
+
+# -- building inbound messages --------------------------------------------------------------
+
+
+class Msgs:
+    """Inbound message bytes with a running stamp (seq 1, 2, ...; distinct times).
+
+    Every builder takes raw ints (invalid enum values included) and any extra field."""
+
+    def __init__(self, start_seq: int = 1) -> None:
+        self.seq = start_seq - 1
+
+    def stamp(self) -> dict[str, int]:
+        self.seq += 1
+        return {"seq": self.seq, "timestampNs": 1_700_000_000_000_000_000 + 1000 * self.seq,
+                "ingressNs": 1_700_000_000_000_000_000 + 1000 * self.seq - 17}
+
+    def make(self, name: str, **fields: Any) -> bytes:
+        return raw_encode(name, **{**self.stamp(), **fields})
+
+    def instrument(self, instrument: int = 1, *, tick: int = 1, lot: int = 1, min_qty: int = 1,
+                   max_qty: int = 1000, ref: int = 100, policy: int = 1, status: int = 1, kind: int = 1,
+                   symbol: bytes = b"SYM") -> bytes:
+        return self.make("InstrumentDefinition", tickSize=tick, lotSize=lot, minQty=min_qty, maxQty=max_qty,
+                         referencePrice=ref, symbol=symbol, makerFeePpm=-100, takerFeePpm=250,
+                         instrument=instrument, kind=kind, haltPolicy=policy, status=status)
+
+    def account(self, account: int, stp: int = 1) -> bytes:
+        return self.make("CreateAccount", account=account, stpDefault=stp)
+
+    def status(self, instrument: int, status: int) -> bytes:
+        return self.make("TradingStatusUpdate", instrument=instrument, status=status)
+
+    def order(self, account: int, side: int, qty: int, price: int = 0, *, instrument: int = 1,
+              ord_type: int = LIMIT, tif: int = DAY, display: int = 0, stop: int = 0, post_only: int = 0,
+              reduce_only: int = 0, stp: int = 0, cl: int | None = None, session: int | None = None) -> bytes:
+        return self.make("NewOrder", clOrdId=1000 + self.seq + 1 if cl is None else cl, price=price, qty=qty,
+                         displayQty=display, stopPrice=stop,
+                         sessionId=100 + account if session is None else session, account=account,
+                         instrument=instrument, side=side, ordType=ord_type, timeInForce=tif,
+                         postOnly=post_only, reduceOnly=reduce_only, stpMode=stp)
+
+    def cancel(self, account: int, order_id: int, *, instrument: int = 1, cl: int | None = None,
+               orig: int = 0, session: int | None = None) -> bytes:
+        return self.make("CancelOrder", clOrdId=2000 + self.seq + 1 if cl is None else cl, orderId=order_id,
+                         origClOrdId=orig, sessionId=100 + account if session is None else session,
+                         account=account, instrument=instrument)
+
+    def replace(self, account: int, order_id: int, qty: int, price: int, *, display: int = 0,
+                instrument: int = 1, cl: int | None = None, orig: int = 0, session: int | None = None) -> bytes:
+        return self.make("ReplaceOrder", clOrdId=3000 + self.seq + 1 if cl is None else cl, orderId=order_id,
+                         origClOrdId=orig, price=price, qty=qty, displayQty=display,
+                         sessionId=100 + account if session is None else session,
+                         account=account, instrument=instrument)
+
+    def mass_cancel(self, scope: int, account: int = 0, instrument: int = 0, *, cl: int | None = None,
+                    session: int = 7) -> bytes:
+        return self.make("MassCancel", clOrdId=4000 + self.seq + 1 if cl is None else cl, sessionId=session,
+                         account=account, instrument=instrument, scope=scope)

@@ -1,0 +1,777 @@
+"""The reference model (tests/engine_model.py) against event sequences written by hand from
+docs/engine.md, one rule at a time.  Every message also goes through the stream
+invariants (``EventChecker``) and the model's own consistency check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine_model import (
+    BUY, CLOSED, DAY, FOK, GTC, HALTED, IOC, LIMIT, MARKET, SELL, STOP, STOP_LIMIT, TRADING,
+    EventChecker, Model, Msgs, describe, encode_event, raw_decode, raw_encode,
+)
+from ringex.engine.codec import HEADER
+from ringex.engine.messages import SCHEMA, CancelReason as C, RejectReason as R, StpMode as S
+
+QUEUE, REJECT = 2, 1
+CONFIG = dict(max_instruments=4, max_accounts=8, max_orders=50, price_levels=100, max_stops=10,
+              market_protection_ticks=5)
+
+
+class H:
+    """One model, its message builder and the stream checker."""
+
+    def __init__(self, instruments: bool = True, **cfg: Any) -> None:
+        self.model = Model(**{**CONFIG, **cfg})
+        self.m = Msgs()
+        self.checker = EventChecker()
+        if instruments:
+            self.send(self.m.instrument(1))  # tick 1, lot 1, qty 1..1000, ref 100: prices 50..149
+            for a in (1, 2, 3):
+                self.send(self.m.account(a, stp=S.Off))
+            self.send(self.m.account(4, stp=S.CancelResting))
+
+    def send(self, buf: bytes) -> list:
+        events = self.model.process(buf)
+        self.checker.feed(events)
+        self.model.check()
+        for e in events:  # every event encodes (enums valid, fields in range)
+            assert SCHEMA.decode(encode_event(e)).fields == e[1]
+        return events
+
+    def __getattr__(self, name: str):  # h.order(...) builds and sends
+        build = getattr(self.m, name)
+        return lambda *a, **k: self.send(build(*a, **k))
+
+
+def expect(events: list, *specs: Any) -> None:
+    """``specs``: ``"Name"`` or ``("Name", {field: value, ...})``, one per event, in order."""
+    got = "\n".join(describe(e) for e in events)
+    assert len(events) == len(specs), f"expected {len(specs)} events, got:\n{got}"
+    for i, (e, spec) in enumerate(zip(events, specs)):
+        name, want = (spec, {}) if isinstance(spec, str) else spec
+        assert e[0] == name, f"event {i}: expected {name}, got:\n{got}"
+        diff = {k: (e[1][k], v) for k, v in want.items() if e[1][k] != v}
+        assert not diff, f"event {i} {name}: (got, want) {diff}\n{got}"
+
+
+def reject(reason: int) -> tuple:
+    return ("OrderRejected", {"reason": reason, "orderId": 0, "refTemplateId": 1})
+
+
+# -- admin ----------------------------------------------------------------------------------
+
+
+def test_instrument_definition_and_stamp():
+    h = H(instruments=False)
+    buf = h.m.instrument(2, tick=5, ref=500, status=HALTED)
+    ev = h.send(buf)
+    _, _, stamp = raw_decode(buf)
+    expect(ev, ("AdminResult", {"reason": R["None"], "refTemplateId": 10, "instrument": 2, "account": 0,
+                                "value": 0}),
+           ("InstrumentStatus", {"instrument": 2, "status": HALTED}))
+    for e in ev:
+        assert (e[1]["seq"], e[1]["timestampNs"], e[1]["ingressNs"]) == stamp
+    expect(h.send(h.m.instrument(2)), ("AdminResult", {"reason": R.DuplicateInstrument}))
+    expect(h.send(h.m.instrument(0)), ("AdminResult", {"reason": R.InstrumentCapacity, "instrument": 0}))
+    expect(h.send(h.m.instrument(4)), ("AdminResult", {"reason": R.InstrumentCapacity}))
+    # duplicate comes before invalid
+    expect(h.send(h.m.instrument(2, tick=0)), ("AdminResult", {"reason": R.DuplicateInstrument}))
+
+
+@pytest.mark.parametrize("bad", [
+    dict(tick=0), dict(tick=-1), dict(lot=0), dict(min_qty=0), dict(min_qty=10, max_qty=5),
+    dict(lot=5, min_qty=3, max_qty=10), dict(lot=5, min_qty=5, max_qty=12), dict(ref=0), dict(ref=-5),
+    dict(tick=5, ref=102), dict(kind=0), dict(kind=3), dict(policy=0), dict(policy=3), dict(status=0),
+    dict(status=4),
+])
+def test_invalid_instrument_definition(bad):
+    h = H(instruments=False)
+    expect(h.send(h.m.instrument(1, **bad)), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
+    expect(h.send(h.m.instrument(1)), ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")
+
+
+def test_book_range():
+    h = H(instruments=False, price_levels=10)
+    h.send(h.m.instrument(1, tick=5, ref=100))  # ref 20 ticks: base 15, prices 75..120
+    h.send(h.m.instrument(2, tick=1, ref=3))  # base max(1, 3-5) = 1: prices 1..10
+    h.account(1)
+    expect(h.order(1, BUY, 1, 70), reject(R.PriceOutOfRange))
+    expect(h.order(1, BUY, 1, 75), "OrderAccepted", "BookAdd")
+    expect(h.order(1, SELL, 1, 120), "OrderAccepted", "BookAdd")
+    expect(h.order(1, SELL, 1, 125), reject(R.PriceOutOfRange))
+    expect(h.order(1, SELL, 1, 101), reject(R.BadTick))
+    expect(h.order(1, BUY, 1, 1, instrument=2), "OrderAccepted", "BookAdd")
+    expect(h.order(1, BUY, 1, 10, instrument=2), "OrderAccepted", "BookAdd")
+    expect(h.order(1, BUY, 1, 11, instrument=2), reject(R.PriceOutOfRange))
+
+
+def test_create_account():
+    h = H(instruments=False)
+    expect(h.account(1, S.DecrementBoth), ("AdminResult", {"reason": R["None"], "account": 1, "refTemplateId": 11}))
+    expect(h.account(1, S.Off), ("AdminResult", {"reason": R.DuplicateAccount}))
+    expect(h.account(0), ("AdminResult", {"reason": R.AccountCapacity}))
+    expect(h.account(8), ("AdminResult", {"reason": R.AccountCapacity}))
+    expect(h.account(2, S.AccountDefault), ("AdminResult", {"reason": R.InvalidStpMode}))
+    expect(h.account(2, 6), ("AdminResult", {"reason": R.InvalidStpMode}))
+    expect(h.account(7, S.CancelBoth), ("AdminResult", {"reason": R["None"]}))
+
+
+def test_status_update_rejects():
+    h = H()
+    expect(h.status(3, HALTED), ("AdminResult", {"reason": R.UnknownInstrument, "instrument": 3, "refTemplateId": 14}))
+    expect(h.status(1, 0), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
+    expect(h.status(1, 9), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
+    expect(h.status(1, TRADING), ("AdminResult", {"reason": R["None"]}), ("InstrumentStatus", {"status": TRADING}))
+
+
+def test_risk_messages_are_unsupported():
+    h = H()
+    expect(h.send(h.m.make("Funds", amount=5, account=3, action=1)),
+           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 12, "account": 3, "instrument": 0}))
+    expect(h.send(h.m.make("IndexPrice", price=5, instrument=2)),
+           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 13, "instrument": 2}))
+    expect(h.send(h.m.make("KillSwitch", account=1, sessionId=4, instrument=1, scope=9, action=1)),
+           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 15, "account": 1, "instrument": 1}))
+
+
+def test_messages_the_engine_does_not_take():
+    h = H()
+    good = h.m.order(1, BUY, 1, 100)
+    body = good[HEADER.size:]
+    stamp = raw_decode(good)[2]
+    for header, tid in [((82, 1, 7002, 1), 1), ((82, 1, 7001, 2), 1),
+                        ((89, 100, 7001, 1), 100), ((82, 999, 7001, 1), 999)]:
+        ev = h.send(HEADER.pack(*header) + body)
+        expect(ev, ("OrderRejected", {"reason": R.UnsupportedMessage, "refTemplateId": tid, "clOrdId": 0,
+                                      "account": 0, "instrument": 0, "sessionId": 0}))
+        assert (ev[0][1]["seq"], ev[0][1]["timestampNs"], ev[0][1]["ingressNs"]) == stamp
+    expect(h.send(good), ("OrderAccepted", {"orderId": 1}), "BookAdd")  # order ids untouched
+
+
+# -- new order checks -----------------------------------------------------------------------
+
+
+def test_new_order_checks_in_order():
+    h = H()
+    h.send(h.m.instrument(2, lot=5, min_qty=10, max_qty=50, tick=2))
+    o = h.order
+    expect(o(1, BUY, 1, 100, instrument=3), reject(R.UnknownInstrument))
+    expect(o(1, BUY, 1, 100, instrument=99), reject(R.UnknownInstrument))
+    expect(o(5, BUY, 1, 100), reject(R.UnknownAccount))
+    expect(o(5, 3, 1, 100, instrument=3), reject(R.UnknownInstrument))  # 1 before 2
+    expect(o(1, 0, 1, 100), reject(R.InvalidSide))
+    expect(o(1, 3, 1, 100, ord_type=9), reject(R.InvalidSide))
+    expect(o(1, BUY, 1, 100, ord_type=5, tif=2), reject(R.InvalidOrdType))
+    expect(o(1, BUY, 1, 100, tif=2, post_only=2), reject(R.InvalidTimeInForce))
+    expect(o(1, BUY, 1, 100, tif=5), reject(R.InvalidTimeInForce))
+    expect(o(1, BUY, 1, 100, post_only=2, stp=7), reject(R.InvalidFlags))
+    expect(o(1, BUY, 1, 100, reduce_only=3), reject(R.InvalidFlags))
+    expect(o(1, BUY, 1, 100, stp=6), reject(R.InvalidStpMode))
+    expect(o(1, BUY, 0, 100, stp=6), reject(R.InvalidStpMode))  # 2 before 4
+    expect(o(1, BUY, 0, 100), reject(R.QtyOutOfRange))
+    expect(o(1, BUY, -5, 100, instrument=2), reject(R.QtyOutOfRange))
+    expect(o(1, BUY, 12, 100, instrument=2), reject(R.BadLot))
+    expect(o(1, BUY, 5, 100, instrument=2), reject(R.QtyOutOfRange))
+    expect(o(1, BUY, 55, 100, instrument=2), reject(R.QtyOutOfRange))
+    expect(o(1, BUY, 55, 101, instrument=2), reject(R.QtyOutOfRange))  # 4 before 5
+    expect(o(1, BUY, 10, 0), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, -2, instrument=2), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, 101, instrument=2), reject(R.BadTick))
+    expect(o(1, BUY, 10, 150), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, 49), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, 100, ord_type=MARKET), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, 1, ord_type=STOP, stop=101), reject(R.PriceOutOfRange))
+    expect(o(1, BUY, 10, 0, ord_type=STOP, stop=0), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 0, ord_type=STOP, stop=150), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 0, ord_type=STOP, stop=-1), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 100, ord_type=STOP_LIMIT, stop=101, instrument=2), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 100, stop=101), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 0, ord_type=MARKET, stop=101), reject(R.InvalidStopPrice))
+    expect(o(1, BUY, 10, 100, post_only=1, tif=IOC), reject(R.InvalidFlags))
+    expect(o(1, BUY, 10, 100, post_only=1, tif=FOK), reject(R.InvalidFlags))
+    expect(o(1, BUY, 10, 0, post_only=1, ord_type=MARKET), reject(R.InvalidFlags))
+    expect(o(1, BUY, 10, 100, post_only=1, ord_type=STOP_LIMIT, stop=101), reject(R.InvalidFlags))
+    expect(o(1, BUY, 10, 100, post_only=1, tif=IOC, display=-1), reject(R.InvalidFlags))  # flags before display
+    expect(o(1, BUY, 10, 100, display=-1), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 10, 100, display=11), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 10, 100, display=3, tif=IOC), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 10, 0, display=3, ord_type=MARKET), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 10, 0, display=3, ord_type=STOP, stop=101), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 20, 100, display=7, instrument=2), reject(R.InvalidDisplayQty))
+    expect(o(1, BUY, 20, 100, display=5, instrument=2), ("OrderAccepted", {"orderId": 1, "displayQty": 5}),
+           ("BookAdd", {"qty": 5}))
+    expect(o(1, BUY, 10, 100, display=10, ord_type=STOP_LIMIT, stop=101, tif=GTC), "OrderAccepted")
+    expect(o(1, BUY, 10, 100, display=10, post_only=1, tif=GTC), "OrderAccepted", "BookAdd")
+
+
+def test_order_accepted_echoes_the_order():
+    h = H()
+    buf = h.m.order(2, SELL, 7, 0, ord_type=STOP, stop=90, tif=GTC, reduce_only=1, stp=S.CancelBoth,
+                    cl=77, session=9)
+    ev = h.send(buf)
+    sent = raw_decode(buf)[1]
+    want = {k: sent[k] for k in ("seq", "timestampNs", "ingressNs", "clOrdId", "price", "qty", "displayQty",
+                                 "stopPrice", "sessionId", "account", "instrument", "side", "ordType",
+                                 "timeInForce", "postOnly", "reduceOnly")}
+    assert ev == [("OrderAccepted", {**want, "orderId": 1})]
+
+
+def test_capacity():
+    h = H(max_orders=3, max_stops=1)
+    expect(h.order(1, BUY, 1, 100), "OrderAccepted", "BookAdd")
+    expect(h.order(1, BUY, 1, 0, ord_type=STOP, stop=101), "OrderAccepted")
+    expect(h.order(1, SELL, 1, 90, ord_type=STOP_LIMIT, stop=90), reject(R.StopCapacity))
+    expect(h.order(1, SELL, 1, 120), "OrderAccepted", "BookAdd")
+    expect(h.order(2, SELL, 1, 0, ord_type=MARKET), reject(R.BookFull))  # even one that would not rest
+    expect(h.order(2, SELL, 1, 0, ord_type=STOP, stop=90), reject(R.BookFull))  # BookFull first
+    expect(h.cancel(1, 3), ("OrderCanceled", {"reason": C.User}), "BookDelete")
+    expect(h.order(2, SELL, 1, 100, tif=IOC), ("OrderAccepted", {"orderId": 4}), "Trade", "BookExecute")
+    expect(h.order(2, SELL, 1, 110), ("OrderAccepted", {"orderId": 5}), "BookAdd")
+
+
+def test_post_only():
+    h = H()
+    h.order(1, SELL, 5, 101)
+    h.order(2, BUY, 5, 99)
+    expect(h.order(1, BUY, 1, 101, post_only=1), reject(R.PostOnlyWouldTrade))  # own orders included
+    expect(h.order(3, BUY, 1, 102, post_only=1), reject(R.PostOnlyWouldTrade))
+    expect(h.order(3, SELL, 1, 99, post_only=1), reject(R.PostOnlyWouldTrade))
+    expect(h.order(3, BUY, 1, 100, post_only=1), "OrderAccepted", ("BookAdd", {"price": 100}))
+    expect(h.order(3, SELL, 1, 100, post_only=1), reject(R.PostOnlyWouldTrade))
+
+
+# -- matching -------------------------------------------------------------------------------
+
+
+def test_price_time_priority_and_trade_fields():
+    h = H()
+    h.order(1, SELL, 5, 101, cl=11, session=21)  # 1
+    h.order(2, SELL, 3, 100, cl=12, session=22)  # 2
+    h.order(1, SELL, 4, 100, cl=13, session=21)  # 3
+    h.order(2, SELL, 2, 102, cl=14, session=22)  # 4
+    ev = h.order(3, BUY, 10, 101, cl=15, session=23)
+    expect(ev, ("OrderAccepted", {"orderId": 5}),
+           ("Trade", {"tradeId": 1, "price": 100, "qty": 3, "makerOrderId": 2, "makerClOrdId": 12,
+                      "makerLeavesQty": 0, "takerOrderId": 5, "takerClOrdId": 15, "takerLeavesQty": 7,
+                      "instrument": 1, "makerAccount": 2, "makerSessionId": 22, "takerAccount": 3,
+                      "takerSessionId": 23, "aggressorSide": BUY}),
+           ("BookExecute", {"orderId": 2, "qty": 3, "price": 100, "tradeId": 1, "instrument": 1}),
+           ("Trade", {"tradeId": 2, "price": 100, "qty": 4, "makerOrderId": 3, "takerLeavesQty": 3}),
+           ("BookExecute", {"orderId": 3, "qty": 4}),
+           ("Trade", {"tradeId": 3, "price": 101, "qty": 3, "makerOrderId": 1, "makerLeavesQty": 2,
+                      "takerLeavesQty": 0}),
+           ("BookExecute", {"orderId": 1, "qty": 3, "price": 101}))
+    assert h.model.book(1)[SELL] == [(101, 1, 2), (102, 4, 2)]
+    # a limit stops at its price and rests the rest
+    expect(h.order(3, BUY, 5, 101), "OrderAccepted", ("Trade", {"qty": 2, "price": 101}), "BookExecute",
+           ("BookAdd", {"orderId": 6, "price": 101, "qty": 3, "side": BUY}))
+    # a sell walks the bids downwards
+    h.order(1, BUY, 2, 99)  # 7
+    expect(h.order(2, SELL, 10, 99, tif=IOC), "OrderAccepted",
+           ("Trade", {"price": 101, "qty": 3, "makerOrderId": 6, "aggressorSide": SELL}), "BookExecute",
+           ("Trade", {"price": 99, "qty": 2, "makerOrderId": 7}), "BookExecute",
+           ("OrderCanceled", {"orderId": 8, "canceledQty": 5, "reason": C.IocRemainder}))
+
+
+def test_market_orders_and_protection():
+    h = H(market_protection_ticks=2)
+    expect(h.order(1, BUY, 5, 0, ord_type=MARKET),  # empty book
+           "OrderAccepted", ("OrderCanceled", {"canceledQty": 5, "reason": C.MarketRemainder}))
+    h.order(2, SELL, 1, 100)
+    h.order(2, SELL, 1, 102)
+    h.order(2, SELL, 1, 103)
+    expect(h.order(1, BUY, 5, 0, ord_type=MARKET, tif=GTC), "OrderAccepted",
+           ("Trade", {"price": 100}), "BookExecute", ("Trade", {"price": 102}), "BookExecute",
+           ("OrderCanceled", {"canceledQty": 3, "reason": C.MarketRemainder}))
+    # the limit is fixed at arrival: best bid 98 - 2 ticks = 96
+    h.order(3, BUY, 1, 98)
+    h.order(3, BUY, 1, 96)
+    h.order(3, BUY, 1, 95)
+    expect(h.order(1, SELL, 5, 0, ord_type=MARKET, tif=IOC), "OrderAccepted",
+           ("Trade", {"price": 98}), "BookExecute", ("Trade", {"price": 96}), "BookExecute",
+           ("OrderCanceled", {"canceledQty": 3, "reason": C.MarketRemainder}))
+
+
+def test_market_protection_zero():
+    h = H(market_protection_ticks=0)
+    h.order(2, SELL, 1, 100)
+    h.order(2, SELL, 1, 101)
+    expect(h.order(1, BUY, 5, 0, ord_type=MARKET), "OrderAccepted", ("Trade", {"price": 100}), "BookExecute",
+           ("OrderCanceled", {"canceledQty": 4, "reason": C.MarketRemainder}))
+
+
+def test_fok():
+    h = H()
+    h.order(2, SELL, 3, 100)
+    h.order(3, SELL, 3, 101)
+    expect(h.order(1, BUY, 7, 101, tif=FOK), reject(R.FokUnfillable))
+    expect(h.order(1, BUY, 6, 100, tif=FOK), reject(R.FokUnfillable))
+    expect(h.order(1, BUY, 6, 0, ord_type=MARKET, tif=FOK), ("OrderAccepted", {"orderId": 3}),
+           "Trade", "BookExecute", "Trade", "BookExecute")
+    expect(h.order(1, BUY, 1, 0, ord_type=MARKET, tif=FOK), reject(R.FokUnfillable))  # empty ask side
+
+
+def test_fok_and_stp():
+    h = H()
+    h.order(4, SELL, 2, 100)  # own (account 4: default CancelResting)
+    h.order(2, SELL, 2, 100)
+    # CancelResting: own skipped, 2 available
+    expect(h.order(4, BUY, 3, 100, tif=FOK), reject(R.FokUnfillable))
+    expect(h.order(4, BUY, 4, 100, tif=FOK, stp=S.Off), "OrderAccepted", "Trade", "BookExecute",
+           "Trade", "BookExecute")
+    h.order(4, SELL, 2, 100)  # 4
+    h.order(2, SELL, 2, 100)  # 5
+    # own order met first: unfillable for CancelAggressor / CancelBoth / DecrementBoth
+    for mode in (S.CancelAggressor, S.CancelBoth, S.DecrementBoth):
+        expect(h.order(4, BUY, 1, 100, tif=FOK, stp=mode), reject(R.FokUnfillable))
+    expect(h.order(4, BUY, 2, 100, tif=FOK),  # CancelResting by default
+           "OrderAccepted", ("OrderCanceled", {"orderId": 4, "reason": C.SelfTrade, "canceledQty": 2}),
+           ("BookDelete", {"orderId": 4}), ("Trade", {"makerOrderId": 5}), "BookExecute")
+
+
+def test_fok_follows_iceberg_refills():
+    """Level 100: other's iceberg 1 shown (4 in all), then an own order: the refill moves the iceberg
+    behind the own order, which a CancelAggressor FOK then meets."""
+    h = H()
+    h.order(2, SELL, 4, 100, display=1)
+    h.order(1, SELL, 5, 100)
+    expect(h.order(1, BUY, 2, 100, tif=FOK, stp=S.CancelAggressor), reject(R.FokUnfillable))
+    expect(h.order(1, BUY, 1, 100, tif=FOK, stp=S.CancelAggressor), "OrderAccepted", "Trade", "BookExecute",
+           ("BookAdd", {"orderId": 1, "qty": 1}))
+    assert h.model.book(1)[SELL] == [(100, 2, 5), (100, 1, 1)]
+
+
+def test_iceberg():
+    h = H()
+    expect(h.order(2, SELL, 10, 100, display=4), "OrderAccepted", ("BookAdd", {"qty": 4}))
+    h.order(3, SELL, 2, 100)
+    expect(h.order(1, BUY, 5, 100), "OrderAccepted",
+           ("Trade", {"makerOrderId": 1, "qty": 4, "makerLeavesQty": 6, "takerLeavesQty": 1}),
+           ("BookExecute", {"orderId": 1, "qty": 4}),
+           ("BookAdd", {"orderId": 1, "qty": 4, "price": 100, "side": SELL}),  # refill, to the back
+           ("Trade", {"makerOrderId": 2, "qty": 1, "makerLeavesQty": 1}), ("BookExecute", {"orderId": 2}))
+    expect(h.order(1, BUY, 8, 100), "OrderAccepted",
+           ("Trade", {"makerOrderId": 2, "qty": 1}), "BookExecute",
+           ("Trade", {"makerOrderId": 1, "qty": 4, "makerLeavesQty": 2}), "BookExecute",
+           ("BookAdd", {"orderId": 1, "qty": 2}),
+           ("Trade", {"makerOrderId": 1, "qty": 2, "makerLeavesQty": 0, "takerLeavesQty": 1}),
+           ("BookExecute", {"orderId": 1, "qty": 2}), ("BookAdd", {"orderId": 4, "qty": 1, "side": BUY}))
+    # an aggressor's own split does not matter; its remainder rests with its display
+    h.order(2, SELL, 2, 101)
+    expect(h.order(1, BUY, 9, 101, display=3), "OrderAccepted",
+           ("Trade", {"price": 101, "qty": 2, "takerLeavesQty": 7}), "BookExecute",
+           ("BookAdd", {"qty": 3, "price": 101}))
+
+
+# -- self-trade prevention ------------------------------------------------------------------
+
+
+def stp_book(h: H) -> None:
+    h.order(1, SELL, 3, 100)  # 1 own
+    h.order(2, SELL, 3, 100)  # 2 other
+    h.order(1, SELL, 3, 101)  # 3 own
+
+
+def test_stp_off_trades_with_itself():
+    h = H()
+    stp_book(h)
+    expect(h.order(1, BUY, 2, 100), "OrderAccepted", ("Trade", {"makerOrderId": 1, "takerAccount": 1,
+                                                                "makerAccount": 1}), "BookExecute")
+
+
+def test_stp_cancel_resting():
+    h = H()
+    stp_book(h)
+    expect(h.order(1, BUY, 5, 101, stp=S.CancelResting), "OrderAccepted",
+           ("OrderCanceled", {"orderId": 1, "canceledQty": 3, "reason": C.SelfTrade}), ("BookDelete", {"orderId": 1}),
+           ("Trade", {"makerOrderId": 2, "qty": 3}), "BookExecute",
+           ("OrderCanceled", {"orderId": 3, "canceledQty": 3, "reason": C.SelfTrade}), ("BookDelete", {"orderId": 3}),
+           ("BookAdd", {"orderId": 4, "qty": 2, "price": 101}))
+
+
+def test_stp_cancel_aggressor():
+    h = H()
+    stp_book(h)
+    expect(h.order(1, BUY, 5, 101, stp=S.CancelAggressor), "OrderAccepted",
+           ("OrderCanceled", {"orderId": 4, "canceledQty": 5, "reason": C.SelfTrade}))
+    h2 = H()
+    h2.order(2, SELL, 2, 100)
+    h2.order(1, SELL, 2, 100)
+    expect(h2.order(1, BUY, 5, 100, stp=S.CancelAggressor, tif=GTC), "OrderAccepted", ("Trade", {"qty": 2}),
+           "BookExecute", ("OrderCanceled", {"orderId": 3, "canceledQty": 3, "reason": C.SelfTrade}))
+
+
+def test_stp_cancel_both():
+    h = H()
+    stp_book(h)
+    expect(h.order(1, BUY, 5, 101, stp=S.CancelBoth), "OrderAccepted",
+           ("OrderCanceled", {"orderId": 1, "canceledQty": 3, "reason": C.SelfTrade}), ("BookDelete", {"orderId": 1}),
+           ("OrderCanceled", {"orderId": 4, "canceledQty": 5, "reason": C.SelfTrade}))
+    assert h.model.book(1)[SELL] == [(100, 2, 3), (101, 3, 3)]
+
+
+def test_stp_account_default():
+    h = H()
+    h.order(4, SELL, 3, 100)
+    expect(h.order(4, BUY, 1, 100), "OrderAccepted",  # account 4 defaults to CancelResting
+           ("OrderCanceled", {"orderId": 1, "reason": C.SelfTrade}), "BookDelete", ("BookAdd", {"orderId": 2}))
+
+
+def test_stp_decrement_both():
+    h = H()
+    h.order(1, SELL, 3, 100)  # 1
+    h.order(2, SELL, 3, 100)  # 2
+    h.order(1, SELL, 10, 101, display=4)  # 3: iceberg
+    expect(h.order(1, BUY, 8, 101, stp=S.DecrementBoth), "OrderAccepted",
+           ("OrderCanceled", {"orderId": 1, "canceledQty": 3, "reason": C.SelfTrade}), ("BookDelete", {"orderId": 1}),
+           ("OrderCanceled", {"orderId": 4, "canceledQty": 3, "reason": C.SelfTrade}),
+           ("Trade", {"makerOrderId": 2, "qty": 3, "takerLeavesQty": 2}), "BookExecute",
+           # d = 2 from the iceberg's 4 shown
+           ("OrderCanceled", {"orderId": 3, "canceledQty": 2, "reason": C.SelfTrade}),
+           ("BookReduce", {"orderId": 3, "qty": 2}),
+           ("OrderCanceled", {"orderId": 4, "canceledQty": 2, "reason": C.SelfTrade}))
+    assert h.model.book(1)[SELL] == [(101, 3, 2)]
+    # d = 5 > 2 shown: all shown removed, 3 from the reserve, then a refill of min(4, 3)
+    expect(h.order(1, BUY, 5, 101, stp=S.DecrementBoth), "OrderAccepted",
+           ("OrderCanceled", {"orderId": 3, "canceledQty": 5}), ("BookReduce", {"orderId": 3, "qty": 2}),
+           ("BookAdd", {"orderId": 3, "qty": 3}), ("OrderCanceled", {"orderId": 5, "canceledQty": 5}))
+    # the decremented order's total is now filled + leaves = 3: a replace to qty 3 keeps priority
+    expect(h.replace(1, 3, 3, 101), ("OrderReplaced", {"qty": 3, "leavesQty": 3}))
+    expect(h.replace(1, 3, 4, 101), ("OrderReplaced", {"qty": 4, "leavesQty": 4}),
+           ("BookReplace", {"qty": 4}))
+
+
+# -- stops ----------------------------------------------------------------------------------
+
+
+def test_stops_trigger_in_order_id_and_cascade():
+    h = H()
+    h.order(2, SELL, 1, 100)  # 1
+    h.order(2, SELL, 1, 101)  # 2
+    h.order(2, SELL, 5, 103)  # 3
+    expect(h.order(1, BUY, 2, 0, ord_type=STOP, stop=101), ("OrderAccepted", {"orderId": 4}))
+    expect(h.order(1, BUY, 1, 101, ord_type=STOP_LIMIT, stop=100, tif=GTC), ("OrderAccepted", {"orderId": 5}))
+    expect(h.order(3, BUY, 1, 0, ord_type=STOP, stop=103), ("OrderAccepted", {"orderId": 6}))
+    expect(h.order(3, BUY, 1, 100), ("OrderAccepted", {"orderId": 7}),
+           ("Trade", {"price": 100, "makerOrderId": 1}), "BookExecute",
+           ("StopTriggered", {"orderId": 5, "stopPrice": 100, "triggerPrice": 100, "account": 1}),
+           ("Trade", {"price": 101, "makerOrderId": 2, "takerOrderId": 5}), "BookExecute",
+           ("StopTriggered", {"orderId": 4, "stopPrice": 101, "triggerPrice": 101}),
+           ("Trade", {"price": 103, "qty": 2, "takerOrderId": 4}), "BookExecute",
+           ("StopTriggered", {"orderId": 6, "triggerPrice": 103}),
+           ("Trade", {"price": 103, "qty": 1, "takerOrderId": 6, "makerLeavesQty": 2}), "BookExecute")
+    assert h.model.stop_slots == 0
+
+
+def test_stop_limit_rests_and_stop_price_rules():
+    h = H()
+    h.order(2, SELL, 1, 100)
+    h.order(1, BUY, 1, 100)  # last = 100
+    expect(h.order(1, BUY, 1, 0, ord_type=STOP, stop=100), reject(R.InvalidStopPrice))
+    expect(h.order(1, SELL, 1, 0, ord_type=STOP, stop=100), reject(R.InvalidStopPrice))
+    expect(h.order(1, SELL, 1, 0, ord_type=STOP, stop=101), reject(R.InvalidStopPrice))
+    expect(h.order(1, SELL, 3, 98, ord_type=STOP_LIMIT, stop=99, tif=DAY, display=1), "OrderAccepted")  # 3
+    h.order(3, BUY, 1, 99)  # 4
+    expect(h.order(2, SELL, 1, 99), "OrderAccepted", "Trade", "BookExecute",
+           ("StopTriggered", {"orderId": 3, "triggerPrice": 99}),
+           ("BookAdd", {"orderId": 3, "price": 98, "qty": 1, "side": SELL}))
+    # a triggered stop that rested is a resting order: replace works
+    expect(h.replace(1, 3, 3, 97), ("OrderReplaced", {"leavesQty": 3}), ("BookReplace", {"price": 97, "qty": 3}))
+
+
+def test_stop_iok_and_empty_book_remainders():
+    h = H()
+    h.order(2, SELL, 1, 100)
+    h.order(1, BUY, 2, 0, ord_type=STOP, stop=100)  # 2
+    h.order(1, BUY, 2, 100, ord_type=STOP_LIMIT, stop=100, tif=IOC)  # 3
+    expect(h.order(3, BUY, 1, 100), "OrderAccepted", "Trade", "BookExecute",
+           ("StopTriggered", {"orderId": 2}), ("OrderCanceled", {"orderId": 2, "reason": C.MarketRemainder,
+                                                                 "canceledQty": 2}),
+           ("StopTriggered", {"orderId": 3}), ("OrderCanceled", {"orderId": 3, "reason": C.IocRemainder}))
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel():
+    h = H()
+    h.send(h.m.instrument(2))
+    h.order(1, BUY, 5, 99, cl=51, session=61)  # 1
+    h.order(1, BUY, 5, 0, ord_type=STOP, stop=110)  # 2
+    expect(h.cancel(1, 0), ("CancelRejected", {"reason": R.UnknownOrder, "refTemplateId": 2, "orderId": 0}))
+    expect(h.cancel(1, 9), ("CancelRejected", {"reason": R.UnknownOrder}))
+    expect(h.cancel(1, 1, instrument=2), ("CancelRejected", {"reason": R.UnknownOrder}))
+    expect(h.cancel(2, 1, cl=71, orig=51, session=62),
+           ("CancelRejected", {"reason": R.NotYourOrder, "orderId": 1, "clOrdId": 71, "origClOrdId": 51,
+                               "sessionId": 62, "account": 2, "instrument": 1, "refTemplateId": 2}))
+    expect(h.cancel(7, 1), ("CancelRejected", {"reason": R.NotYourOrder}))  # no such account
+    expect(h.cancel(1, 1, cl=72, session=63),
+           ("OrderCanceled", {"orderId": 1, "clOrdId": 51, "sessionId": 61, "canceledQty": 5, "reason": C.User}),
+           ("BookDelete", {"orderId": 1, "instrument": 1}))
+    expect(h.cancel(1, 1), ("CancelRejected", {"reason": R.UnknownOrder}))
+    expect(h.cancel(1, 2), ("OrderCanceled", {"orderId": 2, "reason": C.User}))
+    assert h.model.stop_slots == 0
+
+
+# -- replace --------------------------------------------------------------------------------
+
+
+def test_replace_keeps_or_loses_priority():
+    h = H()
+    h.order(1, SELL, 10, 101, cl=51)  # 1
+    h.order(2, SELL, 5, 101)  # 2
+    expect(h.replace(1, 1, 8, 101, cl=52, orig=51, session=66),
+           ("OrderReplaced", {"orderId": 1, "clOrdId": 52, "origClOrdId": 51, "price": 101, "qty": 8,
+                              "leavesQty": 8, "displayQty": 0, "sessionId": 66, "account": 1, "instrument": 1}),
+           ("BookReduce", {"orderId": 1, "qty": 2}))
+    assert h.model.book(1)[SELL] == [(101, 1, 8), (101, 2, 5)]
+    expect(h.replace(1, 1, 8, 101, cl=53), ("OrderReplaced", {"qty": 8}))  # nothing shrank
+    h.order(3, BUY, 3, 101)  # fills 3 of order 1
+    expect(h.cancel(1, 1), ("OrderCanceled", {"clOrdId": 53, "sessionId": 101, "canceledQty": 5}), "BookDelete")
+    h.order(1, SELL, 10, 101)  # 4
+    h.order(3, BUY, 4, 101)  # fills 4 of order 2... then 0 of 4
+    expect(h.replace(1, 4, 4, 101), ("OrderReplaced", {"leavesQty": 4}), ("BookReduce", {"qty": 6}))
+    expect(h.replace(1, 4, 12, 101), ("OrderReplaced", {"qty": 12, "leavesQty": 12}),
+           ("BookReplace", {"orderId": 4, "price": 101, "qty": 12, "side": SELL}))
+    assert h.model.book(1)[SELL] == [(101, 2, 1), (101, 4, 12)]
+    expect(h.replace(1, 4, 12, 102, display=5), ("OrderReplaced", {"displayQty": 5}),
+           ("BookReplace", {"price": 102, "qty": 5}))
+
+
+def test_replace_after_fills_and_iceberg_display():
+    h = H()
+    h.order(1, SELL, 10, 101, display=4)  # 1
+    h.order(2, BUY, 3, 101)  # filled 3, shows 1, leaves 7
+    assert h.model.book(1)[SELL] == [(101, 1, 1)]
+    expect(h.replace(1, 1, 3, 101), ("CancelRejected", {"reason": R.QtyOutOfRange, "refTemplateId": 3}))
+    # keeps priority: displayed stays min(1, new shown) — never grows
+    expect(h.replace(1, 1, 9, 101, display=4), ("OrderReplaced", {"leavesQty": 6}))
+    expect(h.replace(1, 1, 9, 101), ("OrderReplaced", {"leavesQty": 6, "displayQty": 0}))
+    assert h.model.book(1)[SELL] == [(101, 1, 1)]
+    # displayQty 0 now: the refill shows the whole reserve
+    expect(h.order(2, BUY, 1, 101), "OrderAccepted", ("Trade", {"makerLeavesQty": 5}), "BookExecute",
+           ("BookAdd", {"orderId": 1, "qty": 5}))
+    # loses priority: the new displayed quantity
+    expect(h.replace(1, 1, 9, 102, display=2), ("OrderReplaced", {"leavesQty": 5}), ("BookReplace", {"qty": 2}))
+
+
+def test_replace_that_crosses():
+    h = H()
+    h.order(2, BUY, 2, 99)  # 1
+    h.order(3, BUY, 2, 98)  # 2
+    h.order(1, SELL, 10, 101, cl=51)  # 3
+    h.order(1, BUY, 1, 97, ord_type=STOP_LIMIT, stop=99, tif=GTC)  # 4: own stop (CancelResting n/a)
+    h.order(2, SELL, 1, 0, ord_type=STOP, stop=99)  # 5
+    expect(h.replace(1, 3, 10, 98, cl=52), ("OrderReplaced", {"price": 98, "leavesQty": 10, "clOrdId": 52}),
+           ("BookDelete", {"orderId": 3}),
+           ("Trade", {"price": 99, "qty": 2, "makerOrderId": 1, "takerOrderId": 3, "takerClOrdId": 52,
+                      "takerLeavesQty": 8, "aggressorSide": SELL}), "BookExecute",
+           ("Trade", {"price": 98, "qty": 2, "makerOrderId": 2, "takerLeavesQty": 6}), "BookExecute",
+           ("BookAdd", {"orderId": 3, "price": 98, "qty": 6, "side": SELL}),
+           ("StopTriggered", {"orderId": 5, "triggerPrice": 98}),
+           ("OrderCanceled", {"orderId": 5, "reason": C.MarketRemainder}))
+    # a post-only order that would cross is rejected
+    h.order(2, BUY, 1, 90, post_only=1)  # 6
+    expect(h.replace(2, 6, 1, 98), ("CancelRejected", {"reason": R.PostOnlyWouldTrade}))
+    expect(h.replace(2, 6, 1, 97), "OrderReplaced", ("BookReplace", {"price": 97}))
+
+
+def test_replace_rejects_in_order():
+    h = H()
+    h.send(h.m.instrument(2, lot=5, min_qty=5, max_qty=50, tick=2))
+    h.order(1, BUY, 10, 100, instrument=2)  # 1
+    h.order(1, BUY, 10, 0, instrument=2, ord_type=STOP, stop=110)  # 2
+    r = lambda *a, **k: h.replace(*a, instrument=2, **k)  # noqa: E731
+    expect(r(1, 9, 10, 100), ("CancelRejected", {"reason": R.UnknownOrder, "refTemplateId": 3, "orderId": 9}))
+    expect(h.replace(1, 1, 10, 100), ("CancelRejected", {"reason": R.UnknownOrder}))  # other instrument
+    expect(r(2, 1, 10, 100), ("CancelRejected", {"reason": R.NotYourOrder}))
+    expect(r(1, 2, 11, 1), ("CancelRejected", {"reason": R.StopNotAllowed}))
+    expect(r(1, 1, 11, 1), ("CancelRejected", {"reason": R.BadLot}))
+    expect(r(1, 1, 0, 1), ("CancelRejected", {"reason": R.QtyOutOfRange}))
+    expect(r(1, 1, -3, 1), ("CancelRejected", {"reason": R.QtyOutOfRange}))  # <= 0 before BadLot
+    expect(r(1, 1, 55, 1), ("CancelRejected", {"reason": R.QtyOutOfRange}))
+    expect(r(1, 1, 10, 0, display=3), ("CancelRejected", {"reason": R.PriceOutOfRange}))
+    expect(r(1, 1, 10, 101, display=3), ("CancelRejected", {"reason": R.BadTick}))
+    expect(r(1, 1, 10, 202, display=3), ("CancelRejected", {"reason": R.PriceOutOfRange}))
+    expect(r(1, 1, 10, 100, display=3), ("CancelRejected", {"reason": R.InvalidDisplayQty}))
+    expect(r(1, 1, 10, 100, display=15), ("CancelRejected", {"reason": R.InvalidDisplayQty}))
+    expect(r(1, 1, 10, 100, display=-5), ("CancelRejected", {"reason": R.InvalidDisplayQty}))
+    expect(h.status(2, HALTED), "AdminResult", "InstrumentStatus")
+    expect(r(1, 2, 11, 1), ("CancelRejected", {"reason": R.InstrumentHalted}))  # status before the rest
+    expect(r(2, 1, 10, 100), ("CancelRejected", {"reason": R.NotYourOrder}))
+    h.status(2, CLOSED)
+    expect(r(1, 2, 11, 1), ("CancelRejected", {"reason": R.UnknownOrder}))  # Day: expired
+    h2 = H()
+    h2.send(h2.m.instrument(2, status=CLOSED))
+    expect(h2.replace(1, 1, 10, 100, instrument=2), ("CancelRejected", {"reason": R.UnknownOrder}))
+
+
+def test_replace_closed_gtc():
+    h = H()
+    h.order(1, BUY, 10, 100, tif=GTC)
+    h.status(1, CLOSED)
+    expect(h.replace(1, 1, 5, 100), ("CancelRejected", {"reason": R.InstrumentClosed}))
+    expect(h.cancel(1, 1), ("OrderCanceled", {"reason": C.User}), "BookDelete")
+
+
+# -- mass cancel ----------------------------------------------------------------------------
+
+
+def test_mass_cancel():
+    h = H()
+    h.send(h.m.instrument(2))
+    h.order(1, BUY, 1, 99)  # 1
+    h.order(2, BUY, 1, 98)  # 2
+    h.order(1, SELL, 1, 110, instrument=2)  # 3
+    h.order(1, BUY, 1, 0, ord_type=STOP, stop=120)  # 4
+    h.order(2, SELL, 1, 111, instrument=2)  # 5
+    h.order(1, SELL, 1, 105)  # 6
+    expect(h.mass_cancel(0, 1, 1), ("CancelRejected", {"reason": R.InvalidScope, "refTemplateId": 4, "orderId": 0}))
+    expect(h.mass_cancel(4, 1, 1), ("CancelRejected", {"reason": R.InvalidScope}))
+    expect(h.mass_cancel(1, 6, 1), ("CancelRejected", {"reason": R.UnknownAccount}))
+    expect(h.mass_cancel(3, 6, 9), ("CancelRejected", {"reason": R.UnknownAccount}))
+    expect(h.mass_cancel(3, 1, 3), ("CancelRejected", {"reason": R.UnknownInstrument}))
+    expect(h.mass_cancel(2, 6, 3), ("CancelRejected", {"reason": R.UnknownInstrument}))
+    expect(h.mass_cancel(3, 1, 1, cl=5, session=8),
+           ("OrderCanceled", {"orderId": 1, "reason": C.MassCancel}), "BookDelete",
+           ("OrderCanceled", {"orderId": 4, "reason": C.MassCancel}),
+           ("OrderCanceled", {"orderId": 6, "reason": C.MassCancel}), "BookDelete",
+           ("MassCancelDone", {"canceledCount": 3, "clOrdId": 5, "sessionId": 8, "account": 1, "instrument": 1,
+                               "scope": 3}))
+    expect(h.mass_cancel(2, 6, 2),  # unknown account does not matter for Instrument scope
+           ("OrderCanceled", {"orderId": 3, "account": 1}), "BookDelete",
+           ("OrderCanceled", {"orderId": 5, "account": 2}), "BookDelete",
+           ("MassCancelDone", {"canceledCount": 2, "account": 6, "instrument": 2, "scope": 2}))
+    expect(h.mass_cancel(1, 1, 9), ("MassCancelDone", {"canceledCount": 0, "instrument": 9}))
+    expect(h.mass_cancel(1, 2), ("OrderCanceled", {"orderId": 2}), "BookDelete",
+           ("MassCancelDone", {"canceledCount": 1}))
+
+
+# -- halts ----------------------------------------------------------------------------------
+
+
+def test_halt_with_reject_policy():
+    h = H()
+    h.order(1, BUY, 1, 99)
+    expect(h.status(1, HALTED), ("AdminResult", {"reason": R["None"], "instrument": 1, "refTemplateId": 14}),
+           ("InstrumentStatus", {"instrument": 1, "status": HALTED}))
+    expect(h.order(2, SELL, 1, 99), reject(R.InstrumentHalted))
+    expect(h.order(2, SELL, 0, 99), reject(R.InstrumentHalted))  # 3 before 4
+    expect(h.replace(1, 1, 1, 98), ("CancelRejected", {"reason": R.InstrumentHalted}))
+    expect(h.status(1, TRADING), "AdminResult", ("InstrumentStatus", {"status": TRADING}))
+    expect(h.order(2, SELL, 1, 99), "OrderAccepted", "Trade", "BookExecute")
+
+
+def test_halt_with_queue_policy_and_resume():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=QUEUE))
+    for a in (1, 2, 3):
+        h.account(a)
+    h.order(1, SELL, 2, 100)  # 1
+    h.order(1, SELL, 2, 102)  # 2
+    h.status(1, HALTED)
+    expect(h.order(2, BUY, 1, 0, ord_type=STOP, stop=101), ("OrderAccepted", {"orderId": 3}))
+    expect(h.order(2, BUY, 3, 101), ("OrderAccepted", {"orderId": 4}))  # queued: no trade
+    expect(h.order(3, BUY, 1, 100, post_only=1), reject(R.PostOnlyWouldTrade))  # checked on the frozen book
+    expect(h.order(3, BUY, 5, 100, tif=FOK), reject(R.FokUnfillable))
+    expect(h.order(3, SELL, 1, 0, ord_type=MARKET), ("OrderAccepted", {"orderId": 5}))  # queued
+    expect(h.order(3, BUY, 1, 0, ord_type=MARKET, tif=IOC), ("OrderAccepted", {"orderId": 6}))
+    expect(h.cancel(3, 5), ("OrderCanceled", {"orderId": 5, "reason": C.User, "canceledQty": 1}))
+    expect(h.order(3, BUY, 2, 99, post_only=1, tif=GTC), ("OrderAccepted", {"orderId": 7}))
+    s = h.status(1, TRADING)
+    expect(s, "AdminResult", ("InstrumentStatus", {"status": TRADING}),
+           # 3: becomes a pending stop; 4 trades 2 @100 and rests 1 @101
+           ("Trade", {"takerOrderId": 4, "price": 100, "qty": 2}), "BookExecute",
+           ("BookAdd", {"orderId": 4, "price": 101, "qty": 1}),
+           # 6: market buy: best ask 102 + 5 ticks
+           ("Trade", {"takerOrderId": 6, "price": 102, "qty": 1}), "BookExecute",
+           ("StopTriggered", {"orderId": 3, "triggerPrice": 102}),
+           ("Trade", {"takerOrderId": 3, "price": 102, "qty": 1}), "BookExecute",
+           ("BookAdd", {"orderId": 7, "price": 99, "qty": 2, "side": BUY}))
+    for e in s:
+        assert e[1]["seq"] == h.m.seq
+
+
+def test_queued_post_only_trades_at_resume_and_fok_remainder():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=QUEUE))
+    for a in (1, 2, 3):
+        h.account(a)
+    h.order(1, SELL, 2, 100)  # 1
+    h.status(1, HALTED)
+    h.order(2, BUY, 2, 100, tif=FOK)  # 2: fillable now
+    h.order(3, BUY, 1, 99, post_only=1)  # 3
+    h.cancel(1, 1)
+    h.order(1, SELL, 1, 99)  # 4 queued
+    expect(h.status(1, TRADING), "AdminResult", "InstrumentStatus",
+           ("OrderCanceled", {"orderId": 2, "canceledQty": 2, "reason": C.IocRemainder}),
+           ("BookAdd", {"orderId": 3}),
+           ("Trade", {"makerOrderId": 3, "takerOrderId": 4, "price": 99}), "BookExecute")
+
+
+def test_queued_stop_that_is_already_triggered_waits():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=QUEUE))
+    for a in (1, 2, 3):
+        h.account(a)
+    h.order(1, SELL, 5, 100)  # 1
+    h.status(1, HALTED)
+    h.order(2, BUY, 1, 100)  # 2: queued, will trade @100
+    h.order(3, BUY, 1, 0, ord_type=STOP, stop=100)  # 3: queued (no last price yet)
+    expect(h.status(1, TRADING), "AdminResult", "InstrumentStatus", ("Trade", {"takerOrderId": 2}), "BookExecute")
+    assert h.model.orders[3].state == "stop"
+    expect(h.order(2, SELL, 1, 0, ord_type=STOP, stop=90), "OrderAccepted")  # not an execution: still waits
+    expect(h.cancel(1, 1, instrument=1), "OrderCanceled", "BookDelete")
+    # an execution, even one that trades nothing: evaluated
+    expect(h.order(1, SELL, 1, 101), "OrderAccepted", "BookAdd",
+           ("StopTriggered", {"orderId": 3, "triggerPrice": 100}),
+           ("Trade", {"price": 101, "takerOrderId": 3, "makerOrderId": 5}), "BookExecute")
+
+
+def test_close_expires_day_orders():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=QUEUE))
+    h.send(h.m.instrument(2))
+    for a in (1, 2):
+        h.account(a)
+    h.order(1, BUY, 1, 99)  # 1 Day resting
+    h.order(1, BUY, 1, 98, tif=GTC)  # 2
+    h.order(1, BUY, 1, 0, ord_type=STOP, stop=110)  # 3 Day stop
+    h.order(1, BUY, 1, 97, instrument=2)  # 4 other instrument
+    h.order(1, BUY, 1, 0, ord_type=STOP, stop=110, tif=GTC)  # 5
+    h.status(1, HALTED)
+    h.order(2, SELL, 1, 100)  # 6 queued Day
+    h.order(2, SELL, 1, 90, ord_type=STOP_LIMIT, stop=90, tif=GTC)  # 7 queued GTC stop
+    h.order(2, SELL, 1, 98, tif=IOC)  # 8 queued IOC: not Day, stays
+    expect(h.status(1, CLOSED), "AdminResult", ("InstrumentStatus", {"status": CLOSED}),
+           ("OrderCanceled", {"orderId": 1, "reason": C.Expired, "canceledQty": 1}), ("BookDelete", {"orderId": 1}),
+           ("OrderCanceled", {"orderId": 3, "reason": C.Expired}),
+           ("OrderCanceled", {"orderId": 6, "reason": C.Expired}))
+    assert h.model.stop_slots == 2
+    expect(h.order(2, SELL, 1, 100), reject(R.InstrumentClosed))
+    expect(h.status(1, CLOSED), "AdminResult", "InstrumentStatus")
+    expect(h.status(1, TRADING), "AdminResult", "InstrumentStatus",
+           ("Trade", {"takerOrderId": 8, "makerOrderId": 2, "price": 98}), "BookExecute")
+    assert [o.oid for o in h.model.live()] == [4, 5, 7]
+
+
+def test_closed_at_definition():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, status=CLOSED))
+    h.account(1)
+    expect(h.order(1, BUY, 1, 99), reject(R.InstrumentClosed))
+    expect(h.order(1, BUY, 0, 99), reject(R.InstrumentClosed))
+    expect(h.order(1, 9, 0, 99), reject(R.InvalidSide))
+
+
+def test_bytes_round_trip_of_model_events():
+    h = H()
+    h.order(1, SELL, 3, 100)
+    ev = h.order(2, BUY, 5, 101, ord_type=LIMIT)
+    for e in ev:
+        d = SCHEMA.decode(encode_event(e))
+        assert (d.name, d.fields) == e
+    assert raw_decode(raw_encode("NewOrder", side=7, ordType=9))[1]["side"] == 7
