@@ -248,3 +248,23 @@ def test_invalid_config_is_rejected_before_anything_starts(tmp_path: Path) -> No
     assert r.returncode == 2
     assert "max_orders" in r.stderr
     assert not (tmp_path / "var").exists()
+
+
+def test_hung_process_loses_heartbeat_then_recovers(tmp_path: Path) -> None:
+    from ringex.ringbuffer.control import REASON_HEARTBEAT_LOST
+
+    cfg = make_config(tmp_path, heartbeat_ms=300)
+    with Running(cfg) as run:
+        run.offer("t1", order(1, 1, 990))
+        run.pump(lambda: 1 in run.reader.acked, timeout=60)
+        core = run.exchange._children[0]
+        os.kill(core.runner.pid, signal.SIGSTOP)  # alive, but no longer polling
+        try:
+            run.pump(lambda: not run.exchange._control.accepting, timeout=30)
+            assert run.exchange._control.reason == REASON_HEARTBEAT_LOST
+            assert core.runner.is_alive()
+        finally:
+            os.kill(core.runner.pid, signal.SIGCONT)
+        run.pump(lambda: run.exchange._control.accepting, timeout=30)
+        run.offer("t1", order(2, 2, 1010))
+        run.pump(lambda: 2 in run.reader.acked, timeout=30)
