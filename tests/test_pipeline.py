@@ -253,7 +253,7 @@ def test_invalid_config_is_rejected_before_anything_starts(tmp_path: Path) -> No
 def test_hung_process_loses_heartbeat_then_recovers(tmp_path: Path) -> None:
     from ringex.ringbuffer.control import REASON_HEARTBEAT_LOST
 
-    cfg = make_config(tmp_path, heartbeat_ms=300)
+    cfg = make_config(tmp_path, heartbeat_ms=1000)
     with Running(cfg) as run:
         run.offer("t1", order(1, 1, 990))
         run.pump(lambda: 1 in run.reader.acked, timeout=60)
