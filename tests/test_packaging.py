@@ -51,7 +51,17 @@ def test_wheel_installs_one_package_called_ringex(tmp_path: Path) -> None:
     assert "ringex/engine/schema.xml" in names
     assert not any(n.startswith("ringex/tests/") for n in names)
 
-    site = tmp_path / "site"
+    # A fresh venv that sees the dependencies (numpy, numba, ...) through a .pth line but
+    # not this checkout's editable install (.pth files in an added directory are not read).
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True, timeout=120)
+    fresh_py = fresh / "bin" / "python"
+    site = Path(subprocess.run(
+        [str(fresh_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.strip())
+    deps = subprocess.run([sys.executable, "-c", "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    (site / "ringex-test-deps.pth").write_text(deps + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
         check=True, timeout=300, capture_output=True,
@@ -61,9 +71,9 @@ def test_wheel_installs_one_package_called_ringex(tmp_path: Path) -> None:
         "ringex.feeds, ringex.tools.cli, ringex.tuning; "
         "print(ringex.__file__); print(m.SLOT_SIZE)"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env,
+        [str(fresh_py), "-c", probe], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout.split()
     assert Path(out[0]).is_relative_to(site), f"imported ringex from {out[0]}, not the wheel"
