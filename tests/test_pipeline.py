@@ -86,8 +86,9 @@ class Running:
         self.exchange.stop(drain_timeout=10.0)
 
 
-def test_live_output_equals_replay_and_shutdown_cleans_up(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)
+@pytest.mark.parametrize("durability", ["batch", "interval", "none"])
+def test_live_output_equals_replay_and_shutdown_cleans_up(tmp_path: Path, durability: str) -> None:
+    cfg = make_config(tmp_path, durability=durability)
     with Running(cfg) as run:
         run.spawn_producer("t1", 1, 1500)
         run.spawn_producer("t2", 100_001, 1500)
