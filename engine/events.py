@@ -24,7 +24,7 @@ from ringex.engine.layout import (
     H_ACCEPTED, H_ADMIN_RESULT, H_BOOK_ADD, H_BOOK_DELETE, H_BOOK_EXECUTE, H_BOOK_REDUCE, H_BOOK_REPLACE,
     H_CANCEL_REJECTED, H_CANCELED, H_INSTRUMENT_STATUS, H_MASS_DONE, H_REJECTED, H_REPLACED,
     H_STOP_TRIGGERED, H_TRADE,
-    IS_INSTRUMENT, IS_STATUS,
+    IS_INSTRUMENT, IS_STATUS, H_KILL_STATUS, KT_ACCOUNT, KT_SESSION, KT_INSTRUMENT, KT_SCOPE, KT_ACTION,
     MD_ACCOUNT, MD_CLORD, MD_COUNT, MD_INSTRUMENT, MD_SCOPE, MD_SESSION,
     OA_ACCOUNT, OA_CLORD, OA_DISPLAY, OA_INSTRUMENT, OA_ORD_TYPE, OA_ORDER_ID, OA_POST_ONLY, OA_PRICE,
     OA_QTY, OA_REDUCE_ONLY, OA_SESSION, OA_SIDE, OA_STOP, OA_TIF,
@@ -32,7 +32,7 @@ from ringex.engine.layout import (
     OR_ACCOUNT, OR_CLORD, OR_INSTRUMENT, OR_ORDER_ID, OR_REASON, OR_REF_TEMPLATE, OR_SESSION,
     RP_ACCOUNT, RP_CLORD, RP_DISPLAY, RP_INSTRUMENT, RP_LEAVES, RP_ORDER_ID, RP_ORIG_CLORD, RP_PRICE,
     RP_QTY, RP_SESSION,
-    SLOT_WORDS, STAMP_ING, STAMP_SEQ, STAMP_TS,
+    EVENT_WORDS, SLOT_WORDS, STAMP_ING, STAMP_SEQ, STAMP_TS,
     ST_ACCOUNT, ST_CLORD, ST_INSTRUMENT, ST_ORDER_ID, ST_SESSION, ST_STOP_PRICE, ST_TRIGGER_PRICE,
     TR_AGGRESSOR_SIDE, TR_INSTRUMENT, TR_MAKER_ACCOUNT, TR_MAKER_CLORD, TR_MAKER_LEAVES,
     TR_MAKER_ORDER_ID, TR_MAKER_SESSION, TR_PRICE, TR_QTY, TR_TAKER_ACCOUNT, TR_TAKER_CLORD,
@@ -64,7 +64,7 @@ def begin(out, glob, header):
     if n >= out.shape[0]:
         out = grow(out)
     glob[G_EVENTS] = n + 1
-    for w in range(SLOT_WORDS):
+    for w in range(EVENT_WORDS):  # the words past them are never written (zero since allocation)
         out[n, w] = 0
     out[n, 0] = header
     out[n, STAMP_SEQ] = glob[G_SEQ]
@@ -269,4 +269,15 @@ def admin_result(out, glob, value, acct, inst, ref_template, reason):
     put(out, n, AR_INSTRUMENT, inst)
     put(out, n, AR_REF_TEMPLATE, ref_template)
     put(out, n, AR_REASON, reason)
+    return out
+
+
+@njit(**INLINE)
+def kill_switch_status(out, glob, acct, sess, inst, scope, action):
+    out, n = begin(out, glob, H_KILL_STATUS)
+    put(out, n, KT_ACCOUNT, acct)
+    put(out, n, KT_SESSION, sess)
+    put(out, n, KT_INSTRUMENT, inst)
+    put(out, n, KT_SCOPE, scope)
+    put(out, n, KT_ACTION, action)
     return out

@@ -40,9 +40,14 @@ from ringex.engine.layout import (
     STOP, STOP_LIMIT, STP_DEFAULT, STP_MAX, STP_OFF, T_CANCEL_ORDER, T_CREATE_ACCOUNT, T_FUNDS,
     T_INDEX_PRICE, T_INSTRUMENT_DEFINITION, T_KILL_SWITCH, T_MASS_CANCEL, T_NEW_ORDER,
     T_REPLACE_ORDER, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
+    CA_MAX_OPEN, CXL_HALTED, CXL_KILL, ID_BAND_PPM, ID_CB_HALT, ID_CB_MOVE_PPM, ID_CB_WINDOW,
+    ID_MAX_NOTIONAL, ID_NOTIONAL_DIV, KILL_ACCOUNT, KILL_ENGAGE, KILL_EXCHANGE, KILL_INSTRUMENT,
+    KILL_RELEASE, KILL_SESSION, KS_ACTION, KS_SCOPE, KS_SESSION, R_KILL_ACCOUNT, R_KILL_CAPACITY,
+    R_KILL_EXCHANGE, R_KILL_INSTRUMENT, R_KILL_SESSION, R_MAX_NOTIONAL, R_MAX_OPEN_ORDERS,
+    R_PRICE_BAND,
 )
 from ringex.engine.matcher import (
-    add_stop, display_of, stops_after, fok_fillable, limit_index, release_queue, remove_order,
+    cb_clear, cb_reopen, band_of, add_stop, display_of, stops_after, fok_fillable, limit_index, release_queue, remove_order,
     run_aggressor,
 )
 from ringex.engine.state import (
@@ -54,9 +59,13 @@ from ringex.engine.state import (
     O_ACCT, O_ANEXT, O_CLORD, O_DISP, O_DSIZE, O_FILLED, O_HIDDEN, O_INEXT, O_INST, O_LEAVES,
     O_LEVEL, O_POST, O_PRICE, O_QTY, O_REDUCE, O_SESS, O_SIDE, O_STATE, O_STOP, O_STP, O_TIF,
     O_TYPE, O_NEXT, O_PREV, S_QUEUED, S_RESTING,
+    A_KILL, A_MAX_OPEN, G_CB_HALTS, G_KILL_EXCHANGE, G_KILLED, G_KILLED_N, G_KILLS, I_BAND_PPM,
+    I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START, I_CB_UNTIL, I_CB_WINDOW, I_KILL,
+    I_MAX_NOTIONAL, I_NOTIONAL_DIV, MAX_KILLED_SESSIONS, O_OID, A_LIVE, G_CAPACITY,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
+PPM = 1_000_000
 # tiny helpers are inlined into their callers at numba IR level: no separate compilation
 # (and no specialisation per literal argument)
 INLINE = dict(JIT, inline="always")
@@ -98,6 +107,10 @@ def check_new_order(mem, i64, b):
         return R_UNKNOWN_INSTRUMENT
     if not known_account(acct, glob, acc):
         return R_UNKNOWN_ACCOUNT
+    if glob[G_KILLS] != 0:
+        kill = kill_reason(acct, ins, glob, acc, get(i64, b, NO_SESSION), inst)
+        if kill != R_NONE:
+            return kill
     side = get(i64, b, NO_SIDE)
     otype = get(i64, b, NO_ORD_TYPE)
     tif = get(i64, b, NO_TIF)
@@ -159,6 +172,10 @@ def check_new_order(mem, i64, b):
         return R_BOOK_FULL
     if stop_like and glob[G_STOPS] >= glob[G_MAX_STOPS]:
         return R_STOP_CAPACITY
+    if ins[I_BAND_PPM, inst] != 0 or ins[I_MAX_NOTIONAL, inst] != 0 or acct[A_MAX_OPEN, acc] != 0:
+        risk = pre_trade_check(mem, inst, acc, side, otype, price, stop, qty)
+        if risk != R_NONE:
+            return risk
     idx = book_index(ins, glob, inst, price) if limit_like else -1
     if post == BOOL_TRUE and crosses(ins, glob, inst, side, idx):
         return R_POST_ONLY_WOULD_TRADE
@@ -169,6 +186,59 @@ def check_new_order(mem, i64, b):
         lim = limit_index(st, inst, side, otype, idx)
         if not fok_fillable(mem, inst, side, acc, stp, lim, qty):
             return R_FOK_UNFILLABLE
+    return R_NONE
+
+
+@njit(**INLINE)
+def killed_session(glob, sess):
+    """Index of ``sess`` in the table of killed sessions, or -1."""
+    for k in range(glob[G_KILLED_N]):
+        if glob[G_KILLED + k] == sess:
+            return k
+    return -1
+
+
+@njit(**INLINE)
+def kill_reason(acct, ins, glob, acc, sess, inst):
+    """The first engaged kill switch a new order falls under (docs/risk.md), or R_NONE."""
+    if acct[A_KILL, acc] != 0:
+        return R_KILL_ACCOUNT
+    if glob[G_KILLED_N] != 0 and killed_session(glob, sess) >= 0:
+        return R_KILL_SESSION
+    if ins[I_KILL, inst] != 0:
+        return R_KILL_INSTRUMENT
+    if glob[G_KILL_EXCHANGE] != 0:
+        return R_KILL_EXCHANGE
+    return R_NONE
+
+
+@njit(**JIT)
+def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
+    """docs/risk.md pre-trade checks 1-3 (PriceBand, MaxNotional, MaxOpenOrders)."""
+    st = views(mem)
+    ins, acct, glob = st[3], st[4], st[6]
+    limit_like = otype == LIMIT or otype == STOP_LIMIT
+    if ins[I_BAND_PPM, inst] != 0 and limit_like:
+        lo, hi = band_of(ins, inst)
+        if price < lo or price > hi:
+            return R_PRICE_BAND
+    cap = ins[I_MAX_NOTIONAL, inst]
+    if cap != 0:
+        p = price
+        if otype == STOP:
+            p = stop
+        elif otype == MARKET:
+            p = -1
+            levels = glob[G_LEVELS]
+            if (side == BUY and ins[I_ASK, inst] < levels) or (side == SELL and ins[I_BID, inst] >= 0):
+                idx = limit_index(st, inst, side, otype, -1)
+                idx = min(max(idx, 0), levels - 1)
+                p = (ins[I_BASE, inst] + idx) * ins[I_TICK, inst]
+        if p > 0 and p * qty // ins[I_NOTIONAL_DIV, inst] > cap:
+            return R_MAX_NOTIONAL
+    most = acct[A_MAX_OPEN, acc]
+    if most != 0 and acct[A_LIVE, acc] >= most:
+        return R_MAX_OPEN_ORDERS
     return R_NONE
 
 
@@ -284,6 +354,13 @@ def check_replace(st, s, inst, acc, price, qty, display):
         return R_PRICE_OUT_OF_RANGE
     if display < 0 or display > qty or display % lot != 0:
         return R_INVALID_DISPLAY_QTY
+    if ins[I_BAND_PPM, inst] != 0 and price != o[s, O_PRICE]:
+        lo, hi = band_of(ins, inst)
+        if price < lo or price > hi:
+            return R_PRICE_BAND
+    cap = ins[I_MAX_NOTIONAL, inst]
+    if cap != 0 and price * qty // ins[I_NOTIONAL_DIV, inst] > cap:
+        return R_MAX_NOTIONAL
     return R_NONE
 
 
@@ -406,6 +483,8 @@ def on_instrument_definition(mem, out, i64, b):
           or (policy != POLICY_REJECT and policy != POLICY_QUEUE)
           or (status != TRADING and status != HALTED and status != CLOSED)):
         reason = R_INVALID_INSTRUMENT_DEFINITION
+    elif not risk_fields_valid(glob, i64, b, tick, ref, max_qty):
+        reason = R_INVALID_INSTRUMENT_DEFINITION
     out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_DEFINITION, reason)
     if reason != R_NONE:
         return out
@@ -422,7 +501,47 @@ def on_instrument_definition(mem, out, i64, b):
     ins[I_MAKER_FEE, inst] = get(i64, b, ID_MAKER_FEE)
     ins[I_TAKER_FEE, inst] = get(i64, b, ID_TAKER_FEE)
     ins[I_SYMBOL, inst] = i64[b + ID_SYMBOL]
+    ins[I_MAX_NOTIONAL, inst] = i64[b + ID_MAX_NOTIONAL]
+    ins[I_NOTIONAL_DIV, inst] = i64[b + ID_NOTIONAL_DIV]
+    ins[I_BAND_PPM, inst] = get(i64, b, ID_BAND_PPM)
+    move = get(i64, b, ID_CB_MOVE_PPM)
+    window = i64[b + ID_CB_WINDOW]
+    halt = i64[b + ID_CB_HALT]
+    ins[I_CB_MOVE, inst] = move
+    ins[I_CB_WINDOW, inst] = window
+    ins[I_CB_HALT, inst] = halt
+    ins[I_CB_ON, inst] = 1 if (move != 0 and window != 0 and halt != 0) else 0
+    ins[I_CB_START, inst] = 0
+    ins[I_CB_REF, inst] = 0
+    ins[I_CB_UNTIL, inst] = 0
     return ev.instrument_status(out, glob, inst, status)
+
+
+@njit(**INLINE)
+def signed32(v):
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+@njit(**INLINE)
+def risk_fields_valid(glob, i64, b, tick, ref, max_qty):
+    """docs/risk.md: notionalDivisor >= 1, maxOrderNotional >= 0, ppm in 0..1e6, ns >= 0,
+    and (top of the book window) * maxQty < 2**62."""
+    if i64[b + ID_NOTIONAL_DIV] < 1 or i64[b + ID_MAX_NOTIONAL] < 0:
+        return False
+    band = signed32(get(i64, b, ID_BAND_PPM))
+    move = signed32(get(i64, b, ID_CB_MOVE_PPM))
+    if band < 0 or band > PPM or move < 0 or move > PPM:
+        return False
+    if i64[b + ID_CB_WINDOW] < 0 or i64[b + ID_CB_HALT] < 0:
+        return False
+    lim = (1 << 62) - 1
+    base = max(1, ref // tick - glob[G_LEVELS] // 2)
+    if base > lim // tick:
+        return False
+    top = base + glob[G_LEVELS] - 1
+    if top > lim // tick:
+        return False
+    return max_qty <= lim // (top * tick)
 
 
 @njit(**JIT)
@@ -441,6 +560,7 @@ def on_create_account(mem, out, i64, b):
     else:
         acct[A_CREATED, acc] = 1
         acct[A_STP, acc] = stp
+        acct[A_MAX_OPEN, acc] = get(i64, b, CA_MAX_OPEN)
     return ev.admin_result(out, glob, 0, acc, 0, T_CREATE_ACCOUNT, reason)
 
 
@@ -458,6 +578,8 @@ def on_trading_status(mem, out, i64, b):
     out = ev.admin_result(out, glob, 0, 0, inst, T_TRADING_STATUS, reason)
     if reason != R_NONE:
         return out
+    if ins[I_CB_UNTIL, inst] != 0:  # the operator takes over from the circuit breaker
+        cb_clear(ins, glob, inst)
     out = ev.instrument_status(out, glob, inst, status)
     ins[I_STATUS, inst] = status
     if status == CLOSED:
@@ -469,6 +591,85 @@ def on_trading_status(mem, out, i64, b):
             s = nxt
     elif status == TRADING:
         out = release_queue(mem, out, inst)
+    return out
+
+
+@njit(**JIT)
+def on_kill_switch(mem, out, i64, b):
+    """docs/risk.md "Admin messages": KillSwitch engage / release at four levels."""
+    st = views(mem)
+    ins, acct, glob = st[3], st[4], st[6]
+    acc = get(i64, b, KS_ACCOUNT)
+    sess = get(i64, b, KS_SESSION)
+    inst = get(i64, b, KS_INSTRUMENT)
+    scope = get(i64, b, KS_SCOPE)
+    action = get(i64, b, KS_ACTION)
+    engage = action == KILL_ENGAGE
+    reason = R_NONE
+    if scope < KILL_ACCOUNT or scope > KILL_EXCHANGE or (not engage and action != KILL_RELEASE):
+        reason = R_INVALID_SCOPE
+    elif scope == KILL_ACCOUNT and not known_account(acct, glob, acc):
+        reason = R_UNKNOWN_ACCOUNT
+    elif scope == KILL_INSTRUMENT and not known_instrument(ins, glob, inst):
+        reason = R_UNKNOWN_INSTRUMENT
+    elif (scope == KILL_SESSION and engage and killed_session(glob, sess) < 0
+          and glob[G_KILLED_N] >= MAX_KILLED_SESSIONS):
+        reason = R_KILL_CAPACITY
+    out = ev.admin_result(out, glob, 0, acc, inst, T_KILL_SWITCH, reason)
+    if reason != R_NONE:
+        return out
+    on = 1 if engage else 0
+    if scope == KILL_ACCOUNT:
+        glob[G_KILLS] += on - acct[A_KILL, acc]
+        acct[A_KILL, acc] = on
+    elif scope == KILL_INSTRUMENT:
+        glob[G_KILLS] += on - ins[I_KILL, inst]
+        ins[I_KILL, inst] = on
+    elif scope == KILL_EXCHANGE:
+        glob[G_KILLS] += on - glob[G_KILL_EXCHANGE]
+        glob[G_KILL_EXCHANGE] = on
+    else:
+        k = killed_session(glob, sess)
+        if engage and k < 0:
+            glob[G_KILLED + glob[G_KILLED_N]] = sess
+            glob[G_KILLED_N] += 1
+            glob[G_KILLS] += 1
+        elif not engage and k >= 0:
+            last = glob[G_KILLED_N] - 1
+            glob[G_KILLED + k] = glob[G_KILLED + last]
+            glob[G_KILLED + last] = 0
+            glob[G_KILLED_N] = last
+            glob[G_KILLS] -= 1
+    out = ev.kill_switch_status(out, glob, acc, sess, inst, scope, action)
+    if engage:
+        out = kill_cancel(mem, out, scope, acc, sess, inst)
+    return out
+
+
+@njit(**JIT)
+def kill_cancel(mem, out, scope, acc, sess, inst):
+    """Cancel every working order in the scope, in ascending order id."""
+    st = views(mem)
+    o, glob = st[0], st[6]
+    cap = glob[G_CAPACITY]
+    oids = np.empty(cap, dtype=np.int64)
+    slots = np.empty(cap, dtype=np.int64)
+    n = 0
+    for s in range(cap):
+        if o[s, O_STATE] == 0:  # S_FREE
+            continue
+        if scope == KILL_ACCOUNT and o[s, O_ACCT] != acc:
+            continue
+        if scope == KILL_SESSION and o[s, O_SESS] != sess:
+            continue
+        if scope == KILL_INSTRUMENT and o[s, O_INST] != inst:
+            continue
+        oids[n] = o[s, O_OID]
+        slots[n] = s
+        n += 1
+    order = np.argsort(oids[:n])
+    for k in range(n):
+        out = remove_order(mem, out, slots[order[k]], np.int64(CXL_KILL))
     return out
 
 
@@ -488,6 +689,8 @@ def process_batch(mem, slots, out):
         glob[G_SEQ] = i64[b + STAMP_SEQ]
         glob[G_TS] = i64[b + STAMP_TS]
         glob[G_ING] = i64[b + STAMP_ING]
+        if glob[G_CB_HALTS] != 0:
+            out = cb_reopen(mem, out)
         tid = get(i64, b, HDR_TEMPLATE)
         if get(i64, b, HDR_SCHEMA) != SCHEMA_ID or get(i64, b, HDR_VERSION) != SCHEMA_VERSION:
             out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
@@ -510,8 +713,7 @@ def process_batch(mem, slots, out):
         elif tid == T_INDEX_PRICE:
             out = ev.admin_result(out, glob, 0, 0, get(i64, b, IX_INSTRUMENT), tid, R_UNSUPPORTED_MESSAGE)
         elif tid == T_KILL_SWITCH:
-            out = ev.admin_result(out, glob, 0, get(i64, b, KS_ACCOUNT), get(i64, b, KS_INSTRUMENT), tid,
-                                  R_UNSUPPORTED_MESSAGE)
+            out = on_kill_switch(mem, out, i64, b)
         else:
             out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
     glob[G_MESSAGES] += k

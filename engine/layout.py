@@ -92,6 +92,12 @@ STP_MAX = max(int(v) for v in M.StpMode)
 SCOPE_ACCOUNT = int(M.MassCancelScope.Account)
 SCOPE_INSTRUMENT = int(M.MassCancelScope.Instrument)
 SCOPE_ACCOUNT_INSTRUMENT = int(M.MassCancelScope.AccountInstrument)
+KILL_ACCOUNT = int(M.KillScope.Account)
+KILL_SESSION = int(M.KillScope.Session)
+KILL_INSTRUMENT = int(M.KillScope.Instrument)
+KILL_EXCHANGE = int(M.KillScope.Exchange)
+KILL_ENGAGE = int(M.KillAction.Engage)
+KILL_RELEASE = int(M.KillAction.Release)
 KIND_SPOT = int(M.InstrumentKind.Spot)
 KIND_PERPETUAL = int(M.InstrumentKind.Perpetual)
 POLICY_REJECT = int(M.HaltPolicy.Reject)
@@ -108,6 +114,8 @@ CXL_MARKET = int(_C.MarketRemainder)
 CXL_SELF_TRADE = int(_C.SelfTrade)
 CXL_MASS = int(_C.MassCancel)
 CXL_EXPIRED = int(_C.Expired)
+CXL_KILL = int(_C.KillSwitch)
+CXL_HALTED = int(_C.Halted)
 
 _R = M.RejectReason
 R_NONE = int(_R["None"])
@@ -140,6 +148,14 @@ R_INVALID_SCOPE = int(_R.InvalidScope)
 R_UNSUPPORTED_MESSAGE = int(_R.UnsupportedMessage)
 R_STOP_NOT_ALLOWED = int(_R.StopNotAllowed)
 R_STOP_CAPACITY = int(_R.StopCapacity)
+R_MAX_NOTIONAL = int(_R.MaxNotional)
+R_MAX_OPEN_ORDERS = int(_R.MaxOpenOrders)
+R_PRICE_BAND = int(_R.PriceBand)
+R_KILL_ACCOUNT = int(_R.KillSwitchAccount)
+R_KILL_SESSION = int(_R.KillSwitchSession)
+R_KILL_INSTRUMENT = int(_R.KillSwitchInstrument)
+R_KILL_EXCHANGE = int(_R.KillSwitchExchange)
+R_KILL_CAPACITY = int(_R.KillSwitchCapacity)
 
 # -- inbound messages -----------------------------------------------------------------------
 T_NEW_ORDER = M.NewOrder.template_id
@@ -202,6 +218,12 @@ ID_MIN_QTY = word(_L, "minQty")
 ID_MAX_QTY = word(_L, "maxQty")
 ID_REF_PRICE = word(_L, "referencePrice")
 ID_SYMBOL = word(_L, "symbol")  # 8 ASCII bytes, kept as one word
+ID_MAX_NOTIONAL = word(_L, "maxOrderNotional")
+ID_NOTIONAL_DIV = word(_L, "notionalDivisor")
+ID_CB_WINDOW = word(_L, "cbWindowNs")
+ID_CB_HALT = word(_L, "cbHaltNs")
+ID_BAND_PPM = small(_L, "priceBandPpm")
+ID_CB_MOVE_PPM = small(_L, "cbMovePpm")
 ID_MAKER_FEE = small(_L, "makerFeePpm")
 ID_TAKER_FEE = small(_L, "takerFeePpm")
 ID_INSTRUMENT = small(_L, "instrument")
@@ -214,6 +236,7 @@ if M.InstrumentDefinition.field("symbol").size != 8:
 _L = M.CreateAccount
 CA_ACCOUNT = small(_L, "account")
 CA_STP = small(_L, "stpDefault")
+CA_MAX_OPEN = small(_L, "maxOpenOrders")
 
 FU_ACCOUNT = small(M.Funds, "account")
 IX_INSTRUMENT = small(M.IndexPrice, "instrument")
@@ -221,6 +244,9 @@ TS_INSTRUMENT = small(M.TradingStatusUpdate, "instrument")
 TS_STATUS = small(M.TradingStatusUpdate, "status")
 KS_ACCOUNT = small(M.KillSwitch, "account")
 KS_INSTRUMENT = small(M.KillSwitch, "instrument")
+KS_SESSION = small(M.KillSwitch, "sessionId")
+KS_SCOPE = small(M.KillSwitch, "scope")
+KS_ACTION = small(M.KillSwitch, "action")
 
 # -- outbound events ------------------------------------------------------------------------
 _L = M.OrderAccepted
@@ -361,6 +387,14 @@ H_INSTRUMENT_STATUS = header_word(_L)
 IS_INSTRUMENT = small(_L, "instrument")
 IS_STATUS = small(_L, "status")
 
+_L = M.KillSwitchStatus
+H_KILL_STATUS = header_word(_L)
+KT_ACCOUNT = small(_L, "account")
+KT_SESSION = small(_L, "sessionId")
+KT_INSTRUMENT = small(_L, "instrument")
+KT_SCOPE = small(_L, "scope")
+KT_ACTION = small(_L, "action")
+
 _L = M.AdminResult
 H_ADMIN_RESULT = header_word(_L)
 AR_VALUE = word(_L, "value")
@@ -368,6 +402,13 @@ AR_ACCOUNT = small(_L, "account")
 AR_INSTRUMENT = small(_L, "instrument")
 AR_REF_TEMPLATE = small(_L, "refTemplateId")
 AR_REASON = small(_L, "reason")
+
+# Words of an output row that any event can write: the rest of a row is zero from the buffer's
+# allocation (np.zeros) and stays so, so an event zeroes only these (the slot is sized for the
+# largest inbound message, InstrumentDefinition, larger than any event).
+EVENT_WORDS = max(-(-_layout.size // 8) for _layout in SCHEMA.messages.values() if _layout.template_id >= 100)
+if EVENT_WORDS > SLOT_WORDS:
+    raise SchemaError("an event is larger than a slot")
 
 del _L, _C, _R, _layout
 

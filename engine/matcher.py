@@ -20,12 +20,13 @@ from ringex.engine import events as ev
 from ringex.engine.arena import views
 from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
 from ringex.engine.layout import (
-    BUY, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
+    BUY, CXL_HALTED, HALTED, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
     STP_CANCEL_BOTH, STP_CANCEL_RESTING, STP_DECREMENT_BOTH, STP_DEFAULT, STP_OFF,
 )
 from ringex.engine.state import (
-    A_STP, G_LEVELS, G_NEXT_TRADE_ID, G_PROTECTION, G_STOPS,
-    I_ASK, I_BID, I_HAS_LAST, I_LAST, I_QUEUE_HEAD, I_QUEUE_TAIL, I_STOP_HEAD, I_STOP_MAX_SELL,
+    A_STP, G_CB_HALTS, G_MAX_INSTRUMENTS, G_TS, I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START,
+    I_CB_UNTIL, I_CB_WINDOW, I_STATUS, G_LEVELS, G_NEXT_TRADE_ID, G_PROTECTION, G_STOPS,
+    I_ASK, I_BAND_PPM, I_BASE, I_BID, I_HAS_LAST, I_LAST, I_REF, I_TICK, I_QUEUE_HEAD, I_QUEUE_TAIL, I_STOP_HEAD, I_STOP_MAX_SELL,
     I_STOP_MIN_BUY, I_STOP_TAIL, NO_STOP_BUY, NO_STOP_SELL,
     O_ACCT, O_CLORD, O_DISP, O_DSIZE, O_FILLED, O_HIDDEN, O_INST, O_LEAVES, O_LEVEL, O_NEXT, O_OID,
     O_PREV, O_PRICE, O_QTY, O_SESS, O_SIDE, O_STATE, O_STOP, O_STP, O_TIF, O_TYPE,
@@ -33,6 +34,7 @@ from ringex.engine.state import (
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
+MAX_I64 = (1 << 63) - 1
 # tiny helpers are inlined into their callers at numba IR level: no separate compilation
 # (and no specialisation per literal argument)
 INLINE = dict(JIT, inline="always")
@@ -69,11 +71,33 @@ def limit_index(st, inst, side, otype, level):
         ask = ins[I_ASK, inst]
         if ask >= levels:
             return -1
-        return ask + glob[G_PROTECTION]
+        lim = ask + glob[G_PROTECTION]
+        if ins[I_BAND_PPM, inst] != 0:  # the protection is clipped to the price band
+            lo, hi = band_of(ins, inst)
+            top = hi // ins[I_TICK, inst] - ins[I_BASE, inst]
+            if top < lim:
+                lim = top
+        return lim
     bid = ins[I_BID, inst]
     if bid < 0:
         return levels
-    return bid - glob[G_PROTECTION]
+    lim = bid - glob[G_PROTECTION]
+    if ins[I_BAND_PPM, inst] != 0:
+        lo, hi = band_of(ins, inst)
+        bottom = -((-lo) // ins[I_TICK, inst]) - ins[I_BASE, inst]
+        if bottom > lim:
+            lim = bottom
+    return lim
+
+
+@njit(**INLINE)
+def band_of(ins, inst):
+    """``(lo, hi)``: the price band around the reference (the last trade price, or the
+    definition's referencePrice before the first trade); docs/risk.md."""
+    ref = ins[I_LAST, inst] if ins[I_HAS_LAST, inst] != 0 else ins[I_REF, inst]
+    ppm = ins[I_BAND_PPM, inst]
+    w = (ref // 1_000_000) * ppm + (ref % 1_000_000) * ppm // 1_000_000
+    return ref - w, ref + w
 
 
 @njit(**INLINE)
@@ -171,9 +195,12 @@ def execute(st, out, a, lim):
                 break
             continue
         # a fill at the resting order's price
+        price = o[r, O_PRICE]
+        if ins[I_CB_ON, inst] != 0 and cb_breach(st, inst, price):
+            out = cb_trip(st, out, a, inst)
+            break
         shown = o[r, O_DISP]
         q = min(o[a, O_LEAVES], shown)
-        price = o[r, O_PRICE]
         o[r, O_DISP] = shown - q
         r_leaves = o[r, O_LEAVES] - q
         o[r, O_LEAVES] = r_leaves
@@ -196,6 +223,69 @@ def execute(st, out, a, lim):
         elif shown == q:
             out = refill(st, out, r, inst, osidx)
     return out
+
+
+@njit(**JIT)
+def cb_trip(st, out, a, inst):
+    """The breaker trips: the aggressor's remainder is canceled (Halted) and the instrument
+    halts until sequencer time now + cbHaltNs."""
+    o, ins, glob = st[0], st[3], st[6]
+    leaves = o[a, O_LEAVES]
+    out = ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
+                            o[a, O_ACCT], inst, CXL_HALTED)
+    o[a, O_LEAVES] = 0
+    ins[I_STATUS, inst] = HALTED
+    ts = glob[G_TS]
+    halt = ins[I_CB_HALT, inst]
+    ins[I_CB_UNTIL, inst] = ts + halt if halt <= MAX_I64 - ts else MAX_I64
+    glob[G_CB_HALTS] += 1
+    return ev.instrument_status(out, glob, inst, HALTED)
+
+
+@njit(**JIT)
+def cb_reopen(mem, out):
+    """Before a message is processed: every instrument whose breaker halt has run out (its
+    timestamp is at or past the end) trades again, in ascending instrument id:
+    InstrumentStatus(Trading), then its queued orders."""
+    st = views(mem)
+    ins, glob = st[3], st[6]
+    ts = glob[G_TS]
+    for inst in range(1, glob[G_MAX_INSTRUMENTS]):
+        until = ins[I_CB_UNTIL, inst]
+        if until != 0 and ts >= until:
+            cb_clear(ins, glob, inst)
+            ins[I_STATUS, inst] = TRADING
+            out = ev.instrument_status(out, glob, inst, TRADING)
+            out = release_queue(mem, out, inst)
+    return out
+
+
+@njit(**INLINE)
+def cb_clear(ins, glob, inst):
+    """A breaker halt ends (it ran out, or an operator set the status): no automatic reopen,
+    and the next trade sets a new window reference."""
+    ins[I_CB_UNTIL, inst] = 0
+    ins[I_CB_REF, inst] = 0
+    glob[G_CB_HALTS] -= 1
+
+
+@njit(**JIT)
+def cb_breach(st, inst, price):
+    """docs/risk.md "Circuit breaker": would a fill at ``price`` move the price more than
+    cbMovePpm from the window's reference? The first fill of a window sets the reference."""
+    ins, glob = st[3], st[6]
+    ts = glob[G_TS]
+    start = ts - ts % ins[I_CB_WINDOW, inst]
+    if start != ins[I_CB_START, inst]:
+        ins[I_CB_START, inst] = start
+        ins[I_CB_REF, inst] = 0
+    ref = ins[I_CB_REF, inst]
+    if ref == 0:
+        ins[I_CB_REF, inst] = price
+        return False
+    move = ins[I_CB_MOVE, inst]
+    w = (ref // 1_000_000) * move + (ref % 1_000_000) * move // 1_000_000
+    return price > ref + w or price < ref - w
 
 
 @njit(**JIT)
@@ -303,7 +393,7 @@ def evaluate_stops(mem, out, inst):
     lowest order id triggers and executes (which may trigger more)."""
     st = views(mem)
     o, ins, glob = st[0], st[3], st[6]
-    while ins[I_STOP_HEAD, inst] != -1 and ins[I_HAS_LAST, inst] != 0:
+    while ins[I_STOP_HEAD, inst] != -1 and ins[I_HAS_LAST, inst] != 0 and ins[I_STATUS, inst] == TRADING:
         last = ins[I_LAST, inst]
         if last < ins[I_STOP_MIN_BUY, inst] and last > ins[I_STOP_MAX_SELL, inst]:
             break  # the bounds say nothing can trigger
@@ -376,7 +466,7 @@ def release_queue(mem, out, inst):
     had just been accepted."""
     st = views(mem)
     o, ins = st[0], st[3]
-    while ins[I_QUEUE_HEAD, inst] != -1:
+    while ins[I_QUEUE_HEAD, inst] != -1 and ins[I_STATUS, inst] == TRADING:  # a breaker may halt it
         s = ins[I_QUEUE_HEAD, inst]
         list_remove(o, ins, I_QUEUE_HEAD, I_QUEUE_TAIL, inst, s, O_NEXT, O_PREV)
         otype = o[s, O_TYPE]

@@ -111,11 +111,25 @@ I_QUEUE_TAIL = 22
 I_LIVE_HEAD = 23
 I_LIVE_TAIL = 24
 I_LIVE = 25  # live orders
-N_INS = 26
+# risk (docs/risk.md): pre-trade limits, kill switch, circuit breaker
+I_MAX_NOTIONAL = 26  # maxOrderNotional, 0 = none
+I_NOTIONAL_DIV = 27  # notionalDivisor >= 1
+I_BAND_PPM = 28  # priceBandPpm, 0 = no band
+I_CB_MOVE = 29  # cbMovePpm
+I_CB_WINDOW = 30  # cbWindowNs
+I_CB_HALT = 31  # cbHaltNs
+I_CB_ON = 32  # 1 when the circuit breaker is enabled (all three above non-zero)
+I_CB_START = 33  # start of the current breaker window (sequencer time)
+I_CB_REF = 34  # the window's reference price, 0 until its first trade
+I_CB_UNTIL = 35  # halted by the breaker until this sequencer time; 0 when not
+I_KILL = 36  # instrument kill switch engaged
+N_INS = 37
 INS_NAMES = ("defined", "tickSize", "lotSize", "minQty", "maxQty", "referencePrice", "base",
              "status", "haltPolicy", "kind", "makerFeePpm", "takerFeePpm", "symbol", "best_bid",
              "best_ask", "last_price", "has_last", "stop_head", "stop_tail", "stop_min_buy",
-             "stop_max_sell", "queue_head", "queue_tail", "live_head", "live_tail", "live")
+             "stop_max_sell", "queue_head", "queue_tail", "live_head", "live_tail", "live",
+             "maxOrderNotional", "notionalDivisor", "priceBandPpm", "cbMovePpm", "cbWindowNs",
+             "cbHaltNs", "cb_on", "cb_window_start", "cb_ref", "cb_until", "kill")
 
 # -- accounts (rows of acct, int64) -----------------------------------------------------------
 A_CREATED = 0
@@ -123,8 +137,10 @@ A_STP = 1
 A_LIVE_HEAD = 2
 A_LIVE_TAIL = 3
 A_LIVE = 4
-N_ACCT = 5
-ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live")
+A_MAX_OPEN = 5  # maxOpenOrders, 0 = no limit
+A_KILL = 6  # account kill switch engaged
+N_ACCT = 7
+ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live", "maxOpenOrders", "kill")
 
 # -- globals (glob, int64) ----------------------------------------------------------------------
 G_NEXT_ORDER_ID = 0
@@ -156,12 +172,19 @@ G_AT_BUCKETS = 24
 G_BOOK_SLOTS = 25  # max_instruments * 2 * price_levels
 G_BUCKETS = 26  # id_buckets length
 G_ARENA_SIZE = 27
-N_GLOB = 28
+G_KILLS = 28  # kill switches engaged, all levels (0: nothing to check for a new order)
+G_KILL_EXCHANGE = 29  # exchange kill switch engaged
+G_CB_HALTS = 30  # instruments halted by their circuit breaker (0: nothing to reopen)
+G_KILLED_N = 31  # sessions with an engaged kill switch
+G_KILLED = 32  # their ids, G_KILLED .. G_KILLED + MAX_KILLED_SESSIONS
+MAX_KILLED_SESSIONS = 32
+N_GLOB = G_KILLED + MAX_KILLED_SESSIONS
 GLOB_NAMES = ("next_order_id", "next_trade_id", "live_orders", "stop_slots", "free_head",
               "batch_events", "seq", "timestampNs", "ingressNs", "max_orders", "price_levels",
               "level_words", "max_instruments", "max_accounts", "max_stops",
               "market_protection_ticks", "id_mask", "messages", "events", "at_orders", "at_levels",
-              "at_bits", "at_ins", "at_acct", "at_buckets", "book_slots", "buckets", "arena_size")
+              "at_bits", "at_ins", "at_acct", "at_buckets", "book_slots", "buckets", "arena_size",
+              "kills", "kill_exchange", "cb_halts", "killed_sessions")
 
 BITS_PER_WORD = 32  # level_bits words hold 32 flags so int64 arithmetic never touches the sign
 NO_STOP_BUY = 1 << 62  # I_STOP_MIN_BUY when there is no buy stop
@@ -256,6 +279,7 @@ def allocate(config: EngineConfig) -> EngineState:
     st.ins[I_ASK] = levels
     st.ins[I_STOP_MIN_BUY] = NO_STOP_BUY
     st.ins[I_STOP_MAX_SELL] = NO_STOP_SELL
+    st.ins[I_NOTIONAL_DIV] = 1
     st.acct[A_LIVE_HEAD] = -1
     st.acct[A_LIVE_TAIL] = -1
     st.levels[...] = -1

@@ -106,12 +106,12 @@ class Exchange:
     def define(self, instrument: int, **kw: Any) -> list[str]:
         f = dict(instrument=instrument, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
                  referencePrice=REF, symbol=f"I{instrument}", kind="Spot", haltPolicy="Reject",
-                 status="Trading")
+                 status="Trading", notionalDivisor=1)
         f.update(kw)
         return self.send("InstrumentDefinition", **f)
 
-    def account(self, account: int, stp: str = "Off") -> list[str]:
-        return self.send("CreateAccount", account=account, stpDefault=stp)
+    def account(self, account: int, stp: str = "Off", **kw: Any) -> list[str]:
+        return self.send("CreateAccount", account=account, stpDefault=stp, **kw)
 
     def status(self, status: str, instrument: int = 1) -> list[str]:
         return self.send("TradingStatusUpdate", instrument=instrument, status=status)
@@ -201,9 +201,11 @@ def mixed_stream(n: int, seed: int = 1, config: EngineConfig | None = None) -> l
                 live.pop(f["takerOrderId"], None)
 
     send("InstrumentDefinition", instrument=1, tickSize=1, lotSize=1, minQty=1, maxQty=1000,
-         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading")
+         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading",
+         notionalDivisor=1)
     send("InstrumentDefinition", instrument=2, tickSize=2, lotSize=5, minQty=5, maxQty=500,
-         referencePrice=REF, symbol="B", kind="Perpetual", haltPolicy="Reject", status="Trading")
+         referencePrice=REF, symbol="B", kind="Perpetual", haltPolicy="Reject", status="Trading",
+         notionalDivisor=1)
     for a, stp in ((1, "Off"), (2, "CancelResting"), (3, "DecrementBoth"), (4, "CancelBoth")):
         send("CreateAccount", account=a, stpDefault=stp)
     types_ = ["Limit"] * 6 + ["Market", "Stop", "StopLimit"]

@@ -31,6 +31,8 @@ from ringex.engine.messages import (
     CancelReason,
     HaltPolicy,
     InstrumentKind,
+    KillAction,
+    KillScope,
     MassCancelScope,
     OrdType,
     RejectReason,
@@ -65,6 +67,8 @@ VALID_KIND = _valid(InstrumentKind)
 VALID_HALT_POLICY = _valid(HaltPolicy)
 VALID_STATUS = _valid(TradingStatus)
 ACCOUNT_DEFAULTS = VALID_STP - {int(StpMode.AccountDefault)}
+PPM = 1_000_000
+MAX_KILLED_SESSIONS = 32  # as the engine's table (ringex.engine.state)
 
 
 # -- bytes ----------------------------------------------------------------------------------
@@ -206,6 +210,16 @@ class Instrument:
     status: int
     base: int  # lowest price in ticks
     levels: int
+    max_notional: int = 0
+    notional_divisor: int = 1
+    band_ppm: int = 0
+    cb_move_ppm: int = 0
+    cb_window_ns: int = 0
+    cb_halt_ns: int = 0
+    kill: bool = False
+    cb_start: int = 0  # the breaker window the reference belongs to
+    cb_ref: int | None = None  # the window's reference price (its first trade)
+    cb_until: int = 0  # halted by the breaker until this sequencer time (0: not)
     last: int | None = None
     bids: dict[int, list[Order]] | None = None
     asks: dict[int, list[Order]] | None = None
@@ -224,6 +238,19 @@ class Instrument:
         if not prices:
             return None
         return max(prices) if side == BUY else min(prices)
+
+    def band(self) -> tuple[int, int]:
+        """The price band around the reference (docs/risk.md)."""
+        ref = self.ref if self.last is None else self.last
+        w = ref * self.band_ppm // PPM
+        return ref - w, ref + w
+
+    def notional(self, price: int, qty: int) -> int:
+        return price * qty // self.notional_divisor
+
+    @property
+    def cb_on(self) -> bool:
+        return bool(self.cb_move_ppm and self.cb_window_ns and self.cb_halt_ns)
 
 
 def shown(display: int, leaves: int) -> int:
@@ -246,6 +273,10 @@ class Model:
         self.cfg = base
         self.instruments: dict[int, Instrument] = {}
         self.accounts: dict[int, int] = {}  # id -> stpDefault
+        self.max_open: dict[int, int] = {}  # id -> maxOpenOrders (0: no limit)
+        self.killed_accounts: set[int] = set()
+        self.killed_sessions: list[int] = []
+        self.kill_exchange = False
         self.orders: dict[int, Order] = {}  # live orders
         self.stop_slots = 0
         self.next_oid = 1
@@ -266,14 +297,16 @@ class Model:
         self.events = []
         tid, m, stamp = raw_decode(buf)
         self.stamp = dict(zip(STAMP_FIELDS, stamp))
+        self.cb_reopen()
         if m is None:
             self.emit("OrderRejected", reason=R.UnsupportedMessage, refTemplateId=tid)
         else:
             handler = {
                 1: self.new_order, 2: self.cancel, 3: self.replace, 4: self.mass_cancel,
                 10: self.define_instrument, 11: self.create_account, 14: self.status_update,
+                15: self.kill_switch,
             }.get(tid)
-            if handler is None:  # Funds, IndexPrice, KillSwitch: the risk engine's
+            if handler is None:  # Funds, IndexPrice: the risk engine's, not built yet
                 self.admin_result(tid, m, R.UnsupportedMessage)
             else:
                 handler(m)
@@ -310,11 +343,20 @@ class Model:
         ok = (tick > 0 and lot > 0 and 0 < lo <= hi and lo % lot == 0 and hi % lot == 0
               and ref > 0 and ref % tick == 0 and m["kind"] in VALID_KIND
               and m["haltPolicy"] in VALID_HALT_POLICY and m["status"] in VALID_STATUS)
+        levels = self.cfg.price_levels
+        if ok:  # docs/risk.md: the risk fields, and nothing can overflow
+            base = max(1, ref // tick - levels // 2)
+            top = (base + levels - 1) * tick
+            ok = (m["notionalDivisor"] >= 1 and m["maxOrderNotional"] >= 0
+                  and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
+                  and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63 and top * hi < 2**62)
         if not ok:
             return self.admin_result(10, m, R.InvalidInstrumentDefinition)
-        levels = self.cfg.price_levels
-        base = max(1, ref // tick - levels // 2)
-        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels)
+        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels,
+                                         max_notional=m["maxOrderNotional"],
+                                         notional_divisor=m["notionalDivisor"], band_ppm=m["priceBandPpm"],
+                                         cb_move_ppm=m["cbMovePpm"], cb_window_ns=m["cbWindowNs"],
+                                         cb_halt_ns=m["cbHaltNs"])
         self.admin_result(10, m, R["None"])
         self.emit("InstrumentStatus", instrument=i, status=m["status"])
 
@@ -327,7 +369,88 @@ class Model:
         if m["stpDefault"] not in ACCOUNT_DEFAULTS:
             return self.admin_result(11, m, R.InvalidStpMode)
         self.accounts[a] = m["stpDefault"]
+        self.max_open[a] = m["maxOpenOrders"]
         self.admin_result(11, m, R["None"])
+
+    def kill_switch(self, m: dict) -> None:
+        scope, action, a, sess, i = m["scope"], m["action"], m["account"], m["sessionId"], m["instrument"]
+        if scope not in (1, 2, 3, 4) or action not in (KillAction.Engage, KillAction.Release):
+            return self.admin_result(15, m, R.InvalidScope)
+        if scope == KillScope.Account and a not in self.accounts:
+            return self.admin_result(15, m, R.UnknownAccount)
+        if scope == KillScope.Instrument and i not in self.instruments:
+            return self.admin_result(15, m, R.UnknownInstrument)
+        engage = action == KillAction.Engage
+        if (scope == KillScope.Session and engage and sess not in self.killed_sessions
+                and len(self.killed_sessions) >= MAX_KILLED_SESSIONS):
+            return self.admin_result(15, m, R.KillSwitchCapacity)
+        self.admin_result(15, m, R["None"])
+        if scope == KillScope.Account:
+            (self.killed_accounts.add if engage else self.killed_accounts.discard)(a)
+            chosen = lambda o: o.account == a  # noqa: E731
+        elif scope == KillScope.Session:
+            if engage and sess not in self.killed_sessions:
+                self.killed_sessions.append(sess)
+            elif not engage and sess in self.killed_sessions:
+                self.killed_sessions.remove(sess)
+            chosen = lambda o: o.session == sess  # noqa: E731
+        elif scope == KillScope.Instrument:
+            self.instruments[i].kill = engage
+            chosen = lambda o: o.instrument == i  # noqa: E731
+        else:
+            self.kill_exchange = engage
+            chosen = lambda o: True  # noqa: E731
+        self.emit("KillSwitchStatus", account=a, sessionId=sess, instrument=i, scope=scope, action=action)
+        if engage:
+            for o in self.live(chosen):
+                self.cancel_whole(o, C.KillSwitch)
+
+    def kill_reason(self, m: dict, inst: Instrument) -> int | None:
+        if m["account"] in self.killed_accounts:
+            return R.KillSwitchAccount
+        if m["sessionId"] in self.killed_sessions:
+            return R.KillSwitchSession
+        if inst.kill:
+            return R.KillSwitchInstrument
+        if self.kill_exchange:
+            return R.KillSwitchExchange
+        return None
+
+    def pre_trade(self, m: dict, inst: Instrument) -> int | None:
+        """docs/risk.md pre-trade checks 1-3, between docs/engine.md steps 8 and 9."""
+        ot, side, price, qty = m["ordType"], m["side"], m["price"], m["qty"]
+        if inst.band_ppm and ot in (LIMIT, STOP_LIMIT):
+            lo, hi = inst.band()
+            if not lo <= price <= hi:
+                return R.PriceBand
+        if inst.max_notional:
+            p = price if ot in (LIMIT, STOP_LIMIT) else m["stopPrice"] if ot == STOP else self.protection(inst, side)
+            if p is not None:
+                p = min(max(p, inst.base * inst.tick), (inst.base + inst.levels - 1) * inst.tick)
+                if inst.notional(p, qty) > inst.max_notional:
+                    return R.MaxNotional
+        most = self.max_open[m["account"]]
+        if most and sum(1 for o in self.orders.values() if o.account == m["account"]) >= most:
+            return R.MaxOpenOrders
+        return None
+
+    def protection(self, inst: Instrument, side: int) -> int | None:
+        """A market order's limit price: the best opposite price plus the protection, clipped
+        to the price band; None when the opposite side is empty (nothing can trade)."""
+        opposite = SELL if side == BUY else BUY
+        best = inst.best(opposite)
+        if best is None:
+            return None
+        reach = self.cfg.market_protection_ticks * inst.tick
+        if side == BUY:
+            limit = best + reach
+            if inst.band_ppm:
+                limit = min(limit, inst.band()[1] // inst.tick * inst.tick)
+        else:
+            limit = best - reach
+            if inst.band_ppm:
+                limit = max(limit, -(-inst.band()[0] // inst.tick) * inst.tick)
+        return limit
 
     def status_update(self, m: dict) -> None:
         inst = self.instruments.get(m["instrument"])
@@ -335,6 +458,8 @@ class Model:
             return self.admin_result(14, m, R.UnknownInstrument)
         if m["status"] not in VALID_STATUS:
             return self.admin_result(14, m, R.InvalidInstrumentDefinition)
+        if inst.cb_until:  # the operator takes over from the circuit breaker
+            inst.cb_until, inst.cb_ref = 0, None
         inst.status = m["status"]
         self.admin_result(14, m, R["None"])
         self.emit("InstrumentStatus", instrument=inst.iid, status=inst.status)
@@ -343,8 +468,42 @@ class Model:
                 self.cancel_whole(o, C.Expired)
         elif inst.status == TRADING:
             # (processing one queued order never touches another: they are not in the book)
-            for o in self.live(lambda o: o.instrument == inst.iid and o.state == "queued"):
-                self.start(o, inst)
+            self.release_queue(inst)
+
+    def release_queue(self, inst: Instrument) -> None:
+        for o in self.live(lambda o: o.instrument == inst.iid and o.state == "queued"):
+            if inst.status != TRADING:  # the circuit breaker halted it again
+                return
+            self.start(o, inst)
+
+    # -- circuit breaker (docs/risk.md) -------------------------------------------------
+
+    def cb_reopen(self) -> None:
+        ts = self.stamp["timestampNs"]
+        for iid in sorted(self.instruments):
+            inst = self.instruments[iid]
+            if inst.cb_until and ts >= inst.cb_until:
+                inst.cb_until, inst.cb_ref = 0, None
+                inst.status = TRADING
+                self.emit("InstrumentStatus", instrument=iid, status=TRADING)
+                self.release_queue(inst)
+
+    def cb_breach(self, inst: Instrument, price: int) -> bool:
+        ts = self.stamp["timestampNs"]
+        start = ts - ts % inst.cb_window_ns
+        if start != inst.cb_start:
+            inst.cb_start, inst.cb_ref = start, None
+        if inst.cb_ref is None:
+            inst.cb_ref = price
+            return False
+        return abs(price - inst.cb_ref) * PPM > inst.cb_ref * inst.cb_move_ppm
+
+    def cb_trip(self, o: Order, inst: Instrument) -> None:
+        self.emit("OrderCanceled", **self.order_ids(o), canceledQty=o.leaves, reason=C.Halted)
+        o.leaves = 0
+        inst.status = HALTED
+        inst.cb_until = min(self.stamp["timestampNs"] + inst.cb_halt_ns, 2**63 - 1)
+        self.emit("InstrumentStatus", instrument=inst.iid, status=HALTED)
 
     # -- new orders --------------------------------------------------------------------
 
@@ -361,6 +520,9 @@ class Model:
             return reject(R.UnknownInstrument)
         if m["account"] not in self.accounts:
             return reject(R.UnknownAccount)
+        kill = self.kill_reason(m, inst)
+        if kill is not None:
+            return reject(kill)
         # 2
         if side not in VALID_SIDE:
             return reject(R.InvalidSide)
@@ -413,6 +575,10 @@ class Model:
             return reject(R.BookFull)
         if ot in (STOP, STOP_LIMIT) and self.stop_slots >= self.cfg.max_stops:
             return reject(R.StopCapacity)
+        # 8a-8c, docs/risk.md
+        risk = self.pre_trade(m, inst)
+        if risk is not None:
+            return reject(risk)
         # 9
         if m["postOnly"] and self.crosses(inst, side, price):
             return reject(R.PostOnlyWouldTrade)
@@ -491,11 +657,9 @@ class Model:
         opposite = SELL if o.side == BUY else BUY
         book = inst.side(opposite)
         if o.market_like:
-            best = inst.best(opposite)
-            if best is None:
+            limit = self.protection(inst, o.side)
+            if limit is None:
                 return  # no limit at all: nothing trades
-            reach = self.cfg.market_protection_ticks * inst.tick
-            limit = best + reach if o.side == BUY else best - reach
         else:
             limit = o.price
         stp = self.effective_stp(o)
@@ -531,6 +695,8 @@ class Model:
                     o.leaves -= d
                     o.qty -= d
                 continue
+            if inst.cb_on and not self.quiet and self.cb_breach(inst, r.price):
+                return self.cb_trip(o, inst)
             q = min(o.leaves, r.visible)
             tid = self.next_tid
             self.next_tid += 1
@@ -560,7 +726,7 @@ class Model:
         self.emit("BookAdd", orderId=r.oid, price=r.price, qty=r.visible, instrument=inst.iid, side=r.side)
 
     def evaluate_stops(self, inst: Instrument) -> None:
-        while inst.last is not None:
+        while inst.last is not None and inst.status == TRADING:
             fired = self.live(lambda o: o.state == "stop" and o.instrument == inst.iid and (
                 inst.last >= o.stop_price if o.side == BUY else inst.last <= o.stop_price))
             if not fired:
@@ -664,6 +830,10 @@ class Model:
             return reject(R.PriceOutOfRange)
         if dq != 0 and not (0 < dq <= qty and dq % inst.lot == 0):
             return reject(R.InvalidDisplayQty)
+        if inst.band_ppm and price != o.price and not inst.band()[0] <= price <= inst.band()[1]:
+            return reject(R.PriceBand)
+        if inst.max_notional and inst.notional(price, qty) > inst.max_notional:
+            return reject(R.MaxNotional)
         leaves = qty - o.filled
         keeps = price == o.price and qty <= o.qty
         cross = not keeps and self.crosses(inst, o.side, price)
@@ -891,24 +1061,37 @@ class Msgs:
 
     def __init__(self, start_seq: int = 1) -> None:
         self.seq = start_seq - 1
+        self.skew = 0  # extra time, ns: ``advance`` moves the clock on
+
+    def advance(self, ns: int) -> None:
+        """The next stamps are ``ns`` later (sequencer time jumps, as between quiet periods)."""
+        self.skew += ns
 
     def stamp(self) -> dict[str, int]:
         self.seq += 1
-        return {"seq": self.seq, "timestampNs": 1_700_000_000_000_000_000 + 1000 * self.seq,
-                "ingressNs": 1_700_000_000_000_000_000 + 1000 * self.seq - 17}
+        t = 1_700_000_000_000_000_000 + 1000 * self.seq + self.skew
+        return {"seq": self.seq, "timestampNs": t, "ingressNs": t - 17}
 
     def make(self, name: str, **fields: Any) -> bytes:
         return raw_encode(name, **{**self.stamp(), **fields})
 
     def instrument(self, instrument: int = 1, *, tick: int = 1, lot: int = 1, min_qty: int = 1,
                    max_qty: int = 1000, ref: int = 100, policy: int = 1, status: int = 1, kind: int = 1,
-                   symbol: bytes = b"SYM") -> bytes:
+                   symbol: bytes = b"SYM", max_notional: int = 0, divisor: int = 1, band_ppm: int = 0,
+                   cb_move_ppm: int = 0, cb_window_ns: int = 0, cb_halt_ns: int = 0) -> bytes:
         return self.make("InstrumentDefinition", tickSize=tick, lotSize=lot, minQty=min_qty, maxQty=max_qty,
                          referencePrice=ref, symbol=symbol, makerFeePpm=-100, takerFeePpm=250,
-                         instrument=instrument, kind=kind, haltPolicy=policy, status=status)
+                         instrument=instrument, kind=kind, haltPolicy=policy, status=status,
+                         maxOrderNotional=max_notional, notionalDivisor=divisor, priceBandPpm=band_ppm,
+                         cbMovePpm=cb_move_ppm, cbWindowNs=cb_window_ns, cbHaltNs=cb_halt_ns)
 
-    def account(self, account: int, stp: int = 1) -> bytes:
-        return self.make("CreateAccount", account=account, stpDefault=stp)
+    def account(self, account: int, stp: int = 1, max_open: int = 0) -> bytes:
+        return self.make("CreateAccount", account=account, stpDefault=stp, maxOpenOrders=max_open)
+
+    def kill(self, scope: int, action: int = 1, *, account: int = 0, session: int = 0,
+             instrument: int = 0) -> bytes:
+        return self.make("KillSwitch", account=account, sessionId=session, instrument=instrument,
+                         scope=scope, action=action)
 
     def status(self, instrument: int, status: int) -> bytes:
         return self.make("TradingStatusUpdate", instrument=instrument, status=status)

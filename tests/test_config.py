@@ -31,6 +31,15 @@ def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     ("[[instrument]]\nid = 1\nsymbol = 'TOOLONGSYM'\nreference_price = 7", "$.instrument[0].symbol"),
     ("[[instrument]]\nid = 1\nsymbol = 'A'\nreference_price = 7\n[[instrument]]\nid = 1\nsymbol = 'B'\nreference_price = 7",
      "$.instrument[1].id"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nnotional_divisor = 0", "$.instrument[0].notional_divisor"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nmax_order_notional = -1",
+     "$.instrument[0].max_order_notional"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nprice_band_ppm = -1", "$.instrument[0].price_band_ppm"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_move_ppm = 1000001", "$.instrument[0].cb_move_ppm"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_window_ns = -5", "$.instrument[0].cb_window_ns"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_halt_ns = -5", "$.instrument[0].cb_halt_ns"),
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nmax_qty = 4611686018427387904", "$.instrument[0].max_qty"),
+    ("[[account]]\nid = 1\nmax_open_orders = -1", "$.account[0].max_open_orders"),
     ("[[account]]\nid = 0", "$.account[0].id"),
     ("[[account]]\nid = 1\nstp_default = 'sometimes'", "$.account[0].stp_default"),
     ("[[process]]\nname = 'a'\nagents = ['sequencer']", "not placed"),
@@ -66,3 +75,19 @@ def test_tune_check_reads_the_exchange_topology(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     assert any(f["severity"] == "error" and f["topic"] == "topology" for f in doc["findings"])
+
+
+def test_risk_keys_reach_the_admin_messages() -> None:
+    from ringex.engine.messages import SCHEMA
+    from ringex.tools.launcher import admin_messages
+
+    cfg = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nmax_order_notional = 5000\n"
+                       "notional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
+                       "cb_halt_ns = 5000000\n[[account]]\nid = 1\nmax_open_orders = 7\n[[account]]\nid = 2\n")
+    ins, acc, acc2 = (SCHEMA.decode(m).fields for m in admin_messages(cfg))
+    assert (ins["maxOrderNotional"], ins["notionalDivisor"], ins["priceBandPpm"], ins["cbMovePpm"],
+            ins["cbWindowNs"], ins["cbHaltNs"]) == (5000, 10, 50000, 20000, 1_000_000, 5_000_000)
+    assert acc["maxOpenOrders"] == 7 and acc2["maxOpenOrders"] == 0
+    default = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\n")
+    (ins,) = (SCHEMA.decode(m).fields for m in admin_messages(default))
+    assert (ins["maxOrderNotional"], ins["notionalDivisor"], ins["priceBandPpm"], ins["cbMovePpm"]) == (0, 1, 0, 0)

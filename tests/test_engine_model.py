@@ -313,20 +313,35 @@ class Stream(RuleBasedStateMachine):
     # -- rules -----------------------------------------------------------------------------
 
     @initialize(cfg=configs(), batch=st.integers(1, 8), tick=st.sampled_from([1, 2, 5]),
-                lot=st.sampled_from([2, 2, 1]), ref_ticks=st.integers(1, 40), policy=st.sampled_from([1, 2]))
-    def setup(self, cfg, batch, tick, lot, ref_ticks, policy):
+                lot=st.sampled_from([2, 2, 1]), ref_ticks=st.integers(1, 40), policy=st.sampled_from([1, 2]),
+                risk=st.data())
+    def setup(self, cfg, batch, tick, lot, ref_ticks, policy, risk):
         self.model = Model(**cfg)
         self.cfg = cfg
         self.batch_target = batch
         if self.use_engine:
             self.engine = MatchingEngine(EngineConfig(**cfg))
         self.send(self.m.instrument(1, tick=tick, lot=lot, min_qty=lot, max_qty=lot * 12,
-                                    ref=tick * ref_ticks, policy=policy))
+                                    ref=tick * ref_ticks, policy=policy, **self.risk_fields(risk, tick * ref_ticks)))
         for a, stp in zip(ACCOUNT_IDS, (1, 2, 5)):
-            self.send(self.m.account(a, stp=stp))
+            max_open = risk.draw(st.sampled_from([0, 0, 0, 1, 2, 4]), label=f"maxOpenOrders {a}")
+            self.send(self.m.account(a, stp=stp, max_open=max_open))
 
-    KINDS = (["new_order"] * 20 + ["cancel"] * 3 + ["replace"] * 6 + ["mass_cancel", "trading_status", "trading_status"] +
-             ["define_instrument", "create_account", "risk_message", "unsupported_message", "flush"])
+    def risk_fields(self, data, ref: int) -> dict[str, int]:
+        """Pre-trade limits (mostly off, often on), a notional divisor and breaker settings."""
+        d = data.draw
+        return dict(
+            band_ppm=d(st.sampled_from([0, 0, 0, 50_000, 100_000, 300_000, 1_000_000]), label="priceBandPpm"),
+            max_notional=d(st.sampled_from([0, 0, 0, ref, 3 * ref, 10 * ref]), label="maxOrderNotional"),
+            divisor=d(st.sampled_from([1, 1, 1, 2, 7]), label="notionalDivisor"),
+            cb_move_ppm=d(st.sampled_from([0, 0, 0, 0, 10_000, 50_000, 200_000]), label="cbMovePpm"),
+            cb_window_ns=d(st.sampled_from([0, 3_000, 10_000, 100_000]), label="cbWindowNs"),
+            cb_halt_ns=d(st.sampled_from([0, 2_000, 5_000, 50_000]), label="cbHaltNs"),
+        )
+
+    KINDS = (["new_order"] * 20 + ["cancel"] * 3 + ["replace"] * 8 + ["mass_cancel", "trading_status", "trading_status"] +
+             ["define_instrument", "create_account", "risk_message", "kill_switch", "kill_switch",
+              "unsupported_message", "advance_time", "flush"])
 
     @rule(data=st.data())
     def step(self, data):
@@ -351,8 +366,11 @@ class Stream(RuleBasedStateMachine):
             status=d(mostly([1, 1, 1, 2, 3], [0, 4]), label="status"),
             kind=d(mostly([1, 2], [0, 3]), label="kind"),
         )
+        fields.update(self.risk_fields(data, fields["ref"]))
         bad = d(mostly(["none"], ["tick0", "tickneg", "lot0", "min0", "minmax", "minlot", "maxlot",
-                                  "ref0", "reftick", "huge", "huge"], 3), label="corruption")
+                                  "ref0", "reftick", "huge", "huge", "limit", "limit", "div0", "divneg",
+                                  "notionalneg", "bandneg", "bandbig", "moveneg", "windowneg", "haltneg"], 3),
+                label="corruption")
         if bad == "tick0":
             fields["tick"] = 0
         elif bad == "tickneg":
@@ -371,15 +389,38 @@ class Stream(RuleBasedStateMachine):
             fields["ref"] = 0
         elif bad == "reftick" and tick > 1:
             fields["ref"] += 1
-        elif bad == "huge":  # a valid definition at the top of the int64 range
+        elif bad == "huge":  # at the top of the int64 range: the overflow rule rejects it
             fields["ref"] = I64_MAX - I64_MAX % tick - tick * d(st.integers(0, 3), label="ticks below max")
             fields["max_qty"] = I64_MAX - I64_MAX % lot
+        elif bad == "limit":  # maxQty at the overflow rule's limit, or one lot past it
+            levels = self.cfg["price_levels"]
+            top = (max(1, fields["ref"] // tick - levels // 2) + levels - 1) * tick
+            most = ((2**62 - 1) // top) // lot * lot
+            fields["max_qty"] = most + lot * d(st.sampled_from([0, 1]), label="past the limit")
+            fields["max_notional"] = d(st.sampled_from([0, 2**62, I64_MAX]), label="maxOrderNotional")
+        elif bad == "div0":
+            fields["divisor"] = 0
+        elif bad == "divneg":
+            fields["divisor"] = -1
+        elif bad == "notionalneg":
+            fields["max_notional"] = -1
+        elif bad == "bandneg":
+            fields["band_ppm"] = -1
+        elif bad == "bandbig":
+            fields["band_ppm"] = d(st.sampled_from([1_000_001, 2**31 - 1]), label="band")
+        elif bad == "moveneg":
+            fields["cb_move_ppm"] = -5
+        elif bad == "windowneg":
+            fields["cb_window_ns"] = 2**64 - 1
+        elif bad == "haltneg":
+            fields["cb_halt_ns"] = 2**63
         self.send(self.m.instrument(**fields))
 
     def create_account(self, data):
         account = data.draw(st.sampled_from([4, 4, 0, 1, 5]), label="account")
         stp = data.draw(mostly([1, 2, 3, 4, 5], [0, 6, 255], 3), label="stpDefault")
-        self.send(self.m.account(account, stp=stp))
+        max_open = data.draw(st.sampled_from([0, 0, 1, 3, 2**32 - 1]), label="maxOpenOrders")
+        self.send(self.m.account(account, stp=stp, max_open=max_open))
 
     def new_order(self, data):
         """Mostly a well-formed order (which the book then accepts or not); sometimes one
@@ -471,12 +512,16 @@ class Stream(RuleBasedStateMachine):
             qty = base_qty + lot * d(st.sampled_from([0, 0, 1, 2, -1, -2]), label="qty delta")
             if d(st.integers(0, 15), label="odd qty") == 0:
                 qty += 1
-            how = d(st.sampled_from(["same", "same", "near", "near", "cross", "off-tick", "zero", "below", "above"]),
-                    label="price")
+            if d(st.integers(0, 5), label="big qty") == 0:
+                qty = inst.max_qty
+            how = d(st.sampled_from(["same", "same", "near", "near", "cross", "off-tick", "zero", "below", "above",
+                                     "far", "far"]), label="price")
             ticks_at = {"same": o.price, "near": self.price_near(data, i, side=o.side) if how == "near" else 0,
                         "cross": (inst.best(SELL if o.side == BUY else BUY) or o.price),
                         "off-tick": o.price + 1 if inst.tick > 1 else 0, "zero": 0,
-                        "below": (inst.base - 1) * inst.tick, "above": (inst.base + inst.levels) * inst.tick}
+                        "below": (inst.base - 1) * inst.tick, "above": (inst.base + inst.levels) * inst.tick,
+                        "far": d(st.sampled_from([inst.base, inst.base + inst.levels - 1]), label="far") * inst.tick
+                        if how == "far" else 0}
             price = ticks_at[how]
         else:
             qty, price = self.qty(data, i), self.price_near(data, i)
@@ -498,9 +543,24 @@ class Stream(RuleBasedStateMachine):
         status = data.draw(mostly([1, 1, 2, 2, 3], [0, 4], 4), label="status")
         self.send(self.m.status(instrument, status))
 
+    def advance_time(self, data):
+        """Sequencer time jumps (each message is otherwise 1 µs after the last): breaker windows
+        roll over and breaker halts run out."""
+        self.m.advance(data.draw(st.sampled_from([500, 2_000, 5_000, 20_000, 100_000]), label="advance ns"))
+
+    def kill_switch(self, data):
+        """Engage or release a kill switch at any level (mostly valid, and mostly releasing
+        what is engaged so that streams keep trading)."""
+        d = data.draw
+        scope = d(mostly([1, 2, 3, 4], [0, 5, 255], 6), label="kill scope")
+        action = d(mostly([1, 2, 2, 2], [0, 3], 8), label="kill action")
+        self.send(self.m.kill(scope, action, account=self.account_id(data),
+                              session=d(st.sampled_from([0, 1, 2, 3, 11, 12, 13, 77]), label="kill session"),
+                              instrument=self.instrument_id(data)))
+
     def risk_message(self, data):
         d = data.draw
-        name = d(st.sampled_from(["Funds", "IndexPrice", "KillSwitch"]), label="message")
+        name = d(st.sampled_from(["Funds", "IndexPrice"]), label="message")
         fields = {f: d(st.integers(0, 5), label=f) for f in SCHEMA.message(name).field_names
                   if f not in ("seq", "timestampNs", "ingressNs")}
         self.send(self.m.make(name, **fields))
@@ -566,23 +626,27 @@ def test_streams_reach_every_rule():
                     seen[(name, C(f["reason"]).name)] += 1
 
     run_state_machine_as_test(Counting, settings=settings(
-        max_examples=100, stateful_step_count=60, deadline=None, derandomize=True, database=None,
+        max_examples=160, stateful_step_count=60, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck)))
-    events = {n for n in SCHEMA.by_name if SCHEMA.by_name[n].template_id >= 100} - {"KillSwitchStatus"}
+    events = {n for n in SCHEMA.by_name if SCHEMA.by_name[n].template_id >= 100}
     missing = sorted(events - set(seen))
     assert not missing, missing
     # every reason of each kind; the rarest combinations may escape one fixed seed (at most 2)
     order_rejects = {r.name for r in R if (1 <= r <= 20 and r not in (R.UnknownOrder, R.NotYourOrder))
-                     or r in (R.UnsupportedMessage, R.StopCapacity)}
+                     or r in (R.UnsupportedMessage, R.StopCapacity, R.PriceBand, R.MaxNotional, R.MaxOpenOrders,
+                              R.KillSwitchAccount, R.KillSwitchSession, R.KillSwitchInstrument,
+                              R.KillSwitchExchange)}
     cancel_rejects = {"UnknownOrder", "NotYourOrder", "InstrumentHalted", "InstrumentClosed", "StopNotAllowed",
                       "BadLot", "QtyOutOfRange", "BadTick", "PriceOutOfRange", "InvalidDisplayQty",
-                      "PostOnlyWouldTrade", "InvalidScope", "UnknownAccount", "UnknownInstrument"}
+                      "PostOnlyWouldTrade", "InvalidScope", "UnknownAccount", "UnknownInstrument", "PriceBand",
+                      "MaxNotional"}
     admin = {"None", "DuplicateInstrument", "InstrumentCapacity", "InvalidInstrumentDefinition",
-             "DuplicateAccount", "AccountCapacity", "InvalidStpMode", "UnknownInstrument", "UnsupportedMessage"}
+             "DuplicateAccount", "AccountCapacity", "InvalidStpMode", "UnknownInstrument", "UnsupportedMessage",
+             "InvalidScope", "UnknownAccount"}
     for kind, wanted in (("OrderRejected", order_rejects), ("CancelRejected", cancel_rejects), ("AdminResult", admin)):
         missing = sorted(r for r in wanted if (kind, r) not in seen)
         assert len(missing) <= 2, (kind, missing)
-    missing = sorted(c.name for c in C if c <= 6 and ("OrderCanceled", c.name) not in seen)
+    missing = sorted(c.name for c in C if (c <= 7 or c == C.Halted) and ("OrderCanceled", c.name) not in seen)
     assert len(missing) <= 1, ("OrderCanceled", missing)
 
 

@@ -127,14 +127,218 @@ def test_status_update_rejects():
     expect(h.status(1, TRADING), ("AdminResult", {"reason": R["None"]}), ("InstrumentStatus", {"status": TRADING}))
 
 
-def test_risk_messages_are_unsupported():
+def test_money_messages_are_unsupported():
     h = H()
     expect(h.send(h.m.make("Funds", amount=5, account=3, action=1)),
            ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 12, "account": 3, "instrument": 0}))
     expect(h.send(h.m.make("IndexPrice", price=5, instrument=2)),
            ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 13, "instrument": 2}))
-    expect(h.send(h.m.make("KillSwitch", account=1, sessionId=4, instrument=1, scope=9, action=1)),
-           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 15, "account": 1, "instrument": 1}))
+
+
+# -- risk (docs/risk.md): kill switches ------------------------------------------------------
+
+ACCOUNT, SESSION, INSTRUMENT, EXCHANGE = 1, 2, 3, 4
+ENGAGE, RELEASE = 1, 2
+
+
+def kill_ok(scope: int, action: int, **f: int) -> list:
+    return [("AdminResult", {"reason": R["None"], "refTemplateId": 15, "account": f.get("account", 0),
+                             "instrument": f.get("instrument", 0)}),
+            ("KillSwitchStatus", {"scope": scope, "action": action, "account": f.get("account", 0),
+                                  "sessionId": f.get("session", 0), "instrument": f.get("instrument", 0)})]
+
+
+def test_kill_switch_rejects():
+    h = H()
+    expect(h.kill(9, ENGAGE, account=1, session=4, instrument=1),
+           ("AdminResult", {"reason": R.InvalidScope, "refTemplateId": 15, "account": 1, "instrument": 1}))
+    expect(h.kill(0, ENGAGE), ("AdminResult", {"reason": R.InvalidScope}))
+    expect(h.kill(ACCOUNT, 3, account=1), ("AdminResult", {"reason": R.InvalidScope}))
+    expect(h.kill(ACCOUNT, ENGAGE, account=7), ("AdminResult", {"reason": R.UnknownAccount, "account": 7}))
+    expect(h.kill(INSTRUMENT, ENGAGE, instrument=3), ("AdminResult", {"reason": R.UnknownInstrument, "instrument": 3}))
+    # a release of what is not engaged succeeds (nothing to cancel)
+    expect(h.kill(ACCOUNT, RELEASE, account=1), *kill_ok(ACCOUNT, RELEASE, account=1))
+
+
+def test_kill_switch_account_cancels_and_blocks():
+    h = H()
+    h.order(1, BUY, 5, 99)  # 1 resting
+    h.order(2, SELL, 5, 101)  # 2, another account
+    h.order(1, BUY, 2, ord_type=STOP, stop=110)  # 3 pending stop
+    h.order(1, SELL, 3, 102)  # 4 resting
+    expect(h.kill(ACCOUNT, ENGAGE, account=1), *kill_ok(ACCOUNT, ENGAGE, account=1),
+           ("OrderCanceled", {"orderId": 1, "reason": C.KillSwitch, "canceledQty": 5}), ("BookDelete", {"orderId": 1}),
+           ("OrderCanceled", {"orderId": 3, "reason": C.KillSwitch, "canceledQty": 2}),
+           ("OrderCanceled", {"orderId": 4, "reason": C.KillSwitch, "canceledQty": 3}), ("BookDelete", {"orderId": 4}))
+    expect(h.order(1, BUY, 1, 101), reject(R.KillSwitchAccount))
+    expect(h.order(2, BUY, 1, 100), ("OrderAccepted", {"orderId": 5}), "BookAdd")
+    expect(h.cancel(2, 5), ("OrderCanceled", {"orderId": 5, "reason": C.User}), "BookDelete")  # cancels work
+    # engaging again succeeds and finds nothing
+    expect(h.kill(ACCOUNT, ENGAGE, account=1), *kill_ok(ACCOUNT, ENGAGE, account=1))
+    expect(h.kill(ACCOUNT, RELEASE, account=1), *kill_ok(ACCOUNT, RELEASE, account=1))
+    expect(h.order(1, BUY, 1, 100), ("OrderAccepted", {"orderId": 6}), "BookAdd")
+
+
+def test_kill_switch_levels_and_check_order():
+    h = H()
+    h.send(h.m.instrument(2))
+    h.order(1, BUY, 1, 90, session=7)  # 1
+    h.order(2, BUY, 1, 91, session=7)  # 2: same session id, another account
+    h.order(3, BUY, 1, 92, session=8)  # 3
+    h.order(3, BUY, 1, 93, session=8, instrument=2)  # 4
+    expect(h.kill(SESSION, ENGAGE, session=7), *kill_ok(SESSION, ENGAGE, session=7),
+           ("OrderCanceled", {"orderId": 1, "reason": C.KillSwitch}), ("BookDelete", {"orderId": 1}),
+           ("OrderCanceled", {"orderId": 2, "reason": C.KillSwitch}), ("BookDelete", {"orderId": 2}))
+    expect(h.order(3, BUY, 1, 90, session=7), reject(R.KillSwitchSession))
+    expect(h.kill(INSTRUMENT, ENGAGE, instrument=2), *kill_ok(INSTRUMENT, ENGAGE, instrument=2),
+           ("OrderCanceled", {"orderId": 4, "reason": C.KillSwitch}), ("BookDelete", {"orderId": 4}))
+    expect(h.order(3, BUY, 1, 93, instrument=2), reject(R.KillSwitchInstrument))
+    expect(h.order(3, BUY, 1, 93, instrument=2, session=7), reject(R.KillSwitchSession))  # session before instrument
+    expect(h.kill(ACCOUNT, ENGAGE, account=3), *kill_ok(ACCOUNT, ENGAGE, account=3),
+           ("OrderCanceled", {"orderId": 3, "reason": C.KillSwitch}), ("BookDelete", {"orderId": 3}))
+    expect(h.order(3, BUY, 1, 93, instrument=2, session=7), reject(R.KillSwitchAccount))  # account first
+    expect(h.order(9, BUY, 1, 93), reject(R.UnknownAccount))  # after UnknownAccount
+    h.order(4, SELL, 1, 120)  # 5
+    h.order(4, BUY, 1, ord_type=STOP, stop=130)  # 6
+    expect(h.kill(EXCHANGE, ENGAGE), *kill_ok(EXCHANGE, ENGAGE),
+           ("OrderCanceled", {"orderId": 5, "reason": C.KillSwitch}), ("BookDelete", {"orderId": 5}),
+           ("OrderCanceled", {"orderId": 6, "reason": C.KillSwitch}))
+    expect(h.order(4, BUY, 1, 93), reject(R.KillSwitchExchange))
+    expect(h.order(4, BUY, 1, 93, instrument=2), reject(R.KillSwitchInstrument))
+    for scope, f in ((EXCHANGE, {}), (INSTRUMENT, {"instrument": 2}), (SESSION, {"session": 7}),
+                     (ACCOUNT, {"account": 3})):
+        expect(h.kill(scope, RELEASE, **f), *kill_ok(scope, RELEASE, **f))
+    expect(h.order(3, BUY, 1, 93, instrument=2, session=7), ("OrderAccepted", {"orderId": 7}), "BookAdd")
+
+
+def test_kill_switch_cancels_queued_orders_and_session_table_capacity():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=QUEUE))
+    h.send(h.m.account(1))
+    h.status(1, HALTED)
+    expect(h.order(1, BUY, 2, 100), ("OrderAccepted", {"orderId": 1}))  # queued
+    expect(h.kill(ACCOUNT, ENGAGE, account=1), *kill_ok(ACCOUNT, ENGAGE, account=1),
+           ("OrderCanceled", {"orderId": 1, "reason": C.KillSwitch, "canceledQty": 2}))
+    for s in range(32):
+        expect(h.kill(SESSION, ENGAGE, session=1000 + s), *kill_ok(SESSION, ENGAGE, session=1000 + s))
+    expect(h.kill(SESSION, ENGAGE, session=5000), ("AdminResult", {"reason": R.KillSwitchCapacity}))
+    expect(h.kill(SESSION, ENGAGE, session=1005), *kill_ok(SESSION, ENGAGE, session=1005))  # already in
+    expect(h.kill(SESSION, RELEASE, session=1005), *kill_ok(SESSION, RELEASE, session=1005))
+    expect(h.kill(SESSION, ENGAGE, session=5000), *kill_ok(SESSION, ENGAGE, session=5000))
+
+
+# -- risk: pre-trade limits ---------------------------------------------------------------------
+
+
+def test_price_band():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, band_ppm=100_000))  # ref 100: band 90..110 until the first trade
+    for a in (1, 2):
+        h.send(h.m.account(a))
+    expect(h.order(1, BUY, 1, 89), reject(R.PriceBand))
+    expect(h.order(1, SELL, 1, 111), reject(R.PriceBand))
+    expect(h.order(1, BUY, 1, 90), "OrderAccepted", "BookAdd")  # 1
+    expect(h.order(1, BUY, 1, ord_type=STOP_LIMIT, price=120, stop=105), reject(R.PriceBand))
+    expect(h.order(2, SELL, 1, 110), "OrderAccepted", "BookAdd")  # 2
+    expect(h.order(1, BUY, 1, 110), "OrderAccepted", "Trade", "BookExecute")  # 3: last = 110, band 99..121
+    expect(h.order(1, BUY, 1, 98), reject(R.PriceBand))
+    expect(h.order(1, BUY, 1, 121), "OrderAccepted", "BookAdd")  # 4
+    # a replace: the band applies to a new price only
+    expect(h.replace(1, 1, 2, 90), ("OrderReplaced", {"orderId": 1}), ("BookReplace", {"price": 90}))  # same price
+    expect(h.replace(1, 1, 2, 95), ("CancelRejected", {"reason": R.PriceBand, "refTemplateId": 3}))
+    expect(h.replace(1, 1, 2, 99), ("OrderReplaced", {"orderId": 1}), ("BookReplace", {"price": 99}))
+    # a market order's protection is clipped to the band: asks at 121 (in band) and 125 (out)
+    h.order(2, SELL, 1, 121)  # 5: trades with 4 at 121 (last 121: band 109..133)
+    h.order(2, SELL, 1, 130)  # 6
+    h.order(2, SELL, 1, 133)  # 7
+    h.send(h.m.instrument(2, band_ppm=20_000))  # ref 100: band 98..102
+    h.order(2, SELL, 1, 102, instrument=2)  # 8
+    h.order(2, SELL, 1, 103, instrument=2)  # 9 is out of band: rejected
+    expect(h.order(1, BUY, 3, ord_type=MARKET, tif=IOC, instrument=2),
+           ("OrderAccepted", {"orderId": 9}), ("Trade", {"price": 102, "qty": 1}), "BookExecute",
+           ("OrderCanceled", {"orderId": 9, "reason": C.MarketRemainder, "canceledQty": 2}))
+
+
+def test_market_protection_clipped_to_band():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, band_ppm=100_000))  # band 90..110
+    for a in (1, 2):
+        h.send(h.m.account(a))
+    h.order(2, SELL, 1, 108)  # 1
+    h.order(2, SELL, 1, 110)  # 2
+    expect(h.order(1, BUY, 1, 100), "OrderAccepted", "BookAdd")  # 3, so the band stays at ref 100
+    # protection 5 ticks past 108 = 113, clipped to 110: both asks trade (last 108, then 110)
+    expect(h.order(1, BUY, 5, ord_type=MARKET),
+           ("OrderAccepted", {"orderId": 4}), ("Trade", {"price": 108}), "BookExecute",
+           ("Trade", {"price": 110}), "BookExecute",
+           ("OrderCanceled", {"orderId": 4, "reason": C.MarketRemainder, "canceledQty": 3}))
+    h.order(2, SELL, 1, 112)  # 5: last 110, band 99..121
+    h.order(2, SELL, 1, 114)  # 6
+    h.send(h.m.instrument(2, band_ppm=10_000))  # band 99..101
+    h.order(2, SELL, 1, 101, instrument=2)  # 7
+    h.order(2, SELL, 1, 101, instrument=2)  # 8
+    expect(h.order(1, BUY, 5, ord_type=MARKET, instrument=2),
+           ("OrderAccepted", {"orderId": 9}), ("Trade", {"price": 101}), "BookExecute",
+           ("Trade", {"price": 101}), "BookExecute",
+           ("OrderCanceled", {"orderId": 9, "reason": C.MarketRemainder, "canceledQty": 3}))
+    h.order(2, SELL, 1, 101, instrument=2)  # 10: last 101, band 100..102
+    h.order(2, SELL, 1, 102, instrument=2)  # 11
+    h.order(1, BUY, 1, 100, instrument=2)  # 12
+    # a sell market: best bid 100, protection down to 95, clipped to the band's 100
+    expect(h.order(1, SELL, 2, ord_type=MARKET, instrument=2),
+           ("OrderAccepted", {"orderId": 13}), ("Trade", {"price": 100, "qty": 1}), "BookExecute",
+           ("OrderCanceled", {"orderId": 13, "reason": C.MarketRemainder, "canceledQty": 1}))
+
+
+def test_max_notional():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, max_notional=500, divisor=2))  # price * qty // 2 <= 500
+    for a in (1, 2):
+        h.send(h.m.account(a))
+    expect(h.order(1, BUY, 10, 100), "OrderAccepted", "BookAdd")  # 1: 500
+    expect(h.order(1, BUY, 11, 91), "OrderAccepted", "BookAdd")  # 2: 1001 // 2 = 500, not above
+    expect(h.order(1, BUY, 10, 101), reject(R.MaxNotional))  # 505
+    expect(h.order(1, BUY, 9, ord_type=STOP, stop=120), reject(R.MaxNotional))  # at the stop price: 540
+    expect(h.order(1, BUY, 8, ord_type=STOP, stop=120), "OrderAccepted")  # 3: 480
+    # market: at the protection price (best ask + 5 ticks); no ask: not checked
+    expect(h.order(2, BUY, 20, ord_type=MARKET), ("OrderAccepted", {"orderId": 4}),
+           ("OrderCanceled", {"orderId": 4, "reason": C.MarketRemainder}))
+    h.order(2, SELL, 1, 105)  # 5
+    expect(h.order(1, BUY, 10, ord_type=MARKET), reject(R.MaxNotional))  # 110 * 10 // 2 = 550
+    expect(h.order(1, BUY, 9, ord_type=MARKET), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled")
+    expect(h.replace(1, 1, 10, 101), ("CancelRejected", {"reason": R.MaxNotional, "refTemplateId": 3}))
+    expect(h.replace(1, 1, 9, 101), ("OrderReplaced", {"orderId": 1}), "BookReplace")
+
+
+def test_max_open_orders():
+    h = H(instruments=False)
+    h.send(h.m.instrument(1))
+    h.send(h.m.account(1, max_open=2))
+    h.send(h.m.account(2))
+    expect(h.order(1, BUY, 1, 90), "OrderAccepted", "BookAdd")  # 1
+    expect(h.order(1, BUY, 1, ord_type=STOP, stop=120), "OrderAccepted")  # 2: a pending stop is working
+    expect(h.order(1, BUY, 1, 91), reject(R.MaxOpenOrders))
+    expect(h.order(1, BUY, 1, 91, tif=IOC), reject(R.MaxOpenOrders))  # even one that would not rest
+    h.cancel(1, 2)
+    expect(h.order(1, BUY, 1, 91), "OrderAccepted", "BookAdd")  # 3
+    h.order(2, SELL, 1, 90)  # 4: trades with order 3 (the best bid, 91): account 1 has one left
+    expect(h.order(1, BUY, 1, 92), "OrderAccepted", "BookAdd")  # 5
+
+
+def test_pre_trade_checks_sit_between_capacity_and_post_only():
+    h = H(instruments=False, max_orders=2)
+    h.send(h.m.instrument(1, band_ppm=100_000, max_notional=1000))
+    h.send(h.m.account(1, max_open=1))
+    h.send(h.m.account(2))
+    h.order(2, SELL, 1, 100)  # 1
+    expect(h.order(1, BUY, 20, 111, post_only=1), reject(R.PriceBand))  # before PostOnlyWouldTrade
+    expect(h.order(1, BUY, 20, 100, post_only=1), reject(R.MaxNotional))  # notional first, then open orders
+    expect(h.order(1, BUY, 2, 95), "OrderAccepted", "BookAdd")  # 2
+    expect(h.order(1, BUY, 1, 100, post_only=1), reject(R.BookFull))  # capacity (step 8) first
+    h.cancel(2, 1)
+    expect(h.order(1, BUY, 1, 111), reject(R.PriceBand))
+    expect(h.order(1, BUY, 1, 96), reject(R.MaxOpenOrders))
+    expect(h.order(2, BUY, 20, 100, tif=FOK), reject(R.MaxNotional))  # before FokUnfillable
 
 
 def test_messages_the_engine_does_not_take():
@@ -775,3 +979,74 @@ def test_bytes_round_trip_of_model_events():
         d = SCHEMA.decode(encode_event(e))
         assert (d.name, d.fields) == e
     assert raw_decode(raw_encode("NewOrder", side=7, ordType=9))[1]["side"] == 7
+
+
+# -- risk: circuit breaker ----------------------------------------------------------------------
+# Msgs stamps: timestampNs = T0 + 1000 * seq (+ what ``advance`` added); T0 is a multiple of the
+# 10 µs windows below, so the window of seq n starts at T0 + 10_000 * (n * 1000 // 10_000).
+
+
+def breaker(policy: int = REJECT) -> H:
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, policy=policy, cb_move_ppm=50_000, cb_window_ns=10_000, cb_halt_ns=5_000))
+    for a in (1, 2):
+        h.send(h.m.account(a))  # seq 2, 3
+    h.order(2, SELL, 1, 100)  # seq 4: 1
+    expect(h.order(1, BUY, 1, 100), "OrderAccepted", ("Trade", {"price": 100}), "BookExecute")  # 2: reference 100
+    h.order(2, SELL, 1, 104)  # 3
+    h.order(2, SELL, 1, 106)  # 4
+    return h
+
+
+def test_circuit_breaker_trips_halts_and_reopens():
+    h = breaker()
+    # seq 8: 104 is within 5% of 100; 106 is not: that fill does not happen
+    expect(h.order(1, BUY, 3, 106),
+           ("OrderAccepted", {"orderId": 5}), ("Trade", {"price": 104, "qty": 1}), "BookExecute",
+           ("OrderCanceled", {"orderId": 5, "reason": C.Halted, "canceledQty": 2}),
+           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 8000 + 5000
+    expect(h.order(1, BUY, 1, 100), reject(R.InstrumentHalted))  # seq 9
+    expect(h.replace(2, 4, 2, 106), ("CancelRejected", {"reason": R.InstrumentHalted}))  # seq 10
+    h.m.advance(2_000)  # seq 11 at T0 + 13_000: the halt is over; a new window (T0 + 10_000), no reference
+    expect(h.order(1, BUY, 1, 106),
+           ("InstrumentStatus", {"status": TRADING, "seq": 11}),
+           ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 106}), "BookExecute")
+
+
+def test_circuit_breaker_queue_policy_and_stops():
+    h = breaker(QUEUE)
+    h.order(1, BUY, 1, ord_type=STOP, stop=105)  # 5: a buy stop
+    expect(h.order(1, BUY, 2, 106),  # seq 9: breaks at 106; the stop (last 104 < 105) stays
+           ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 104}), "BookExecute",
+           ("OrderCanceled", {"orderId": 6, "reason": C.Halted, "canceledQty": 1}),
+           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 14_000
+    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 7}))  # seq 10: queued
+    h.m.advance(4_000)  # seq 11 at T0 + 15_000: reopen, the queued order goes (new window: reference 106)
+    expect(h.send(h.m.account(3)),
+           ("InstrumentStatus", {"status": TRADING}), ("Trade", {"price": 106, "takerOrderId": 7}), "BookExecute",
+           ("StopTriggered", {"orderId": 5}),
+           ("OrderCanceled", {"orderId": 5, "reason": C.MarketRemainder}),
+           ("AdminResult", {"refTemplateId": 11}))
+
+
+def test_operator_status_cancels_the_breaker_reopen():
+    h = breaker()
+    expect(h.order(1, BUY, 3, 106), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled", "InstrumentStatus")
+    expect(h.status(1, HALTED), "AdminResult", ("InstrumentStatus", {"status": HALTED}))
+    h.m.advance(50_000)
+    expect(h.order(1, BUY, 1, 100), reject(R.InstrumentHalted))  # no automatic reopen any more
+    expect(h.status(1, TRADING), "AdminResult", ("InstrumentStatus", {"status": TRADING}))
+    expect(h.order(1, BUY, 1, 106), "OrderAccepted", ("Trade", {"price": 106}), "BookExecute")
+
+
+def test_definition_risk_fields_are_validated():
+    h = H(instruments=False)  # price_levels 100: ref 100 -> base 50, top of the window 149
+    top = 149
+    bad = [dict(divisor=0), dict(divisor=-3), dict(max_notional=-1), dict(band_ppm=-1), dict(band_ppm=1_000_001),
+           dict(cb_move_ppm=-1), dict(cb_move_ppm=2**31 - 1), dict(cb_window_ns=2**63), dict(cb_halt_ns=2**64 - 1),
+           dict(max_qty=(2**62 - 1) // top + 1)]
+    for fields in bad:
+        expect(h.send(h.m.instrument(1, **fields)), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
+    expect(h.send(h.m.instrument(1, max_qty=(2**62 - 1) // top, band_ppm=1_000_000, cb_move_ppm=1_000_000,
+                                 cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1, max_notional=2**63 - 1, divisor=7)),
+           ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")

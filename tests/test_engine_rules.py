@@ -128,8 +128,7 @@ def test_admin_messages():
     assert ex.account(8) == ["Admin AccountCapacity"]
     assert ex.account(4, stp="AccountDefault") == ["Admin InvalidStpMode"]
     for name, fields in (("Funds", dict(account=1, amount=5, action="Deposit")),
-                         ("IndexPrice", dict(instrument=1, price=100)),
-                         ("KillSwitch", dict(account=1, instrument=1, scope="Account", action="Engage"))):
+                         ("IndexPrice", dict(instrument=1, price=100))):
         assert ex.send(name, **fields) == ["Admin UnsupportedMessage"]
         f = ex.last[0].fields
         assert f["refTemplateId"] == SCHEMA.message(name).template_id
@@ -216,9 +215,8 @@ def test_order_ids_beyond_the_pool_size_are_found():
 
 # -- every reject reason ----------------------------------------------------------------------
 
-RISK_ONLY = {"InsufficientFunds", "InsufficientMargin", "MaxOrderQty", "MaxNotional", "MaxOpenOrders",
-             "PositionLimit", "PriceBand", "ReduceOnlyWouldIncrease", "KillSwitchAccount", "KillSwitchSession",
-             "KillSwitchInstrument", "KillSwitchExchange", "ExchangeNotAccepting"}
+RISK_ONLY = {"InsufficientFunds", "InsufficientMargin", "MaxOrderQty", "PositionLimit", "ReduceOnlyWouldIncrease",
+             "ExchangeNotAccepting"}  # not built yet (money, perpetual futures)
 
 
 def test_every_reject_reason_is_reachable():
@@ -269,6 +267,27 @@ def test_every_reject_reason_is_reachable():
     ex.status("Closed", 3)
     run(order(1, "Buy", 1, 100, instrument=3))                       # InstrumentClosed
     run(ex.send("Funds", account=1, amount=1, action="Deposit"))     # UnsupportedMessage
+    # risk (docs/risk.md), on a fresh exchange
+    ex = Exchange()
+    order = ex.order
+    ex.define(2, priceBandPpm=100_000, maxOrderNotional=1000)
+    ex.account(5, maxOpenOrders=1)
+    run(order(5, "Buy", 1, 120, instrument=2))                       # PriceBand
+    run(order(5, "Buy", 20, 100, instrument=2))                      # MaxNotional
+    order(5, "Buy", 1, 100, instrument=2)
+    run(order(5, "Buy", 1, 100, instrument=2))                       # MaxOpenOrders
+    kill = lambda scope, **f: ex.send("KillSwitch", scope=scope, action="Engage", **f)  # noqa: E731
+    kill("Account", account=5)
+    run(order(5, "Buy", 1, 100, instrument=2))                       # KillSwitchAccount
+    kill("Session", sessionId=77)
+    run(ex.send("NewOrder", account=2, side="Buy", qty=1, price=100, ordType="Limit", timeInForce="GTC",
+                instrument=2, sessionId=77))                         # KillSwitchSession
+    kill("Instrument", instrument=2)
+    run(order(2, "Buy", 1, 100, instrument=2))                       # KillSwitchInstrument
+    kill("Exchange")
+    run(order(2, "Buy", 1, 100, instrument=1))                       # KillSwitchExchange
+    for s in range(40):
+        run(kill("Session", sessionId=1000 + s))                     # KillSwitchCapacity
     wanted = {r.name for r in RejectReason} - RISK_ONLY - {"None"}
     assert wanted - seen == set()
 

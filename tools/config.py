@@ -78,12 +78,20 @@ class InstrumentConfig(Strict):
     maker_fee_ppm: int = 0
     taker_fee_ppm: int = 0
     halt_policy: Literal["reject", "queue"] = "reject"
+    # pre-trade limits and circuit breaker (docs/risk.md); the defaults disable them
+    max_order_notional: int = 0  # 0 = no limit
+    notional_divisor: int = 1  # notional(price, qty) = price * qty // notional_divisor
+    price_band_ppm: int = 0
+    cb_move_ppm: int = 0
+    cb_window_ns: int = 0
+    cb_halt_ns: int = 0
 
 
 class AccountConfig(Strict):
     id: int
     stp_default: Stp = "cancel-resting"
     deposit: int = 0
+    max_open_orders: int = 0  # 0 = no limit
 
 
 class ProcessConfig(Strict):
@@ -204,6 +212,17 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         if ins.tick_size > 0:
             need(ins.reference_price % ins.tick_size == 0, f"{k}.reference_price",
                  "must be a multiple of tick_size")
+        need(0 <= ins.max_order_notional < 2**63, f"{k}.max_order_notional", "must be 0 (no limit) or > 0")
+        need(1 <= ins.notional_divisor < 2**63, f"{k}.notional_divisor", "must be >= 1")
+        for key in ("price_band_ppm", "cb_move_ppm"):
+            need(0 <= getattr(ins, key) <= 1_000_000, f"{k}.{key}", "must be in 0..1000000 (0 disables)")
+        for key in ("cb_window_ns", "cb_halt_ns"):
+            need(0 <= getattr(ins, key) < 2**63, f"{k}.{key}", "must be >= 0 (0 disables)")
+        if ins.tick_size > 0 and ins.reference_price > 0 and ins.max_qty > 0:
+            base = max(1, ins.reference_price // ins.tick_size - e.price_levels // 2)
+            top = (base + e.price_levels - 1) * ins.tick_size
+            need(top * ins.max_qty < 2**62, f"{k}.max_qty",
+                 f"the top of the book window ({top}) times max_qty must be < 2**62")
     seen = set()
     for i, acc in enumerate(cfg.account):
         k = f"account[{i}]"
@@ -211,6 +230,7 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         need(acc.id not in seen, f"{k}.id", f"account {acc.id} is defined twice")
         seen.add(acc.id)
         need(acc.deposit >= 0, f"{k}.deposit", "must not be negative")
+        need(0 <= acc.max_open_orders < 2**32, f"{k}.max_open_orders", "must be in 0..2**32-1 (0 = no limit)")
 
     placed: dict[str, str] = {}
     names: set[str] = set()

@@ -103,6 +103,9 @@ def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
             kind=m.InstrumentKind.Spot if ins.kind == "spot" else m.InstrumentKind.Perpetual,
             haltPolicy=m.HaltPolicy.Reject if ins.halt_policy == "reject" else m.HaltPolicy.Queue,
             status=m.TradingStatus.Trading,
+            maxOrderNotional=ins.max_order_notional, notionalDivisor=ins.notional_divisor,
+            priceBandPpm=ins.price_band_ppm, cbMovePpm=ins.cb_move_ppm, cbWindowNs=ins.cb_window_ns,
+            cbHaltNs=ins.cb_halt_ns,
         ))
     stp = {
         "off": m.StpMode.Off, "cancel-resting": m.StpMode.CancelResting,
@@ -110,7 +113,8 @@ def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
         "decrement-both": m.StpMode.DecrementBoth,
     }
     for acc in cfg.account:
-        out.append(m.CreateAccount.encode(account=acc.id, stpDefault=stp[acc.stp_default]))
+        out.append(m.CreateAccount.encode(account=acc.id, stpDefault=stp[acc.stp_default],
+                                          maxOpenOrders=acc.max_open_orders))
     return out
 
 
