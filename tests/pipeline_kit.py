@@ -189,3 +189,9 @@ def as_slots(messages: list[bytes]) -> np.ndarray:
     for i, msg in enumerate(messages):
         out[i, :len(msg)] = np.frombuffer(msg, dtype=np.uint8)
     return out
+
+
+def leave_stale_ring(name: str, capacity: int) -> None:
+    """Child process: create a ring and die without cleaning up, as a crash would."""
+    Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity, unlink_on_close=False)
+    os._exit(0)

@@ -269,3 +269,19 @@ def test_hung_process_loses_heartbeat_then_recovers(tmp_path: Path) -> None:
         run.pump(lambda: run.exchange._control.accepting, timeout=30)
         run.offer("t1", order(2, 2, 1010))
         run.pump(lambda: 2 in run.reader.acked, timeout=30)
+
+
+def test_stale_rings_from_a_crashed_run_are_reported_and_reclaimed(tmp_path: Path) -> None:
+    from pipeline_kit import leave_stale_ring
+
+    cfg = make_config(tmp_path)
+    name = f"{cfg.exchange.shm_prefix}-seq"
+    p = CTX.Process(target=leave_stale_ring, args=(name, 8))
+    p.start()
+    p.join(30)
+    assert shm_leftovers(cfg.exchange.shm_prefix) == [name]
+    with Running(cfg) as run:
+        assert run.exchange.stale_reclaimed == [name]
+        run.offer("t1", order(1, 1, 990))
+        run.pump(lambda: 1 in run.reader.acked, timeout=60)
+    assert shm_leftovers(cfg.exchange.shm_prefix) == []

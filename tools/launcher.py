@@ -157,8 +157,7 @@ class Exchange:
         self._control: ControlBlock | None = None
         self._admin: Producer | None = None
         self._monitors: list[Consumer] = []
-        self._producers_seen: dict[str, int] = {}
-        self._stale_found: list[str] = []
+        self.stale_reclaimed: list[str] = []  # rings a crashed run left behind
         self._last_rate = (time.monotonic(), 0)
         self._grace_until = 0.0
         self.started = False
@@ -174,7 +173,7 @@ class Exchange:
             if not isinstance(exc, StaleRingError):
                 raise
             log.warning("%s; reclaiming it", exc)
-            self._stale_found.append(name)
+            self.stale_reclaimed.append(name)
             ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity,
                                consumers=consumers, reclaim=True)
         self._rings.append(ring)
@@ -299,9 +298,9 @@ class Exchange:
                     problems.append(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
                                     f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)")
                     culprit, reason = info.pid, REASON_HEARTBEAT_LOST
-        for name in self.names.inbound[1:]:
+        for name in self.names.inbound[1:]:  # the admin ring's producer is this process
             ring = next(r for r in self._rings if r.name == "/" + name or r.name == name)
-            pid = ring.producer_pid if hasattr(ring, "producer_pid") else 0
+            pid = ring.producer_pid
             if pid and not pid_alive(pid):
                 problems.append(f"producer of ring {ring.name} (pid {pid}) died")
                 culprit, reason = pid, REASON_PROCESS_DIED
@@ -382,7 +381,7 @@ class Exchange:
                 child.runner.join(0.01)
             child.runner.close(timeout=5.0)
             if child.reader is not None:
-                child.reader.close() if hasattr(child.reader, "close") else None
+                child.reader.close()
         self._children.clear()
         for c in self._monitors:
             c.close()
@@ -429,6 +428,8 @@ def main(config_path: str | None = None) -> int:
     exchange.start()
     names = exchange.names
     print(f"ringex {cfg.exchange.name}: data in {exchange.data_dir}")
+    if exchange.stale_reclaimed:
+        print(f"  reclaimed stale rings left by a crashed run: {', '.join(exchange.stale_reclaimed)}")
     for child in exchange._children:
         print(f"  process {child.name} (pid {child.runner.pid}): {', '.join(child.agents)}")
     print(f"  admin ring /dev/shm/{names.admin.lstrip('/')}; order rings: "
