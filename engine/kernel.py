@@ -40,8 +40,8 @@ from ringex.engine.layout import (
     STOP, STOP_LIMIT, STP_DEFAULT, STP_MAX, STP_OFF, T_CANCEL_ORDER, T_CREATE_ACCOUNT, T_FUNDS,
     T_INDEX_PRICE, T_INSTRUMENT_DEFINITION, T_KILL_SWITCH, T_MASS_CANCEL, T_NEW_ORDER,
     T_REPLACE_ORDER, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
-    CA_MAX_OPEN, CXL_HALTED, CXL_KILL, ID_BAND_PPM, ID_CB_HALT, ID_CB_MOVE_PPM, ID_CB_WINDOW,
-    ID_MAX_NOTIONAL, ID_NOTIONAL_DIV, KILL_ACCOUNT, KILL_ENGAGE, KILL_EXCHANGE, KILL_INSTRUMENT,
+    CA_MAX_OPEN, CXL_HALTED, CXL_KILL, IL_BAND_PPM, IL_CB_HALT, IL_CB_MOVE_PPM, IL_CB_WINDOW,
+    IL_INSTRUMENT, IL_MAX_NOTIONAL, IL_NOTIONAL_DIV, T_INSTRUMENT_LIMITS, KILL_ACCOUNT, KILL_ENGAGE, KILL_EXCHANGE, KILL_INSTRUMENT,
     KILL_RELEASE, KILL_SESSION, KS_ACTION, KS_SCOPE, KS_SESSION, R_KILL_ACCOUNT, R_KILL_CAPACITY,
     R_KILL_EXCHANGE, R_KILL_INSTRUMENT, R_KILL_SESSION, R_MAX_NOTIONAL, R_MAX_OPEN_ORDERS,
     R_PRICE_BAND,
@@ -483,7 +483,7 @@ def on_instrument_definition(mem, out, i64, b):
           or (policy != POLICY_REJECT and policy != POLICY_QUEUE)
           or (status != TRADING and status != HALTED and status != CLOSED)):
         reason = R_INVALID_INSTRUMENT_DEFINITION
-    elif not risk_fields_valid(glob, i64, b, tick, ref, max_qty):
+    elif not fits_int64(glob, tick, ref, max_qty):
         reason = R_INVALID_INSTRUMENT_DEFINITION
     out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_DEFINITION, reason)
     if reason != R_NONE:
@@ -501,16 +501,14 @@ def on_instrument_definition(mem, out, i64, b):
     ins[I_MAKER_FEE, inst] = get(i64, b, ID_MAKER_FEE)
     ins[I_TAKER_FEE, inst] = get(i64, b, ID_TAKER_FEE)
     ins[I_SYMBOL, inst] = i64[b + ID_SYMBOL]
-    ins[I_MAX_NOTIONAL, inst] = i64[b + ID_MAX_NOTIONAL]
-    ins[I_NOTIONAL_DIV, inst] = i64[b + ID_NOTIONAL_DIV]
-    ins[I_BAND_PPM, inst] = get(i64, b, ID_BAND_PPM)
-    move = get(i64, b, ID_CB_MOVE_PPM)
-    window = i64[b + ID_CB_WINDOW]
-    halt = i64[b + ID_CB_HALT]
-    ins[I_CB_MOVE, inst] = move
-    ins[I_CB_WINDOW, inst] = window
-    ins[I_CB_HALT, inst] = halt
-    ins[I_CB_ON, inst] = 1 if (move != 0 and window != 0 and halt != 0) else 0
+    # docs/risk.md: a new instrument's limits are off until an InstrumentLimits sets them
+    ins[I_MAX_NOTIONAL, inst] = 0
+    ins[I_NOTIONAL_DIV, inst] = 1
+    ins[I_BAND_PPM, inst] = 0
+    ins[I_CB_MOVE, inst] = 0
+    ins[I_CB_WINDOW, inst] = 0
+    ins[I_CB_HALT, inst] = 0
+    ins[I_CB_ON, inst] = 0
     ins[I_CB_START, inst] = 0
     ins[I_CB_REF, inst] = 0
     ins[I_CB_UNTIL, inst] = 0
@@ -523,17 +521,8 @@ def signed32(v):
 
 
 @njit(**INLINE)
-def risk_fields_valid(glob, i64, b, tick, ref, max_qty):
-    """docs/risk.md: notionalDivisor >= 1, maxOrderNotional >= 0, ppm in 0..1e6, ns >= 0,
-    and (top of the book window) * maxQty < 2**62."""
-    if i64[b + ID_NOTIONAL_DIV] < 1 or i64[b + ID_MAX_NOTIONAL] < 0:
-        return False
-    band = signed32(get(i64, b, ID_BAND_PPM))
-    move = signed32(get(i64, b, ID_CB_MOVE_PPM))
-    if band < 0 or band > PPM or move < 0 or move > PPM:
-        return False
-    if i64[b + ID_CB_WINDOW] < 0 or i64[b + ID_CB_HALT] < 0:
-        return False
+def fits_int64(glob, tick, ref, max_qty):
+    """docs/risk.md: (top of the book window) * maxQty < 2**62, so that no notional overflows."""
     lim = (1 << 62) - 1
     base = max(1, ref // tick - glob[G_LEVELS] // 2)
     if base > lim // tick:
@@ -542,6 +531,42 @@ def risk_fields_valid(glob, i64, b, tick, ref, max_qty):
     if top > lim // tick:
         return False
     return max_qty <= lim // (top * tick)
+
+
+@njit(**JIT)
+def on_instrument_limits(mem, out, i64, b):
+    """docs/risk.md "InstrumentLimits": set (or change) a defined instrument's risk limits."""
+    st = views(mem)
+    ins, glob = st[3], st[6]
+    inst = get(i64, b, IL_INSTRUMENT)
+    cap = i64[b + IL_MAX_NOTIONAL]
+    div = i64[b + IL_NOTIONAL_DIV]
+    window = i64[b + IL_CB_WINDOW]  # a uint64 of 2**63 or more reads negative
+    halt = i64[b + IL_CB_HALT]
+    band = signed32(get(i64, b, IL_BAND_PPM))
+    move = signed32(get(i64, b, IL_CB_MOVE_PPM))
+    reason = R_NONE
+    if not known_instrument(ins, glob, inst):
+        reason = R_UNKNOWN_INSTRUMENT
+    elif (div < 1 or cap < 0 or band < 0 or band > PPM or move < 0 or move > PPM
+          or window < 0 or halt < 0):
+        reason = R_INVALID_INSTRUMENT_DEFINITION
+    out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_LIMITS, reason)
+    if reason != R_NONE:
+        return out
+    ins[I_MAX_NOTIONAL, inst] = cap
+    ins[I_NOTIONAL_DIV, inst] = div
+    ins[I_BAND_PPM, inst] = band
+    if move != ins[I_CB_MOVE, inst] or window != ins[I_CB_WINDOW, inst] or halt != ins[I_CB_HALT, inst]:
+        # new breaker settings: a new window (and reference) from the next trade; a breaker
+        # halt in progress keeps its scheduled reopen
+        ins[I_CB_MOVE, inst] = move
+        ins[I_CB_WINDOW, inst] = window
+        ins[I_CB_HALT, inst] = halt
+        ins[I_CB_ON, inst] = 1 if (move != 0 and window != 0 and halt != 0) else 0
+        ins[I_CB_START, inst] = 0
+        ins[I_CB_REF, inst] = 0
+    return out
 
 
 @njit(**JIT)
@@ -714,6 +739,8 @@ def process_batch(mem, slots, out):
             out = ev.admin_result(out, glob, 0, 0, get(i64, b, IX_INSTRUMENT), tid, R_UNSUPPORTED_MESSAGE)
         elif tid == T_KILL_SWITCH:
             out = on_kill_switch(mem, out, i64, b)
+        elif tid == T_INSTRUMENT_LIMITS:
+            out = on_instrument_limits(mem, out, i64, b)
         else:
             out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
     glob[G_MESSAGES] += k

@@ -168,6 +168,7 @@ T_FUNDS = M.Funds.template_id
 T_INDEX_PRICE = M.IndexPrice.template_id
 T_TRADING_STATUS = M.TradingStatusUpdate.template_id
 T_KILL_SWITCH = M.KillSwitch.template_id
+T_INSTRUMENT_LIMITS = M.InstrumentLimits.template_id
 
 _L = M.NewOrder
 NO_CLORD = word(_L, "clOrdId")
@@ -218,12 +219,6 @@ ID_MIN_QTY = word(_L, "minQty")
 ID_MAX_QTY = word(_L, "maxQty")
 ID_REF_PRICE = word(_L, "referencePrice")
 ID_SYMBOL = word(_L, "symbol")  # 8 ASCII bytes, kept as one word
-ID_MAX_NOTIONAL = word(_L, "maxOrderNotional")
-ID_NOTIONAL_DIV = word(_L, "notionalDivisor")
-ID_CB_WINDOW = word(_L, "cbWindowNs")
-ID_CB_HALT = word(_L, "cbHaltNs")
-ID_BAND_PPM = small(_L, "priceBandPpm")
-ID_CB_MOVE_PPM = small(_L, "cbMovePpm")
 ID_MAKER_FEE = small(_L, "makerFeePpm")
 ID_TAKER_FEE = small(_L, "takerFeePpm")
 ID_INSTRUMENT = small(_L, "instrument")
@@ -232,6 +227,15 @@ ID_HALT_POLICY = small(_L, "haltPolicy")
 ID_STATUS = small(_L, "status")
 if M.InstrumentDefinition.field("symbol").size != 8:
     raise SchemaError("InstrumentDefinition.symbol: the engine keeps the symbol as one 8-byte word")
+
+_L = M.InstrumentLimits
+IL_MAX_NOTIONAL = word(_L, "maxOrderNotional")
+IL_NOTIONAL_DIV = word(_L, "notionalDivisor")
+IL_CB_WINDOW = word(_L, "cbWindowNs")
+IL_CB_HALT = word(_L, "cbHaltNs")
+IL_INSTRUMENT = small(_L, "instrument")
+IL_BAND_PPM = small(_L, "priceBandPpm")
+IL_CB_MOVE_PPM = small(_L, "cbMovePpm")
 
 _L = M.CreateAccount
 CA_ACCOUNT = small(_L, "account")
@@ -404,8 +408,8 @@ AR_REF_TEMPLATE = small(_L, "refTemplateId")
 AR_REASON = small(_L, "reason")
 
 # Words of an output row that any event can write: the rest of a row is zero from the buffer's
-# allocation (np.zeros) and stays so, so an event zeroes only these (the slot is sized for the
-# largest inbound message, InstrumentDefinition, larger than any event).
+# allocation (np.zeros) and stays so, so an event zeroes only these (a slot is sized for the
+# largest message, inbound or event).
 EVENT_WORDS = max(-(-_layout.size // 8) for _layout in SCHEMA.messages.values() if _layout.template_id >= 100)
 if EVENT_WORDS > SLOT_WORDS:
     raise SchemaError("an event is larger than a slot")

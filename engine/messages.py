@@ -41,6 +41,7 @@ Funds = _m("Funds")
 IndexPrice = _m("IndexPrice")
 TradingStatusUpdate = _m("TradingStatusUpdate")
 KillSwitch = _m("KillSwitch")
+InstrumentLimits = _m("InstrumentLimits")
 # engine output
 OrderAccepted = _m("OrderAccepted")
 OrderRejected = _m("OrderRejected")
@@ -60,5 +61,6 @@ KillSwitchStatus = _m("KillSwitchStatus")
 AdminResult = _m("AdminResult")
 
 ORDER_ENTRY = (NewOrder, CancelOrder, ReplaceOrder, MassCancel)
-ADMIN = (InstrumentDefinition, CreateAccount, Funds, IndexPrice, TradingStatusUpdate, KillSwitch)
+ADMIN = (InstrumentDefinition, CreateAccount, Funds, IndexPrice, TradingStatusUpdate, KillSwitch,
+         InstrumentLimits)
 INBOUND = ORDER_ENTRY + ADMIN

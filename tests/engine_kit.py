@@ -106,9 +106,13 @@ class Exchange:
     def define(self, instrument: int, **kw: Any) -> list[str]:
         f = dict(instrument=instrument, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
                  referencePrice=REF, symbol=f"I{instrument}", kind="Spot", haltPolicy="Reject",
-                 status="Trading", notionalDivisor=1)
+                 status="Trading")
         f.update(kw)
         return self.send("InstrumentDefinition", **f)
+
+    def limits(self, instrument: int, **kw: Any) -> list[str]:
+        """InstrumentLimits: the given limits, the others off (notionalDivisor 1)."""
+        return self.send("InstrumentLimits", **{"instrument": instrument, "notionalDivisor": 1, **kw})
 
     def account(self, account: int, stp: str = "Off", **kw: Any) -> list[str]:
         return self.send("CreateAccount", account=account, stpDefault=stp, **kw)
@@ -201,11 +205,9 @@ def mixed_stream(n: int, seed: int = 1, config: EngineConfig | None = None) -> l
                 live.pop(f["takerOrderId"], None)
 
     send("InstrumentDefinition", instrument=1, tickSize=1, lotSize=1, minQty=1, maxQty=1000,
-         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading",
-         notionalDivisor=1)
+         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading")
     send("InstrumentDefinition", instrument=2, tickSize=2, lotSize=5, minQty=5, maxQty=500,
-         referencePrice=REF, symbol="B", kind="Perpetual", haltPolicy="Reject", status="Trading",
-         notionalDivisor=1)
+         referencePrice=REF, symbol="B", kind="Perpetual", haltPolicy="Reject", status="Trading")
     for a, stp in ((1, "Off"), (2, "CancelResting"), (3, "DecrementBoth"), (4, "CancelBoth")):
         send("CreateAccount", account=a, stpDefault=stp)
     types_ = ["Limit"] * 6 + ["Market", "Stop", "StopLimit"]

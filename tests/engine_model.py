@@ -304,7 +304,7 @@ class Model:
             handler = {
                 1: self.new_order, 2: self.cancel, 3: self.replace, 4: self.mass_cancel,
                 10: self.define_instrument, 11: self.create_account, 14: self.status_update,
-                15: self.kill_switch,
+                15: self.kill_switch, 16: self.set_limits,
             }.get(tid)
             if handler is None:  # Funds, IndexPrice: the risk engine's, not built yet
                 self.admin_result(tid, m, R.UnsupportedMessage)
@@ -344,21 +344,35 @@ class Model:
               and ref > 0 and ref % tick == 0 and m["kind"] in VALID_KIND
               and m["haltPolicy"] in VALID_HALT_POLICY and m["status"] in VALID_STATUS)
         levels = self.cfg.price_levels
-        if ok:  # docs/risk.md: the risk fields, and nothing can overflow
+        if ok:  # docs/risk.md: nothing can overflow
             base = max(1, ref // tick - levels // 2)
             top = (base + levels - 1) * tick
-            ok = (m["notionalDivisor"] >= 1 and m["maxOrderNotional"] >= 0
-                  and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
-                  and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63 and top * hi < 2**62)
+            ok = top * hi < 2**62
         if not ok:
             return self.admin_result(10, m, R.InvalidInstrumentDefinition)
-        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels,
-                                         max_notional=m["maxOrderNotional"],
-                                         notional_divisor=m["notionalDivisor"], band_ppm=m["priceBandPpm"],
-                                         cb_move_ppm=m["cbMovePpm"], cb_window_ns=m["cbWindowNs"],
-                                         cb_halt_ns=m["cbHaltNs"])
+        # limits off (the Instrument defaults) until an InstrumentLimits sets them
+        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels)
         self.admin_result(10, m, R["None"])
         self.emit("InstrumentStatus", instrument=i, status=m["status"])
+
+    def set_limits(self, m: dict) -> None:
+        """docs/risk.md "InstrumentLimits"."""
+        inst = self.instruments.get(m["instrument"])
+        if inst is None:
+            return self.admin_result(16, m, R.UnknownInstrument)
+        if not (m["notionalDivisor"] >= 1 and m["maxOrderNotional"] >= 0
+                and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
+                and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63):
+            return self.admin_result(16, m, R.InvalidInstrumentDefinition)
+        self.admin_result(16, m, R["None"])
+        inst.max_notional = m["maxOrderNotional"]
+        inst.notional_divisor = m["notionalDivisor"]
+        inst.band_ppm = m["priceBandPpm"]
+        breaker = (m["cbMovePpm"], m["cbWindowNs"], m["cbHaltNs"])
+        if breaker != (inst.cb_move_ppm, inst.cb_window_ns, inst.cb_halt_ns):
+            # a new window from the next trade; a breaker halt keeps its scheduled reopen
+            inst.cb_move_ppm, inst.cb_window_ns, inst.cb_halt_ns = breaker
+            inst.cb_start, inst.cb_ref = 0, None
 
     def create_account(self, m: dict) -> None:
         a = m["account"]
@@ -1077,13 +1091,16 @@ class Msgs:
 
     def instrument(self, instrument: int = 1, *, tick: int = 1, lot: int = 1, min_qty: int = 1,
                    max_qty: int = 1000, ref: int = 100, policy: int = 1, status: int = 1, kind: int = 1,
-                   symbol: bytes = b"SYM", max_notional: int = 0, divisor: int = 1, band_ppm: int = 0,
-                   cb_move_ppm: int = 0, cb_window_ns: int = 0, cb_halt_ns: int = 0) -> bytes:
+                   symbol: bytes = b"SYM") -> bytes:
         return self.make("InstrumentDefinition", tickSize=tick, lotSize=lot, minQty=min_qty, maxQty=max_qty,
                          referencePrice=ref, symbol=symbol, makerFeePpm=-100, takerFeePpm=250,
-                         instrument=instrument, kind=kind, haltPolicy=policy, status=status,
-                         maxOrderNotional=max_notional, notionalDivisor=divisor, priceBandPpm=band_ppm,
-                         cbMovePpm=cb_move_ppm, cbWindowNs=cb_window_ns, cbHaltNs=cb_halt_ns)
+                         instrument=instrument, kind=kind, haltPolicy=policy, status=status)
+
+    def limits(self, instrument: int = 1, *, max_notional: int = 0, divisor: int = 1, band_ppm: int = 0,
+               cb_move_ppm: int = 0, cb_window_ns: int = 0, cb_halt_ns: int = 0) -> bytes:
+        return self.make("InstrumentLimits", instrument=instrument, maxOrderNotional=max_notional,
+                         notionalDivisor=divisor, priceBandPpm=band_ppm, cbMovePpm=cb_move_ppm,
+                         cbWindowNs=cb_window_ns, cbHaltNs=cb_halt_ns)
 
     def account(self, account: int, stp: int = 1, max_open: int = 0) -> bytes:
         return self.make("CreateAccount", account=account, stpDefault=stp, maxOpenOrders=max_open)

@@ -377,6 +377,13 @@ def test_every_message_starts_with_the_stamp() -> None:
         assert layout.offset("seq") == 8
 
 
+def test_every_message_fits_a_128_byte_slot() -> None:
+    """Engine throughput depends on the slot size (docs/benchmarks.md): an instrument's risk
+    limits travel in their own InstrumentLimits so that InstrumentDefinition stays small."""
+    assert SCHEMA.slot_size == 128
+    assert max(m.size for m in LAYOUTS) == SCHEMA.message("Trade").size == 125
+
+
 # -- slots: numpy over a (k, slot_size) array of mixed messages ----------------------------------
 
 

@@ -84,10 +84,19 @@ def test_risk_keys_reach_the_admin_messages() -> None:
     cfg = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nmax_order_notional = 5000\n"
                        "notional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
                        "cb_halt_ns = 5000000\n[[account]]\nid = 1\nmax_open_orders = 7\n[[account]]\nid = 2\n")
-    ins, acc, acc2 = (SCHEMA.decode(m).fields for m in admin_messages(cfg))
-    assert (ins["maxOrderNotional"], ins["notionalDivisor"], ins["priceBandPpm"], ins["cbMovePpm"],
-            ins["cbWindowNs"], ins["cbHaltNs"]) == (5000, 10, 50000, 20000, 1_000_000, 5_000_000)
+    decoded = [SCHEMA.decode(m) for m in admin_messages(cfg)]
+    assert [d.name for d in decoded] == ["InstrumentDefinition", "InstrumentLimits", "CreateAccount", "CreateAccount"]
+    ins, lim, acc, acc2 = (d.fields for d in decoded)
+    assert "maxOrderNotional" not in ins and lim["instrument"] == 1
+    assert (lim["maxOrderNotional"], lim["notionalDivisor"], lim["priceBandPpm"], lim["cbMovePpm"],
+            lim["cbWindowNs"], lim["cbHaltNs"]) == (5000, 10, 50000, 20000, 1_000_000, 5_000_000)
     assert acc["maxOpenOrders"] == 7 and acc2["maxOpenOrders"] == 0
-    default = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\n")
-    (ins,) = (SCHEMA.decode(m).fields for m in admin_messages(default))
-    assert (ins["maxOrderNotional"], ins["notionalDivisor"], ins["priceBandPpm"], ins["cbMovePpm"]) == (0, 1, 0, 0)
+    # limits at their defaults: the definition alone (a new instrument's limits are off)
+    default = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\n"
+                           "[[instrument]]\nid = 2\nsymbol = 'Y'\nreference_price = 100\nprice_band_ppm = 1000\n")
+    decoded = [SCHEMA.decode(m) for m in admin_messages(default)]
+    assert [(d.name, d.fields["instrument"]) for d in decoded] == [
+        ("InstrumentDefinition", 1), ("InstrumentDefinition", 2), ("InstrumentLimits", 2)]
+    lim = decoded[2].fields
+    assert (lim["maxOrderNotional"], lim["notionalDivisor"], lim["priceBandPpm"], lim["cbMovePpm"],
+            lim["cbWindowNs"], lim["cbHaltNs"]) == (0, 1, 1000, 0, 0, 0)

@@ -1,7 +1,7 @@
 """Random message streams through the reference model and the compiled engine.
 
 A hypothesis ``RuleBasedStateMachine`` sends every inbound message type (good and bad:
-instrument definitions, accounts, new orders of every type / time in force / flag / STP
+instrument definitions and limits, accounts, new orders of every type / time in force / flag / STP
 mode with invalid values mixed in, cancels and replaces of live, dead and other accounts'
 orders, mass cancels of every scope, halts with both policies, closes, risk messages and
 messages the engine does not take) over a few instruments and accounts, with prices near
@@ -322,7 +322,8 @@ class Stream(RuleBasedStateMachine):
         if self.use_engine:
             self.engine = MatchingEngine(EngineConfig(**cfg))
         self.send(self.m.instrument(1, tick=tick, lot=lot, min_qty=lot, max_qty=lot * 12,
-                                    ref=tick * ref_ticks, policy=policy, **self.risk_fields(risk, tick * ref_ticks)))
+                                    ref=tick * ref_ticks, policy=policy))
+        self.send(self.m.limits(1, **self.risk_fields(risk, tick * ref_ticks)))
         for a, stp in zip(ACCOUNT_IDS, (1, 2, 5)):
             max_open = risk.draw(st.sampled_from([0, 0, 0, 1, 2, 4]), label=f"maxOpenOrders {a}")
             self.send(self.m.account(a, stp=stp, max_open=max_open))
@@ -340,8 +341,8 @@ class Stream(RuleBasedStateMachine):
         )
 
     KINDS = (["new_order"] * 20 + ["cancel"] * 3 + ["replace"] * 8 + ["mass_cancel", "trading_status", "trading_status"] +
-             ["define_instrument", "create_account", "risk_message", "kill_switch", "kill_switch",
-              "unsupported_message", "advance_time", "flush"])
+             ["define_instrument", "instrument_limits", "create_account", "risk_message",
+              "kill_switch", "kill_switch", "unsupported_message", "advance_time", "flush"])
 
     @rule(data=st.data())
     def step(self, data):
@@ -366,10 +367,8 @@ class Stream(RuleBasedStateMachine):
             status=d(mostly([1, 1, 1, 2, 3], [0, 4]), label="status"),
             kind=d(mostly([1, 2], [0, 3]), label="kind"),
         )
-        fields.update(self.risk_fields(data, fields["ref"]))
         bad = d(mostly(["none"], ["tick0", "tickneg", "lot0", "min0", "minmax", "minlot", "maxlot",
-                                  "ref0", "reftick", "huge", "huge", "limit", "limit", "div0", "divneg",
-                                  "notionalneg", "bandneg", "bandbig", "moveneg", "windowneg", "haltneg"], 3),
+                                  "ref0", "reftick", "huge", "huge", "limit", "limit"], 3),
                 label="corruption")
         if bad == "tick0":
             fields["tick"] = 0
@@ -397,24 +396,44 @@ class Stream(RuleBasedStateMachine):
             top = (max(1, fields["ref"] // tick - levels // 2) + levels - 1) * tick
             most = ((2**62 - 1) // top) // lot * lot
             fields["max_qty"] = most + lot * d(st.sampled_from([0, 1]), label="past the limit")
-            fields["max_notional"] = d(st.sampled_from([0, 2**62, I64_MAX]), label="maxOrderNotional")
-        elif bad == "div0":
+        self.send(self.m.instrument(**fields))
+
+    def instrument_limits(self, data):
+        """Set or change an instrument's risk limits (an operator moving a price band
+        intraday): mostly valid, sometimes for an unknown instrument or with a bad field."""
+        d = data.draw
+        instrument = d(mostly([1, 2], [0, 3, 2**32 - 1], 6), label="instrument")
+        inst = self.model.instruments.get(instrument)
+        ref = (inst.last or inst.ref) if inst is not None else 100
+        fields = self.risk_fields(data, ref)
+        if inst is not None and d(st.integers(0, 3), label="keep breaker?") == 0:
+            # same breaker settings: the window (and its reference) carries on
+            fields.update(cb_move_ppm=inst.cb_move_ppm, cb_window_ns=inst.cb_window_ns,
+                          cb_halt_ns=inst.cb_halt_ns)
+        bad = d(mostly(["none"], ["div0", "divneg", "notionalneg", "bandneg", "bandbig", "moveneg", "movebig",
+                                  "windowneg", "haltneg", "largest"], 2), label="corruption")
+        if bad == "div0":
             fields["divisor"] = 0
         elif bad == "divneg":
-            fields["divisor"] = -1
+            fields["divisor"] = d(st.sampled_from([-1, I64_MIN]), label="divisor")
         elif bad == "notionalneg":
-            fields["max_notional"] = -1
+            fields["max_notional"] = d(st.sampled_from([-1, I64_MIN]), label="maxOrderNotional")
         elif bad == "bandneg":
-            fields["band_ppm"] = -1
+            fields["band_ppm"] = d(st.sampled_from([-1, -(2**31)]), label="band")
         elif bad == "bandbig":
             fields["band_ppm"] = d(st.sampled_from([1_000_001, 2**31 - 1]), label="band")
         elif bad == "moveneg":
             fields["cb_move_ppm"] = -5
+        elif bad == "movebig":
+            fields["cb_move_ppm"] = 1_000_001
         elif bad == "windowneg":
-            fields["cb_window_ns"] = 2**64 - 1
+            fields["cb_window_ns"] = d(st.sampled_from([2**63, 2**64 - 1]), label="cbWindowNs")
         elif bad == "haltneg":
-            fields["cb_halt_ns"] = 2**63
-        self.send(self.m.instrument(**fields))
+            fields["cb_halt_ns"] = d(st.sampled_from([2**63, 2**64 - 1]), label="cbHaltNs")
+        elif bad == "largest":  # valid: the largest limits there are
+            fields.update(max_notional=I64_MAX, divisor=I64_MAX, band_ppm=1_000_000,
+                          cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1)
+        self.send(self.m.limits(instrument, **fields))
 
     def create_account(self, data):
         account = data.draw(st.sampled_from([4, 4, 0, 1, 5]), label="account")
@@ -622,6 +641,8 @@ def test_streams_reach_every_rule():
                 seen[name] += 1
                 if name in ("OrderRejected", "CancelRejected", "AdminResult"):
                     seen[(name, R(f["reason"]).name)] += 1
+                if name == "AdminResult" and f["refTemplateId"] == 16:
+                    seen[("InstrumentLimits", R(f["reason"]).name)] += 1
                 elif name == "OrderCanceled":
                     seen[(name, C(f["reason"]).name)] += 1
 
@@ -646,6 +667,10 @@ def test_streams_reach_every_rule():
     for kind, wanted in (("OrderRejected", order_rejects), ("CancelRejected", cancel_rejects), ("AdminResult", admin)):
         missing = sorted(r for r in wanted if (kind, r) not in seen)
         assert len(missing) <= 2, (kind, missing)
+    # InstrumentLimits: applied, for an unknown instrument, and with each kind of bad field
+    missing = sorted(r for r in ("None", "UnknownInstrument", "InvalidInstrumentDefinition")
+                     if ("InstrumentLimits", r) not in seen)
+    assert not missing, ("InstrumentLimits", missing)
     missing = sorted(c.name for c in C if (c <= 7 or c == C.Halted) and ("OrderCanceled", c.name) not in seen)
     assert len(missing) <= 1, ("OrderCanceled", missing)
 

@@ -232,7 +232,8 @@ def test_kill_switch_cancels_queued_orders_and_session_table_capacity():
 
 def test_price_band():
     h = H(instruments=False)
-    h.send(h.m.instrument(1, band_ppm=100_000))  # ref 100: band 90..110 until the first trade
+    h.send(h.m.instrument(1))
+    h.send(h.m.limits(1, band_ppm=100_000))  # ref 100: band 90..110 until the first trade
     for a in (1, 2):
         h.send(h.m.account(a))
     expect(h.order(1, BUY, 1, 89), reject(R.PriceBand))
@@ -251,7 +252,8 @@ def test_price_band():
     h.order(2, SELL, 1, 121)  # 5: trades with 4 at 121 (last 121: band 109..133)
     h.order(2, SELL, 1, 130)  # 6
     h.order(2, SELL, 1, 133)  # 7
-    h.send(h.m.instrument(2, band_ppm=20_000))  # ref 100: band 98..102
+    h.send(h.m.instrument(2))
+    h.send(h.m.limits(2, band_ppm=20_000))  # ref 100: band 98..102
     h.order(2, SELL, 1, 102, instrument=2)  # 8
     h.order(2, SELL, 1, 103, instrument=2)  # 9 is out of band: rejected
     expect(h.order(1, BUY, 3, ord_type=MARKET, tif=IOC, instrument=2),
@@ -261,7 +263,8 @@ def test_price_band():
 
 def test_market_protection_clipped_to_band():
     h = H(instruments=False)
-    h.send(h.m.instrument(1, band_ppm=100_000))  # band 90..110
+    h.send(h.m.instrument(1))
+    h.send(h.m.limits(1, band_ppm=100_000))  # band 90..110
     for a in (1, 2):
         h.send(h.m.account(a))
     h.order(2, SELL, 1, 108)  # 1
@@ -274,7 +277,8 @@ def test_market_protection_clipped_to_band():
            ("OrderCanceled", {"orderId": 4, "reason": C.MarketRemainder, "canceledQty": 3}))
     h.order(2, SELL, 1, 112)  # 5: last 110, band 99..121
     h.order(2, SELL, 1, 114)  # 6
-    h.send(h.m.instrument(2, band_ppm=10_000))  # band 99..101
+    h.send(h.m.instrument(2))
+    h.send(h.m.limits(2, band_ppm=10_000))  # band 99..101
     h.order(2, SELL, 1, 101, instrument=2)  # 7
     h.order(2, SELL, 1, 101, instrument=2)  # 8
     expect(h.order(1, BUY, 5, ord_type=MARKET, instrument=2),
@@ -292,7 +296,8 @@ def test_market_protection_clipped_to_band():
 
 def test_max_notional():
     h = H(instruments=False)
-    h.send(h.m.instrument(1, max_notional=500, divisor=2))  # price * qty // 2 <= 500
+    h.send(h.m.instrument(1))
+    h.send(h.m.limits(1, max_notional=500, divisor=2))  # price * qty // 2 <= 500
     for a in (1, 2):
         h.send(h.m.account(a))
     expect(h.order(1, BUY, 10, 100), "OrderAccepted", "BookAdd")  # 1: 500
@@ -327,7 +332,8 @@ def test_max_open_orders():
 
 def test_pre_trade_checks_sit_between_capacity_and_post_only():
     h = H(instruments=False, max_orders=2)
-    h.send(h.m.instrument(1, band_ppm=100_000, max_notional=1000))
+    h.send(h.m.instrument(1))
+    h.send(h.m.limits(1, band_ppm=100_000, max_notional=1000))
     h.send(h.m.account(1, max_open=1))
     h.send(h.m.account(2))
     h.order(2, SELL, 1, 100)  # 1
@@ -983,15 +989,17 @@ def test_bytes_round_trip_of_model_events():
 
 # -- risk: circuit breaker ----------------------------------------------------------------------
 # Msgs stamps: timestampNs = T0 + 1000 * seq (+ what ``advance`` added); T0 is a multiple of the
-# 10 µs windows below, so the window of seq n starts at T0 + 10_000 * (n * 1000 // 10_000).
+# 20 µs windows below, so the window of seq n starts at T0 + 20_000 * (n * 1000 // 20_000).
 
 
 def breaker(policy: int = REJECT) -> H:
     h = H(instruments=False)
-    h.send(h.m.instrument(1, policy=policy, cb_move_ppm=50_000, cb_window_ns=10_000, cb_halt_ns=5_000))
+    h.send(h.m.instrument(1, policy=policy))  # seq 1
+    expect(h.limits(1, cb_move_ppm=50_000, cb_window_ns=20_000, cb_halt_ns=5_000),  # seq 2
+           ("AdminResult", {"refTemplateId": 16, "instrument": 1, "reason": R["None"]}))
     for a in (1, 2):
-        h.send(h.m.account(a))  # seq 2, 3
-    h.order(2, SELL, 1, 100)  # seq 4: 1
+        h.send(h.m.account(a))  # seq 3, 4
+    h.order(2, SELL, 1, 100)  # seq 5: 1
     expect(h.order(1, BUY, 1, 100), "OrderAccepted", ("Trade", {"price": 100}), "BookExecute")  # 2: reference 100
     h.order(2, SELL, 1, 104)  # 3
     h.order(2, SELL, 1, 106)  # 4
@@ -1000,28 +1008,28 @@ def breaker(policy: int = REJECT) -> H:
 
 def test_circuit_breaker_trips_halts_and_reopens():
     h = breaker()
-    # seq 8: 104 is within 5% of 100; 106 is not: that fill does not happen
+    # seq 9: 104 is within 5% of 100; 106 is not: that fill does not happen
     expect(h.order(1, BUY, 3, 106),
            ("OrderAccepted", {"orderId": 5}), ("Trade", {"price": 104, "qty": 1}), "BookExecute",
            ("OrderCanceled", {"orderId": 5, "reason": C.Halted, "canceledQty": 2}),
-           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 8000 + 5000
-    expect(h.order(1, BUY, 1, 100), reject(R.InstrumentHalted))  # seq 9
-    expect(h.replace(2, 4, 2, 106), ("CancelRejected", {"reason": R.InstrumentHalted}))  # seq 10
-    h.m.advance(2_000)  # seq 11 at T0 + 13_000: the halt is over; a new window (T0 + 10_000), no reference
+           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 9000 + 5000
+    expect(h.order(1, BUY, 1, 100), reject(R.InstrumentHalted))  # seq 10
+    expect(h.replace(2, 4, 2, 106), ("CancelRejected", {"reason": R.InstrumentHalted}))  # seq 11
+    h.m.advance(2_000)  # seq 12 at T0 + 14_000: the halt is over; the reopen clears the reference
     expect(h.order(1, BUY, 1, 106),
-           ("InstrumentStatus", {"status": TRADING, "seq": 11}),
+           ("InstrumentStatus", {"status": TRADING, "seq": 12}),
            ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 106}), "BookExecute")
 
 
 def test_circuit_breaker_queue_policy_and_stops():
     h = breaker(QUEUE)
     h.order(1, BUY, 1, ord_type=STOP, stop=105)  # 5: a buy stop
-    expect(h.order(1, BUY, 2, 106),  # seq 9: breaks at 106; the stop (last 104 < 105) stays
+    expect(h.order(1, BUY, 2, 106),  # seq 10: breaks at 106; the stop (last 104 < 105) stays
            ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 104}), "BookExecute",
            ("OrderCanceled", {"orderId": 6, "reason": C.Halted, "canceledQty": 1}),
-           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 14_000
-    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 7}))  # seq 10: queued
-    h.m.advance(4_000)  # seq 11 at T0 + 15_000: reopen, the queued order goes (new window: reference 106)
+           ("InstrumentStatus", {"status": HALTED}))  # until T0 + 15_000
+    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 7}))  # seq 11: queued
+    h.m.advance(4_000)  # seq 12 at T0 + 16_000: reopen, the queued order goes (reference 106)
     expect(h.send(h.m.account(3)),
            ("InstrumentStatus", {"status": TRADING}), ("Trade", {"price": 106, "takerOrderId": 7}), "BookExecute",
            ("StopTriggered", {"orderId": 5}),
@@ -1039,14 +1047,119 @@ def test_operator_status_cancels_the_breaker_reopen():
     expect(h.order(1, BUY, 1, 106), "OrderAccepted", ("Trade", {"price": 106}), "BookExecute")
 
 
-def test_definition_risk_fields_are_validated():
+# -- risk: InstrumentLimits ---------------------------------------------------------------------
+
+
+def limits_ok(instrument: int = 1) -> tuple:
+    return ("AdminResult", {"refTemplateId": 16, "instrument": instrument, "account": 0, "value": 0,
+                            "reason": R["None"]})
+
+
+def test_definition_is_validated_and_starts_with_limits_off():
     h = H(instruments=False)  # price_levels 100: ref 100 -> base 50, top of the window 149
     top = 149
-    bad = [dict(divisor=0), dict(divisor=-3), dict(max_notional=-1), dict(band_ppm=-1), dict(band_ppm=1_000_001),
-           dict(cb_move_ppm=-1), dict(cb_move_ppm=2**31 - 1), dict(cb_window_ns=2**63), dict(cb_halt_ns=2**64 - 1),
-           dict(max_qty=(2**62 - 1) // top + 1)]
+    # the overflow rule stays with the definition
+    expect(h.send(h.m.instrument(1, max_qty=(2**62 - 1) // top + 1)),
+           ("AdminResult", {"refTemplateId": 10, "reason": R.InvalidInstrumentDefinition}))
+    expect(h.send(h.m.instrument(1, max_qty=(2**62 - 1) // top)),
+           ("AdminResult", {"refTemplateId": 10, "reason": R["None"]}), "InstrumentStatus")
+    inst = h.model.instruments[1]
+    assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_on) == (0, 1, 0, False)
+    h.send(h.m.account(1))
+    h.send(h.m.account(2))
+    # no band, no notional limit: anywhere in the book window, any size
+    expect(h.order(1, BUY, (2**62 - 1) // top, 50), "OrderAccepted", "BookAdd")
+    expect(h.order(2, SELL, 1, 149), "OrderAccepted", "BookAdd")
+
+
+def test_limits_fields_are_validated():
+    h = H(instruments=False)
+    # for an instrument that is not defined (any id, valid fields or not)
+    for i in (0, 1, 3, 4, 2**32 - 1):
+        expect(h.limits(i, band_ppm=10_000), ("AdminResult", {"refTemplateId": 16, "instrument": i,
+                                                              "reason": R.UnknownInstrument}))
+    expect(h.limits(1, divisor=0), ("AdminResult", {"reason": R.UnknownInstrument}))
+    h.send(h.m.instrument(1))
+    bad = [dict(divisor=0), dict(divisor=-3), dict(divisor=-(2**63)), dict(max_notional=-1), dict(band_ppm=-1),
+           dict(band_ppm=1_000_001), dict(band_ppm=-(2**31)), dict(cb_move_ppm=-1), dict(cb_move_ppm=2**31 - 1),
+           dict(cb_window_ns=2**63), dict(cb_halt_ns=2**64 - 1)]
     for fields in bad:
-        expect(h.send(h.m.instrument(1, **fields)), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
-    expect(h.send(h.m.instrument(1, max_qty=(2**62 - 1) // top, band_ppm=1_000_000, cb_move_ppm=1_000_000,
-                                 cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1, max_notional=2**63 - 1, divisor=7)),
-           ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")
+        expect(h.limits(1, **fields), ("AdminResult", {"refTemplateId": 16, "instrument": 1,
+                                                       "reason": R.InvalidInstrumentDefinition}))
+    inst = h.model.instruments[1]  # a rejected InstrumentLimits changes nothing
+    assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_move_ppm) == (0, 1, 0, 0)
+    expect(h.limits(1, band_ppm=1_000_000, cb_move_ppm=1_000_000, cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1,
+                    max_notional=2**63 - 1, divisor=7), limits_ok())
+    assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_on) == (2**63 - 1, 7, 1_000_000, True)
+    expect(h.limits(1), limits_ok())  # all off again
+    assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_on) == (0, 1, 0, False)
+
+
+def test_limits_change_intraday():
+    """An operator narrows the price band, then lifts the notional limit, while orders rest."""
+    h = H()
+    expect(h.limits(1, band_ppm=100_000, max_notional=1000), limits_ok())  # band 90..110
+    expect(h.order(1, BUY, 5, 95), "OrderAccepted", "BookAdd")  # 1
+    expect(h.order(1, BUY, 11, 95), reject(R.MaxNotional))
+    expect(h.limits(1, band_ppm=20_000, max_notional=1000), limits_ok())  # band 98..102
+    expect(h.order(1, BUY, 1, 97), reject(R.PriceBand))
+    expect(h.order(1, BUY, 1, 98), "OrderAccepted", "BookAdd")  # 2
+    # the resting order outside the new band stays; a replace at its own price is not a new price
+    expect(h.replace(1, 1, 4, 95), ("OrderReplaced", {"orderId": 1}), "BookReduce")
+    expect(h.replace(1, 1, 4, 96), ("CancelRejected", {"reason": R.PriceBand, "refTemplateId": 3}))
+    expect(h.limits(1, band_ppm=20_000), limits_ok())  # no notional limit
+    expect(h.order(1, BUY, 100, 99), "OrderAccepted", "BookAdd")  # 3
+    expect(h.limits(1), limits_ok())  # everything off
+    expect(h.order(1, BUY, 1, 60), "OrderAccepted", "BookAdd")  # 4
+
+
+def test_limits_change_resets_the_breaker_window():
+    h = breaker()  # window from T0 (seq 1..19), reference 100
+    # a new band alone keeps the breaker's window and reference: 106 still breaches
+    expect(h.limits(1, band_ppm=500_000, cb_move_ppm=50_000, cb_window_ns=20_000, cb_halt_ns=5_000),
+           limits_ok())  # seq 9
+    h.order(1, BUY, 1, 104)  # seq 10: trades with 3, within 5% of 100
+    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 6}),  # seq 11: 6% from 100
+           ("OrderCanceled", {"orderId": 6, "reason": C.Halted}), ("InstrumentStatus", {"status": HALTED}))
+    h.status(1, TRADING)  # seq 12
+    h.order(1, BUY, 1, 100)  # seq 13: 7 rests (no ask at 100)
+    h.order(2, SELL, 1, 100)  # seq 14: trades with 7: the window's reference is 100 again
+    # new breaker settings (a wider move): the window starts again, the next fill is its reference
+    expect(h.limits(1, cb_move_ppm=100_000, cb_window_ns=20_000, cb_halt_ns=5_000), limits_ok())  # seq 15
+    h.order(2, SELL, 1, 110)  # seq 16: 9
+    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 10}),  # seq 17: the reference is 106
+           ("Trade", {"price": 106}), "BookExecute")
+    expect(h.order(1, BUY, 1, 110), ("OrderAccepted", {"orderId": 11}),  # seq 18: 110 is within 10% of 106
+           ("Trade", {"price": 110}), "BookExecute")
+
+
+def test_limits_during_a_breaker_halt_keep_the_reopen():
+    h = breaker()
+    expect(h.order(1, BUY, 3, 106), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled",
+           ("InstrumentStatus", {"status": HALTED}))  # seq 9: halted until T0 + 14_000
+    # the breaker switched off while halted: the halt still ends as scheduled
+    expect(h.limits(1), limits_ok())  # seq 10
+    expect(h.order(1, BUY, 1, 100), reject(R.InstrumentHalted))  # seq 11
+    h.m.advance(2_000)  # seq 12 at T0 + 14_000
+    expect(h.order(1, BUY, 1, 106), ("InstrumentStatus", {"status": TRADING, "seq": 12}),
+           ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 106}), "BookExecute")
+    h.order(2, SELL, 1, 140)  # seq 13: 7
+    expect(h.order(1, BUY, 1, 140), ("OrderAccepted", {"orderId": 8}),  # seq 14: no breaker any more
+           ("Trade", {"price": 140}), "BookExecute")
+
+
+def test_limits_while_halted_with_new_breaker_settings():
+    h = breaker(QUEUE)
+    expect(h.order(1, BUY, 3, 106), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled",
+           ("InstrumentStatus", {"status": HALTED}))  # seq 9: halted until T0 + 14_000
+    # a longer halt and a tighter move: the pending reopen stays at T0 + 14_000
+    expect(h.limits(1, cb_move_ppm=10_000, cb_window_ns=20_000, cb_halt_ns=50_000), limits_ok())  # seq 10
+    expect(h.order(1, BUY, 1, 106), ("OrderAccepted", {"orderId": 6}))  # seq 11: queued
+    h.m.advance(3_000)  # seq 12 at T0 + 15_000: reopens; the queued order sets the reference 106
+    expect(h.send(h.m.account(3)),
+           ("InstrumentStatus", {"status": TRADING}), ("Trade", {"price": 106, "takerOrderId": 6}), "BookExecute",
+           ("AdminResult", {"refTemplateId": 11}))
+    h.order(2, SELL, 1, 108)  # seq 13: 7
+    # seq 14: 108 is 1.9% from 106: trips with the new settings, halted until T0 + 17_000 + 50_000
+    expect(h.order(1, BUY, 1, 108), ("OrderAccepted", {"orderId": 8}),
+           ("OrderCanceled", {"orderId": 8, "reason": C.Halted}), ("InstrumentStatus", {"status": HALTED}))

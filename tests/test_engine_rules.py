@@ -127,6 +127,10 @@ def test_admin_messages():
     assert ex.account(1) == ["Admin DuplicateAccount"]
     assert ex.account(8) == ["Admin AccountCapacity"]
     assert ex.account(4, stp="AccountDefault") == ["Admin InvalidStpMode"]
+    assert ex.limits(3, priceBandPpm=10) == ["Admin UnknownInstrument"]
+    assert ex.limits(1, priceBandPpm=1_000_001) == ["Admin InvalidInstrumentDefinition"]
+    assert ex.limits(1, priceBandPpm=10) == ["Admin None"]
+    assert ex.last[0].fields["refTemplateId"] == SCHEMA.message("InstrumentLimits").template_id == 16
     for name, fields in (("Funds", dict(account=1, amount=5, action="Deposit")),
                          ("IndexPrice", dict(instrument=1, price=100))):
         assert ex.send(name, **fields) == ["Admin UnsupportedMessage"]
@@ -270,7 +274,10 @@ def test_every_reject_reason_is_reachable():
     # risk (docs/risk.md), on a fresh exchange
     ex = Exchange()
     order = ex.order
-    ex.define(2, priceBandPpm=100_000, maxOrderNotional=1000)
+    ex.define(2)
+    run(ex.limits(4, priceBandPpm=100_000))                         # UnknownInstrument (InstrumentLimits)
+    run(ex.limits(2, notionalDivisor=0))                             # InvalidInstrumentDefinition (limits)
+    assert ex.limits(2, priceBandPpm=100_000, maxOrderNotional=1000) == ["Admin None"]
     ex.account(5, maxOpenOrders=1)
     run(order(5, "Buy", 1, 120, instrument=2))                       # PriceBand
     run(order(5, "Buy", 20, 100, instrument=2))                      # MaxNotional

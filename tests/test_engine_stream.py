@@ -78,7 +78,7 @@ def test_one_message_that_emits_thousands_of_events_grows_the_buffer():
     n = 3000
     msgs = [SCHEMA.encode("InstrumentDefinition", seq=1, instrument=1, tickSize=1, lotSize=1, minQty=1,
                           maxQty=10**9, referencePrice=1000, symbol="X", kind="Spot", haltPolicy="Reject",
-                          status="Trading", notionalDivisor=1),
+                          status="Trading"),
             SCHEMA.encode("CreateAccount", seq=2, account=1, stpDefault="Off"),
             SCHEMA.encode("CreateAccount", seq=3, account=2, stpDefault="Off")]
     msgs += [SCHEMA.encode("NewOrder", seq=4 + i, account=1, instrument=1, side="Sell", ordType="Limit",

@@ -54,8 +54,7 @@ def admin_slots() -> np.ndarray:
     """The instrument definition and the accounts, as slots."""
     msgs = [InstrumentDefinition.encode(
         seq=1, instrument=INSTRUMENT, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
-        referencePrice=REFERENCE_PRICE, symbol="BENCH", kind="Spot", haltPolicy="Reject", status="Trading",
-        notionalDivisor=1)]
+        referencePrice=REFERENCE_PRICE, symbol="BENCH", kind="Spot", haltPolicy="Reject", status="Trading")]
     for a in range(1, ACCOUNTS + 1):
         msgs.append(CreateAccount.encode(seq=1 + a, account=a, stpDefault=int(StpMode.Off)))
     slots = np.zeros((len(msgs), SLOT_SIZE), dtype=np.uint8)

@@ -78,7 +78,8 @@ class InstrumentConfig(Strict):
     maker_fee_ppm: int = 0
     taker_fee_ppm: int = 0
     halt_policy: Literal["reject", "queue"] = "reject"
-    # pre-trade limits and circuit breaker (docs/risk.md); the defaults disable them
+    # pre-trade limits and circuit breaker (docs/risk.md); the defaults disable them. They are
+    # sent as an InstrumentLimits after the instrument's definition (tools/launcher.py)
     max_order_notional: int = 0  # 0 = no limit
     notional_divisor: int = 1  # notional(price, qty) = price * qty // notional_divisor
     price_band_ppm: int = 0

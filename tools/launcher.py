@@ -92,8 +92,14 @@ def output_consumer_index(cfg: ExchangeConfig, subscriber: str) -> int:
         raise KeyError(f"{subscriber!r} is not in rings.subscribers {cfg.rings.subscribers}") from None
 
 
+# an InstrumentDefinition's limits (docs/risk.md); InstrumentConfig's defaults are the same
+LIMITS_OFF = dict(maxOrderNotional=0, notionalDivisor=1, priceBandPpm=0, cbMovePpm=0, cbWindowNs=0, cbHaltNs=0)
+
+
 def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
-    """The configured instruments and accounts, as the admin messages that create them."""
+    """The configured instruments and accounts, as the admin messages that create them: each
+    InstrumentDefinition, followed by an InstrumentLimits when its risk keys are not all at
+    their defaults (a definition starts with the limits off; docs/risk.md), then the accounts."""
     out: list[bytes] = []
     for ins in cfg.instrument:
         out.append(m.InstrumentDefinition.encode(
@@ -103,10 +109,12 @@ def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
             kind=m.InstrumentKind.Spot if ins.kind == "spot" else m.InstrumentKind.Perpetual,
             haltPolicy=m.HaltPolicy.Reject if ins.halt_policy == "reject" else m.HaltPolicy.Queue,
             status=m.TradingStatus.Trading,
-            maxOrderNotional=ins.max_order_notional, notionalDivisor=ins.notional_divisor,
-            priceBandPpm=ins.price_band_ppm, cbMovePpm=ins.cb_move_ppm, cbWindowNs=ins.cb_window_ns,
-            cbHaltNs=ins.cb_halt_ns,
         ))
+        limits = dict(maxOrderNotional=ins.max_order_notional, notionalDivisor=ins.notional_divisor,
+                      priceBandPpm=ins.price_band_ppm, cbMovePpm=ins.cb_move_ppm, cbWindowNs=ins.cb_window_ns,
+                      cbHaltNs=ins.cb_halt_ns)
+        if limits != LIMITS_OFF:
+            out.append(m.InstrumentLimits.encode(instrument=ins.id, **limits))
     stp = {
         "off": m.StpMode.Off, "cancel-resting": m.StpMode.CancelResting,
         "cancel-aggressor": m.StpMode.CancelAggressor, "cancel-both": m.StpMode.CancelBoth,
