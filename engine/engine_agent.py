@@ -32,7 +32,7 @@ import numpy as np
 from ringex.engine import messages as m
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine, warm_up
-from ringex.engine.journal import JournalReader, JournalWriter, replay_from
+from ringex.engine.journal import JournalReader, JournalWriter, Record, replay_from
 from ringex.engine.snapshot import load_latest_snapshot, write_snapshot
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
@@ -78,6 +78,11 @@ def update_stream_hash(h: "hashlib._Hash", events: np.ndarray) -> None:
     lengths = events[:, :2].copy().view("<u2")[:, 0].astype(np.int64) + 8
     mask = np.arange(SLOT)[None, :] < lengths[:, None]
     h.update(np.where(mask, events, 0).astype(np.uint8).tobytes())
+
+
+def record_slots(rec: Record) -> np.ndarray:
+    """A journal record's payload as the (count, SLOT) slot array the engine takes."""
+    return np.frombuffer(rec.payload, dtype=np.uint8).reshape(rec.count, SLOT)
 
 
 def read_engine_file(data_dir: Path | str) -> EngineConfig | None:
@@ -134,8 +139,7 @@ def recover_engine(cfg: EngineConfig, data_dir: Path | str) -> tuple[MatchingEng
         if not jdir.is_dir() or JournalReader(jdir).first_seq is None:
             return
         for rec in replay_from(jdir, next_seq):
-            slots = np.frombuffer(rec.payload, dtype=np.uint8).reshape(rec.count, SLOT)
-            yield engine.process(slots)
+            yield engine.process(record_slots(rec))
 
     return engine, next_seq, events_total, replay()
 
@@ -193,12 +197,14 @@ class EngineAgent(Agent):
 
         started = time.monotonic()
         engine, next_seq, events_total, replay = recover_engine(self.config, self.data_dir)
-        published_upto = self._output_base(out_ring, events_total, replay_pending=True)
+        base = self._read_output_base(out_ring)
+        # The global index of the ring's next slot: replayed events before it were already
+        # published. A ring this journal never wrote to gets only what comes after the replay.
+        published_upto = None if base is None else base + out_ring.producer_position
         for events in replay:
             n = len(events)
-            if events_total + n > published_upto:
-                skip = max(0, published_upto - events_total)
-                self._publish(events[skip:])
+            if published_upto is not None and events_total + n > published_upto:
+                self._publish(events[max(0, published_upto - events_total):])
             events_total += n
         self.engine = engine
         self.events_total = events_total
@@ -207,24 +213,21 @@ class EngineAgent(Agent):
             slot_size=SLOT, interval_ms=self.interval_ms,
         )
         self.next_seq = self.journal.next_seq or next_seq
-        if self._base is None:
+        if base is None:
             self._write_output_base(out_ring, self.events_total)
         self._since_snapshot = 0
         log.info("engine: recovered to seq %d, %d events, in %.2f s",
                  self.next_seq - 1, self.events_total, time.monotonic() - started)
 
-    def _output_base(self, ring: Ring, events_total: int, replay_pending: bool) -> int:
-        """The global event index the output ring's next slot stands for."""
+    def _read_output_base(self, ring: Ring) -> int | None:
+        """The global event index of the ring's slot 0, if ``output.json`` is this ring's."""
         p = self.data_dir / OUTPUT_FILE
-        created = ring.created_time_ns
-        self._base = None
-        if p.exists():
-            doc = json.loads(p.read_text())
-            if doc.get("created_ns") == created and doc.get("ring") == ring.name:
-                self._base = int(doc["base"])
-                return self._base + ring.producer_position
-        # A ring this journal never wrote to: its consumers start with what comes next.
-        return 1 << 62 if replay_pending else events_total
+        if not p.exists():
+            return None
+        doc = json.loads(p.read_text())
+        if doc.get("created_ns") != ring.created_time_ns or doc.get("ring") != ring.name:
+            return None
+        return int(doc["base"])
 
     def _write_output_base(self, ring: Ring, events_total: int) -> None:
         base = events_total - ring.producer_position
@@ -232,7 +235,6 @@ class EngineAgent(Agent):
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps({"ring": ring.name, "created_ns": ring.created_time_ns, "base": base}))
         tmp.replace(p)
-        self._base = base
 
     # ----------------------------------------------------------------- duty cycle
 

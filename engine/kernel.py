@@ -40,7 +40,7 @@ from ringex.engine.layout import (
     STOP, STOP_LIMIT, STP_DEFAULT, STP_MAX, STP_OFF, T_CANCEL_ORDER, T_CREATE_ACCOUNT, T_FUNDS,
     T_INDEX_PRICE, T_INSTRUMENT_DEFINITION, T_KILL_SWITCH, T_MASS_CANCEL, T_NEW_ORDER,
     T_REPLACE_ORDER, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
-    CA_MAX_OPEN, CXL_HALTED, CXL_KILL, IL_BAND_PPM, IL_CB_HALT, IL_CB_MOVE_PPM, IL_CB_WINDOW,
+    CA_MAX_OPEN, CXL_KILL, IL_BAND_PPM, IL_CB_HALT, IL_CB_MOVE_PPM, IL_CB_WINDOW,
     IL_INSTRUMENT, IL_MAX_NOTIONAL, IL_NOTIONAL_DIV, T_INSTRUMENT_LIMITS, KILL_ACCOUNT, KILL_ENGAGE, KILL_EXCHANGE, KILL_INSTRUMENT,
     KILL_RELEASE, KILL_SESSION, KS_ACTION, KS_SCOPE, KS_SESSION, R_KILL_ACCOUNT, R_KILL_CAPACITY,
     R_KILL_EXCHANGE, R_KILL_INSTRUMENT, R_KILL_SESSION, R_MAX_NOTIONAL, R_MAX_OPEN_ORDERS,
@@ -100,7 +100,7 @@ def known_account(acct, glob, acc):
 def check_new_order(mem, i64, b):
     """The first failing check of docs/engine.md "NewOrder" (1-10), or R_NONE."""
     st = views(mem)
-    o, ins, acct, glob = st[0], st[3], st[4], st[6]
+    ins, acct, glob = st[3], st[4], st[6]
     inst = get(i64, b, NO_INSTRUMENT)
     acc = get(i64, b, NO_ACCOUNT)
     if not known_instrument(ins, glob, inst):

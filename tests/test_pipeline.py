@@ -21,7 +21,6 @@ from pipeline_kit import (
     OutputReader,
     make_config,
     order,
-    order_bytes,
     produce,
     pump,
     shm_leftovers,

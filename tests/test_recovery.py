@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from pipeline_kit import OutputReader, make_config, order_bytes, pump
-from ringex.engine.engine_agent import journal_dir, read_engine_file, recover_engine, snapshot_dir
+from ringex.engine.engine_agent import (
+    journal_dir,
+    read_engine_file,
+    record_slots,
+    recover_engine,
+    snapshot_dir,
+)
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.journal import JournalCorruptError, JournalReader, list_segments
 from ringex.engine.snapshot import list_snapshots
@@ -76,7 +82,7 @@ def state_after_recovery(data: Path) -> tuple[dict, int]:
 def state_by_full_replay(data: Path, upto_seq: int | None = None) -> dict:
     engine = MatchingEngine(read_engine_file(data))
     for rec in JournalReader(journal_dir(data)).records(to_seq=upto_seq):
-        engine.process(np.frombuffer(rec.payload, np.uint8).reshape(rec.count, -1))
+        engine.process(record_slots(rec))
     return {k: v.copy() for k, v in engine.arrays().items()}
 
 

@@ -109,7 +109,6 @@ def make_stream(orders: int, seed: int = 1) -> np.ndarray:
         next_id += 1
 
     passive = kind == 0
-    ioc = kind == 2
     seq = np.arange(1, orders + 1, dtype=np.uint64) + 1000
     price = np.where(passive, np.where(buy, mid - passive_off, mid + passive_off),
                      np.where(buy, mid + ioc_off, mid - ioc_off))

@@ -19,8 +19,7 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 from ringex.engine import messages as m
@@ -35,6 +34,7 @@ from ringex.ringbuffer.control import (
     ControlBlock,
 )
 from ringex.ringbuffer.counters import CountersReader
+from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import ConsumerState, Consumer, Offer, Producer, Ring, pid_alive
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
@@ -142,7 +142,6 @@ class Status:
     back_pressure: int = 0
     accepting: bool = False
     reason: str = ""
-    extra: dict = field(default_factory=dict)
 
     def line(self) -> str:
         state = "accepting" if self.accepting else f"NOT accepting ({self.reason})"
@@ -160,7 +159,7 @@ class Exchange:
         self.restart_children = restart_children
         self.max_restarts = max_restarts
         self.data_dir = cfg.data_path()
-        self._rings: list[Ring] = []
+        self._rings: dict[str, Ring] = {}  # by the names in ``self.names``
         self._children: list[_Child] = []
         self._control: ControlBlock | None = None
         self._admin: Producer | None = None
@@ -175,16 +174,12 @@ class Exchange:
     def _create_ring(self, name: str, capacity: int, consumers: int) -> Ring:
         try:
             ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=consumers)
-        except Exception as exc:
-            from ringex.ringbuffer.errors import StaleRingError
-
-            if not isinstance(exc, StaleRingError):
-                raise
+        except StaleRingError as exc:
             log.warning("%s; reclaiming it", exc)
             self.stale_reclaimed.append(name)
             ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity,
                                consumers=consumers, reclaim=True)
-        self._rings.append(ring)
+        self._rings[name] = ring
         return ring
 
     def start(self, ready_timeout: float = 300.0) -> None:
@@ -294,11 +289,10 @@ class Exchange:
         timeout_ns = self.cfg.supervisor.heartbeat_timeout_ms * 1_000_000
         # A process just (re)started has not polled yet: judge heartbeats after a grace period.
         in_grace = time.monotonic() < self._grace_until
-        for ring in self._rings if not in_grace else ():
-            if ring.name.endswith(("-out", "-rej")):
-                indexes = range(1, ring.consumers)  # subscribers; the monitor is us
-            else:
-                indexes = range(ring.consumers)
+        fan_out = (self.names.output, self.names.reject)
+        for name, ring in self._rings.items() if not in_grace else ():
+            # On the fan-out rings consumer 0 is this process's monitor: judge the subscribers.
+            indexes = range(1 if name in fan_out else 0, ring.consumers)
             for idx in indexes:
                 state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
                 if state is ConsumerState.DEAD:
@@ -307,7 +301,7 @@ class Exchange:
                                     f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)")
                     culprit, reason = info.pid, REASON_HEARTBEAT_LOST
         for name in self.names.inbound[1:]:  # the admin ring's producer is this process
-            ring = next(r for r in self._rings if r.name == "/" + name or r.name == name)
+            ring = self._rings[name]
             pid = ring.producer_pid
             if pid and not pid_alive(pid):
                 problems.append(f"producer of ring {ring.name} (pid {pid}) died")
@@ -324,8 +318,7 @@ class Exchange:
 
     def status(self) -> Status:
         assert self._control is not None
-        engine_ring = next(r for r in self._rings if r.name.endswith("-seq"))
-        last = last_sequence(engine_ring)
+        last = last_sequence(self._rings[self.names.engine_in])
         now = time.monotonic()
         t0, s0 = self._last_rate
         rate = (last - s0) / (now - t0) if now > t0 else 0.0
@@ -397,7 +390,7 @@ class Exchange:
         if self._admin is not None:
             self._admin.close()
             self._admin = None
-        for ring in self._rings:
+        for ring in self._rings.values():
             ring.close()
             ring.unlink()
         self._rings.clear()
@@ -409,12 +402,9 @@ class Exchange:
     def _in_flight(self) -> bool:
         if not any(c.runner.is_alive() for c in self._children):
             return False
-        for ring in self._rings:
-            if ring.name.endswith(("-out", "-rej")):
-                continue
-            if ring.producer_position - ring.min_consumer_position() > 0:
-                return True
-        return False
+        fan_out = (self.names.output, self.names.reject)
+        return any(ring.producer_position > ring.min_consumer_position()
+                   for name, ring in self._rings.items() if name not in fan_out)
 
     def __enter__(self) -> "Exchange":
         return self

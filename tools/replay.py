@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from ringex.engine import messages as m
 from ringex.engine.engine_agent import (
     ENGINE_FILE,
     EngineStateError,
     read_engine_file,
+    record_slots,
     stream_hash,
     update_stream_hash,
 )
@@ -52,8 +50,7 @@ def replay(path: Path | str) -> dict:
     first = last = None
     start = time.perf_counter()
     for rec in JournalReader(jdir).records():
-        slots = np.frombuffer(rec.payload, dtype=np.uint8).reshape(rec.count, m.SLOT_SIZE)
-        out = engine.process(slots)
+        out = engine.process(record_slots(rec))
         update_stream_hash(h, out)
         messages += rec.count
         events += len(out)
