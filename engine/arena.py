@@ -10,6 +10,7 @@ the entry point a reference-count-free alias of the arena for the duration of a 
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 from numba.core import cgutils, types
 from numba.core import config as _numba_config
@@ -18,6 +19,7 @@ from numba.extending import intrinsic
 from ringex.engine.state import (
     G_AT_ACCT, G_AT_BITS, G_AT_BUCKETS, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS, G_BOOK_SLOTS, G_BUCKETS,
     G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS, N_ORDER_FIELDS,
+    G_AT_HEAP, G_AT_POS, G_AT_WALLET, G_MAX_ASSETS, N_POS, N_WALLET,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -34,6 +36,11 @@ if _numba_config.DISABLE_JIT:
 
     def table2(mem, at, rows, cols):
         return mem[at: at + rows * cols].reshape((rows, cols))
+
+    def far2(g, at, rows, cols):
+        """A table of the arena reached from its globals view (which starts the arena)."""
+        flat = np.lib.stride_tricks.as_strided(g, shape=(at + rows * cols,), strides=(8,), writeable=True)
+        return flat[at:].reshape((rows, cols))
 
 else:
 
@@ -107,3 +114,19 @@ def views(mem):
     acct = table2(mem, g[G_AT_ACCT], N_ACCT, g[G_MAX_ACCOUNTS])
     buckets = table1(mem, g[G_AT_BUCKETS], g[G_BUCKETS])
     return (orders, levels, bits, ins, acct, buckets, g)
+
+
+if not _numba_config.DISABLE_JIT:
+    far2 = table2  # compiled: no bounds, so the globals view reaches the whole arena
+
+
+@njit(**INLINE)
+def risk_views(g):
+    """(wallet, pos, heap) tables from the globals view ``g`` (``views(mem)[6]``): helpers
+    that only hold the table tuple reach the money and position tables through it."""
+    maxi = g[G_MAX_INSTRUMENTS]
+    maxa = g[G_MAX_ACCOUNTS]
+    wallet = far2(g, g[G_AT_WALLET], maxa * g[G_MAX_ASSETS], N_WALLET)
+    pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
+    heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)
+    return wallet, pos, heap

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.money import order_end
 from ringex.engine.state import (
     BITS_PER_WORD, G_CAPACITY, G_FREE, G_ID_MASK, G_LEVELS, G_LIVE, G_WORDS,
     A_LIVE, A_LIVE_HEAD, A_LIVE_TAIL, I_ASK, I_BID, I_LIVE, I_LIVE_HEAD, I_LIVE_TAIL,
@@ -257,7 +258,9 @@ def acquire(st, oid, inst, acc):
 
 @njit(**JIT)
 def release(st, s):
-    """Return slot ``s`` to the free list (it must be out of every level, stop list and queue)."""
+    """Return slot ``s`` to the free list (it must be out of every level, stop list and queue).
+    Every order ends here, so this is where its hold or open margin is given back."""
+    order_end(st, s)
     o, lvl, bits, ins, acct, hb, glob = st
     oid = o[s, O_OID]
     inst = o[s, O_INST]

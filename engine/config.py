@@ -23,7 +23,8 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     """Capacities of the matching engine (see docs/engine.md, "Configuration")."""
 
     max_instruments: int = 16  # instrument ids are 1 .. max_instruments-1
-    max_accounts: int = 1024  # account ids are 1 .. max_accounts-1
+    max_accounts: int = 1024  # account ids are 1 .. max_accounts-1 (0 is the insurance fund)
+    max_assets: int = 8  # asset ids are 0 .. max_assets-1; 0 settles every instrument
     max_orders: int = 1 << 18  # live orders: resting, pending stops and queued, all instruments
     price_levels: int = 1 << 16  # book width in ticks per instrument, centred on the reference price
     max_stops: int = 4096  # pending stop orders, all instruments
@@ -43,7 +44,7 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
             if not ok:
                 out.append(f"{key} {what}")
 
-        for key in ("max_instruments", "max_accounts", "max_orders", "price_levels", "max_stops",
+        for key in ("max_instruments", "max_accounts", "max_assets", "max_orders", "price_levels", "max_stops",
                     "market_protection_ticks", "event_buffer"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -54,6 +55,8 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
              f"must be in 2..{_MAX_IDS} (ids are 1..max_instruments-1), got {self.max_instruments}")
         need(2 <= self.max_accounts <= _MAX_IDS, "max_accounts",
              f"must be in 2..{_MAX_IDS} (ids are 1..max_accounts-1), got {self.max_accounts}")
+        need(1 <= self.max_assets <= 1 << 12, "max_assets",
+             f"must be in 1..{1 << 12} (asset 0 is the settlement asset), got {self.max_assets}")
         need(1 <= self.max_orders <= _MAX_ORDERS, "max_orders",
              f"must be in 1..{_MAX_ORDERS}, got {self.max_orders}")
         need(2 <= self.price_levels <= _MAX_LEVELS, "price_levels",

@@ -174,6 +174,43 @@ class MatchingEngine:
             return None
         return {name: int(st.orders[s, i]) for i, name in enumerate(S.ORDER_FIELD_NAMES)}
 
+    # -- money and positions (docs/risk.md) ----------------------------------------------------
+
+    def balance(self, account: int, asset: int = 0) -> int:
+        """An account's balance of ``asset`` (account 0: the insurance fund)."""
+        return int(self.state.wallet[account * self.config.max_assets + asset, S.W_BAL])
+
+    def held(self, account: int, asset: int = 0) -> int:
+        """What the account's working spot orders hold of ``asset``."""
+        return int(self.state.wallet[account * self.config.max_assets + asset, S.W_HELD])
+
+    def fee_balance(self) -> int:
+        """The fee account's balance (asset 0)."""
+        return int(self.state.glob[S.G_FEES])
+
+    def position(self, account: int, instrument: int) -> dict[str, int]:
+        """``qty`` (signed), ``cost`` (signed notional paid), ``realized`` PnL, and the open
+        order totals margin counts, of an account in a perpetual."""
+        row = self.state.pos[account * self.config.max_instruments + instrument]
+        return {name: int(row[i]) for i, name in enumerate(S.POS_NAMES) if name != "heap_index"}
+
+    def mark_price(self, instrument: int) -> int:
+        return int(self.state.ins[S.I_MARK, instrument])
+
+    def index_price(self, instrument: int) -> int:
+        return int(self.state.ins[S.I_INDEX, instrument])
+
+    def account_risk(self, account: int) -> dict[str, int]:
+        """``equity`` (cash + positions at mark), ``initial`` and ``maintenance`` margin, and
+        ``free`` collateral (equity - asset-0 holds - initial), as the engine computes them."""
+        from ringex.engine.margin import account_risk
+
+        st = self.state
+        eq, im, mm = account_risk(st.glob, st.ins, st.wallet, st.pos, account, 0, 0, 0, 0)
+        held = self.held(account, 0)
+        return {"equity": int(eq), "initial": int(im), "maintenance": int(mm),
+                "free": int(eq) - held - int(im)}
+
     def book(self, instrument: int, side: int) -> list[list[tuple[int, int, int]]]:
         """One side of a book, best level first: each level a list of (orderId, displayed,
         leaves), oldest first. ``side`` is a ``Side`` value."""

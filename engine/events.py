@@ -38,6 +38,11 @@ from ringex.engine.layout import (
     TR_MAKER_ORDER_ID, TR_MAKER_SESSION, TR_PRICE, TR_QTY, TR_TAKER_ACCOUNT, TR_TAKER_CLORD,
     TR_TAKER_LEAVES, TR_TAKER_ORDER_ID, TR_TAKER_SESSION, TR_TRADE_ID,
 )
+from ringex.engine.layout import (
+    FA_INDEX, FA_INSTRUMENT, FA_MARK, FA_PER_LOT, FA_RATE, FA_TOTAL, H_FUNDING, H_LIQUIDATION,
+    H_MARK_PRICE, LQ_ACCOUNT, LQ_AMOUNT, LQ_COUNTERPARTY, LQ_EQUITY, LQ_INSTRUMENT, LQ_PRICE, LQ_QTY,
+    LQ_REQUIREMENT, LQ_STAGE, MK_BASIS, MK_INDEX, MK_INSTRUMENT, MK_MARK,
+)
 from ringex.engine.state import G_EVENTS, G_ING, G_SEQ, G_TS
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -280,4 +285,41 @@ def kill_switch_status(out, glob, acct, sess, inst, scope, action):
     put(out, n, KT_INSTRUMENT, inst)
     put(out, n, KT_SCOPE, scope)
     put(out, n, KT_ACTION, action)
+    return out
+
+
+@njit(**INLINE)
+def mark_price(out, glob, inst, mark, index, basis):
+    out, n = begin(out, glob, H_MARK_PRICE)
+    out[n, MK_MARK] = mark
+    out[n, MK_INDEX] = index
+    out[n, MK_BASIS] = basis
+    put(out, n, MK_INSTRUMENT, inst)
+    return out
+
+
+@njit(**INLINE)
+def funding_applied(out, glob, inst, mark, index, per_lot, total, rate):
+    out, n = begin(out, glob, H_FUNDING)
+    out[n, FA_MARK] = mark
+    out[n, FA_INDEX] = index
+    out[n, FA_PER_LOT] = per_lot
+    out[n, FA_TOTAL] = total
+    put(out, n, FA_INSTRUMENT, inst)
+    put(out, n, FA_RATE, rate)
+    return out
+
+
+@njit(**JIT)
+def liquidation(out, glob, stage, acct, inst, qty, price, amount, equity, requirement, counterparty):
+    out, n = begin(out, glob, H_LIQUIDATION)
+    out[n, LQ_QTY] = qty
+    out[n, LQ_PRICE] = price
+    out[n, LQ_AMOUNT] = amount
+    out[n, LQ_EQUITY] = equity
+    out[n, LQ_REQUIREMENT] = requirement
+    put(out, n, LQ_ACCOUNT, acct)
+    put(out, n, LQ_COUNTERPARTY, counterparty)
+    put(out, n, LQ_INSTRUMENT, inst)
+    put(out, n, LQ_STAGE, stage)
     return out

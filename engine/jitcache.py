@@ -25,6 +25,7 @@ ENGINE_DIR = Path(__file__).resolve().parent
 # Modules whose njit functions end up in the compiled engine, and the files they derive from.
 KERNEL_MODULES = ("arena", "events", "book", "matcher", "kernel")
 SOURCES = ("layout.py", "state.py", "arena.py", "events.py", "book.py", "matcher.py", "kernel.py",
+           "fixed.py", "heap.py", "margin.py", "money.py", "liquidation.py",
            "codec.py", "messages.py", "schema.xml", "jitcache.py")
 STAMP_NAME = "ringex-engine-kernel.stamp"
 

@@ -21,10 +21,10 @@ from ringex.engine.arena import borrow, views
 from ringex.engine.book import acquire, find_order, has_free_slot, level_append, level_remove, list_append
 from ringex.engine.layout import (
     BOOL_TRUE, BUY, CA_ACCOUNT, CA_STP, CLOSED, CO_ACCOUNT, CO_CLORD, CO_INSTRUMENT, CO_ORDER_ID,
-    CO_ORIG_CLORD, CO_SESSION, CXL_EXPIRED, CXL_MASS, CXL_USER, DAY, FOK, FU_ACCOUNT, GTC, HALTED,
+    CO_ORIG_CLORD, CO_SESSION, CXL_EXPIRED, CXL_MASS, CXL_USER, DAY, FOK, GTC, HALTED,
     HDR_SCHEMA, HDR_TEMPLATE, HDR_VERSION, ID_HALT_POLICY, ID_INSTRUMENT, ID_KIND, ID_LOT,
     ID_MAKER_FEE, ID_MAX_QTY, ID_MIN_QTY, ID_REF_PRICE, ID_STATUS, ID_SYMBOL, ID_TAKER_FEE, ID_TICK,
-    IOC, IX_INSTRUMENT, KIND_PERPETUAL, KIND_SPOT, KS_ACCOUNT, KS_INSTRUMENT, LIMIT, MARKET,
+    IOC, KIND_PERPETUAL, KIND_SPOT, KS_ACCOUNT, KS_INSTRUMENT, LIMIT, MARKET,
     MC_ACCOUNT, MC_CLORD, MC_INSTRUMENT, MC_SCOPE, MC_SESSION, NO_ACCOUNT, NO_CLORD, NO_DISPLAY,
     NO_INSTRUMENT, NO_ORD_TYPE, NO_POST_ONLY, NO_PRICE, NO_QTY, NO_REDUCE_ONLY, NO_SESSION, NO_SIDE,
     NO_STOP, NO_STP, NO_TIF, POLICY_QUEUE, POLICY_REJECT, R_ACCOUNT_CAPACITY, R_BAD_LOT, R_BAD_TICK,
@@ -44,8 +44,14 @@ from ringex.engine.layout import (
     IL_INSTRUMENT, IL_MAX_NOTIONAL, IL_NOTIONAL_DIV, T_INSTRUMENT_LIMITS, KILL_ACCOUNT, KILL_ENGAGE, KILL_EXCHANGE, KILL_INSTRUMENT,
     KILL_RELEASE, KILL_SESSION, KS_ACTION, KS_SCOPE, KS_SESSION, R_KILL_ACCOUNT, R_KILL_CAPACITY,
     R_KILL_EXCHANGE, R_KILL_INSTRUMENT, R_KILL_SESSION, R_MAX_NOTIONAL, R_MAX_OPEN_ORDERS,
-    R_PRICE_BAND,
+    R_PRICE_BAND, ID_BASE_ASSET, IL_MAX_ORDER_QTY, IL_MAX_POSITION, R_INSUFFICIENT_FUNDS,
+    R_MAX_ORDER_QTY, R_POSITION_LIMIT, R_INSUFFICIENT_MARGIN, T_PERPETUAL_PARAMS,
 )
+from ringex.engine.arena import risk_views
+from ringex.engine.fixed import notional
+from ringex.engine.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
+from ringex.engine.margin import account_risk, open_add, open_sync, perp_check
+from ringex.engine.money import buy_hold, hold_row, on_funds, spot_check, spot_hold
 from ringex.engine.matcher import (
     cb_clear, cb_reopen, band_of, add_stop, display_of, stops_after, fok_fillable, limit_index, release_queue, remove_order,
     run_aggressor,
@@ -62,6 +68,9 @@ from ringex.engine.state import (
     A_KILL, A_MAX_OPEN, G_CB_HALTS, G_KILL_EXCHANGE, G_KILLED, G_KILLED_N, G_KILLS, I_BAND_PPM,
     I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START, I_CB_UNTIL, I_CB_WINDOW, I_KILL,
     I_MAX_NOTIONAL, I_NOTIONAL_DIV, MAX_KILLED_SESSIONS, O_OID, A_LIVE, G_CAPACITY,
+    G_AT_RISK, G_FUNDING_N, G_MAX_ASSETS, G_PERP_N, G_PERPS, G_PROTECTION, I_BASE_ASSET, I_IM,
+    I_INDEX, I_MARK, I_MAX_ORDER_QTY, I_MAX_POS, I_MM, I_POS_LIMIT, MAX_PERPS, O_HOLD, O_OPEN,
+    O_RPRICE, P_B, P_QTY, P_S, W_BAL, W_HELD,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -121,8 +130,11 @@ def check_new_order(mem, i64, b):
         return R_INVALID_ORD_TYPE
     if tif != DAY and tif != GTC and tif != IOC and tif != FOK:
         return R_INVALID_TIF
-    if post > BOOL_TRUE or get(i64, b, NO_REDUCE_ONLY) > BOOL_TRUE:
+    reduce = get(i64, b, NO_REDUCE_ONLY)
+    if post > BOOL_TRUE or reduce > BOOL_TRUE:
         return R_INVALID_FLAGS
+    if reduce == BOOL_TRUE and ins[I_KIND, inst] != KIND_PERPETUAL:
+        return R_INVALID_FLAGS  # nothing to reduce on a spot instrument
     if get(i64, b, NO_STP) > STP_MAX:
         return R_INVALID_STP_MODE
     status = ins[I_STATUS, inst]
@@ -172,10 +184,9 @@ def check_new_order(mem, i64, b):
         return R_BOOK_FULL
     if stop_like and glob[G_STOPS] >= glob[G_MAX_STOPS]:
         return R_STOP_CAPACITY
-    if ins[I_BAND_PPM, inst] != 0 or ins[I_MAX_NOTIONAL, inst] != 0 or acct[A_MAX_OPEN, acc] != 0:
-        risk = pre_trade_check(mem, inst, acc, side, otype, price, stop, qty)
-        if risk != R_NONE:
-            return risk
+    risk = pre_trade_check(mem, inst, acc, side, otype, price, stop, qty, reduce)
+    if risk != R_NONE:
+        return risk
     idx = book_index(ins, glob, inst, price) if limit_like else -1
     if post == BOOL_TRUE and crosses(ins, glob, inst, side, idx):
         return R_POST_ONLY_WOULD_TRADE
@@ -212,11 +223,37 @@ def kill_reason(acct, ins, glob, acc, sess, inst):
     return R_NONE
 
 
+@njit(**INLINE)
+def risk_price(st, inst, side, otype, price, stop):
+    """The price an order's hold or margin is sized at (docs/risk.md "Spot holds"): its limit,
+    its stop price moved by the market protection, or the market protection price now (0
+    when the opposite side is empty)."""
+    ins, glob = st[3], st[6]
+    if otype == LIMIT or otype == STOP_LIMIT:
+        return price
+    tick = ins[I_TICK, inst]
+    levels = glob[G_LEVELS]
+    lo = ins[I_BASE, inst] * tick
+    hi = (ins[I_BASE, inst] + levels - 1) * tick
+    if otype == STOP:
+        p = stop + glob[G_PROTECTION] * tick if side == BUY else stop - glob[G_PROTECTION] * tick
+        return min(max(p, lo), hi)
+    if (side == BUY and ins[I_ASK, inst] >= levels) or (side == SELL and ins[I_BID, inst] < 0):
+        return 0
+    idx = limit_index(st, inst, side, otype, -1)
+    idx = min(max(idx, 0), levels - 1)
+    return (ins[I_BASE, inst] + idx) * tick
+
+
 @njit(**JIT)
-def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
-    """docs/risk.md pre-trade checks 1-3 (PriceBand, MaxNotional, MaxOpenOrders)."""
+def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty, reduce):
+    """docs/risk.md pre-trade checks: MaxOrderQty, PriceBand, MaxNotional, MaxOpenOrders,
+    then the position and money checks of the instrument's kind."""
     st = views(mem)
     ins, acct, glob = st[3], st[4], st[6]
+    most_qty = ins[I_MAX_ORDER_QTY, inst]
+    if most_qty != 0 and qty > most_qty:
+        return R_MAX_ORDER_QTY
     limit_like = otype == LIMIT or otype == STOP_LIMIT
     if ins[I_BAND_PPM, inst] != 0 and limit_like:
         lo, hi = band_of(ins, inst)
@@ -239,7 +276,11 @@ def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
     most = acct[A_MAX_OPEN, acc]
     if most != 0 and acct[A_LIVE, acc] >= most:
         return R_MAX_OPEN_ORDERS
-    return R_NONE
+    wallet, pos, heap = risk_views(glob)
+    rprice = risk_price(st, inst, side, otype, price, stop)
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        return perp_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice, reduce)
+    return spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice)
 
 
 @njit(**INLINE)
@@ -291,6 +332,14 @@ def on_new_order(mem, out, i64, b):
     o[s, O_STP] = get(i64, b, NO_STP)
     stop_like = otype == STOP or otype == STOP_LIMIT
     o[s, O_LEVEL] = -1 if (otype == MARKET or otype == STOP) else book_index(ins, glob, inst, price)
+    o[s, O_RPRICE] = risk_price(st, inst, side, otype, price, stop)
+    o[s, O_HOLD] = 0
+    o[s, O_OPEN] = 0
+    wallet, pos, heap = risk_views(glob)
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        open_add(st, pos, s)
+    else:
+        spot_hold(st, wallet, s)
     out = ev.order_accepted(out, glob, oid, clord, price, qty, display, stop, sess, acc, inst, side, otype,
                             tif, post, reduce)
     if ins[I_STATUS, inst] == HALTED:  # with the Queue policy (Reject was checked)
@@ -354,6 +403,9 @@ def check_replace(st, s, inst, acc, price, qty, display):
         return R_PRICE_OUT_OF_RANGE
     if display < 0 or display > qty or display % lot != 0:
         return R_INVALID_DISPLAY_QTY
+    most_qty = ins[I_MAX_ORDER_QTY, inst]
+    if most_qty != 0 and qty > most_qty:
+        return R_MAX_ORDER_QTY
     if ins[I_BAND_PPM, inst] != 0 and price != o[s, O_PRICE]:
         lo, hi = band_of(ins, inst)
         if price < lo or price > hi:
@@ -361,7 +413,60 @@ def check_replace(st, s, inst, acc, price, qty, display):
     cap = ins[I_MAX_NOTIONAL, inst]
     if cap != 0 and price * qty // ins[I_NOTIONAL_DIV, inst] > cap:
         return R_MAX_NOTIONAL
+    return replace_money_check(st, s, price, qty - o[s, O_FILLED])
+
+
+@njit(**JIT)
+def replace_money_check(st, s, price, leaves):
+    """docs/risk.md: a replaced order's hold (spot) or open margin (perpetual) is recomputed
+    for its new price and quantity; what it needs beyond what it has must be there."""
+    o, ins, glob = st[0], st[3], st[6]
+    wallet, pos, heap = risk_views(glob)
+    inst = o[s, O_INST]
+    acc = o[s, O_ACCT]
+    side = o[s, O_SIDE]
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        if o[s, O_REDUCE] != 0:
+            return R_NONE
+        row = acc * glob[G_MAX_INSTRUMENTS] + inst
+        dq = leaves - o[s, O_OPEN]
+        q = pos[row, P_QTY]
+        bq = pos[row, P_B] + (dq if side == BUY else 0)
+        sq = pos[row, P_S] + (dq if side != BUY else 0)
+        if dq > 0 and max(abs(q + bq), abs(q - sq)) > ins[I_POS_LIMIT, inst]:
+            return R_POSITION_LIMIT
+        dn = notional(ins, inst, price, leaves) - notional(ins, inst, o[s, O_RPRICE], o[s, O_OPEN])
+        eq, im, mm = account_risk(glob, ins, wallet, pos, acc, inst, side, dq, dn)
+        if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
+            return R_INSUFFICIENT_MARGIN
+        return R_NONE
+    w = hold_row(st, s)
+    need = buy_hold(ins, inst, price, leaves) if side == BUY else leaves
+    more = need - o[s, O_HOLD]
+    if more > 0:
+        if more > wallet[w, W_BAL] - wallet[w, W_HELD]:
+            return R_INSUFFICIENT_FUNDS
+        if side == BUY and glob[G_PERP_N] != 0:
+            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            if eq - wallet[w, W_HELD] - im < more:
+                return R_INSUFFICIENT_FUNDS
     return R_NONE
+
+
+@njit(**JIT)
+def rehold(st, s, price):
+    """After a replace: the order's hold or open margin for its new price and leaves."""
+    o, ins, glob = st[0], st[3], st[6]
+    wallet, pos, heap = risk_views(glob)
+    if ins[I_KIND, o[s, O_INST]] == KIND_PERPETUAL:
+        open_sync(st, pos, s, 0)
+        o[s, O_RPRICE] = price
+        open_add(st, pos, s)
+        return
+    o[s, O_RPRICE] = price
+    need = buy_hold(ins, o[s, O_INST], price, o[s, O_LEAVES]) if o[s, O_SIDE] == BUY else o[s, O_LEAVES]
+    wallet[hold_row(st, s), W_HELD] += need - o[s, O_HOLD]
+    o[s, O_HOLD] = need
 
 
 @njit(**JIT)
@@ -394,6 +499,7 @@ def on_replace(mem, out, i64, b):
             o[s, O_HIDDEN] = leaves - show
             o[s, O_DSIZE] = display
             o[s, O_CLORD] = clord
+            rehold(st, s, price)
             out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
             if show < old_disp:
                 out = ev.book_reduce(out, glob, oid, old_disp - show, inst)
@@ -409,6 +515,7 @@ def on_replace(mem, out, i64, b):
             o[s, O_DSIZE] = display
             o[s, O_CLORD] = clord
             o[s, O_LEVEL] = idx
+            rehold(st, s, price)
             out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
             if cross:
                 out = ev.book_delete(out, glob, oid, inst)
@@ -485,6 +592,18 @@ def on_instrument_definition(mem, out, i64, b):
         reason = R_INVALID_INSTRUMENT_DEFINITION
     elif not fits_int64(glob, tick, ref, max_qty):
         reason = R_INVALID_INSTRUMENT_DEFINITION
+    else:
+        base_asset = get(i64, b, ID_BASE_ASSET)
+        maker = signed32(get(i64, b, ID_MAKER_FEE))
+        taker = signed32(get(i64, b, ID_TAKER_FEE))
+        if kind == KIND_SPOT and not (1 <= base_asset < glob[G_MAX_ASSETS]):
+            reason = R_INVALID_INSTRUMENT_DEFINITION
+        elif kind == KIND_PERPETUAL and base_asset != 0:
+            reason = R_INVALID_INSTRUMENT_DEFINITION
+        elif taker < 0 or taker > PPM or maker < -taker or maker > taker:
+            reason = R_INVALID_INSTRUMENT_DEFINITION
+        elif kind == KIND_PERPETUAL and glob[G_PERP_N] >= MAX_PERPS:
+            reason = R_INSTRUMENT_CAPACITY
     out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_DEFINITION, reason)
     if reason != R_NONE:
         return out
@@ -498,8 +617,24 @@ def on_instrument_definition(mem, out, i64, b):
     ins[I_STATUS, inst] = status
     ins[I_POLICY, inst] = policy
     ins[I_KIND, inst] = kind
-    ins[I_MAKER_FEE, inst] = get(i64, b, ID_MAKER_FEE)
-    ins[I_TAKER_FEE, inst] = get(i64, b, ID_TAKER_FEE)
+    ins[I_MAKER_FEE, inst] = signed32(get(i64, b, ID_MAKER_FEE))
+    ins[I_TAKER_FEE, inst] = signed32(get(i64, b, ID_TAKER_FEE))
+    ins[I_BASE_ASSET, inst] = get(i64, b, ID_BASE_ASSET)
+    ins[I_MAX_ORDER_QTY, inst] = 0
+    ins[I_MAX_POS, inst] = 0
+    ins[I_POS_LIMIT, inst] = position_cap(ins, glob, inst)
+    if kind == KIND_PERPETUAL:
+        # docs/risk.md: until PerpetualParams, fully collateralised, mark = index = reference
+        ins[I_IM, inst] = PPM
+        ins[I_MM, inst] = PPM // 2
+        ins[I_INDEX, inst] = ref
+        ins[I_MARK, inst] = ref
+        k = glob[G_PERP_N]
+        while k > 0 and glob[G_PERPS + k - 1] > inst:  # kept ascending
+            glob[G_PERPS + k] = glob[G_PERPS + k - 1]
+            k -= 1
+        glob[G_PERPS + k] = inst
+        glob[G_PERP_N] += 1
     ins[I_SYMBOL, inst] = i64[b + ID_SYMBOL]
     # docs/risk.md: a new instrument's limits are off until an InstrumentLimits sets them
     ins[I_MAX_NOTIONAL, inst] = 0
@@ -518,6 +653,14 @@ def on_instrument_definition(mem, out, i64, b):
 @njit(**INLINE)
 def signed32(v):
     return v - (1 << 32) if v >= (1 << 31) else v
+
+
+@njit(**INLINE)
+def position_cap(ins, glob, inst):
+    """docs/risk.md: a perpetual position stays below 2**56 / top of the book window, so that
+    32 positions' values add up inside int64."""
+    top = (ins[I_BASE, inst] + glob[G_LEVELS] - 1) * ins[I_TICK, inst]
+    return (1 << 56) // top
 
 
 @njit(**INLINE)
@@ -541,6 +684,8 @@ def on_instrument_limits(mem, out, i64, b):
     inst = get(i64, b, IL_INSTRUMENT)
     cap = i64[b + IL_MAX_NOTIONAL]
     div = i64[b + IL_NOTIONAL_DIV]
+    most_qty = i64[b + IL_MAX_ORDER_QTY]
+    max_pos = i64[b + IL_MAX_POSITION]
     window = i64[b + IL_CB_WINDOW]  # a uint64 of 2**63 or more reads negative
     halt = i64[b + IL_CB_HALT]
     band = signed32(get(i64, b, IL_BAND_PPM))
@@ -549,13 +694,17 @@ def on_instrument_limits(mem, out, i64, b):
     if not known_instrument(ins, glob, inst):
         reason = R_UNKNOWN_INSTRUMENT
     elif (div < 1 or cap < 0 or band < 0 or band > PPM or move < 0 or move > PPM
-          or window < 0 or halt < 0):
+          or window < 0 or halt < 0 or most_qty < 0 or max_pos < 0):
         reason = R_INVALID_INSTRUMENT_DEFINITION
     out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_LIMITS, reason)
     if reason != R_NONE:
         return out
     ins[I_MAX_NOTIONAL, inst] = cap
     ins[I_NOTIONAL_DIV, inst] = div
+    ins[I_MAX_ORDER_QTY, inst] = most_qty
+    ins[I_MAX_POS, inst] = max_pos
+    limit = position_cap(ins, glob, inst)
+    ins[I_POS_LIMIT, inst] = min(max_pos, limit) if max_pos != 0 else limit
     ins[I_BAND_PPM, inst] = band
     if move != ins[I_CB_MOVE, inst] or window != ins[I_CB_WINDOW, inst] or halt != ins[I_CB_HALT, inst]:
         # new breaker settings: a new window (and reference) from the next trade; a breaker
@@ -716,6 +865,8 @@ def process_batch(mem, slots, out):
         glob[G_ING] = i64[b + STAMP_ING]
         if glob[G_CB_HALTS] != 0:
             out = cb_reopen(mem, out)
+        if glob[G_FUNDING_N] != 0:
+            out = funding_due(mem, out)
         tid = get(i64, b, HDR_TEMPLATE)
         if get(i64, b, HDR_SCHEMA) != SCHEMA_ID or get(i64, b, HDR_VERSION) != SCHEMA_VERSION:
             out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
@@ -734,15 +885,19 @@ def process_batch(mem, slots, out):
         elif tid == T_TRADING_STATUS:
             out = on_trading_status(mem, out, i64, b)
         elif tid == T_FUNDS:
-            out = ev.admin_result(out, glob, 0, get(i64, b, FU_ACCOUNT), 0, tid, R_UNSUPPORTED_MESSAGE)
+            out = on_funds(mem, out, i64, b)
         elif tid == T_INDEX_PRICE:
-            out = ev.admin_result(out, glob, 0, 0, get(i64, b, IX_INSTRUMENT), tid, R_UNSUPPORTED_MESSAGE)
+            out = on_index_price(mem, out, i64, b)
+        elif tid == T_PERPETUAL_PARAMS:
+            out = on_perpetual_params(mem, out, i64, b)
         elif tid == T_KILL_SWITCH:
             out = on_kill_switch(mem, out, i64, b)
         elif tid == T_INSTRUMENT_LIMITS:
             out = on_instrument_limits(mem, out, i64, b)
         else:
             out = ev.order_rejected(out, glob, 0, 0, 0, 0, 0, R_UNSUPPORTED_MESSAGE, tid)
+        if glob[G_AT_RISK] != 0:  # a fill or a transfer put some account at its liquidation price
+            out = check_all(mem, out)
     glob[G_MESSAGES] += k
     glob[G_EVENTS_TOTAL] += glob[G_EVENTS]
     if out.ctypes.data == owned.ctypes.data:

@@ -156,6 +156,26 @@ R_KILL_SESSION = int(_R.KillSwitchSession)
 R_KILL_INSTRUMENT = int(_R.KillSwitchInstrument)
 R_KILL_EXCHANGE = int(_R.KillSwitchExchange)
 R_KILL_CAPACITY = int(_R.KillSwitchCapacity)
+R_INSUFFICIENT_FUNDS = int(_R.InsufficientFunds)
+R_INSUFFICIENT_MARGIN = int(_R.InsufficientMargin)
+R_MAX_ORDER_QTY = int(_R.MaxOrderQty)
+R_POSITION_LIMIT = int(_R.PositionLimit)
+R_REDUCE_ONLY = int(_R.ReduceOnlyWouldIncrease)
+R_UNKNOWN_ASSET = int(_R.UnknownAsset)
+R_NOT_PERPETUAL = int(_R.NotPerpetual)
+
+CXL_REDUCE_ONLY = int(_C.ReduceOnly)
+CXL_LIQUIDATION = int(_C.Liquidation)
+FUNDS_DEPOSIT = int(M.FundsAction.Deposit)
+FUNDS_WITHDRAW = int(M.FundsAction.Withdraw)
+_S = M.LiquidationStage
+LIQ_START = int(_S.Start)
+LIQ_BOOK_ORDER = int(_S.BookOrder)
+LIQ_TAKEOVER = int(_S.InsuranceTakeover)
+LIQ_ADL = int(_S.AutoDeleverage)
+LIQ_INSURANCE_COVER = int(_S.InsuranceCover)
+LIQ_FEE_COVER = int(_S.FeeCover)
+LIQ_DONE = int(_S.Done)
 
 # -- inbound messages -----------------------------------------------------------------------
 T_NEW_ORDER = M.NewOrder.template_id
@@ -169,6 +189,7 @@ T_INDEX_PRICE = M.IndexPrice.template_id
 T_TRADING_STATUS = M.TradingStatusUpdate.template_id
 T_KILL_SWITCH = M.KillSwitch.template_id
 T_INSTRUMENT_LIMITS = M.InstrumentLimits.template_id
+T_PERPETUAL_PARAMS = M.PerpetualParams.template_id
 
 _L = M.NewOrder
 NO_CLORD = word(_L, "clOrdId")
@@ -223,6 +244,7 @@ ID_MAKER_FEE = small(_L, "makerFeePpm")
 ID_TAKER_FEE = small(_L, "takerFeePpm")
 ID_INSTRUMENT = small(_L, "instrument")
 ID_KIND = small(_L, "kind")
+ID_BASE_ASSET = small(_L, "baseAsset")
 ID_HALT_POLICY = small(_L, "haltPolicy")
 ID_STATUS = small(_L, "status")
 if M.InstrumentDefinition.field("symbol").size != 8:
@@ -236,6 +258,19 @@ IL_CB_HALT = word(_L, "cbHaltNs")
 IL_INSTRUMENT = small(_L, "instrument")
 IL_BAND_PPM = small(_L, "priceBandPpm")
 IL_CB_MOVE_PPM = small(_L, "cbMovePpm")
+IL_MAX_ORDER_QTY = word(_L, "maxOrderQty")
+IL_MAX_POSITION = word(_L, "maxPosition")
+
+_L = M.PerpetualParams
+PP_TIER_NOTIONAL = word(_L, "tierNotional")
+PP_FUND_INTERVAL = word(_L, "fundingIntervalNs")
+PP_INSTRUMENT = small(_L, "instrument")
+PP_IM = small(_L, "imPpm")
+PP_MM = small(_L, "mmPpm")
+PP_TIER_STEP = small(_L, "tierStepPpm")
+PP_FUND_CAP = small(_L, "fundingCapPpm")
+PP_BASIS_CAP = small(_L, "basisCapPpm")
+PP_BASIS_EMA = small(_L, "basisEmaPpm")
 
 _L = M.CreateAccount
 CA_ACCOUNT = small(_L, "account")
@@ -243,7 +278,11 @@ CA_STP = small(_L, "stpDefault")
 CA_MAX_OPEN = small(_L, "maxOpenOrders")
 
 FU_ACCOUNT = small(M.Funds, "account")
+FU_AMOUNT = word(M.Funds, "amount")
+FU_ASSET = small(M.Funds, "asset")
+FU_ACTION = small(M.Funds, "action")
 IX_INSTRUMENT = small(M.IndexPrice, "instrument")
+IX_PRICE = word(M.IndexPrice, "price")
 TS_INSTRUMENT = small(M.TradingStatusUpdate, "instrument")
 TS_STATUS = small(M.TradingStatusUpdate, "status")
 KS_ACCOUNT = small(M.KillSwitch, "account")
@@ -407,6 +446,34 @@ AR_INSTRUMENT = small(_L, "instrument")
 AR_REF_TEMPLATE = small(_L, "refTemplateId")
 AR_REASON = small(_L, "reason")
 
+_L = M.MarkPrice
+H_MARK_PRICE = header_word(_L)
+MK_MARK = word(_L, "markPrice")
+MK_INDEX = word(_L, "indexPrice")
+MK_BASIS = word(_L, "basis")
+MK_INSTRUMENT = small(_L, "instrument")
+
+_L = M.FundingApplied
+H_FUNDING = header_word(_L)
+FA_MARK = word(_L, "markPrice")
+FA_INDEX = word(_L, "indexPrice")
+FA_PER_LOT = word(_L, "perLot")
+FA_TOTAL = word(_L, "total")
+FA_INSTRUMENT = small(_L, "instrument")
+FA_RATE = small(_L, "ratePpm")
+
+_L = M.Liquidation
+H_LIQUIDATION = header_word(_L)
+LQ_QTY = word(_L, "qty")
+LQ_PRICE = word(_L, "price")
+LQ_AMOUNT = word(_L, "amount")
+LQ_EQUITY = word(_L, "equity")
+LQ_REQUIREMENT = word(_L, "requirement")
+LQ_ACCOUNT = small(_L, "account")
+LQ_COUNTERPARTY = small(_L, "counterparty")
+LQ_INSTRUMENT = small(_L, "instrument")
+LQ_STAGE = small(_L, "stage")
+
 # Words of an output row that any event can write: the rest of a row is zero from the buffer's
 # allocation (np.zeros) and stays so, so an event zeroes only these (a slot is sized for the
 # largest message, inbound or event).
@@ -414,6 +481,6 @@ EVENT_WORDS = max(-(-_layout.size // 8) for _layout in SCHEMA.messages.values() 
 if EVENT_WORDS > SLOT_WORDS:
     raise SchemaError("an event is larger than a slot")
 
-del _L, _C, _R, _layout
+del _L, _C, _R, _S, _layout
 
 guard_cache()  # before any engine module compiles against these constants

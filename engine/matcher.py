@@ -18,9 +18,11 @@ from numba import njit
 
 from ringex.engine import events as ev
 from ringex.engine.arena import views
+from ringex.engine.arena import risk_views
 from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
+from ringex.engine.money import leaves_changed, settle
 from ringex.engine.layout import (
-    BUY, CXL_HALTED, HALTED, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
+    BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
     STP_CANCEL_BOTH, STP_CANCEL_RESTING, STP_DECREMENT_BOTH, STP_DEFAULT, STP_OFF,
 )
 from ringex.engine.state import (
@@ -31,6 +33,7 @@ from ringex.engine.state import (
     O_ACCT, O_CLORD, O_DISP, O_DSIZE, O_FILLED, O_HIDDEN, O_INST, O_LEAVES, O_LEVEL, O_NEXT, O_OID,
     O_PREV, O_PRICE, O_QTY, O_SESS, O_SIDE, O_STATE, O_STOP, O_STP, O_TIF, O_TYPE,
     S_ACTIVE, S_QUEUED, S_RESTING, S_STOP,
+    G_MAX_INSTRUMENTS as _MAXI, I_KIND, O_REDUCE, O_RPRICE, P_QTY,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -102,8 +105,30 @@ def band_of(ins, inst):
 
 @njit(**INLINE)
 def aggressor_limit(st, a):
-    o = st[0]
-    return limit_index(st, o[a, O_INST], o[a, O_SIDE], o[a, O_TYPE], o[a, O_LEVEL])
+    o, ins = st[0], st[3]
+    inst = o[a, O_INST]
+    side = o[a, O_SIDE]
+    otype = o[a, O_TYPE]
+    lim = limit_index(st, inst, side, otype, o[a, O_LEVEL])
+    if side == BUY and (otype == MARKET or otype == STOP) and ins[I_KIND, inst] == KIND_SPOT:
+        # a spot buy never trades above the price its hold was sized at (docs/risk.md)
+        rp = o[a, O_RPRICE]
+        cap = rp // ins[I_TICK, inst] - ins[I_BASE, inst] if rp > 0 else -1
+        if cap < lim:
+            lim = cap
+    return lim
+
+
+@njit(**INLINE)
+def reducible(st, s):
+    """How much a reduce-only order ``s`` may still fill: its account's position when the
+    order's side closes it, else 0."""
+    o, glob = st[0], st[6]
+    wallet, pos, heap = risk_views(glob)
+    q = pos[o[s, O_ACCT] * glob[_MAXI] + o[s, O_INST], P_QTY]
+    if o[s, O_SIDE] == BUY:
+        return -q if q < 0 else 0
+    return q if q > 0 else 0
 
 
 @njit(**JIT)
@@ -138,6 +163,7 @@ def cancel_aggressor(st, out, a, qty):
     o, glob = st[0], st[6]
     o[a, O_LEAVES] -= qty
     o[a, O_QTY] -= qty
+    leaves_changed(st, a)
     return ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], qty, o[a, O_SESS],
                              o[a, O_ACCT], o[a, O_INST], CXL_SELF_TRADE)
 
@@ -156,6 +182,7 @@ def execute(st, out, a, lim):
     stp = effective_stp(st, a)
     lvl_base = (inst * 2 + osidx) * levels
     lvl = st[1]
+    reduce_any = ins[I_KIND, inst] != KIND_SPOT
     while o[a, O_LEAVES] > 0:
         if buy:
             idx = ins[I_ASK, inst]
@@ -175,6 +202,7 @@ def execute(st, out, a, lim):
                 o[r, O_QTY] -= d  # qty = filled + leaves, always
                 o[r, O_DISP] = shown - rd
                 o[r, O_HIDDEN] -= d - rd
+                leaves_changed(st, r)
                 r_oid = o[r, O_OID]
                 out = ev.order_canceled(out, glob, r_oid, o[r, O_CLORD], d, o[r, O_SESS],
                                         o[r, O_ACCT], inst, CXL_SELF_TRADE)
@@ -196,11 +224,25 @@ def execute(st, out, a, lim):
             continue
         # a fill at the resting order's price
         price = o[r, O_PRICE]
+        shown = o[r, O_DISP]
+        q = min(o[a, O_LEAVES], shown)
+        if reduce_any and (o[a, O_REDUCE] != 0 or o[r, O_REDUCE] != 0):
+            # reduce-only orders never increase a position (docs/risk.md)
+            if o[r, O_REDUCE] != 0:
+                room = reducible(st, r)
+                if room == 0:
+                    out = cancel_resting_whole(st, out, r, inst, osidx, np.int64(CXL_REDUCE_ONLY))
+                    continue
+                q = min(q, room)
+            if o[a, O_REDUCE] != 0:
+                room = reducible(st, a)
+                if room == 0:
+                    out = cancel_remainder(st, out, a, CXL_REDUCE_ONLY)
+                    break
+                q = min(q, room)
         if ins[I_CB_ON, inst] != 0 and cb_breach(st, inst, price):
             out = cb_trip(st, out, a, inst)
             break
-        shown = o[r, O_DISP]
-        q = min(o[a, O_LEAVES], shown)
         o[r, O_DISP] = shown - q
         r_leaves = o[r, O_LEAVES] - q
         o[r, O_LEAVES] = r_leaves
@@ -217,12 +259,24 @@ def execute(st, out, a, lim):
                        o[a, O_CLORD], a_leaves, inst, o[r, O_ACCT], o[r, O_SESS], a_acct,
                        o[a, O_SESS], side)
         out = ev.book_execute(out, glob, r_oid, q, price, tid, inst)
+        settle(st, a, r, price, q)
         if r_leaves == 0:
             level_remove(st, r, inst, osidx)
             release(st, r)
         elif shown == q:
             out = refill(st, out, r, inst, osidx)
     return out
+
+
+@njit(**INLINE)
+def cancel_remainder(st, out, a, reason):
+    """OrderCanceled(reason) of the aggressor's whole remainder (its slot is released by
+    ``run_aggressor``)."""
+    o, glob = st[0], st[6]
+    leaves = o[a, O_LEAVES]
+    o[a, O_LEAVES] = 0
+    return ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
+                             o[a, O_ACCT], o[a, O_INST], reason)
 
 
 @njit(**JIT)

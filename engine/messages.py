@@ -27,6 +27,7 @@ KillScope = _e("KillScope")
 KillAction = _e("KillAction")
 CancelReason = _e("CancelReason")
 RejectReason = _e("RejectReason")
+LiquidationStage = _e("LiquidationStage")
 
 _m = SCHEMA.message
 # order entry
@@ -42,6 +43,7 @@ IndexPrice = _m("IndexPrice")
 TradingStatusUpdate = _m("TradingStatusUpdate")
 KillSwitch = _m("KillSwitch")
 InstrumentLimits = _m("InstrumentLimits")
+PerpetualParams = _m("PerpetualParams")
 # engine output
 OrderAccepted = _m("OrderAccepted")
 OrderRejected = _m("OrderRejected")
@@ -59,8 +61,11 @@ BookReplace = _m("BookReplace")
 InstrumentStatus = _m("InstrumentStatus")
 KillSwitchStatus = _m("KillSwitchStatus")
 AdminResult = _m("AdminResult")
+MarkPrice = _m("MarkPrice")
+FundingApplied = _m("FundingApplied")
+Liquidation = _m("Liquidation")
 
 ORDER_ENTRY = (NewOrder, CancelOrder, ReplaceOrder, MassCancel)
 ADMIN = (InstrumentDefinition, CreateAccount, Funds, IndexPrice, TradingStatusUpdate, KillSwitch,
-         InstrumentLimits)
+         InstrumentLimits, PerpetualParams)
 INBOUND = ORDER_ENTRY + ADMIN

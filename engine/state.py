@@ -68,12 +68,16 @@ O_ANEXT = 24  # the account's live orders, ascending id
 O_APREV = 25
 O_INEXT = 26  # the instrument's live orders, ascending id
 O_IPREV = 27
-N_ORDER_FIELDS = 32  # 28 used, padded to whole cache lines
+O_RPRICE = 28  # risk price: what a spot buy's hold and a perpetual order's margin were priced at
+O_HOLD = 29  # spot: what is left of the order's hold (asset 0 for a buy, the base asset for a sell)
+O_OPEN = 30  # perpetual: the quantity counted in its position row's open buy / sell totals
+N_ORDER_FIELDS = 32  # 31 used, padded to whole cache lines
 ORDER_FIELD_NAMES = (
     "orderId", "leaves", "displayed", "price", "account", "next", "clOrdId", "sessionId",
     "hidden", "display_size", "filled", "qty", "prev", "level", "side", "state",
     "instrument", "ordType", "timeInForce", "stpMode", "postOnly", "reduceOnly", "stopPrice", "id_next",
-    "account_next", "account_prev", "instrument_next", "instrument_prev",
+    "account_next", "account_prev", "instrument_next", "instrument_prev", "risk_price", "hold",
+    "open",
 )
 _LINK_FIELDS = (O_NEXT, O_PREV, O_ANEXT, O_APREV, O_INEXT, O_IPREV, O_LEVEL, O_HNEXT)
 
@@ -123,13 +127,35 @@ I_CB_START = 33  # start of the current breaker window (sequencer time)
 I_CB_REF = 34  # the window's reference price, 0 until its first trade
 I_CB_UNTIL = 35  # halted by the breaker until this sequencer time; 0 when not
 I_KILL = 36  # instrument kill switch engaged
-N_INS = 37
+# money and perpetuals (docs/risk.md)
+I_BASE_ASSET = 37
+I_MAX_ORDER_QTY = 38  # 0 = none
+I_MAX_POS = 39  # maxPosition as sent, 0 = none
+I_POS_LIMIT = 40  # the position limit in force: maxPosition capped by the overflow cap
+I_IM = 41  # imPpm
+I_MM = 42  # mmPpm (fraction of initial margin)
+I_TIER_N = 43  # tierNotional, 0 = one tier
+I_TIER_STEP = 44
+I_FUND_INTERVAL = 45
+I_FUND_CAP = 46
+I_BASIS_CAP = 47
+I_BASIS_EMA = 48
+I_INDEX = 49
+I_MARK = 50
+I_EMA = 51  # the smoothed basis before its clamp
+I_NEXT_FUND = 52  # sequencer time of the next funding, 0 when funding is off
+I_HEAP_LONG = 53  # entries in the longs' at-risk heap
+I_HEAP_SHORT = 54
+N_INS = 55
 INS_NAMES = ("defined", "tickSize", "lotSize", "minQty", "maxQty", "referencePrice", "base",
              "status", "haltPolicy", "kind", "makerFeePpm", "takerFeePpm", "symbol", "best_bid",
              "best_ask", "last_price", "has_last", "stop_head", "stop_tail", "stop_min_buy",
              "stop_max_sell", "queue_head", "queue_tail", "live_head", "live_tail", "live",
              "maxOrderNotional", "notionalDivisor", "priceBandPpm", "cbMovePpm", "cbWindowNs",
-             "cbHaltNs", "cb_on", "cb_window_start", "cb_ref", "cb_until", "kill")
+             "cbHaltNs", "cb_on", "cb_window_start", "cb_ref", "cb_until", "kill", "baseAsset",
+             "maxOrderQty", "maxPosition", "position_limit", "imPpm", "mmPpm", "tierNotional",
+             "tierStepPpm", "fundingIntervalNs", "fundingCapPpm", "basisCapPpm", "basisEmaPpm",
+             "index_price", "mark_price", "basis_ema", "next_funding", "heap_longs", "heap_shorts")
 
 # -- accounts (rows of acct, int64) -----------------------------------------------------------
 A_CREATED = 0
@@ -139,8 +165,35 @@ A_LIVE_TAIL = 3
 A_LIVE = 4
 A_MAX_OPEN = 5  # maxOpenOrders, 0 = no limit
 A_KILL = 6  # account kill switch engaged
-N_ACCT = 7
-ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live", "maxOpenOrders", "kill")
+A_NPOS = 7  # perpetuals in which it holds a position
+A_MNEXT = 8  # list of the accounts holding positions in two perpetuals or more
+A_MPREV = 9
+N_ACCT = 10
+ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live", "maxOpenOrders", "kill",
+              "positions", "multi_next", "multi_prev")
+
+# -- wallets (rows of wallet, int64): wallet[account * max_assets + asset, W_*] ----------------
+W_BAL = 0
+W_HELD = 1
+N_WALLET = 2
+
+# -- positions (rows of pos, int64): pos[account * max_instruments + instrument, P_*] ----------
+P_QTY = 0  # signed: long > 0
+P_COST = 1  # signed notional paid for the open position
+P_REAL = 2  # realized PnL (reporting)
+P_B = 3  # open buy quantity (working non-reduce-only orders)
+P_S = 4  # open sell quantity
+P_BN = 5  # notional of the open buys at their risk prices
+P_SN = 6
+P_HEAP = 7  # index in its at-risk heap, -1 when in none
+N_POS = 8
+POS_NAMES = ("qty", "cost", "realized", "open_buy", "open_sell", "open_buy_notional",
+             "open_sell_notional", "heap_index")
+
+# -- at-risk heaps: heap[(instrument * 2 + h) * max_accounts + i, 0 | 1] = key | account -------
+# h 0: longs keyed by -(liquidation price), h 1: shorts keyed by liquidation price; both
+# min-heaps, so the top is the account nearest to liquidation.
+MAX_PERPS = 32
 
 # -- globals (glob, int64) ----------------------------------------------------------------------
 G_NEXT_ORDER_ID = 0
@@ -178,13 +231,24 @@ G_CB_HALTS = 30  # instruments halted by their circuit breaker (0: nothing to re
 G_KILLED_N = 31  # sessions with an engaged kill switch
 G_KILLED = 32  # their ids, G_KILLED .. G_KILLED + MAX_KILLED_SESSIONS
 MAX_KILLED_SESSIONS = 32
-N_GLOB = G_KILLED + MAX_KILLED_SESSIONS
+G_FEES = G_KILLED + MAX_KILLED_SESSIONS  # the fee account's balance (asset 0)
+G_MAX_ASSETS = G_FEES + 1
+G_AT_WALLET = G_FEES + 2
+G_AT_POS = G_FEES + 3
+G_AT_HEAP = G_FEES + 4
+G_PERP_N = G_FEES + 5  # perpetual instruments defined
+G_FUNDING_N = G_FEES + 6  # perpetuals with funding on (0: nothing to check before a message)
+G_MULTI_HEAD = G_FEES + 7  # first account holding positions in two perpetuals or more
+G_AT_RISK = G_FEES + 8  # a re-key put an account at or past its liquidation price: check after the message
+G_PERPS = G_FEES + 9  # perpetual ids, ascending, G_PERPS .. G_PERPS + MAX_PERPS
+N_GLOB = G_PERPS + 32
 GLOB_NAMES = ("next_order_id", "next_trade_id", "live_orders", "stop_slots", "free_head",
               "batch_events", "seq", "timestampNs", "ingressNs", "max_orders", "price_levels",
               "level_words", "max_instruments", "max_accounts", "max_stops",
               "market_protection_ticks", "id_mask", "messages", "events", "at_orders", "at_levels",
               "at_bits", "at_ins", "at_acct", "at_buckets", "book_slots", "buckets", "arena_size",
               "kills", "kill_exchange", "cb_halts", "killed_sessions")
+# (the killed session ids, fee_balance, ... follow; named_arrays exposes the whole globals)
 
 BITS_PER_WORD = 32  # level_bits words hold 32 flags so int64 arithmetic never touches the sign
 NO_STOP_BUY = 1 << 62  # I_STOP_MIN_BUY when there is no buy stop
@@ -206,12 +270,17 @@ class EngineState(NamedTuple):
     ins: np.ndarray  # (N_INS, max_instruments)
     acct: np.ndarray  # (N_ACCT, max_accounts)
     id_buckets: np.ndarray  # (power of two >= 2 * max_orders,)
+    wallet: np.ndarray  # (max_accounts * max_assets, N_WALLET)
+    pos: np.ndarray  # (max_accounts * max_instruments, N_POS)
+    heap: np.ndarray  # (max_instruments * 2 * max_accounts, 2)
 
 
 def _views(arena: np.ndarray) -> EngineState:
     g = arena[:N_GLOB]
     cap, book, maxi, maxa = int(g[G_CAPACITY]), int(g[G_BOOK_SLOTS]), int(g[G_MAX_INSTRUMENTS]), int(g[G_MAX_ACCOUNTS])
-    at = {k: int(g[k]) for k in (G_AT_ORDERS, G_AT_LEVELS, G_AT_BITS, G_AT_INS, G_AT_ACCT, G_AT_BUCKETS)}
+    at = {k: int(g[k]) for k in (G_AT_ORDERS, G_AT_LEVELS, G_AT_BITS, G_AT_INS, G_AT_ACCT, G_AT_BUCKETS,
+                                 G_AT_WALLET, G_AT_POS, G_AT_HEAP)}
+    assets = int(g[G_MAX_ASSETS])
     words = int(g[G_WORDS]) * maxi * 2
     return EngineState(
         arena=arena,
@@ -222,6 +291,9 @@ def _views(arena: np.ndarray) -> EngineState:
         ins=arena[at[G_AT_INS]: at[G_AT_INS] + N_INS * maxi].reshape(N_INS, maxi),
         acct=arena[at[G_AT_ACCT]: at[G_AT_ACCT] + N_ACCT * maxa].reshape(N_ACCT, maxa),
         id_buckets=arena[at[G_AT_BUCKETS]: at[G_AT_BUCKETS] + int(g[G_BUCKETS])],
+        wallet=arena[at[G_AT_WALLET]: at[G_AT_WALLET] + maxa * assets * N_WALLET].reshape(maxa * assets, N_WALLET),
+        pos=arena[at[G_AT_POS]: at[G_AT_POS] + maxa * maxi * N_POS].reshape(maxa * maxi, N_POS),
+        heap=arena[at[G_AT_HEAP]: at[G_AT_HEAP] + maxi * 2 * maxa * 2].reshape(maxi * 2 * maxa, 2),
     )
 
 
@@ -241,6 +313,9 @@ def allocate(config: EngineConfig) -> EngineState:
         (G_AT_INS, N_INS * config.max_instruments),
         (G_AT_ACCT, N_ACCT * config.max_accounts),
         (G_AT_BUCKETS, buckets),
+        (G_AT_WALLET, config.max_accounts * config.max_assets * N_WALLET),
+        (G_AT_POS, config.max_accounts * config.max_instruments * N_POS),
+        (G_AT_HEAP, config.max_instruments * 2 * config.max_accounts * 2),
     ]
     at = N_GLOB
     where = {}
@@ -264,6 +339,8 @@ def allocate(config: EngineConfig) -> EngineState:
     glob[G_WORDS] = words
     glob[G_MAX_INSTRUMENTS] = config.max_instruments
     glob[G_MAX_ACCOUNTS] = config.max_accounts
+    glob[G_MAX_ASSETS] = config.max_assets
+    glob[G_MULTI_HEAD] = -1
     glob[G_MAX_STOPS] = config.max_stops
     glob[G_PROTECTION] = config.market_protection_ticks
     glob[G_ID_MASK] = buckets - 1
@@ -282,6 +359,9 @@ def allocate(config: EngineConfig) -> EngineState:
     st.ins[I_NOTIONAL_DIV] = 1
     st.acct[A_LIVE_HEAD] = -1
     st.acct[A_LIVE_TAIL] = -1
+    st.acct[A_MNEXT] = -1
+    st.acct[A_MPREV] = -1
+    st.pos[:, P_HEAP] = -1
     st.levels[...] = -1
     st.id_buckets[...] = -1
     return st
@@ -296,6 +376,13 @@ def named_arrays(state: EngineState) -> dict[str, np.ndarray]:
         out[f"instrument.{name}"] = state.ins[i]
     for i, name in enumerate(ACCT_NAMES):
         out[f"account.{name}"] = state.acct[i]
+    assets = int(state.glob[G_MAX_ASSETS])
+    out["wallet.balance"] = state.wallet[:, W_BAL].reshape(-1, assets)
+    out["wallet.held"] = state.wallet[:, W_HELD].reshape(-1, assets)
+    maxi = int(state.glob[G_MAX_INSTRUMENTS])
+    for i, name in enumerate(POS_NAMES):
+        out[f"position.{name}"] = state.pos[:, i].reshape(-1, maxi)
+    out["heap"] = state.heap
     out["level.head"] = state.levels[:, 0]
     out["level.tail"] = state.levels[:, 1]
     out["level.bits"] = state.level_bits

@@ -1,0 +1,279 @@
+"""Perpetual futures: positions, cross margin, and each account's place in the at-risk index.
+
+docs/risk.md "Perpetual futures" and "Liquidation" are the contract. An account's cash is
+its asset-0 balance; its equity is that plus the value of its positions at mark. Initial
+margin (for accepting orders and withdrawals) counts open orders at their worst; maintenance
+margin (for liquidation) counts positions only. Every change of an account's cash or
+positions ends in ``rekey``, which places it in its instruments' at-risk heaps by the mark at
+which it would become liquidatable. Keys are computed in float64 (IEEE arithmetic, so
+deterministic) and only ever used to find candidates early: the decision to liquidate is
+the exact integer comparison ``equity < maintenance``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from ringex.engine.fixed import PPM, notional, ppm_ceil, signed_value
+from ringex.engine.heap import heap_remove, heap_set
+from ringex.engine.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
+from ringex.engine.state import (
+    A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERP_N,
+    G_PERPS, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV, I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST,
+    O_LEAVES, O_OPEN, O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_QTY, P_REAL, P_S, P_SN, W_BAL,
+    W_HELD,
+)
+
+JIT = dict(cache=True, nogil=True, error_model="numpy")
+INLINE = dict(JIT, inline="always")
+KEY_MAX = 1 << 62
+
+
+@njit(**INLINE)
+def im_of(ins, inst, n):
+    """Initial margin of notional ``n``: tiered rate, rounded up."""
+    rate = ins[I_IM, inst]
+    tn = ins[I_TIER_N, inst]
+    step = ins[I_TIER_STEP, inst]
+    if tn > 0 and step > 0:
+        steps = n // tn
+        if steps >= PPM:
+            rate = PPM
+        else:
+            rate = min(PPM, rate + steps * step)
+    return ppm_ceil(n, rate)
+
+
+@njit(**INLINE)
+def mm_of(ins, inst, n):
+    return ppm_ceil(im_of(ins, inst, n), ins[I_MM, inst])
+
+
+@njit(**JIT)
+def account_risk(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
+    """(equity, initial, maintenance) of ``acc``, with an extra open order of ``x_qty`` on
+    ``x_side`` of ``x_inst`` at notional ``x_notional`` counted (``x_inst`` 0: none)."""
+    maxi = glob[G_MAX_INSTRUMENTS]
+    eq = wallet[acc * glob[G_MAX_ASSETS], W_BAL]
+    im = 0
+    mm = 0
+    for k in range(glob[G_PERP_N]):
+        inst = glob[G_PERPS + k]
+        row = acc * maxi + inst
+        q = pos[row, P_QTY]
+        b = pos[row, P_B]
+        s = pos[row, P_S]
+        bn = pos[row, P_BN]
+        sn = pos[row, P_SN]
+        if inst == x_inst:
+            if x_side == BUY:
+                b += x_qty
+                bn += x_notional
+            else:
+                s += x_qty
+                sn += x_notional
+        if q == 0 and b == 0 and s == 0:
+            continue
+        mark = ins[I_MARK, inst]
+        div = ins[I_NOTIONAL_DIV, inst]
+        if q != 0:
+            eq += signed_value(ins, inst, mark, q)
+            mm += mm_of(ins, inst, mark * abs(q) // div)
+        w = max(abs(q + b), abs(q - s))
+        im += im_of(ins, inst, mark * w // div)
+        bv = mark * b // div
+        if bn > bv:
+            im += bn - bv
+        sv = mark * s // div
+        if sv > sn:
+            im += sv - sn
+    return eq, im, mm
+
+
+@njit(**JIT)
+def perp_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice, reduce):
+    """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
+    row = acc * glob[G_MAX_INSTRUMENTS] + inst
+    q = pos[row, P_QTY]
+    if reduce != 0:
+        if (side == BUY and q >= 0) or (side != BUY and q <= 0) or qty > abs(q):
+            return R_REDUCE_ONLY
+        return R_NONE
+    b = pos[row, P_B]
+    s = pos[row, P_S]
+    if side == BUY:
+        b += qty
+    else:
+        s += qty
+    if max(abs(q + b), abs(q - s)) > ins[I_POS_LIMIT, inst]:
+        return R_POSITION_LIMIT
+    n = notional(ins, inst, rprice, qty) if rprice > 0 else 0
+    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, inst, side, qty, n)
+    if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
+        return R_INSUFFICIENT_MARGIN
+    return R_NONE
+
+
+@njit(**INLINE)
+def open_add(st, pos, s):
+    """An accepted perpetual order (not reduce-only) counts in its position row's open totals."""
+    o, ins, glob = st[0], st[3], st[6]
+    if o[s, O_REDUCE] != 0:
+        o[s, O_OPEN] = 0
+        return
+    inst = o[s, O_INST]
+    row = o[s, O_ACCT] * glob[G_MAX_INSTRUMENTS] + inst
+    leaves = o[s, O_LEAVES]
+    o[s, O_OPEN] = leaves
+    n = notional(ins, inst, o[s, O_RPRICE], leaves)
+    if o[s, O_SIDE] == BUY:
+        pos[row, P_B] += leaves
+        pos[row, P_BN] += n
+    else:
+        pos[row, P_S] += leaves
+        pos[row, P_SN] += n
+
+
+@njit(**JIT)
+def open_sync(st, pos, s, leaves):
+    """The order now has ``leaves`` open: move its position row's open totals with it."""
+    o, ins, glob = st[0], st[3], st[6]
+    was = o[s, O_OPEN]
+    if was == leaves:
+        return
+    inst = o[s, O_INST]
+    row = o[s, O_ACCT] * glob[G_MAX_INSTRUMENTS] + inst
+    p = o[s, O_RPRICE]
+    dn = notional(ins, inst, p, was) - notional(ins, inst, p, leaves)
+    o[s, O_OPEN] = leaves
+    if o[s, O_SIDE] == BUY:
+        pos[row, P_B] -= was - leaves
+        pos[row, P_BN] -= dn
+    else:
+        pos[row, P_S] -= was - leaves
+        pos[row, P_SN] -= dn
+
+
+@njit(**INLINE)
+def _mul_div_trunc(a, b, c):
+    """trunc(a * b / c), c > 0, exact while a * b fits int64 (reporting figures only beyond)."""
+    if a == 0 or b == 0:
+        return 0
+    if abs(a) <= (KEY_MAX // abs(b)):
+        p = a * b
+        return p // c if p >= 0 else -((-p) // c)
+    return int(a * (b / c))
+
+
+@njit(**JIT)
+def apply_fill(glob, acct, ins, pos, acc, inst, dq, price):
+    """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
+    row = acc * glob[G_MAX_INSTRUMENTS] + inst
+    q = pos[row, P_QTY]
+    c = pos[row, P_COST]
+    nq = q + dq
+    if q == 0 or (q > 0) == (dq > 0):
+        n = notional(ins, inst, price, abs(dq))
+        pos[row, P_COST] = c + (n if dq > 0 else -n)
+    else:
+        aq = abs(q)
+        r = min(aq, abs(dq))
+        removed = c if r == aq else _mul_div_trunc(c, r, aq)
+        n_r = notional(ins, inst, price, r)
+        gain = n_r - abs(removed)
+        pos[row, P_REAL] += gain if q > 0 else -gain
+        rest = abs(dq) - r
+        if rest > 0:
+            n = notional(ins, inst, price, rest)
+            pos[row, P_COST] = n if dq > 0 else -n
+        else:
+            pos[row, P_COST] = c - removed
+    pos[row, P_QTY] = nq
+    if acc == 0:
+        return  # the insurance fund is never liquidated: no heap, no multi list
+    if q == 0 and nq != 0:
+        acct[A_NPOS, acc] += 1
+        if acct[A_NPOS, acc] == 2:
+            head = glob[G_MULTI_HEAD]
+            acct[A_MNEXT, acc] = head
+            acct[A_MPREV, acc] = -1
+            if head != -1:
+                acct[A_MPREV, head] = acc
+            glob[G_MULTI_HEAD] = acc
+    elif q != 0 and nq == 0:
+        acct[A_NPOS, acc] -= 1
+        if acct[A_NPOS, acc] == 1:
+            nxt = acct[A_MNEXT, acc]
+            prv = acct[A_MPREV, acc]
+            if prv == -1:
+                glob[G_MULTI_HEAD] = nxt
+            else:
+                acct[A_MNEXT, prv] = nxt
+            if nxt != -1:
+                acct[A_MPREV, nxt] = prv
+            acct[A_MNEXT, acc] = -1
+            acct[A_MPREV, acc] = -1
+
+
+@njit(**INLINE)
+def _to_key(x, up):
+    """A float price to an int64 key, rounded ``up`` or down, clamped to +-KEY_MAX."""
+    if x != x or x >= 4.0e18:
+        return KEY_MAX
+    if x <= -4.0e18:
+        return -KEY_MAX
+    return int(math.ceil(x)) if up else int(math.floor(x))
+
+
+@njit(**JIT)
+def rekey(glob, ins, wallet, pos, heap, acc, checked):
+    """Place ``acc`` in the at-risk heaps of the perpetuals it holds, keyed by liquidation
+    price (docs/risk.md). ``checked`` (1): the account was just found not liquidatable at
+    the current marks, so every key is pushed strictly beyond its instrument's mark."""
+    if acc == 0:
+        return
+    maxi = glob[G_MAX_INSTRUMENTS]
+    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    for k in range(glob[G_PERP_N]):
+        inst = glob[G_PERPS + k]
+        q = pos[acc * maxi + inst, P_QTY]
+        if q == 0:
+            heap_remove(heap, pos, glob, ins, inst, acc)
+            continue
+        mark = ins[I_MARK, inst]
+        div = ins[I_NOTIONAL_DIV, inst]
+        aq = abs(q)
+        n = mark * aq // div
+        mmi = mm_of(ins, inst, n)
+        eo = float(eq - signed_value(ins, inst, mark, q))
+        mmo = float(mm - mmi)
+        f = mmi / n if n > 0 else ins[I_IM, inst] * ins[I_MM, inst] / 1e12
+        if q > 0:
+            # equity(M) = eo + M q / div falls to maintenance mmo + f M q / div
+            if f >= 1.0:
+                key = KEY_MAX
+            else:
+                key = _to_key((mmo - eo) * div / (aq * (1.0 - f)), True) + 1
+            if key <= 0:
+                key = 0  # never: a mark is at least 1
+            if checked != 0 and key >= mark:
+                key = mark - 1
+            if key >= mark:
+                glob[G_AT_RISK] = 1
+            heap_set(heap, pos, glob, ins, inst, 0, acc, -key)
+        else:
+            x = (eo - mmo) * div / (aq * (1.0 + f))
+            # the tier rate at the price found is at least the true one: never late
+            n2 = x * aq / div
+            if n2 > 0 and n2 < 4.0e18:
+                f2 = mm_of(ins, inst, int(n2)) / max(n2, 1.0)
+                if f2 > f:
+                    x = (eo - mmo) * div / (aq * (1.0 + f2))
+            key = _to_key(x, False) - 1
+            if checked != 0 and key <= mark:
+                key = mark + 1
+            if key <= mark:
+                glob[G_AT_RISK] = 1
+            heap_set(heap, pos, glob, ins, inst, 1, acc, key)

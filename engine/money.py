@@ -1,0 +1,198 @@
+"""Money: wallets, spot holds, settlement of every fill, fees, and the Funds message.
+
+docs/risk.md "Assets and money", "Spot holds", "Settlement and fees". Every movement is a
+transfer between two balances (an account's, the insurance fund's = account 0, or the fee
+account's), so the sum of all balances only changes by deposits and withdrawals.
+
+A spot order's hold is a budget kept on the order (``O_HOLD``): fills pay out of it and
+whatever is left returns to the account when the order ends (``order_end``, called from
+``book.release`` for every order however it ends). A buy's budget is sized at its risk
+price (``O_RPRICE``) with the taker fee on top; fills happen at or below that price and pay
+at most the taker fee, so the budget always covers them (docs/risk.md shows the bound).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from ringex.engine import events as ev
+from ringex.engine.arena import risk_views, views
+from ringex.engine.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
+from ringex.engine.layout import (
+    BUY, FU_ACCOUNT, FU_ACTION, FU_AMOUNT, FU_ASSET, FUNDS_DEPOSIT, FUNDS_WITHDRAW, KIND_PERPETUAL,
+    R_INSUFFICIENT_FUNDS, R_INSUFFICIENT_MARGIN, R_INVALID_SCOPE, R_NONE, R_QTY_OUT_OF_RANGE,
+    R_UNKNOWN_ACCOUNT, R_UNKNOWN_ASSET, T_FUNDS,
+)
+from ringex.engine.margin import account_risk, apply_fill, open_sync, rekey
+from ringex.engine.state import (
+    A_CREATED, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
+    I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES, O_OPEN, O_RPRICE, O_SIDE, W_BAL, W_HELD,
+)
+
+JIT = dict(cache=True, nogil=True, error_model="numpy")
+INLINE = dict(JIT, inline="always")
+MAX_BALANCE = 1 << 60
+
+
+@njit(**INLINE)
+def buy_hold(ins, inst, price, qty):
+    """What a spot buy of ``qty`` at ``price`` holds of asset 0: ceil notional + taker fee."""
+    if price <= 0:
+        return 0
+    n = notional_ceil(ins, inst, price, qty)
+    return n + ppm_floor(n, ins[I_TAKER_FEE, inst])
+
+
+@njit(**JIT)
+def spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice):
+    """docs/risk.md pre-trade check 7 for a spot order: ``InsufficientFunds`` or None."""
+    assets = glob[G_MAX_ASSETS]
+    if side == BUY:
+        need = buy_hold(ins, inst, rprice, qty)
+        w = acc * assets
+        if need > wallet[w, W_BAL] - wallet[w, W_HELD]:
+            return R_INSUFFICIENT_FUNDS
+        if glob[G_PERP_N] != 0 and need > 0:
+            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            if eq - wallet[w, W_HELD] - im < need:
+                return R_INSUFFICIENT_FUNDS  # the cash is collateral of its perpetuals
+        return R_NONE
+    w = acc * assets + ins[I_BASE_ASSET, inst]
+    if qty > wallet[w, W_BAL] - wallet[w, W_HELD]:
+        return R_INSUFFICIENT_FUNDS
+    return R_NONE
+
+
+@njit(**INLINE)
+def spot_hold(st, wallet, s):
+    """An accepted spot order takes its hold."""
+    o, ins, glob = st[0], st[3], st[6]
+    inst = o[s, O_INST]
+    if o[s, O_SIDE] == BUY:
+        amount = buy_hold(ins, inst, o[s, O_RPRICE], o[s, O_LEAVES])
+        w = o[s, O_ACCT] * glob[G_MAX_ASSETS]
+    else:
+        amount = o[s, O_LEAVES]
+        w = o[s, O_ACCT] * glob[G_MAX_ASSETS] + ins[I_BASE_ASSET, inst]
+    o[s, O_HOLD] = amount
+    wallet[w, W_HELD] += amount
+
+
+@njit(**INLINE)
+def hold_row(st, s):
+    """The wallet row an order's hold sits in."""
+    o, ins, glob = st[0], st[3], st[6]
+    inst = o[s, O_INST]
+    w = o[s, O_ACCT] * glob[G_MAX_ASSETS]
+    if o[s, O_SIDE] != BUY:
+        w += ins[I_BASE_ASSET, inst]
+    return w
+
+
+@njit(**JIT)
+def order_end(st, s):
+    """Order ``s`` ends (filled, canceled, expired, ...): its hold or open margin goes."""
+    o, ins, glob = st[0], st[3], st[6]
+    wallet, pos, heap = risk_views(glob)
+    if ins[I_KIND, o[s, O_INST]] == KIND_PERPETUAL:
+        if o[s, O_OPEN] != 0:
+            open_sync(st, pos, s, 0)
+        return
+    left = o[s, O_HOLD]
+    if left != 0:
+        wallet[hold_row(st, s), W_HELD] -= left
+        o[s, O_HOLD] = 0
+
+
+@njit(**INLINE)
+def leaves_changed(st, s):
+    """A perpetual order's leaves shrank without a fill (self-trade prevention)."""
+    o, ins, glob = st[0], st[3], st[6]
+    if o[s, O_OPEN] != 0:
+        wallet, pos, heap = risk_views(glob)
+        open_sync(st, pos, s, o[s, O_LEAVES])
+
+
+@njit(**JIT)
+def settle(st, a, r, price, q):
+    """Settle a fill of ``q`` at ``price`` between aggressor ``a`` and resting order ``r``
+    (their leaves already reduced): cash, base asset or positions, fees, holds, margin."""
+    o, ins, acct, glob = st[0], st[3], st[4], st[6]
+    wallet, pos, heap = risk_views(glob)
+    inst = o[a, O_INST]
+    assets = glob[G_MAX_ASSETS]
+    n = notional(ins, inst, price, q)
+    taker_fee = ppm_floor(n, ins[I_TAKER_FEE, inst])
+    maker_fee = ppm_trunc(n, ins[I_MAKER_FEE, inst])
+    glob[G_FEES] += taker_fee + maker_fee
+    if o[a, O_SIDE] == BUY:
+        b, s = a, r
+        b_fee, s_fee = taker_fee, maker_fee
+    else:
+        b, s = r, a
+        b_fee, s_fee = maker_fee, taker_fee
+    ba = o[b, O_ACCT]
+    sa = o[s, O_ACCT]
+    wallet[ba * assets, W_BAL] -= n + b_fee
+    wallet[sa * assets, W_BAL] += n - s_fee
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        if o[b, O_OPEN] != 0:
+            open_sync(st, pos, b, o[b, O_LEAVES])
+        if o[s, O_OPEN] != 0:
+            open_sync(st, pos, s, o[s, O_LEAVES])
+        apply_fill(glob, acct, ins, pos, ba, inst, q, price)
+        apply_fill(glob, acct, ins, pos, sa, inst, -q, price)
+        rekey(glob, ins, wallet, pos, heap, ba, 0)
+        if sa != ba:
+            rekey(glob, ins, wallet, pos, heap, sa, 0)
+        return
+    base = ins[I_BASE_ASSET, inst]
+    # the buyer pays out of its order's budget, the seller delivers out of its order's
+    wallet[ba * assets, W_HELD] -= n + b_fee
+    o[b, O_HOLD] -= n + b_fee
+    wallet[ba * assets + base, W_BAL] += q
+    wallet[sa * assets + base, W_BAL] -= q
+    wallet[sa * assets + base, W_HELD] -= q
+    o[s, O_HOLD] -= q
+
+
+@njit(**JIT)
+def on_funds(mem, out, i64, b):
+    """docs/risk.md ``Funds``: deposit into or withdraw from an account (0: the insurance fund)."""
+    st = views(mem)
+    ins, acct, glob = st[3], st[4], st[6]
+    wallet, pos, heap = risk_views(glob)
+    acc = (i64[b + FU_ACCOUNT[0]] >> FU_ACCOUNT[1]) & FU_ACCOUNT[2]
+    asset = (i64[b + FU_ASSET[0]] >> FU_ASSET[1]) & FU_ASSET[2]
+    action = (i64[b + FU_ACTION[0]] >> FU_ACTION[1]) & FU_ACTION[2]
+    amount = i64[b + FU_AMOUNT]
+    reason = R_NONE
+    w = 0
+    if not (acc == 0 or (acc < glob[G_MAX_ACCOUNTS] and acct[A_CREATED, acc] != 0)):
+        reason = R_UNKNOWN_ACCOUNT
+    elif asset >= glob[G_MAX_ASSETS]:
+        reason = R_UNKNOWN_ASSET
+    elif action != FUNDS_DEPOSIT and action != FUNDS_WITHDRAW:
+        reason = R_INVALID_SCOPE
+    elif amount <= 0:
+        reason = R_QTY_OUT_OF_RANGE
+    else:
+        w = acc * glob[G_MAX_ASSETS] + asset
+        bal = wallet[w, W_BAL]
+        if action == FUNDS_DEPOSIT:
+            if amount > MAX_BALANCE or bal > MAX_BALANCE - amount:
+                reason = R_QTY_OUT_OF_RANGE
+        elif amount > bal - wallet[w, W_HELD]:
+            reason = R_INSUFFICIENT_FUNDS
+        elif asset == 0 and glob[G_PERP_N] != 0:
+            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            if eq - wallet[w, W_HELD] - im < amount:
+                reason = R_INSUFFICIENT_MARGIN
+    if reason == R_NONE:
+        wallet[w, W_BAL] += amount if action == FUNDS_DEPOSIT else -amount
+        if asset == 0 and glob[G_PERP_N] != 0:
+            rekey(glob, ins, wallet, pos, heap, acc, 0)
+    value = 0
+    if reason != R_UNKNOWN_ACCOUNT and reason != R_UNKNOWN_ASSET:
+        value = wallet[acc * glob[G_MAX_ASSETS] + asset, W_BAL]
+    return ev.admin_result(out, glob, value, acc, 0, T_FUNDS, reason)
