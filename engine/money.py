@@ -25,7 +25,7 @@ from ringex.engine.layout import (
 )
 from ringex.engine.margin import account_risk, apply_fill, open_sync, rekey
 from ringex.engine.state import (
-    A_CREATED, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
+    A_CREATED, A_NPOS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
     I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES, O_OPEN, O_RPRICE, O_SIDE, W_BAL, W_HELD,
 )
 
@@ -43,7 +43,7 @@ def buy_hold(ins, inst, price, qty):
     return n + ppm_floor(n, ins[I_TAKER_FEE, inst])
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice):
     """docs/risk.md pre-trade check 7 for a spot order: ``InsufficientFunds`` or None."""
     assets = glob[G_MAX_ASSETS]
@@ -89,7 +89,7 @@ def hold_row(st, s):
     return w
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def order_end(st, s):
     """Order ``s`` ends (filled, canceled, expired, ...): its hold or open margin goes."""
     o, ins, glob = st[0], st[3], st[6]
@@ -113,7 +113,7 @@ def leaves_changed(st, s):
         open_sync(st, pos, s, o[s, O_LEAVES])
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def settle(st, a, r, price, q):
     """Settle a fill of ``q`` at ``price`` between aggressor ``a`` and resting order ``r``
     (their leaves already reduced): cash, base asset or positions, fees, holds, margin."""
@@ -154,6 +154,11 @@ def settle(st, a, r, price, q):
     wallet[sa * assets + base, W_BAL] -= q
     wallet[sa * assets + base, W_HELD] -= q
     o[s, O_HOLD] -= q
+    if glob[G_PERP_N] != 0:  # their cash is also their perpetuals' collateral
+        if acct[A_NPOS, ba] != 0:
+            rekey(glob, ins, wallet, pos, heap, ba, 0)
+        if acct[A_NPOS, sa] != 0 and sa != ba:
+            rekey(glob, ins, wallet, pos, heap, sa, 0)
 
 
 @njit(**JIT)
