@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ringex.engine.engine_agent import stream_hash, update_stream_hash
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import ExchangeConfig, parse_config
+from ringex.tools.launcher import admin_messages
 
 _counter = [0]
 
@@ -26,15 +28,28 @@ def unique_prefix() -> str:
     return f"rxp{os.getpid()}n{_counter[0]}"
 
 
+SPOT = 1  # instrument ids of make_config's venue
+PERP = 2
+# Generous balances: the order flow below never runs out, so every order is accepted and a
+# rejection in a pipeline test is a real finding. Buyers (account 1) spend asset 0, sellers
+# (account 2) asset 1; both get both so that any test may use either account on either side.
+FUNDS = {0: 10**12, 1: 10**9}
+
+
 def make_config(tmp: Path, *, processes: str = "embedded", durability: str = "batch",
                 snapshot_every: int = 1_000_000, gateways=("t1", "t2"), heartbeat_ms: int = 2000,
                 prefix: str | None = None) -> ExchangeConfig:
+    """A test venue: a spot instrument (1, base asset 1) and a perpetual (2) with leverage,
+    funding every second of sequencer time and a first index price, two funded accounts and an
+    insurance fund; so the journal, snapshots and replays carry spot holds, positions, margin
+    and funding, not only books."""
     if processes == "embedded":
         topo = '[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
     else:
         topo = ('[[process]]\nname = "seq"\nagents = ["sequencer"]\n'
                 '[[process]]\nname = "eng"\nagents = ["engine"]\n')
     gw = ", ".join(f'"{g}"' for g in gateways)
+    funds = "{ " + ", ".join(f"{a} = {v}" for a, v in FUNDS.items()) + " }"
     text = f"""
 [exchange]
 name = "test"
@@ -59,36 +74,64 @@ heartbeat_timeout_ms = {heartbeat_ms}
 check_interval_ms = 50
 {topo}
 [[instrument]]
-id = 1
+id = {SPOT}
 symbol = "TEST"
 reference_price = 1000
+base_asset = 1
+maker_fee_ppm = 100
+taker_fee_ppm = 300
+[[instrument]]
+id = {PERP}
+symbol = "TEST-P"
+kind = "perpetual"
+reference_price = 1000
+maker_fee_ppm = -50
+taker_fee_ppm = 300
+[instrument.perpetual]
+im_ppm = 100000
+mm_ppm = 500000
+funding_interval_ns = 1000000000
+funding_cap_ppm = 1000
+basis_cap_ppm = 5000
+basis_ema_ppm = 100000
+index_price = 1000
 [[account]]
 id = 1
 stp_default = "off"
+deposits = {funds}
 [[account]]
 id = 2
 stp_default = "off"
+deposits = {funds}
+[insurance_fund]
+deposit = 1000000
 """
     return parse_config(text, base_dir=tmp)
 
 
+def admin_count(cfg: ExchangeConfig) -> int:
+    """How many admin messages a fresh start journals before any order."""
+    return len(admin_messages(cfg))
+
+
 def order(cl: int, side: int, price: int, qty: int = 1, account: int | None = None,
-          session: int = 1) -> bytes:
+          session: int = 1, instrument: int = SPOT) -> bytes:
     return m.NewOrder.encode(
-        clOrdId=cl, side=side, price=price, qty=qty, account=account or side, instrument=1,
+        clOrdId=cl, side=side, price=price, qty=qty, account=account or side, instrument=instrument,
         ordType=m.OrdType.Limit, timeInForce=m.TimeInForce.GTC, stpMode=m.StpMode.Off,
         sessionId=session,
     )
 
 
 def order_bytes(first_cl: int, n: int) -> list[bytes]:
-    """n orders that rest and trade: alternating sides around 1000."""
+    """n orders that rest and trade: alternating sides around 1000, a buy and a sell on the
+    spot instrument, then a buy and a sell on the perpetual (account 1 buys, account 2 sells)."""
     out = []
     for i in range(n):
         cl = first_cl + i
         side = 1 + (cl % 2)
         price = 1000 - (cl % 7) + 3 if side == 1 else 1000 + (cl % 7) - 3
-        out.append(order(cl, side, price, qty=1 + cl % 3))
+        out.append(order(cl, side, price, qty=1 + cl % 3, instrument=SPOT if cl // 2 % 2 == 0 else PERP))
     return out
 
 
@@ -120,6 +163,8 @@ class OutputReader:
     index: int
     hash: object = field(default_factory=stream_hash)
     acked: dict = field(default_factory=dict)  # clOrdId -> template name
+    rejections: dict = field(default_factory=dict)  # clOrdId -> the engine's reason for a NewOrder
+    trades: Counter = field(default_factory=Counter)  # instrument -> trades
     rejected_not_accepting: list = field(default_factory=list)
     events: int = 0
     last_seq: int = 0
@@ -144,6 +189,10 @@ class OutputReader:
                 self.last_seq = seq
                 if d.name in ("OrderAccepted", "OrderRejected") and d.fields.get("refTemplateId", 1) == 1:
                     self.acked[d["clOrdId"]] = d.name
+                    if d.name == "OrderRejected":
+                        self.rejections[d["clOrdId"]] = d["reason"]
+                elif d.name == "Trade":
+                    self.trades[d["instrument"]] += 1
         if k:
             self.consumer.commit(k)
         self.events += k

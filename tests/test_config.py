@@ -20,26 +20,107 @@ def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     assert parse_config(DEFAULT_TOML).instrument == cfg.instrument
 
 
+def test_embedded_default_is_a_funded_venue() -> None:
+    """``make run`` can trade out of the box: spot markets with base assets, a perpetual with
+    margin and funding, every account holding the settlement asset and every base asset, and
+    an insurance fund (tests/test_pipeline.py runs it through the engine)."""
+    cfg = load_config()
+    spots = [i for i in cfg.instrument if i.kind == "spot"]
+    perps = [i for i in cfg.instrument if i.kind == "perpetual"]
+    assert spots and perps
+    bases = {i.base_asset for i in spots}
+    assert 0 not in bases and None not in bases
+    for p in perps:
+        assert p.perpetual is not None and p.perpetual.im_ppm < 1_000_000  # leveraged
+        assert p.perpetual.funding_interval_ns > 0 and p.perpetual.index_price is not None
+    for acc in cfg.account:
+        held = {asset for asset, _ in acc.deposit_list()}
+        assert {0} | bases <= held, acc
+    assert cfg.insurance_fund.deposit > 0
+
+
+# the smallest valid instruments, to which a case adds one key
+SPOT = "[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nbase_asset = 1\n"
+PERP = "[[instrument]]\nid = 1\nsymbol = 'P'\nreference_price = 100\nkind = 'perpetual'\n"
+PERP_TABLE = PERP + "[instrument.perpetual]\n"
+ACCOUNT = "[[account]]\nid = 1\n"
+
+
+def problems_of(text: str) -> list[str]:
+    """The problems a ConfigError lists for ``text`` (one line each)."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    lines = str(err.value).splitlines()
+    return lines[1:] if lines[0] == "invalid configuration:" else lines
+
+
 @pytest.mark.parametrize("text, key", [
     ("[engine]\nmax_orders = 0", "max_orders"),
     ("[engine]\nunknown_key = 1", "unknown_key"),
+    ("[engine]\nmax_assets = 0", "max_assets"),
     ("[journal]\ndurability = 'sometimes'", "$.journal.durability"),
     ("[rings]\nengine_capacity = 1000", "$.rings.engine_capacity"),
     ("[rings]\ngateways = ['a', 'a']", "$.rings.gateways"),
     ("[ports]\nfix = 70000", "$.ports.fix"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ntick_size = 2", "$.instrument[0].reference_price"),
-    ("[[instrument]]\nid = 1\nsymbol = 'TOOLONGSYM'\nreference_price = 7", "$.instrument[0].symbol"),
-    ("[[instrument]]\nid = 1\nsymbol = 'A'\nreference_price = 7\n[[instrument]]\nid = 1\nsymbol = 'B'\nreference_price = 7",
-     "$.instrument[1].id"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nnotional_divisor = 0", "$.instrument[0].notional_divisor"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nmax_order_notional = -1",
-     "$.instrument[0].max_order_notional"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nprice_band_ppm = -1", "$.instrument[0].price_band_ppm"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_move_ppm = 1000001", "$.instrument[0].cb_move_ppm"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_window_ns = -5", "$.instrument[0].cb_window_ns"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\ncb_halt_ns = -5", "$.instrument[0].cb_halt_ns"),
-    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 7\nmax_qty = 4611686018427387904", "$.instrument[0].max_qty"),
-    ("[[account]]\nid = 1\nmax_open_orders = -1", "$.account[0].max_open_orders"),
+    (SPOT + "tick_size = 3", "$.instrument[0].reference_price"),
+    ("[[instrument]]\nid = 1\nsymbol = 'TOOLONGSYM'\nreference_price = 7\nbase_asset = 1", "$.instrument[0].symbol"),
+    (SPOT + SPOT.replace("'X'", "'Y'"), "$.instrument[1].id"),
+    (SPOT + "notional_divisor = 0", "$.instrument[0].notional_divisor"),
+    (SPOT + "max_order_notional = -1", "$.instrument[0].max_order_notional"),
+    (SPOT + "price_band_ppm = -1", "$.instrument[0].price_band_ppm"),
+    (SPOT + "cb_move_ppm = 1000001", "$.instrument[0].cb_move_ppm"),
+    (SPOT + "cb_window_ns = -5", "$.instrument[0].cb_window_ns"),
+    (SPOT + "cb_halt_ns = -5", "$.instrument[0].cb_halt_ns"),
+    (SPOT + "max_qty = 4611686018427387904", "$.instrument[0].max_qty"),
+    # base asset: required for spot, 1..max_assets-1; a perpetual's is 0
+    ("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100", "$.instrument[0].base_asset"),
+    (SPOT.replace("base_asset = 1", "base_asset = 0"), "$.instrument[0].base_asset"),
+    (SPOT.replace("base_asset = 1", "base_asset = 8"), "$.instrument[0].base_asset"),
+    ("[engine]\nmax_assets = 2\n" + SPOT.replace("base_asset = 1", "base_asset = 2"), "$.instrument[0].base_asset"),
+    (SPOT.replace("base_asset = 1", "base_asset = 'BTC'"), "$.instrument[0].base_asset"),
+    (PERP + "base_asset = 1", "$.instrument[0].base_asset"),
+    # fees: 0 <= taker <= 100%, -taker <= maker <= taker
+    (SPOT + "taker_fee_ppm = -1", "$.instrument[0].taker_fee_ppm"),
+    (SPOT + "taker_fee_ppm = 1000001\nmaker_fee_ppm = 0", "$.instrument[0].taker_fee_ppm"),
+    (SPOT + "taker_fee_ppm = 10\nmaker_fee_ppm = 11", "$.instrument[0].maker_fee_ppm"),
+    (SPOT + "taker_fee_ppm = 10\nmaker_fee_ppm = -11", "$.instrument[0].maker_fee_ppm"),
+    # the two new limits
+    (SPOT + "max_order_qty = -1", "$.instrument[0].max_order_qty"),
+    (PERP + "max_position = -1", "$.instrument[0].max_position"),
+    (SPOT + "max_position = 10", "$.instrument[0].max_position"),
+    # the perpetual table: perpetuals only, each field in its range
+    (SPOT + "[instrument.perpetual]\nim_ppm = 100000", "$.instrument[0].perpetual"),
+    (PERP_TABLE + "im_ppm = 0", "$.instrument[0].perpetual.im_ppm"),
+    (PERP_TABLE + "im_ppm = 1000001", "$.instrument[0].perpetual.im_ppm"),
+    (PERP_TABLE + "mm_ppm = 0", "$.instrument[0].perpetual.mm_ppm"),
+    (PERP_TABLE + "mm_ppm = 1000001", "$.instrument[0].perpetual.mm_ppm"),
+    (PERP_TABLE + "tier_notional = -1", "$.instrument[0].perpetual.tier_notional"),
+    (PERP_TABLE + "tier_step_ppm = -1", "$.instrument[0].perpetual.tier_step_ppm"),
+    (PERP_TABLE + "tier_step_ppm = 1000001", "$.instrument[0].perpetual.tier_step_ppm"),
+    (PERP_TABLE + "funding_interval_ns = -1", "$.instrument[0].perpetual.funding_interval_ns"),
+    (PERP_TABLE + "funding_interval_ns = 9223372036854775807\nfunding_cap_ppm = -1",
+     "$.instrument[0].perpetual.funding_cap_ppm"),
+    (PERP_TABLE + "funding_cap_ppm = 1000001", "$.instrument[0].perpetual.funding_cap_ppm"),
+    (PERP_TABLE + "basis_cap_ppm = 1000001", "$.instrument[0].perpetual.basis_cap_ppm"),
+    (PERP_TABLE + "basis_ema_ppm = -1", "$.instrument[0].perpetual.basis_ema_ppm"),
+    (PERP_TABLE + "index_price = 0", "$.instrument[0].perpetual.index_price"),
+    # reference 100 with 65536 levels: the window is 1..65536
+    (PERP_TABLE + "index_price = 65537", "$.instrument[0].perpetual.index_price"),
+    (PERP_TABLE + "leverage = 10", "leverage"),
+    # deposits: keyed by an asset id in range, each 1..2**60
+    (ACCOUNT + "deposits = { 8 = 5 }", "$.account[0].deposits.8"),
+    (ACCOUNT + "deposits = { usd = 5 }", "$.account[0].deposits.usd"),
+    (ACCOUNT + "deposits = { 01 = 5 }", "$.account[0].deposits.01"),
+    (ACCOUNT + "deposits = { '-1' = 5 }", "$.account[0].deposits.-1"),
+    (ACCOUNT + "deposits = { 0 = 0 }", "$.account[0].deposits.0"),
+    (ACCOUNT + "deposits = { 1 = -5 }", "$.account[0].deposits.1"),
+    (ACCOUNT + "deposits = { 0 = 1152921504606846977 }", "$.account[0].deposits.0"),
+    (ACCOUNT + "deposits = { 0 = '5' }", "$.account[0].deposits"),
+    (ACCOUNT + "deposit = 5", "deposit"),  # the old single-asset key is gone
+    ("[insurance_fund]\ndeposit = -1", "$.insurance_fund.deposit"),
+    ("[insurance_fund]\ndeposit = 1152921504606846977", "$.insurance_fund.deposit"),
+    ("[insurance_fund]\ndeposits = { 0 = 5 }", "$.insurance_fund"),
+    (ACCOUNT + "max_open_orders = -1", "$.account[0].max_open_orders"),
     ("[[account]]\nid = 0", "$.account[0].id"),
     ("[[account]]\nid = 1\nstp_default = 'sometimes'", "$.account[0].stp_default"),
     ("[[process]]\nname = 'a'\nagents = ['sequencer']", "not placed"),
@@ -48,9 +129,27 @@ def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     ("x = ", "invalid TOML"),
 ])
 def test_invalid_configuration_names_the_key(text: str, key: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse_config(text)
-    assert key in str(err.value)
+    problems = problems_of(text)
+    # exactly the one problem the case makes, and it names the key
+    assert len(problems) == 1, problems
+    assert key in problems[0]
+
+
+def test_the_insurance_fund_is_not_an_account() -> None:
+    (problem,) = problems_of("[[account]]\nid = 0")
+    assert "insurance_fund" in problem
+
+
+@pytest.mark.parametrize("text", [
+    SPOT + "taker_fee_ppm = 1000000\nmaker_fee_ppm = -1000000",  # a rebate equal to the taker fee
+    SPOT.replace("base_asset = 1", "base_asset = 7"),  # the last asset of the default 8
+    PERP + "base_asset = 0\nmax_position = 5",
+    PERP_TABLE + "im_ppm = 1000000\nmm_ppm = 1\nfunding_interval_ns = 9223372036854775807\nindex_price = 65536",
+    ACCOUNT + "deposits = { 0 = 1152921504606846976, 7 = 1 }",
+    "[insurance_fund]\ndeposit = 1152921504606846976",
+])
+def test_boundary_values_are_accepted(text: str) -> None:
+    parse_config(text)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -77,26 +176,92 @@ def test_tune_check_reads_the_exchange_topology(tmp_path: Path) -> None:
     assert any(f["severity"] == "error" and f["topic"] == "topology" for f in doc["findings"])
 
 
-def test_risk_keys_reach_the_admin_messages() -> None:
+def decoded_admin(text: str) -> list:
     from ringex.engine.messages import SCHEMA
     from ringex.tools.launcher import admin_messages
 
-    cfg = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nmax_order_notional = 5000\n"
-                       "notional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
-                       "cb_halt_ns = 5000000\n[[account]]\nid = 1\nmax_open_orders = 7\n[[account]]\nid = 2\n")
-    decoded = [SCHEMA.decode(m) for m in admin_messages(cfg)]
+    return [SCHEMA.decode(m) for m in admin_messages(parse_config(text))]
+
+
+def test_risk_keys_reach_the_admin_messages() -> None:
+    decoded = decoded_admin(
+        "[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nbase_asset = 3\nmax_order_notional = 5000\n"
+        "notional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
+        "cb_halt_ns = 5000000\nmax_order_qty = 40\nmaker_fee_ppm = -20\ntaker_fee_ppm = 30\n"
+        "[[account]]\nid = 1\nmax_open_orders = 7\n[[account]]\nid = 2\n")
     assert [d.name for d in decoded] == ["InstrumentDefinition", "InstrumentLimits", "CreateAccount", "CreateAccount"]
     ins, lim, acc, acc2 = (d.fields for d in decoded)
     assert "maxOrderNotional" not in ins and lim["instrument"] == 1
-    assert (lim["maxOrderNotional"], lim["notionalDivisor"], lim["priceBandPpm"], lim["cbMovePpm"],
-            lim["cbWindowNs"], lim["cbHaltNs"]) == (5000, 10, 50000, 20000, 1_000_000, 5_000_000)
+    assert (ins["baseAsset"], ins["kind"], ins["makerFeePpm"], ins["takerFeePpm"]) == (3, 1, -20, 30)
+    assert (lim["maxOrderQty"], lim["maxPosition"], lim["maxOrderNotional"], lim["notionalDivisor"],
+            lim["priceBandPpm"], lim["cbMovePpm"], lim["cbWindowNs"], lim["cbHaltNs"]) == (
+        40, 0, 5000, 10, 50000, 20000, 1_000_000, 5_000_000)
     assert acc["maxOpenOrders"] == 7 and acc2["maxOpenOrders"] == 0
-    # limits at their defaults: the definition alone (a new instrument's limits are off)
-    default = parse_config("[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\n"
-                           "[[instrument]]\nid = 2\nsymbol = 'Y'\nreference_price = 100\nprice_band_ppm = 1000\n")
-    decoded = [SCHEMA.decode(m) for m in admin_messages(default)]
+    # limits at their defaults: the definition alone (a new instrument's limits are off); each
+    # of the two new limits on its own is enough to send an InstrumentLimits
+    decoded = decoded_admin(SPOT + SPOT.replace("id = 1", "id = 2").replace("'X'", "'Y'") + "price_band_ppm = 1000\n"
+                            + SPOT.replace("id = 1", "id = 3").replace("'X'", "'Z'") + "max_order_qty = 9\n"
+                            + PERP.replace("id = 1", "id = 4") + "max_position = 8\n")
     assert [(d.name, d.fields["instrument"]) for d in decoded] == [
-        ("InstrumentDefinition", 1), ("InstrumentDefinition", 2), ("InstrumentLimits", 2)]
-    lim = decoded[2].fields
-    assert (lim["maxOrderNotional"], lim["notionalDivisor"], lim["priceBandPpm"], lim["cbMovePpm"],
-            lim["cbWindowNs"], lim["cbHaltNs"]) == (0, 1, 1000, 0, 0, 0)
+        ("InstrumentDefinition", 1), ("InstrumentDefinition", 2), ("InstrumentLimits", 2),
+        ("InstrumentDefinition", 3), ("InstrumentLimits", 3),
+        ("InstrumentDefinition", 4), ("InstrumentLimits", 4), ("PerpetualParams", 4)]
+    lims = [d.fields for d in decoded if d.name == "InstrumentLimits"]
+    assert [(f["maxOrderQty"], f["maxPosition"], f["maxOrderNotional"], f["notionalDivisor"], f["priceBandPpm"],
+             f["cbMovePpm"], f["cbWindowNs"], f["cbHaltNs"]) for f in lims] == [
+        (0, 0, 0, 1, 1000, 0, 0, 0), (9, 0, 0, 1, 0, 0, 0, 0), (0, 8, 0, 1, 0, 0, 0, 0)]
+
+
+def test_perpetual_deposits_and_index_reach_the_admin_messages_in_order() -> None:
+    decoded = decoded_admin(
+        "[[instrument]]\nid = 2\nsymbol = 'PERP'\nkind = 'perpetual'\nreference_price = 1000\n"
+        "taker_fee_ppm = 500\nmaker_fee_ppm = -100\nmax_position = 50\n"
+        "[instrument.perpetual]\nim_ppm = 100000\nmm_ppm = 600000\ntier_notional = 1000000\n"
+        "tier_step_ppm = 20000\nfunding_interval_ns = 3600000000000\nfunding_cap_ppm = 750\n"
+        "basis_cap_ppm = 5000\nbasis_ema_ppm = 200000\nindex_price = 1010\n"
+        "[[instrument]]\nid = 1\nsymbol = 'SPOT'\nreference_price = 1000\nbase_asset = 2\n"
+        "[[instrument]]\nid = 3\nsymbol = 'BARE'\nkind = 'perpetual'\nreference_price = 7\n"
+        "[[account]]\nid = 5\ndeposits = { 2 = 30, 0 = 1_000_000 }\n"
+        "[[account]]\nid = 4\n"
+        "[[account]]\nid = 6\ndeposits = { 1 = 1 }\n"
+        "[insurance_fund]\ndeposit = 250_000\n")
+    fields = [(d.name, d.fields) for d in decoded]
+    assert [(n, f.get("instrument", f.get("account"))) for n, f in fields] == [
+        ("InstrumentDefinition", 2), ("InstrumentLimits", 2), ("PerpetualParams", 2),
+        ("InstrumentDefinition", 1),
+        ("InstrumentDefinition", 3), ("PerpetualParams", 3),
+        ("CreateAccount", 5), ("CreateAccount", 4), ("CreateAccount", 6),
+        ("Funds", 5), ("Funds", 5), ("Funds", 6), ("Funds", 0),
+        ("IndexPrice", 2)]
+    perp_def, spot_def = fields[0][1], fields[3][1]
+    assert (perp_def["kind"], perp_def["baseAsset"], perp_def["makerFeePpm"], perp_def["takerFeePpm"]) == (
+        2, 0, -100, 500)
+    assert (spot_def["kind"], spot_def["baseAsset"]) == (1, 2)
+    assert fields[1][1]["maxPosition"] == 50
+    pp = fields[2][1]
+    assert (pp["imPpm"], pp["mmPpm"], pp["tierNotional"], pp["tierStepPpm"], pp["fundingIntervalNs"],
+            pp["fundingCapPpm"], pp["basisCapPpm"], pp["basisEmaPpm"]) == (
+        100000, 600000, 1_000_000, 20000, 3_600_000_000_000, 750, 5000, 200000)
+    # a perpetual without a table gets the engine's defaults (docs/risk.md), stated explicitly
+    bare = fields[5][1]
+    assert (bare["imPpm"], bare["mmPpm"], bare["tierNotional"], bare["tierStepPpm"], bare["fundingIntervalNs"],
+            bare["fundingCapPpm"], bare["basisCapPpm"], bare["basisEmaPpm"]) == (1_000_000, 500_000, 0, 0, 0, 0, 0, 0)
+    funds = [f for n, f in fields if n == "Funds"]
+    assert [(f["account"], f["asset"], f["amount"], f["action"]) for f in funds] == [
+        (5, 0, 1_000_000, 1), (5, 2, 30, 1), (6, 1, 1, 1), (0, 0, 250_000, 1)]
+    assert (fields[-1][1]["instrument"], fields[-1][1]["price"]) == (2, 1010)
+
+
+def test_nothing_to_fund_sends_no_funds() -> None:
+    decoded = decoded_admin(SPOT + ACCOUNT + "[insurance_fund]\ndeposit = 0\n")
+    assert [d.name for d in decoded] == ["InstrumentDefinition", "CreateAccount"]
+
+
+def test_the_readme_example_is_a_valid_configuration() -> None:
+    """The README documents the risk keys with a TOML example; it must stay loadable."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = readme.split("```toml\n")[1:]
+    assert blocks, "README.md has no toml example"
+    cfg = parse_config(blocks[0].split("```")[0])
+    assert [i.kind for i in cfg.instrument] == ["spot", "perpetual"]
+    assert cfg.instrument[1].perpetual is not None and cfg.insurance_fund.deposit > 0

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_kit import (
+    PERP,
+    SPOT,
     OutputReader,
+    admin_count,
     make_config,
     order,
     produce,
@@ -93,11 +96,14 @@ def test_live_output_equals_replay_and_shutdown_cleans_up(tmp_path: Path, durabi
         run.spawn_producer("t2", 100_001, 1500)
         run.pump(lambda: len(run.reader.acked) >= 3000, timeout=120)
         assert run.reader.seqs_monotonic
+        # The configured deposits fund the whole flow: every order accepted, both markets trade.
+        assert run.reader.rejections == {}
+        assert run.reader.trades[SPOT] > 0 and run.reader.trades[PERP] > 0
         live_hash = run.reader.hash.hexdigest()
         events = run.reader.events
     assert shm_leftovers(cfg.exchange.shm_prefix) == []
     result = replay(cfg.data_path())
-    assert result["messages"] == 3000 + len(cfg.instrument) + len(cfg.account)
+    assert result["messages"] == 3000 + admin_count(cfg)
     assert result["events"] == events
     assert result["output_sha256"] == live_hash
     # A clean stop wrote a final snapshot covering everything.
@@ -114,9 +120,11 @@ def test_restart_continues_from_snapshot_and_journal(tmp_path: Path) -> None:
         # Admin messages are not re-sent on a restart; sequencing continues.
         run.spawn_producer("t1", 5001, 500)
         run.pump(lambda: len(run.reader.acked) >= 500, timeout=120)
+        # the recovered balances, holds and positions still fund the flow
+        assert run.reader.rejections == {}
         first_seq_after_restart = min(s for s in [run.reader.last_seq])
     result = replay(cfg.data_path())
-    assert result["messages"] == 1000 + 500 + len(cfg.instrument) + len(cfg.account)
+    assert result["messages"] == 1000 + 500 + admin_count(cfg)
     assert first_seq_after_restart == result["last_seq"]
 
 
@@ -165,7 +173,7 @@ def test_sequencer_sigkill_fails_safe_then_recovers(tmp_path: Path) -> None:
         run.spawn_producer("t1", 1001, 200)
         run.pump(lambda: len(run.reader.acked) >= 400, timeout=60)
     result = replay(cfg.data_path())
-    assert result["messages"] == 400 + len(cfg.instrument) + len(cfg.account)
+    assert result["messages"] == 400 + admin_count(cfg)
 
 
 def test_dead_producer_stops_acceptance_with_a_clear_rejection(tmp_path: Path) -> None:
@@ -208,8 +216,12 @@ price_levels = 1024
 id = 1
 symbol = "DEMO"
 reference_price = 1000
+base_asset = 1
 [[account]]
 id = 1
+deposits = {{ 0 = 100000, 1 = 10 }}
+[insurance_fund]
+deposit = 5000
 """)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
@@ -284,3 +296,43 @@ def test_stale_rings_from_a_crashed_run_are_reported_and_reclaimed(tmp_path: Pat
         run.offer("t1", order(1, 1, 990))
         run.pump(lambda: 1 in run.reader.acked, timeout=60)
     assert shm_leftovers(cfg.exchange.shm_prefix) == []
+
+
+def test_default_configuration_trades_out_of_the_box() -> None:
+    """``make run``'s venue, run through the engine: every admin message the launcher sends
+    is applied, and each instrument trades between two of its accounts."""
+    from ringex.engine.engine import MatchingEngine
+    from ringex.tools.config import load_config
+    from ringex.tools.launcher import admin_messages
+
+    cfg = load_config()
+    engine = MatchingEngine(cfg.engine)
+    t0 = 1_700_000_000_000_000_000
+    seq = [0]
+
+    def send(msg: bytes) -> list:
+        # stamped as the sequencer would: the engine's clock is the message's timestamp
+        seq[0] += 1
+        d = m.SCHEMA.decode(msg)
+        fields = {**d.fields, "seq": seq[0], "timestampNs": t0 + seq[0] * 1000}
+        return engine.process_messages([m.SCHEMA.encode(d.name, **fields)])
+
+    for msg in admin_messages(cfg):
+        name = m.SCHEMA.decode(msg).name
+        events = send(msg)
+        results = [e for e in events if e.name == "AdminResult"]
+        assert len(results) == 1 and int(results[0]["reason"]) == 0, (name, events)
+        if name == "IndexPrice":
+            assert [e.name for e in events][:2] == ["AdminResult", "MarkPrice"], events
+    maker, taker = cfg.account[0].id, cfg.account[1].id
+    for i, ins in enumerate(cfg.instrument):
+        price, qty = ins.reference_price, ins.min_qty
+        rest = send(m.NewOrder.encode(clOrdId=10 * i + 1, side=m.Side.Sell, price=price, qty=qty, account=maker,
+                                      instrument=ins.id, ordType=m.OrdType.Limit, timeInForce=m.TimeInForce.GTC,
+                                      stpMode=m.StpMode.Off, sessionId=1))
+        assert [e.name for e in rest][:1] == ["OrderAccepted"], (ins.symbol, rest)
+        take = send(m.NewOrder.encode(clOrdId=10 * i + 2, side=m.Side.Buy, price=price, qty=qty, account=taker,
+                                      instrument=ins.id, ordType=m.OrdType.Limit, timeInForce=m.TimeInForce.IOC,
+                                      stpMode=m.StpMode.Off, sessionId=1))
+        trades = [e for e in take if e.name == "Trade"]
+        assert [(t["price"], t["qty"]) for t in trades] == [(price, qty)], (ins.symbol, take)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import OutputReader, make_config, order_bytes, pump
+from pipeline_kit import PERP, SPOT, OutputReader, admin_count, make_config, order_bytes, pump
 from ringex.engine.engine_agent import (
     journal_dir,
     read_engine_file,
@@ -51,6 +51,9 @@ def written(tmp_path_factory) -> Path:
             return len(reader.acked) >= ORDERS
 
         pump(exchange, reader, step, timeout=120)
+        # the data holds real trading on both instruments (no order refused for want of funds)
+        assert reader.rejections == {}
+        assert reader.trades[SPOT] > 0 and reader.trades[PERP] > 0
         prod.close()
         gw.close()
         reader.close()
@@ -155,15 +158,25 @@ def test_replay_and_journal_dump_commands(data: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["output_sha256"] == replay(data)["output_sha256"]
-    assert doc["messages"] == ORDERS + 2 + 1  # orders, two accounts, one instrument
+    admin = admin_count(make_config(data))  # the venue's admin messages come first
+    assert doc["messages"] == ORDERS + admin
 
+    first = admin + 1
     r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "journal", "dump", str(data),
-                        "--from", "10", "--to", "14", "--type", "NewOrder"],
+                        "--from", str(first), "--to", str(first + 4), "--type", "NewOrder"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert [int(ln.split()[0]) for ln in lines] == [10, 11, 12, 13, 14]
+    assert [int(ln.split()[0]) for ln in lines] == list(range(first, first + 5))
     assert all(" NewOrder " in ln and "clOrdId=" in ln and "side=" in ln for ln in lines)
+
+    # the configured deposits are in the journal as Funds, the insurance fund's (account 0) last
+    r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "journal", "dump", str(data),
+                        "--to", str(admin), "--type", "Funds"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 5 and all("amount=" in ln and "asset=" in ln for ln in lines)
+    assert "account=0 " in lines[-1] + " "
 
     r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "journal", "dump", str(data),
                         "--type", "NoSuchMessage"], capture_output=True, text=True, timeout=120)

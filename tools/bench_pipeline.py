@@ -58,13 +58,17 @@ idle = "backoff"
 id = 1
 symbol = "BENCH"
 reference_price = 100000
+base_asset = 1
 max_qty = 1000000
+# funded far beyond what the stream can hold or trade, so no order is refused for funds
 [[account]]
 id = 1
 stp_default = "off"
+deposits = {{ 0 = 1000000000000000, 1 = 1000000000000 }}
 [[account]]
 id = 2
 stp_default = "off"
+deposits = {{ 0 = 1000000000000000, 1 = 1000000000000 }}
 """
 
 

@@ -2,8 +2,15 @@
 
 Everything is checked before anything starts; an error names the key and the problem
 (``$.instrument[1].tick_size: must be > 0``). ``DEFAULT_TOML`` is the embedded default
-that ``make run`` starts: a small 2-core-friendly topology with demo instruments and
-accounts.
+that ``make run`` starts: a small 2-core-friendly topology with a small funded venue (two spot
+instruments, one perpetual, three accounts, an insurance fund).
+
+Risk keys (docs/risk.md): ``[engine] max_assets``; per ``[[instrument]]`` ``base_asset``
+(spot), fees, pre-trade limits and breaker, and for a perpetual an
+``[instrument.perpetual]`` table (margin, mark, funding, first ``index_price``); per
+``[[account]]`` ``deposits = { 0 = 1_000_000, 1 = 50 }`` keyed by asset id; and
+``[insurance_fund] deposit`` (asset 0 of the engine's account 0). ``tools/launcher.py``
+turns them into admin messages.
 """
 
 from __future__ import annotations
@@ -66,33 +73,78 @@ class PortsSection(Strict):
     snapshot: int = 9881
 
 
+class PerpetualConfig(Strict):
+    """A perpetual's margin, mark price and funding parameters (``[instrument.perpetual]``),
+    sent as a ``PerpetualParams`` after its definition. The defaults are the engine's for a
+    perpetual defined without one (docs/risk.md): fully collateralized, no funding."""
+
+    im_ppm: int = 1_000_000  # initial margin rate of the first tier
+    mm_ppm: int = 500_000  # maintenance margin as a fraction of initial margin
+    tier_notional: int = 0  # the rate rises by tier_step_ppm per this much notional; 0 = one tier
+    tier_step_ppm: int = 0
+    funding_interval_ns: int = 0  # funding at every multiple of this in sequencer time; 0 = none
+    funding_cap_ppm: int = 0  # funding rate clamp per interval
+    basis_cap_ppm: int = 0  # |mark - index| at most index * basis_cap_ppm; 0 = mark is the index
+    basis_ema_ppm: int = 0  # weight of a new basis sample in its moving average
+    # The first index price, sent as an IndexPrice once every account is funded (an index
+    # moves the mark, and a mark move runs the liquidation check). None: the mark stays the
+    # reference price until an operator or feed sends one.
+    index_price: int | None = None
+
+
 class InstrumentConfig(Strict):
     id: int
     symbol: str
     reference_price: int
     kind: Kind = "spot"
+    # spot: the asset bought and sold (1..max_assets-1, required); perpetual: 0 (settles in
+    # asset 0, the quote of every instrument)
+    base_asset: int | None = None
     tick_size: int = 1
     lot_size: int = 1
     min_qty: int = 1
     max_qty: int = 1_000_000
-    maker_fee_ppm: int = 0
+    maker_fee_ppm: int = 0  # negative: a rebate, at most the taker fee
     taker_fee_ppm: int = 0
     halt_policy: Literal["reject", "queue"] = "reject"
     # pre-trade limits and circuit breaker (docs/risk.md); the defaults disable them. They are
     # sent as an InstrumentLimits after the instrument's definition (tools/launcher.py)
+    max_order_qty: int = 0  # 0 = no limit
+    max_position: int = 0  # perpetual only: |position| with every open order filled; 0 = no limit
     max_order_notional: int = 0  # 0 = no limit
     notional_divisor: int = 1  # notional(price, qty) = price * qty // notional_divisor
     price_band_ppm: int = 0
     cb_move_ppm: int = 0
     cb_window_ns: int = 0
     cb_halt_ns: int = 0
+    perpetual: PerpetualConfig | None = None  # perpetual only; None = the engine's defaults
+
+    def base(self) -> int:
+        """The baseAsset the definition carries (a perpetual's is 0)."""
+        return self.base_asset if self.base_asset is not None else 0
+
+    def perpetual_params(self) -> PerpetualConfig:
+        """A perpetual's parameters, its table or the defaults."""
+        return self.perpetual if self.perpetual is not None else PerpetualConfig()
 
 
 class AccountConfig(Strict):
     id: int
     stp_default: Stp = "cancel-resting"
-    deposit: int = 0
     max_open_orders: int = 0  # 0 = no limit
+    # Initial deposits by asset id: ``deposits = { 0 = 1_000_000, 1 = 50 }`` (TOML keys are
+    # strings, so the ids are checked here rather than by msgspec); each one a Funds message.
+    deposits: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def deposit_list(self) -> list[tuple[int, int]]:
+        """(asset, amount) in ascending asset id, as the launcher sends them."""
+        return sorted((int(a), v) for a, v in self.deposits.items())
+
+
+class InsuranceFundSection(Strict):
+    """Account 0 in the engine: it takes over what liquidations leave and covers deficits."""
+
+    deposit: int = 0  # initial deposit of the settlement asset (asset 0); 0 = none
 
 
 class ProcessConfig(Strict):
@@ -116,6 +168,7 @@ class ExchangeConfig(Strict):
     supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
     instrument: list[InstrumentConfig] = msgspec.field(default_factory=list)
     account: list[AccountConfig] = msgspec.field(default_factory=list)
+    insurance_fund: InsuranceFundSection = msgspec.field(default_factory=InsuranceFundSection)
     process: list[ProcessConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."  # where relative paths resolve; set by the loader, not by the file
 
@@ -126,10 +179,15 @@ class ExchangeConfig(Strict):
 
 DEFAULT_TOML = """\
 # ringex embedded default: one process for the whole pipeline, backoff idle, fit for 2 cores.
+# A small venue: asset 0 = USD (the settlement asset: every quote, all perpetual collateral),
+# asset 1 = BTC, asset 2 = ETH. Prices are whole USD per unit, quantities whole units.
 [exchange]
 name = "ringex-demo"
 data_dir = "var"
 shm_prefix = "ringex"
+
+[engine]
+max_assets = 8
 
 [journal]
 durability = "batch"
@@ -142,28 +200,79 @@ idle = "backoff"
 [[instrument]]
 id = 1
 symbol = "BTC-USD"
+base_asset = 1
 tick_size = 1
 lot_size = 1
 min_qty = 1
 max_qty = 1000000
 reference_price = 50000
+maker_fee_ppm = 100
+taker_fee_ppm = 400
+max_order_qty = 100
+price_band_ppm = 100000
 
 [[instrument]]
 id = 2
 symbol = "ETH-USD"
+base_asset = 2
 tick_size = 1
 lot_size = 1
 min_qty = 1
 max_qty = 1000000
 reference_price = 3000
+maker_fee_ppm = 100
+taker_fee_ppm = 400
+max_order_qty = 1000
+price_band_ppm = 100000
 
+[[instrument]]
+id = 3
+symbol = "BTC-PERP"
+kind = "perpetual"
+tick_size = 1
+lot_size = 1
+min_qty = 1
+max_qty = 1000000
+reference_price = 50000
+maker_fee_ppm = -50
+taker_fee_ppm = 500
+max_order_qty = 100
+max_position = 1000
+price_band_ppm = 100000
+[instrument.perpetual]
+im_ppm = 100000               # 10x leverage on the first tier
+mm_ppm = 500000               # maintenance = half the initial margin (5%)
+tier_notional = 5000000       # +1% initial margin per 5M USD of notional
+tier_step_ppm = 10000
+funding_interval_ns = 28800000000000   # every 8 hours
+funding_cap_ppm = 750         # at most 0.075% per interval
+basis_cap_ppm = 5000          # mark within 0.5% of the index
+basis_ema_ppm = 100000
+index_price = 50000
+
+# Accounts 1-3: 10M USD, 100 BTC and 1000 ETH each, enough to trade every instrument.
 [[account]]
 id = 1
+deposits = { 0 = 10000000, 1 = 100, 2 = 1000 }
 [[account]]
 id = 2
+deposits = { 0 = 10000000, 1 = 100, 2 = 1000 }
 [[account]]
 id = 3
+deposits = { 0 = 10000000, 1 = 100, 2 = 1000 }
+
+[insurance_fund]
+deposit = 1000000
 """
+
+
+def book_top(ins: InstrumentConfig, e: EngineConfig) -> int | None:
+    """The top price of an instrument's book window (docs/engine.md), None when its tick or
+    reference price is invalid (reported on their own)."""
+    if ins.tick_size <= 0 or ins.reference_price <= 0:
+        return None
+    base = max(1, ins.reference_price // ins.tick_size - e.price_levels // 2)
+    return (base + e.price_levels - 1) * ins.tick_size
 
 
 def _check(cfg: ExchangeConfig) -> list[str]:
@@ -196,13 +305,25 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     need(bool(cfg.exchange.shm_prefix) and "/" not in cfg.exchange.shm_prefix,
          "exchange.shm_prefix", "must be a non-empty name without '/'")
 
+    ppm_range = "must be in 0..1000000 (0 disables)"
+    max_money = 2**60  # the most a balance may hold (a deposit above it is QtyOutOfRange)
     seen: set[int] = set()
     for i, ins in enumerate(cfg.instrument):
         k = f"instrument[{i}]"
+        perp = ins.kind == "perpetual"
         need(0 < ins.id < e.max_instruments, f"{k}.id", f"must be in 1..{e.max_instruments - 1}")
         need(ins.id not in seen, f"{k}.id", f"instrument {ins.id} is defined twice")
         seen.add(ins.id)
         need(0 < len(ins.symbol) <= 8 and ins.symbol.isascii(), f"{k}.symbol", "must be 1-8 ASCII characters")
+        if perp:
+            need(ins.base_asset in (None, 0), f"{k}.base_asset",
+                 "must be 0 or left out for a perpetual (it settles in asset 0)")
+        elif ins.base_asset is None:
+            need(False, f"{k}.base_asset", f"is required for a spot instrument (1..{e.max_assets - 1})")
+        else:
+            need(0 < ins.base_asset < e.max_assets, f"{k}.base_asset",
+                 f"must be in 1..{e.max_assets - 1} (asset 0 is the settlement asset; [engine] max_assets "
+                 f"is {e.max_assets})")
         need(ins.tick_size > 0, f"{k}.tick_size", "must be > 0")
         need(ins.lot_size > 0, f"{k}.lot_size", "must be > 0")
         need(0 < ins.min_qty <= ins.max_qty, f"{k}.min_qty", "need 0 < min_qty <= max_qty")
@@ -213,25 +334,60 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         if ins.tick_size > 0:
             need(ins.reference_price % ins.tick_size == 0, f"{k}.reference_price",
                  "must be a multiple of tick_size")
+        # a maker rebate never exceeds the taker fee, so the fee account never pays out more
+        # than it takes on a trade (docs/risk.md, "Assets and money")
+        if 0 <= ins.taker_fee_ppm <= 1_000_000:  # else the maker bound means nothing
+            need(-ins.taker_fee_ppm <= ins.maker_fee_ppm <= ins.taker_fee_ppm, f"{k}.maker_fee_ppm",
+                 f"must be in -{ins.taker_fee_ppm}..{ins.taker_fee_ppm} (-taker_fee_ppm..taker_fee_ppm: "
+                 "a rebate is at most the taker fee)")
+        else:
+            need(False, f"{k}.taker_fee_ppm", "must be in 0..1000000")
+        need(0 <= ins.max_order_qty < 2**63, f"{k}.max_order_qty", "must be 0 (no limit) or > 0")
+        need(0 <= ins.max_position < 2**63, f"{k}.max_position", "must be 0 (no limit) or > 0")
+        need(perp or ins.max_position == 0, f"{k}.max_position",
+             "applies to perpetuals only (a spot instrument has no position)")
         need(0 <= ins.max_order_notional < 2**63, f"{k}.max_order_notional", "must be 0 (no limit) or > 0")
         need(1 <= ins.notional_divisor < 2**63, f"{k}.notional_divisor", "must be >= 1")
         for key in ("price_band_ppm", "cb_move_ppm"):
-            need(0 <= getattr(ins, key) <= 1_000_000, f"{k}.{key}", "must be in 0..1000000 (0 disables)")
+            need(0 <= getattr(ins, key) <= 1_000_000, f"{k}.{key}", ppm_range)
         for key in ("cb_window_ns", "cb_halt_ns"):
             need(0 <= getattr(ins, key) < 2**63, f"{k}.{key}", "must be >= 0 (0 disables)")
-        if ins.tick_size > 0 and ins.reference_price > 0 and ins.max_qty > 0:
-            base = max(1, ins.reference_price // ins.tick_size - e.price_levels // 2)
-            top = (base + e.price_levels - 1) * ins.tick_size
+        top = book_top(ins, e)
+        if top is not None and ins.max_qty > 0:
             need(top * ins.max_qty < 2**62, f"{k}.max_qty",
                  f"the top of the book window ({top}) times max_qty must be < 2**62")
+        if ins.perpetual is not None and not perp:
+            need(False, f"{k}.perpetual", "only a perpetual instrument has margin and funding parameters "
+                 f"(kind is {ins.kind!r})")
+        elif ins.perpetual is not None:
+            pk, pp = f"{k}.perpetual", ins.perpetual
+            need(1 <= pp.im_ppm <= 1_000_000, f"{pk}.im_ppm", "must be in 1..1000000")
+            need(1 <= pp.mm_ppm <= 1_000_000, f"{pk}.mm_ppm", "must be in 1..1000000 (a fraction of im)")
+            need(0 <= pp.tier_notional < 2**63, f"{pk}.tier_notional", "must be 0 (one tier) or > 0")
+            need(0 <= pp.funding_interval_ns < 2**63, f"{pk}.funding_interval_ns", "must be >= 0 (0 = no funding)")
+            for key in ("tier_step_ppm", "funding_cap_ppm", "basis_cap_ppm", "basis_ema_ppm"):
+                need(0 <= getattr(pp, key) <= 1_000_000, f"{pk}.{key}", "must be in 0..1000000")
+            if pp.index_price is not None:
+                hi = f"1..{top}" if top is not None else "> 0"
+                need(0 < pp.index_price and (top is None or pp.index_price <= top), f"{pk}.index_price",
+                     f"must be in {hi} (a price inside the book window)")
     seen = set()
     for i, acc in enumerate(cfg.account):
         k = f"account[{i}]"
-        need(0 < acc.id < e.max_accounts, f"{k}.id", f"must be in 1..{e.max_accounts - 1}")
+        need(0 < acc.id < e.max_accounts, f"{k}.id",
+             f"must be in 1..{e.max_accounts - 1} (account 0 is the insurance fund: [insurance_fund])")
         need(acc.id not in seen, f"{k}.id", f"account {acc.id} is defined twice")
         seen.add(acc.id)
-        need(acc.deposit >= 0, f"{k}.deposit", "must not be negative")
         need(0 <= acc.max_open_orders < 2**32, f"{k}.max_open_orders", "must be in 0..2**32-1 (0 = no limit)")
+        for asset, amount in acc.deposits.items():
+            dk = f"{k}.deposits.{asset}"
+            # canonical decimal only, so "1" and "01" cannot name the same asset twice
+            if not (asset.isascii() and asset.isdigit() and str(int(asset)) == asset
+                    and int(asset) < e.max_assets):
+                need(False, dk, f"the key must be an asset id in 0..{e.max_assets - 1}, in decimal")
+            need(0 < amount <= max_money, dk, "must be in 1..2**60 (a balance is at most 2**60)")
+    need(0 <= cfg.insurance_fund.deposit <= max_money, "insurance_fund.deposit",
+         "must be in 0..2**60 (0 = none; a balance is at most 2**60)")
 
     placed: dict[str, str] = {}
     names: set[str] = set()
@@ -263,7 +419,11 @@ def parse_config(text: str, base_dir: str | Path = ".") -> ExchangeConfig:
     try:
         cfg = msgspec.convert(raw, ExchangeConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc)) from None
+        hint = ""
+        if "unknown field `deposit`" in str(exc) and "$.account" in str(exc):
+            # the key of earlier versions, which named no asset
+            hint = " (deposits are per asset: deposits = { 0 = amount, ... })"
+        raise ConfigError(str(exc) + hint) from None
     if not cfg.process:
         cfg.process = [ProcessConfig(name="core", agents=list(KNOWN_AGENTS))]
     problems = _check(cfg)

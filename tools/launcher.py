@@ -92,37 +92,66 @@ def output_consumer_index(cfg: ExchangeConfig, subscriber: str) -> int:
         raise KeyError(f"{subscriber!r} is not in rings.subscribers {cfg.rings.subscribers}") from None
 
 
-# an InstrumentDefinition's limits (docs/risk.md); InstrumentConfig's defaults are the same
-LIMITS_OFF = dict(maxOrderNotional=0, notionalDivisor=1, priceBandPpm=0, cbMovePpm=0, cbWindowNs=0, cbHaltNs=0)
+# a new instrument's limits (docs/risk.md): InstrumentConfig's defaults are the same, so an
+# instrument whose risk keys are all at their defaults needs no InstrumentLimits
+LIMITS_OFF = dict(maxOrderQty=0, maxPosition=0, maxOrderNotional=0, notionalDivisor=1, priceBandPpm=0,
+                  cbMovePpm=0, cbWindowNs=0, cbHaltNs=0)
+
+_STP = {
+    "off": m.StpMode.Off, "cancel-resting": m.StpMode.CancelResting,
+    "cancel-aggressor": m.StpMode.CancelAggressor, "cancel-both": m.StpMode.CancelBoth,
+    "decrement-both": m.StpMode.DecrementBoth,
+}
+
+INSURANCE_FUND = 0  # the engine's account 0 (docs/risk.md): not created, only funded
 
 
 def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
-    """The configured instruments and accounts, as the admin messages that create them: each
-    InstrumentDefinition, followed by an InstrumentLimits when its risk keys are not all at
-    their defaults (a definition starts with the limits off; docs/risk.md), then the accounts."""
+    """The configured venue, as the admin messages that create it, in this order:
+
+    1. per instrument: its InstrumentDefinition; an InstrumentLimits when its risk keys are
+       not all at their defaults (a definition starts with the limits off); a PerpetualParams
+       for a perpetual (its ``[instrument.perpetual]`` table, or the engine's defaults);
+    2. every account's CreateAccount;
+    3. every account's deposits (Funds, ascending asset id), then the insurance fund's;
+    4. an IndexPrice for each perpetual that configures ``index_price``: last, because moving a
+       mark runs the liquidation check, which must see every account already funded.
+    """
     out: list[bytes] = []
     for ins in cfg.instrument:
+        perp = ins.kind == "perpetual"
         out.append(m.InstrumentDefinition.encode(
             instrument=ins.id, symbol=ins.symbol, tickSize=ins.tick_size, lotSize=ins.lot_size,
             minQty=ins.min_qty, maxQty=ins.max_qty, referencePrice=ins.reference_price,
-            makerFeePpm=ins.maker_fee_ppm, takerFeePpm=ins.taker_fee_ppm,
-            kind=m.InstrumentKind.Spot if ins.kind == "spot" else m.InstrumentKind.Perpetual,
+            makerFeePpm=ins.maker_fee_ppm, takerFeePpm=ins.taker_fee_ppm, baseAsset=ins.base(),
+            kind=m.InstrumentKind.Perpetual if perp else m.InstrumentKind.Spot,
             haltPolicy=m.HaltPolicy.Reject if ins.halt_policy == "reject" else m.HaltPolicy.Queue,
             status=m.TradingStatus.Trading,
         ))
-        limits = dict(maxOrderNotional=ins.max_order_notional, notionalDivisor=ins.notional_divisor,
+        limits = dict(maxOrderQty=ins.max_order_qty, maxPosition=ins.max_position,
+                      maxOrderNotional=ins.max_order_notional, notionalDivisor=ins.notional_divisor,
                       priceBandPpm=ins.price_band_ppm, cbMovePpm=ins.cb_move_ppm, cbWindowNs=ins.cb_window_ns,
                       cbHaltNs=ins.cb_halt_ns)
         if limits != LIMITS_OFF:
             out.append(m.InstrumentLimits.encode(instrument=ins.id, **limits))
-    stp = {
-        "off": m.StpMode.Off, "cancel-resting": m.StpMode.CancelResting,
-        "cancel-aggressor": m.StpMode.CancelAggressor, "cancel-both": m.StpMode.CancelBoth,
-        "decrement-both": m.StpMode.DecrementBoth,
-    }
+        if perp:
+            pp = ins.perpetual_params()
+            out.append(m.PerpetualParams.encode(
+                instrument=ins.id, imPpm=pp.im_ppm, mmPpm=pp.mm_ppm, tierNotional=pp.tier_notional,
+                tierStepPpm=pp.tier_step_ppm, fundingIntervalNs=pp.funding_interval_ns,
+                fundingCapPpm=pp.funding_cap_ppm, basisCapPpm=pp.basis_cap_ppm, basisEmaPpm=pp.basis_ema_ppm,
+            ))
     for acc in cfg.account:
-        out.append(m.CreateAccount.encode(account=acc.id, stpDefault=stp[acc.stp_default],
+        out.append(m.CreateAccount.encode(account=acc.id, stpDefault=_STP[acc.stp_default],
                                           maxOpenOrders=acc.max_open_orders))
+    deposits = [(acc.id, asset, amount) for acc in cfg.account for asset, amount in acc.deposit_list()]
+    if cfg.insurance_fund.deposit:
+        deposits.append((INSURANCE_FUND, 0, cfg.insurance_fund.deposit))
+    for account, asset, amount in deposits:
+        out.append(m.Funds.encode(account=account, asset=asset, amount=amount, action=m.FundsAction.Deposit))
+    for ins in cfg.instrument:
+        if ins.perpetual is not None and ins.perpetual.index_price is not None:
+            out.append(m.IndexPrice.encode(instrument=ins.id, price=ins.perpetual.index_price))
     return out
 
 
@@ -433,7 +462,8 @@ def main(config_path: str | None = None) -> int:
     print(f"  admin ring /dev/shm/{names.admin.lstrip('/')}; order rings: "
           + ", ".join(f"/dev/shm/{names.gateway(g)}" for g in cfg.rings.gateways))
     print(f"  instruments: {', '.join(f'{i.id}={i.symbol}' for i in cfg.instrument)}; "
-          f"accounts: {', '.join(str(a.id) for a in cfg.account)}")
+          f"accounts: {', '.join(str(a.id) for a in cfg.account)}; "
+          f"insurance fund: {cfg.insurance_fund.deposit}")
     print("Ctrl-C stops the exchange (final snapshot, shared memory removed).")
     interactive = sys.stdout.isatty()
 
