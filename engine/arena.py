@@ -130,3 +130,18 @@ def risk_views(g):
     pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
     heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)
     return wallet, pos, heap
+
+
+@njit(**INLINE)
+def risk_tables(g):
+    """(ins, acct, wallet, pos, heap) from the globals view alone: the risk engine's compiled
+    functions take nothing but ``g``, since every array argument of a call is a struct
+    passed by value plus reference counting, which cost more than their work."""
+    maxi = g[G_MAX_INSTRUMENTS]
+    maxa = g[G_MAX_ACCOUNTS]
+    ins = far2(g, g[G_AT_INS], N_INS, maxi)
+    acct = far2(g, g[G_AT_ACCT], N_ACCT, maxa)
+    wallet = far2(g, g[G_AT_WALLET], maxa * g[G_MAX_ASSETS], N_WALLET)
+    pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
+    heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)
+    return ins, acct, wallet, pos, heap

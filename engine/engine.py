@@ -206,7 +206,7 @@ class MatchingEngine:
         from ringex.engine.margin import account_risk
 
         st = self.state
-        eq, im, mm = account_risk(st.glob, st.ins, st.wallet, st.pos, account, 0, 0, 0, 0)
+        eq, im, mm = account_risk(st.glob, account, 0, 0, 0, 0)
         held = self.held(account, 0)
         return {"equity": int(eq), "initial": int(im), "maintenance": int(mm),
                 "free": int(eq) - held - int(im)}

@@ -42,12 +42,17 @@ def ppm_trunc(x, ppm):
 def notional(ins, inst, price, qty):
     """floor(price * qty / notionalDivisor) for price, qty >= 0 (bounded by the definition
     checks: price * qty < 2**62)."""
-    return price * qty // ins[I_NOTIONAL_DIV, inst]
+    d = ins[I_NOTIONAL_DIV, inst]
+    if d == 1:  # the usual case, and a division saved on every order and fill
+        return price * qty
+    return price * qty // d
 
 
 @njit(**INLINE)
 def notional_ceil(ins, inst, price, qty):
     d = ins[I_NOTIONAL_DIV, inst]
+    if d == 1:
+        return price * qty
     return -((-(price * qty)) // d)
 
 

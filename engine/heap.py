@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.arena import risk_tables
+
 from ringex.engine.state import G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, I_HEAP_LONG, P_HEAP
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -45,8 +47,8 @@ def _swap(heap, base, i, j):
     heap[base + j, 1] = a
 
 
-@njit(**JIT)
-def _sift(heap, pos, glob, ins, inst, h, i):
+@njit(**INLINE)
+def _sift(glob, ins, pos, heap, inst, h, i):
     """Restore the heap property around entry ``i`` (up, then down)."""
     base = (inst * 2 + h) * glob[G_MAX_ACCOUNTS]
     n = ins[I_HEAP_LONG + h, inst]
@@ -74,8 +76,9 @@ def _sift(heap, pos, glob, ins, inst, h, i):
 
 
 @njit(**JIT)
-def heap_remove(heap, pos, glob, ins, inst, acc):
+def heap_remove(glob, inst, acc):
     """Take ``acc`` out of whichever heap of ``inst`` holds it (nothing if none)."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at < 0:
@@ -89,17 +92,18 @@ def heap_remove(heap, pos, glob, ins, inst, acc):
     if i != last:
         heap[base + i, 0] = heap[base + last, 0]
         heap[base + i, 1] = heap[base + last, 1]
-        _sift(heap, pos, glob, ins, inst, h, i)
+        _sift(glob, ins, pos, heap, inst, h, i)
 
 
 @njit(**JIT)
-def heap_set(heap, pos, glob, ins, inst, h, acc, key):
+def heap_set(glob, inst, h, acc, key):
     """Put ``acc`` in heap ``h`` of ``inst`` with ``key`` (moving it from the other heap, or
     re-keying it in place)."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at >= 0 and (at & 1) != h:
-        heap_remove(heap, pos, glob, ins, inst, acc)
+        heap_remove(glob, inst, acc)
         at = -1
     base = (inst * 2 + h) * glob[G_MAX_ACCOUNTS]
     if at < 0:
@@ -109,7 +113,7 @@ def heap_set(heap, pos, glob, ins, inst, h, acc, key):
     else:
         i = at >> 1
     heap[base + i, 0] = key
-    _sift(heap, pos, glob, ins, inst, h, i)
+    _sift(glob, ins, pos, heap, inst, h, i)
 
 
 @njit(**INLINE)

@@ -184,7 +184,17 @@ def check_new_order(mem, i64, b):
         return R_BOOK_FULL
     if stop_like and glob[G_STOPS] >= glob[G_MAX_STOPS]:
         return R_STOP_CAPACITY
-    risk = pre_trade_check(mem, inst, acc, side, otype, price, stop, qty, reduce)
+    if (ins[I_MAX_ORDER_QTY, inst] != 0 or ins[I_BAND_PPM, inst] != 0 or ins[I_MAX_NOTIONAL, inst] != 0
+            or acct[A_MAX_OPEN, acc] != 0):
+        risk = pre_trade_check(mem, inst, acc, side, otype, price, stop, qty)
+        if risk != R_NONE:
+            return risk
+    rprice = risk_price(st, inst, side, otype, price, stop)
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        risk = perp_check(glob, acc, inst, side, qty, rprice, reduce)
+    else:
+        wallet, pos, heap = risk_views(glob)
+        risk = spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice)
     if risk != R_NONE:
         return risk
     idx = book_index(ins, glob, inst, price) if limit_like else -1
@@ -246,9 +256,9 @@ def risk_price(st, inst, side, otype, price, stop):
 
 
 @njit(**JIT)
-def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty, reduce):
-    """docs/risk.md pre-trade checks: MaxOrderQty, PriceBand, MaxNotional, MaxOpenOrders,
-    then the position and money checks of the instrument's kind."""
+def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
+    """docs/risk.md pre-trade checks 1-4 (MaxOrderQty, PriceBand, MaxNotional, MaxOpenOrders);
+    the position and money checks of the instrument's kind follow in ``check_new_order``."""
     st = views(mem)
     ins, acct, glob = st[3], st[4], st[6]
     most_qty = ins[I_MAX_ORDER_QTY, inst]
@@ -276,11 +286,7 @@ def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty, reduce):
     most = acct[A_MAX_OPEN, acc]
     if most != 0 and acct[A_LIVE, acc] >= most:
         return R_MAX_OPEN_ORDERS
-    wallet, pos, heap = risk_views(glob)
-    rprice = risk_price(st, inst, side, otype, price, stop)
-    if ins[I_KIND, inst] == KIND_PERPETUAL:
-        return perp_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice, reduce)
-    return spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice)
+    return R_NONE
 
 
 @njit(**INLINE)
@@ -436,7 +442,7 @@ def replace_money_check(st, s, price, leaves):
         if dq > 0 and max(abs(q + bq), abs(q - sq)) > ins[I_POS_LIMIT, inst]:
             return R_POSITION_LIMIT
         dn = notional(ins, inst, price, leaves) - notional(ins, inst, o[s, O_RPRICE], o[s, O_OPEN])
-        eq, im, mm = account_risk(glob, ins, wallet, pos, acc, inst, side, dq, dn)
+        eq, im, mm = account_risk(glob, acc, inst, side, dq, dn)
         if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
             return R_INSUFFICIENT_MARGIN
         return R_NONE
@@ -447,7 +453,7 @@ def replace_money_check(st, s, price, leaves):
         if more > wallet[w, W_BAL] - wallet[w, W_HELD]:
             return R_INSUFFICIENT_FUNDS
         if side == BUY and glob[G_PERP_N] != 0:
-            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
             if eq - wallet[w, W_HELD] - im < more:
                 return R_INSUFFICIENT_FUNDS
     return R_NONE

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from ringex.engine import events as ev
-from ringex.engine.arena import risk_views, views
+from ringex.engine.arena import risk_tables, risk_views, views
 from ringex.engine.book import acquire, has_free_slot
 from ringex.engine.fixed import PPM, notional, ppm_floor, ppm_trunc, signed_value
 from ringex.engine.heap import heap_top
@@ -122,7 +122,7 @@ def on_perpetual_params(mem, out, i64, b):
     wallet, pos, heap = risk_views(glob)
     accs = holders(glob, ins, inst)
     for k in range(accs.shape[0]):
-        rekey(glob, ins, wallet, pos, heap, accs[k], 0)
+        rekey(glob, accs[k], 0)
     return check_all(mem, out)
 
 
@@ -234,7 +234,7 @@ def fund(mem, out, inst):
             total += pay
     out = ev.funding_applied(out, glob, inst, mark, index, per_lot, total, rate)
     for k in range(accs.shape[0]):
-        rekey(glob, ins, wallet, pos, heap, accs[k], 0)
+        rekey(glob, accs[k], 0)
     return out
 
 
@@ -247,10 +247,10 @@ def check_account(mem, out, acc):
     st = views(mem)
     ins, glob = st[3], st[6]
     wallet, pos, heap = risk_views(glob)
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     if eq < mm:
         return liquidate(mem, out, acc)
-    rekey(glob, ins, wallet, pos, heap, acc, 1)
+    rekey(glob, acc, 1)
     return out
 
 
@@ -314,10 +314,11 @@ def check_all(mem, out):
 # -- liquidation -----------------------------------------------------------------------------
 
 @njit(**JIT)
-def bankruptcy_price(glob, ins, wallet, pos, acc, inst):
+def bankruptcy_price(glob, acc, inst):
     """The price of ``inst`` at which closing the account's position there (paying the taker
     fee) leaves its equity at 0, rounded to a tick in the account's favour, in the window."""
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    ins, acct, wallet, pos, heap = risk_tables(glob)
+    eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     q = pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
     mark = ins[I_MARK, inst]
     eo = float(eq - signed_value(ins, inst, mark, q))
@@ -343,9 +344,10 @@ def bankruptcy_price(glob, ins, wallet, pos, acc, inst):
 
 
 @njit(**JIT)
-def transfer(glob, acct, ins, wallet, pos, heap, frm, to, inst, q, price):
+def transfer(glob, frm, to, inst, q, price):
     """Move ``q`` (signed as ``frm``'s position) of ``frm``'s position to ``to`` at ``price``:
     a trade between them without fees."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     assets = glob[G_MAX_ASSETS]
     n = notional(ins, inst, price, abs(q))
     if q > 0:  # frm sells to to
@@ -354,9 +356,9 @@ def transfer(glob, acct, ins, wallet, pos, heap, frm, to, inst, q, price):
     else:
         wallet[frm * assets, W_BAL] -= n
         wallet[to * assets, W_BAL] += n
-    apply_fill(glob, acct, ins, pos, frm, inst, -q, price)
-    apply_fill(glob, acct, ins, pos, to, inst, q, price)
-    rekey(glob, ins, wallet, pos, heap, to, 0)
+    apply_fill(glob, frm, inst, -q, price)
+    apply_fill(glob, to, inst, q, price)
+    rekey(glob, to, 0)
     return n
 
 
@@ -391,7 +393,7 @@ def book_order(mem, out, acc, inst, q, bp):
     o[s, O_RPRICE] = bp
     o[s, O_HOLD] = 0
     o[s, O_OPEN] = 0
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     out = ev.liquidation(out, glob, LIQ_BOOK_ORDER, acc, inst, q, bp, 0, eq, mm, 0)
     out = ev.order_accepted(out, glob, oid, 0, bp, qty, 0, 0, 0, acc, inst, side, LIMIT, IOC, 0, 1)
     out = run_aggressor(mem, out, s)
@@ -409,12 +411,12 @@ def take_over(mem, out, acc, inst, bp):
     q = pos[acc * maxi + inst, P_QTY]
     mark = ins[I_MARK, inst]
     n = notional(ins, inst, bp, abs(q))
-    eq0, im0, mm0 = account_risk(glob, ins, wallet, pos, 0, 0, 0, 0, 0)
+    eq0, im0, mm0 = account_risk(glob, 0, 0, 0, 0, 0)
     q0 = pos[inst, P_QTY]  # account 0's row
     after = eq0 + signed_value(ins, inst, mark, q0 + q) - signed_value(ins, inst, mark, q0) - (n if q > 0 else -n)
     if after >= 0:
-        transfer(glob, acct, ins, wallet, pos, heap, acc, 0, inst, q, bp)
-        eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+        transfer(glob, acc, 0, inst, q, bp)
+        eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
         return ev.liquidation(out, glob, LIQ_TAKEOVER, acc, inst, q, bp, n, eq, mm, 0)
     return deleverage(mem, out, acc, inst, bp)
 
@@ -442,7 +444,7 @@ def deleverage(mem, out, acc, inst, bp):
             continue
         v = signed_value(ins, inst, mark, qj)
         pnl = v - pos[j * maxi + inst, P_COST]
-        eqj, imj, mmj = account_risk(glob, ins, wallet, pos, j, 0, 0, 0, 0)
+        eqj, imj, mmj = account_risk(glob, j, 0, 0, 0, 0)
         cand[c] = j
         if eqj <= 0:
             group[c] = 2
@@ -466,10 +468,16 @@ def deleverage(mem, out, acc, inst, bp):
         qj = pos[j * maxi + inst, P_QTY]
         take = min(abs(left), abs(qj))
         part = take if left > 0 else -take
-        n = transfer(glob, acct, ins, wallet, pos, heap, acc, j, inst, part, bp)
+        n = transfer(glob, acc, j, inst, part, bp)
         left -= part
-        eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+        eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
         out = ev.liquidation(out, glob, LIQ_ADL, acc, inst, part, bp, n, eq, mm, j)
+    if left != 0:
+        # positions sum to zero, so the opposite side always covers it; should that ever
+        # not hold, the fund takes the rest rather than leave the account half liquidated
+        n = transfer(glob, acc, 0, inst, left, bp)
+        eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
+        out = ev.liquidation(out, glob, LIQ_TAKEOVER, acc, inst, left, bp, n, eq, mm, 0)
     return out
 
 
@@ -481,7 +489,7 @@ def liquidate(mem, out, acc):
     wallet, pos, heap = risk_views(glob)
     maxi = glob[G_MAX_INSTRUMENTS]
     assets = glob[G_MAX_ASSETS]
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     out = ev.liquidation(out, glob, LIQ_START, acc, 0, 0, 0, 0, eq, mm, 0)
     s = acct[A_LIVE_HEAD, acc]
     while s != -1:
@@ -493,7 +501,7 @@ def liquidate(mem, out, acc):
         q = pos[acc * maxi + inst, P_QTY]
         if q == 0:
             continue
-        bp = bankruptcy_price(glob, ins, wallet, pos, acc, inst)
+        bp = bankruptcy_price(glob, acc, inst)
         if ins[I_STATUS, inst] == TRADING and has_free_slot(glob):
             out = book_order(mem, out, acc, inst, q, bp)
         if pos[acc * maxi + inst, P_QTY] != 0:
@@ -511,6 +519,6 @@ def liquidate(mem, out, acc):
             glob[G_FEES] -= rest
             wallet[acc * assets, W_BAL] += rest
             out = ev.liquidation(out, glob, LIQ_FEE_COVER, acc, 0, 0, 0, rest, 0, 0, 0)
-    rekey(glob, ins, wallet, pos, heap, acc, 0)
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    rekey(glob, acc, 0)
+    eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     return ev.liquidation(out, glob, LIQ_DONE, acc, 0, 0, 0, 0, eq, mm, 0)

@@ -16,12 +16,13 @@ import math
 
 from numba import njit
 
+from ringex.engine.arena import risk_tables
 from ringex.engine.fixed import PPM, notional, ppm_ceil, signed_value
 from ringex.engine.heap import heap_remove, heap_set
 from ringex.engine.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.state import (
-    A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERP_N,
-    G_PERPS, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV, I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST,
+    A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERP_N,
+    G_PERPS, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV, I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, P_HEAP,
     O_LEAVES, O_OPEN, O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_QTY, P_REAL, P_S, P_SN, W_BAL,
     W_HELD,
 )
@@ -52,9 +53,32 @@ def mm_of(ins, inst, n):
 
 
 @njit(**JIT)
-def account_risk(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
+def account_risk(glob, acc, x_inst, x_side, x_qty, x_notional):
     """(equity, initial, maintenance) of ``acc``, with an extra open order of ``x_qty`` on
     ``x_side`` of ``x_inst`` at notional ``x_notional`` counted (``x_inst`` 0: none)."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
+    return risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional)
+
+
+@njit(**INLINE)
+def equity_mm(glob, ins, wallet, pos, acc):
+    """(equity, maintenance) of ``acc``: what liquidation looks at, without the initial
+    margin's open-order terms."""
+    maxi = glob[G_MAX_INSTRUMENTS]
+    eq = wallet[acc * glob[G_MAX_ASSETS], W_BAL]
+    mm = 0
+    for k in range(glob[G_PERP_N]):
+        inst = glob[G_PERPS + k]
+        q = pos[acc * maxi + inst, P_QTY]
+        if q != 0:
+            mark = ins[I_MARK, inst]
+            eq += signed_value(ins, inst, mark, q)
+            mm += mm_of(ins, inst, mark * abs(q) // ins[I_NOTIONAL_DIV, inst])
+    return eq, mm
+
+
+@njit(**INLINE)
+def risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
     maxi = glob[G_MAX_INSTRUMENTS]
     eq = wallet[acc * glob[G_MAX_ASSETS], W_BAL]
     im = 0
@@ -93,8 +117,9 @@ def account_risk(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional)
 
 
 @njit(**JIT)
-def perp_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice, reduce):
+def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     if reduce != 0:
@@ -110,7 +135,7 @@ def perp_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice, reduce):
     if max(abs(q + b), abs(q - s)) > ins[I_POS_LIMIT, inst]:
         return R_POSITION_LIMIT
     n = notional(ins, inst, rprice, qty) if rprice > 0 else 0
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, inst, side, qty, n)
+    eq, im, mm = risk_of(glob, ins, wallet, pos, acc, inst, side, qty, n)
     if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
         return R_INSUFFICIENT_MARGIN
     return R_NONE
@@ -136,7 +161,7 @@ def open_add(st, pos, s):
         pos[row, P_SN] += n
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def open_sync(st, pos, s, leaves):
     """The order now has ``leaves`` open: move its position row's open totals with it."""
     o, ins, glob = st[0], st[3], st[6]
@@ -167,9 +192,10 @@ def _mul_div_trunc(a, b, c):
     return int(a * (b / c))
 
 
-@njit(**JIT)
-def apply_fill(glob, acct, ins, pos, acc, inst, dq, price):
+@njit(**INLINE)
+def apply_fill(glob, acc, inst, dq, price):
     """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     c = pos[row, P_COST]
@@ -227,20 +253,32 @@ def _to_key(x, up):
     return int(math.ceil(x)) if up else int(math.floor(x))
 
 
+@njit(**INLINE)
+def _safer(glob, pos, heap, acc, inst, h, key):
+    """Is ``key`` no nearer to liquidation than the account's key in heap ``h`` now? Then
+    the heap keeps the old, earlier key: a key may be early (the exact check then re-keys
+    it), never late, and most fills move a key away from the mark, sparing a sift."""
+    at = pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_HEAP]
+    if at < 0 or (at & 1) != h:
+        return False
+    return key >= heap[(inst * 2 + h) * glob[G_MAX_ACCOUNTS] + (at >> 1), 0]
+
+
 @njit(**JIT)
-def rekey(glob, ins, wallet, pos, heap, acc, checked):
+def rekey(glob, acc, checked):
     """Place ``acc`` in the at-risk heaps of the perpetuals it holds, keyed by liquidation
     price (docs/risk.md). ``checked`` (1): the account was just found not liquidatable at
     the current marks, so every key is pushed strictly beyond its instrument's mark."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
     if acc == 0:
         return
     maxi = glob[G_MAX_INSTRUMENTS]
-    eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+    eq, mm = equity_mm(glob, ins, wallet, pos, acc)
     for k in range(glob[G_PERP_N]):
         inst = glob[G_PERPS + k]
         q = pos[acc * maxi + inst, P_QTY]
         if q == 0:
-            heap_remove(heap, pos, glob, ins, inst, acc)
+            heap_remove(glob, inst, acc)
             continue
         mark = ins[I_MARK, inst]
         div = ins[I_NOTIONAL_DIV, inst]
@@ -262,7 +300,8 @@ def rekey(glob, ins, wallet, pos, heap, acc, checked):
                 key = mark - 1
             if key >= mark:
                 glob[G_AT_RISK] = 1
-            heap_set(heap, pos, glob, ins, inst, 0, acc, -key)
+            if checked != 0 or not _safer(glob, pos, heap, acc, inst, 0, -key):
+                heap_set(glob, inst, 0, acc, -key)
         else:
             x = (eo - mmo) * div / (aq * (1.0 + f))
             # the tier rate at the price found is at least the true one: never late
@@ -276,4 +315,5 @@ def rekey(glob, ins, wallet, pos, heap, acc, checked):
                 key = mark + 1
             if key <= mark:
                 glob[G_AT_RISK] = 1
-            heap_set(heap, pos, glob, ins, inst, 1, acc, key)
+            if checked != 0 or not _safer(glob, pos, heap, acc, inst, 1, key):
+                heap_set(glob, inst, 1, acc, key)

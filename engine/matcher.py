@@ -20,6 +20,7 @@ from ringex.engine import events as ev
 from ringex.engine.arena import views
 from ringex.engine.arena import risk_views
 from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
+from ringex.engine.margin import rekey
 from ringex.engine.money import leaves_changed, settle
 from ringex.engine.layout import (
     BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
@@ -411,7 +412,10 @@ def run_aggressor(mem, out, a):
     st = views(mem)
     o, glob = st[0], st[6]
     o[a, O_STATE] = S_ACTIVE
+    filled = o[a, O_FILLED]
     out = execute(st, out, a, aggressor_limit(st, a))
+    if o[a, O_FILLED] != filled and st[3][I_KIND, o[a, O_INST]] != KIND_SPOT:
+        rekey(glob, o[a, O_ACCT], 0)  # once for all its fills (settle re-keyed the makers)
     leaves = o[a, O_LEAVES]
     if leaves > 0:
         otype = o[a, O_TYPE]

@@ -53,7 +53,7 @@ def spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice):
         if need > wallet[w, W_BAL] - wallet[w, W_HELD]:
             return R_INSUFFICIENT_FUNDS
         if glob[G_PERP_N] != 0 and need > 0:
-            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
             if eq - wallet[w, W_HELD] - im < need:
                 return R_INSUFFICIENT_FUNDS  # the cash is collateral of its perpetuals
         return R_NONE
@@ -140,11 +140,10 @@ def settle(st, a, r, price, q):
             open_sync(st, pos, b, o[b, O_LEAVES])
         if o[s, O_OPEN] != 0:
             open_sync(st, pos, s, o[s, O_LEAVES])
-        apply_fill(glob, acct, ins, pos, ba, inst, q, price)
-        apply_fill(glob, acct, ins, pos, sa, inst, -q, price)
-        rekey(glob, ins, wallet, pos, heap, ba, 0)
-        if sa != ba:
-            rekey(glob, ins, wallet, pos, heap, sa, 0)
+        apply_fill(glob, ba, inst, q, price)
+        apply_fill(glob, sa, inst, -q, price)
+        # the maker now; the aggressor once its execution is over (run_aggressor)
+        rekey(glob, o[r, O_ACCT], 0)
         return
     base = ins[I_BASE_ASSET, inst]
     # the buyer pays out of its order's budget, the seller delivers out of its order's
@@ -156,9 +155,9 @@ def settle(st, a, r, price, q):
     o[s, O_HOLD] -= q
     if glob[G_PERP_N] != 0:  # their cash is also their perpetuals' collateral
         if acct[A_NPOS, ba] != 0:
-            rekey(glob, ins, wallet, pos, heap, ba, 0)
+            rekey(glob, ba, 0)
         if acct[A_NPOS, sa] != 0 and sa != ba:
-            rekey(glob, ins, wallet, pos, heap, sa, 0)
+            rekey(glob, sa, 0)
 
 
 @njit(**JIT)
@@ -190,13 +189,13 @@ def on_funds(mem, out, i64, b):
         elif amount > bal - wallet[w, W_HELD]:
             reason = R_INSUFFICIENT_FUNDS
         elif asset == 0 and glob[G_PERP_N] != 0:
-            eq, im, mm = account_risk(glob, ins, wallet, pos, acc, 0, 0, 0, 0)
+            eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
             if eq - wallet[w, W_HELD] - im < amount:
                 reason = R_INSUFFICIENT_MARGIN
     if reason == R_NONE:
         wallet[w, W_BAL] += amount if action == FUNDS_DEPOSIT else -amount
         if asset == 0 and glob[G_PERP_N] != 0:
-            rekey(glob, ins, wallet, pos, heap, acc, 0)
+            rekey(glob, acc, 0)
     value = 0
     if reason != R_UNKNOWN_ACCOUNT and reason != R_UNKNOWN_ASSET:
         value = wallet[acc * glob[G_MAX_ASSETS] + asset, W_BAL]
