@@ -29,7 +29,7 @@ from ringex.engine.layout import (
     R_PRICE_OUT_OF_RANGE, R_UNKNOWN_INSTRUMENT, SELL, STP_OFF, T_INDEX_PRICE, T_PERPETUAL_PARAMS,
     TRADING,
 )
-from ringex.engine.margin import account_risk, apply_fill, rekey
+from ringex.engine.margin import account_risk, apply_fill, mm_of, rekey
 from ringex.engine.matcher import remove_order, run_aggressor, stops_after
 from ringex.engine.state import (
     A_LIVE_HEAD, A_MNEXT, G_AT_RISK, G_FEES, G_FUNDING_N, G_LEVELS, G_MAX_ACCOUNTS, G_MAX_ASSETS,
@@ -151,7 +151,7 @@ def on_index_price(mem, out, i64, b):
         reason = R_NOT_PERPETUAL
     else:
         lo, hi = _window(ins, glob, inst)
-        if price <= 0 or price > hi:
+        if price < lo or price > hi:
             reason = R_PRICE_OUT_OF_RANGE
     out = ev.admin_result(out, glob, 0, 0, inst, T_INDEX_PRICE, reason)
     if reason != R_NONE:
@@ -168,7 +168,10 @@ def on_index_price(mem, out, i64, b):
     ema += ppm_trunc(sample - ema, ins[I_BASIS_EMA, inst])
     cap = ppm_floor(price, ins[I_BASIS_CAP, inst])
     basis = min(max(ema, -cap), cap)
-    mark = max(1, price + basis)
+    lo, hi = _window(ins, glob, inst)
+    # the mark stays in the book window, where every liquidation and takeover price is
+    mark = min(max(price + basis, lo), hi)
+    basis = mark - price
     ins[I_EMA, inst] = ema
     ins[I_INDEX, inst] = price
     ins[I_MARK, inst] = mark
@@ -414,7 +417,9 @@ def take_over(mem, out, acc, inst, bp):
     eq0, im0, mm0 = account_risk(glob, 0, 0, 0, 0, 0)
     q0 = pos[inst, P_QTY]  # account 0's row
     after = eq0 + signed_value(ins, inst, mark, q0 + q) - signed_value(ins, inst, mark, q0) - (n if q > 0 else -n)
-    if after >= 0:
+    div = ins[I_NOTIONAL_DIV, inst]
+    mm_after = mm0 - mm_of(ins, inst, mark * abs(q0) // div) + mm_of(ins, inst, mark * abs(q0 + q) // div)
+    if after >= mm_after:  # the fund stays above its own maintenance margin
         transfer(glob, acc, 0, inst, q, bp)
         eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
         return ev.liquidation(out, glob, LIQ_TAKEOVER, acc, inst, q, bp, n, eq, mm, 0)

@@ -125,6 +125,18 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     if reduce != 0:
         if (side == BUY and q >= 0) or (side != BUY and q <= 0) or qty > abs(q):
             return R_REDUCE_ONLY
+        # it never adds margin, but closing away from the mark is a loss the moment it
+        # fills: the account's excess over maintenance must cover it
+        if rprice <= 0:
+            return R_NONE
+        mark = ins[I_MARK, inst]
+        at_mark = mark * qty // ins[I_NOTIONAL_DIV, inst]
+        at_price = notional(ins, inst, rprice, qty)
+        loss = at_price - at_mark if side == BUY else at_mark - at_price
+        if loss > 0:
+            eq, mm = equity_mm(glob, ins, wallet, pos, acc)
+            if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - mm < loss:
+                return R_INSUFFICIENT_MARGIN
         return R_NONE
     b = pos[row, P_B]
     s = pos[row, P_S]
