@@ -18,7 +18,8 @@ from numba.extending import intrinsic
 
 from ringex.engine.state import (
     G_AT_ACCT, G_AT_BITS, G_AT_BUCKETS, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS, G_BOOK_SLOTS, G_BUCKETS,
-    G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS, N_ORDER_FIELDS,
+    ACCT_STRIDE, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS,
+    N_ORDER_FIELDS,
     G_AT_HEAP, G_AT_POS, G_AT_WALLET, G_MAX_ASSETS, N_POS, N_WALLET,
 )
 
@@ -36,6 +37,15 @@ if _numba_config.DISABLE_JIT:
 
     def table2(mem, at, rows, cols):
         return mem[at: at + rows * cols].reshape((rows, cols))
+
+    def table2t(mem, at, rows, cols, stride):
+        """``mem[at : at + cols * stride].reshape(cols, stride)[:, :rows].T``: a field-first
+        view of records stored one after another."""
+        return mem[at: at + cols * stride].reshape((cols, stride))[:, :rows].T
+
+    def far2t(g, at, rows, cols, stride):
+        flat = np.lib.stride_tricks.as_strided(g, shape=(at + cols * stride,), strides=(8,), writeable=True)
+        return flat[at:].reshape((cols, stride))[:, :rows].T
 
     def far2(g, at, rows, cols):
         """A table of the arena reached from its globals view (which starts the arena)."""
@@ -101,6 +111,23 @@ else:
 
         return out_type(mem, types.intp, types.intp, types.intp), codegen
 
+    @intrinsic
+    def table2t(typingctx, mem, at, rows, cols, stride):
+        """A (rows, cols) view whose column j is record j of ``stride`` words at
+        ``mem[at + j * stride]``: records stored one after another, indexed field first."""
+        out_type = types.Array(types.int64, 2, "A")
+
+        def codegen(context, builder, sig, args):
+            arr, at_v, r_v, c_v, s_v = args
+            src = context.make_array(sig.args[0])(context, builder, value=arr)
+            data = builder.gep(src.data, [at_v])
+            shape = cgutils.pack_array(builder, [r_v, c_v])
+            eight = context.get_constant(types.intp, 8)
+            strides = cgutils.pack_array(builder, [eight, builder.mul(s_v, eight)])
+            return _alias(context, builder, sig.args[0], arr, data, shape, strides, out_type)
+
+        return out_type(mem, types.intp, types.intp, types.intp, types.intp), codegen
+
 
 @njit(**INLINE)
 def views(mem):
@@ -111,13 +138,14 @@ def views(mem):
     levels = table2(mem, g[G_AT_LEVELS], g[G_BOOK_SLOTS], 2)
     bits = table1(mem, g[G_AT_BITS], maxi * 2 * g[G_WORDS])
     ins = table2(mem, g[G_AT_INS], N_INS, maxi)
-    acct = table2(mem, g[G_AT_ACCT], N_ACCT, g[G_MAX_ACCOUNTS])
+    acct = table2t(mem, g[G_AT_ACCT], N_ACCT, g[G_MAX_ACCOUNTS], ACCT_STRIDE)
     buckets = table1(mem, g[G_AT_BUCKETS], g[G_BUCKETS])
     return (orders, levels, bits, ins, acct, buckets, g)
 
 
 if not _numba_config.DISABLE_JIT:
     far2 = table2  # compiled: no bounds, so the globals view reaches the whole arena
+    far2t = table2t
 
 
 @njit(**INLINE)
@@ -140,7 +168,7 @@ def risk_tables(g):
     maxi = g[G_MAX_INSTRUMENTS]
     maxa = g[G_MAX_ACCOUNTS]
     ins = far2(g, g[G_AT_INS], N_INS, maxi)
-    acct = far2(g, g[G_AT_ACCT], N_ACCT, maxa)
+    acct = far2t(g, g[G_AT_ACCT], N_ACCT, maxa, ACCT_STRIDE)
     wallet = far2(g, g[G_AT_WALLET], maxa * g[G_MAX_ASSETS], N_WALLET)
     pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
     heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)

@@ -59,6 +59,5 @@ def notional_ceil(ins, inst, price, qty):
 @njit(**INLINE)
 def signed_value(ins, inst, mark, qty):
     """sign(qty) * floor(mark * |qty| / div): a position's value at ``mark``."""
-    if qty >= 0:
-        return mark * qty // ins[I_NOTIONAL_DIV, inst]
-    return -(mark * (-qty) // ins[I_NOTIONAL_DIV, inst])
+    v = notional(ins, inst, mark, abs(qty))
+    return v if qty >= 0 else -v

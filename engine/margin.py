@@ -73,7 +73,7 @@ def equity_mm(glob, ins, wallet, pos, acc):
         if q != 0:
             mark = ins[I_MARK, inst]
             eq += signed_value(ins, inst, mark, q)
-            mm += mm_of(ins, inst, mark * abs(q) // ins[I_NOTIONAL_DIV, inst])
+            mm += mm_of(ins, inst, notional(ins, inst, mark, abs(q)))
     return eq, mm
 
 
@@ -101,16 +101,15 @@ def risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
         if q == 0 and b == 0 and s == 0:
             continue
         mark = ins[I_MARK, inst]
-        div = ins[I_NOTIONAL_DIV, inst]
         if q != 0:
             eq += signed_value(ins, inst, mark, q)
-            mm += mm_of(ins, inst, mark * abs(q) // div)
+            mm += mm_of(ins, inst, notional(ins, inst, mark, abs(q)))
         w = max(abs(q + b), abs(q - s))
-        im += im_of(ins, inst, mark * w // div)
-        bv = mark * b // div
+        im += im_of(ins, inst, notional(ins, inst, mark, w))
+        bv = notional(ins, inst, mark, b)
         if bn > bv:
             im += bn - bv
-        sv = mark * s // div
+        sv = notional(ins, inst, mark, s)
         if sv > sn:
             im += sv - sn
     return eq, im, mm
@@ -130,7 +129,7 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
         if rprice <= 0:
             return R_NONE
         mark = ins[I_MARK, inst]
-        at_mark = mark * qty // ins[I_NOTIONAL_DIV, inst]
+        at_mark = notional(ins, inst, mark, qty)
         at_price = notional(ins, inst, rprice, qty)
         loss = at_price - at_mark if side == BUY else at_mark - at_price
         if loss > 0:
@@ -295,17 +294,23 @@ def rekey(glob, acc, checked):
         mark = ins[I_MARK, inst]
         div = ins[I_NOTIONAL_DIV, inst]
         aq = abs(q)
-        n = mark * aq // div
+        n = notional(ins, inst, mark, aq)
         mmi = mm_of(ins, inst, n)
         eo = float(eq - signed_value(ins, inst, mark, q))
         mmo = float(mm - mmi)
-        f = mmi / n if n > 0 else ins[I_IM, inst] * ins[I_MM, inst] / 1e12
+        if n > 0:
+            nf = float(n)
+            mf = float(mmi)
+        else:
+            nf = 1e12
+            mf = float(ins[I_IM, inst] * ins[I_MM, inst])
+        f = mf / nf
         if q > 0:
             # equity(M) = eo + M q / div falls to maintenance mmo + f M q / div
-            if f >= 1.0:
+            if mf >= nf:
                 key = KEY_MAX
             else:
-                key = _to_key((mmo - eo) * div / (aq * (1.0 - f)), True) + 1
+                key = _to_key((mmo - eo) * div * nf / (aq * (nf - mf)), True) + 1
             if key <= 0:
                 key = 0  # never: a mark is at least 1
             if checked != 0 and key >= mark:

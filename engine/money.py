@@ -25,7 +25,7 @@ from ringex.engine.layout import (
 )
 from ringex.engine.margin import account_risk, apply_fill, open_sync, rekey
 from ringex.engine.state import (
-    A_CREATED, A_NPOS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
+    A_CREATED, A_NPOS, G_FEES, G_MAX_INSTRUMENTS, I_MARK, P_QTY, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
     I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES, O_OPEN, O_RPRICE, O_SIDE, W_BAL, W_HELD,
 )
 
@@ -140,10 +140,19 @@ def settle(st, a, r, price, q):
             open_sync(st, pos, b, o[b, O_LEAVES])
         if o[s, O_OPEN] != 0:
             open_sync(st, pos, s, o[s, O_LEAVES])
+        ma = o[r, O_ACCT]
+        m_buy = r == b
+        mq = pos[ma * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
         apply_fill(glob, ba, inst, q, price)
         apply_fill(glob, sa, inst, -q, price)
-        # the maker now; the aggressor once its execution is over (run_aggressor)
-        rekey(glob, o[r, O_ACCT], 0)
+        # The maker is re-keyed now, the aggressor once its execution is over
+        # (run_aggressor). A maker fill that only shrinks the position without costing
+        # equity at mark moves its liquidation price away: its old key stays (early).
+        at_mark = notional(ins, inst, ins[I_MARK, inst], q)
+        gain = (at_mark - n - b_fee) if m_buy else (n - s_fee - at_mark)
+        shrinks = (mq < 0 and m_buy and q < -mq) or (mq > 0 and not m_buy and q < mq)
+        if not (shrinks and gain >= 0):
+            rekey(glob, ma, 0)
         return
     base = ins[I_BASE_ASSET, inst]
     # the buyer pays out of its order's budget, the seller delivers out of its order's

@@ -169,6 +169,10 @@ A_NPOS = 7  # perpetuals in which it holds a position
 A_MNEXT = 8  # list of the accounts holding positions in two perpetuals or more
 A_MPREV = 9
 N_ACCT = 10
+# Accounts are stored account-major, ACCT_STRIDE words each (the first 8, everything a new
+# order reads of its account, share one cache line); ``acct`` is a transposed view, so code
+# indexes it field first, acct[A_*, account], as the other tables.
+ACCT_STRIDE = 16
 ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live", "maxOpenOrders", "kill",
               "positions", "multi_next", "multi_prev")
 
@@ -289,7 +293,7 @@ def _views(arena: np.ndarray) -> EngineState:
         levels=arena[at[G_AT_LEVELS]: at[G_AT_LEVELS] + 2 * book].reshape(book, 2),
         level_bits=arena[at[G_AT_BITS]: at[G_AT_BITS] + words],
         ins=arena[at[G_AT_INS]: at[G_AT_INS] + N_INS * maxi].reshape(N_INS, maxi),
-        acct=arena[at[G_AT_ACCT]: at[G_AT_ACCT] + N_ACCT * maxa].reshape(N_ACCT, maxa),
+        acct=arena[at[G_AT_ACCT]: at[G_AT_ACCT] + ACCT_STRIDE * maxa].reshape(maxa, ACCT_STRIDE)[:, :N_ACCT].T,
         id_buckets=arena[at[G_AT_BUCKETS]: at[G_AT_BUCKETS] + int(g[G_BUCKETS])],
         wallet=arena[at[G_AT_WALLET]: at[G_AT_WALLET] + maxa * assets * N_WALLET].reshape(maxa * assets, N_WALLET),
         pos=arena[at[G_AT_POS]: at[G_AT_POS] + maxa * maxi * N_POS].reshape(maxa * maxi, N_POS),
@@ -311,7 +315,7 @@ def allocate(config: EngineConfig) -> EngineState:
         (G_AT_LEVELS, 2 * book),
         (G_AT_BITS, config.max_instruments * 2 * words),
         (G_AT_INS, N_INS * config.max_instruments),
-        (G_AT_ACCT, N_ACCT * config.max_accounts),
+        (G_AT_ACCT, ACCT_STRIDE * config.max_accounts),
         (G_AT_BUCKETS, buckets),
         (G_AT_WALLET, config.max_accounts * config.max_assets * N_WALLET),
         (G_AT_POS, config.max_accounts * config.max_instruments * N_POS),
