@@ -70,10 +70,11 @@ def _cmd_bench_ring(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_bench_engine(args: argparse.Namespace, rest: list[str]) -> int:
-    from ringex.tools.bench_engine import run_bench
+    from ringex.tools.bench_engine import run_from_args
 
-    result = run_bench(orders=args.orders, runs=args.runs, seed=args.seed)
-    _print_result(result, args.json, "ringex bench engine (medians)")
+    result = run_from_args(args)
+    title = "ringex bench engine --risk (medians)" if args.risk else "ringex bench engine (medians)"
+    _print_result(result, args.json, title)
     return 0
 
 
@@ -114,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--orders", type=int, default=1_000_000, help="orders in the stream")
     engine.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
     engine.add_argument("--seed", type=int, default=1, help="seed of the generated stream")
+    engine.add_argument("--batch", type=int, default=1024, help="slots per process() call (default 1024)")
+    engine.add_argument("--python-orders", type=int, default=100_000,
+                        help="orders for the NUMBA_DISABLE_JIT comparison (0 skips it; not with --risk)")
+    # the same options as ringex.tools.bench_engine.add_risk_args (not imported: --help stays fast)
+    engine.add_argument("--risk", action="store_true",
+                        help="perpetual futures: the stream over --accounts margin-checked accounts with an "
+                             "IndexPrice every --index-every orders, then the liquidation check")
+    engine.add_argument("--accounts", type=int, default=10_000, help="--risk: accounts (default 10000)")
+    engine.add_argument("--index-every", type=int, default=1_000,
+                        help="--risk: orders between IndexPrice messages (default 1000; 0: none)")
+    engine.add_argument("--liq-reps", type=int, default=500,
+                        help="--risk: repetitions of each liquidation-check case (default 500)")
+    engine.add_argument("--liq-fraction", type=float, default=0.01,
+                        help="--risk: fraction of the accounts the liquidating move puts at risk (default 0.01)")
+    engine.add_argument("--no-baseline", action="store_true",
+                        help="--risk: skip the baseline runs (plain bench, same accounts on spot)")
     engine.set_defaults(func=_cmd_bench_engine)
 
     pipeline = bsub.add_parser("pipeline", help="producer -> sequencer -> journaling engine -> consumer")
