@@ -38,7 +38,7 @@ def im_of(ins, inst, n):
     rate = ins[I_IM, inst]
     tn = ins[I_TIER_N, inst]
     step = ins[I_TIER_STEP, inst]
-    if tn > 0 and step > 0:
+    if tn > 0 and step > 0 and n >= tn:
         steps = n // tn
         if steps >= PPM:
             rate = PPM
@@ -284,7 +284,12 @@ def rekey(glob, acc, checked):
     if acc == 0:
         return
     maxi = glob[G_MAX_INSTRUMENTS]
-    eq, mm = equity_mm(glob, ins, wallet, pos, acc)
+    single = acct[A_NPOS, acc] <= 1  # the usual case: the rest of the account is its cash
+    if single:
+        eq = wallet[acc * glob[G_MAX_ASSETS], W_BAL]
+        mm = 0
+    else:
+        eq, mm = equity_mm(glob, ins, wallet, pos, acc)
     for k in range(glob[G_PERP_N]):
         inst = glob[G_PERPS + k]
         q = pos[acc * maxi + inst, P_QTY]
@@ -296,8 +301,12 @@ def rekey(glob, acc, checked):
         aq = abs(q)
         n = notional(ins, inst, mark, aq)
         mmi = mm_of(ins, inst, n)
-        eo = float(eq - signed_value(ins, inst, mark, q))
-        mmo = float(mm - mmi)
+        if single:
+            eo = float(eq)
+            mmo = 0.0
+        else:
+            eo = float(eq - signed_value(ins, inst, mark, q))
+            mmo = float(mm - mmi)
         if n > 0:
             nf = float(n)
             mf = float(mmi)
