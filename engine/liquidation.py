@@ -390,7 +390,7 @@ def book_order(mem, out, acc, inst, q, bp):
     o[s, O_TYPE] = LIMIT
     o[s, O_TIF] = IOC
     o[s, O_POST] = 0
-    o[s, O_REDUCE] = 1
+    o[s, O_REDUCE] = 2  # reduce-only, and exempt from the loss check: it takes the loss
     o[s, O_STP] = STP_OFF
     o[s, O_LEVEL] = bp // ins[I_TICK, inst] - ins[I_BASE, inst]
     o[s, O_RPRICE] = bp

@@ -16,7 +16,7 @@ import math
 
 from numba import njit
 
-from ringex.engine.arena import risk_tables
+from ringex.engine.arena import far2, risk_tables
 from ringex.engine.fixed import PPM, notional, ppm_ceil, signed_value
 from ringex.engine.heap import heap_remove, heap_set
 from ringex.engine.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
@@ -24,7 +24,7 @@ from ringex.engine.state import (
     A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERP_N,
     G_PERPS, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV, I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, P_HEAP,
     O_LEAVES, O_OPEN, O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_QTY, P_REAL, P_S, P_SN, W_BAL,
-    W_HELD,
+    W_HELD, G_AT_ORDERS, G_CAPACITY, N_ORDER_FIELDS,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -343,3 +343,22 @@ def rekey(glob, acc, checked):
                 glob[G_AT_RISK] = 1
             if checked != 0 or not _safer(glob, pos, heap, acc, inst, 1, key):
                 heap_set(glob, inst, 1, acc, key)
+
+
+@njit(**JIT)
+def reduce_loss_covered(glob, s, price, q):
+    """May reduce-only order ``s`` fill ``q`` at ``price`` now? Closing away from the mark
+    is a loss the moment it fills; the account's excess over maintenance must cover it
+    (checked at acceptance, and again here: a replace, a withdrawal or another fill since
+    may have used the cover). Liquidation orders (``O_REDUCE`` 2) are not asked."""
+    ins, acct, wallet, pos, heap = risk_tables(glob)
+    o = far2(glob, glob[G_AT_ORDERS], glob[G_CAPACITY], N_ORDER_FIELDS)
+    inst = o[s, O_INST]
+    acc = o[s, O_ACCT]
+    at_mark = notional(ins, inst, ins[I_MARK, inst], q)
+    at_price = notional(ins, inst, price, q)
+    loss = at_price - at_mark if o[s, O_SIDE] == BUY else at_mark - at_price
+    if loss <= 0:
+        return True
+    eq, mm = equity_mm(glob, ins, wallet, pos, acc)
+    return eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - mm >= loss

@@ -20,7 +20,7 @@ from ringex.engine import events as ev
 from ringex.engine.arena import views
 from ringex.engine.arena import risk_views
 from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
-from ringex.engine.margin import rekey
+from ringex.engine.margin import reduce_loss_covered, rekey
 from ringex.engine.money import leaves_changed, settle
 from ringex.engine.layout import (
     BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
@@ -231,16 +231,18 @@ def execute(st, out, a, lim):
             # reduce-only orders never increase a position (docs/risk.md)
             if o[r, O_REDUCE] != 0:
                 room = reducible(st, r)
-                if room == 0:
+                if room != 0:
+                    q = min(q, room)
+                if room == 0 or (o[r, O_REDUCE] == 1 and not reduce_loss_covered(glob, r, price, q)):
                     out = cancel_resting_whole(st, out, r, inst, osidx, np.int64(CXL_REDUCE_ONLY))
                     continue
-                q = min(q, room)
             if o[a, O_REDUCE] != 0:
                 room = reducible(st, a)
-                if room == 0:
+                if room != 0:
+                    q = min(q, room)
+                if room == 0 or (o[a, O_REDUCE] == 1 and not reduce_loss_covered(glob, a, price, q)):
                     out = cancel_remainder(st, out, a, CXL_REDUCE_ONLY)
                     break
-                q = min(q, room)
         if ins[I_CB_ON, inst] != 0 and cb_breach(st, inst, price):
             out = cb_trip(st, out, a, inst)
             break

@@ -1,0 +1,274 @@
+"""Helpers for the risk engine's tests (``tests/test_risk_*.py``, docs/risk.md).
+
+``Risk`` wraps a ``MatchingEngine`` like ``engine_kit.Exchange`` does, with a clock (each
+message one nanosecond after the previous one unless ``at`` moves it, for funding), a
+ledger of accepted deposits and withdrawals per asset (for the money invariant) and
+builders for the risk messages (``Funds``, ``InstrumentLimits``, ``PerpetualParams``,
+``IndexPrice``). Events come back as short strings (``fmt``); the risk events are
+
+    "Admin None 1000"                       (a Funds answer: reason and the balance after)
+    "Mark 105 idx=100 basis=5"              (MarkPrice)
+    "Funding 1 perLot=10 total=30 rate=10000"
+    "Liq Start 1"                           (Liquidation: stage and account; the numbers
+                                             are checked with ``liq``)
+
+Nothing here is engine code: every number a test expects is written out in the test.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from typing import Any, Iterable
+
+from ringex.engine.codec import Decoded
+from ringex.engine.config import EngineConfig
+from ringex.engine.engine import MatchingEngine
+from ringex.engine.messages import SCHEMA
+
+PPM = 1_000_000
+SMALL = dict(max_instruments=4, max_accounts=10, max_assets=4, max_orders=64, price_levels=64,
+             max_stops=8, market_protection_ticks=3, event_buffer=16)
+REF = 100  # reference price: with 64 levels the book covers 68 .. 131
+TOP = 131
+BOTTOM = 68
+T0 = 1_000_000
+
+
+def _n(v: Any) -> Any:
+    return v.name if hasattr(v, "name") else v
+
+
+def fmt(e: Decoded) -> str:
+    """One event as a short, exact string (the fields a scenario cares about)."""
+    f = e.fields
+    n = e.name
+    if n == "OrderAccepted":
+        return f"Accepted {f['orderId']}"
+    if n == "OrderRejected":
+        return f"Rejected {_n(f['reason'])}"
+    if n == "Trade":
+        return (f"Trade {f['tradeId']} {f['qty']}@{f['price']} m={f['makerOrderId']} t={f['takerOrderId']} "
+                f"ml={f['makerLeavesQty']} tl={f['takerLeavesQty']}")
+    if n == "BookExecute":
+        return f"BookExecute {f['orderId']} {f['qty']}@{f['price']}"
+    if n in ("BookAdd", "BookReplace"):
+        return f"{n} {f['orderId']} {_n(f['side'])} {f['qty']}@{f['price']}"
+    if n == "BookDelete":
+        return f"BookDelete {f['orderId']}"
+    if n == "BookReduce":
+        return f"BookReduce {f['orderId']} {f['qty']}"
+    if n == "OrderCanceled":
+        return f"Canceled {f['orderId']} {_n(f['reason'])} {f['canceledQty']}"
+    if n == "OrderReplaced":
+        return f"Replaced {f['orderId']} {f['qty']}@{f['price']} leaves={f['leavesQty']}"
+    if n == "CancelRejected":
+        return f"CancelRejected {_n(f['reason'])}"
+    if n == "StopTriggered":
+        return f"StopTriggered {f['orderId']} @{f['triggerPrice']}"
+    if n == "MassCancelDone":
+        return f"MassCancelDone {f['canceledCount']}"
+    if n == "InstrumentStatus":
+        return f"Status {_n(f['status'])}"
+    if n == "KillSwitchStatus":
+        return "KillSwitchStatus"
+    if n == "AdminResult":
+        if f["refTemplateId"] == 12:
+            return f"Admin {_n(f['reason'])} {f['value']}"
+        return f"Admin {_n(f['reason'])}"
+    if n == "MarkPrice":
+        return f"Mark {f['markPrice']} idx={f['indexPrice']} basis={f['basis']}"
+    if n == "FundingApplied":
+        return f"Funding {f['instrument']} perLot={f['perLot']} total={f['total']} rate={f['ratePpm']}"
+    if n == "Liquidation":
+        return f"Liq {_n(f['stage'])} {f['account']}"
+    return n
+
+
+def liq(events: Iterable[Decoded], *keys: str) -> list[tuple]:
+    """The Liquidation events as (stage, account, *keys)."""
+    return [(_n(e["stage"]), e["account"], *(e[k] for k in keys)) for e in events if e.name == "Liquidation"]
+
+
+class Risk:
+    """An engine with accounts ``accounts`` (STP off) and nothing defined; a clock; a ledger."""
+
+    def __init__(self, accounts: Iterable[int] = (1, 2, 3), **config: Any) -> None:
+        self.config = EngineConfig(**{**SMALL, **config})
+        self.engine = MatchingEngine(self.config)
+        self.seq = 0
+        self.clock = T0
+        self.clord = 0
+        self.last: list[Decoded] = []
+        self.ledger: Counter[int] = Counter()  # asset -> accepted deposits - withdrawals
+        self.divisor: dict[int, int] = {}
+        for a in accounts:
+            assert self.account(a) == ["Admin None"]
+
+    # -- raw ----------------------------------------------------------------------------------
+
+    def at(self, t: int) -> "Risk":
+        """The next message is stamped ``t`` (later ones follow one ns apart)."""
+        self.clock = t - 1
+        return self
+
+    def encode(self, name: str, **fields: Any) -> bytes:
+        self.seq += 1
+        self.clock += 1
+        fields.setdefault("seq", self.seq)
+        fields.setdefault("timestampNs", self.clock)
+        fields.setdefault("ingressNs", self.clock)
+        return SCHEMA.encode(name, **fields)
+
+    def encode_raw(self, name: str, raw: dict[str, int], **fields: Any) -> bytes:
+        """``encode`` then overwrite the fields in ``raw`` unvalidated (bad enum values)."""
+        layout = SCHEMA.message(name)
+        buf = bytearray(self.encode(name, **fields))
+        for field, value in raw.items():
+            fl = layout.field(field)
+            struct.pack_into("<" + fl.struct_code, buf, fl.offset, value)
+        return bytes(buf)
+
+    def run(self, messages: Iterable[bytes]) -> list[str]:
+        self.last = self.engine.process_messages(messages)
+        return [fmt(e) for e in self.last]
+
+    def send(self, name: str, **fields: Any) -> list[str]:
+        return self.run([self.encode(name, **fields)])
+
+    def send_raw(self, name: str, raw: dict[str, int], **fields: Any) -> list[str]:
+        return self.run([self.encode_raw(name, raw, **fields)])
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def define(self, instrument: int, **kw: Any) -> list[str]:
+        f = dict(instrument=instrument, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
+                 referencePrice=REF, symbol=f"I{instrument}", kind="Spot", haltPolicy="Reject",
+                 status="Trading", baseAsset=1, makerFeePpm=0, takerFeePpm=0)
+        f.update(kw)
+        if f["kind"] == "Perpetual" and "baseAsset" not in kw:
+            f["baseAsset"] = 0
+        out = self.send("InstrumentDefinition", **f)
+        if out[0] == "Admin None":
+            self.divisor[instrument] = 1
+        return out
+
+    def spot(self, instrument: int, base: int = 1, **kw: Any) -> list[str]:
+        out = self.define(instrument, baseAsset=base, **kw)
+        assert out == ["Admin None", "Status Trading"], out
+        return out
+
+    def perp(self, instrument: int, **kw: Any) -> list[str]:
+        out = self.define(instrument, kind="Perpetual", **kw)
+        assert out == ["Admin None", "Status Trading"], out
+        return out
+
+    def limits(self, instrument: int, **kw: Any) -> list[str]:
+        """InstrumentLimits: the given limits, the others off (notionalDivisor 1)."""
+        out = self.send("InstrumentLimits", **{"instrument": instrument, "notionalDivisor": 1, **kw})
+        if out == ["Admin None"]:
+            self.divisor[instrument] = kw.get("notionalDivisor", 1)
+        return out
+
+    def params(self, instrument: int, **kw: Any) -> list[str]:
+        """PerpetualParams: the defaults of an instrument defined without one, overridden by kw."""
+        f = dict(instrument=instrument, imPpm=PPM, mmPpm=500_000, tierNotional=0, tierStepPpm=0,
+                 fundingIntervalNs=0, fundingCapPpm=0, basisCapPpm=0, basisEmaPpm=0)
+        f.update(kw)
+        return self.send("PerpetualParams", **f)
+
+    def account(self, account: int, stp: str = "Off", **kw: Any) -> list[str]:
+        return self.send("CreateAccount", account=account, stpDefault=stp, **kw)
+
+    def status(self, status: str, instrument: int = 1) -> list[str]:
+        return self.send("TradingStatusUpdate", instrument=instrument, status=status)
+
+    def funds(self, account: int, amount: int, asset: int = 0, action: str = "Deposit") -> list[str]:
+        out = self.send("Funds", account=account, amount=amount, asset=asset, action=action)
+        r = self.last[0]
+        assert r.name == "AdminResult" and r["refTemplateId"] == 12
+        if _n(r["reason"]) == "None":
+            self.ledger[asset] += amount if action == "Deposit" else -amount
+        return out
+
+    def deposit(self, account: int, amount: int, asset: int = 0) -> list[str]:
+        return self.funds(account, amount, asset, "Deposit")
+
+    def withdraw(self, account: int, amount: int, asset: int = 0) -> list[str]:
+        return self.funds(account, amount, asset, "Withdraw")
+
+    def index(self, instrument: int, price: int) -> list[str]:
+        return self.send("IndexPrice", instrument=instrument, price=price)
+
+    def kill(self, scope: str, action: str = "Engage", **kw: Any) -> list[str]:
+        return self.send("KillSwitch", scope=scope, action=action, **kw)
+
+    # -- order entry ----------------------------------------------------------------------------
+
+    def order(self, account: int, side: str, qty: int, price: int = 0, ordType: str = "Limit",
+              tif: str = "GTC", instrument: int = 1, **kw: Any) -> list[str]:
+        self.clord += 1
+        kw.setdefault("clOrdId", self.clord)
+        return self.send("NewOrder", account=account, side=side, qty=qty, price=price, ordType=ordType,
+                         timeInForce=tif, instrument=instrument, sessionId=10 + account, **kw)
+
+    def buy(self, account: int, qty: int, price: int = 0, **kw: Any) -> list[str]:
+        return self.order(account, "Buy", qty, price, **kw)
+
+    def sell(self, account: int, qty: int, price: int = 0, **kw: Any) -> list[str]:
+        return self.order(account, "Sell", qty, price, **kw)
+
+    def cancel(self, account: int, order_id: int, instrument: int = 1) -> list[str]:
+        self.clord += 1
+        return self.send("CancelOrder", account=account, orderId=order_id, instrument=instrument,
+                         clOrdId=self.clord, sessionId=10 + account)
+
+    def replace(self, account: int, order_id: int, qty: int, price: int, instrument: int = 1) -> list[str]:
+        self.clord += 1
+        return self.send("ReplaceOrder", account=account, orderId=order_id, qty=qty, price=price,
+                         displayQty=0, instrument=instrument, clOrdId=self.clord, sessionId=10 + account)
+
+    def mass_cancel(self, scope: str, account: int = 0, instrument: int = 0) -> list[str]:
+        self.clord += 1
+        return self.send("MassCancel", scope=scope, account=account, instrument=instrument,
+                         clOrdId=self.clord, sessionId=10 + account)
+
+    # -- looking -------------------------------------------------------------------------------
+
+    def bal(self, account: int, asset: int = 0) -> int:
+        return self.engine.balance(account, asset)
+
+    def held(self, account: int, asset: int = 0) -> int:
+        return self.engine.held(account, asset)
+
+    def fees(self) -> int:
+        return self.engine.fee_balance()
+
+    def pos(self, account: int, instrument: int = 1) -> tuple[int, int, int]:
+        p = self.engine.position(account, instrument)
+        return (p["qty"], p["cost"], p["realized"])
+
+    def risk(self, account: int) -> dict[str, int]:
+        return dict(self.engine.account_risk(account))
+
+    def wallet(self, accounts: Iterable[int], assets: Iterable[int] = (0, 1)) -> dict:
+        """(balance, held) per (account, asset), to compare before/after."""
+        return {(a, s): (self.bal(a, s), self.held(a, s)) for a in accounts for s in assets}
+
+    def assert_conserved(self) -> None:
+        """docs/risk.md's invariant: per asset, every account's balance (the insurance fund's
+        included) plus the fee account (asset 0) equals deposits minus withdrawals."""
+        for asset in range(self.config.max_assets):
+            total = sum(self.bal(a, asset) for a in range(self.config.max_accounts))
+            if asset == 0:
+                total += self.fees()
+            assert total == self.ledger[asset], f"asset {asset}: {total} held in accounts, ledger {self.ledger[asset]}"
+
+    def assert_positions_sum_to_zero(self, instruments: Iterable[int]) -> None:
+        for i in instruments:
+            s = sum(self.pos(a, i)[0] for a in range(self.config.max_accounts))
+            assert s == 0, f"positions of instrument {i} sum to {s}"
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
