@@ -23,6 +23,8 @@ from ringex.engine.messages import SCHEMA
 SMALL = dict(max_instruments=4, max_accounts=8, max_orders=64, price_levels=64, max_stops=8,
              market_protection_ticks=3, event_buffer=16)
 REF = 100  # reference price of instrument 1: the book covers 68..131 with 64 levels
+FUNDING = 10**15  # deposited, of each of FUND_ASSETS, into every account a kit creates
+FUND_ASSETS = (0, 1, 2)  # the settlement asset and the base assets the kits' spot instruments use
 
 
 def _n(v: Any) -> Any:
@@ -66,7 +68,9 @@ def fmt(e: Decoded) -> str:
 
 
 class Exchange:
-    """An engine with instrument 1 (tick 1, lot 1, reference 100) and accounts 1-3 (STP off)."""
+    """An engine with instrument 1 (tick 1, lot 1, reference 100, spot, base asset 1) and
+    accounts 1-3 (STP off).  Every account created through ``account`` is funded (docs/risk.md:
+    orders need money; these tests are about matching): ``FUNDING`` of each of ``FUND_ASSETS``."""
 
     def __init__(self, setup: bool = True, **config: Any) -> None:
         self.engine = MatchingEngine(EngineConfig(**{**SMALL, **config}))
@@ -104,18 +108,31 @@ class Exchange:
     # -- admin --------------------------------------------------------------------------------
 
     def define(self, instrument: int, **kw: Any) -> list[str]:
+        """An instrument; its base asset is 1 for a spot one, 0 for a perpetual, unless given."""
         f = dict(instrument=instrument, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
                  referencePrice=REF, symbol=f"I{instrument}", kind="Spot", haltPolicy="Reject",
                  status="Trading")
         f.update(kw)
+        f.setdefault("baseAsset", 0 if f["kind"] in ("Perpetual", 2) else 1)
         return self.send("InstrumentDefinition", **f)
 
     def limits(self, instrument: int, **kw: Any) -> list[str]:
         """InstrumentLimits: the given limits, the others off (notionalDivisor 1)."""
         return self.send("InstrumentLimits", **{"instrument": instrument, "notionalDivisor": 1, **kw})
 
-    def account(self, account: int, stp: str = "Off", **kw: Any) -> list[str]:
-        return self.send("CreateAccount", account=account, stpDefault=stp, **kw)
+    def account(self, account: int, stp: str = "Off", fund: bool = True, **kw: Any) -> list[str]:
+        """CreateAccount; when it succeeds (and ``fund``), deposits. Returns (and leaves in
+        ``last``) the CreateAccount's events."""
+        got = self.send("CreateAccount", account=account, stpDefault=stp, **kw)
+        created = self.last
+        if fund and got == ["Admin None"]:
+            for asset in FUND_ASSETS:
+                assert self.funds(account, FUNDING, asset=asset) == ["Admin None"]
+        self.last = created
+        return got
+
+    def funds(self, account: int, amount: int, asset: int = 0, action: str = "Deposit") -> list[str]:
+        return self.send("Funds", account=account, amount=amount, asset=asset, action=action)
 
     def status(self, status: str, instrument: int = 1) -> list[str]:
         return self.send("TradingStatusUpdate", instrument=instrument, status=status)
@@ -205,11 +222,13 @@ def mixed_stream(n: int, seed: int = 1, config: EngineConfig | None = None) -> l
                 live.pop(f["takerOrderId"], None)
 
     send("InstrumentDefinition", instrument=1, tickSize=1, lotSize=1, minQty=1, maxQty=1000,
-         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading")
+         referencePrice=REF, symbol="A", kind="Spot", haltPolicy="Queue", status="Trading", baseAsset=1)
     send("InstrumentDefinition", instrument=2, tickSize=2, lotSize=5, minQty=5, maxQty=500,
          referencePrice=REF, symbol="B", kind="Perpetual", haltPolicy="Reject", status="Trading")
     for a, stp in ((1, "Off"), (2, "CancelResting"), (3, "DecrementBoth"), (4, "CancelBoth")):
         send("CreateAccount", account=a, stpDefault=stp)
+        for asset in (0, 1):  # orders need money (docs/risk.md); this stream is about matching
+            send("Funds", account=a, asset=asset, amount=FUNDING, action="Deposit")
     types_ = ["Limit"] * 6 + ["Market", "Stop", "StopLimit"]
     tifs = ["GTC", "GTC", "Day", "IOC", "FOK"]
     stps = ["AccountDefault"] * 4 + ["Off", "CancelResting", "CancelAggressor", "CancelBoth", "DecrementBoth"]

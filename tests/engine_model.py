@@ -15,6 +15,29 @@ Inbound bytes are decoded by hand (header, then ``body_struct``) rather than wit
 ``EventChecker`` holds the invariants that must hold of *any* correct event stream (ours or
 the engine's), rebuilt from the events alone: a book that is never crossed, quantities that
 add up per order, price-time priority of every fill.
+
+Money (docs/risk.md).  The model answers ``Funds`` and checks every rule that does not
+need settled balances: definitions (``baseAsset``, fees), ``InstrumentLimits`` (including
+``maxOrderQty``), ``MaxOrderQty``, ``reduceOnly`` (``InvalidFlags`` on spot,
+``ReduceOnlyWouldIncrease`` from the positions it keeps for perpetuals), ``PositionLimit``,
+``PerpetualParams`` and ``IndexPrice`` (the mark price).  It does **not** model
+settlement, holds, margin, funding or liquidation; instead it makes sure they cannot
+change what it predicts, and raises ``Unpredictable`` (an ``AssertionError``) rather
+than mis-predict:
+
+* every order it accepts must be affordable by a wide margin: the account's cumulative
+  exposure (a bound on everything its orders could ever spend, hold or require as
+  margin, see ``Model.cost``) stays within what it deposited, so the engine can never
+  answer ``InsufficientFunds``/``InsufficientMargin`` and no account can be liquidated;
+* a ``Funds`` whose answer depends on a balance (its ``AdminResult.value`` is the balance
+  after) is only predictable for an account that has not traded, and a withdrawal (which
+  depends on holds) only for one without working orders, unless it exceeds the balance;
+* an accepted ``PerpetualParams`` with a funding interval, a live reduce-only order whose
+  account trades again in its instrument, and a mark price that depends on a basis average
+  the model could not follow, are all ``Unpredictable``.
+
+Streams for the model (tests/test_engine_model.py, the scenarios) fund each account right
+after creating it and stay within these bounds (``Model.affordable`` tells a generator).
 """
 
 from __future__ import annotations
@@ -29,6 +52,7 @@ from ringex.engine.messages import (
     INBOUND,
     SCHEMA,
     CancelReason,
+    FundsAction,
     HaltPolicy,
     InstrumentKind,
     KillAction,
@@ -67,7 +91,20 @@ VALID_KIND = _valid(InstrumentKind)
 VALID_HALT_POLICY = _valid(HaltPolicy)
 VALID_STATUS = _valid(TradingStatus)
 ACCOUNT_DEFAULTS = VALID_STP - {int(StpMode.AccountDefault)}
+SPOT, PERPETUAL = int(InstrumentKind.Spot), int(InstrumentKind.Perpetual)
+DEPOSIT, WITHDRAW = int(FundsAction.Deposit), int(FundsAction.Withdraw)
 PPM = 1_000_000
+MAX_BALANCE = 2**60  # docs/risk.md: a deposit may not take a balance above this
+POSITION_CAP = 2**56  # a perpetual's position is at most POSITION_CAP // top
+MAX_PERPETUALS = 32  # docs/risk.md: at most 32 perpetuals can be defined
+FUNDING = 10**15  # what the test streams deposit, per asset, into every account they create
+PERPETUAL_PARAMS = ("imPpm", "mmPpm", "tierNotional", "tierStepPpm", "fundingIntervalNs", "fundingCapPpm",
+                    "basisCapPpm", "basisEmaPpm")
+
+
+def tdiv(a: int, b: int) -> int:
+    """Integer division rounding toward zero (``b > 0``)."""
+    return a // b if a >= 0 else -((-a) // b)
 MAX_KILLED_SESSIONS = 32  # as the engine's table (ringex.engine.state)
 
 
@@ -155,6 +192,11 @@ def describe_input(buf: bytes) -> str:
 # -- the model ------------------------------------------------------------------------------
 
 
+class Unpredictable(AssertionError):
+    """The stream went where the model cannot follow (settled money, funding, liquidation):
+    a limit of the model, not a fault of the engine.  The stream must be changed."""
+
+
 @dataclass
 class ModelConfig:
     """The same keys and defaults as ``EngineConfig`` (any object with them will do)."""
@@ -165,6 +207,10 @@ class ModelConfig:
     price_levels: int = 1 << 16
     max_stops: int = 4096
     market_protection_ticks: int = 100
+    max_assets: int = 8
+
+
+NO_CAP = -1  # Order.cap of an order whose execution has no budget price
 
 
 @dataclass(eq=False)
@@ -187,6 +233,11 @@ class Order:
     leaves: int = 0
     visible: int = 0  # displayed now, while resting
     state: str = "new"  # queued | stop | aggressor | resting | done
+    reduce_only: int = 0
+    # a spot buy never trades above the price its hold was computed at (docs/risk.md "Spot
+    # holds"): for a Market or Stop buy that caps its execution; None: the ask side was empty
+    # at arrival, the hold is 0 and the order trades nothing
+    cap: int | None = NO_CAP
 
     @property
     def is_stop_type(self) -> bool:
@@ -210,6 +261,12 @@ class Instrument:
     status: int
     base: int  # lowest price in ticks
     levels: int
+    kind: int = SPOT
+    base_asset: int = 1
+    maker_fee_ppm: int = 0
+    taker_fee_ppm: int = 0
+    max_order_qty: int = 0
+    max_position: int = 0
     max_notional: int = 0
     notional_divisor: int = 1
     band_ppm: int = 0
@@ -223,9 +280,29 @@ class Instrument:
     last: int | None = None
     bids: dict[int, list[Order]] | None = None
     asks: dict[int, list[Order]] | None = None
+    # perpetuals (docs/risk.md "Perpetual futures"); the margin fields are kept, not used
+    params: dict[str, int] | None = None  # the last PerpetualParams applied (None: defaults)
+    index: int = 0
+    mark: int = 0
+    ema: int | None = 0  # the smoothed basis; None: unknown (moved while the weight was the default)
 
     def __post_init__(self) -> None:
         self.bids, self.asks = {}, {}
+        self.index = self.mark = self.ref
+
+    @property
+    def top(self) -> int:
+        """The highest price of the book window."""
+        return (self.base + self.levels - 1) * self.tick
+
+    @property
+    def bottom(self) -> int:
+        """The lowest price of the book window."""
+        return self.base * self.tick
+
+    @property
+    def perpetual(self) -> bool:
+        return self.kind == PERPETUAL
 
     def in_book(self, price: int) -> bool:
         return price % self.tick == 0 and self.base <= price // self.tick < self.base + self.levels
@@ -284,6 +361,11 @@ class Model:
         self.events: list[Event] = []
         self.stamp: dict[str, int] = dict.fromkeys(STAMP_FIELDS, 0)
         self.quiet = False  # while simulating a FOK order
+        # money, as far as the model follows it (see the module docstring)
+        self.balances: dict[tuple[int, int], int] = {}  # (account, asset) -> deposits - withdrawals
+        self.traded: set[int] = set()  # accounts with a trade: their balances are settled, unknown here
+        self.exposure: dict[tuple[int, int], int] = {}  # (account, asset) -> bound on what it may need
+        self.positions: dict[tuple[int, int], int] = {}  # (account, perpetual) -> signed position
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -298,18 +380,17 @@ class Model:
         tid, m, stamp = raw_decode(buf)
         self.stamp = dict(zip(STAMP_FIELDS, stamp))
         self.cb_reopen()
+        for iid, inst in sorted(self.instruments.items()):
+            if inst.params and inst.params["fundingIntervalNs"]:
+                raise Unpredictable(f"perpetual {iid} has a funding interval: the model does not model funding")
         if m is None:
             self.emit("OrderRejected", reason=R.UnsupportedMessage, refTemplateId=tid)
         else:
-            handler = {
+            {
                 1: self.new_order, 2: self.cancel, 3: self.replace, 4: self.mass_cancel,
-                10: self.define_instrument, 11: self.create_account, 14: self.status_update,
-                15: self.kill_switch, 16: self.set_limits,
-            }.get(tid)
-            if handler is None:  # Funds, IndexPrice: the risk engine's, not built yet
-                self.admin_result(tid, m, R.UnsupportedMessage)
-            else:
-                handler(m)
+                10: self.define_instrument, 11: self.create_account, 12: self.funds, 13: self.index_price,
+                14: self.status_update, 15: self.kill_switch, 16: self.set_limits, 17: self.perpetual_params,
+            }[tid](m)
         return self.events
 
     def emit(self, name: str, **fields: int) -> None:
@@ -329,8 +410,8 @@ class Model:
 
     # -- admin -------------------------------------------------------------------------
 
-    def admin_result(self, tid: int, m: dict, reason: int) -> None:
-        self.emit("AdminResult", value=0, account=m.get("account", 0), instrument=m.get("instrument", 0),
+    def admin_result(self, tid: int, m: dict, reason: int, value: int = 0) -> None:
+        self.emit("AdminResult", value=value, account=m.get("account", 0), instrument=m.get("instrument", 0),
                   refTemplateId=tid, reason=reason)
 
     def define_instrument(self, m: dict) -> None:
@@ -340,9 +421,13 @@ class Model:
             return self.admin_result(10, m, R.InstrumentCapacity)
         if i in self.instruments:
             return self.admin_result(10, m, R.DuplicateInstrument)
+        maker, taker, kind, asset = m["makerFeePpm"], m["takerFeePpm"], m["kind"], m["baseAsset"]
         ok = (tick > 0 and lot > 0 and 0 < lo <= hi and lo % lot == 0 and hi % lot == 0
-              and ref > 0 and ref % tick == 0 and m["kind"] in VALID_KIND
-              and m["haltPolicy"] in VALID_HALT_POLICY and m["status"] in VALID_STATUS)
+              and ref > 0 and ref % tick == 0 and kind in VALID_KIND
+              and m["haltPolicy"] in VALID_HALT_POLICY and m["status"] in VALID_STATUS
+              # docs/risk.md: a spot instrument names its base asset, a perpetual's is 0; fees
+              and (1 <= asset < self.cfg.max_assets if kind == SPOT else asset == 0)
+              and 0 <= taker <= PPM and -taker <= maker <= taker)
         levels = self.cfg.price_levels
         if ok:  # docs/risk.md: nothing can overflow
             base = max(1, ref // tick - levels // 2)
@@ -350,8 +435,11 @@ class Model:
             ok = top * hi < 2**62
         if not ok:
             return self.admin_result(10, m, R.InvalidInstrumentDefinition)
+        if kind == PERPETUAL and sum(x.perpetual for x in self.instruments.values()) >= MAX_PERPETUALS:
+            return self.admin_result(10, m, R.InstrumentCapacity)
         # limits off (the Instrument defaults) until an InstrumentLimits sets them
-        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels)
+        self.instruments[i] = Instrument(i, tick, lot, lo, hi, ref, m["haltPolicy"], m["status"], base, levels,
+                                         kind=kind, base_asset=asset, maker_fee_ppm=maker, taker_fee_ppm=taker)
         self.admin_result(10, m, R["None"])
         self.emit("InstrumentStatus", instrument=i, status=m["status"])
 
@@ -361,10 +449,13 @@ class Model:
         if inst is None:
             return self.admin_result(16, m, R.UnknownInstrument)
         if not (m["notionalDivisor"] >= 1 and m["maxOrderNotional"] >= 0
+                and m["maxOrderQty"] >= 0 and m["maxPosition"] >= 0
                 and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
                 and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63):
             return self.admin_result(16, m, R.InvalidInstrumentDefinition)
         self.admin_result(16, m, R["None"])
+        inst.max_order_qty = m["maxOrderQty"]
+        inst.max_position = m["maxPosition"]
         inst.max_notional = m["maxOrderNotional"]
         inst.notional_divisor = m["notionalDivisor"]
         inst.band_ppm = m["priceBandPpm"]
@@ -385,6 +476,124 @@ class Model:
         self.accounts[a] = m["stpDefault"]
         self.max_open[a] = m["maxOpenOrders"]
         self.admin_result(11, m, R["None"])
+
+    # -- money (docs/risk.md), as far as the model follows it -----------------------------
+
+    def funds(self, m: dict) -> None:
+        """``Funds``: checks in the documented order; ``value`` is the balance after (unchanged
+        when rejected; 0 when there is no such balance)."""
+        a, asset, amount, action = m["account"], m["asset"], m["amount"], m["action"]
+        if not (a == 0 or a in self.accounts):
+            return self.admin_result(12, m, R.UnknownAccount)
+        if not asset < self.cfg.max_assets:
+            return self.admin_result(12, m, R.UnknownAsset)
+        if a in self.traded:
+            raise Unpredictable(f"Funds for account {a}, which has traded: its balance is settled money, "
+                                "which the model does not follow (send Funds before an account trades)")
+        bal = self.deposited(a, asset)
+        if action not in (DEPOSIT, WITHDRAW):
+            return self.admin_result(12, m, R.InvalidScope, bal)
+        if amount <= 0:
+            return self.admin_result(12, m, R.QtyOutOfRange, bal)
+        if action == DEPOSIT:
+            if bal + amount > MAX_BALANCE:
+                return self.admin_result(12, m, R.QtyOutOfRange, bal)
+            bal += amount
+        else:
+            if amount > bal:  # available = balance - held <= balance
+                return self.admin_result(12, m, R.InsufficientFunds, bal)
+            if any(o.account == a for o in self.orders.values()):
+                raise Unpredictable(f"a withdrawal from account {a}, which has working orders: it depends on "
+                                    "their holds and margin, which the model does not follow")
+            bal -= amount
+        self.balances[(a, asset)] = bal
+        self.admin_result(12, m, R["None"], bal)
+
+    def deposited(self, account: int, asset: int) -> int:
+        """Deposits minus withdrawals (the balance, as long as the account has not traded)."""
+        return self.balances.get((account, asset), 0)
+
+    @staticmethod
+    def cost(inst: Instrument, side: int, qty: int) -> dict[int, int]:
+        """A bound on what an order of ``qty`` may ever take of each asset of its account: a
+        spot buy's hold (notional at a price up to twice the top of the book, plus a taker fee
+        of at most the notional); a spot sell's hold (its quantity of the base asset); for a
+        perpetual the cash paid, the position's value lost, its initial margin and the loss
+        term of the margin (each at most a notional at twice the top: a mark is at most
+        index + index)."""
+        unit = 2 * inst.top * qty + 2
+        if inst.perpetual:
+            return {0: 4 * unit}
+        if side == BUY:
+            return {0: 2 * unit}
+        return {inst.base_asset: qty}
+
+    def affordable(self, account: int, instrument: int, side: int, qty: int) -> bool:
+        """Whether one more order (or replace) of ``qty`` keeps ``account`` within its deposits
+        by the model's bound: then no money check can refuse it (for stream generators)."""
+        inst = self.instruments.get(instrument)
+        if inst is None or qty <= 0:
+            return True
+        return all(self.exposure.get((account, asset), 0) + c <= self.deposited(account, asset)
+                   for asset, c in self.cost(inst, side, qty).items())
+
+    def commit_exposure(self, account: int, inst: Instrument, side: int, qty: int) -> None:
+        """Before an order or replace passes its money check: it must be affordable by the bound."""
+        if not self.affordable(account, inst.iid, side, qty):
+            raise Unpredictable(
+                f"an order of {qty} on instrument {inst.iid} by account {account} could meet a money check "
+                f"(exposure {dict((k, v) for k, v in self.exposure.items() if k[0] == account)}, "
+                f"deposits {dict((k, v) for k, v in self.balances.items() if k[0] == account)}): "
+                "the model does not follow balances; fund the account or keep orders small")
+        for asset, c in self.cost(inst, side, qty).items():
+            self.exposure[(account, asset)] = self.exposure.get((account, asset), 0) + c
+
+    def perpetual_params(self, m: dict) -> None:
+        inst = self.instruments.get(m["instrument"])
+        if inst is None:
+            return self.admin_result(17, m, R.UnknownInstrument)
+        if not inst.perpetual:
+            return self.admin_result(17, m, R.NotPerpetual)
+        if not (1 <= m["imPpm"] <= PPM and 1 <= m["mmPpm"] <= PPM and m["tierNotional"] >= 0
+                and 0 <= m["tierStepPpm"] <= PPM and m["fundingIntervalNs"] < 2**63
+                and 0 <= m["fundingCapPpm"] <= PPM and 0 <= m["basisCapPpm"] <= PPM
+                and 0 <= m["basisEmaPpm"] <= PPM):
+            return self.admin_result(17, m, R.InvalidInstrumentDefinition)
+        self.admin_result(17, m, R["None"])
+        inst.params = {k: m[k] for k in PERPETUAL_PARAMS}
+
+    def index_price(self, m: dict) -> None:
+        """``IndexPrice``: a new index and mark (docs/risk.md "Mark price"), both in the book
+        window.  The liquidation check that follows finds nobody: every account is funded far
+        beyond its exposure."""
+        inst = self.instruments.get(m["instrument"])
+        if inst is None:
+            return self.admin_result(13, m, R.UnknownInstrument)
+        if not inst.perpetual:
+            return self.admin_result(13, m, R.NotPerpetual)
+        index = m["price"]
+        if not inst.bottom <= index <= inst.top:
+            return self.admin_result(13, m, R.PriceOutOfRange)
+        self.admin_result(13, m, R["None"])
+        bid, ask = inst.best(BUY), inst.best(SELL)
+        sample = (bid + ask) // 2 - index if bid is not None and ask is not None else 0
+        weight = inst.params["basisEmaPpm"] if inst.params else None
+        if inst.ema is not None:
+            if weight is not None:
+                inst.ema += tdiv((sample - inst.ema) * weight, PPM)
+            elif sample != inst.ema:
+                inst.ema = None  # moved by the default weight, which docs/risk.md does not give
+        cap = index * (inst.params["basisCapPpm"] if inst.params else 0) // PPM
+        if cap == 0:
+            basis = 0
+        elif inst.ema is None:
+            raise Unpredictable(f"perpetual {inst.iid}: its basis average moved before its PerpetualParams "
+                                "set a weight, and now a basis cap makes the mark depend on it")
+        else:
+            basis = min(max(inst.ema, -cap), cap)
+        # the mark stays in the book window; the event's basis is mark - index after that clamp
+        inst.index, inst.mark = index, min(max(index + basis, inst.bottom), inst.top)
+        self.emit("MarkPrice", markPrice=inst.mark, indexPrice=index, basis=inst.mark - index, instrument=inst.iid)
 
     def kill_switch(self, m: dict) -> None:
         scope, action, a, sess, i = m["scope"], m["action"], m["account"], m["sessionId"], m["instrument"]
@@ -431,8 +640,12 @@ class Model:
         return None
 
     def pre_trade(self, m: dict, inst: Instrument) -> int | None:
-        """docs/risk.md pre-trade checks 1-3, between docs/engine.md steps 8 and 9."""
+        """docs/risk.md pre-trade checks, between docs/engine.md steps 8 and 9: MaxOrderQty,
+        PriceBand, MaxNotional, MaxOpenOrders, ReduceOnlyWouldIncrease, PositionLimit, then
+        money (which the model does not check: ``commit_exposure`` makes sure it passes)."""
         ot, side, price, qty = m["ordType"], m["side"], m["price"], m["qty"]
+        if inst.max_order_qty and qty > inst.max_order_qty:
+            return R.MaxOrderQty
         if inst.band_ppm and ot in (LIMIT, STOP_LIMIT):
             lo, hi = inst.band()
             if not lo <= price <= hi:
@@ -446,7 +659,29 @@ class Model:
         most = self.max_open[m["account"]]
         if most and sum(1 for o in self.orders.values() if o.account == m["account"]) >= most:
             return R.MaxOpenOrders
+        if inst.perpetual:
+            q = self.positions.get((m["account"], inst.iid), 0)
+            if m["reduceOnly"]:
+                if not (q > 0 and side == SELL or q < 0 and side == BUY) or qty > abs(q):
+                    return R.ReduceOnlyWouldIncrease
+                return None  # not checked further
+            if self.over_position_limit(m["account"], inst, side, qty):
+                return R.PositionLimit
         return None
+
+    def over_position_limit(self, account: int, inst: Instrument, side: int, qty: int,
+                            instead_of: Order | None = None) -> bool:
+        """docs/risk.md check 6: with ``qty`` more on ``side`` (in place of ``instead_of``'s
+        leaves, for a replace) and every open order of the account filled."""
+        q = self.positions.get((account, inst.iid), 0)
+        mine = [o for o in self.orders.values() if o.account == account and o.instrument == inst.iid
+                and not o.reduce_only and o is not instead_of]
+        buys = sum(o.leaves for o in mine if o.side == BUY) + (qty if side == BUY else 0)
+        sells = sum(o.leaves for o in mine if o.side == SELL) + (qty if side == SELL else 0)
+        limit = POSITION_CAP // inst.top
+        if inst.max_position:
+            limit = min(limit, inst.max_position)
+        return max(abs(q + buys), abs(q - sells)) > limit
 
     def protection(self, inst: Instrument, side: int) -> int | None:
         """A market order's limit price: the best opposite price plus the protection, clipped
@@ -546,6 +781,11 @@ class Model:
             return reject(R.InvalidTimeInForce)
         if m["postOnly"] not in (0, 1) or m["reduceOnly"] not in (0, 1):
             return reject(R.InvalidFlags)
+        # docs/risk.md check 5: reduce-only on a spot instrument is InvalidFlags; it says "step 4
+        # of docs/engine.md", which is the quantity checks: the engine checks it here, with the
+        # other flag values (step 2), and the model follows the engine (reported to the lead)
+        if m["reduceOnly"] and not inst.perpetual:
+            return reject(R.InvalidFlags)
         if m["stpMode"] not in VALID_STP:
             return reject(R.InvalidStpMode)
         # 3
@@ -589,16 +829,28 @@ class Model:
             return reject(R.BookFull)
         if ot in (STOP, STOP_LIMIT) and self.stop_slots >= self.cfg.max_stops:
             return reject(R.StopCapacity)
-        # 8a-8c, docs/risk.md
+        # 8, then the pre-trade checks of docs/risk.md
         risk = self.pre_trade(m, inst)
         if risk is not None:
             return reject(risk)
+        # money: the model cannot check it, so it must be sure the engine's check passes
+        if m["reduceOnly"]:  # not checked; it may still move money
+            for asset, c in self.cost(inst, side, qty).items():
+                self.exposure[(m["account"], asset)] = self.exposure.get((m["account"], asset), 0) + c
+        else:
+            self.commit_exposure(m["account"], inst, side, qty)
         # 9
         if m["postOnly"] and self.crosses(inst, side, price):
             return reject(R.PostOnlyWouldTrade)
         o = Order(oid=self.next_oid, clord=m["clOrdId"], session=m["sessionId"], account=m["account"],
                   instrument=inst.iid, side=side, ord_type=ot, tif=tif, post_only=m["postOnly"],
-                  stp=m["stpMode"], price=price, stop_price=stop_price, qty=qty, display=dq, leaves=qty)
+                  stp=m["stpMode"], price=price, stop_price=stop_price, qty=qty, display=dq, leaves=qty,
+                  reduce_only=m["reduceOnly"])
+        if side == BUY and not inst.perpetual:  # the price of its hold caps a Market or Stop buy
+            if ot == STOP:  # its risk price: clamped to the book window
+                o.cap = min(stop_price + self.cfg.market_protection_ticks * inst.tick, inst.top)
+            elif ot == MARKET:
+                o.cap = self.protection(inst, BUY)
         # 10
         if tif == FOK and not self.fillable(o):
             return reject(R.FokUnfillable)
@@ -636,6 +888,10 @@ class Model:
         twin.quiet = True
         twin.events = []
         t = copy.deepcopy(o)
+        # the walk is not capped at a spot buy's hold price: for a Stop buy, whose cap (stop price
+        # + protection) may be below the protection from the book now, the engine counts what
+        # lies up to best ask + protection (docs leave it open; reported to the lead)
+        t.cap = NO_CAP
         twin.execute(t, twin.instruments[t.instrument])
         return t.filled == o.qty
 
@@ -672,8 +928,10 @@ class Model:
         book = inst.side(opposite)
         if o.market_like:
             limit = self.protection(inst, o.side)
-            if limit is None:
-                return  # no limit at all: nothing trades
+            if limit is None or o.cap is None:
+                return  # no limit at all (or a spot buy that could hold nothing): nothing trades
+            if o.cap != NO_CAP:
+                limit = min(limit, o.cap)
         else:
             limit = o.price
         stp = self.effective_stp(o)
@@ -712,6 +970,7 @@ class Model:
             if inst.cb_on and not self.quiet and self.cb_breach(inst, r.price):
                 return self.cb_trip(o, inst)
             q = min(o.leaves, r.visible)
+            self.settle(o, r, inst, q)
             tid = self.next_tid
             self.next_tid += 1
             r.visible -= q
@@ -731,6 +990,20 @@ class Model:
                 else:
                     level.pop(0)
                     self.forget(r)
+
+    def settle(self, taker: Order, maker: Order, inst: Instrument, q: int) -> None:
+        """What the model follows of a fill: who has traded (their balances are now settled
+        money), and perpetual positions."""
+        for o in (taker, maker):
+            self.traded.add(o.account)
+            if not inst.perpetual:
+                continue
+            if not self.quiet and any(x.reduce_only and x is not o and x.account == o.account
+                                      and x.instrument == inst.iid for x in self.orders.values()):
+                raise Unpredictable(f"account {o.account} trades on perpetual {inst.iid} while it has a working "
+                                    "reduce-only order: what the engine does with it is not modelled")
+            key = (o.account, inst.iid)
+            self.positions[key] = self.positions.get(key, 0) + (q if o.side == BUY else -q)
 
     def refill(self, r: Order, inst: Instrument, level: list[Order]) -> None:
         """``r`` (displayed 0, reserve left) shows more and goes to the back of its level."""
@@ -844,11 +1117,18 @@ class Model:
             return reject(R.PriceOutOfRange)
         if dq != 0 and not (0 < dq <= qty and dq % inst.lot == 0):
             return reject(R.InvalidDisplayQty)
+        if inst.max_order_qty and qty > inst.max_order_qty:
+            return reject(R.MaxOrderQty)
         if inst.band_ppm and price != o.price and not inst.band()[0] <= price <= inst.band()[1]:
             return reject(R.PriceBand)
         if inst.max_notional and inst.notional(price, qty) > inst.max_notional:
             return reject(R.MaxNotional)
+        if o.reduce_only:
+            raise Unpredictable(f"a replace of reduce-only order {o.oid}: not modelled")
         leaves = qty - o.filled
+        if inst.perpetual and leaves > o.leaves and self.over_position_limit(o.account, inst, o.side, leaves, o):
+            return reject(R.PositionLimit)
+        self.commit_exposure(o.account, inst, o.side, qty)  # a spot hold grows, margin: must be affordable
         keeps = price == o.price and qty <= o.qty
         cross = not keeps and self.crosses(inst, o.side, price)
         if cross and o.post_only:
@@ -1089,21 +1369,53 @@ class Msgs:
     def make(self, name: str, **fields: Any) -> bytes:
         return raw_encode(name, **{**self.stamp(), **fields})
 
+    def again(self, like: bytes, name: str, **fields: Any) -> bytes:
+        """A message with the stamp of ``like`` (seq and times do not move on): set-up traffic,
+        such as funding a new account, that must not shift the clock of a hand-timed scenario."""
+        return raw_encode(name, **{**dict(zip(STAMP_FIELDS, raw_decode(like)[2])), **fields})
+
     def instrument(self, instrument: int = 1, *, tick: int = 1, lot: int = 1, min_qty: int = 1,
                    max_qty: int = 1000, ref: int = 100, policy: int = 1, status: int = 1, kind: int = 1,
-                   symbol: bytes = b"SYM") -> bytes:
+                   symbol: bytes = b"SYM", base_asset: int | None = None, maker_fee: int = -100,
+                   taker_fee: int = 250) -> bytes:
+        """An instrument; its base asset is 1 for a spot one, 0 for a perpetual, unless given."""
+        if base_asset is None:
+            base_asset = 0 if kind == PERPETUAL else 1
         return self.make("InstrumentDefinition", tickSize=tick, lotSize=lot, minQty=min_qty, maxQty=max_qty,
-                         referencePrice=ref, symbol=symbol, makerFeePpm=-100, takerFeePpm=250,
-                         instrument=instrument, kind=kind, haltPolicy=policy, status=status)
+                         referencePrice=ref, symbol=symbol, makerFeePpm=maker_fee, takerFeePpm=taker_fee,
+                         instrument=instrument, baseAsset=base_asset, kind=kind, haltPolicy=policy, status=status)
 
     def limits(self, instrument: int = 1, *, max_notional: int = 0, divisor: int = 1, band_ppm: int = 0,
-               cb_move_ppm: int = 0, cb_window_ns: int = 0, cb_halt_ns: int = 0) -> bytes:
+               cb_move_ppm: int = 0, cb_window_ns: int = 0, cb_halt_ns: int = 0, max_order_qty: int = 0,
+               max_position: int = 0) -> bytes:
         return self.make("InstrumentLimits", instrument=instrument, maxOrderNotional=max_notional,
                          notionalDivisor=divisor, priceBandPpm=band_ppm, cbMovePpm=cb_move_ppm,
-                         cbWindowNs=cb_window_ns, cbHaltNs=cb_halt_ns)
+                         cbWindowNs=cb_window_ns, cbHaltNs=cb_halt_ns, maxOrderQty=max_order_qty,
+                         maxPosition=max_position)
 
     def account(self, account: int, stp: int = 1, max_open: int = 0) -> bytes:
         return self.make("CreateAccount", account=account, stpDefault=stp, maxOpenOrders=max_open)
+
+    def funds(self, account: int, asset: int = 0, amount: int = FUNDING, action: int = DEPOSIT) -> bytes:
+        return self.make("Funds", account=account, asset=asset, amount=amount, action=action)
+
+    def funding(self, like: bytes, account: int, assets: Iterable[int] = (0, 1, 2),
+                amount: int = FUNDING) -> list[bytes]:
+        """Deposits of ``amount`` of each asset into ``account``, stamped as ``like`` (its
+        ``CreateAccount``): enough that orders about matching never meet a money check."""
+        return [self.again(like, "Funds", account=account, asset=asset, amount=amount, action=DEPOSIT)
+                for asset in assets]
+
+    def index(self, instrument: int, price: int) -> bytes:
+        return self.make("IndexPrice", instrument=instrument, price=price)
+
+    def perp_params(self, instrument: int, *, im_ppm: int = PPM, mm_ppm: int = 500_000, tier_notional: int = 0,
+                    tier_step_ppm: int = 0, funding_interval_ns: int = 0, funding_cap_ppm: int = 0,
+                    basis_cap_ppm: int = 0, basis_ema_ppm: int = 0) -> bytes:
+        return self.make("PerpetualParams", instrument=instrument, imPpm=im_ppm, mmPpm=mm_ppm,
+                         tierNotional=tier_notional, tierStepPpm=tier_step_ppm,
+                         fundingIntervalNs=funding_interval_ns, fundingCapPpm=funding_cap_ppm,
+                         basisCapPpm=basis_cap_ppm, basisEmaPpm=basis_ema_ppm)
 
     def kill(self, scope: int, action: int = 1, *, account: int = 0, session: int = 0,
              instrument: int = 0) -> bytes:

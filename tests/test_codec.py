@@ -447,3 +447,87 @@ def test_decode_at_offset_in_a_stream() -> None:
     for layout, off in zip(LAYOUTS, offsets):
         assert SCHEMA.decode(buf, off).name == layout.name
         assert SCHEMA.sbe.decode(memoryview(buf)[off:]).message_name == layout.name
+
+
+# -- the risk engine's messages (docs/risk.md) ---------------------------------------------------
+# Covered by every parametrized test above like any message; here, what the risk engine relies
+# on is pinned: the template ids, the new fields and enum values, and realistic values that
+# round-trip both ways against the sbe package.
+
+RISK_MESSAGES = {  # name: (template id, fields after the stamp, in wire order)
+    "Funds": (12, ("amount", "account", "asset", "action")),
+    "IndexPrice": (13, ("price", "instrument")),
+    "InstrumentLimits": (16, ("maxOrderQty", "maxPosition", "maxOrderNotional", "notionalDivisor", "cbWindowNs",
+                              "cbHaltNs", "instrument", "priceBandPpm", "cbMovePpm")),
+    "PerpetualParams": (17, ("tierNotional", "fundingIntervalNs", "instrument", "imPpm", "mmPpm", "tierStepPpm",
+                             "fundingCapPpm", "basisCapPpm", "basisEmaPpm")),
+    "MarkPrice": (123, ("markPrice", "indexPrice", "basis", "instrument")),
+    "FundingApplied": (124, ("markPrice", "indexPrice", "perLot", "total", "instrument", "ratePpm")),
+    "Liquidation": (125, ("qty", "price", "amount", "equity", "requirement", "account", "counterparty",
+                          "instrument", "stage")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RISK_MESSAGES))
+def test_risk_messages_are_in_the_schema(name: str) -> None:
+    tid, fields = RISK_MESSAGES[name]
+    layout = SCHEMA.message(name)
+    assert layout.template_id == tid and SCHEMA.message(tid) is layout
+    assert layout.field_names == ("seq", "timestampNs", "ingressNs", *fields)
+
+
+def test_risk_fields_and_enum_values() -> None:
+    from ringex.engine import messages as m
+
+    definition = SCHEMA.message("InstrumentDefinition")
+    assert "baseAsset" in definition.field_names and definition.field("baseAsset").struct_code == "I"
+    assert SCHEMA.message("Funds").field("asset").struct_code == "I"
+    assert (m.RejectReason.UnknownAsset, m.RejectReason.NotPerpetual) == (44, 45)
+    assert m.CancelReason.ReduceOnly == 10
+    assert [(s.name, int(s)) for s in m.LiquidationStage] == [
+        ("Start", 1), ("BookOrder", 2), ("InsuranceTakeover", 3), ("AutoDeleverage", 4), ("InsuranceCover", 5),
+        ("FeeCover", 6), ("Done", 7)]
+    assert m.PerpetualParams in m.ADMIN and m.PerpetualParams in m.INBOUND
+    assert {m.MarkPrice.name, m.FundingApplied.name, m.Liquidation.name} <= set(SCHEMA.by_name)
+
+
+RISK_SAMPLES = [
+    ("InstrumentDefinition", dict(seq=1, timestampNs=2, ingressNs=3, tickSize=5, lotSize=10, minQty=10,
+                                  maxQty=10**6, referencePrice=50_000, symbol="BTC-PERP", makerFeePpm=-100,
+                                  takerFeePpm=250, instrument=7, baseAsset=0, kind="Perpetual",
+                                  haltPolicy="Queue", status="Trading")),
+    ("InstrumentDefinition", dict(seq=1, instrument=3, baseAsset=2**32 - 1, kind="Spot", symbol="ETH/USD")),
+    ("Funds", dict(seq=9, amount=2**60, account=0, asset=7, action="Withdraw")),
+    ("Funds", dict(amount=-(2**63), account=2**32 - 1, asset=2**32 - 1, action="Deposit")),
+    ("IndexPrice", dict(seq=4, price=49_995, instrument=7)),
+    ("InstrumentLimits", dict(maxOrderQty=2**63 - 1, maxPosition=123_456, maxOrderNotional=-1, notionalDivisor=10**8,
+                              cbWindowNs=2**64 - 1, cbHaltNs=0, instrument=7, priceBandPpm=-(2**31),
+                              cbMovePpm=2**31 - 1)),
+    ("PerpetualParams", dict(seq=5, tierNotional=10**12, fundingIntervalNs=8 * 3600 * 10**9, instrument=7,
+                             imPpm=100_000, mmPpm=500_000, tierStepPpm=25_000, fundingCapPpm=7_500,
+                             basisCapPpm=-1, basisEmaPpm=1_000_000)),
+    ("MarkPrice", dict(seq=6, markPrice=50_010, indexPrice=49_995, basis=15, instrument=7)),
+    ("MarkPrice", dict(markPrice=1, indexPrice=3, basis=-3, instrument=2**32 - 1)),
+    ("FundingApplied", dict(seq=7, markPrice=50_010, indexPrice=49_995, perLot=-12, total=2**63 - 1,
+                            instrument=7, ratePpm=-300)),
+    ("Liquidation", dict(seq=8, qty=-40, price=48_000, amount=-(2**63), equity=-5, requirement=10**9, account=42,
+                         counterparty=0, instrument=7, stage="AutoDeleverage")),
+    ("Liquidation", dict(stage="Done")),
+    ("AdminResult", dict(seq=9, value=10**15 + 5, account=3, instrument=0, refTemplateId=12,
+                         reason="UnknownAsset")),
+    ("OrderCanceled", dict(orderId=5, canceledQty=3, reason="ReduceOnly")),
+    ("OrderRejected", dict(reason="NotPerpetual", refTemplateId=13)),
+]
+
+
+@pytest.mark.parametrize("name, values", RISK_SAMPLES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(RISK_SAMPLES)])
+def test_risk_samples_round_trip_both_ways(name: str, values: dict[str, Any]) -> None:
+    layout = SCHEMA.message(name)
+    full = {f.name: values.get(f.name, "" if f.is_char else min(f.enum) if f.enum is not None else 0)
+            for f in layout.fields}
+    ours = check_ours_to_sbe(layout, full)
+    check_sbe_to_ours(layout, full)
+    decoded = SCHEMA.decode(ours).fields
+    for k, v in values.items():
+        want = layout.field(k).enum[v] if isinstance(v, str) and layout.field(k).enum is not None else v
+        assert decoded[k] == want, k

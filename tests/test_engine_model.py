@@ -3,9 +3,13 @@
 A hypothesis ``RuleBasedStateMachine`` sends every inbound message type (good and bad:
 instrument definitions and limits, accounts, new orders of every type / time in force / flag / STP
 mode with invalid values mixed in, cancels and replaces of live, dead and other accounts'
-orders, mass cancels of every scope, halts with both policies, closes, risk messages and
-messages the engine does not take) over a few instruments and accounts, with prices near
-the touch so that orders trade and small capacities so that capacity rejections happen.
+orders, mass cancels of every scope, halts with both policies, closes, risk messages (kill switches,
+instrument limits, deposits and withdrawals, index prices, perpetual parameters) and
+messages the engine does not take) over a few instruments (spot, and often a perpetual) and
+accounts, with prices near the touch so that orders trade and small capacities so that
+capacity rejections happen.  Every account is funded when it is created, far beyond what its
+orders could need: the model does not follow settled money (tests/engine_model.py), so the
+streams keep to what it predicts exactly (``Unpredictable`` says when one does not).
 
 * ``TestModel``: the model alone; after every message the stream invariants
   (``EventChecker``: uncrossed book, quantities that add up, price-time priority of every
@@ -39,7 +43,7 @@ from hypothesis.stateful import (
 )
 
 from engine_model import (
-    BUY, DAY, FOK, GTC, IOC, LIMIT, MARKET, SELL, STOP, STOP_LIMIT,
+    BUY, DAY, FOK, FUNDING, GTC, IOC, LIMIT, MARKET, MAX_BALANCE, PERPETUAL, SELL, STOP, STOP_LIMIT,
     EventChecker, Model, Msgs, describe, describe_input, event_of, raw_decode,
 )
 from ringex.engine.codec import HEADER
@@ -63,6 +67,8 @@ def i64(v: int) -> int:
     return min(max(v, I64_MIN), I64_MAX)
 INSTRUMENT_IDS = (1, 2)  # max_instruments = 3; 0 and 3 are out of range
 ACCOUNT_IDS = (1, 2, 3)  # created at the start; max_accounts = 5: 4 may come later, 0 and 5 never
+FUND_ASSETS = (0, 1, 2)  # every account created is funded with FUNDING of each (base assets 1 and 2)
+MAX_ASSETS = 8  # the default
 
 
 def mostly(valid: list[int], invalid: list[int], weight: int = 8) -> st.SearchStrategy[int]:
@@ -322,16 +328,32 @@ class Stream(RuleBasedStateMachine):
         if self.use_engine:
             self.engine = MatchingEngine(EngineConfig(**cfg))
         self.send(self.m.instrument(1, tick=tick, lot=lot, min_qty=lot, max_qty=lot * 12,
-                                    ref=tick * ref_ticks, policy=policy))
-        self.send(self.m.limits(1, **self.risk_fields(risk, tick * ref_ticks)))
+                                    ref=tick * ref_ticks, policy=policy,
+                                    base_asset=risk.draw(st.sampled_from([1, 2]), label="baseAsset")))
+        self.send(self.m.limits(1, **self.risk_fields(risk, tick * ref_ticks, lot)))
+        if risk.draw(st.booleans(), label="perpetual 2 now?"):  # else instrument 2 may come later, any kind
+            t2, lot2 = risk.draw(st.sampled_from([(1, 1), (2, 3), (5, 2)]), label="tick, lot of 2")
+            self.send(self.m.instrument(2, kind=PERPETUAL, tick=t2, lot=lot2, min_qty=lot2, max_qty=lot2 * 12,
+                                        ref=t2 * risk.draw(st.integers(1, 40), label="ref ticks of 2"),
+                                        policy=risk.draw(st.sampled_from([1, 2]), label="policy of 2")))
         for a, stp in zip(ACCOUNT_IDS, (1, 2, 5)):
             max_open = risk.draw(st.sampled_from([0, 0, 0, 1, 2, 4]), label=f"maxOpenOrders {a}")
-            self.send(self.m.account(a, stp=stp, max_open=max_open))
+            self.create(self.m.account(a, stp=stp, max_open=max_open))
 
-    def risk_fields(self, data, ref: int) -> dict[str, int]:
+    def create(self, buf: bytes) -> None:
+        """A CreateAccount, and when it succeeds, the account's funding (docs/risk.md: orders
+        need money; these streams are about matching, so nobody ever runs short)."""
+        self.send(buf)
+        _, m, _ = raw_decode(buf)
+        if m["account"] in self.model.accounts and not self.model.deposited(m["account"], 0):
+            for asset in FUND_ASSETS:
+                self.send(self.m.funds(m["account"], asset, FUNDING))
+
+    def risk_fields(self, data, ref: int, lot: int = 1) -> dict[str, int]:
         """Pre-trade limits (mostly off, often on), a notional divisor and breaker settings."""
         d = data.draw
         return dict(
+            max_order_qty=d(st.sampled_from([0, 0, 0, 0, lot, 3 * lot, 5 * lot]), label="maxOrderQty"),
             band_ppm=d(st.sampled_from([0, 0, 0, 50_000, 100_000, 300_000, 1_000_000]), label="priceBandPpm"),
             max_notional=d(st.sampled_from([0, 0, 0, ref, 3 * ref, 10 * ref]), label="maxOrderNotional"),
             divisor=d(st.sampled_from([1, 1, 1, 2, 7]), label="notionalDivisor"),
@@ -341,8 +363,8 @@ class Stream(RuleBasedStateMachine):
         )
 
     KINDS = (["new_order"] * 20 + ["cancel"] * 3 + ["replace"] * 8 + ["mass_cancel", "trading_status", "trading_status"] +
-             ["define_instrument", "instrument_limits", "create_account", "risk_message",
-              "kill_switch", "kill_switch", "unsupported_message", "advance_time", "flush"])
+             ["define_instrument", "instrument_limits", "create_account", "funds", "index_price",
+              "perpetual_params", "kill_switch", "kill_switch", "unsupported_message", "advance_time", "flush"])
 
     @rule(data=st.data())
     def step(self, data):
@@ -366,9 +388,13 @@ class Stream(RuleBasedStateMachine):
             policy=d(mostly([1, 2], [0, 3]), label="policy"),
             status=d(mostly([1, 1, 1, 2, 3], [0, 4]), label="status"),
             kind=d(mostly([1, 2], [0, 3]), label="kind"),
+            maker_fee=d(st.sampled_from([0, -100, 100, -250, 250]), label="makerFeePpm"),
+            taker_fee=d(st.sampled_from([250, 250, 1_000_000]), label="takerFeePpm"),
         )
+        fields["base_asset"] = (0 if fields["kind"] == PERPETUAL
+                                else d(st.sampled_from([1, 2]), label="baseAsset"))  # funded ones
         bad = d(mostly(["none"], ["tick0", "tickneg", "lot0", "min0", "minmax", "minlot", "maxlot",
-                                  "ref0", "reftick", "huge", "huge", "limit", "limit"], 3),
+                                  "ref0", "reftick", "huge", "huge", "limit", "limit", "asset", "fee"], 3),
                 label="corruption")
         if bad == "tick0":
             fields["tick"] = 0
@@ -396,6 +422,13 @@ class Stream(RuleBasedStateMachine):
             top = (max(1, fields["ref"] // tick - levels // 2) + levels - 1) * tick
             most = ((2**62 - 1) // top) // lot * lot
             fields["max_qty"] = most + lot * d(st.sampled_from([0, 1]), label="past the limit")
+        elif bad == "asset":  # spot: 1 .. max_assets-1; perpetual: 0
+            fields["base_asset"] = (d(st.sampled_from([1, 2, MAX_ASSETS]), label="perpetual baseAsset")
+                                    if fields["kind"] == PERPETUAL
+                                    else d(st.sampled_from([0, MAX_ASSETS, 2**32 - 1]), label="spot baseAsset"))
+        elif bad == "fee":  # 0 <= taker <= 1e6, -taker <= maker <= taker
+            fields["taker_fee"], fields["maker_fee"] = d(st.sampled_from(
+                [(-1, 0), (1_000_001, 0), (250, 251), (250, -251), (0, -1), (-(2**31), -(2**31))]), label="fees")
         self.send(self.m.instrument(**fields))
 
     def instrument_limits(self, data):
@@ -411,7 +444,7 @@ class Stream(RuleBasedStateMachine):
             fields.update(cb_move_ppm=inst.cb_move_ppm, cb_window_ns=inst.cb_window_ns,
                           cb_halt_ns=inst.cb_halt_ns)
         bad = d(mostly(["none"], ["div0", "divneg", "notionalneg", "bandneg", "bandbig", "moveneg", "movebig",
-                                  "windowneg", "haltneg", "largest"], 2), label="corruption")
+                                  "windowneg", "haltneg", "largest", "qtyneg", "positionneg"], 2), label="corruption")
         if bad == "div0":
             fields["divisor"] = 0
         elif bad == "divneg":
@@ -432,14 +465,18 @@ class Stream(RuleBasedStateMachine):
             fields["cb_halt_ns"] = d(st.sampled_from([2**63, 2**64 - 1]), label="cbHaltNs")
         elif bad == "largest":  # valid: the largest limits there are
             fields.update(max_notional=I64_MAX, divisor=I64_MAX, band_ppm=1_000_000,
-                          cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1)
+                          cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1, max_order_qty=I64_MAX)
+        elif bad == "qtyneg":
+            fields["max_order_qty"] = d(st.sampled_from([-1, I64_MIN]), label="maxOrderQty")
+        elif bad == "positionneg":
+            fields["max_position"] = d(st.sampled_from([-1, I64_MIN]), label="maxPosition")
         self.send(self.m.limits(instrument, **fields))
 
     def create_account(self, data):
         account = data.draw(st.sampled_from([4, 4, 0, 1, 5]), label="account")
         stp = data.draw(mostly([1, 2, 3, 4, 5], [0, 6, 255], 3), label="stpDefault")
         max_open = data.draw(st.sampled_from([0, 0, 1, 3, 2**32 - 1]), label="maxOpenOrders")
-        self.send(self.m.account(account, stp=stp, max_open=max_open))
+        self.create(self.m.account(account, stp=stp, max_open=max_open))
 
     def new_order(self, data):
         """Mostly a well-formed order (which the book then accepts or not); sometimes one
@@ -479,6 +516,13 @@ class Stream(RuleBasedStateMachine):
             fields[key] = d(st.sampled_from(self.CORRUPT[key](fields, lot, tick)), label=f"bad {key}")
         for k in ("qty", "price", "stop", "display"):
             fields[k] = i64(fields[k])
+        target = self.model.instruments.get(fields["instrument"])
+        if fields["reduce_only"] == 1 and target is not None and target.perpetual:
+            # the model follows a perpetual's reduce-only check, not the order's later life:
+            # only ones that the check refuses (ReduceOnlyWouldIncrease or earlier)
+            q = self.model.positions.get((fields["account"], target.iid), 0)
+            if (q > 0 and fields["side"] == SELL or q < 0 and fields["side"] == BUY) and fields["qty"] <= abs(q):
+                fields["reduce_only"] = 0
         fields["cl"] = d(st.integers(0, 2**64 - 1), label="clOrdId")
         self.send(self.m.order(**fields))
 
@@ -533,6 +577,8 @@ class Stream(RuleBasedStateMachine):
                 qty += 1
             if d(st.integers(0, 5), label="big qty") == 0:
                 qty = inst.max_qty
+                if not self.model.affordable(o.account, inst.iid, o.side, qty):  # a limit-sized instrument
+                    qty += inst.lot  # the other side of the boundary: QtyOutOfRange
             how = d(st.sampled_from(["same", "same", "near", "near", "cross", "off-tick", "zero", "below", "above",
                                      "far", "far"]), label="price")
             ticks_at = {"same": o.price, "near": self.price_near(data, i, side=o.side) if how == "near" else 0,
@@ -577,12 +623,76 @@ class Stream(RuleBasedStateMachine):
                               session=d(st.sampled_from([0, 1, 2, 3, 11, 12, 13, 77]), label="kill session"),
                               instrument=self.instrument_id(data)))
 
-    def risk_message(self, data):
+    def funds(self, data):
+        """A deposit or withdrawal the model can answer (docs/risk.md; the model does not follow
+        settled balances): any Funds of an account that has not traded, checks failing in
+        every way, small withdrawals only when the account has no working orders (and never
+        more than keeps it funded), and for an account that has traded only checks that fail
+        before its balance matters."""
         d = data.draw
-        name = d(st.sampled_from(["Funds", "IndexPrice"]), label="message")
-        fields = {f: d(st.integers(0, 5), label=f) for f in SCHEMA.message(name).field_names
-                  if f not in ("seq", "timestampNs", "ingressNs")}
-        self.send(self.m.make(name, **fields))
+        model = self.model
+        fresh = [0] + [a for a in sorted(model.accounts) if a not in model.traded]  # balances the model knows
+        a = d(st.sampled_from(fresh * 3 + [1, 2, 3, 4, 5, 1000, 2**32 - 1]), label="funds account")
+        known = a == 0 or a in model.accounts
+        asset = d(mostly([0, 0, 1, 2, 5, MAX_ASSETS - 1], [MAX_ASSETS, 2**32 - 1], 4), label="asset")
+        if known and a in model.traded:
+            asset = d(st.sampled_from([MAX_ASSETS, 2**32 - 1]), label="asset (unknown)")
+        action = d(mostly([1, 1, 2, 2], [0, 3, 255], 2), label="action")
+        bal = model.deposited(a, asset) if known else 0
+        busy = any(o.account == a for o in model.orders.values())
+        how = d(st.sampled_from(["small", "small", "zero", "negative", "overflow", "all", "more"]), label="amount")
+        amount = {"small": d(st.integers(1, 1000), label="small amount"), "zero": 0,
+                  "negative": d(st.sampled_from([-1, I64_MIN]), label="negative amount"),
+                  "overflow": MAX_BALANCE - bal + d(st.sampled_from([0, 1]), label="past the cap"),
+                  "all": bal, "more": bal + d(st.integers(1, 10), label="more than the balance")}[how]
+        if action == 2 and amount > 0 and known and asset < MAX_ASSETS:
+            if busy and amount <= bal:
+                amount = bal + 1  # holds are not followed: a refusal only
+            elif a != 0 and bal - amount < FUNDING // 2 and amount <= bal:
+                amount = min(amount, 1000)  # keep trading accounts funded
+        self.send(self.m.funds(a, asset, i64(amount), action))
+
+    def index_price(self, data):
+        """A new index price: for a perpetual mostly inside its book window (any price from 1
+        to its top), sometimes not; for a spot or unknown instrument refused."""
+        d = data.draw
+        perps = [i for i, inst in sorted(self.model.instruments.items()) if inst.perpetual]
+        i = d(mostly(perps * 3 or [2], [0, 1, 3], 3), label="instrument")
+        inst = self.model.instruments.get(i)
+        top = inst.top if inst is not None else 200
+        anchor = inst.last or inst.ref if inst is not None else 100
+        price = d(st.sampled_from([
+            anchor, anchor, anchor + d(st.integers(-20, 20), label="index offset"), 1, top, top + 1, 0, -1,
+            I64_MAX, I64_MIN]), label="index")
+        self.send(self.m.index(i, max(price, I64_MIN)))
+
+    def perpetual_params(self, data):
+        """Margin and mark parameters: mostly valid (funding off: the model does not model
+        funding), sometimes one field out of range, or a spot / unknown instrument."""
+        d = data.draw
+        perps = [i for i, inst in sorted(self.model.instruments.items()) if inst.perpetual]
+        i = d(mostly(perps * 3 or [2], [0, 1, 2, 3], 3), label="instrument")
+        inst = self.model.instruments.get(i)
+        fields = dict(
+            im_ppm=d(st.sampled_from([1, 50_000, 100_000, 1_000_000]), label="imPpm"),
+            mm_ppm=d(st.sampled_from([1, 500_000, 1_000_000]), label="mmPpm"),
+            tier_notional=d(st.sampled_from([0, 0, 1, 10_000, I64_MAX]), label="tierNotional"),
+            tier_step_ppm=d(st.sampled_from([0, 10_000, 1_000_000]), label="tierStepPpm"),
+            funding_cap_ppm=d(st.sampled_from([0, 1_000, 1_000_000]), label="fundingCapPpm"),
+            basis_cap_ppm=d(st.sampled_from([0, 0, 10_000, 100_000, 1_000_000]), label="basisCapPpm"),
+            basis_ema_ppm=d(st.sampled_from([0, 100_000, 500_000, 1_000_000]), label="basisEmaPpm"),
+        )
+        if inst is not None and inst.ema is None:
+            fields["basis_cap_ppm"] = 0  # its basis average moved by the default weight: keep it out of the mark
+        bad = d(mostly(["none"], ["im0", "im", "mm0", "mm", "tier", "step", "interval", "fcap", "bcap", "ema"], 10),
+                label="corruption")
+        if bad != "none":
+            key, value = {"im0": ("im_ppm", 0), "im": ("im_ppm", 1_000_001), "mm0": ("mm_ppm", 0),
+                          "mm": ("mm_ppm", -1), "tier": ("tier_notional", -1), "step": ("tier_step_ppm", 1_000_001),
+                          "interval": ("funding_interval_ns", 2**63), "fcap": ("funding_cap_ppm", -1),
+                          "bcap": ("basis_cap_ppm", 1_000_001), "ema": ("basis_ema_ppm", -(2**31))}[bad]
+            fields[key] = value
+        self.send(self.m.perp_params(i, **fields))
 
     def unsupported_message(self, data):
         d = data.draw
@@ -641,36 +751,43 @@ def test_streams_reach_every_rule():
                 seen[name] += 1
                 if name in ("OrderRejected", "CancelRejected", "AdminResult"):
                     seen[(name, R(f["reason"]).name)] += 1
-                if name == "AdminResult" and f["refTemplateId"] == 16:
-                    seen[("InstrumentLimits", R(f["reason"]).name)] += 1
+                if name == "AdminResult" and f["refTemplateId"] in (12, 13, 16, 17):
+                    seen[(SCHEMA.message(f["refTemplateId"]).name, R(f["reason"]).name)] += 1
                 elif name == "OrderCanceled":
                     seen[(name, C(f["reason"]).name)] += 1
 
     run_state_machine_as_test(Counting, settings=settings(
         max_examples=160, stateful_step_count=60, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck)))
-    events = {n for n in SCHEMA.by_name if SCHEMA.by_name[n].template_id >= 100}
+    # the model does not model funding and liquidation (docs/risk.md; tests/test_risk_*.py)
+    events = {n for n in SCHEMA.by_name if SCHEMA.by_name[n].template_id >= 100} - {"FundingApplied", "Liquidation"}
     missing = sorted(events - set(seen))
     assert not missing, missing
     # every reason of each kind; the rarest combinations may escape one fixed seed (at most 2)
     order_rejects = {r.name for r in R if (1 <= r <= 20 and r not in (R.UnknownOrder, R.NotYourOrder))
                      or r in (R.UnsupportedMessage, R.StopCapacity, R.PriceBand, R.MaxNotional, R.MaxOpenOrders,
                               R.KillSwitchAccount, R.KillSwitchSession, R.KillSwitchInstrument,
-                              R.KillSwitchExchange)}
+                              R.KillSwitchExchange, R.MaxOrderQty, R.ReduceOnlyWouldIncrease)}
     cancel_rejects = {"UnknownOrder", "NotYourOrder", "InstrumentHalted", "InstrumentClosed", "StopNotAllowed",
                       "BadLot", "QtyOutOfRange", "BadTick", "PriceOutOfRange", "InvalidDisplayQty",
                       "PostOnlyWouldTrade", "InvalidScope", "UnknownAccount", "UnknownInstrument", "PriceBand",
-                      "MaxNotional"}
+                      "MaxNotional", "MaxOrderQty"}
     admin = {"None", "DuplicateInstrument", "InstrumentCapacity", "InvalidInstrumentDefinition",
-             "DuplicateAccount", "AccountCapacity", "InvalidStpMode", "UnknownInstrument", "UnsupportedMessage",
-             "InvalidScope", "UnknownAccount"}
+             "DuplicateAccount", "AccountCapacity", "InvalidStpMode", "UnknownInstrument",
+             "InvalidScope", "UnknownAccount", "UnknownAsset", "NotPerpetual", "InsufficientFunds", "QtyOutOfRange",
+             "PriceOutOfRange"}
     for kind, wanted in (("OrderRejected", order_rejects), ("CancelRejected", cancel_rejects), ("AdminResult", admin)):
         missing = sorted(r for r in wanted if (kind, r) not in seen)
         assert len(missing) <= 2, (kind, missing)
-    # InstrumentLimits: applied, for an unknown instrument, and with each kind of bad field
-    missing = sorted(r for r in ("None", "UnknownInstrument", "InvalidInstrumentDefinition")
-                     if ("InstrumentLimits", r) not in seen)
-    assert not missing, ("InstrumentLimits", missing)
+    # InstrumentLimits, Funds, IndexPrice, PerpetualParams: applied, and refused in each way
+    for tid, name, wanted in (
+            (16, "InstrumentLimits", ("None", "UnknownInstrument", "InvalidInstrumentDefinition")),
+            (12, "Funds", ("None", "UnknownAccount", "UnknownAsset", "InvalidScope", "QtyOutOfRange",
+                           "InsufficientFunds")),
+            (13, "IndexPrice", ("None", "UnknownInstrument", "NotPerpetual", "PriceOutOfRange")),
+            (17, "PerpetualParams", ("None", "UnknownInstrument", "NotPerpetual", "InvalidInstrumentDefinition"))):
+        missing = sorted(r for r in wanted if (name, r) not in seen)
+        assert not missing, (name, missing)
     missing = sorted(c.name for c in C if (c <= 7 or c == C.Halted) and ("OrderCanceled", c.name) not in seen)
     assert len(missing) <= 1, ("OrderCanceled", missing)
 
@@ -710,9 +827,9 @@ def test_engine_replays_scenario(scenario, kwargs, monkeypatch):
             self.stream: list[bytes] = []
             super().__init__(instruments, **cfg)
 
-        def send(self, buf: bytes) -> list:
+        def send_one(self, buf: bytes) -> list:
             self.stream.append(buf)
-            want = super().send(buf)
+            want = super().send_one(buf)
             got = [event_of(d) for d in self.engine.process_messages([buf])]
             problems = [] if got == want else [first_difference(
                 next(j for j in range(max(len(got), len(want)))
@@ -736,7 +853,8 @@ def test_engine_decrement_both_lowers_total_qty():
     m = Msgs()
     engine = MatchingEngine(EngineConfig(**scenarios.CONFIG))
     run = lambda buf: [event_of(d) for d in engine.process_messages([buf])]  # noqa: E731
-    for buf in (m.instrument(1), m.account(1, stp=1), m.order(1, SELL, 5, 100, cl=11)):
+    account = m.account(1, stp=1)
+    for buf in (m.instrument(1), account, *m.funding(account, 1), m.order(1, SELL, 5, 100, cl=11)):
         run(buf)
     run(m.order(1, BUY, 2, 100, stp=5, cl=12))  # resting order 1 reduced by 2: total 3
     got = [(n, {k: f[k] for k in ("orderId", "qty", "leavesQty", "price") if k in f})

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from engine_model import (
-    BUY, CLOSED, DAY, FOK, GTC, HALTED, IOC, LIMIT, MARKET, SELL, STOP, STOP_LIMIT, TRADING,
-    EventChecker, Model, Msgs, describe, encode_event, raw_decode, raw_encode,
+    BUY, CLOSED, DAY, FOK, FUNDING, GTC, HALTED, IOC, LIMIT, MARKET, PERPETUAL, SELL, STOP, STOP_LIMIT, TRADING,
+    EventChecker, Model, Msgs, Unpredictable, describe, encode_event, raw_decode, raw_encode,
 )
 from ringex.engine.codec import HEADER
 from ringex.engine.messages import SCHEMA, CancelReason as C, RejectReason as R, StpMode as S
@@ -20,8 +20,16 @@ CONFIG = dict(max_instruments=4, max_accounts=8, max_orders=50, price_levels=100
               market_protection_ticks=5)
 
 
+FUND_ASSETS = (0, 1, 2)  # the settlement asset and the base assets the scenarios use
+
+
 class H:
-    """One model, its message builder and the stream checker."""
+    """One model, its message builder and the stream checker.
+
+    Every account created (``CreateAccount`` answered ``None``) is funded at once: a deposit
+    of ``FUNDING`` of each of ``FUND_ASSETS``, stamped as the ``CreateAccount`` so that the
+    scenarios' sequence numbers and times (the circuit breaker's) stay as written, and sent
+    on its own so that the events a scenario looks at are those of its ``CreateAccount``."""
 
     def __init__(self, instruments: bool = True, **cfg: Any) -> None:
         self.model = Model(**{**CONFIG, **cfg})
@@ -34,6 +42,16 @@ class H:
             self.send(self.m.account(4, stp=S.CancelResting))
 
     def send(self, buf: bytes) -> list:
+        events = self.send_one(buf)
+        tid, m, _ = raw_decode(buf)
+        if tid == 11 and any(n == "AdminResult" and f["refTemplateId"] == 11 and f["reason"] == R["None"]
+                             for n, f in events):
+            for deposit in self.m.funding(buf, m["account"], FUND_ASSETS):
+                expect(self.send_one(deposit), ("AdminResult", {"refTemplateId": 12, "reason": R["None"],
+                                                                "value": FUNDING}))
+        return events
+
+    def send_one(self, buf: bytes) -> list:
         events = self.model.process(buf)
         self.checker.feed(events)
         self.model.check()
@@ -86,11 +104,36 @@ def test_instrument_definition_and_stamp():
     dict(lot=5, min_qty=3, max_qty=10), dict(lot=5, min_qty=5, max_qty=12), dict(ref=0), dict(ref=-5),
     dict(tick=5, ref=102), dict(kind=0), dict(kind=3), dict(policy=0), dict(policy=3), dict(status=0),
     dict(status=4),
+    # docs/risk.md: a spot instrument's base asset is 1 .. max_assets-1, a perpetual's 0; fees
+    dict(base_asset=0), dict(base_asset=8), dict(base_asset=2**32 - 1), dict(kind=PERPETUAL, base_asset=1),
+    dict(kind=PERPETUAL, base_asset=8), dict(taker_fee=-1, maker_fee=-1), dict(taker_fee=1_000_001),
+    dict(taker_fee=250, maker_fee=251), dict(taker_fee=250, maker_fee=-251), dict(taker_fee=0, maker_fee=-1),
+    dict(taker_fee=-(2**31), maker_fee=0),
 ])
 def test_invalid_instrument_definition(bad):
     h = H(instruments=False)
     expect(h.send(h.m.instrument(1, **bad)), ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
     expect(h.send(h.m.instrument(1)), ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")
+
+
+@pytest.mark.parametrize("good", [
+    dict(base_asset=1), dict(base_asset=7), dict(kind=PERPETUAL, base_asset=0), dict(taker_fee=0, maker_fee=0),
+    dict(taker_fee=250, maker_fee=-250), dict(taker_fee=1_000_000, maker_fee=1_000_000),
+    dict(taker_fee=1_000_000, maker_fee=-1_000_000),
+])
+def test_instrument_definition_assets_and_fees_at_their_limits(good):
+    h = H(instruments=False)
+    expect(h.send(h.m.instrument(1, **good)), ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")
+
+
+def test_at_most_32_perpetuals():
+    h = H(instruments=False, max_instruments=40)
+    for i in range(1, 33):
+        expect(h.send(h.m.instrument(i, kind=PERPETUAL)), ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")
+    expect(h.send(h.m.instrument(33, kind=PERPETUAL, tick=0)),  # checked after the definition's own fields
+           ("AdminResult", {"reason": R.InvalidInstrumentDefinition}))
+    expect(h.send(h.m.instrument(33, kind=PERPETUAL)), ("AdminResult", {"reason": R.InstrumentCapacity}))
+    expect(h.send(h.m.instrument(33)), ("AdminResult", {"reason": R["None"]}), "InstrumentStatus")  # spot
 
 
 def test_book_range():
@@ -127,12 +170,126 @@ def test_status_update_rejects():
     expect(h.status(1, TRADING), ("AdminResult", {"reason": R["None"]}), ("InstrumentStatus", {"status": TRADING}))
 
 
-def test_money_messages_are_unsupported():
+# -- risk (docs/risk.md): money, as far as the model follows it --------------------------------
+
+
+def funds_result(reason: int, account: int, value: int) -> tuple:
+    return ("AdminResult", {"reason": reason, "refTemplateId": 12, "account": account, "instrument": 0,
+                            "value": value})
+
+
+def test_funds_checks_in_order_and_balance_after():
+    h = H(instruments=False)  # max_assets 8
+    h.send(h.m.instrument(1))
+    h.account(1, S.Off)  # funded by H: FUNDING of assets 0-2
+    dep, wd = 1, 2
+    # account 0 (the insurance fund) or a created one; then the asset; then the action; then the amount
+    expect(h.funds(5, 0, 10), funds_result(R.UnknownAccount, 5, 0))
+    expect(h.funds(5, 99, 10, action=7), funds_result(R.UnknownAccount, 5, 0))
+    expect(h.funds(1, 8, 10), funds_result(R.UnknownAsset, 1, 0))
+    expect(h.funds(1, 2**32 - 1, -1, action=0), funds_result(R.UnknownAsset, 1, 0))
+    expect(h.funds(1, 0, -1, action=0), funds_result(R.InvalidScope, 1, FUNDING))
+    expect(h.funds(1, 0, 10, action=3), funds_result(R.InvalidScope, 1, FUNDING))
+    expect(h.funds(1, 0, 0), funds_result(R.QtyOutOfRange, 1, FUNDING))
+    expect(h.funds(1, 0, -(2**63), action=wd), funds_result(R.QtyOutOfRange, 1, FUNDING))
+    # a deposit may take a balance to 2**60, not past it
+    expect(h.funds(1, 0, 2**60 - FUNDING + 1), funds_result(R.QtyOutOfRange, 1, FUNDING))
+    expect(h.funds(1, 0, 2**63 - 1), funds_result(R.QtyOutOfRange, 1, FUNDING))
+    expect(h.funds(1, 0, 2**60 - FUNDING), funds_result(R["None"], 1, 2**60))
+    expect(h.funds(1, 0, 1), funds_result(R.QtyOutOfRange, 1, 2**60))
+    expect(h.funds(1, 0, 2**60 - FUNDING, action=wd), funds_result(R["None"], 1, FUNDING))
+    # a withdrawal needs the balance
+    expect(h.funds(1, 3, 1, action=wd), funds_result(R.InsufficientFunds, 1, 0))
+    expect(h.funds(1, 7, 5, action=dep), funds_result(R["None"], 1, 5))
+    expect(h.funds(1, 7, 6, action=wd), funds_result(R.InsufficientFunds, 1, 5))
+    expect(h.funds(1, 7, 5, action=wd), funds_result(R["None"], 1, 0))
+    # the insurance fund takes deposits and withdrawals
+    expect(h.funds(0, 0, 1000), funds_result(R["None"], 0, 1000))
+    expect(h.funds(0, 0, 1001, action=wd), funds_result(R.InsufficientFunds, 0, 1000))
+    expect(h.funds(0, 0, 400, action=wd), funds_result(R["None"], 0, 600))
+    # money already held by a working order is not available (checked before anything else is)
+    h.order(1, BUY, 5, 100)  # 1
+    expect(h.funds(1, 0, FUNDING + 1, action=wd), funds_result(R.InsufficientFunds, 1, FUNDING))
+    expect(h.funds(1, 0, 10), funds_result(R["None"], 1, FUNDING + 10))  # a deposit is just added
+
+
+def test_money_the_model_does_not_follow_is_refused_not_guessed():
     h = H()
-    expect(h.send(h.m.make("Funds", amount=5, account=3, action=1)),
-           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 12, "account": 3, "instrument": 0}))
-    expect(h.send(h.m.make("IndexPrice", price=5, instrument=2)),
-           ("AdminResult", {"reason": R.UnsupportedMessage, "refTemplateId": 13, "instrument": 2}))
+    h.order(1, SELL, 1, 100)
+    h.order(2, BUY, 1, 100)  # accounts 1 and 2 have traded: their balances are settled money
+    with pytest.raises(Unpredictable):
+        h.send(h.m.funds(1, 0, 10))
+    h = H()
+    h.order(1, BUY, 1, 90)
+    with pytest.raises(Unpredictable):  # how much it holds is not followed
+        h.send(h.m.funds(1, 0, 10, action=2))
+    h = H()
+    h.send(h.m.instrument(2, max_qty=10**15))
+    h.order(1, BUY, 10**10, 100, instrument=2)  # affordable
+    with pytest.raises(Unpredictable):  # more than the account could surely afford
+        h.order(1, BUY, 10**13, 100, instrument=2)
+
+
+def test_index_price_and_mark():
+    h = H()  # instrument 1 is spot
+    h.send(h.m.instrument(2, kind=PERPETUAL, tick=2, ref=300))  # base 150 - 50: prices 200..398
+    ok = ("AdminResult", {"reason": R["None"], "refTemplateId": 13, "instrument": 2, "account": 0, "value": 0})
+    expect(h.index(3, 300), ("AdminResult", {"reason": R.UnknownInstrument, "refTemplateId": 13, "instrument": 3}))
+    expect(h.index(1, 100), ("AdminResult", {"reason": R.NotPerpetual, "refTemplateId": 13, "instrument": 1}))
+    for bad in (199, 399, 0, -2, 2**63 - 1, -(2**63)):
+        expect(h.index(2, bad), ("AdminResult", {"reason": R.PriceOutOfRange, "refTemplateId": 13}))
+    # any price in the book window, a multiple of the tick or not
+    expect(h.index(2, 398), ok, ("MarkPrice", {"markPrice": 398, "indexPrice": 398, "basis": 0, "instrument": 2}))
+    expect(h.index(2, 200), ok, ("MarkPrice", {"markPrice": 200, "indexPrice": 200, "basis": 0}))
+    expect(h.index(2, 301), ok, ("MarkPrice", {"markPrice": 301, "indexPrice": 301, "basis": 0}))
+    # no basis cap (the default): mark = index, whatever the book
+    h.order(1, BUY, 1, 310, instrument=2)
+    h.order(2, SELL, 1, 330, instrument=2)
+    expect(h.index(2, 299), ok, ("MarkPrice", {"markPrice": 299, "indexPrice": 299, "basis": 0}))
+
+
+def test_mark_price_basis_average_and_cap():
+    h = H()
+    h.send(h.m.instrument(2, kind=PERPETUAL))  # ref 100
+    ok = ("AdminResult", {"reason": R["None"], "refTemplateId": 17, "instrument": 2})
+    expect(h.perp_params(2, basis_cap_ppm=50_000, basis_ema_ppm=500_000), ok)
+    mark = lambda m, i, b: ("MarkPrice", {"markPrice": m, "indexPrice": i, "basis": b})  # noqa: E731
+    # one side empty: the sample is 0
+    h.order(1, BUY, 1, 110, instrument=2)
+    expect(h.index(2, 100), "AdminResult", mark(100, 100, 0))
+    h.order(2, SELL, 1, 120, instrument=2)  # mid 115
+    expect(h.index(2, 100), "AdminResult", mark(105, 100, 5))  # ema 0 + trunc(15 / 2) = 7, cap 5
+    expect(h.index(2, 140), "AdminResult", mark(133, 140, -7))  # ema 7 + trunc(-32 / 2) = -9, cap 7
+    expect(h.index(2, 115), "AdminResult", mark(110, 115, -5))  # ema -9 + trunc(9 / 2) = -5, cap 5
+    expect(h.perp_params(2, basis_cap_ppm=1_000_000, basis_ema_ppm=0), ok)  # the average stays, uncapped
+    expect(h.index(2, 100), "AdminResult", mark(95, 100, -5))
+    # the mark stays in the book window (50..149); the event's basis is mark - index after that
+    expect(h.index(2, 50), "AdminResult", mark(50, 50, 0))  # 50 - 5 = 45
+    expect(h.perp_params(2, basis_cap_ppm=1_000_000, basis_ema_ppm=1_000_000), ok)
+    expect(h.index(2, 60), "AdminResult", mark(115, 60, 55))  # the average is the sample: 115 - 60
+    expect(h.perp_params(2, basis_cap_ppm=1_000_000, basis_ema_ppm=0), ok)
+    expect(h.index(2, 140), "AdminResult", mark(149, 140, 9))  # 140 + 55 = 195
+
+
+def test_perpetual_params_checks():
+    h = H()
+    h.send(h.m.instrument(2, kind=PERPETUAL))
+    res = lambda r, i=2: ("AdminResult", {"reason": r, "refTemplateId": 17, "instrument": i})  # noqa: E731
+    expect(h.perp_params(3), res(R.UnknownInstrument, 3))
+    expect(h.perp_params(1), res(R.NotPerpetual, 1))
+    expect(h.perp_params(1, im_ppm=0), res(R.NotPerpetual, 1))
+    for bad in (dict(im_ppm=0), dict(im_ppm=1_000_001), dict(mm_ppm=0), dict(mm_ppm=-1), dict(mm_ppm=1_000_001),
+                dict(tier_notional=-1), dict(tier_step_ppm=-1), dict(tier_step_ppm=1_000_001),
+                dict(funding_interval_ns=2**63), dict(funding_cap_ppm=-1), dict(funding_cap_ppm=1_000_001),
+                dict(basis_cap_ppm=-1), dict(basis_cap_ppm=1_000_001), dict(basis_ema_ppm=-1),
+                dict(basis_ema_ppm=1_000_001)):
+        expect(h.perp_params(2, **bad), res(R.InvalidInstrumentDefinition))
+    expect(h.perp_params(2, im_ppm=1, mm_ppm=1, tier_notional=2**63 - 1, tier_step_ppm=1_000_000,
+                         funding_cap_ppm=1_000_000, basis_cap_ppm=1_000_000, basis_ema_ppm=1_000_000),
+           res(R["None"]))
+    expect(h.perp_params(2, funding_interval_ns=2**63 - 1), res(R["None"]))
+    with pytest.raises(Unpredictable):  # funding is not modelled
+        h.send(h.m.index(2, 100))
 
 
 # -- risk (docs/risk.md): kill switches ------------------------------------------------------
@@ -347,6 +504,146 @@ def test_pre_trade_checks_sit_between_capacity_and_post_only():
     expect(h.order(2, BUY, 20, 100, tif=FOK), reject(R.MaxNotional))  # before FokUnfillable
 
 
+def test_max_order_qty():
+    """docs/risk.md pre-trade check 4: first of the pre-trade checks; replaces too."""
+    h = H(instruments=False)
+    h.send(h.m.instrument(1))
+    h.send(h.m.account(1, max_open=1))
+    h.send(h.m.account(2))
+    expect(h.limits(1, max_order_qty=10, band_ppm=100_000, max_notional=999), limits_ok())  # band 90..110
+    expect(h.order(1, BUY, 11, 100), reject(R.MaxOrderQty))
+    expect(h.order(1, BUY, 11, 200, post_only=1), reject(R.PriceOutOfRange))  # after the engine's checks
+    expect(h.order(1, BUY, 11, 120), reject(R.MaxOrderQty))  # before PriceBand
+    expect(h.order(1, BUY, 11, ord_type=MARKET), reject(R.MaxOrderQty))  # whatever the type, book or not
+    expect(h.order(1, BUY, 11, ord_type=STOP, stop=105), reject(R.MaxOrderQty))
+    expect(h.order(1, BUY, 10, 120), reject(R.PriceBand))
+    expect(h.order(1, BUY, 10, 100), reject(R.MaxNotional))  # 1000 > 999
+    expect(h.order(1, BUY, 5, 100), "OrderAccepted", "BookAdd")  # 1
+    expect(h.order(1, BUY, 11, 100), reject(R.MaxOrderQty))  # before MaxOpenOrders
+    expect(h.order(1, BUY, 1, 100), reject(R.MaxOpenOrders))
+    # a replace: after InvalidDisplayQty, before PriceBand (even at a new price out of the band)
+    expect(h.replace(1, 1, 11, 100, display=12), ("CancelRejected", {"reason": R.InvalidDisplayQty}))
+    expect(h.replace(1, 1, 11, 120), ("CancelRejected", {"reason": R.MaxOrderQty, "refTemplateId": 3}))
+    expect(h.replace(1, 1, 11, 100), ("CancelRejected", {"reason": R.MaxOrderQty}))
+    expect(h.replace(1, 1, 5, 120), ("CancelRejected", {"reason": R.PriceBand}))
+    expect(h.replace(1, 1, 10, 95, cl=9), ("OrderReplaced", {"qty": 10}), ("BookReplace", {"price": 95, "qty": 10}))
+    # a new limit applies to new orders and replaces only; 0 lifts it
+    expect(h.limits(1, max_order_qty=3), limits_ok())
+    expect(h.order(2, SELL, 4, 95), reject(R.MaxOrderQty))
+    expect(h.order(2, SELL, 3, 95), "OrderAccepted", ("Trade", {"qty": 3, "makerClOrdId": 9}), "BookExecute")
+    expect(h.replace(1, 1, 4, 95), ("CancelRejected", {"reason": R.MaxOrderQty}))  # 7 resting: left alone
+    expect(h.limits(1), limits_ok())
+    expect(h.order(2, SELL, 1000, 100), "OrderAccepted", "BookAdd")
+
+
+def test_reduce_only():
+    """docs/risk.md pre-trade check 5: reduce-only is for perpetuals (InvalidFlags on spot, with
+    the other flag values: docs/engine.md step 2); on a perpetual it must reduce the position."""
+    h = H()
+    h.send(h.m.instrument(2, kind=PERPETUAL, max_qty=10**6))
+    h.send(h.m.limits(2, max_position=10))
+    o = h.order
+    expect(o(1, BUY, 1, 100, reduce_only=1), reject(R.InvalidFlags))
+    expect(o(1, BUY, 1, 0, reduce_only=1, ord_type=STOP, stop=105), reject(R.InvalidFlags))
+    expect(o(1, BUY, 1, 200, reduce_only=1), reject(R.InvalidFlags))  # before the price checks
+    expect(o(1, BUY, 0, 100, reduce_only=1, stp=6), reject(R.InvalidFlags))  # before InvalidStpMode
+    expect(o(1, 3, 1, 100, reduce_only=1, tif=9), reject(R.InvalidSide))  # after side, type, time in force
+    expect(o(1, BUY, 1, 100, reduce_only=1, tif=9), reject(R.InvalidTimeInForce))
+    expect(o(1, BUY, 1, 100, reduce_only=2, instrument=2), reject(R.InvalidFlags))  # not 0/1: step 2
+    # no position: nothing to reduce
+    expect(o(1, BUY, 1, 100, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))
+    expect(o(1, SELL, 1, 100, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))
+    o(2, SELL, 4, 100, instrument=2)  # 1
+    expect(o(1, BUY, 4, 100, instrument=2), ("OrderAccepted", {"orderId": 2}), "Trade", "BookExecute")  # long 4
+    expect(o(1, BUY, 1, 99, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))  # same side
+    expect(o(1, SELL, 5, 101, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))  # more than 4
+    expect(o(2, SELL, 1, 101, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))  # 2 is short
+    expect(o(2, BUY, 5, 99, reduce_only=1, instrument=2), reject(R.ReduceOnlyWouldIncrease))
+    # the position limit: with every open order filled; reduce-only orders are not checked
+    expect(o(1, BUY, 7, 90, instrument=2), reject(R.PositionLimit))  # 4 + 7 > 10
+    expect(o(1, BUY, 6, 90, instrument=2), ("OrderAccepted", {"orderId": 3}), "BookAdd")  # 4 + 6
+    expect(o(1, BUY, 1, 90, instrument=2), reject(R.PositionLimit))
+    expect(o(1, SELL, 15, 110, instrument=2), reject(R.PositionLimit))  # 4 - 15 = -11
+    expect(o(1, SELL, 14, 110, instrument=2), ("OrderAccepted", {"orderId": 4}), "BookAdd")  # 4 - 14 = -10
+    expect(o(1, SELL, 4, 0, ord_type=STOP, stop=95, reduce_only=1, instrument=2),
+           ("OrderAccepted", {"orderId": 5, "reduceOnly": 1}))
+    expect(o(2, BUY, 4, 0, reduce_only=1, ord_type=STOP, stop=120, instrument=2),
+           ("OrderAccepted", {"orderId": 6, "reduceOnly": 1}))  # 2 is short 4
+    # a replace that grows the open quantity is checked too (one that does not is not)
+    expect(h.replace(1, 3, 7, 90, instrument=2), ("CancelRejected", {"reason": R.PositionLimit, "refTemplateId": 3}))
+    expect(h.replace(1, 3, 6, 89, instrument=2), ("OrderReplaced", {"orderId": 3}), "BookReplace")
+    expect(h.replace(1, 4, 14, 111, instrument=2), ("OrderReplaced", {"orderId": 4}), "BookReplace")
+    expect(h.replace(1, 4, 15, 111, instrument=2), ("CancelRejected", {"reason": R.PositionLimit}))
+    # the overflow cap: 2**56 // top, with no maxPosition (top of the window: 149)
+    expect(h.limits(2), limits_ok(2))
+    expect(o(3, BUY, 2**56 // 149 + 1, 60, instrument=2), reject(R.QtyOutOfRange))  # maxQty first
+    h.send(h.m.instrument(3, kind=PERPETUAL, max_qty=2**57 // 149))
+    expect(o(3, BUY, 2**56 // 149 + 1, 60, instrument=3), reject(R.PositionLimit))
+    expect(o(3, SELL, 2**56 // 149 + 1, 140, instrument=3), reject(R.PositionLimit))
+
+
+def test_spot_buys_never_trade_above_their_hold_price():
+    """docs/risk.md "Spot holds": a Stop buy holds at its stop price + the protection (5 ticks
+    here) and its execution is capped there; a Market buy holds at its protection price at
+    arrival, so a queued one is capped by the book it arrived to (and trades nothing when
+    the ask side was empty).  Sells and perpetuals are not capped."""
+    h = H()
+    h.order(2, SELL, 1, 101)  # 1
+    h.order(2, SELL, 1, 104)  # 2
+    h.order(2, SELL, 5, 107)  # 3
+    expect(h.order(1, BUY, 5, 0, ord_type=STOP, stop=101), ("OrderAccepted", {"orderId": 4}))  # holds at 106
+    # the trigger: best ask 104 + 5 = 109, capped at 106: 107 is out of reach
+    expect(h.order(3, BUY, 1, 101), ("OrderAccepted", {"orderId": 5}), ("Trade", {"price": 101}), "BookExecute",
+           ("StopTriggered", {"orderId": 4, "triggerPrice": 101}), ("Trade", {"price": 104, "qty": 1}),
+           "BookExecute", ("OrderCanceled", {"orderId": 4, "reason": C.MarketRemainder, "canceledQty": 4}))
+    # a sell stop has no such floor: it trades at 90, below its stop price less 5 ticks
+    h.order(3, BUY, 1, 95)  # 6
+    h.order(3, BUY, 3, 90)  # 7
+    expect(h.order(1, SELL, 4, 0, ord_type=STOP, stop=100), ("OrderAccepted", {"orderId": 8}))
+    expect(h.order(2, SELL, 1, 95), ("OrderAccepted", {"orderId": 9}), ("Trade", {"price": 95}), "BookExecute",
+           ("StopTriggered", {"orderId": 8, "triggerPrice": 95}), ("Trade", {"price": 90, "qty": 3}), "BookExecute",
+           ("OrderCanceled", {"orderId": 8, "reason": C.MarketRemainder, "canceledQty": 1}))
+    # queued market buys
+    h.send(h.m.instrument(2, policy=QUEUE))
+    h.order(2, SELL, 1, 100, instrument=2)  # 10
+    h.status(2, HALTED)
+    h.order(2, SELL, 2, 106, instrument=2)  # 11: queued
+    h.order(2, SELL, 1, 104, instrument=2)  # 12: queued
+    expect(h.order(1, BUY, 2, 0, ord_type=MARKET, instrument=2), ("OrderAccepted", {"orderId": 13}))  # holds at 105
+    h.cancel(2, 10, instrument=2)
+    expect(h.order(3, BUY, 1, 0, ord_type=MARKET, instrument=2), ("OrderAccepted", {"orderId": 14}))  # no ask
+    expect(h.status(2, TRADING), "AdminResult", "InstrumentStatus",
+           ("BookAdd", {"orderId": 11, "price": 106}), ("BookAdd", {"orderId": 12, "price": 104}),
+           # 13: best ask 104, protection 109, capped at 105
+           ("Trade", {"takerOrderId": 13, "price": 104}), "BookExecute",
+           ("OrderCanceled", {"orderId": 13, "reason": C.MarketRemainder, "canceledQty": 1}),
+           ("OrderCanceled", {"orderId": 14, "reason": C.MarketRemainder, "canceledQty": 1}))  # it holds nothing
+    # a perpetual's Stop buy is not capped (it holds no money; margin is not a budget)
+    h.send(h.m.instrument(3, kind=PERPETUAL))
+    h.order(2, SELL, 1, 101, instrument=3)  # 15
+    h.order(2, SELL, 1, 104, instrument=3)  # 16
+    h.order(2, SELL, 1, 107, instrument=3)  # 17
+    expect(h.order(1, BUY, 2, 0, ord_type=STOP, stop=101, instrument=3), ("OrderAccepted", {"orderId": 18}))
+    expect(h.order(3, BUY, 1, 101, instrument=3), "OrderAccepted", "Trade", "BookExecute", "StopTriggered",
+           ("Trade", {"price": 104}), "BookExecute", ("Trade", {"price": 107}), "BookExecute")
+
+
+def test_fok_stop_buy_fillability_is_not_capped_at_its_hold_price():
+    """A spot FOK Stop buy is checked for fillability at arrival from the book as it is, up
+    to the best ask + protection, not up to its hold price (stop + protection), which caps
+    only its execution (the engine's reading; docs/risk.md leaves it open)."""
+    h = H()
+    h.order(2, SELL, 1, 100)  # 1
+    h.order(1, BUY, 1, 100)  # 2: last 100
+    h.order(2, SELL, 2, 105)  # 3
+    h.order(2, SELL, 2, 108)  # 4
+    # holds at 102 + 5 = 107, yet fillable: 4 reachable up to 105 + 5 = 110
+    expect(h.order(1, BUY, 4, 0, ord_type=STOP, stop=102, tif=FOK), ("OrderAccepted", {"orderId": 5}))
+    expect(h.order(3, BUY, 1, 105), ("OrderAccepted", {"orderId": 6}), ("Trade", {"price": 105}), "BookExecute",
+           ("StopTriggered", {"orderId": 5, "triggerPrice": 105}), ("Trade", {"price": 105, "qty": 1}),
+           "BookExecute", ("OrderCanceled", {"orderId": 5, "reason": C.MarketRemainder, "canceledQty": 3}))
+
+
 def test_messages_the_engine_does_not_take():
     h = H()
     good = h.m.order(1, BUY, 1, 100)
@@ -419,14 +716,17 @@ def test_new_order_checks_in_order():
 
 def test_order_accepted_echoes_the_order():
     h = H()
+    h.send(h.m.instrument(2, kind=PERPETUAL))  # reduce-only is for perpetuals: account 2 goes long 7
+    h.order(1, SELL, 7, 100, instrument=2)  # 1
+    expect(h.order(2, BUY, 7, 100, instrument=2), ("OrderAccepted", {"orderId": 2}), "Trade", "BookExecute")
     buf = h.m.order(2, SELL, 7, 0, ord_type=STOP, stop=90, tif=GTC, reduce_only=1, stp=S.CancelBoth,
-                    cl=77, session=9)
+                    cl=77, session=9, instrument=2)
     ev = h.send(buf)
     sent = raw_decode(buf)[1]
     want = {k: sent[k] for k in ("seq", "timestampNs", "ingressNs", "clOrdId", "price", "qty", "displayQty",
                                  "stopPrice", "sessionId", "account", "instrument", "side", "ordType",
                                  "timeInForce", "postOnly", "reduceOnly")}
-    assert ev == [("OrderAccepted", {**want, "orderId": 1})]
+    assert ev == [("OrderAccepted", {**want, "orderId": 3})]
 
 
 def test_capacity():
@@ -1067,9 +1367,10 @@ def test_definition_is_validated_and_starts_with_limits_off():
     assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_on) == (0, 1, 0, False)
     h.send(h.m.account(1))
     h.send(h.m.account(2))
+    h.send(h.m.funds(1, 1, 2**59))  # a sell holds its quantity of the base asset
     # no band, no notional limit: anywhere in the book window, any size
-    expect(h.order(1, BUY, (2**62 - 1) // top, 50), "OrderAccepted", "BookAdd")
-    expect(h.order(2, SELL, 1, 149), "OrderAccepted", "BookAdd")
+    expect(h.order(1, SELL, (2**62 - 1) // top, 149), "OrderAccepted", "BookAdd")
+    expect(h.order(2, BUY, 1, 50), "OrderAccepted", "BookAdd")
 
 
 def test_limits_fields_are_validated():

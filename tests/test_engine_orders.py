@@ -27,20 +27,26 @@ def test_limit_orders_rest_and_match_in_price_time_priority():
 
 def test_trade_and_accept_carry_every_field_and_the_stamp():
     ex = Exchange()
-    ex.sell(1, 5, 101, clOrdId=77, displayQty=0)
+    ex.define(2, kind="Perpetual")  # reduce-only is for perpetuals: account 2 goes short 2 first
+    ex.sell(2, 2, 100, instrument=2)
+    ex.buy(3, 2, 100, instrument=2)
+    ex.sell(1, 5, 101, clOrdId=77, displayQty=0, instrument=2)
     ex.send("NewOrder", seq=999, timestampNs=123, ingressNs=456, clOrdId=88, price=101, qty=2,
-            sessionId=5, account=2, instrument=1, side="Buy", ordType="Limit", timeInForce="IOC",
+            sessionId=5, account=2, instrument=2, side="Buy", ordType="Limit", timeInForce="IOC",
             reduceOnly=1, stpMode="CancelBoth")
     acc, trade, execute = ex.last
-    assert acc.fields == dict(seq=999, timestampNs=123, ingressNs=456, orderId=2, clOrdId=88, price=101, qty=2,
-                              displayQty=0, stopPrice=0, sessionId=5, account=2, instrument=1, side=1, ordType=2,
+    assert acc.fields == dict(seq=999, timestampNs=123, ingressNs=456, orderId=4, clOrdId=88, price=101, qty=2,
+                              displayQty=0, stopPrice=0, sessionId=5, account=2, instrument=2, side=1, ordType=2,
                               timeInForce=3, postOnly=0, reduceOnly=1)
-    assert trade.fields == dict(seq=999, timestampNs=123, ingressNs=456, tradeId=1, price=101, qty=2,
-                                makerOrderId=1, makerClOrdId=77, makerLeavesQty=3, takerOrderId=2,
-                                takerClOrdId=88, takerLeavesQty=0, instrument=1, makerAccount=1,
+    assert trade.fields == dict(seq=999, timestampNs=123, ingressNs=456, tradeId=2, price=101, qty=2,
+                                makerOrderId=3, makerClOrdId=77, makerLeavesQty=3, takerOrderId=4,
+                                takerClOrdId=88, takerLeavesQty=0, instrument=2, makerAccount=1,
                                 makerSessionId=11, takerAccount=2, takerSessionId=5, aggressorSide=1)
-    assert execute.fields == dict(seq=999, timestampNs=123, ingressNs=456, orderId=1, qty=2, price=101,
-                                  tradeId=1, instrument=1)
+    assert execute.fields == dict(seq=999, timestampNs=123, ingressNs=456, orderId=3, qty=2, price=101,
+                                  tradeId=2, instrument=2)
+    # the same order on a spot instrument: nothing to reduce
+    ex.sell(1, 5, 101, clOrdId=78)
+    assert ex.buy(2, 2, 101, tif="IOC", reduceOnly=1) == ["Rejected InvalidFlags"]
 
 
 def test_ioc_trades_what_it_can_and_cancels_the_rest():

@@ -131,12 +131,27 @@ def test_admin_messages():
     assert ex.limits(1, priceBandPpm=1_000_001) == ["Admin InvalidInstrumentDefinition"]
     assert ex.limits(1, priceBandPpm=10) == ["Admin None"]
     assert ex.last[0].fields["refTemplateId"] == SCHEMA.message("InstrumentLimits").template_id == 16
-    for name, fields in (("Funds", dict(account=1, amount=5, action="Deposit")),
-                         ("IndexPrice", dict(instrument=1, price=100))):
-        assert ex.send(name, **fields) == ["Admin UnsupportedMessage"]
+    # money and perpetuals (docs/risk.md): each answered by one AdminResult echoing the message
+    assert ex.define(2, kind="Perpetual", baseAsset=1) == ["Admin InvalidInstrumentDefinition"]
+    assert ex.define(2, baseAsset=0) == ["Admin InvalidInstrumentDefinition"]
+    assert ex.define(2, baseAsset=8) == ["Admin InvalidInstrumentDefinition"]  # max_assets 8
+    assert ex.define(2, takerFeePpm=10, makerFeePpm=11) == ["Admin InvalidInstrumentDefinition"]
+    assert ex.define(2, kind="Perpetual") == ["Admin None", "Status Trading"]
+    for name, fields, want in (
+            ("Funds", dict(account=1, asset=0, amount=5, action="Deposit"), ["Admin None"]),
+            ("Funds", dict(account=1, asset=8, amount=5, action="Deposit"), ["Admin UnknownAsset"]),
+            ("Funds", dict(account=9, asset=0, amount=5, action="Withdraw"), ["Admin UnknownAccount"]),
+            ("IndexPrice", dict(instrument=2, price=100), ["Admin None", "MarkPrice"]),
+            ("IndexPrice", dict(instrument=1, price=100), ["Admin NotPerpetual"]),
+            ("PerpetualParams", dict(instrument=2, imPpm=100_000, mmPpm=500_000), ["Admin None"]),
+            ("PerpetualParams", dict(instrument=2), ["Admin InvalidInstrumentDefinition"]),  # imPpm 0
+            ("PerpetualParams", dict(instrument=1, imPpm=100_000, mmPpm=500_000), ["Admin NotPerpetual"])):
+        assert ex.send(name, **fields) == want, (name, fields)
         f = ex.last[0].fields
         assert f["refTemplateId"] == SCHEMA.message(name).template_id
         assert f["account"] == fields.get("account", 0) and f["instrument"] == fields.get("instrument", 0)
+        if name == "Funds" and want == ["Admin None"]:
+            assert f["value"] == 10**15 + 5  # the balance after (the kit funded the account with 10**15)
 
 
 def test_book_window_is_centred_on_the_reference_price():
@@ -219,8 +234,7 @@ def test_order_ids_beyond_the_pool_size_are_found():
 
 # -- every reject reason ----------------------------------------------------------------------
 
-RISK_ONLY = {"InsufficientFunds", "InsufficientMargin", "MaxOrderQty", "PositionLimit", "ReduceOnlyWouldIncrease",
-             "ExchangeNotAccepting"}  # not built yet (money, perpetual futures)
+SEQUENCER_ONLY = {"ExchangeNotAccepting"}  # the sequencer's, when no engine is running (tests/test_pipeline.py)
 
 
 def test_every_reject_reason_is_reachable():
@@ -270,7 +284,9 @@ def test_every_reject_reason_is_reachable():
     run(order(1, "Buy", 1, 100, instrument=3))                       # InstrumentHalted
     ex.status("Closed", 3)
     run(order(1, "Buy", 1, 100, instrument=3))                       # InstrumentClosed
-    run(ex.send("Funds", account=1, amount=1, action="Deposit"))     # UnsupportedMessage
+    unknown = bytearray(ex.encode("NewOrder", account=1, instrument=1, side="Buy", qty=1, price=100))
+    unknown[2:4] = (999).to_bytes(2, "little")
+    run(ex.run([bytes(unknown)]))                                    # UnsupportedMessage
     # risk (docs/risk.md), on a fresh exchange
     ex = Exchange()
     order = ex.order
@@ -295,7 +311,22 @@ def test_every_reject_reason_is_reachable():
     run(order(2, "Buy", 1, 100, instrument=1))                       # KillSwitchExchange
     for s in range(40):
         run(kill("Session", sessionId=1000 + s))                     # KillSwitchCapacity
-    wanted = {r.name for r in RejectReason} - RISK_ONLY - {"None"}
+    # money and perpetuals (docs/risk.md), on a fresh exchange
+    ex = Exchange()
+    order = ex.order
+    ex.define(2, kind="Perpetual")
+    ex.limits(1, maxOrderQty=10)
+    ex.limits(2, maxPosition=5)
+    run(order(1, "Buy", 11, 100))                                    # MaxOrderQty
+    run(ex.funds(1, 1, asset=8))                                     # UnknownAsset
+    run(ex.send("IndexPrice", instrument=1, price=100))              # NotPerpetual
+    run(order(1, "Buy", 6, 100, instrument=2))                       # PositionLimit
+    run(order(1, "Sell", 1, 100, instrument=2, reduceOnly=1))        # ReduceOnlyWouldIncrease
+    ex.account(4, fund=False)
+    ex.funds(4, 100)
+    run(order(4, "Buy", 2, 100))                                     # InsufficientFunds (spot: 200 + fee)
+    run(order(4, "Buy", 2, 100, instrument=2))                       # InsufficientMargin (100% of 200)
+    wanted = {r.name for r in RejectReason} - SEQUENCER_ONLY - {"None"}
     assert wanted - seen == set()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_kit import SMALL, mixed_stream, slots_of
+from engine_kit import FUNDING, SMALL, mixed_stream, slots_of
 from ringex.engine import jitcache
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine
@@ -78,14 +78,16 @@ def test_one_message_that_emits_thousands_of_events_grows_the_buffer():
     n = 3000
     msgs = [SCHEMA.encode("InstrumentDefinition", seq=1, instrument=1, tickSize=1, lotSize=1, minQty=1,
                           maxQty=10**9, referencePrice=1000, symbol="X", kind="Spot", haltPolicy="Reject",
-                          status="Trading"),
+                          status="Trading", baseAsset=1),
             SCHEMA.encode("CreateAccount", seq=2, account=1, stpDefault="Off"),
             SCHEMA.encode("CreateAccount", seq=3, account=2, stpDefault="Off")]
+    msgs += [SCHEMA.encode("Funds", seq=3, account=a, asset=asset, amount=FUNDING, action="Deposit")
+             for a in (1, 2) for asset in (0, 1)]
     msgs += [SCHEMA.encode("NewOrder", seq=4 + i, account=1, instrument=1, side="Sell", ordType="Limit",
                            timeInForce="GTC", qty=1, price=1001 + i % 50) for i in range(n)]
     eng = MatchingEngine(EngineConfig(max_instruments=2, max_accounts=3, max_orders=n + 10, price_levels=256,
                                       event_buffer=16))
-    assert len(eng.process(slots_of(msgs))) == 3 + 1 + 2 * n
+    assert len(eng.process(slots_of(msgs))) == 3 + 1 + 4 + 2 * n
     assert eng.output_capacity >= 2 * n
     # one aggressor sweeps every level, plus an iceberg refilling a thousand times
     eng.process(slots_of([SCHEMA.encode("NewOrder", seq=10**6, account=1, instrument=1, side="Sell",
