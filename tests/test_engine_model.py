@@ -757,7 +757,7 @@ def test_streams_reach_every_rule():
                     seen[(name, C(f["reason"]).name)] += 1
 
     run_state_machine_as_test(Counting, settings=settings(
-        max_examples=160, stateful_step_count=60, deadline=None, derandomize=True, database=None,
+        max_examples=300, stateful_step_count=60, deadline=None, derandomize=True, database=None,
         suppress_health_check=list(HealthCheck)))
     # the model does not model funding and liquidation (docs/risk.md; tests/test_risk_*.py)
     events = {n for n in SCHEMA.by_name if SCHEMA.by_name[n].template_id >= 100} - {"FundingApplied", "Liquidation"}
