@@ -79,6 +79,13 @@ def begin(out, glob, header):
 
 
 @njit(**INLINE)
+def get(i64, b, f):
+    """Read a 1, 2 or 4-byte field ``f = (word, shift, mask)`` of the slot starting at word
+    ``b`` of an int64 view of the input (``put``'s counterpart)."""
+    return (i64[b + f[0]] >> f[1]) & f[2]
+
+
+@njit(**INLINE)
 def put(out, n, f, v):
     """Write a 1, 2 or 4-byte field ``f = (word, shift, mask)`` of row ``n`` (zeroed by begin)."""
     out[n, f[0]] |= (np.int64(v) & f[2]) << f[1]

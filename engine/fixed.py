@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine.state import I_NOTIONAL_DIV
+from ringex.engine.state import G_LEVELS, I_BASE, I_NOTIONAL_DIV, I_TICK
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
 INLINE = dict(JIT, inline="always")
 PPM = 1_000_000
+
+
+@njit(**INLINE)
+def signed32(v):
+    """An int32 field read as its unsigned bits, back to its sign."""
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+@njit(**INLINE)
+def window(ins, glob, inst):
+    """(lowest, highest) price of an instrument's book window (docs/engine.md)."""
+    tick = ins[I_TICK, inst]
+    base = ins[I_BASE, inst]
+    return base * tick, (base + glob[G_LEVELS] - 1) * tick
 
 
 @njit(**INLINE)

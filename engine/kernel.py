@@ -48,7 +48,8 @@ from ringex.engine.layout import (
     R_MAX_ORDER_QTY, R_POSITION_LIMIT, R_INSUFFICIENT_MARGIN, T_PERPETUAL_PARAMS,
 )
 from ringex.engine.arena import risk_views
-from ringex.engine.fixed import notional
+from ringex.engine.events import get
+from ringex.engine.fixed import notional, signed32, window
 from ringex.engine.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
 from ringex.engine.margin import account_risk, open_add, open_sync, perp_check
 from ringex.engine.money import buy_hold, hold_row, on_funds, spot_check, spot_hold
@@ -78,12 +79,6 @@ PPM = 1_000_000
 # tiny helpers are inlined into their callers at numba IR level: no separate compilation
 # (and no specialisation per literal argument)
 INLINE = dict(JIT, inline="always")
-
-
-@njit(**INLINE)
-def get(i64, b, f):
-    """A 1, 2 or 4-byte field ``f = (word, shift, mask)`` of the slot starting at word ``b``."""
-    return (i64[b + f[0]] >> f[1]) & f[2]
 
 
 @njit(**INLINE)
@@ -243,8 +238,7 @@ def risk_price(st, inst, side, otype, price, stop):
         return price
     tick = ins[I_TICK, inst]
     levels = glob[G_LEVELS]
-    lo = ins[I_BASE, inst] * tick
-    hi = (ins[I_BASE, inst] + levels - 1) * tick
+    lo, hi = window(ins, glob, inst)
     if otype == STOP:
         p = stop + glob[G_PROTECTION] * tick if side == BUY else stop - glob[G_PROTECTION] * tick
         return min(max(p, lo), hi)
@@ -275,12 +269,7 @@ def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
         if otype == STOP:
             p = stop
         elif otype == MARKET:
-            p = -1
-            levels = glob[G_LEVELS]
-            if (side == BUY and ins[I_ASK, inst] < levels) or (side == SELL and ins[I_BID, inst] >= 0):
-                idx = limit_index(st, inst, side, otype, -1)
-                idx = min(max(idx, 0), levels - 1)
-                p = (ins[I_BASE, inst] + idx) * ins[I_TICK, inst]
+            p = risk_price(st, inst, side, otype, price, stop)  # 0: nothing to trade against
         if p > 0 and p * qty // ins[I_NOTIONAL_DIV, inst] > cap:
             return R_MAX_NOTIONAL
     most = acct[A_MAX_OPEN, acc]
@@ -657,15 +646,10 @@ def on_instrument_definition(mem, out, i64, b):
 
 
 @njit(**INLINE)
-def signed32(v):
-    return v - (1 << 32) if v >= (1 << 31) else v
-
-
-@njit(**INLINE)
 def position_cap(ins, glob, inst):
     """docs/risk.md: a perpetual position stays below 2**56 / top of the book window, so that
     32 positions' values add up inside int64."""
-    top = (ins[I_BASE, inst] + glob[G_LEVELS] - 1) * ins[I_TICK, inst]
+    lo, top = window(ins, glob, inst)
     return (1 << 56) // top
 
 

@@ -19,7 +19,8 @@ from numba import njit
 from ringex.engine import events as ev
 from ringex.engine.arena import risk_tables, risk_views, views
 from ringex.engine.book import acquire, has_free_slot
-from ringex.engine.fixed import PPM, notional, ppm_floor, ppm_trunc, signed_value
+from ringex.engine.events import get
+from ringex.engine.fixed import PPM, notional, ppm_floor, ppm_trunc, signed32, signed_value, window
 from ringex.engine.heap import heap_top
 from ringex.engine.layout import (
     BUY, CXL_LIQUIDATION, IOC, IX_INSTRUMENT, IX_PRICE, KIND_PERPETUAL, LIMIT, LIQ_ADL,
@@ -47,24 +48,6 @@ MAX_I64 = (1 << 63) - 1
 CHECK_ROUNDS = 8
 
 
-@njit(**INLINE)
-def _get(i64, b, f):
-    return (i64[b + f[0]] >> f[1]) & f[2]
-
-
-@njit(**INLINE)
-def _signed32(v):
-    return v - (1 << 32) if v >= (1 << 31) else v
-
-
-@njit(**INLINE)
-def _window(ins, glob, inst):
-    """(lowest, highest) price of the instrument's book window."""
-    tick = ins[I_TICK, inst]
-    base = ins[I_BASE, inst]
-    return base * tick, (base + glob[G_LEVELS] - 1) * tick
-
-
 @njit(**JIT)
 def holders(glob, ins, inst):
     """The accounts holding a position in ``inst`` (the insurance fund excepted), heap order."""
@@ -87,13 +70,13 @@ def on_perpetual_params(mem, out, i64, b):
     """docs/risk.md ``PerpetualParams``."""
     st = views(mem)
     ins, glob = st[3], st[6]
-    inst = _get(i64, b, PP_INSTRUMENT)
-    im = _signed32(_get(i64, b, PP_IM))
-    mm = _signed32(_get(i64, b, PP_MM))
-    step = _signed32(_get(i64, b, PP_TIER_STEP))
-    fcap = _signed32(_get(i64, b, PP_FUND_CAP))
-    bcap = _signed32(_get(i64, b, PP_BASIS_CAP))
-    bema = _signed32(_get(i64, b, PP_BASIS_EMA))
+    inst = get(i64, b, PP_INSTRUMENT)
+    im = signed32(get(i64, b, PP_IM))
+    mm = signed32(get(i64, b, PP_MM))
+    step = signed32(get(i64, b, PP_TIER_STEP))
+    fcap = signed32(get(i64, b, PP_FUND_CAP))
+    bcap = signed32(get(i64, b, PP_BASIS_CAP))
+    bema = signed32(get(i64, b, PP_BASIS_EMA))
     tier = i64[b + PP_TIER_NOTIONAL]
     interval = i64[b + PP_FUND_INTERVAL]  # a uint64 of 2**63 or more reads negative
     reason = R_NONE
@@ -142,7 +125,7 @@ def on_index_price(mem, out, i64, b):
     """docs/risk.md ``IndexPrice``: a new index, the mark it gives, then the at-risk check."""
     st = views(mem)
     ins, glob = st[3], st[6]
-    inst = _get(i64, b, IX_INSTRUMENT)
+    inst = get(i64, b, IX_INSTRUMENT)
     price = i64[b + IX_PRICE]
     reason = R_NONE
     if not (0 < inst < glob[G_MAX_INSTRUMENTS] and ins[I_DEFINED, inst] != 0):
@@ -150,7 +133,7 @@ def on_index_price(mem, out, i64, b):
     elif ins[I_KIND, inst] != KIND_PERPETUAL:
         reason = R_NOT_PERPETUAL
     else:
-        lo, hi = _window(ins, glob, inst)
+        lo, hi = window(ins, glob, inst)
         if price < lo or price > hi:
             reason = R_PRICE_OUT_OF_RANGE
     out = ev.admin_result(out, glob, 0, 0, inst, T_INDEX_PRICE, reason)
@@ -168,7 +151,7 @@ def on_index_price(mem, out, i64, b):
     ema += ppm_trunc(sample - ema, ins[I_BASIS_EMA, inst])
     cap = ppm_floor(price, ins[I_BASIS_CAP, inst])
     basis = min(max(ema, -cap), cap)
-    lo, hi = _window(ins, glob, inst)
+    lo, hi = window(ins, glob, inst)
     # the mark stays in the book window, where every liquidation and takeover price is
     mark = min(max(price + basis, lo), hi)
     basis = mark - price
@@ -328,7 +311,7 @@ def bankruptcy_price(glob, acc, inst):
     div = float(ins[I_NOTIONAL_DIV, inst])
     fee = ins[I_TAKER_FEE, inst] / 1e6
     tick = ins[I_TICK, inst]
-    lo, hi = _window(ins, glob, inst)
+    lo, hi = window(ins, glob, inst)
     if q > 0:
         x = -eo * div / (q * (1.0 - fee)) if fee < 1.0 else 1e300
         if x >= hi:

@@ -175,9 +175,9 @@ def on_funds(mem, out, i64, b):
     st = views(mem)
     ins, acct, glob = st[3], st[4], st[6]
     wallet, pos, heap = risk_views(glob)
-    acc = (i64[b + FU_ACCOUNT[0]] >> FU_ACCOUNT[1]) & FU_ACCOUNT[2]
-    asset = (i64[b + FU_ASSET[0]] >> FU_ASSET[1]) & FU_ASSET[2]
-    action = (i64[b + FU_ACTION[0]] >> FU_ACTION[1]) & FU_ACTION[2]
+    acc = ev.get(i64, b, FU_ACCOUNT)
+    asset = ev.get(i64, b, FU_ASSET)
+    action = ev.get(i64, b, FU_ACTION)
     amount = i64[b + FU_AMOUNT]
     reason = R_NONE
     w = 0
