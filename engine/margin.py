@@ -21,10 +21,11 @@ from ringex.engine.fixed import PPM, notional, ppm_ceil, signed_value
 from ringex.engine.heap import heap_remove, heap_set
 from ringex.engine.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.state import (
-    A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERP_N,
-    G_PERPS, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV, I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, P_HEAP,
-    O_LEAVES, O_OPEN, O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_QTY, P_REAL, P_S, P_SN, W_BAL,
-    W_HELD, G_AT_ORDERS, G_CAPACITY, N_ORDER_FIELDS,
+    A_MNEXT, A_MPREV, A_NPOS, G_AT_ORDERS, G_AT_RISK, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_ASSETS,
+    G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV,
+    I_POS_LIMIT, I_TIER_N, I_TIER_STEP, N_ORDER_FIELDS, O_ACCT, O_INST, O_LEAVES, O_OPEN,
+    O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_HEAP, P_QTY, P_REAL, P_S, P_SN, W_BAL,
+    W_HELD,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -115,6 +116,15 @@ def risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
     return eq, im, mm
 
 
+@njit(**INLINE)
+def closing_loss(ins, inst, side, price, qty):
+    """What buying (selling) ``qty`` at ``price`` loses against the mark the moment it fills
+    (negative: a gain)."""
+    at_mark = notional(ins, inst, ins[I_MARK, inst], qty)
+    at_price = notional(ins, inst, price, qty)
+    return at_price - at_mark if side == BUY else at_mark - at_price
+
+
 @njit(**JIT)
 def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
@@ -128,10 +138,7 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
         # fills: the account's excess over maintenance must cover it
         if rprice <= 0:
             return R_NONE
-        mark = ins[I_MARK, inst]
-        at_mark = notional(ins, inst, mark, qty)
-        at_price = notional(ins, inst, rprice, qty)
-        loss = at_price - at_mark if side == BUY else at_mark - at_price
+        loss = closing_loss(ins, inst, side, rprice, qty)
         if loss > 0:
             eq, mm = equity_mm(glob, ins, wallet, pos, acc)
             if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - mm < loss:
@@ -355,9 +362,7 @@ def reduce_loss_covered(glob, s, price, q):
     o = far2(glob, glob[G_AT_ORDERS], glob[G_CAPACITY], N_ORDER_FIELDS)
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
-    at_mark = notional(ins, inst, ins[I_MARK, inst], q)
-    at_price = notional(ins, inst, price, q)
-    loss = at_price - at_mark if o[s, O_SIDE] == BUY else at_mark - at_price
+    loss = closing_loss(ins, inst, o[s, O_SIDE], price, q)
     if loss <= 0:
         return True
     eq, mm = equity_mm(glob, ins, wallet, pos, acc)

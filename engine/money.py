@@ -25,8 +25,9 @@ from ringex.engine.layout import (
 )
 from ringex.engine.margin import account_risk, apply_fill, open_sync, rekey
 from ringex.engine.state import (
-    A_CREATED, A_NPOS, G_FEES, G_MAX_INSTRUMENTS, I_MARK, P_QTY, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_PERP_N, I_BASE_ASSET, I_KIND, I_MAKER_FEE,
-    I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES, O_OPEN, O_RPRICE, O_SIDE, W_BAL, W_HELD,
+    A_CREATED, A_NPOS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_PERP_N,
+    I_BASE_ASSET, I_KIND, I_MAKER_FEE, I_MARK, I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES,
+    O_OPEN, O_RPRICE, O_SIDE, P_QTY, W_BAL, W_HELD,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -66,16 +67,13 @@ def spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice):
 @njit(**INLINE)
 def spot_hold(st, wallet, s):
     """An accepted spot order takes its hold."""
-    o, ins, glob = st[0], st[3], st[6]
-    inst = o[s, O_INST]
+    o, ins = st[0], st[3]
     if o[s, O_SIDE] == BUY:
-        amount = buy_hold(ins, inst, o[s, O_RPRICE], o[s, O_LEAVES])
-        w = o[s, O_ACCT] * glob[G_MAX_ASSETS]
+        amount = buy_hold(ins, o[s, O_INST], o[s, O_RPRICE], o[s, O_LEAVES])
     else:
         amount = o[s, O_LEAVES]
-        w = o[s, O_ACCT] * glob[G_MAX_ASSETS] + ins[I_BASE_ASSET, inst]
     o[s, O_HOLD] = amount
-    wallet[w, W_HELD] += amount
+    wallet[hold_row(st, s), W_HELD] += amount
 
 
 @njit(**INLINE)
