@@ -26,6 +26,9 @@ from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.messages import SCHEMA
 
+from engine_kit import _n
+from engine_kit import fmt as base_fmt
+
 PPM = 1_000_000
 SMALL = dict(max_instruments=4, max_accounts=10, max_assets=4, max_orders=64, price_levels=64,
              max_stops=8, market_protection_ticks=3, event_buffer=16)
@@ -35,54 +38,19 @@ BOTTOM = 68
 T0 = 1_000_000
 
 
-def _n(v: Any) -> Any:
-    return v.name if hasattr(v, "name") else v
-
-
 def fmt(e: Decoded) -> str:
-    """One event as a short, exact string (the fields a scenario cares about)."""
+    """``engine_kit.fmt``, plus a Funds result's balance and the risk engine's own events."""
     f = e.fields
     n = e.name
-    if n == "OrderAccepted":
-        return f"Accepted {f['orderId']}"
-    if n == "OrderRejected":
-        return f"Rejected {_n(f['reason'])}"
-    if n == "Trade":
-        return (f"Trade {f['tradeId']} {f['qty']}@{f['price']} m={f['makerOrderId']} t={f['takerOrderId']} "
-                f"ml={f['makerLeavesQty']} tl={f['takerLeavesQty']}")
-    if n == "BookExecute":
-        return f"BookExecute {f['orderId']} {f['qty']}@{f['price']}"
-    if n in ("BookAdd", "BookReplace"):
-        return f"{n} {f['orderId']} {_n(f['side'])} {f['qty']}@{f['price']}"
-    if n == "BookDelete":
-        return f"BookDelete {f['orderId']}"
-    if n == "BookReduce":
-        return f"BookReduce {f['orderId']} {f['qty']}"
-    if n == "OrderCanceled":
-        return f"Canceled {f['orderId']} {_n(f['reason'])} {f['canceledQty']}"
-    if n == "OrderReplaced":
-        return f"Replaced {f['orderId']} {f['qty']}@{f['price']} leaves={f['leavesQty']}"
-    if n == "CancelRejected":
-        return f"CancelRejected {_n(f['reason'])}"
-    if n == "StopTriggered":
-        return f"StopTriggered {f['orderId']} @{f['triggerPrice']}"
-    if n == "MassCancelDone":
-        return f"MassCancelDone {f['canceledCount']}"
-    if n == "InstrumentStatus":
-        return f"Status {_n(f['status'])}"
-    if n == "KillSwitchStatus":
-        return "KillSwitchStatus"
-    if n == "AdminResult":
-        if f["refTemplateId"] == 12:
-            return f"Admin {_n(f['reason'])} {f['value']}"
-        return f"Admin {_n(f['reason'])}"
+    if n == "AdminResult" and f["refTemplateId"] == 12:
+        return f"Admin {_n(f['reason'])} {f['value']}"
     if n == "MarkPrice":
         return f"Mark {f['markPrice']} idx={f['indexPrice']} basis={f['basis']}"
     if n == "FundingApplied":
         return f"Funding {f['instrument']} perLot={f['perLot']} total={f['total']} rate={f['ratePpm']}"
     if n == "Liquidation":
         return f"Liq {_n(f['stage'])} {f['account']}"
-    return n
+    return base_fmt(e)
 
 
 def liq(events: Iterable[Decoded], *keys: str) -> list[tuple]:
