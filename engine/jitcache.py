@@ -24,7 +24,7 @@ from ringex.engine.messages import SCHEMA
 ENGINE_DIR = Path(__file__).resolve().parent
 # Modules whose njit functions end up in the compiled engine, and the files they derive from.
 KERNEL_MODULES = ("arena", "events", "book", "matcher", "kernel", "fixed", "heap", "margin", "money",
-                  "liquidation")
+                  "liquidation", "prefetch")
 SOURCES = tuple(f"{m}.py" for m in KERNEL_MODULES) + (
     "layout.py", "state.py", "codec.py", "messages.py", "schema.xml", "jitcache.py")
 STAMP_NAME = "ringex-engine-kernel.stamp"

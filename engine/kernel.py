@@ -48,6 +48,7 @@ from ringex.engine.layout import (
     R_MAX_ORDER_QTY, R_POSITION_LIMIT, R_INSUFFICIENT_MARGIN, T_PERPETUAL_PARAMS,
 )
 from ringex.engine.arena import risk_views
+from ringex.engine.prefetch import ahead, event_rows
 from ringex.engine.events import get
 from ringex.engine.fixed import notional, signed32, window
 from ringex.engine.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
@@ -849,6 +850,8 @@ def process_batch(mem, slots, out):
     i64 = slots.reshape(-1).view(np.int64)
     k = slots.shape[0]
     for m in range(k):
+        ahead(mem, glob, i64, m, k)
+        event_rows(out, glob[G_EVENTS])
         b = m * SLOT_WORDS
         glob[G_SEQ] = i64[b + STAMP_SEQ]
         glob[G_TS] = i64[b + STAMP_TS]

@@ -303,6 +303,12 @@ def rekey(glob, acc, checked):
         if q == 0:
             heap_remove(glob, inst, acc)
             continue
+        if q > 0 and single and eq >= 0:
+            # equity = cash + value >= value >= maintenance (mm(n) <= n): never liquidatable
+            # at any mark, the usual long; key 0 (a mark is at least 1) without the arithmetic
+            if checked != 0 or not _safer(glob, pos, heap, acc, inst, 0, 0):
+                heap_set(glob, inst, 0, acc, 0)
+            continue
         mark = ins[I_MARK, inst]
         div = ins[I_NOTIONAL_DIV, inst]
         aq = abs(q)

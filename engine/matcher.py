@@ -22,6 +22,7 @@ from ringex.engine.arena import risk_views
 from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
 from ringex.engine.margin import reduce_loss_covered, rekey
 from ringex.engine.money import leaves_changed, settle
+from ringex.engine.prefetch import maker_rows
 from ringex.engine.layout import (
     BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
     STP_CANCEL_BOTH, STP_CANCEL_RESTING, STP_DECREMENT_BOTH, STP_DEFAULT, STP_OFF,
@@ -194,6 +195,7 @@ def execute(st, out, a, lim):
             if idx < 0 or idx < lim:
                 break
         r = lvl[lvl_base + idx, 0]
+        maker_rows(glob, glob, r, inst)  # settle's and release's rows, while the events are written
         if stp != STP_OFF and o[r, O_ACCT] == a_acct:
             if stp == STP_DECREMENT_BOTH:
                 d = min(o[a, O_LEAVES], o[r, O_LEAVES])

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ringex.engine.config import EngineConfig
+from ringex.engine.memory import zeroed_words
 
 # -- order pool: one row of int64 fields per slot (``orders[slot, O_*]``) ----------------------
 # One dtype for every field: numba then compiles each helper once, not once per int width.
@@ -327,10 +328,7 @@ def allocate(config: EngineConfig) -> EngineState:
         at = -(-at // 8) * 8  # each table starts on a cache line
         where[key] = at
         at += size
-    # the arena starts on a cache line (numpy only promises 16 bytes), so do the tables
-    raw = np.zeros(at + 8, dtype=np.int64)
-    skip = (-raw.ctypes.data % 64) // 8
-    arena = raw[skip: skip + at]
+    arena = zeroed_words(at)  # starts a cache line, and so does every table
     glob = arena[:N_GLOB]
     for key, off in where.items():
         glob[key] = off

@@ -209,6 +209,10 @@ def test_thp(tmp_path: Path) -> None:
     c = make_host(tmp_path / "c", thp=None)
     assert severities(check(read_host(c)), "thp") == {"info"}
 
+    d = make_host(tmp_path / "d", thp=("always madvise [never]", "always defer defer+madvise madvise [never]"))
+    never = [f for f in by_topic(check(read_host(d)), "thp") if f.severity != "ok"]
+    assert [f.severity for f in never] == ["info"] and "madvise" in never[0].recommendation
+
 
 def test_nic_irqs_found_by_name_and_msi(tmp_path: Path) -> None:
     make_host(tmp_path)
