@@ -153,6 +153,26 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     if max(abs(q + b), abs(q - s)) > ins[I_POS_LIMIT, inst]:
         return R_POSITION_LIMIT
     n = notional(ins, inst, rprice, qty) if rprice > 0 else 0
+    w = acc * glob[G_MAX_ASSETS]
+    if glob[G_PERP_N] == 1:
+        # The only perpetual: its initial margin is at most the notional itself (no rate
+        # exceeds 100%), so cash that covers that accepts the order without the tiers.
+        mark = ins[I_MARK, inst]
+        bn = pos[row, P_BN]
+        sn = pos[row, P_SN]
+        if side == BUY:
+            bn += n
+        else:
+            sn += n
+        bound = notional(ins, inst, mark, max(abs(q + b), abs(q - s)))
+        bv = notional(ins, inst, mark, b)
+        if bn > bv:
+            bound += bn - bv
+        sv = notional(ins, inst, mark, s)
+        if sv > sn:
+            bound += sv - sn
+        if wallet[w, W_BAL] - wallet[w, W_HELD] + signed_value(ins, inst, mark, q) >= bound:
+            return R_NONE
     eq, im, mm = risk_of(glob, ins, wallet, pos, acc, inst, side, qty, n)
     if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
         return R_INSUFFICIENT_MARGIN
@@ -312,6 +332,17 @@ def rekey(glob, acc, checked):
         mark = ins[I_MARK, inst]
         div = ins[I_NOTIONAL_DIV, inst]
         aq = abs(q)
+        if q < 0 and single:
+            # A short is liquidatable only once cash - value < mm <= value * mmPpm + 1 (no
+            # IM rate exceeds 100%): below the price this gives it is safe whatever its
+            # tier. When that price is beyond twice the mark it is the key (early, never
+            # late), without the tiers; nearer, the exact tier below decides.
+            xf = (eq - 1) * float(div) / (aq * (1.0 + ins[I_MM, inst] / PPM))
+            if xf >= 2.0 * mark + 2.0:  # so the key is strictly beyond the mark
+                key = _to_key(xf, False) - 1
+                if checked != 0 or not _safer(glob, pos, heap, acc, inst, 1, key):
+                    heap_set(glob, inst, 1, acc, key)
+                continue
         n = notional(ins, inst, mark, aq)
         mmi = mm_of(ins, inst, n)
         if single:

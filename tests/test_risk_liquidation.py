@@ -427,3 +427,35 @@ def test_a_fill_that_leaves_an_account_below_maintenance_liquidates_it_after_tha
         ("Start", 2, 0, -55), ("BookOrder", 2, 86, -55), ("InsuranceTakeover", 2, 86, 5), ("Done", 2, 0, 5)]
     assert [ex.pos(a)[0] for a in (0, 1, 2, 3)] == [20, 0, 0, -20]
     ex.assert_conserved()
+
+
+def _key(ex: Risk, account: int, instrument: int = 1) -> int:
+    """The account's key in its instrument's shorts' heap (docs/risk.md "Finding them")."""
+    st = ex.engine.state
+    maxa = ex.config.max_accounts
+    base = (instrument * 2 + 1) * maxa
+    keys = [int(k) for k, a in st.heap[base: base + maxa] if a == account]
+    return keys[0]
+
+
+def test_a_short_far_from_liquidation_is_keyed_early_and_liquidated_on_time():
+    """A short far from liquidation is keyed from the largest maintenance rate (50% of a
+    100% initial rate here: 1.5 x the position per unit of cash) instead of its tier: an
+    early key, so the mark passing it only re-checks the account; it is liquidated exactly
+    when equity falls below maintenance (cash 4000 - 10 M < ceil(M / 2): M = 381)."""
+    ex = leveraged(accounts=(1, 2), price_levels=1024)
+    ex.deposit(1, 3000)
+    ex.deposit(2, 10_000)
+    ex.deposit(0, 10_000)
+    ex.buy(2, 10, 100)
+    ex.sell(1, 10, 100)  # cash 4000
+    assert ex.bal(1) == 4000
+    assert _key(ex, 1) == 265  # floor(3999 / 15) - 1, beyond twice the mark: no tiers
+    assert ex.index(1, 300) == ["Admin None", "Mark 300 idx=300 basis=0"]  # popped, safe, re-keyed
+    assert 300 < _key(ex, 1) <= 381  # now from its tier: 4000 / (10 * 1.05) = 380.9
+    assert ex.index(1, 380) == ["Admin None", "Mark 380 idx=380 basis=0"]  # 200 >= 190: safe
+    out = ex.index(1, 381)  # 190 < 191
+    assert out[:3] == ["Admin None", "Mark 381 idx=381 basis=0", "Liq Start 1"], out
+    assert liq(ex.last, "equity", "requirement")[0] == ("Start", 1, 190, 191)
+    ex.assert_positions_sum_to_zero([1, 2])
+    ex.assert_conserved()
