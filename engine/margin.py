@@ -174,7 +174,7 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
         if wallet[w, W_BAL] - wallet[w, W_HELD] + signed_value(ins, inst, mark, q) >= bound:
             return R_NONE
     eq, im, mm = risk_of(glob, ins, wallet, pos, acc, inst, side, qty, n)
-    if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - im < 0:
+    if eq - wallet[w, W_HELD] - im < 0:
         return R_INSUFFICIENT_MARGIN
     return R_NONE
 

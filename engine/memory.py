@@ -4,9 +4,9 @@ The arena is read at random (orders, accounts, positions, heaps spread over ~100
 defaults): with 4 KiB pages nearly every first touch of a row also misses the TLB, and a
 prefetch has to walk the page tables before it can fetch anything. On 2 MiB pages the whole
 arena needs a few dozen TLB entries. Every page is faulted in here, at start-up, so the hot
-path never takes a page fault (and never zeroes a page). Where the kernel offers no
-transparent huge pages (or only with ``madvise``, which this asks for), the arena is the
-same memory on small pages, still faulted in.
+path never takes a page fault (and never zeroes a page). The huge pages are asked for with
+``madvise`` (transparent huge pages in ``madvise`` or ``always`` mode); where the kernel
+has none to give, the arena is the same memory on small pages, still faulted in.
 """
 
 from __future__ import annotations
