@@ -1,6 +1,6 @@
 """Helpers for the risk engine's tests (``tests/test_risk_*.py``, docs/risk.md).
 
-``Risk`` wraps a ``MatchingEngine`` like ``engine_kit.Exchange`` does, with a clock (each
+``Risk`` is ``engine_kit.Exchange`` (its order entry) with a clock (each
 message one nanosecond after the previous one unless ``at`` moves it, for funding), a
 ledger of accepted deposits and withdrawals per asset (for the money invariant) and
 builders for the risk messages (``Funds``, ``InstrumentLimits``, ``PerpetualParams``,
@@ -17,16 +17,13 @@ Nothing here is engine code: every number a test expects is written out in the t
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from typing import Any, Iterable
 
 from ringex.engine.codec import Decoded
-from ringex.engine.config import EngineConfig
-from ringex.engine.engine import MatchingEngine
 from ringex.engine.messages import SCHEMA
 
-from engine_kit import _n
+from engine_kit import Exchange, _n
 from engine_kit import fmt as base_fmt
 
 PPM = 1_000_000
@@ -58,16 +55,14 @@ def liq(events: Iterable[Decoded], *keys: str) -> list[tuple]:
     return [(_n(e["stage"]), e["account"], *(e[k] for k in keys)) for e in events if e.name == "Liquidation"]
 
 
-class Risk:
-    """An engine with accounts ``accounts`` (STP off) and nothing defined; a clock; a ledger."""
+class Risk(Exchange):
+    """An engine with accounts ``accounts`` (STP off, unfunded) and nothing defined; a clock;
+    a ledger. Order entry is ``engine_kit.Exchange``'s."""
 
     def __init__(self, accounts: Iterable[int] = (1, 2, 3), **config: Any) -> None:
-        self.config = EngineConfig(**{**SMALL, **config})
-        self.engine = MatchingEngine(self.config)
-        self.seq = 0
+        super().__init__(setup=False, **{**SMALL, **config})
+        self.config = self.engine.config
         self.clock = T0
-        self.clord = 0
-        self.last: list[Decoded] = []
         self.ledger: Counter[int] = Counter()  # asset -> accepted deposits - withdrawals
         self.divisor: dict[int, int] = {}
         for a in accounts:
@@ -88,35 +83,17 @@ class Risk:
         fields.setdefault("ingressNs", self.clock)
         return SCHEMA.encode(name, **fields)
 
-    def encode_raw(self, name: str, raw: dict[str, int], **fields: Any) -> bytes:
-        """``encode`` then overwrite the fields in ``raw`` unvalidated (bad enum values)."""
-        layout = SCHEMA.message(name)
-        buf = bytearray(self.encode(name, **fields))
-        for field, value in raw.items():
-            fl = layout.field(field)
-            struct.pack_into("<" + fl.struct_code, buf, fl.offset, value)
-        return bytes(buf)
-
     def run(self, messages: Iterable[bytes]) -> list[str]:
         self.last = self.engine.process_messages(messages)
         return [fmt(e) for e in self.last]
 
-    def send(self, name: str, **fields: Any) -> list[str]:
-        return self.run([self.encode(name, **fields)])
-
-    def send_raw(self, name: str, raw: dict[str, int], **fields: Any) -> list[str]:
-        return self.run([self.encode_raw(name, raw, **fields)])
-
     # -- admin --------------------------------------------------------------------------------
 
     def define(self, instrument: int, **kw: Any) -> list[str]:
-        f = dict(instrument=instrument, tickSize=1, lotSize=1, minQty=1, maxQty=1_000_000,
-                 referencePrice=REF, symbol=f"I{instrument}", kind="Spot", haltPolicy="Reject",
-                 status="Trading", baseAsset=1, makerFeePpm=0, takerFeePpm=0)
-        f.update(kw)
-        if f["kind"] == "Perpetual" and "baseAsset" not in kw:
-            f["baseAsset"] = 0
-        out = self.send("InstrumentDefinition", **f)
+        """``Exchange.define`` with no fees unless given; remembers the notional divisor."""
+        kw.setdefault("makerFeePpm", 0)
+        kw.setdefault("takerFeePpm", 0)
+        out = super().define(instrument, **kw)
         if out[0] == "Admin None":
             self.divisor[instrument] = 1
         return out
@@ -132,8 +109,7 @@ class Risk:
         return out
 
     def limits(self, instrument: int, **kw: Any) -> list[str]:
-        """InstrumentLimits: the given limits, the others off (notionalDivisor 1)."""
-        out = self.send("InstrumentLimits", **{"instrument": instrument, "notionalDivisor": 1, **kw})
+        out = super().limits(instrument, **kw)
         if out == ["Admin None"]:
             self.divisor[instrument] = kw.get("notionalDivisor", 1)
         return out
@@ -146,13 +122,11 @@ class Risk:
         return self.send("PerpetualParams", **f)
 
     def account(self, account: int, stp: str = "Off", **kw: Any) -> list[str]:
-        return self.send("CreateAccount", account=account, stpDefault=stp, **kw)
-
-    def status(self, status: str, instrument: int = 1) -> list[str]:
-        return self.send("TradingStatusUpdate", instrument=instrument, status=status)
+        """CreateAccount, unfunded: money comes from ``deposit``."""
+        return super().account(account, stp, fund=False, **kw)
 
     def funds(self, account: int, amount: int, asset: int = 0, action: str = "Deposit") -> list[str]:
-        out = self.send("Funds", account=account, amount=amount, asset=asset, action=action)
+        out = super().funds(account, amount, asset, action)
         r = self.last[0]
         assert r.name == "AdminResult" and r["refTemplateId"] == 12
         if _n(r["reason"]) == "None":
@@ -170,36 +144,6 @@ class Risk:
 
     def kill(self, scope: str, action: str = "Engage", **kw: Any) -> list[str]:
         return self.send("KillSwitch", scope=scope, action=action, **kw)
-
-    # -- order entry ----------------------------------------------------------------------------
-
-    def order(self, account: int, side: str, qty: int, price: int = 0, ordType: str = "Limit",
-              tif: str = "GTC", instrument: int = 1, **kw: Any) -> list[str]:
-        self.clord += 1
-        kw.setdefault("clOrdId", self.clord)
-        return self.send("NewOrder", account=account, side=side, qty=qty, price=price, ordType=ordType,
-                         timeInForce=tif, instrument=instrument, sessionId=10 + account, **kw)
-
-    def buy(self, account: int, qty: int, price: int = 0, **kw: Any) -> list[str]:
-        return self.order(account, "Buy", qty, price, **kw)
-
-    def sell(self, account: int, qty: int, price: int = 0, **kw: Any) -> list[str]:
-        return self.order(account, "Sell", qty, price, **kw)
-
-    def cancel(self, account: int, order_id: int, instrument: int = 1) -> list[str]:
-        self.clord += 1
-        return self.send("CancelOrder", account=account, orderId=order_id, instrument=instrument,
-                         clOrdId=self.clord, sessionId=10 + account)
-
-    def replace(self, account: int, order_id: int, qty: int, price: int, instrument: int = 1) -> list[str]:
-        self.clord += 1
-        return self.send("ReplaceOrder", account=account, orderId=order_id, qty=qty, price=price,
-                         displayQty=0, instrument=instrument, clOrdId=self.clord, sessionId=10 + account)
-
-    def mass_cancel(self, scope: str, account: int = 0, instrument: int = 0) -> list[str]:
-        self.clord += 1
-        return self.send("MassCancel", scope=scope, account=account, instrument=instrument,
-                         clOrdId=self.clord, sessionId=10 + account)
 
     # -- looking -------------------------------------------------------------------------------
 
