@@ -79,6 +79,20 @@ def equity_mm(glob, ins, wallet, pos, acc):
 
 
 @njit(**INLINE)
+def open_excess(ins, inst, mark, b, s, bn, sn):
+    """What open buys of ``b`` lots at notional ``bn`` and sells of ``s`` at ``sn`` could
+    lose against the mark the moment they fill (each side's loss, never its gain)."""
+    x = 0
+    bv = notional(ins, inst, mark, b)
+    if bn > bv:
+        x += bn - bv
+    sv = notional(ins, inst, mark, s)
+    if sv > sn:
+        x += sv - sn
+    return x
+
+
+@njit(**INLINE)
 def risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
     maxi = glob[G_MAX_INSTRUMENTS]
     eq = wallet[acc * glob[G_MAX_ASSETS], W_BAL]
@@ -106,13 +120,7 @@ def risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional):
             eq += signed_value(ins, inst, mark, q)
             mm += mm_of(ins, inst, notional(ins, inst, mark, abs(q)))
         w = max(abs(q + b), abs(q - s))
-        im += im_of(ins, inst, notional(ins, inst, mark, w))
-        bv = notional(ins, inst, mark, b)
-        if bn > bv:
-            im += bn - bv
-        sv = notional(ins, inst, mark, s)
-        if sv > sn:
-            im += sv - sn
+        im += im_of(ins, inst, notional(ins, inst, mark, w)) + open_excess(ins, inst, mark, b, s, bn, sn)
     return eq, im, mm
 
 
@@ -165,12 +173,7 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
         else:
             sn += n
         bound = notional(ins, inst, mark, max(abs(q + b), abs(q - s)))
-        bv = notional(ins, inst, mark, b)
-        if bn > bv:
-            bound += bn - bv
-        sv = notional(ins, inst, mark, s)
-        if sv > sn:
-            bound += sv - sn
+        bound += open_excess(ins, inst, mark, b, s, bn, sn)
         if wallet[w, W_BAL] - wallet[w, W_HELD] + signed_value(ins, inst, mark, q) >= bound:
             return R_NONE
     eq, im, mm = risk_of(glob, ins, wallet, pos, acc, inst, side, qty, n)
