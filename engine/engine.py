@@ -5,12 +5,12 @@
 
 ``process`` takes a batch of SBE slots exactly as a ring consumer hands them over (one
 message per slot, starting at byte 0) and runs the whole batch in one compiled call
-(``ringex.engine.kernel.process_batch``). It returns a view of the batch's events in the
+(``ringex.engine.kernel.dispatch.process_batch``). It returns a view of the batch's events in the
 engine's own output buffer, valid until the next call; the buffer grows when a batch needs
 more room, so no batch overflows it. The engine is deterministic: the same input bytes give
 the same output bytes, however the input is split into batches.
 
-The rules are docs/engine.md; the state is ``ringex.engine.state``.
+The rules are docs/engine.md; the state is ``ringex.engine.kernel.state``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ringex.engine.codec import Decoded
+from ringex.engine.wire.codec import Decoded
 from ringex.engine.config import EngineConfig
-from ringex.engine.layout import SLOT_SIZE, SLOT_WORDS
-from ringex.engine.messages import SCHEMA
-from ringex.engine import state as S
+from ringex.engine.wire.layout import SLOT_SIZE, SLOT_WORDS
+from ringex.engine.wire.messages import SCHEMA
+from ringex.engine.kernel import state as S
 
 _kernel: Any = None
 _warmup_s: float | None = None
@@ -41,7 +41,7 @@ def load_kernel() -> Any:
     """Import (and on first use compile or load from cache) the compiled engine."""
     global _kernel
     if _kernel is None:
-        from ringex.engine import kernel
+        from ringex.engine.kernel import dispatch as kernel
 
         _kernel = kernel.process_batch
     return _kernel
@@ -203,7 +203,7 @@ class MatchingEngine:
     def account_risk(self, account: int) -> dict[str, int]:
         """``equity`` (cash + positions at mark), ``initial`` and ``maintenance`` margin, and
         ``free`` collateral (equity - asset-0 holds - initial), as the engine computes them."""
-        from ringex.engine.margin import account_risk
+        from ringex.engine.kernel.margin import account_risk
 
         st = self.state
         eq, im, mm = account_risk(st.glob, account, 0, 0, 0, 0)

@@ -15,10 +15,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ringex.engine.codec import Decoded
+from ringex.engine.wire.codec import Decoded
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine, pack_slots
-from ringex.engine.messages import SCHEMA
+from ringex.engine.wire.messages import SCHEMA
 
 SMALL = dict(max_instruments=4, max_accounts=8, max_orders=64, price_levels=64, max_stops=8,
              market_protection_ticks=3, event_buffer=16)

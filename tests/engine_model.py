@@ -47,8 +47,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ringex.engine.codec import HEADER
-from ringex.engine.messages import (
+from ringex.engine.wire.codec import HEADER
+from ringex.engine.wire.messages import (
     INBOUND,
     SCHEMA,
     CancelReason,
@@ -105,7 +105,7 @@ PERPETUAL_PARAMS = ("imPpm", "mmPpm", "tierNotional", "tierStepPpm", "fundingInt
 def tdiv(a: int, b: int) -> int:
     """Integer division rounding toward zero (``b > 0``)."""
     return a // b if a >= 0 else -((-a) // b)
-MAX_KILLED_SESSIONS = 32  # as the engine's table (ringex.engine.state)
+MAX_KILLED_SESSIONS = 32  # as the engine's table (ringex.engine.kernel.state)
 
 
 # -- bytes ----------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ringex.engine import messages as m
-from ringex.engine.engine_agent import stream_hash, update_stream_hash
+from ringex.engine.wire import messages as m
+from ringex.engine.pipeline.engine_agent import stream_hash, update_stream_hash
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import ExchangeConfig, parse_config

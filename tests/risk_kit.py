@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-from ringex.engine.codec import Decoded
-from ringex.engine.messages import SCHEMA
+from ringex.engine.wire.codec import Decoded
+from ringex.engine.wire.messages import SCHEMA
 
 from engine_kit import Exchange, _n
 from engine_kit import fmt as base_fmt

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from ringex.engine.messages import CancelOrder, IndexPrice, NewOrder
+from ringex.engine.wire.messages import CancelOrder, IndexPrice, NewOrder
 from ringex.tools import bench_engine as B
 
 

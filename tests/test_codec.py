@@ -28,8 +28,8 @@ import sbe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringex.engine.codec import HEADER, FieldLayout, MessageLayout
-from ringex.engine.messages import SCHEMA
+from ringex.engine.wire.codec import HEADER, FieldLayout, MessageLayout
+from ringex.engine.wire.messages import SCHEMA
 
 LAYOUTS: list[MessageLayout] = [SCHEMA.messages[tid] for tid in sorted(SCHEMA.messages)]
 IDS = [layout.name for layout in LAYOUTS]
@@ -429,7 +429,7 @@ def test_slot_dtype_over_mixed_slots(data: st.DataObject) -> None:
 
 
 def test_slot_dtype_too_small_is_refused() -> None:
-    from ringex.engine.codec import CodecError
+    from ringex.engine.wire.codec import CodecError
 
     for layout in LAYOUTS:
         with pytest.raises(CodecError, match=layout.name):
@@ -477,7 +477,7 @@ def test_risk_messages_are_in_the_schema(name: str) -> None:
 
 
 def test_risk_fields_and_enum_values() -> None:
-    from ringex.engine import messages as m
+    from ringex.engine.wire import messages as m
 
     definition = SCHEMA.message("InstrumentDefinition")
     assert "baseAsset" in definition.field_names and definition.field("baseAsset").struct_code == "I"

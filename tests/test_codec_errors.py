@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ringex.engine.codec import (
+from ringex.engine.wire.codec import (
     HEADER,
     CodecError,
     FieldLayout,
@@ -20,7 +20,7 @@ from ringex.engine.codec import (
     TruncatedMessageError,
     UnknownTemplateError,
 )
-from ringex.engine.messages import SCHEMA
+from ringex.engine.wire.messages import SCHEMA
 
 LAYOUTS: list[MessageLayout] = [SCHEMA.messages[tid] for tid in sorted(SCHEMA.messages)]
 IDS = [layout.name for layout in LAYOUTS]

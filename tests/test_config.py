@@ -177,7 +177,7 @@ def test_tune_check_reads_the_exchange_topology(tmp_path: Path) -> None:
 
 
 def decoded_admin(text: str) -> list:
-    from ringex.engine.messages import SCHEMA
+    from ringex.engine.wire.messages import SCHEMA
     from ringex.tools.launcher import admin_messages
 
     return [SCHEMA.decode(m) for m in admin_messages(parse_config(text))]

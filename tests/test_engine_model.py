@@ -46,8 +46,8 @@ from engine_model import (
     BUY, DAY, FOK, FUNDING, GTC, IOC, LIMIT, MARKET, MAX_BALANCE, PERPETUAL, SELL, STOP, STOP_LIMIT,
     EventChecker, Model, Msgs, describe, describe_input, event_of, raw_decode,
 )
-from ringex.engine.codec import HEADER
-from ringex.engine.messages import SCHEMA, CancelReason as C, RejectReason as R
+from ringex.engine.wire.codec import HEADER
+from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R
 
 try:  # the compiled engine, once it exists
     from ringex.engine.config import EngineConfig

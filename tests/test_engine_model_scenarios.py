@@ -12,8 +12,8 @@ from engine_model import (
     BUY, CLOSED, DAY, FOK, FUNDING, GTC, HALTED, IOC, LIMIT, MARKET, PERPETUAL, SELL, STOP, STOP_LIMIT, TRADING,
     EventChecker, Model, Msgs, Unpredictable, describe, encode_event, raw_decode, raw_encode,
 )
-from ringex.engine.codec import HEADER
-from ringex.engine.messages import SCHEMA, CancelReason as C, RejectReason as R, StpMode as S
+from ringex.engine.wire.codec import HEADER
+from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R, StpMode as S
 
 QUEUE, REJECT = 2, 1
 CONFIG = dict(max_instruments=4, max_accounts=8, max_orders=50, price_levels=100, max_stops=10,

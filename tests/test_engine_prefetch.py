@@ -8,8 +8,8 @@ import numpy as np
 from engine_kit import SMALL, mixed_stream, patch, slots_of
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine
-from ringex.engine.memory import HUGE_PAGE, MAPPED_FROM_BYTES, zeroed_words
-from ringex.engine.messages import SCHEMA
+from ringex.engine.kernel.memory import HUGE_PAGE, MAPPED_FROM_BYTES, zeroed_words
+from ringex.engine.wire.messages import SCHEMA
 
 CONFIG = EngineConfig(**{**SMALL, "max_orders": 48, "max_stops": 6, "price_levels": 32})
 

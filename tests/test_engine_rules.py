@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine_kit import Exchange, patch
-from ringex.engine.messages import SCHEMA, SLOT_SIZE, RejectReason
+from ringex.engine.wire.messages import SCHEMA, SLOT_SIZE, RejectReason
 
 
 # -- self-trade prevention -------------------------------------------------------------------

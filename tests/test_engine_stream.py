@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from engine_kit import FUNDING, SMALL, mixed_stream, slots_of
-from ringex.engine import jitcache
+from ringex.engine.kernel import jitcache
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine
-from ringex.engine.messages import SCHEMA, SLOT_SIZE
+from ringex.engine.wire.messages import SCHEMA, SLOT_SIZE
 
 CONFIG = EngineConfig(**{**SMALL, "max_orders": 48, "max_stops": 6, "price_levels": 32})
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringex.engine import journal as jr
-from ringex.engine.journal import (
+from ringex.engine.storage import journal as jr
+from ringex.engine.storage.journal import (
     RECORD_HEADER,
     RECORD_HEADER_LENGTH,
     RECORD_MAGIC,
@@ -325,7 +325,7 @@ def test_torn_tail_at_every_offset_of_last_record(tmp_path, caplog):
         list(reader.records())
         assert reader.tail_damage is not None and reader.tail_damage.offset == start
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="ringex.engine.journal"):
+        with caplog.at_level(logging.WARNING, logger="ringex.engine.storage.journal"):
             w = JournalWriter(work, 700, "batch")
         assert path.stat().st_size == start
         msg = caplog.text

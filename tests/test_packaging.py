@@ -67,7 +67,7 @@ def test_wheel_installs_one_package_called_ringex(tmp_path: Path) -> None:
         check=True, timeout=300, capture_output=True,
     )
     probe = (
-        "import ringex, ringex.engine.messages as m, ringex.ringbuffer, ringex.gateways, "
+        "import ringex, ringex.engine.wire.messages as m, ringex.ringbuffer, ringex.gateways, "
         "ringex.feeds, ringex.tools.cli, ringex.tuning; "
         "print(ringex.__file__); print(m.SLOT_SIZE)"
     )

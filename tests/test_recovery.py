@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline_kit import PERP, SPOT, OutputReader, admin_count, make_config, order_bytes, pump
-from ringex.engine.engine_agent import (
+from ringex.engine.pipeline.engine_agent import (
     journal_dir,
     read_engine_file,
     record_slots,
@@ -20,8 +20,8 @@ from ringex.engine.engine_agent import (
     snapshot_dir,
 )
 from ringex.engine.engine import MatchingEngine
-from ringex.engine.journal import JournalCorruptError, JournalReader, list_segments
-from ringex.engine.snapshot import list_snapshots
+from ringex.engine.storage.journal import JournalCorruptError, JournalReader, list_segments
+from ringex.engine.storage.snapshot import list_snapshots
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.launcher import Exchange, output_consumer_index
 from ringex.tools.replay import replay
@@ -90,7 +90,7 @@ def state_by_full_replay(data: Path, upto_seq: int | None = None) -> dict:
 
 
 def assert_same_state(a: dict, b: dict) -> None:
-    from ringex.engine import state as S
+    from ringex.engine.kernel import state as S
 
     assert a.keys() == b.keys()
     for k in a:
@@ -114,7 +114,7 @@ def test_torn_journal_tail_is_truncated_and_not_applied(data: Path) -> None:
     with open(last, "r+b") as f:  # a crash in the middle of the last record's payload
         f.truncate(size - 100)
     # Opening the journal for appending (what the engine does) repairs the tail.
-    from ringex.engine.journal import JournalWriter
+    from ringex.engine.storage.journal import JournalWriter
 
     JournalWriter(journal_dir(data)).close()
     after = JournalReader(journal_dir(data)).last_seq

@@ -55,8 +55,8 @@ from hypothesis import strategies as st
 
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine, pack_slots
-from ringex.engine.messages import SCHEMA
-from ringex.engine.state import G_EVENTS, I_EMA
+from ringex.engine.wire.messages import SCHEMA
+from ringex.engine.kernel.state import G_EVENTS, I_EMA
 from risk_kit import PPM, T0, ceil_div
 
 EXAMPLES = int(os.environ.get("RINGEX_MODEL_EXAMPLES", "0")) or None

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from ringex.engine import snapshot as sn
-from ringex.engine.journal import JournalWriter
-from ringex.engine.snapshot import (
+from ringex.engine.storage import snapshot as sn
+from ringex.engine.storage.journal import JournalWriter
+from ringex.engine.storage.snapshot import (
     SnapshotCorruptError,
     list_snapshots,
     load_latest_snapshot,
@@ -129,7 +129,7 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, where):
     with pytest.raises(SnapshotCorruptError) as info:
         read_snapshot(newer)
     assert info.value.path == newer and str(newer) in str(info.value)
-    with caplog.at_level(logging.WARNING, logger="ringex.engine.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="ringex.engine.storage.snapshot"):
         snap = load_latest_snapshot(tmp_path)
     assert snap.seq == 100 and snap.meta == {"n": 1}
     assert_same(snap.arrays, sample_arrays(1))

@@ -49,9 +49,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ringex.engine.codec import HEADER
+from ringex.engine.wire.codec import HEADER
 from ringex.engine.config import EngineConfig
-from ringex.engine.messages import (
+from ringex.engine.wire.messages import (
     SLOT_SIZE, AdminResult, CancelOrder, CancelRejected, CreateAccount, Funds, IndexPrice,
     InstrumentDefinition, Liquidation, LiquidationStage, NewOrder, OrderRejected, OrdType,
     PerpetualParams, RejectReason, SCHEMA, Side, StpMode, TimeInForce,

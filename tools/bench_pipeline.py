@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ringex.engine import messages as m
+from ringex.engine.wire import messages as m
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import parse_config

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ringex.engine import messages as m
-from ringex.engine.codec import CodecError
-from ringex.engine.journal import JournalError, JournalReader
+from ringex.engine.wire import messages as m
+from ringex.engine.wire.codec import CodecError
+from ringex.engine.storage.journal import JournalError, JournalReader
 from ringex.tools.replay import locate
 
 

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ringex.engine import messages as m
-from ringex.engine.engine_agent import EngineAgent, journal_last_seq
-from ringex.engine.sequencer import SequencerAgent, last_sequence
+from ringex.engine.wire import messages as m
+from ringex.engine.pipeline.engine_agent import EngineAgent, journal_last_seq
+from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
 from ringex.ringbuffer.agent import Agent, CompositeAgent
 from ringex.ringbuffer.control import (
     REASON_HEARTBEAT_LOST,

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ringex.engine.engine_agent import (
+from ringex.engine.pipeline.engine_agent import (
     ENGINE_FILE,
     EngineStateError,
     read_engine_file,
@@ -22,7 +22,7 @@ from ringex.engine.engine_agent import (
     stream_hash,
     update_stream_hash,
 )
-from ringex.engine.journal import JournalError, JournalReader
+from ringex.engine.storage.journal import JournalError, JournalReader
 
 
 def locate(path: Path) -> tuple[Path, Path]:

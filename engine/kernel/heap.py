@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine.arena import risk_tables
+from ringex.engine.kernel.arena import risk_tables
 
-from ringex.engine.state import G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, I_HEAP_LONG, P_HEAP
+from ringex.engine.kernel.state import G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, I_HEAP_LONG, P_HEAP
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
 INLINE = dict(JIT, inline="always")

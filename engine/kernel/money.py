@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine import events as ev
-from ringex.engine.arena import risk_views, views
-from ringex.engine.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
-from ringex.engine.layout import (
+from ringex.engine.kernel import events as ev
+from ringex.engine.kernel.arena import risk_views, views
+from ringex.engine.kernel.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
+from ringex.engine.wire.layout import (
     BUY, FU_ACCOUNT, FU_ACTION, FU_AMOUNT, FU_ASSET, FUNDS_DEPOSIT, FUNDS_WITHDRAW, KIND_PERPETUAL,
     R_INSUFFICIENT_FUNDS, R_INSUFFICIENT_MARGIN, R_INVALID_SCOPE, R_NONE, R_QTY_OUT_OF_RANGE,
     R_UNKNOWN_ACCOUNT, R_UNKNOWN_ASSET, T_FUNDS,
 )
-from ringex.engine.margin import account_risk, apply_fill, open_sync, rekey
-from ringex.engine.state import (
+from ringex.engine.kernel.margin import account_risk, apply_fill, open_sync, rekey
+from ringex.engine.kernel.state import (
     A_CREATED, A_NPOS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_PERP_N,
     I_BASE_ASSET, I_KIND, I_MAKER_FEE, I_MARK, I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES,
     O_OPEN, O_RPRICE, O_SIDE, P_QTY, W_BAL, W_HELD,

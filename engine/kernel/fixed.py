@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine.state import G_LEVELS, I_BASE, I_NOTIONAL_DIV, I_TICK
+from ringex.engine.kernel.state import G_LEVELS, I_BASE, I_NOTIONAL_DIV, I_TICK
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
 INLINE = dict(JIT, inline="always")

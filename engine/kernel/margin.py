@@ -16,11 +16,11 @@ import math
 
 from numba import njit
 
-from ringex.engine.arena import far2, risk_tables
-from ringex.engine.fixed import PPM, notional, ppm_ceil, signed_value
-from ringex.engine.heap import heap_remove, heap_set
-from ringex.engine.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
-from ringex.engine.state import (
+from ringex.engine.kernel.arena import far2, risk_tables
+from ringex.engine.kernel.fixed import PPM, notional, ppm_ceil, signed_value
+from ringex.engine.kernel.heap import heap_remove, heap_set
+from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
+from ringex.engine.kernel.state import (
     A_MNEXT, A_MPREV, A_NPOS, G_AT_ORDERS, G_AT_RISK, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_ASSETS,
     G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV,
     I_POS_LIMIT, I_TIER_N, I_TIER_STEP, N_ORDER_FIELDS, O_ACCT, O_INST, O_LEAVES, O_OPEN,

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ringex.engine import events as ev
-from ringex.engine.arena import borrow, views
-from ringex.engine.book import acquire, find_order, has_free_slot, level_append, level_remove, list_append
-from ringex.engine.layout import (
+from ringex.engine.kernel import events as ev
+from ringex.engine.kernel.arena import borrow, views
+from ringex.engine.kernel.book import acquire, find_order, has_free_slot, level_append, level_remove, list_append
+from ringex.engine.wire.layout import (
     BOOL_TRUE, BUY, CA_ACCOUNT, CA_STP, CLOSED, CO_ACCOUNT, CO_CLORD, CO_INSTRUMENT, CO_ORDER_ID,
     CO_ORIG_CLORD, CO_SESSION, CXL_EXPIRED, CXL_MASS, CXL_USER, DAY, FOK, GTC, HALTED,
     HDR_SCHEMA, HDR_TEMPLATE, HDR_VERSION, ID_HALT_POLICY, ID_INSTRUMENT, ID_KIND, ID_LOT,
@@ -47,18 +47,18 @@ from ringex.engine.layout import (
     R_PRICE_BAND, ID_BASE_ASSET, IL_MAX_ORDER_QTY, IL_MAX_POSITION, R_INSUFFICIENT_FUNDS,
     R_MAX_ORDER_QTY, R_POSITION_LIMIT, R_INSUFFICIENT_MARGIN, T_PERPETUAL_PARAMS,
 )
-from ringex.engine.arena import risk_views
-from ringex.engine.prefetch import ahead, event_rows
-from ringex.engine.events import get
-from ringex.engine.fixed import notional, signed32, window
-from ringex.engine.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
-from ringex.engine.margin import account_risk, open_add, open_sync, perp_check
-from ringex.engine.money import buy_hold, hold_row, on_funds, spot_check, spot_hold
-from ringex.engine.matcher import (
+from ringex.engine.kernel.arena import risk_views
+from ringex.engine.kernel.prefetch import ahead, event_rows
+from ringex.engine.kernel.events import get
+from ringex.engine.kernel.fixed import notional, signed32, window
+from ringex.engine.kernel.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
+from ringex.engine.kernel.margin import account_risk, open_add, open_sync, perp_check
+from ringex.engine.kernel.money import buy_hold, hold_row, on_funds, spot_check, spot_hold
+from ringex.engine.kernel.matching import (
     cb_clear, cb_reopen, band_of, add_stop, display_of, stops_after, fok_fillable, limit_index, release_queue, remove_order,
     run_aggressor,
 )
-from ringex.engine.state import (
+from ringex.engine.kernel.state import (
     A_CREATED, A_LIVE_HEAD, A_STP, G_EVENTS, G_EVENTS_TOTAL, G_ING, G_LEVELS, G_MAX_ACCOUNTS,
     G_MAX_INSTRUMENTS, G_MAX_STOPS, G_MESSAGES, G_NEXT_ORDER_ID, G_SEQ, G_STOPS, G_TS,
     I_ASK, I_BASE, I_BID, I_DEFINED, I_HAS_LAST, I_KIND, I_LAST, I_LIVE_HEAD, I_LOT, I_MAKER_FEE,

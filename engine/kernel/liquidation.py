@@ -2,7 +2,7 @@
 
 * ``on_index_price`` moves an instrument's mark (index plus a smoothed, clamped basis) and
   then looks for the accounts it put at risk: only those at the top of the instrument's
-  at-risk heaps (``ringex.engine.heap``), plus the few accounts holding several perpetuals.
+  at-risk heaps (``ringex.engine.kernel.heap``), plus the few accounts holding several perpetuals.
 * ``funding_due`` runs before each message: every perpetual whose funding time has come
   pays per lot, longs to shorts or the reverse; the sums cancel exactly.
 * ``liquidate`` takes one account through the stages: cancel its orders, reduce through the
@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ringex.engine import events as ev
-from ringex.engine.arena import risk_tables, risk_views, views
-from ringex.engine.book import acquire, has_free_slot
-from ringex.engine.events import get
-from ringex.engine.fixed import PPM, notional, ppm_floor, ppm_trunc, signed32, signed_value, window
-from ringex.engine.heap import heap_top
-from ringex.engine.layout import (
+from ringex.engine.kernel import events as ev
+from ringex.engine.kernel.arena import risk_tables, risk_views, views
+from ringex.engine.kernel.book import acquire, has_free_slot
+from ringex.engine.kernel.events import get
+from ringex.engine.kernel.fixed import PPM, notional, ppm_floor, ppm_trunc, signed32, signed_value, window
+from ringex.engine.kernel.heap import heap_top
+from ringex.engine.wire.layout import (
     BUY, CXL_LIQUIDATION, IOC, IX_INSTRUMENT, IX_PRICE, KIND_PERPETUAL, LIMIT, LIQ_ADL,
     LIQ_BOOK_ORDER, LIQ_DONE, LIQ_FEE_COVER, LIQ_INSURANCE_COVER, LIQ_START, LIQ_TAKEOVER,
     PP_BASIS_CAP, PP_BASIS_EMA, PP_FUND_CAP, PP_FUND_INTERVAL, PP_IM, PP_INSTRUMENT, PP_MM,
@@ -30,9 +30,9 @@ from ringex.engine.layout import (
     R_PRICE_OUT_OF_RANGE, R_UNKNOWN_INSTRUMENT, SELL, STP_OFF, T_INDEX_PRICE, T_PERPETUAL_PARAMS,
     TRADING,
 )
-from ringex.engine.margin import account_risk, apply_fill, mm_of, rekey
-from ringex.engine.matcher import remove_order, run_aggressor, stops_after
-from ringex.engine.state import (
+from ringex.engine.kernel.margin import account_risk, apply_fill, mm_of, rekey
+from ringex.engine.kernel.matching import remove_order, run_aggressor, stops_after
+from ringex.engine.kernel.state import (
     A_LIVE_HEAD, A_MNEXT, G_AT_RISK, G_FEES, G_FUNDING_N, G_LEVELS, G_MAX_ACCOUNTS, G_MAX_ASSETS,
     G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_NEXT_ORDER_ID, G_PERP_N, G_PERPS, G_TS, I_ASK, I_BASE,
     I_BASIS_CAP, I_BASIS_EMA, I_BID, I_DEFINED, I_EMA, I_FUND_CAP, I_FUND_INTERVAL, I_HEAP_LONG,

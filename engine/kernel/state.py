@@ -1,7 +1,7 @@
 """The engine's whole state: one preallocated int64 arena holding a few tables.
 
 Nothing in the engine lives outside the arena, which is what lets the compiled code run
-over it a batch at a time (``ringex.engine.arena`` rebuilds the tables from the offsets in
+over it a batch at a time (``ringex.engine.kernel.arena`` rebuilds the tables from the offsets in
 the globals) and what makes a snapshot one array copy. ``EngineState`` gives named numpy
 views of each table; ``named_arrays`` one view per field.
 
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ringex.engine.config import EngineConfig
-from ringex.engine.memory import zeroed_words
+from ringex.engine.kernel.memory import zeroed_words
 
 # -- order pool: one row of int64 fields per slot (``orders[slot, O_*]``) ----------------------
 # One dtype for every field: numba then compiles each helper once, not once per int width.
@@ -265,7 +265,7 @@ class EngineState(NamedTuple):
 
     The compiled engine is handed only ``arena`` (one array is cheap to pass between
     compiled functions; a tuple of seven is not) and rebuilds the views from the offsets in
-    its globals (``ringex.engine.arena.views``)."""
+    its globals (``ringex.engine.kernel.arena.views``)."""
 
     arena: np.ndarray  # everything below, back to back
     glob: np.ndarray  # (N_GLOB,), first in the arena

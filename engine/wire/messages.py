@@ -1,13 +1,13 @@
 """The schema's enums and message layouts as importable names.
 
-``from ringex.engine.messages import NewOrder, Side`` gives the ``MessageLayout`` and the
+``from ringex.engine.wire.messages import NewOrder, Side`` gives the ``MessageLayout`` and the
 ``IntEnum`` derived from ``schema.xml``; nothing here restates a layout. A name missing
 from the schema fails at import, which is the point: code and schema cannot drift apart.
 """
 
 from __future__ import annotations
 
-from ringex.engine.codec import default_schema
+from ringex.engine.wire.codec import default_schema
 
 SCHEMA = default_schema()
 SLOT_SIZE = SCHEMA.slot_size

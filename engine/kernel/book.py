@@ -2,15 +2,15 @@
 
 Everything is O(1) except finding the next best price when a best level empties, which
 scans the level bitmap a word (32 levels) at a time. No function here emits an event; the
-matcher (``ringex.engine.matcher``) decides what happens and says so.
+matcher (``ringex.engine.kernel.matching``) decides what happens and says so.
 """
 
 from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine.money import order_end
-from ringex.engine.state import (
+from ringex.engine.kernel.money import order_end
+from ringex.engine.kernel.state import (
     BITS_PER_WORD, G_CAPACITY, G_FREE, G_ID_MASK, G_LEVELS, G_LIVE, G_WORDS,
     A_LIVE, A_LIVE_HEAD, A_LIVE_TAIL, I_ASK, I_BID, I_LIVE, I_LIVE_HEAD, I_LIVE_TAIL,
     O_ACCT, O_ANEXT, O_APREV, O_HNEXT, O_INEXT, O_INST, O_IPREV, O_LEVEL, O_NEXT, O_OID, O_PREV,

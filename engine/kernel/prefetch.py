@@ -22,12 +22,12 @@ from __future__ import annotations
 from numba import njit
 from numba.core import config as _numba_config
 
-from ringex.engine.events import get
-from ringex.engine.layout import (
+from ringex.engine.kernel.events import get
+from ringex.engine.wire.layout import (
     BUY, CO_ACCOUNT, CO_INSTRUMENT, CO_ORDER_ID, HDR_TEMPLATE, NO_ACCOUNT, NO_INSTRUMENT, NO_PRICE,
     NO_SIDE, SLOT_WORDS, T_CANCEL_ORDER, T_NEW_ORDER,
 )
-from ringex.engine.state import (
+from ringex.engine.kernel.state import (
     A_LIVE_TAIL, ACCT_STRIDE, G_AT_ACCT, G_AT_BUCKETS, G_AT_HEAP, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS,
     G_AT_POS, G_AT_WALLET, G_CAPACITY, G_ID_MASK, G_LEVELS, G_MAX_ACCOUNTS, G_MAX_ASSETS,
     G_MAX_INSTRUMENTS, I_ASK, I_BASE, I_BID, I_TICK, N_ORDER_FIELDS, N_POS, N_WALLET,

@@ -49,7 +49,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ringex.engine.journal import Record, fsync_directory, replay_from
+from ringex.engine.storage.journal import Record, fsync_directory, replay_from
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Compiled matching: aggressor execution, self-trade prevention, FOK fillability, resting,
 stop triggers and order removal, as docs/engine.md specifies them.
 
-Inlined helpers take ``st``, the tuple of table views (``ringex.engine.arena.views``);
+Inlined helpers take ``st``, the tuple of table views (``ringex.engine.kernel.arena.views``);
 compiled functions that others call take the arena ``mem`` and build ``st`` themselves
 (passing one array between compiled functions is cheap, seven are not). Every function
-that emits takes the output buffer ``out`` and returns it (see ``ringex.engine.events``).
+that emits takes the output buffer ``out`` and returns it (see ``ringex.engine.kernel.events``).
 
 numba specialises a compiled function for each *literal* argument it is called with, so a
 constant passed to a non-inlined function is wrapped as ``np.int64(CONSTANT)``: one
@@ -16,18 +16,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ringex.engine import events as ev
-from ringex.engine.arena import views
-from ringex.engine.arena import risk_views
-from ringex.engine.book import level_append, level_move_back, level_remove, list_append, list_remove, release
-from ringex.engine.margin import reduce_loss_covered, rekey
-from ringex.engine.money import leaves_changed, settle
-from ringex.engine.prefetch import maker_rows
-from ringex.engine.layout import (
+from ringex.engine.kernel import events as ev
+from ringex.engine.kernel.arena import views
+from ringex.engine.kernel.arena import risk_views
+from ringex.engine.kernel.book import level_append, level_move_back, level_remove, list_append, list_remove, release
+from ringex.engine.kernel.margin import reduce_loss_covered, rekey
+from ringex.engine.kernel.money import leaves_changed, settle
+from ringex.engine.kernel.prefetch import maker_rows
+from ringex.engine.wire.layout import (
     BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
     STP_CANCEL_BOTH, STP_CANCEL_RESTING, STP_DECREMENT_BOTH, STP_DEFAULT, STP_OFF,
 )
-from ringex.engine.state import (
+from ringex.engine.kernel.state import (
     A_STP, G_CB_HALTS, G_MAX_INSTRUMENTS, G_TS, I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START,
     I_CB_UNTIL, I_CB_WINDOW, I_STATUS, G_LEVELS, G_NEXT_TRADE_ID, G_PROTECTION, G_STOPS,
     I_ASK, I_BAND_PPM, I_BASE, I_BID, I_HAS_LAST, I_LAST, I_REF, I_TICK, I_QUEUE_HEAD, I_QUEUE_TAIL, I_STOP_HEAD, I_STOP_MAX_SELL,

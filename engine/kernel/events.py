@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ringex.engine.layout import (
+from ringex.engine.wire.layout import (
     AR_ACCOUNT, AR_INSTRUMENT, AR_REASON, AR_REF_TEMPLATE, AR_VALUE,
     BA_INSTRUMENT, BA_ORDER_ID, BA_PRICE, BA_QTY, BA_SIDE,
     BD_INSTRUMENT, BD_ORDER_ID,
@@ -38,12 +38,12 @@ from ringex.engine.layout import (
     TR_MAKER_ORDER_ID, TR_MAKER_SESSION, TR_PRICE, TR_QTY, TR_TAKER_ACCOUNT, TR_TAKER_CLORD,
     TR_TAKER_LEAVES, TR_TAKER_ORDER_ID, TR_TAKER_SESSION, TR_TRADE_ID,
 )
-from ringex.engine.layout import (
+from ringex.engine.wire.layout import (
     FA_INDEX, FA_INSTRUMENT, FA_MARK, FA_PER_LOT, FA_RATE, FA_TOTAL, H_FUNDING, H_LIQUIDATION,
     H_MARK_PRICE, LQ_ACCOUNT, LQ_AMOUNT, LQ_COUNTERPARTY, LQ_EQUITY, LQ_INSTRUMENT, LQ_PRICE, LQ_QTY,
     LQ_REQUIREMENT, LQ_STAGE, MK_BASIS, MK_INDEX, MK_INSTRUMENT, MK_MARK,
 )
-from ringex.engine.state import G_EVENTS, G_ING, G_SEQ, G_TS
+from ringex.engine.kernel.state import G_EVENTS, G_ING, G_SEQ, G_TS
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
 

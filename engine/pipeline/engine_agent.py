@@ -29,11 +29,11 @@ from typing import Iterator
 import msgspec
 import numpy as np
 
-from ringex.engine import messages as m
+from ringex.engine.wire import messages as m
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import MatchingEngine, warm_up
-from ringex.engine.journal import JournalReader, JournalWriter, Record, replay_from
-from ringex.engine.snapshot import load_latest_snapshot, write_snapshot
+from ringex.engine.storage.journal import JournalReader, JournalWriter, Record, replay_from
+from ringex.engine.storage.snapshot import load_latest_snapshot, write_snapshot
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.idle import BackoffIdleStrategy

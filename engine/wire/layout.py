@@ -2,10 +2,10 @@
 
 The compiled engine reads and writes SBE messages through one ``int64`` view of a slot:
 an 8-byte field is one word (its index), a smaller field is a ``(word, shift, mask)``
-triple inside a word. Every number here comes from ``ringex.engine.messages`` (the codec's
+triple inside a word. Every number here comes from ``ringex.engine.wire.messages`` (the codec's
 offsets and the schema's enum values); none is typed by hand. numba freezes these module
-constants into the compiled code: ``ringex.engine.jitcache`` clears the engine's numba cache
-when the schema (or the engine's source) changes.
+constants into the compiled code: ``ringex.engine.kernel.jitcache`` clears the kernel's numba
+cache when the schema (or any kernel or wire source) changes.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import struct
 
 import numpy as np
 
-from ringex.engine import messages as M
-from ringex.engine.codec import HEADER, MessageLayout, SchemaError
-from ringex.engine.jitcache import guard_cache
+from ringex.engine.wire import messages as M
+from ringex.engine.wire.codec import HEADER, MessageLayout, SchemaError
 
 SCHEMA = M.SCHEMA
 SLOT_SIZE = M.SLOT_SIZE
@@ -482,5 +481,3 @@ if EVENT_WORDS > SLOT_WORDS:
     raise SchemaError("an event is larger than a slot")
 
 del _L, _C, _R, _S, _layout
-
-guard_cache()  # before any engine module compiles against these constants

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ringex.engine import messages as m
+from ringex.engine.wire import messages as m
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.control import ControlBlock
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER

@@ -2,7 +2,7 @@
 
 The engine appends every sequenced input batch here before it publishes any output for
 that batch (group commit).  Recovery is the newest valid snapshot plus the journal records
-after it (see :mod:`ringex.engine.snapshot`).
+after it (see :mod:`ringex.engine.storage.snapshot`).
 
 On disk
 -------

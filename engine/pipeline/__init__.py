@@ -1,0 +1,1 @@
+"""The pipeline stages: the sequencer and the journaling engine agent."""

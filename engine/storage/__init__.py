@@ -1,0 +1,1 @@
+"""Storage: the journal, engine snapshots, and recovery from both."""
