@@ -22,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from ringex.engine.config import EngineConfig
+from ringex.engine.kernel.fixed import book_base
 
 Durability = Literal["none", "batch", "interval"]
 Idle = Literal["busy-spin", "yield", "backoff", "sleep"]
@@ -271,7 +272,7 @@ def book_top(ins: InstrumentConfig, e: EngineConfig) -> int | None:
     reference price is invalid (reported on their own)."""
     if ins.tick_size <= 0 or ins.reference_price <= 0:
         return None
-    base = max(1, ins.reference_price // ins.tick_size - e.price_levels // 2)
+    base = book_base(ins.reference_price // ins.tick_size, e.price_levels)
     return (base + e.price_levels - 1) * ins.tick_size
 
 

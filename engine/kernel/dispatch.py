@@ -50,7 +50,7 @@ from ringex.engine.wire.layout import (
 from ringex.engine.kernel.arena import risk_views
 from ringex.engine.kernel.prefetch import ahead, event_rows
 from ringex.engine.kernel.events import get
-from ringex.engine.kernel.fixed import notional, signed32, window
+from ringex.engine.kernel.fixed import base_of, notional, signed32, window
 from ringex.engine.kernel.liquidation import check_all, funding_due, on_index_price, on_perpetual_params
 from ringex.engine.kernel.margin import account_risk, open_add, open_sync, perp_check
 from ringex.engine.kernel.money import buy_hold, hold_row, on_funds, spot_check, spot_hold
@@ -609,7 +609,7 @@ def on_instrument_definition(mem, out, i64, b):
     ins[I_MIN_QTY, inst] = min_qty
     ins[I_MAX_QTY, inst] = max_qty
     ins[I_REF, inst] = ref
-    ins[I_BASE, inst] = max(1, ref // tick - glob[G_LEVELS] // 2)
+    ins[I_BASE, inst] = base_of(ref // tick, glob[G_LEVELS])
     ins[I_STATUS, inst] = status
     ins[I_POLICY, inst] = policy
     ins[I_KIND, inst] = kind
@@ -658,7 +658,7 @@ def position_cap(ins, glob, inst):
 def fits_int64(glob, tick, ref, max_qty):
     """docs/risk.md: (top of the book window) * maxQty < 2**62, so that no notional overflows."""
     lim = (1 << 62) - 1
-    base = max(1, ref // tick - glob[G_LEVELS] // 2)
+    base = base_of(ref // tick, glob[G_LEVELS])
     if base > lim // tick:
         return False
     top = base + glob[G_LEVELS] - 1

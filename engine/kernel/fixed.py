@@ -23,6 +23,16 @@ def signed32(v):
     return v - (1 << 32) if v >= (1 << 31) else v
 
 
+def book_base(ref_ticks, levels):
+    """Tick number of book index 0 (docs/engine.md): the window of ``levels`` ticks is
+    centred on the reference price and never reaches tick 0. Plain Python as well as
+    compiled (``base_of``), so configuration checks use the kernel's own formula."""
+    return max(1, ref_ticks - levels // 2)
+
+
+base_of = njit(**INLINE)(book_base)
+
+
 @njit(**INLINE)
 def window(ins, glob, inst):
     """(lowest, highest) price of an instrument's book window (docs/engine.md)."""
