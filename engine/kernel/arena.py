@@ -1,14 +1,21 @@
-"""The engine state as seen from compiled code: one int64 arena, viewed as its tables.
+"""The engine state as seen from compiled code: one int64 arena, viewed as its named tables.
+
+Names, the same in every kernel module: ``mem`` is the arena (the one array compiled
+functions pass each other), ``glob`` its globals view (its first ``N_GLOB`` words), ``st``
+the ``Tables`` of both (``st.orders``, ``st.ins``, ``st.wallet``, ...; the row and column
+constants are in ``ringex.engine.kernel.state``).
 
 Compiled functions pass each other the arena alone: numba passes an array as a struct of
 7-9 machine words and reference-counts it with atomic operations, so handing a tuple of
 seven arrays to every helper cost more than the matching itself (measured: ~40 ns a call).
-``views`` rebuilds the named tables (``EngineState`` order: orders, levels, level_bits, ins,
-acct, id_buckets, glob) from the offsets kept in the arena's globals, and ``borrow`` gives
+``views(mem)`` and ``tables(glob)`` rebuild the tables from the offsets kept in the globals
+(pointer arithmetic, inlined: what a caller does not use costs nothing), and ``borrow`` gives
 the entry point a reference-count-free alias of the arena for the duration of a batch.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -16,6 +23,7 @@ from numba.core import cgutils, types
 from numba.core import config as _numba_config
 from numba.extending import intrinsic
 
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel.state import (
     G_AT_ACCT, G_AT_BITS, G_AT_BUCKETS, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS, G_BOOK_SLOTS, G_BUCKETS,
     ACCT_STRIDE, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS,
@@ -23,8 +31,6 @@ from ringex.engine.kernel.state import (
     G_AT_HEAP, G_AT_POS, G_AT_WALLET, G_MAX_ASSETS, N_POS, N_WALLET,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
 
 if _numba_config.DISABLE_JIT:
 
@@ -42,6 +48,10 @@ if _numba_config.DISABLE_JIT:
         """``mem[at : at + cols * stride].reshape(cols, stride)[:, :rows].T``: a field-first
         view of records stored one after another."""
         return mem[at: at + cols * stride].reshape((cols, stride))[:, :rows].T
+
+    def far1(g, at, n):
+        flat = np.lib.stride_tricks.as_strided(g, shape=(at + n,), strides=(8,), writeable=True)
+        return flat[at: at + n]
 
     def far2t(g, at, rows, cols, stride):
         flat = np.lib.stride_tricks.as_strided(g, shape=(at + cols * stride,), strides=(8,), writeable=True)
@@ -129,47 +139,50 @@ else:
         return out_type(mem, types.intp, types.intp, types.intp, types.intp), codegen
 
 
-@njit(**INLINE)
-def views(mem):
-    """(orders, levels, level_bits, ins, acct, id_buckets, glob) views of the arena."""
-    g = table1(mem, 0, N_GLOB)
-    maxi = g[G_MAX_INSTRUMENTS]
-    orders = table2(mem, g[G_AT_ORDERS], g[G_CAPACITY], N_ORDER_FIELDS)
-    levels = table2(mem, g[G_AT_LEVELS], g[G_BOOK_SLOTS], 2)
-    bits = table1(mem, g[G_AT_BITS], maxi * 2 * g[G_WORDS])
-    ins = table2(mem, g[G_AT_INS], N_INS, maxi)
-    acct = table2t(mem, g[G_AT_ACCT], N_ACCT, g[G_MAX_ACCOUNTS], ACCT_STRIDE)
-    buckets = table1(mem, g[G_AT_BUCKETS], g[G_BUCKETS])
-    return (orders, levels, bits, ins, acct, buckets, g)
+class Tables(NamedTuple):
+    """The arena's tables by name (``ringex.engine.kernel.state`` documents each)."""
+
+    orders: np.ndarray  # orders[slot, O_*]
+    levels: np.ndarray  # levels[book index, 0 | 1]: head | tail slot
+    bits: np.ndarray  # level_bits: non-empty levels, 32 per word
+    ins: np.ndarray  # ins[I_*, instrument]
+    acct: np.ndarray  # acct[A_*, account] (account-major storage, transposed view)
+    buckets: np.ndarray  # the order id table
+    glob: np.ndarray  # glob[G_*]: the arena's first words
+    wallet: np.ndarray  # wallet[account * max_assets + asset, W_*]
+    pos: np.ndarray  # pos[account * max_instruments + instrument, P_*]
+    heap: np.ndarray  # heap[(instrument * 2 + h) * max_accounts + i, 0 | 1]: key | account
 
 
 if not _numba_config.DISABLE_JIT:
-    far2 = table2  # compiled: no bounds, so the globals view reaches the whole arena
+    far1 = table1  # compiled: no bounds, so the globals view reaches the whole arena
+    far2 = table2
     far2t = table2t
 
 
 @njit(**INLINE)
-def risk_views(g):
-    """(wallet, pos, heap) tables from the globals view ``g`` (``views(mem)[6]``): helpers
-    that only hold the table tuple reach the money and position tables through it."""
-    maxi = g[G_MAX_INSTRUMENTS]
-    maxa = g[G_MAX_ACCOUNTS]
-    wallet = far2(g, g[G_AT_WALLET], maxa * g[G_MAX_ASSETS], N_WALLET)
-    pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
-    heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)
-    return wallet, pos, heap
+def tables(glob):
+    """Every table of the arena from its globals view ``glob`` alone (which starts the
+    arena): functions that hold only ``glob`` reach the rest through it. The views are
+    pointer arithmetic on the offsets in ``glob``; the compiler drops the ones a caller does
+    not use."""
+    maxi = glob[G_MAX_INSTRUMENTS]
+    maxa = glob[G_MAX_ACCOUNTS]
+    return Tables(
+        far2(glob, glob[G_AT_ORDERS], glob[G_CAPACITY], N_ORDER_FIELDS),
+        far2(glob, glob[G_AT_LEVELS], glob[G_BOOK_SLOTS], 2),
+        far1(glob, glob[G_AT_BITS], maxi * 2 * glob[G_WORDS]),
+        far2(glob, glob[G_AT_INS], N_INS, maxi),
+        far2t(glob, glob[G_AT_ACCT], N_ACCT, maxa, ACCT_STRIDE),
+        far1(glob, glob[G_AT_BUCKETS], glob[G_BUCKETS]),
+        glob,
+        far2(glob, glob[G_AT_WALLET], maxa * glob[G_MAX_ASSETS], N_WALLET),
+        far2(glob, glob[G_AT_POS], maxa * maxi, N_POS),
+        far2(glob, glob[G_AT_HEAP], maxi * 2 * maxa, 2),
+    )
 
 
 @njit(**INLINE)
-def risk_tables(g):
-    """(ins, acct, wallet, pos, heap) from the globals view alone: the risk engine's compiled
-    functions take nothing but ``g``, since every array argument of a call is a struct
-    passed by value plus reference counting, which cost more than their work."""
-    maxi = g[G_MAX_INSTRUMENTS]
-    maxa = g[G_MAX_ACCOUNTS]
-    ins = far2(g, g[G_AT_INS], N_INS, maxi)
-    acct = far2t(g, g[G_AT_ACCT], N_ACCT, maxa, ACCT_STRIDE)
-    wallet = far2(g, g[G_AT_WALLET], maxa * g[G_MAX_ASSETS], N_WALLET)
-    pos = far2(g, g[G_AT_POS], maxa * maxi, N_POS)
-    heap = far2(g, g[G_AT_HEAP], maxi * 2 * maxa, 2)
-    return ins, acct, wallet, pos, heap
+def views(mem):
+    """Every table of the arena ``mem``, by name."""
+    return tables(table1(mem, 0, N_GLOB))

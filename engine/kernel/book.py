@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel.money import order_end
 from ringex.engine.kernel.state import (
     BITS_PER_WORD, G_CAPACITY, G_FREE, G_ID_MASK, G_LEVELS, G_LIVE, G_WORDS,
-    A_LIVE, A_LIVE_HEAD, A_LIVE_TAIL, I_ASK, I_BID, I_LIVE, I_LIVE_HEAD, I_LIVE_TAIL,
+    I_BASE, I_TICK, A_LIVE, A_LIVE_HEAD, A_LIVE_TAIL, I_ASK, I_BID, I_LIVE, I_LIVE_HEAD, I_LIVE_TAIL,
     O_ACCT, O_ANEXT, O_APREV, O_HNEXT, O_INEXT, O_INST, O_IPREV, O_LEVEL, O_NEXT, O_OID, O_PREV,
     O_STATE, S_FREE,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-# tiny helpers are inlined into their callers at numba IR level: no separate compilation
-# (and no specialisation per literal argument)
-INLINE = dict(JIT, inline="always")
 
 # -- bit tricks over 32-bit words held in int64 (no sign bit involved) -------------------------
 
@@ -105,7 +102,7 @@ def first_level_at_or_below(bits, base, start):
 @njit(**INLINE)
 def level_append(st, s, inst, sidx, idx):
     """Put resting order ``s`` at the back of level ``idx`` of side ``sidx`` (0 bid, 1 ask)."""
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, lvl, bits, ins, glob = st.orders, st.levels, st.bits, st.ins, st.glob
     levels = glob[G_LEVELS]
     book = inst * 2 + sidx
     li = book * levels + idx
@@ -129,7 +126,7 @@ def level_append(st, s, inst, sidx, idx):
 @njit(**JIT)
 def level_remove(st, s, inst, sidx):
     """Unlink resting order ``s`` from its level; keeps best bid/ask right."""
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, lvl, bits, ins, glob = st.orders, st.levels, st.bits, st.ins, st.glob
     levels = glob[G_LEVELS]
     idx = o[s, O_LEVEL]
     book = inst * 2 + sidx
@@ -160,7 +157,7 @@ def level_remove(st, s, inst, sidx):
 @njit(**INLINE)
 def level_move_back(st, s, inst, sidx):
     """Move resting order ``s`` to the back of its own level (it loses its time priority)."""
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, lvl, glob = st.orders, st.levels, st.glob
     if o[s, O_NEXT] == -1:
         return  # already last
     li = (inst * 2 + sidx) * glob[G_LEVELS] + o[s, O_LEVEL]
@@ -215,7 +212,7 @@ def list_remove(o, heads, head_row, tail_row, key, s, next_row, prev_row):
 @njit(**INLINE)
 def find_order(st, oid):
     """Slot of live order ``oid``, or -1."""
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, hb, glob = st.orders, st.buckets, st.glob
     if oid <= 0:
         return -1
     s = hb[oid & glob[G_ID_MASK]]
@@ -238,7 +235,7 @@ def has_free_slot(glob):
 def acquire(st, oid, inst, acc):
     """Take a free slot for new order ``oid``: indexed by id, linked into its account's and
     instrument's lists (ids only grow, so both stay in ascending id order)."""
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, ins, acct, hb, glob = st.orders, st.ins, st.acct, st.buckets, st.glob
     s = glob[G_FREE]
     glob[G_FREE] = o[s, O_NEXT]
     glob[G_LIVE] += 1
@@ -261,7 +258,7 @@ def release(st, s):
     """Return slot ``s`` to the free list (it must be out of every level, stop list and queue).
     Every order ends here, so this is where its hold or open margin is given back."""
     order_end(st, s)
-    o, lvl, bits, ins, acct, hb, glob = st
+    o, ins, acct, hb, glob = st.orders, st.ins, st.acct, st.buckets, st.glob
     oid = o[s, O_OID]
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
@@ -286,3 +283,12 @@ def release(st, s):
     o[s, O_NEXT] = glob[G_FREE]
     glob[G_FREE] = s
     glob[G_LIVE] -= 1
+
+
+@njit(**INLINE)
+def book_index(ins, glob, inst, price):
+    """Book index of ``price`` (a positive multiple of the tick), or -1 outside the window."""
+    idx = price // ins[I_TICK, inst] - ins[I_BASE, inst]
+    if idx < 0 or idx >= glob[G_LEVELS]:
+        return -1
+    return idx

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.wire.layout import (
     AR_ACCOUNT, AR_INSTRUMENT, AR_REASON, AR_REF_TEMPLATE, AR_VALUE,
     BA_INSTRUMENT, BA_ORDER_ID, BA_PRICE, BA_QTY, BA_SIDE,
@@ -44,13 +45,6 @@ from ringex.engine.wire.layout import (
     LQ_REQUIREMENT, LQ_STAGE, MK_BASIS, MK_INDEX, MK_INSTRUMENT, MK_MARK,
 )
 from ringex.engine.kernel.state import G_EVENTS, G_ING, G_SEQ, G_TS
-
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-
-# Event writers are inlined into their callers at numba IR level: compiling each as its own
-# function costs more (numba has a large per-function overhead) and would specialise them
-# per literal argument.
-INLINE = dict(JIT, inline="always")
 
 
 @njit(**JIT)

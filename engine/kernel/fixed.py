@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.kernel.flags import INLINE, JIT, PPM
 from ringex.engine.kernel.state import G_LEVELS, I_BASE, I_NOTIONAL_DIV, I_TICK
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
-PPM = 1_000_000
 
 
 @njit(**INLINE)

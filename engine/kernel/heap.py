@@ -13,14 +13,12 @@ A position row's ``P_HEAP`` is ``index * 2 + h`` while the account is in a heap,
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from ringex.engine.kernel.arena import risk_tables
-
+from ringex.engine.kernel.arena import tables
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel.state import G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, I_HEAP_LONG, P_HEAP
-
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
 
 
 @njit(**INLINE)
@@ -78,7 +76,8 @@ def _sift(glob, ins, pos, heap, inst, h, i):
 @njit(**JIT)
 def heap_remove(glob, inst, acc):
     """Take ``acc`` out of whichever heap of ``inst`` holds it (nothing if none)."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at < 0:
@@ -99,7 +98,8 @@ def heap_remove(glob, inst, acc):
 def heap_set(glob, inst, h, acc, key):
     """Put ``acc`` in heap ``h`` of ``inst`` with ``key`` (moving it from the other heap, or
     re-keying it in place)."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at >= 0 and (at & 1) != h:
@@ -123,3 +123,19 @@ def heap_top(heap, glob, ins, inst, h):
         return 0, -1
     base = (inst * 2 + h) * glob[G_MAX_ACCOUNTS]
     return heap[base, 0], heap[base, 1]
+
+
+@njit(**JIT)
+def holders(glob, ins, inst):
+    """The accounts holding a position in ``inst`` (the insurance fund excepted), heap order."""
+    rt = tables(glob)
+    wallet, pos, heap = rt.wallet, rt.pos, rt.heap
+    maxa = glob[G_MAX_ACCOUNTS]
+    n0 = ins[I_HEAP_LONG, inst]
+    n1 = ins[I_HEAP_LONG + 1, inst]
+    out = np.empty(n0 + n1, dtype=np.int64)
+    for i in range(n0):
+        out[i] = heap[(inst * 2) * maxa + i, 1]
+    for i in range(n1):
+        out[n0 + i] = heap[(inst * 2 + 1) * maxa + i, 1]
+    return out

@@ -16,8 +16,9 @@ import math
 
 from numba import njit
 
-from ringex.engine.kernel.arena import far2, risk_tables
-from ringex.engine.kernel.fixed import PPM, notional, ppm_ceil, signed_value
+from ringex.engine.kernel.flags import INLINE, JIT, PPM
+from ringex.engine.kernel.arena import tables
+from ringex.engine.kernel.fixed import notional, ppm_ceil, signed_value
 from ringex.engine.kernel.heap import heap_remove, heap_set
 from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.kernel.state import (
@@ -28,8 +29,6 @@ from ringex.engine.kernel.state import (
     W_HELD,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
 KEY_MAX = 1 << 62
 
 
@@ -57,7 +56,8 @@ def mm_of(ins, inst, n):
 def account_risk(glob, acc, x_inst, x_side, x_qty, x_notional):
     """(equity, initial, maintenance) of ``acc``, with an extra open order of ``x_qty`` on
     ``x_side`` of ``x_inst`` at notional ``x_notional`` counted (``x_inst`` 0: none)."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     return risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional)
 
 
@@ -136,7 +136,8 @@ def closing_loss(ins, inst, side, price, qty):
 @njit(**JIT)
 def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     if reduce != 0:
@@ -185,7 +186,7 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
 @njit(**INLINE)
 def open_add(st, pos, s):
     """An accepted perpetual order (not reduce-only) counts in its position row's open totals."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     if o[s, O_REDUCE] != 0:
         o[s, O_OPEN] = 0
         return
@@ -205,7 +206,7 @@ def open_add(st, pos, s):
 @njit(**INLINE)
 def open_sync(st, pos, s, leaves):
     """The order now has ``leaves`` open: move its position row's open totals with it."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     was = o[s, O_OPEN]
     if was == leaves:
         return
@@ -236,7 +237,8 @@ def _mul_div_trunc(a, b, c):
 @njit(**INLINE)
 def apply_fill(glob, acc, inst, dq, price):
     """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     c = pos[row, P_COST]
@@ -310,7 +312,8 @@ def rekey(glob, acc, checked):
     """Place ``acc`` in the at-risk heaps of the perpetuals it holds, keyed by liquidation
     price (docs/risk.md). ``checked`` (1): the account was just found not liquidatable at
     the current marks, so every key is pushed strictly beyond its instrument's mark."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
     if acc == 0:
         return
     maxi = glob[G_MAX_INSTRUMENTS]
@@ -398,8 +401,9 @@ def reduce_loss_covered(glob, s, price, q):
     is a loss the moment it fills; the account's excess over maintenance must cover it
     (checked at acceptance, and again here: a replace, a withdrawal or another fill since
     may have used the cover). Liquidation orders (``O_REDUCE`` 2) are not asked."""
-    ins, acct, wallet, pos, heap = risk_tables(glob)
-    o = far2(glob, glob[G_AT_ORDERS], glob[G_CAPACITY], N_ORDER_FIELDS)
+    rt = tables(glob)
+    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    o = tables(glob).orders
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
     loss = closing_loss(ins, inst, o[s, O_SIDE], price, q)

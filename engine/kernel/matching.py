@@ -1,9 +1,9 @@
 """Compiled matching: aggressor execution, self-trade prevention, FOK fillability, resting,
 stop triggers and order removal, as docs/engine.md specifies them.
 
-Inlined helpers take ``st``, the tuple of table views (``ringex.engine.kernel.arena.views``);
+Inlined helpers take ``st``, the arena's tables by name (``ringex.engine.kernel.arena.Tables``);
 compiled functions that others call take the arena ``mem`` and build ``st`` themselves
-(passing one array between compiled functions is cheap, seven are not). Every function
+(passing one array between compiled functions is cheap, ten are not). Every function
 that emits takes the output buffer ``out`` and returns it (see ``ringex.engine.kernel.events``).
 
 numba specialises a compiled function for each *literal* argument it is called with, so a
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.flags import INLINE, JIT, MAX_I64
 from ringex.engine.kernel import events as ev
-from ringex.engine.kernel.arena import views
-from ringex.engine.kernel.arena import risk_views
+from ringex.engine.kernel.arena import tables, views
 from ringex.engine.kernel.book import level_append, level_move_back, level_remove, list_append, list_remove, release
 from ringex.engine.kernel.margin import reduce_loss_covered, rekey
 from ringex.engine.kernel.money import leaves_changed, settle
@@ -38,20 +38,15 @@ from ringex.engine.kernel.state import (
     G_MAX_INSTRUMENTS as _MAXI, I_KIND, O_REDUCE, O_RPRICE, P_QTY,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-MAX_I64 = (1 << 63) - 1
-# tiny helpers are inlined into their callers at numba IR level: no separate compilation
-# (and no specialisation per literal argument)
-INLINE = dict(JIT, inline="always")
 
 
 @njit(**INLINE)
 def effective_stp(st, s):
     """The order's STP mode with AccountDefault resolved."""
-    o = st[0]
+    o = st.orders
     mode = o[s, O_STP]
     if mode == STP_DEFAULT:
-        mode = st[4][A_STP, o[s, O_ACCT]]
+        mode = st.acct[A_STP, o[s, O_ACCT]]
     return mode
 
 
@@ -68,7 +63,7 @@ def limit_index(st, inst, side, otype, level):
     """Book index an aggressor may trade up to (buy) / down to (sell). A limit order's is its
     price's; a market order's (or a triggered stop's) is the best opposite price plus the
     protection, or nothing (-1 for a buy, ``levels`` for a sell) when that side is empty."""
-    ins, glob = st[3], st[6]
+    ins, glob = st.ins, st.glob
     if otype == LIMIT or otype == STOP_LIMIT:
         return level
     levels = glob[G_LEVELS]
@@ -107,7 +102,7 @@ def band_of(ins, inst):
 
 @njit(**INLINE)
 def aggressor_limit(st, a):
-    o, ins = st[0], st[3]
+    o, ins = st.orders, st.ins
     inst = o[a, O_INST]
     side = o[a, O_SIDE]
     otype = o[a, O_TYPE]
@@ -125,8 +120,8 @@ def aggressor_limit(st, a):
 def reducible(st, s):
     """How much a reduce-only order ``s`` may still fill: its account's position when the
     order's side closes it, else 0."""
-    o, glob = st[0], st[6]
-    wallet, pos, heap = risk_views(glob)
+    o, glob = st.orders, st.glob
+    wallet, pos, heap = st.wallet, st.pos, st.heap
     q = pos[o[s, O_ACCT] * glob[_MAXI] + o[s, O_INST], P_QTY]
     if o[s, O_SIDE] == BUY:
         return -q if q < 0 else 0
@@ -136,7 +131,7 @@ def reducible(st, s):
 @njit(**JIT)
 def refill(st, out, r, inst, sidx):
     """A resting iceberg whose displayed part is gone shows the next part at the back."""
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     hidden = o[r, O_HIDDEN]
     show = display_of(o[r, O_DSIZE], hidden)
     o[r, O_HIDDEN] = hidden - show
@@ -148,7 +143,7 @@ def refill(st, out, r, inst, sidx):
 @njit(**JIT)
 def cancel_resting_whole(st, out, r, inst, sidx, reason):
     """OrderCanceled of a resting order's whole remainder, BookDelete, slot freed."""
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     oid = o[r, O_OID]
     out = ev.order_canceled(out, glob, oid, o[r, O_CLORD], o[r, O_LEAVES], o[r, O_SESS],
                             o[r, O_ACCT], inst, reason)
@@ -162,7 +157,7 @@ def cancel_resting_whole(st, out, r, inst, sidx, reason):
 @njit(**INLINE)
 def cancel_aggressor(st, out, a, qty):
     """OrderCanceled(SelfTrade) of ``qty`` of the aggressor (its total shrinks with it)."""
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     o[a, O_LEAVES] -= qty
     o[a, O_QTY] -= qty
     leaves_changed(st, a)
@@ -174,7 +169,7 @@ def cancel_aggressor(st, out, a, qty):
 def execute(st, out, a, lim):
     """Walk the opposite side from the best price while within ``lim``, each level oldest
     first, filling or applying self-trade prevention, until the aggressor is done."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     inst = o[a, O_INST]
     side = o[a, O_SIDE]
     buy = side == BUY
@@ -183,7 +178,7 @@ def execute(st, out, a, lim):
     a_acct = o[a, O_ACCT]
     stp = effective_stp(st, a)
     lvl_base = (inst * 2 + osidx) * levels
-    lvl = st[1]
+    lvl = st.levels
     reduce_any = ins[I_KIND, inst] != KIND_SPOT
     while o[a, O_LEAVES] > 0:
         if buy:
@@ -277,7 +272,7 @@ def execute(st, out, a, lim):
 def cancel_remainder(st, out, a, reason):
     """OrderCanceled(reason) of the aggressor's whole remainder (its slot is released by
     ``run_aggressor``)."""
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     leaves = o[a, O_LEAVES]
     o[a, O_LEAVES] = 0
     return ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
@@ -288,7 +283,7 @@ def cancel_remainder(st, out, a, reason):
 def cb_trip(st, out, a, inst):
     """The breaker trips: the aggressor's remainder is canceled (Halted) and the instrument
     halts until sequencer time now + cbHaltNs."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     leaves = o[a, O_LEAVES]
     out = ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
                             o[a, O_ACCT], inst, CXL_HALTED)
@@ -307,7 +302,7 @@ def cb_reopen(mem, out):
     timestamp is at or past the end) trades again, in ascending instrument id:
     InstrumentStatus(Trading), then its queued orders."""
     st = views(mem)
-    ins, glob = st[3], st[6]
+    ins, glob = st.ins, st.glob
     ts = glob[G_TS]
     for inst in range(1, glob[G_MAX_INSTRUMENTS]):
         until = ins[I_CB_UNTIL, inst]
@@ -332,7 +327,7 @@ def cb_clear(ins, glob, inst):
 def cb_breach(st, inst, price):
     """docs/risk.md "Circuit breaker": would a fill at ``price`` move the price more than
     cbMovePpm from the window's reference? The first fill of a window sets the reference."""
-    ins, glob = st[3], st[6]
+    ins, glob = st.ins, st.glob
     ts = glob[G_TS]
     start = ts - ts % ins[I_CB_WINDOW, inst]
     if start != ins[I_CB_START, inst]:
@@ -355,7 +350,7 @@ def fok_fillable(mem, inst, side, a_acct, stp, lim, need):
     other orders' quantity there (hidden reserves included) is reachable. ``stp`` is the
     effective mode (AccountDefault resolved)."""
     st = views(mem)
-    o, lvl, ins, glob = st[0], st[1], st[3], st[6]
+    o, lvl, ins, glob = st.orders, st.levels, st.ins, st.glob
     buy = side == BUY
     osidx = 1 if buy else 0
     levels = glob[G_LEVELS]
@@ -397,7 +392,7 @@ def fok_fillable(mem, inst, side, a_acct, stp, lim, need):
 @njit(**INLINE)
 def rest(st, out, a):
     """Put the aggressor's remainder in the book: BookAdd of its displayed part."""
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     leaves = o[a, O_LEAVES]
     show = display_of(o[a, O_DSIZE], leaves)
     o[a, O_DISP] = show
@@ -414,11 +409,11 @@ def run_aggressor(mem, out, a):
     """Execute order ``a`` and then rest or cancel its remainder (new order, triggered stop,
     released queued order)."""
     st = views(mem)
-    o, glob = st[0], st[6]
+    o, glob = st.orders, st.glob
     o[a, O_STATE] = S_ACTIVE
     filled = o[a, O_FILLED]
     out = execute(st, out, a, aggressor_limit(st, a))
-    if o[a, O_FILLED] != filled and st[3][I_KIND, o[a, O_INST]] != KIND_SPOT:
+    if o[a, O_FILLED] != filled and st.ins[I_KIND, o[a, O_INST]] != KIND_SPOT:
         rekey(glob, o[a, O_ACCT], 0)  # once for all its fills (settle re-keyed the makers)
     leaves = o[a, O_LEAVES]
     if leaves > 0:
@@ -437,7 +432,7 @@ def run_aggressor(mem, out, a):
 @njit(**INLINE)
 def add_stop(st, s):
     """Order ``s`` becomes a pending stop of its instrument."""
-    o, ins = st[0], st[3]
+    o, ins = st.orders, st.ins
     inst = o[s, O_INST]
     o[s, O_STATE] = S_STOP
     list_append(o, ins, I_STOP_HEAD, I_STOP_TAIL, inst, s, O_NEXT, O_PREV)
@@ -454,7 +449,7 @@ def evaluate_stops(mem, out, inst):
     """While a pending stop of ``inst`` is triggered by the last trade price, the one with the
     lowest order id triggers and executes (which may trigger more)."""
     st = views(mem)
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     while ins[I_STOP_HEAD, inst] != -1 and ins[I_HAS_LAST, inst] != 0 and ins[I_STATUS, inst] == TRADING:
         last = ins[I_LAST, inst]
         if last < ins[I_STOP_MIN_BUY, inst] and last > ins[I_STOP_MAX_SELL, inst]:
@@ -493,7 +488,7 @@ def evaluate_stops(mem, out, inst):
 @njit(**INLINE)
 def stops_after(mem, out, inst):
     """Evaluate the stops of ``inst`` after an aggressor execution (no call when it has none)."""
-    if views(mem)[3][I_STOP_HEAD, inst] == -1:
+    if views(mem).ins[I_STOP_HEAD, inst] == -1:
         return out
     return evaluate_stops(mem, out, inst)
 
@@ -502,7 +497,7 @@ def stops_after(mem, out, inst):
 def remove_order(mem, out, s, reason):
     """Cancel live order ``s`` whole: OrderCanceled(reason), then BookDelete if it rested."""
     st = views(mem)
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     inst = o[s, O_INST]
     state = o[s, O_STATE]
     if state == S_RESTING:
@@ -527,7 +522,7 @@ def release_queue(mem, out, inst):
     """The instrument trades again: its queued orders go, in ascending order id, as if they
     had just been accepted."""
     st = views(mem)
-    o, ins = st[0], st[3]
+    o, ins = st.orders, st.ins
     while ins[I_QUEUE_HEAD, inst] != -1 and ins[I_STATUS, inst] == TRADING:  # a breaker may halt it
         s = ins[I_QUEUE_HEAD, inst]
         list_remove(o, ins, I_QUEUE_HEAD, I_QUEUE_TAIL, inst, s, O_NEXT, O_PREV)

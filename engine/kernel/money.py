@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel import events as ev
-from ringex.engine.kernel.arena import risk_views, views
+from ringex.engine.kernel.arena import tables, views
 from ringex.engine.kernel.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
 from ringex.engine.wire.layout import (
     BUY, FU_ACCOUNT, FU_ACTION, FU_AMOUNT, FU_ASSET, FUNDS_DEPOSIT, FUNDS_WITHDRAW, KIND_PERPETUAL,
@@ -30,8 +31,6 @@ from ringex.engine.kernel.state import (
     O_OPEN, O_RPRICE, O_SIDE, P_QTY, W_BAL, W_HELD,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
 MAX_BALANCE = 1 << 60
 
 
@@ -67,7 +66,7 @@ def spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice):
 @njit(**INLINE)
 def spot_hold(st, wallet, s):
     """An accepted spot order takes its hold."""
-    o, ins = st[0], st[3]
+    o, ins = st.orders, st.ins
     if o[s, O_SIDE] == BUY:
         amount = buy_hold(ins, o[s, O_INST], o[s, O_RPRICE], o[s, O_LEAVES])
     else:
@@ -79,7 +78,7 @@ def spot_hold(st, wallet, s):
 @njit(**INLINE)
 def hold_row(st, s):
     """The wallet row an order's hold sits in."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     inst = o[s, O_INST]
     w = o[s, O_ACCT] * glob[G_MAX_ASSETS]
     if o[s, O_SIDE] != BUY:
@@ -90,8 +89,8 @@ def hold_row(st, s):
 @njit(**INLINE)
 def order_end(st, s):
     """Order ``s`` ends (filled, canceled, expired, ...): its hold or open margin goes."""
-    o, ins, glob = st[0], st[3], st[6]
-    wallet, pos, heap = risk_views(glob)
+    o, ins, glob = st.orders, st.ins, st.glob
+    wallet, pos, heap = st.wallet, st.pos, st.heap
     if ins[I_KIND, o[s, O_INST]] == KIND_PERPETUAL:
         if o[s, O_OPEN] != 0:
             open_sync(st, pos, s, 0)
@@ -105,9 +104,9 @@ def order_end(st, s):
 @njit(**INLINE)
 def leaves_changed(st, s):
     """A perpetual order's leaves shrank without a fill (self-trade prevention)."""
-    o, ins, glob = st[0], st[3], st[6]
+    o, ins, glob = st.orders, st.ins, st.glob
     if o[s, O_OPEN] != 0:
-        wallet, pos, heap = risk_views(glob)
+        wallet, pos, heap = st.wallet, st.pos, st.heap
         open_sync(st, pos, s, o[s, O_LEAVES])
 
 
@@ -115,8 +114,8 @@ def leaves_changed(st, s):
 def settle(st, a, r, price, q):
     """Settle a fill of ``q`` at ``price`` between aggressor ``a`` and resting order ``r``
     (their leaves already reduced): cash, base asset or positions, fees, holds, margin."""
-    o, ins, acct, glob = st[0], st[3], st[4], st[6]
-    wallet, pos, heap = risk_views(glob)
+    o, ins, acct, glob = st.orders, st.ins, st.acct, st.glob
+    wallet, pos, heap = st.wallet, st.pos, st.heap
     inst = o[a, O_INST]
     assets = glob[G_MAX_ASSETS]
     n = notional(ins, inst, price, q)
@@ -171,8 +170,8 @@ def settle(st, a, r, price, q):
 def on_funds(mem, out, i64, b):
     """docs/risk.md ``Funds``: deposit into or withdraw from an account (0: the insurance fund)."""
     st = views(mem)
-    ins, acct, glob = st[3], st[4], st[6]
-    wallet, pos, heap = risk_views(glob)
+    ins, acct, glob = st.ins, st.acct, st.glob
+    wallet, pos, heap = st.wallet, st.pos, st.heap
     acc = ev.get(i64, b, FU_ACCOUNT)
     asset = ev.get(i64, b, FU_ASSET)
     action = ev.get(i64, b, FU_ACTION)

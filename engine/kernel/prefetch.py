@@ -22,6 +22,7 @@ from __future__ import annotations
 from numba import njit
 from numba.core import config as _numba_config
 
+from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel.events import get
 from ringex.engine.wire.layout import (
     BUY, CO_ACCOUNT, CO_INSTRUMENT, CO_ORDER_ID, HDR_TEMPLATE, NO_ACCOUNT, NO_INSTRUMENT, NO_PRICE,
@@ -34,8 +35,6 @@ from ringex.engine.kernel.state import (
     O_ACCT, O_ANEXT, O_APREV, O_INEXT, O_IPREV, O_OID, P_HEAP,
 )
 
-JIT = dict(cache=True, nogil=True, error_model="numpy")
-INLINE = dict(JIT, inline="always")
 # How many messages ahead each stage runs. A message takes ~300 ns; a row fetched from
 # memory can take longer than one message under load, so a stage reads what the one before
 # requested at least two messages earlier.
