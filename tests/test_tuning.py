@@ -15,10 +15,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from ringex.ringbuffer.process_spec import ProcessSpec
 from ringex.tuning import check as chk
 from ringex.tuning.check import Finding, check, main
 from ringex.tuning.host import HostFacts, format_cpulist, parse_cpulist, read_host
-from ringex.tuning.topology import ProcessSpec, Topology, TopologyError, load_topology, parse_topology
+from ringex.tuning.topology import Topology, TopologyError, load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "tuning"
@@ -107,7 +108,8 @@ def severities(findings: list[Finding], topic: str) -> set[str]:
 
 
 def spin(name: str, *cpus: int, idle: str = "busy-spin") -> ProcessSpec:
-    return ProcessSpec(name=name, cpus=list(cpus), agents=[name], idle=idle)
+    """A process the pinning checks judge; they look at CPUs and idle, not at its agents."""
+    return ProcessSpec(name=name, cpus=list(cpus), idle=idle)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -328,13 +330,15 @@ def test_topology_toml_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "topo.toml"
     path.write_text(
         'rings_numa_node = 0\n'
-        '[[process]]\nname = "sequencer"\ncpus = [2]\nagents = ["fix-gw", "sequencer"]\nidle = "busy-spin"\n'
-        '[[process]]\nname = "md"\nagents = ["md"]\nidle = "backoff"\n'
+        '[[process]]\nname = "sequencer"\ncpus = [2]\nagents = ["sequencer"]\nidle = "busy-spin"\n'
+        '[[process]]\nname = "engine"\nagents = ["engine"]\nidle = "backoff"\n'
     )
     topo = load_topology(path)
     assert topo.rings_numa_node == 0
-    assert topo.processes[0] == ProcessSpec("sequencer", [2], ["fix-gw", "sequencer"], "busy-spin")
+    assert topo.processes[0] == ProcessSpec("sequencer", [2], ["sequencer"], "busy-spin")
     assert topo.processes[1].cpus == []
+    with pytest.raises(TopologyError, match=r"'fix-gw'.*\$\.process\[0\]\.agents\[0\]"):
+        parse_topology('[[process]]\nname = "x"\nagents = ["fix-gw", "sequencer"]\n')
     with pytest.raises(TopologyError, match="idle"):
         parse_topology('[[process]]\nname = "x"\nidle = "spin-fast"\n')
     with pytest.raises(TopologyError, match="TOML"):
