@@ -19,7 +19,7 @@ from ringex.ringbuffer.process_spec import ProcessSpec
 from ringex.tuning import check as chk
 from ringex.tuning.check import Finding, check, main
 from ringex.tuning.host import HostFacts, format_cpulist, parse_cpulist, read_host
-from ringex.tuning.topology import Topology, TopologyError, load_topology, parse_topology
+from ringex.tuning.topology import Topology, TopologyError, load_config_topology, load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "tuning"
@@ -347,6 +347,23 @@ def test_topology_toml_roundtrip(tmp_path: Path) -> None:
         parse_topology('[[process]]\nname = "x"\ncpus = [-1]\n')
     with pytest.raises(TopologyError, match="cannot read"):
         load_topology(tmp_path / "absent.toml")
+
+
+def test_config_topology_is_what_the_exchange_would_run(tmp_path: Path) -> None:
+    """``--config``: the exchange configuration's own [[process]] tables, the same schema;
+    the rest of the file is not the checker's business."""
+    conf = tmp_path / "x.toml"
+    conf.write_text("[exchange]\nname = 'x'\n[[process]]\nname = 'seq'\nagents = ['sequencer']\ncpus = [1]\n"
+                    "idle = 'busy-spin'\n[[process]]\nname = 'eng'\nagents = ['engine']\n")
+    topo = load_config_topology(conf)
+    assert topo.processes == [ProcessSpec("seq", [1], ["sequencer"], "busy-spin"), ProcessSpec("eng", [], ["engine"])]
+    conf.write_text("[exchange]\nname = 'x'\n")
+    assert load_config_topology(conf).processes == [ProcessSpec("core", [], ["sequencer", "engine"], "backoff")]
+    conf.write_text("[[process]]\nname = 'gw'\nagents = ['fix-gw']\n")
+    with pytest.raises(TopologyError, match=r"x\.toml: .*'fix-gw'.*\$\.process\[0\]\.agents\[0\]"):
+        load_config_topology(conf)
+    with pytest.raises(TopologyError, match="cannot read"):
+        load_config_topology(tmp_path / "absent.toml")
 
 
 # ----------------------------------------------------------------------------- robustness, CLI
