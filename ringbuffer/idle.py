@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Protocol
+from typing import Literal, Protocol, get_args
+
+#: The configuration names of the strategies below (``[[process]] idle``, ``RunnerConfig``).
+IdleName = Literal["busy-spin", "yield", "sleep", "backoff"]
+IDLE_NAMES: tuple[IdleName, ...] = get_args(IdleName)
 
 
 class IdleStrategy(Protocol):
-    name: str
+    name: str  # an IdleName for the strategies below; a test's own strategy may name itself
 
     def idle(self, work_count: int) -> None: ...
 
@@ -24,7 +28,7 @@ class IdleStrategy(Protocol):
 class BusySpinIdleStrategy:
     """Never gives up the core: lowest latency, one core per agent."""
 
-    name = "busy-spin"
+    name: IdleName = "busy-spin"
 
     def idle(self, work_count: int) -> None:
         pass
@@ -36,7 +40,7 @@ class BusySpinIdleStrategy:
 class YieldingIdleStrategy:
     """Yields the core to the scheduler when idle (``sched_yield``)."""
 
-    name = "yield"
+    name: IdleName = "yield"
 
     def idle(self, work_count: int) -> None:
         if work_count <= 0:
@@ -49,7 +53,7 @@ class YieldingIdleStrategy:
 class SleepingIdleStrategy:
     """Sleeps a fixed period when idle: for agents nobody waits on."""
 
-    name = "sleep"
+    name: IdleName = "sleep"
 
     def __init__(self, period_ns: int = 1_000_000) -> None:
         if period_ns <= 0:
@@ -71,7 +75,7 @@ class BackoffIdleStrategy:
     several agents share a 2-core host without starving each other.
     """
 
-    name = "backoff"
+    name: IdleName = "backoff"
 
     def __init__(
         self,
@@ -116,17 +120,17 @@ class BackoffIdleStrategy:
         return self._park_ns
 
 
+_BY_NAME: dict[str, type[IdleStrategy]] = {
+    cls.name: cls
+    for cls in (BusySpinIdleStrategy, YieldingIdleStrategy, SleepingIdleStrategy, BackoffIdleStrategy)
+}
+
+
 def idle_strategy(spec: str) -> IdleStrategy:
-    """Build an idle strategy from its configuration name: busy-spin, yield, sleep, backoff."""
-    factories = {
-        "busy-spin": BusySpinIdleStrategy,
-        "yield": YieldingIdleStrategy,
-        "sleep": SleepingIdleStrategy,
-        "backoff": BackoffIdleStrategy,
-    }
+    """Build an idle strategy from its configuration name, one of :data:`IDLE_NAMES`."""
     try:
-        return factories[spec]()
+        return _BY_NAME[spec]()
     except KeyError:
         raise ValueError(
-            f"unknown idle strategy {spec!r}; expected one of {', '.join(sorted(factories))}"
+            f"unknown idle strategy {spec!r}; expected one of {', '.join(sorted(IDLE_NAMES))}"
         ) from None

@@ -40,7 +40,7 @@ from ringex.ringbuffer.counters import (
     counters_name,
     unlink_counters,
 )
-from ringex.ringbuffer.idle import IdleStrategy, idle_strategy
+from ringex.ringbuffer.idle import IdleName, IdleStrategy, idle_strategy
 
 __all__ = [
     "AgentRunner",
@@ -67,7 +67,7 @@ class ErrorPolicy(str, enum.Enum):
 class RunnerConfig:
     """How an agent runs; plain data, so it travels to a child process with the agent."""
 
-    idle_strategy: str | IdleStrategy = "backoff"
+    idle_strategy: IdleName | IdleStrategy = "backoff"
     cpus: tuple[int, ...] | None = None  # None: leave affinity alone
     error_policy: ErrorPolicy | str = ErrorPolicy.STOP
     disable_gc: bool = True  # gc.disable() + gc.freeze() after on_start (DESIGN.md)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ringex.engine.wire.codec import Decoded
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import MatchingEngine, pack_slots
+from ringex.engine.engine import MatchingEngine
 from ringex.engine.wire.messages import SCHEMA
 
 SMALL = dict(max_instruments=4, max_accounts=8, max_orders=64, price_levels=64, max_stops=8,
@@ -186,10 +186,6 @@ def patch(message: bytes, name: str, **raw: int) -> bytes:
         f = layout.field(field)
         struct.pack_into("<" + f.struct_code, buf, f.offset, value)
     return bytes(buf)
-
-
-def slots_of(messages: Iterable[bytes]) -> np.ndarray:
-    return pack_slots(messages)
 
 
 def mixed_stream(n: int, seed: int = 1, config: EngineConfig | None = None) -> list[bytes]:

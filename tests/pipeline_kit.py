@@ -11,8 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ringex.engine.wire import messages as m
 from ringex.engine.pipeline.engine_agent import stream_hash, update_stream_hash
 from ringex.ringbuffer.idle import BackoffIdleStrategy
@@ -231,13 +229,6 @@ def pump(exchange, reader: OutputReader | None, until, timeout: float, supervise
 
 def shm_leftovers(prefix: str) -> list[str]:
     return sorted(n for n in os.listdir("/dev/shm") if prefix in n)
-
-
-def as_slots(messages: list[bytes]) -> np.ndarray:
-    out = np.zeros((len(messages), m.SLOT_SIZE), dtype=np.uint8)
-    for i, msg in enumerate(messages):
-        out[i, :len(msg)] = np.frombuffer(msg, dtype=np.uint8)
-    return out
 
 
 def leave_stale_ring(name: str, capacity: int) -> None:

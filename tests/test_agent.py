@@ -11,7 +11,7 @@ import pytest
 import ringex.ringbuffer.idle as idle_mod
 from ringex.ringbuffer.agent import Agent, AgentTermination, CompositeAgent
 from ringex.ringbuffer.counters import CountersManager, CountersReader
-from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.idle import IDLE_NAMES, BackoffIdleStrategy, idle_strategy
 from ringex.ringbuffer.runner import (
     AgentRunner,
     ErrorPolicy,
@@ -383,3 +383,7 @@ def test_idle_strategy_by_name(tmp_path):
     assert runner.run() == 0
     with pytest.raises(ValueError, match="unknown idle strategy"):
         AgentRunner(GcProbe(), RunnerConfig(idle_strategy="nope", counters=False)).run()
+
+
+def test_every_idle_name_builds_the_strategy_of_that_name():
+    assert [idle_strategy(name).name for name in IDLE_NAMES] == list(IDLE_NAMES)

@@ -56,21 +56,33 @@ def test_the_risk_stream_is_the_standard_orders_over_more_accounts_with_index_pr
     assert set(owner.tolist()) == set(range(1, accounts + 1))
 
 
+# -- through the engine -------------------------------------------------------------------------
+
+
+def liquidations_at(eng, mark: int) -> int:
+    """How many accounts the engine starts liquidating when the mark moves to ``mark``; the
+    engine's state is put back afterwards."""
+    snap = eng.snapshot()
+    try:
+        return B.tally(eng.process(B.index_slot(mark, seq=10**6)))["Liquidation:Start"]
+    finally:
+        eng.restore(snap)
+
+
 def test_the_liquidation_state_puts_a_known_number_at_risk():
-    state = B.liquidation_accounts(400)
+    eng, state = B.liquidation_state(400, B.risk_config(400, max_orders=1 << 12))
     assert len(state) == 400 and sum(q for _, q, _ in state) == 0
     p0, gap, step = B.REFERENCE_PRICE, B.LIQ_GAP, B.LIQ_STEP
-    assert B.liquidatable_at(state, p0) == 0
-    assert B.liquidatable_at(state, p0 - gap // 2) == 0
-    assert B.liquidatable_at(state, p0 + gap // 2) == 0
+    assert liquidations_at(eng, p0) == 0
+    assert liquidations_at(eng, p0 - gap // 2) == 0
+    assert liquidations_at(eng, p0 + gap // 2) == 0
     for k in (1, 7, 200):
-        assert B.liquidatable_at(state, p0 - gap - step * (k - 1) - 1) == k  # longs, from the top
-        assert B.liquidatable_at(state, p0 + gap + step * (k - 1) + 1) == k  # shorts, from the bottom
-    # every account could open its position at the reference price
-    assert min(c for _, _, c in state) >= B.initial_margin(p0 * B.LIQ_QTY)
+        assert liquidations_at(eng, p0 - gap - step * (k - 1) - 1) == k  # longs, from the top
+        assert liquidations_at(eng, p0 + gap + step * (k - 1) + 1) == k  # shorts, from the bottom
+    # every account could open its position at the reference price (liquidation_state raises
+    # when the engine refuses one), and at that mark still has initial margin to spare
+    assert min(eng.account_risk(a)["free"] for a, _, _ in state) >= 0
 
-
-# -- through the engine -------------------------------------------------------------------------
 
 
 def test_the_standard_bench_is_funded_and_unchanged():

@@ -8,7 +8,7 @@ instrument limits, deposits and withdrawals, index prices, perpetual parameters)
 messages the engine does not take) over a few instruments (spot, and often a perpetual) and
 accounts, with prices near the touch so that orders trade and small capacities so that
 capacity rejections happen.  Every account is funded when it is created, far beyond what its
-orders could need: the model does not follow settled money (tests/engine_model.py), so the
+orders could need: the model does not follow settled money (tests/reference_model.py), so the
 streams keep to what it predicts exactly (``Unpredictable`` says when one does not).
 
 * ``TestModel``: the model alone; after every message the stream invariants
@@ -42,10 +42,13 @@ from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test,
 )
 
-from engine_model import (
-    BUY, DAY, FOK, FUNDING, GTC, IOC, LIMIT, MARKET, MAX_BALANCE, PERPETUAL, SELL, STOP, STOP_LIMIT,
-    EventChecker, Model, Msgs, describe, describe_input, event_of, raw_decode,
+from event_checker import EventChecker
+from message_builder import FUNDING, Msgs
+from raw_wire import (
+    BUY, DAY, FOK, GTC, IOC, LIMIT, MARKET, PERPETUAL, SELL, STOP, STOP_LIMIT, describe, describe_input,
+    event_of, raw_decode,
 )
+from reference_model import MAX_BALANCE, Model
 from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R
 

@@ -1,4 +1,4 @@
-"""The reference model (tests/engine_model.py) against event sequences written by hand from
+"""The reference model (tests/reference_model.py) against event sequences written by hand from
 docs/engine.md, one rule at a time.  Every message also goes through the stream
 invariants (``EventChecker``) and the model's own consistency check."""
 
@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
-from engine_model import (
-    BUY, CLOSED, DAY, FOK, FUNDING, GTC, HALTED, IOC, LIMIT, MARKET, PERPETUAL, SELL, STOP, STOP_LIMIT, TRADING,
-    EventChecker, Model, Msgs, Unpredictable, describe, encode_event, raw_decode, raw_encode,
+from event_checker import EventChecker
+from message_builder import FUNDING, Msgs
+from raw_wire import (
+    BUY, CLOSED, DAY, FOK, GTC, HALTED, IOC, LIMIT, MARKET, PERPETUAL, SELL, STOP, STOP_LIMIT, TRADING,
+    describe, encode_event, raw_decode, raw_encode,
 )
+from reference_model import Model, Unpredictable
 from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R, StpMode as S
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine_kit import SMALL, mixed_stream, patch, slots_of
+from engine_kit import SMALL, mixed_stream, patch
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import MatchingEngine
+from ringex.engine.engine import MatchingEngine, pack_slots
 from ringex.engine.kernel.memory import HUGE_PAGE, MAPPED_FROM_BYTES, zeroed_words
 from ringex.engine.wire.messages import SCHEMA
 
@@ -77,7 +77,7 @@ def test_hostile_messages_give_the_same_output_in_any_batching():
     """With one message per batch nothing is prefetched; in a whole batch every stage runs
     over every message: the bytes must be the same, and nothing may crash."""
     for seed in (1, 2):
-        stream = slots_of(_hostile(mixed_stream(900, seed=seed), seed))
+        stream = pack_slots(_hostile(mixed_stream(900, seed=seed), seed))
         outs = []
         for batch in (len(stream), 1, 5):
             eng = MatchingEngine(CONFIG)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine_kit import FUNDING, SMALL, mixed_stream, slots_of
+from engine_kit import FUNDING, SMALL, mixed_stream
 from ringex.engine.kernel import jitcache
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import MatchingEngine
+from ringex.engine.engine import MatchingEngine, pack_slots
 from ringex.engine.wire.messages import SCHEMA, SLOT_SIZE
 
 CONFIG = EngineConfig(**{**SMALL, "max_orders": 48, "max_stops": 6, "price_levels": 32})
@@ -30,7 +30,7 @@ def run_stream(slots: np.ndarray, batch: int, config: EngineConfig = CONFIG) -> 
 
 @pytest.fixture(scope="module")
 def mixed() -> np.ndarray:
-    return slots_of(mixed_stream(4000, seed=3))
+    return pack_slots(mixed_stream(4000, seed=3))
 
 
 def test_the_mixed_stream_reaches_the_interesting_events(mixed):
@@ -87,13 +87,13 @@ def test_one_message_that_emits_thousands_of_events_grows_the_buffer():
                            timeInForce="GTC", qty=1, price=1001 + i % 50) for i in range(n)]
     eng = MatchingEngine(EngineConfig(max_instruments=2, max_accounts=3, max_orders=n + 10, price_levels=256,
                                       event_buffer=16))
-    assert len(eng.process(slots_of(msgs))) == 3 + 1 + 4 + 2 * n
+    assert len(eng.process(pack_slots(msgs))) == 3 + 1 + 4 + 2 * n
     assert eng.output_capacity >= 2 * n
     # one aggressor sweeps every level, plus an iceberg refilling a thousand times
-    eng.process(slots_of([SCHEMA.encode("NewOrder", seq=10**6, account=1, instrument=1, side="Sell",
+    eng.process(pack_slots([SCHEMA.encode("NewOrder", seq=10**6, account=1, instrument=1, side="Sell",
                                         ordType="Limit", timeInForce="GTC", qty=1000, displayQty=1,
                                         price=1060)]))
-    sweep = slots_of([SCHEMA.encode("NewOrder", seq=10**6 + 1, account=2, instrument=1, side="Buy",
+    sweep = pack_slots([SCHEMA.encode("NewOrder", seq=10**6 + 1, account=2, instrument=1, side="Buy",
                                     ordType="Limit", timeInForce="IOC", qty=n + 1000, price=1060)])
     events = eng.process(sweep)
     names = Counter(SCHEMA.decode(row).name for row in events)
@@ -133,7 +133,7 @@ def test_bad_input_shapes_are_refused():
         eng.process(np.zeros((2, SLOT_SIZE), dtype=np.int64))
     assert len(eng.process(np.zeros((0, SLOT_SIZE), dtype=np.uint8))) == 0
     # read-only and non-contiguous inputs are fine
-    slots = slots_of(mixed_stream(50, seed=9))
+    slots = pack_slots(mixed_stream(50, seed=9))
     ro = slots.copy()
     ro.flags.writeable = False
     strided = np.zeros((len(slots), 2 * SLOT_SIZE), dtype=np.uint8)

@@ -15,10 +15,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from ringex.ringbuffer.process_spec import ProcessSpec
 from ringex.tuning import check as chk
 from ringex.tuning.check import Finding, check, main
 from ringex.tuning.host import HostFacts, format_cpulist, parse_cpulist, read_host
-from ringex.tuning.topology import ProcessSpec, Topology, TopologyError, load_topology, parse_topology
+from ringex.tuning.topology import Topology, TopologyError, load_config_topology, load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "tuning"
@@ -107,7 +108,8 @@ def severities(findings: list[Finding], topic: str) -> set[str]:
 
 
 def spin(name: str, *cpus: int, idle: str = "busy-spin") -> ProcessSpec:
-    return ProcessSpec(name=name, cpus=list(cpus), agents=[name], idle=idle)
+    """A process the pinning checks judge; they look at CPUs and idle, not at its agents."""
+    return ProcessSpec(name=name, cpus=list(cpus), idle=idle)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -328,13 +330,15 @@ def test_topology_toml_roundtrip(tmp_path: Path) -> None:
     path = tmp_path / "topo.toml"
     path.write_text(
         'rings_numa_node = 0\n'
-        '[[process]]\nname = "sequencer"\ncpus = [2]\nagents = ["fix-gw", "sequencer"]\nidle = "busy-spin"\n'
-        '[[process]]\nname = "md"\nagents = ["md"]\nidle = "backoff"\n'
+        '[[process]]\nname = "sequencer"\ncpus = [2]\nagents = ["sequencer"]\nidle = "busy-spin"\n'
+        '[[process]]\nname = "engine"\nagents = ["engine"]\nidle = "backoff"\n'
     )
     topo = load_topology(path)
     assert topo.rings_numa_node == 0
-    assert topo.processes[0] == ProcessSpec("sequencer", [2], ["fix-gw", "sequencer"], "busy-spin")
+    assert topo.processes[0] == ProcessSpec("sequencer", [2], ["sequencer"], "busy-spin")
     assert topo.processes[1].cpus == []
+    with pytest.raises(TopologyError, match=r"'fix-gw'.*\$\.process\[0\]\.agents\[0\]"):
+        parse_topology('[[process]]\nname = "x"\nagents = ["fix-gw", "sequencer"]\n')
     with pytest.raises(TopologyError, match="idle"):
         parse_topology('[[process]]\nname = "x"\nidle = "spin-fast"\n')
     with pytest.raises(TopologyError, match="TOML"):
@@ -343,6 +347,23 @@ def test_topology_toml_roundtrip(tmp_path: Path) -> None:
         parse_topology('[[process]]\nname = "x"\ncpus = [-1]\n')
     with pytest.raises(TopologyError, match="cannot read"):
         load_topology(tmp_path / "absent.toml")
+
+
+def test_config_topology_is_what_the_exchange_would_run(tmp_path: Path) -> None:
+    """``--config``: the exchange configuration's own [[process]] tables, the same schema;
+    the rest of the file is not the checker's business."""
+    conf = tmp_path / "x.toml"
+    conf.write_text("[exchange]\nname = 'x'\n[[process]]\nname = 'seq'\nagents = ['sequencer']\ncpus = [1]\n"
+                    "idle = 'busy-spin'\n[[process]]\nname = 'eng'\nagents = ['engine']\n")
+    topo = load_config_topology(conf)
+    assert topo.processes == [ProcessSpec("seq", [1], ["sequencer"], "busy-spin"), ProcessSpec("eng", [], ["engine"])]
+    conf.write_text("[exchange]\nname = 'x'\n")
+    assert load_config_topology(conf).processes == [ProcessSpec("core", [], ["sequencer", "engine"], "backoff")]
+    conf.write_text("[[process]]\nname = 'gw'\nagents = ['fix-gw']\n")
+    with pytest.raises(TopologyError, match=r"x\.toml: .*'fix-gw'.*\$\.process\[0\]\.agents\[0\]"):
+        load_config_topology(conf)
+    with pytest.raises(TopologyError, match="cannot read"):
+        load_config_topology(tmp_path / "absent.toml")
 
 
 # ----------------------------------------------------------------------------- robustness, CLI

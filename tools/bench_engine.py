@@ -49,8 +49,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ringex.engine.wire.codec import HEADER
 from ringex.engine.config import EngineConfig
+from ringex.engine.engine import MatchingEngine, pack_slots
+from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.messages import (
     SLOT_SIZE, AdminResult, CancelOrder, CancelRejected, CreateAccount, Funds, IndexPrice,
     InstrumentDefinition, Liquidation, LiquidationStage, NewOrder, OrderRejected, OrdType,
@@ -98,13 +99,6 @@ def risk_config(accounts: int, max_orders: int = 1 << 18) -> EngineConfig:
                         event_buffer=8192)
 
 
-def _pack(msgs: Sequence[bytes]) -> np.ndarray:
-    slots = np.zeros((len(msgs), SLOT_SIZE), dtype=np.uint8)
-    for i, m in enumerate(msgs):
-        slots[i, : len(m)] = np.frombuffer(m, dtype=np.uint8)
-    return slots
-
-
 def admin_slots(accounts: int = ACCOUNTS) -> np.ndarray:
     """The spot instrument definition, the accounts and their deposits, as slots."""
     msgs = [InstrumentDefinition.encode(
@@ -118,7 +112,7 @@ def admin_slots(accounts: int = ACCOUNTS) -> np.ndarray:
                                  action="Deposit"))
         msgs.append(Funds.encode(seq=len(msgs) + 1, account=a, asset=BASE_ASSET, amount=BASE_DEPOSIT,
                                  action="Deposit"))
-    return _pack(msgs)
+    return pack_slots(msgs)
 
 
 def _perpetual_admin(accounts: int, collateral: Sequence[int] | int) -> list[bytes]:
@@ -141,7 +135,7 @@ def _perpetual_admin(accounts: int, collateral: Sequence[int] | int) -> list[byt
 
 def risk_admin_slots(accounts: int = RISK_ACCOUNTS) -> np.ndarray:
     """The risk stream's setup: the perpetual and ``accounts`` accounts of ``COLLATERAL`` each."""
-    return _pack(_perpetual_admin(accounts, COLLATERAL))
+    return pack_slots(_perpetual_admin(accounts, COLLATERAL))
 
 
 def _stream(orders: int, seed: int, accounts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +234,7 @@ def _restamp(slots: np.ndarray, first_seq: int) -> None:
 
 def index_slot(price: int, seq: int = 0) -> np.ndarray:
     """One IndexPrice for the bench's instrument, as a (1, SLOT_SIZE) slot array."""
-    return _pack([IndexPrice.encode(seq=seq, timestampNs=seq * 1000, instrument=INSTRUMENT, price=int(price))])
+    return pack_slots([IndexPrice.encode(seq=seq, timestampNs=seq * 1000, instrument=INSTRUMENT, price=int(price))])
 
 
 def make_risk_stream(orders: int, seed: int = 1, accounts: int = RISK_ACCOUNTS,
@@ -305,10 +299,8 @@ def tally(events: np.ndarray, counts: Counter | None = None) -> Counter:
     return counts
 
 
-def _setup(config: EngineConfig, admin: np.ndarray, batch: int = 4096) -> Any:
+def _setup(config: EngineConfig, admin: np.ndarray, batch: int = 4096) -> MatchingEngine:
     """A fresh engine with ``admin`` processed; raises if any admin message was refused."""
-    from ringex.engine.engine import MatchingEngine
-
     eng = MatchingEngine(config)
     counts: Counter = Counter()
     for i in range(0, len(admin), batch):
@@ -341,7 +333,8 @@ def _run_once(stream: np.ndarray, batch: int, config: EngineConfig = CONFIG,
 
 
 def check_run(stream: np.ndarray, batch: int = 1024, config: EngineConfig = CONFIG,
-              admin: np.ndarray | None = None, inspect: Callable[[Any], None] | None = None) -> Counter:
+              admin: np.ndarray | None = None,
+              inspect: Callable[[MatchingEngine], None] | None = None) -> Counter:
     """An untimed run of ``stream`` that counts every event by kind (``tally``); ``inspect``
     gets the engine at the end."""
     eng = _setup(config, admin_slots() if admin is None else admin)
@@ -353,17 +346,15 @@ def check_run(stream: np.ndarray, batch: int = 1024, config: EngineConfig = CONF
     return counts
 
 
-def _risk_at_end(accounts: int, into: dict[str, Any]) -> Callable[[Any], None]:
+def _risk_at_end(accounts: int, into: dict[str, Any]) -> Callable[[MatchingEngine], None]:
     """An ``inspect`` for the risk stream: positions and margin of every account at its end."""
-    def inspect(eng: Any) -> None:
-        if not hasattr(eng, "account_risk"):
-            return
+    def inspect(eng: MatchingEngine) -> None:
         risks = [eng.account_risk(a) for a in range(1, accounts + 1)]
-        positions = [abs(_position_qty(eng.position(a, INSTRUMENT))) for a in range(1, accounts + 1)]
+        positions = [abs(eng.position(a, INSTRUMENT)["qty"]) for a in range(1, accounts + 1)]
         into["risk_end_accounts_with_positions"] = sum(1 for q in positions if q)
         into["risk_end_max_abs_position"] = max(positions)
-        into["risk_end_max_initial_margin"] = max(int(r["initial"]) for r in risks)
-        into["risk_end_min_free_collateral"] = min(int(r["free"]) for r in risks)
+        into["risk_end_max_initial_margin"] = max(r["initial"] for r in risks)
+        into["risk_end_min_free_collateral"] = min(r["free"] for r in risks)
         into["risk_end_mark"] = int(eng.mark_price(INSTRUMENT))
     return inspect
 
@@ -461,20 +452,48 @@ def run_bench(orders: int = 1_000_000, runs: int = 3, seed: int = 1, batch: int 
 # -- risk: the liquidation check ----------------------------------------------------------------
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+#: Collateral of the margin probe's two accounts: far beyond any mark move of the bench.
+PROBE_COLLATERAL = 10**12
 
 
-def initial_margin(notional: int) -> int:
-    """``im(N)`` of docs/risk.md for ``PERP_PARAMS``."""
-    p = PERP_PARAMS
-    rate = p["imPpm"] + (notional // p["tierNotional"]) * p["tierStepPpm"] if p["tierNotional"] else p["imPpm"]
-    return _ceil_div(notional * min(1_000_000, rate), 1_000_000)
+def _cross(eng: MatchingEngine, longs: Sequence[int], first_seq: int) -> None:
+    """Open the pairs: for each long account ``a`` in ``longs``, the short ``a + 1`` rests
+    ``LIQ_QTY`` lots at the reference price and ``a`` takes them; raises unless every pair
+    traded. The margin probe opens its pair the same way, so its fees are the bench's."""
+    msgs = []
+    for a in longs:
+        msgs.append(NewOrder.encode(clOrdId=a + 1, account=a + 1, instrument=INSTRUMENT, side="Sell",
+                                    ordType="Limit", timeInForce="GTC", price=REFERENCE_PRICE, qty=LIQ_QTY))
+        msgs.append(NewOrder.encode(clOrdId=a, account=a, instrument=INSTRUMENT, side="Buy",
+                                    ordType="Limit", timeInForce="IOC", price=REFERENCE_PRICE, qty=LIQ_QTY))
+    orders = pack_slots(msgs)
+    _restamp(orders, first_seq)
+    counts: Counter = Counter()
+    for i in range(0, len(orders), 1024):
+        tally(eng.process(orders[i: i + 1024]), counts)
+    if counts["Trade"] != len(longs) or counts["OrderRejected"] or counts["Liquidation"]:
+        raise RuntimeError(f"opening the positions: {len(longs)} crosses expected, got {dict(counts)}")
 
 
-def maintenance_margin(notional: int) -> int:
-    """``mm(N)`` of docs/risk.md for ``PERP_PARAMS``."""
-    return _ceil_div(initial_margin(notional) * PERP_PARAMS["mmPpm"], 1_000_000)
+def threshold_collateral(marks: Sequence[int], long: bool) -> list[int]:
+    """For each mark, the collateral with which an account holding ``LIQ_QTY`` lots long (or
+    short), opened at the reference price, has equity exactly its maintenance margin there.
+
+    The figures are the engine's own (``MatchingEngine.account_risk``), not a copy of its
+    rules: a probe engine holds the same pair of positions with ``PROBE_COLLATERAL`` each
+    and moves its mark to every threshold; what the account needs is its maintenance there
+    less what the position gained or lost (the probe's equity less its collateral)."""
+    probe = _setup(risk_config(2, max_orders=16), pack_slots(_perpetual_admin(2, PROBE_COLLATERAL)))
+    _cross(probe, [1], first_seq=1000)
+    account = 1 if long else 2
+    out = []
+    for seq, mark in enumerate(marks, start=2000):
+        probe.process(index_slot(mark, seq))
+        if probe.mark_price(INSTRUMENT) != mark:
+            raise RuntimeError(f"the probe's mark is {probe.mark_price(INSTRUMENT)}, not the index {mark}")
+        risk = probe.account_risk(account)
+        out.append(PROBE_COLLATERAL + risk["maintenance"] - risk["equity"])
+    return out
 
 
 def liquidation_accounts(accounts: int) -> list[tuple[int, int, int]]:
@@ -482,68 +501,29 @@ def liquidation_accounts(accounts: int) -> list[tuple[int, int, int]]:
     (even) accounts. Pair k: account 2k+1 long ``LIQ_QTY``, 2k+2 short, crossed at the
     reference price P0; the long is liquidatable exactly when the mark is below
     ``P0 - LIQ_GAP - LIQ_STEP*k``, the short when it is above ``P0 + LIQ_GAP + LIQ_STEP*k``
-    (tick 1, lot 1, notional divisor 1, no fees)."""
-    p0, q = REFERENCE_PRICE, LIQ_QTY
+    (equity equals maintenance at those marks: ``threshold_collateral``)."""
+    p0, q, pairs = REFERENCE_PRICE, LIQ_QTY, accounts // 2
+    lows = [p0 - LIQ_GAP - LIQ_STEP * k for k in range(pairs)]  # equity == MM: not yet liquidatable
+    highs = [p0 + LIQ_GAP + LIQ_STEP * k for k in range(pairs)]
+    if pairs and lows[-1] <= q:
+        raise ValueError(f"{accounts} accounts do not fit LIQ_GAP/LIQ_STEP under the reference price")
     out = []
-    for k in range(accounts // 2):
-        lo = p0 - LIQ_GAP - LIQ_STEP * k  # equity == MM at this mark: not yet liquidatable
-        hi = p0 + LIQ_GAP + LIQ_STEP * k
-        if lo <= q:
-            raise ValueError(f"{accounts} accounts do not fit LIQ_GAP/LIQ_STEP under the reference price")
-        out.append((2 * k + 1, q, q * (p0 - lo) + maintenance_margin(lo * q)))
-        out.append((2 * k + 2, -q, q * (hi - p0) + maintenance_margin(hi * q)))
-    need = initial_margin(p0 * q)  # opening at the mark: no loss term
-    if any(c < need for _, _, c in out):
-        raise ValueError("LIQ_GAP too small: an account could not open its position")
+    for k, (c_long, c_short) in enumerate(zip(threshold_collateral(lows, True), threshold_collateral(highs, False))):
+        out.append((2 * k + 1, q, c_long))
+        out.append((2 * k + 2, -q, c_short))
     return out
 
 
-def liquidatable_at(state: list[tuple[int, int, int]], mark: int) -> int:
-    """How many accounts of ``liquidation_accounts`` have equity < MM at ``mark``."""
-    p0, n = REFERENCE_PRICE, 0
-    for _, qty, c in state:
-        equity = c - qty * p0 + qty * mark  # cash after crossing at p0, plus the position's value
-        n += equity < maintenance_margin(mark * abs(qty))
-    return n
-
-
-def _position_qty(value: Any) -> int:
-    if isinstance(value, dict):
-        for key in ("qty", "position", "quantity"):
-            if key in value:
-                return int(value[key])
-        raise TypeError(f"position() returned {value!r}")
-    if isinstance(value, (tuple, list)):
-        return int(value[0])
-    return int(value)
-
-
-def liquidation_state(accounts: int, config: EngineConfig) -> tuple[Any, list[tuple[int, int, int]]]:
+def liquidation_state(accounts: int, config: EngineConfig) -> tuple[MatchingEngine, list[tuple[int, int, int]]]:
     """A fresh engine in which every one of ``accounts`` accounts holds a position (see
-    ``liquidation_accounts``), the book empty and the mark at the reference price."""
+    ``liquidation_accounts``), the book empty and the mark at the reference price. Raises
+    when the engine refuses to open a position (LIQ_GAP too small for the initial margin)."""
     state = liquidation_accounts(accounts)
-    eng = _setup(config, _pack(_perpetual_admin(len(state), [c for _, _, c in state])))
-    msgs = []
-    for a, qty, _ in state:  # the short (even account) rests, then the long takes it
-        if qty < 0:
-            msgs.append(NewOrder.encode(clOrdId=a, account=a, instrument=INSTRUMENT, side="Sell", ordType="Limit",
-                                        timeInForce="GTC", price=REFERENCE_PRICE, qty=-qty))
-            long_a = a - 1
-            msgs.append(NewOrder.encode(clOrdId=long_a, account=long_a, instrument=INSTRUMENT, side="Buy",
-                                        ordType="Limit", timeInForce="IOC", price=REFERENCE_PRICE, qty=LIQ_QTY))
-    orders = _pack(msgs)
-    _restamp(orders, 3 * accounts + 1000)
-    counts: Counter = Counter()
-    for i in range(0, len(orders), 1024):
-        tally(eng.process(orders[i: i + 1024]), counts)
-    pairs = len(state) // 2
-    if counts["Trade"] != pairs or counts["OrderRejected"] or counts["Liquidation"]:
-        raise RuntimeError(f"building the liquidation state: {pairs} crosses expected, got {dict(counts)}")
-    position = getattr(eng, "position", None)
-    if position is not None:
-        wrong = [a for a, qty, _ in state if _position_qty(position(a, INSTRUMENT)) != qty]
-        if wrong:
-            raise RuntimeError(f"accounts {wrong[:10]}... do not hold the positions they traded")
+    eng = _setup(config, pack_slots(_perpetual_admin(len(state), [c for _, _, c in state])))
+    _cross(eng, [a for a, qty, _ in state if qty > 0], first_seq=3 * accounts + 1000)
+    wrong = [a for a, qty, _ in state if eng.position(a, INSTRUMENT)["qty"] != qty]
+    if wrong:
+        raise RuntimeError(f"accounts {wrong[:10]}... do not hold the positions they traded")
     return eng, state
 
 
@@ -570,7 +550,7 @@ def liquidation_check(accounts: int = RISK_ACCOUNTS, reps: int = LIQ_REPS, fract
     mark_b = REFERENCE_PRICE - LIQ_GAP - LIQ_STEP * (at_risk - 1) - 1
     seq = 3 * accounts + 1000 + n
     cases = {
-        "call": _pack([CancelOrder.encode(seq=seq, timestampNs=seq * 1000, clOrdId=1, orderId=1 << 50,
+        "call": pack_slots([CancelOrder.encode(seq=seq, timestampNs=seq * 1000, clOrdId=1, orderId=1 << 50,
                                           account=1, instrument=INSTRUMENT)]),
         "a": index_slot(mark_a, seq),
         "b": index_slot(mark_b, seq),
@@ -618,7 +598,7 @@ def liquidation_check(accounts: int = RISK_ACCOUNTS, reps: int = LIQ_REPS, fract
         "liquidation_check_us_p99": _pct(times["b"], 99),
         "liquidation_check_us_max": max(times["b"]),
         "accounts_at_risk": started,
-        "accounts_at_risk_expected": liquidatable_at(state, mark_b),
+        "accounts_at_risk_expected": at_risk,
         "liquidations_done": b["Liquidation:Done"],
         "liquidation_us_per_account_p50": _pct(times["b"], 50) / started if started else None,
         "liquidation_events": sum(v for k, v in b.items() if ":" not in k),

@@ -23,14 +23,11 @@ import msgspec
 
 from ringex.engine.config import EngineConfig
 from ringex.engine.kernel.fixed import book_base
+from ringex.ringbuffer.process_spec import AGENT_NAMES, ProcessSpec, composed
 
 Durability = Literal["none", "batch", "interval"]
-Idle = Literal["busy-spin", "yield", "backoff", "sleep"]
 Kind = Literal["spot", "perpetual"]
 Stp = Literal["off", "cancel-resting", "cancel-aggressor", "cancel-both", "decrement-both"]
-AgentName = Literal["sequencer", "engine"]
-
-KNOWN_AGENTS: tuple[str, ...] = ("sequencer", "engine")
 
 
 class ConfigError(ValueError):
@@ -64,14 +61,6 @@ class RingsSection(Strict):
     gateways: list[str] = msgspec.field(default_factory=lambda: ["gw0"])
     # Consumers of the engine's output (and the sequencer's rejections) besides the launcher.
     subscribers: list[str] = msgspec.field(default_factory=list)
-
-
-class PortsSection(Strict):
-    host: str = "127.0.0.1"
-    fix: int = 9878
-    sbe: int = 9879
-    market_data: int = 9880
-    snapshot: int = 9881
 
 
 class PerpetualConfig(Strict):
@@ -148,13 +137,6 @@ class InsuranceFundSection(Strict):
     deposit: int = 0  # initial deposit of the settlement asset (asset 0); 0 = none
 
 
-class ProcessConfig(Strict):
-    name: str
-    agents: list[AgentName]
-    cpus: list[int] | None = None
-    idle: Idle = "backoff"
-
-
 class SupervisorSection(Strict):
     heartbeat_timeout_ms: int = 2000
     check_interval_ms: int = 100
@@ -165,12 +147,11 @@ class ExchangeConfig(Strict):
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     journal: JournalSection = msgspec.field(default_factory=JournalSection)
     rings: RingsSection = msgspec.field(default_factory=RingsSection)
-    ports: PortsSection = msgspec.field(default_factory=PortsSection)
     supervisor: SupervisorSection = msgspec.field(default_factory=SupervisorSection)
     instrument: list[InstrumentConfig] = msgspec.field(default_factory=list)
     account: list[AccountConfig] = msgspec.field(default_factory=list)
     insurance_fund: InsuranceFundSection = msgspec.field(default_factory=InsuranceFundSection)
-    process: list[ProcessConfig] = msgspec.field(default_factory=list)
+    process: list[ProcessSpec] = msgspec.field(default_factory=list)
     base_dir: str = "."  # where relative paths resolve; set by the loader, not by the file
 
     def data_path(self) -> Path:
@@ -298,9 +279,6 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         for v in values:
             need(bool(v) and v.replace("-", "").replace("_", "").isalnum() and v.isascii(),
                  f"rings.{key}", f"{v!r} must be letters, digits, '-' or '_'")
-    for key in ("fix", "sbe", "market_data", "snapshot"):
-        v = getattr(cfg.ports, key)
-        need(0 < v < 65536, f"ports.{key}", f"must be a TCP/UDP port, got {v}")
     need(cfg.supervisor.heartbeat_timeout_ms > 0, "supervisor.heartbeat_timeout_ms", "must be > 0")
     need(cfg.supervisor.check_interval_ms > 0, "supervisor.check_interval_ms", "must be > 0")
     need(bool(cfg.exchange.shm_prefix) and "/" not in cfg.exchange.shm_prefix,
@@ -401,11 +379,8 @@ def _check(cfg: ExchangeConfig) -> list[str]:
             need(agent not in placed, f"{k}.agents",
                  f"agent {agent!r} is already placed in process {placed.get(agent)!r}")
             placed.setdefault(agent, proc.name)
-        if proc.cpus is not None:
-            need(bool(proc.cpus) and all(c >= 0 for c in proc.cpus), f"{k}.cpus",
-                 "must list CPU numbers >= 0 (or be left out)")
     if cfg.process:
-        missing = [a for a in KNOWN_AGENTS if a not in placed]
+        missing = [a for a in AGENT_NAMES if a not in placed]
         need(not missing, "process", f"agents {missing} are not placed in any process")
     return problems
 
@@ -426,7 +401,7 @@ def parse_config(text: str, base_dir: str | Path = ".") -> ExchangeConfig:
             hint = " (deposits are per asset: deposits = { 0 = amount, ... })"
         raise ConfigError(str(exc) + hint) from None
     if not cfg.process:
-        cfg.process = [ProcessConfig(name="core", agents=list(KNOWN_AGENTS))]
+        cfg.process = composed()
     problems = _check(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -36,6 +36,7 @@ from ringex.ringbuffer.control import (
 from ringex.ringbuffer.counters import CountersReader
 from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.process_spec import AgentName
 from ringex.ringbuffer.ring import ConsumerState, Consumer, Offer, Producer, Ring, pid_alive
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
 from ringex.tools.config import ExchangeConfig
@@ -245,7 +246,7 @@ class Exchange:
             self.stop(drain_timeout=0.0)
             raise
 
-    def _agent(self, name: str) -> Agent:
+    def _agent(self, name: AgentName) -> Agent:
         cfg, names = self.cfg, self.names
         if name == "sequencer":
             return SequencerAgent(

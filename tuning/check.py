@@ -29,7 +29,7 @@ from typing import Literal
 import msgspec
 
 from ringex.tuning.host import HostFacts, format_cpulist, read_host
-from ringex.tuning.topology import ProcessSpec, Topology, TopologyError, load_topology
+from ringex.tuning.topology import Topology, TopologyError, load_config_topology, load_topology
 
 __all__ = [
     "Finding",
@@ -40,7 +40,6 @@ __all__ = [
     "read_host",
     "HostFacts",
     "Topology",
-    "ProcessSpec",
     "load_topology",
     "MIN_CPUS_FOR_PINNING",
 ]
@@ -513,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topology", metavar="FILE", type=Path,
                         help="TOML topology ([[process]] name, cpus, agents, idle; rings_numa_node)")
     parser.add_argument("--config", metavar="FILE", type=Path,
-                        help="an exchange configuration (ringex run --config): check its [[process]] topology")
+                        help="an exchange configuration (ringex run --config): check its [[process]] tables")
     parser.add_argument("--root", metavar="DIR", type=Path, default=Path("/"),
                         help="read sys/ and proc/ under DIR instead of / (for a captured tree)")
     return parser
@@ -523,24 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     topology = None
-    if args.topology is not None:
-        try:
+    try:
+        if args.topology is not None:
             topology = load_topology(args.topology)
-        except TopologyError as exc:
-            print(f"ringex tune check: {exc}", file=sys.stderr)
-            return 2
-    elif args.config is not None:
-        from ringex.tools.config import ConfigError, load_config
-
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            print(f"ringex tune check: {exc}", file=sys.stderr)
-            return 2
-        topology = Topology(processes=[
-            ProcessSpec(name=p.name, cpus=list(p.cpus or []), agents=list(p.agents), idle=p.idle)
-            for p in cfg.process
-        ])
+        elif args.config is not None:
+            topology = load_config_topology(args.config)
+    except TopologyError as exc:
+        print(f"ringex tune check: {exc}", file=sys.stderr)
+        return 2
     host = read_host(args.root)
     findings = check(host, topology)
     if args.json:

@@ -1,8 +1,10 @@
 """The process topology that ``ringex tune check`` judges: which process runs which agents,
 pinned to which CPUs, with which idle strategy.
 
-This is deliberately small; the launcher's configuration is meant to produce the same
-structure. In TOML::
+Its processes are the exchange configuration's own ``[[process]]`` tables
+(:class:`ringex.ringbuffer.process_spec.ProcessSpec`), so a topology file can be judged
+before it is run, and an exchange configuration can be judged as it is
+(:func:`load_config_topology`). A topology file adds where the rings live. In TOML::
 
     # the NUMA node whose memory holds the rings (/dev/shm pages); omit if unknown
     rings_numa_node = 0
@@ -10,7 +12,7 @@ structure. In TOML::
     [[process]]
     name   = "sequencer"
     cpus   = [2]                 # CPU affinity; [] = not pinned
-    agents = ["fix-gw", "sequencer"]
+    agents = ["sequencer"]       # sequencer | engine
     idle   = "busy-spin"         # busy-spin | yield | backoff | sleep
 
     [[process]]
@@ -27,27 +29,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
-__all__ = ["IdleName", "ProcessSpec", "Topology", "TopologyError", "load_topology", "parse_topology"]
+from ringex.ringbuffer.process_spec import ProcessSpec, composed
 
-IdleName = Literal["busy-spin", "yield", "backoff", "sleep"]
-Cpu = Annotated[int, msgspec.Meta(ge=0)]
-
-
-class ProcessSpec(msgspec.Struct, forbid_unknown_fields=True):
-    """One OS process: its agents share one thread and one idle strategy."""
-
-    name: str
-    cpus: list[Cpu] = msgspec.field(default_factory=list)
-    agents: list[str] = msgspec.field(default_factory=list)
-    idle: IdleName = "backoff"
-
-    @property
-    def busy_spin(self) -> bool:
-        return self.idle == "busy-spin"
+__all__ = ["Topology", "TopologyError", "load_config_topology", "load_topology", "parse_topology"]
 
 
 class Topology(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,14 +62,33 @@ def parse_topology(data: dict | str) -> Topology:
         raise TopologyError(f"not a valid topology: {exc}") from None
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise TopologyError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def load_topology(path: str | Path) -> Topology:
     """Load a topology TOML file; raises :class:`TopologyError` with a readable message."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TopologyError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return parse_topology(text)
+        return parse_topology(_read(path))
     except TopologyError as exc:
         raise TopologyError(f"{path}: {exc}") from None
+
+
+def load_config_topology(path: str | Path) -> Topology:
+    """The processes an exchange configuration (``ringex run --config``) runs: its
+    ``[[process]]`` tables, or the composed default when it has none. Only those tables are
+    read and checked here; the rest of the file is ``ringex run``'s to check."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(_read(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        topology = parse_topology({"process": data.get("process", [])})
+    except TopologyError as exc:
+        raise TopologyError(f"{path}: {exc}") from None
+    return topology if topology.processes else Topology(processes=composed())
