@@ -113,6 +113,15 @@ def test_archive_is_not_the_journal_directory(journal) -> None:
         retire_segments(jdir, 10**9, jdir)
 
 
+def test_a_segment_archived_while_being_read_is_read_from_the_archive(journal) -> None:
+    jdir, archive, records = journal
+    reader = JournalReader(jdir)
+    listed = reader.segments()  # the listing a reader made just before the engine archived
+    retire_segments(jdir, listed[2][0], archive)
+    reader.segments = lambda: listed
+    assert [(r.first_seq, r.count, bytes(r.payload)) for r in reader.records()] == records
+
+
 def test_damaged_archive_is_named(journal) -> None:
     jdir, archive, _records = journal
     retire_segments(jdir, list_segments(jdir)[2][0], archive)

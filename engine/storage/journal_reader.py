@@ -17,6 +17,8 @@ from ringex.engine.storage.journal_format import (
     SEGMENT_HEADER_LENGTH,
     JournalCorruptError,
     Record,
+    archived_name,
+    is_archived,
     list_archived,
     list_segments,
 )
@@ -51,6 +53,15 @@ class JournalReader:
         by_first.update(live)
         return sorted(by_first.items())
 
+    def _read(self, first_seq: int, path: Path) -> bytes:
+        try:
+            return read_segment(path)
+        except FileNotFoundError:
+            if self.archive_dir is None or is_archived(path):
+                raise
+            # Archived since it was listed (the engine retires segments while we read).
+            return read_segment(self.archive_dir / archived_name(first_seq))
+
     def _scans(self, from_seq: int | None) -> Iterator[SegmentScan]:
         segs = self.segments()
         start = 0
@@ -61,9 +72,9 @@ class JournalReader:
                     start = i + 1
         expected: int | None = None
         for i in range(start, len(segs)):
-            _, path = segs[i]
+            first, path = segs[i]
             is_last = i == len(segs) - 1
-            data = read_segment(path)
+            data = self._read(first, path)
             if is_last and len(data) < SEGMENT_HEADER_LENGTH:
                 # A segment being created (or torn while being created): holds no records.
                 self.tail_damage = TailDamage(
