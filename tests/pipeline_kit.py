@@ -36,17 +36,19 @@ FUNDS = {0: 10**12, 1: 10**9}
 
 def make_config(tmp: Path, *, processes: str = "embedded", durability: str = "batch",
                 snapshot_every: int = 1_000_000, gateways=("t1", "t2"), heartbeat_ms: int = 2000,
-                prefix: str | None = None) -> ExchangeConfig:
+                prefix: str | None = None, archive: bool = True) -> ExchangeConfig:
     """A test venue: a spot instrument (1, base asset 1) and a perpetual (2) with leverage,
     funding every second of sequencer time and a first index price, two funded accounts and an
     insurance fund; so the journal, snapshots and replays carry spot holds, positions, margin
-    and funding, not only books."""
+    and funding, not only books. With ``archive`` the journal segments retention retires go to
+    ``data/archive`` (so a replay covers the whole run); without, they are deleted."""
     if processes == "embedded":
         topo = '[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
     else:
         topo = ('[[process]]\nname = "seq"\nagents = ["sequencer"]\n'
                 '[[process]]\nname = "eng"\nagents = ["engine"]\n')
     gw = ", ".join(f'"{g}"' for g in gateways)
+    archive_line = f'archive_dir = "{tmp / "data" / "archive"}"' if archive else ""
     funds = "{ " + ", ".join(f"{a} = {v}" for a, v in FUNDS.items()) + " }"
     text = f"""
 [exchange]
@@ -57,6 +59,7 @@ shm_prefix = "{prefix or unique_prefix()}"
 durability = "{durability}"
 snapshot_every = {snapshot_every}
 segment_bytes = 65536
+{archive_line}
 [engine]
 max_orders = 65536
 price_levels = 4096

@@ -14,22 +14,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ringex.engine.storage import journal as jr
-from ringex.engine.storage.journal import (
+from ringex.engine.storage import journal_format as jf
+from ringex.engine.storage import journal_writer as jw
+from ringex.engine.storage.journal_format import (
     RECORD_HEADER,
     RECORD_HEADER_LENGTH,
     RECORD_MAGIC,
     SEGMENT_HEADER_LENGTH,
     JournalCorruptError,
     JournalLockedError,
-    JournalReader,
     JournalSequenceError,
-    JournalWriter,
     list_segments,
-    recover,
-    replay_from,
     segment_name,
 )
+from ringex.engine.storage.journal_reader import JournalReader, replay_from
+from ringex.engine.storage.journal_repair import repair_journal
+from ringex.engine.storage.journal_retention import retire_segments
+from ringex.engine.storage.journal_writer import JournalWriter
 
 SLOT = 64
 
@@ -82,7 +83,7 @@ def flip(path: Path, offset: int) -> None:
 
 def craft_record(first_seq: int, count: int, payload: bytes) -> bytes:
     body = RECORD_HEADER.pack(RECORD_MAGIC, len(payload), first_seq, count,
-                              zlib.crc32(payload), 0, 0)[:jr.RECORD_HEADER_CRC_SPAN]
+                              zlib.crc32(payload), 0, 0)[:jf.RECORD_HEADER_CRC_SPAN]
     return body + zlib.crc32(body).to_bytes(4, "little") + payload
 
 
@@ -216,7 +217,7 @@ def test_one_writer_per_directory(tmp_path):
 def test_empty_and_missing_directory(tmp_path):
     assert read_all(tmp_path) == []
     assert JournalReader(tmp_path / "nope").next_seq is None
-    assert recover(tmp_path / "nope").next_seq is None
+    assert repair_journal(tmp_path / "nope").next_seq is None
     with JournalWriter(tmp_path / "j", 1 << 20, "batch", slot_size=SLOT) as w:
         assert w.next_seq is None and w.last_seq is None
     assert read_all(tmp_path / "j") == []
@@ -226,7 +227,7 @@ def test_closed_writer_refuses(tmp_path):
     w = JournalWriter(tmp_path, 1 << 20, "none", slot_size=SLOT)
     w.close()
     w.close()
-    with pytest.raises(jr.JournalError):
+    with pytest.raises(jf.JournalError):
         w.append(0, batch(0, 1), 1)
 
 
@@ -267,7 +268,7 @@ def test_durability_none_syncs_only_at_close(tmp_path, sync_counter):
 
 def test_durability_interval(tmp_path, sync_counter, monkeypatch):
     clock = [0]
-    monkeypatch.setattr(jr, "_monotonic_ns", lambda: clock[0])
+    monkeypatch.setattr(jw, "_monotonic_ns", lambda: clock[0])
     w = JournalWriter(tmp_path, 1 << 20, "interval", slot_size=SLOT, interval_ms=10)
     ms = 1_000_000
     for i in range(25):  # one append per millisecond
@@ -291,8 +292,8 @@ def test_durability_interval(tmp_path, sync_counter, monkeypatch):
 
 def test_roll_syncs_old_segment_and_directory(tmp_path, sync_counter, monkeypatch):
     dir_syncs = []
-    real = jr.fsync_directory
-    monkeypatch.setattr(jr, "fsync_directory", lambda d: (dir_syncs.append(d), real(d)))
+    real = jw.fsync_directory
+    monkeypatch.setattr(jw, "fsync_directory", lambda d: (dir_syncs.append(d), real(d)))
     w = JournalWriter(tmp_path, 1024, "none", slot_size=SLOT)
     seq = 0
     for _ in range(20):
@@ -325,14 +326,14 @@ def test_torn_tail_at_every_offset_of_last_record(tmp_path, caplog):
         list(reader.records())
         assert reader.tail_damage is not None and reader.tail_damage.offset == start
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="ringex.engine.storage.journal"):
+        with caplog.at_level(logging.WARNING, logger="ringex.engine.storage.journal_repair"):
             w = JournalWriter(work, 700, "batch")
         assert path.stat().st_size == start
         msg = caplog.text
         assert str(path) in msg and f"offset {start}" in msg
         assert "incomplete" in msg
         assert w.next_seq == records[-1][0]
-        assert w.recovery.repaired[0].offset == start
+        assert w.repair_report.repaired[0].offset == start
         seq = records[-1][0]
         w.append(seq, batch(seq, 2), 2)
         w.close()
@@ -345,7 +346,7 @@ def test_torn_tail_of_first_record_in_segment(tmp_path):
     last_first, last_path = list_segments(tmp_path)[-1]
     start, end = record_bounds(last_path)[0]
     os.truncate(last_path, start + 10)
-    report = recover(tmp_path)
+    report = repair_journal(tmp_path)
     assert report.next_seq == last_first
     assert last_path.stat().st_size == SEGMENT_HEADER_LENGTH
     assert read_all(tmp_path) == [r for r in records if r[0] < last_first]
@@ -361,7 +362,7 @@ def test_zero_filled_tail_is_truncated(tmp_path, caplog):
     with open(path, "ab") as f:
         f.write(bytes(4096))  # file size grew but the data never made it (delalloc crash)
     with caplog.at_level(logging.WARNING):
-        report = recover(tmp_path)
+        report = repair_journal(tmp_path)
     assert report.next_seq == 6
     assert path.stat().st_size == size
     assert "bad record magic" in caplog.text
@@ -386,8 +387,8 @@ def test_corrupt_header_of_last_record_is_a_torn_tail(tmp_path):
     records = write_batches(tmp_path, [3, 3, 3])
     path = list_segments(tmp_path)[-1][1]
     start, _ = record_bounds(path)[-1]
-    flip(path, start + jr.RECORD_FIRST_SEQ_OFFSET)
-    assert recover(tmp_path).next_seq == 6
+    flip(path, start + jf.RECORD_FIRST_SEQ_OFFSET)
+    assert repair_journal(tmp_path).next_seq == 6
     assert read_all(tmp_path) == records[:2]
 
 
@@ -399,7 +400,7 @@ def test_corrupt_middle_record_raises(tmp_path, where):
     flip(path, start + 4 if where == "header" else end - 1)
     before = path.read_bytes()
     for attempt in (lambda: JournalWriter(tmp_path, 1 << 20, "batch"),
-                    lambda: recover(tmp_path),
+                    lambda: repair_journal(tmp_path),
                     lambda: list(JournalReader(tmp_path).records())):
         with pytest.raises(JournalCorruptError) as info:
             attempt()
@@ -452,7 +453,7 @@ def test_sequence_gap_between_records_raises(tmp_path):
     with open(path, "ab") as f:  # valid checksums, wrong sequence
         f.write(craft_record(7, 1, batch(7, 1).tobytes()))
     with pytest.raises(JournalCorruptError, match="sequence gap") as info:
-        recover(tmp_path)
+        repair_journal(tmp_path)
     assert info.value.offset == size
 
 
@@ -460,20 +461,20 @@ def test_garbage_segment_header_raises(tmp_path):
     write_batches(tmp_path, [3] * 12, segment_bytes=700)
     for index in (0, -1):
         path = list_segments(tmp_path)[index][1]
-        flip(path, jr.SEGMENT_SLOT_SIZE_OFFSET)
+        flip(path, jf.SEGMENT_SLOT_SIZE_OFFSET)
         with pytest.raises(JournalCorruptError, match="segment header checksum") as info:
             if index == -1:
                 JournalWriter(tmp_path, 700, "none")
             else:
                 JournalReader(tmp_path).verify()
         assert info.value.path == path
-        flip(path, jr.SEGMENT_SLOT_SIZE_OFFSET)
+        flip(path, jf.SEGMENT_SLOT_SIZE_OFFSET)
     path = list_segments(tmp_path)[-1][1]
     data = bytearray(path.read_bytes())
     data[:8] = b"GARBAGE!"
     path.write_bytes(bytes(data))
     with pytest.raises(JournalCorruptError, match="bad segment magic") as info:
-        recover(tmp_path)
+        repair_journal(tmp_path)
     assert info.value.offset == 0
 
 
@@ -482,20 +483,20 @@ def test_segment_name_must_match_header(tmp_path):
     segs = list_segments(tmp_path)
     segs[-1][1].rename(tmp_path / segment_name(segs[-1][0] + 1))
     with pytest.raises(JournalCorruptError, match="file name"):
-        recover(tmp_path)
+        repair_journal(tmp_path)
 
 
 @pytest.mark.parametrize("size", [0, 1, SEGMENT_HEADER_LENGTH - 1])
 def test_torn_segment_creation_is_removed(tmp_path, size, caplog):
     records = write_batches(tmp_path, [3, 3])
     torn = tmp_path / segment_name(6)
-    torn.write_bytes(jr.encode_segment_header(SLOT, 6)[:size])
+    torn.write_bytes(jf.encode_segment_header(SLOT, 6)[:size])
     assert read_all(tmp_path) == records  # a reader just stops there
-    (tmp_path / (segment_name(6) + jr.TEMP_SUFFIX)).write_bytes(b"half a header")
+    (tmp_path / (segment_name(6) + jf.TEMP_SUFFIX)).write_bytes(b"half a header")
     with caplog.at_level(logging.WARNING):
         w = JournalWriter(tmp_path, 1 << 20, "none")
     assert not torn.exists() and str(torn) in caplog.text
-    assert not any(p.name.endswith(jr.TEMP_SUFFIX) for p in tmp_path.iterdir())
+    assert not any(p.name.endswith(jf.TEMP_SUFFIX) for p in tmp_path.iterdir())
     assert w.next_seq == 6
     w.append(6, batch(6, 1), 1)
     w.close()
@@ -504,21 +505,21 @@ def test_torn_segment_creation_is_removed(tmp_path, size, caplog):
 
 def test_empty_last_segment_with_other_slot_size_is_replaced(tmp_path):
     write_batches(tmp_path, [3])
-    (tmp_path / segment_name(3)).write_bytes(jr.encode_segment_header(SLOT, 3))
+    (tmp_path / segment_name(3)).write_bytes(jf.encode_segment_header(SLOT, 3))
     with JournalWriter(tmp_path, 1 << 20, "none", slot_size=128) as w:
         w.append(3, batch(3, 2, 128), 2)
     recs = read_all(tmp_path)
     assert [r[:2] for r in recs] == [(0, 3), (3, 2)] and len(recs[1][2]) == 256
 
 
-def test_prune_before(tmp_path):
+def test_retire_segments_deletes_covered_segments(tmp_path):
     records = write_batches(tmp_path, [3] * 12, segment_bytes=700)
     segs = list_segments(tmp_path)
     cut = segs[2][0]
-    deleted = jr.prune_before(tmp_path, cut + 1)
+    deleted = retire_segments(tmp_path, cut + 1)
     assert deleted == [segs[0][1], segs[1][1]]
     assert read_all(tmp_path, from_seq=cut) == [r for r in records if r[0] >= cut]
-    jr.prune_before(tmp_path, 10**9)
+    retire_segments(tmp_path, 10**9)
     assert len(list_segments(tmp_path)) == 1  # the last segment stays
 
 

@@ -29,7 +29,7 @@ from pipeline_kit import (
     shm_leftovers,
 )
 from ringex.engine.wire import messages as m
-from ringex.engine.storage.journal import list_segments
+from ringex.engine.storage.journal_format import list_segments
 from ringex.engine.storage.snapshot import list_snapshots
 from ringex.ringbuffer.control import REASON_PROCESS_DIED
 from ringex.ringbuffer.ring import Ring
@@ -149,7 +149,7 @@ def test_engine_sigkill_recovers_with_no_gap_or_duplicate(tmp_path: Path) -> Non
     # The subscriber saw exactly the replay's output: no gap, no duplicate.
     assert result["output_sha256"] == live_hash
     # Every order acknowledged before the kill is in the recovered journal.
-    from ringex.engine.storage.journal import JournalReader
+    from ringex.engine.storage.journal_reader import JournalReader
 
     journaled = set()
     for _seq, slot in JournalReader(cfg.data_path() / "journal").iter_messages():

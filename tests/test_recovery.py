@@ -1,8 +1,10 @@
-"""Recovery from damaged storage, and the journal tools, on a data directory a real run wrote."""
+"""Recovery (newest valid snapshot + journal): on a snapshot and journal written here, and from
+damaged storage and with the journal tools on a data directory a real run wrote."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,16 +14,14 @@ import numpy as np
 import pytest
 
 from pipeline_kit import PERP, SPOT, OutputReader, admin_count, make_config, order_bytes, pump
-from ringex.engine.pipeline.engine_agent import (
-    journal_dir,
-    read_engine_file,
-    record_slots,
-    recover_engine,
-    snapshot_dir,
-)
+from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.engine import MatchingEngine
-from ringex.engine.storage.journal import JournalCorruptError, JournalReader, list_segments
-from ringex.engine.storage.snapshot import list_snapshots
+from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
+from ringex.engine.storage.journal_format import JournalCorruptError, list_segments
+from ringex.engine.storage.journal_reader import JournalReader
+from ringex.engine.storage.journal_writer import JournalWriter
+from ringex.engine.storage.recovery import load_recovery, record_slots, recover_engine
+from ringex.engine.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.launcher import Exchange, output_consumer_index
 from ringex.tools.replay import replay
@@ -62,7 +62,7 @@ def written(tmp_path_factory) -> Path:
     finally:
         exchange.stop()
     data = cfg.data_path()
-    assert len(list_segments(journal_dir(data))) >= 2
+    assert len(JournalReader(journal_dir(data)).segments()) >= 2  # archived and live
     assert len(list_snapshots(snapshot_dir(data))) >= 2
     return data
 
@@ -114,8 +114,6 @@ def test_torn_journal_tail_is_truncated_and_not_applied(data: Path) -> None:
     with open(last, "r+b") as f:  # a crash in the middle of the last record's payload
         f.truncate(size - 100)
     # Opening the journal for appending (what the engine does) repairs the tail.
-    from ringex.engine.storage.journal import JournalWriter
-
     JournalWriter(journal_dir(data)).close()
     after = JournalReader(journal_dir(data)).last_seq
     assert after < before
@@ -185,3 +183,48 @@ def test_replay_and_journal_dump_commands(data: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "ringex.tools.cli", "replay", str(data / "nowhere")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "ringex replay:" in r.stderr
+
+
+# --- the plan on any snapshot and journal: newest valid snapshot + journal after it ----------
+
+SLOT = 64
+
+
+def slots(first: int, count: int) -> bytes:
+    return b"".join(i.to_bytes(8, "little") * (SLOT // 8) for i in range(first, first + count))
+
+
+def test_recovery_replays_journal_after_snapshot(tmp_path):
+    jdir, sdir = tmp_path / "journal", tmp_path / "snap"
+    with JournalWriter(jdir, 500, "batch", slot_size=SLOT) as w:
+        seq = 0
+        for k in (3, 4, 5, 2, 6):  # records 0-2, 3-6, 7-11, 12-13, 14-19
+            w.append(seq, slots(seq, k), k)
+            seq += k
+    write_snapshot(sdir, 5, {"state": np.arange(5)}, {"n": 5})
+    write_snapshot(sdir, 9, {"state": np.arange(9)}, {"n": 9})
+    rec = load_recovery(sdir, jdir)
+    assert rec.snapshot.seq == 9 and rec.from_seq == 9
+    got = [(r.first_seq, r.count, bytes(r.payload)) for r in rec.records()]
+    # the record 7-11 straddles the snapshot: split at message granularity
+    assert [(f, c) for f, c, _ in got] == [(9, 3), (12, 2), (14, 6)]
+    assert b"".join(p for _, _, p in got) == slots(9, 11)
+
+    # the newest snapshot is damaged: fall back to 5 and replay more
+    os.truncate(sdir / snapshot_name(9), 30)
+    rec = load_recovery(sdir, jdir)
+    assert rec.snapshot.seq == 5
+    assert [(r.first_seq, r.count) for r in rec.records()] == [(5, 2), (7, 5), (12, 2), (14, 6)]
+
+    # no snapshot at all: the whole journal
+    rec = load_recovery(tmp_path / "none", jdir, initial_seq=0)
+    assert rec.snapshot is None and rec.from_seq == 0
+    assert sum(r.count for r in rec.records()) == 20
+
+
+def test_recovery_snapshot_at_journal_end(tmp_path):
+    jdir, sdir = tmp_path / "journal", tmp_path / "snap"
+    with JournalWriter(jdir, 500, "batch", slot_size=SLOT) as w:
+        w.append(0, slots(0, 4), 4)
+    write_snapshot(sdir, 4, {}, {})
+    assert list(load_recovery(sdir, jdir).records()) == []

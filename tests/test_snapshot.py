@@ -1,4 +1,4 @@
-"""Engine snapshots: round trips, atomic writes, fallback past damaged files, recovery."""
+"""Engine snapshots: round trips, atomic writes, fallback past damaged files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 
 from ringex.engine.storage import snapshot as sn
-from ringex.engine.storage.journal import JournalWriter
 from ringex.engine.storage.snapshot import (
     SnapshotCorruptError,
     list_snapshots,
     load_latest_snapshot,
-    load_recovery,
     read_snapshot,
     snapshot_name,
     write_snapshot,
@@ -217,48 +215,3 @@ def test_write_is_atomic_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     write_snapshot(tmp_path, 7, {"x": np.arange(3)}, {})
     assert seen == [(f".snapshot-{7:020d}.snap.tmp-{os.getpid()}", snapshot_name(7))]
-
-
-# --- recovery = newest valid snapshot + journal ---------------------------------------------
-
-SLOT = 64
-
-
-def slots(first: int, count: int) -> bytes:
-    return b"".join(i.to_bytes(8, "little") * (SLOT // 8) for i in range(first, first + count))
-
-
-def test_recovery_replays_journal_after_snapshot(tmp_path):
-    jdir, sdir = tmp_path / "journal", tmp_path / "snap"
-    with JournalWriter(jdir, 500, "batch", slot_size=SLOT) as w:
-        seq = 0
-        for k in (3, 4, 5, 2, 6):  # records 0-2, 3-6, 7-11, 12-13, 14-19
-            w.append(seq, slots(seq, k), k)
-            seq += k
-    write_snapshot(sdir, 5, {"state": np.arange(5)}, {"n": 5})
-    write_snapshot(sdir, 9, {"state": np.arange(9)}, {"n": 9})
-    rec = load_recovery(sdir, jdir)
-    assert rec.snapshot.seq == 9 and rec.from_seq == 9
-    got = [(r.first_seq, r.count, bytes(r.payload)) for r in rec.records()]
-    # the record 7-11 straddles the snapshot: split at message granularity
-    assert [(f, c) for f, c, _ in got] == [(9, 3), (12, 2), (14, 6)]
-    assert b"".join(p for _, _, p in got) == slots(9, 11)
-
-    # the newest snapshot is damaged: fall back to 5 and replay more
-    os.truncate(sdir / snapshot_name(9), 30)
-    rec = load_recovery(sdir, jdir)
-    assert rec.snapshot.seq == 5
-    assert [(r.first_seq, r.count) for r in rec.records()] == [(5, 2), (7, 5), (12, 2), (14, 6)]
-
-    # no snapshot at all: the whole journal
-    rec = load_recovery(tmp_path / "none", jdir)
-    assert rec.snapshot is None and rec.from_seq == 0
-    assert sum(r.count for r in rec.records()) == 20
-
-
-def test_recovery_snapshot_at_journal_end(tmp_path):
-    jdir, sdir = tmp_path / "journal", tmp_path / "snap"
-    with JournalWriter(jdir, 500, "batch", slot_size=SLOT) as w:
-        w.append(0, slots(0, 4), 4)
-    write_snapshot(sdir, 4, {}, {})
-    assert list(load_recovery(sdir, jdir).records()) == []

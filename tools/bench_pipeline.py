@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex.engine.storage import defaults
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
@@ -204,7 +205,7 @@ def run_once(messages: int, durability: str, latency_messages: int = 50_000,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_bench(messages: int = 1_000_000, runs: int = 3, durability: str = "batch") -> dict:
+def run_bench(messages: int = 1_000_000, runs: int = 3, durability: str = defaults.DURABILITY) -> dict:
     results = [run_once(messages, durability) for _ in range(runs)]
     out = {k: statistics.median(r[k] for r in results) for k in results[0]}
     out.update({"messages": messages, "runs": runs, "durability": durability,

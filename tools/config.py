@@ -23,6 +23,8 @@ import msgspec
 
 from ringex.engine.config import EngineConfig
 from ringex.engine.kernel.fixed import book_base
+from ringex.engine.storage import defaults
+from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.ringbuffer.process_spec import AGENT_NAMES, ProcessSpec, composed
 
 Durability = Literal["none", "batch", "interval"]
@@ -45,11 +47,14 @@ class ExchangeSection(Strict):
 
 
 class JournalSection(Strict):
-    durability: Durability = "batch"
-    interval_ms: int = 10
-    segment_bytes: int = 64 * 1024 * 1024
-    snapshot_every: int = 1_000_000  # messages between periodic snapshots
-    snapshots_kept: int = 3
+    durability: Durability = defaults.DURABILITY
+    interval_ms: int = defaults.INTERVAL_MS
+    segment_bytes: int = defaults.SEGMENT_BYTES
+    snapshot_every: int = defaults.SNAPSHOT_EVERY  # messages between periodic snapshots
+    snapshots_kept: int = defaults.SNAPSHOTS_KEPT
+    # Where journal segments older than the oldest kept snapshot go, gzip-compressed (relative
+    # paths are relative to the config file); unset, they are deleted.
+    archive_dir: str | None = None
 
 
 class RingsSection(Strict):
@@ -156,6 +161,13 @@ class ExchangeConfig(Strict):
 
     def data_path(self) -> Path:
         p = Path(self.exchange.data_dir)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def archive_path(self) -> Path | None:
+        """The journal archive directory, ``None`` when retired segments are deleted."""
+        if self.journal.archive_dir is None:
+            return None
+        p = Path(self.journal.archive_dir)
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
@@ -269,6 +281,20 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     need(cfg.journal.segment_bytes >= 4096, "journal.segment_bytes", "must be at least 4096")
     need(cfg.journal.snapshot_every > 0, "journal.snapshot_every", "must be > 0")
     need(cfg.journal.snapshots_kept >= 1, "journal.snapshots_kept", "must be at least 1")
+    archive = cfg.archive_path()
+    if archive is not None:
+        data = cfg.data_path().resolve()
+        taken = {data: "the data directory", journal_dir(data): "the journal directory",
+                 snapshot_dir(data): "the snapshot directory"}
+        problem = None
+        if not cfg.journal.archive_dir.strip():
+            problem = "must be a directory path (leave it out to delete old journal segments)"
+        elif archive.resolve() in taken:
+            problem = (f"{archive} is {taken[archive.resolve()]}; the archive needs a directory "
+                       "of its own")
+        elif archive.exists() and not archive.is_dir():
+            problem = f"{archive} exists and is not a directory"
+        need(problem is None, "journal.archive_dir", problem or "")
     for key in ("inbound_capacity", "engine_capacity", "output_capacity"):
         v = getattr(cfg.rings, key)
         need(v >= 2 and v & (v - 1) == 0, f"rings.{key}", f"must be a power of two >= 2, got {v}")

@@ -1,4 +1,7 @@
-"""``ringex journal dump DIR``: print journaled messages decoded by the schema, one a line."""
+"""``ringex journal dump DIR``: print journaled messages decoded by the schema, one a line.
+
+Segments retention archived are read from the archive the journal directory names.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from pathlib import Path
 
 from ringex.engine.wire import messages as m
 from ringex.engine.wire.codec import CodecError
-from ringex.engine.storage.journal import JournalError, JournalReader
+from ringex.engine.storage.journal_format import JournalError
+from ringex.engine.storage.journal_reader import JournalReader
 from ringex.tools.replay import locate
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ringex.engine.wire import messages as m
-from ringex.engine.pipeline.engine_agent import EngineAgent, journal_last_seq
+from ringex.engine.pipeline.engine_agent import EngineAgent
+from ringex.engine.storage.data_dir import journal_last_seq
 from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
 from ringex.ringbuffer.agent import Agent, CompositeAgent
 from ringex.ringbuffer.control import (
@@ -258,7 +259,8 @@ class Exchange:
                 cfg.engine, str(self.data_dir), names.engine_in, names.output,
                 durability=cfg.journal.durability, interval_ms=cfg.journal.interval_ms,
                 segment_bytes=cfg.journal.segment_bytes, snapshot_every=cfg.journal.snapshot_every,
-                snapshots_kept=cfg.journal.snapshots_kept, batch_limit=cfg.rings.batch_limit,
+                snapshots_kept=cfg.journal.snapshots_kept, archive_dir=cfg.archive_path(),
+                batch_limit=cfg.rings.batch_limit,
             )
         raise ValueError(f"unknown agent {name!r}")
 

@@ -1,7 +1,7 @@
 """Snapshots of the engine's state: named numpy arrays plus JSON metadata, checksummed.
 
 Recovery is the newest *valid* snapshot plus the journal records from its sequence on
-(:func:`load_recovery`).
+(:mod:`ringex.engine.storage.recovery`).
 
 Sequence convention: a snapshot's ``seq`` is the engine's input cursor when it was taken,
 the sequence of the first input message it does **not** reflect (= the number of messages
@@ -45,11 +45,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from ringex.engine.storage.journal import Record, fsync_directory, replay_from
+from ringex.engine.storage import defaults
+from ringex.engine.storage.fsync import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ assert HEADER_LENGTH == 64 and _HEADER_BODY.size == HEADER_CRC_SPAN
 #: Every array's bytes start at a multiple of this (cache-line aligned in the file).
 DATA_ALIGNMENT = 64
 SEQ_DIGITS = 20
-DEFAULT_KEEP = 3
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".snap"
 TEMP_PREFIX = ".snapshot-"
@@ -164,7 +164,7 @@ def write_snapshot(
     arrays: Mapping[str, np.ndarray],
     meta: Mapping[str, Any] | None = None,
     *,
-    keep: int = DEFAULT_KEEP,
+    keep: int = defaults.SNAPSHOTS_KEPT,
 ) -> Path:
     """Write a snapshot of ``arrays`` and ``meta`` covering the input messages before
     ``seq``; atomically (temp file, fsync, rename, directory fsync).  Afterwards only the
@@ -247,7 +247,7 @@ def write_snapshot(
     return final
 
 
-def prune_snapshots(directory: Path | str, keep: int = DEFAULT_KEEP) -> list[Path]:
+def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) -> list[Path]:
     """Delete all but the newest ``keep`` snapshot files; returns what was deleted."""
     snaps = list_snapshots(directory)
     doomed = [p for _, p in snaps[:-keep]] if keep > 0 else []
@@ -379,30 +379,3 @@ def load_latest_snapshot(directory: Path | str, *, clean: bool = True) -> Snapsh
         except OSError as exc:
             log.warning("snapshot: cannot read %s (%s); falling back to an older snapshot", path, exc)
     return None
-
-
-# --- recovery ----------------------------------------------------------------------------
-
-
-@dataclass
-class Recovery:
-    """The newest valid snapshot (or ``None``: start from empty state) and the journal
-    records to replay on top of it, from ``from_seq`` on."""
-
-    snapshot: Snapshot | None
-    from_seq: int
-    journal_dir: Path
-
-    def records(self) -> Iterator[Record]:
-        """Journal records holding exactly the messages with sequence ``>= from_seq``."""
-        return replay_from(self.journal_dir, self.from_seq)
-
-
-def load_recovery(
-    snapshot_dir: Path | str, journal_dir: Path | str, *, initial_seq: int = 0
-) -> Recovery:
-    """Recovery = newest valid snapshot + the journal after it.  Without a snapshot, replay
-    starts at ``initial_seq`` (the sequence of the very first input message)."""
-    snap = load_latest_snapshot(snapshot_dir)
-    from_seq = snap.seq if snap is not None else initial_seq
-    return Recovery(snapshot=snap, from_seq=from_seq, journal_dir=Path(journal_dir))

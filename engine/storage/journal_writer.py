@@ -1,0 +1,308 @@
+"""Appending to the journal: one record per sequenced batch, synced as ``durability`` says.
+
+The layout and the durability rules are in :mod:`ringex.engine.storage.journal_format`.  A
+writer repairs the journal's tail when it opens, holds the directory's lock until it closes,
+and never leaves a partial record behind on a failed write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+from ringex.engine.storage import defaults
+from ringex.engine.storage.fsync import fdatasync, fsync_directory
+from ringex.engine.storage.journal_format import (
+    DURABILITIES,
+    DURABILITY_BATCH,
+    DURABILITY_INTERVAL,
+    MAX_PAYLOAD_LENGTH,
+    MAX_SEQ,
+    MAX_SLOT_SIZE,
+    RECORD_HEADER_LENGTH,
+    SEGMENT_HEADER_LENGTH,
+    TEMP_SUFFIX,
+    Buffer,
+    JournalCorruptError,
+    JournalError,
+    JournalSequenceError,
+    encode_record_header,
+    encode_segment_header,
+    list_segments,
+    segment_name,
+)
+from ringex.engine.storage.journal_lock import JournalLock
+from ringex.engine.storage.journal_repair import repair_locked
+
+log = logging.getLogger(__name__)
+
+_NS_PER_MS = 1_000_000
+#: The clock for ``interval`` durability (a module global so tests can substitute it).
+_monotonic_ns = time.monotonic_ns
+
+
+def _buffers(slots: Buffer | Sequence[Buffer]) -> list[memoryview]:
+    if isinstance(slots, (list, tuple)):
+        views = [memoryview(s) for s in slots]
+    else:
+        views = [memoryview(slots)]
+    for v in views:
+        if not v.c_contiguous:
+            raise ValueError("journal payload buffers must be C-contiguous")
+    return views
+
+
+class JournalWriter:
+    """Appends sequenced batches, one record per batch (see the module notes).
+
+    Opening repairs (:mod:`~ringex.engine.storage.journal_repair`): a damaged tail of the last segment is truncated (logged), other
+    damage raises :class:`JournalCorruptError`.  Appending then continues in the last
+    segment.  One writer per directory (an ``flock`` on ``.journal.lock``).
+
+    ``slot_size`` may be left out: it is then taken from the existing journal or from the
+    first append (``nbytes // count``).  ``first_seq`` pins the sequence the first append of
+    an empty journal must carry (for example a snapshot's sequence).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        segment_bytes: int = defaults.SEGMENT_BYTES,
+        durability: str = defaults.DURABILITY,
+        *,
+        slot_size: int | None = None,
+        interval_ms: float = defaults.INTERVAL_MS,
+        first_seq: int | None = None,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        if segment_bytes < SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH:
+            raise ValueError(f"segment_bytes {segment_bytes} is too small")
+        if slot_size is not None and not 0 < slot_size <= MAX_SLOT_SIZE:
+            raise ValueError(f"bad slot size {slot_size}")
+        if interval_ms < 0:
+            raise ValueError("interval_ms must be >= 0")
+        self.directory = Path(directory)
+        self.segment_bytes = int(segment_bytes)
+        self.durability = durability
+        self.interval_ns = int(interval_ms * _NS_PER_MS)
+        self._sync_each = durability == DURABILITY_BATCH
+        self._sync_interval = durability == DURABILITY_INTERVAL
+        self._fd = -1
+        self._lock: JournalLock | None = None
+        self._closed = False
+        self._dirty = False
+        self._last_sync_ns = _monotonic_ns()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = JournalLock(self.directory)
+        try:
+            self.repair_report, scan = repair_locked(self.directory)
+            self._segment_path: Path | None = None
+            self._segment_size = 0
+            self._segment_records = 0
+            self._next_seq: int | None = first_seq
+            self._last_seq: int | None = None
+            self.slot_size: int | None = slot_size
+            if scan is not None:
+                if first_seq is not None and scan.next_seq != first_seq:
+                    raise JournalSequenceError(
+                        f"journal {self.directory} continues at seq {scan.next_seq}, "
+                        f"not at the requested first_seq {first_seq}"
+                    )
+                self._next_seq = scan.next_seq
+                segs = list_segments(self.directory)
+                if segs and segs[0][0] < scan.next_seq:
+                    self._last_seq = scan.next_seq - 1
+                if slot_size is None:
+                    self.slot_size = scan.header.slot_size
+                if self.slot_size == scan.header.slot_size:
+                    self._fd = os.open(scan.path, os.O_WRONLY | os.O_APPEND)
+                    self._segment_path = scan.path
+                    self._segment_size = scan.valid_end
+                    self._segment_records = len(scan.entries)
+                # else: a different slot size starts a new segment on the first append.
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # --- properties ----------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int | None:
+        """The sequence the next append must start with (``None``: any, empty journal)."""
+        return self._next_seq
+
+    @property
+    def last_seq(self) -> int | None:
+        """The sequence of the last message appended (``None`` when there is none)."""
+        return self._last_seq
+
+    # --- appending -----------------------------------------------------------------------
+
+    def append(self, first_seq: int, slots: Buffer | Sequence[Buffer], count: int) -> None:
+        """Append one batch: ``count`` messages with sequences ``first_seq ..``, whose slot
+        bytes are ``slots`` (one buffer, or a list of buffers written back to back, e.g. the
+        two halves of a batch that wraps around a ring).  Durable on return under
+        ``durability="batch"``."""
+        if self._closed:
+            raise JournalError("journal writer is closed")
+        if count <= 0:
+            if count == 0:
+                return
+            raise ValueError(f"count must be >= 0, not {count}")
+        if self._next_seq is not None and first_seq != self._next_seq:
+            raise JournalSequenceError(
+                f"non-contiguous append: batch starts at seq {first_seq}, "
+                f"journal expects {self._next_seq}"
+            )
+        if first_seq < 0 or first_seq + count > MAX_SEQ:
+            raise JournalSequenceError(f"bad sequence {first_seq}")
+        views = _buffers(slots)
+        nbytes = 0
+        crc = 0
+        for v in views:
+            nbytes += v.nbytes
+            crc = zlib.crc32(v, crc)
+        slot_size = self.slot_size
+        if slot_size is None:
+            if nbytes % count or not 0 < nbytes // count <= MAX_SLOT_SIZE:
+                raise ValueError(f"{nbytes} payload bytes do not divide into {count} slots")
+            slot_size = self.slot_size = nbytes // count
+        if nbytes != count * slot_size:
+            raise ValueError(
+                f"payload is {nbytes} bytes, expected count {count} * slot size {slot_size}"
+            )
+        if nbytes > MAX_PAYLOAD_LENGTH:
+            raise ValueError(f"batch of {nbytes} bytes is too large for one record")
+        header = encode_record_header(nbytes, first_seq, count, crc)
+        total = RECORD_HEADER_LENGTH + nbytes
+        if self._fd < 0 or (
+            self._segment_records and self._segment_size + total > self.segment_bytes
+        ):
+            self._roll(first_seq)
+        self._write(header, views, total)
+        self._segment_size += total
+        self._segment_records += 1
+        self._next_seq = first_seq + count
+        self._last_seq = self._next_seq - 1
+        self._dirty = True
+        if self._sync_each:
+            fdatasync(self._fd)
+            self._dirty = False
+        elif self._sync_interval:
+            now = _monotonic_ns()
+            if now - self._last_sync_ns >= self.interval_ns:
+                fdatasync(self._fd)
+                self._dirty = False
+                self._last_sync_ns = now
+
+    def _write(self, header: bytes, views: list[memoryview], total: int) -> None:
+        fd = self._fd
+        try:
+            written = os.writev(fd, [header, *views])
+            if written != total:  # short write (rare on regular files): finish it
+                blob = b"".join([header, *(bytes(v) for v in views)])
+                while written < total:
+                    written += os.write(fd, blob[written:])
+        except BaseException:
+            # Leave no partial record behind (ENOSPC, EINTR mid-way...): cut back and raise.
+            try:
+                os.ftruncate(fd, self._segment_size)
+            except OSError:
+                self._closed = True
+                log.error(
+                    "journal: could not cut back a partial record in %s; writer closed",
+                    self._segment_path,
+                )
+            raise
+
+    def _roll(self, first_seq: int) -> None:
+        """Finish the current segment (synced) and start a new one at ``first_seq``."""
+        if self._fd >= 0:
+            if self._dirty:
+                fdatasync(self._fd)
+                self._dirty = False
+                self._last_sync_ns = _monotonic_ns()
+            os.close(self._fd)
+            self._fd = -1
+        assert self.slot_size is not None
+        path = self.directory / segment_name(first_seq)
+        if path.exists() and path.stat().st_size != SEGMENT_HEADER_LENGTH:
+            # Only an empty segment (header only, e.g. of another slot size) may be replaced.
+            raise JournalCorruptError(path, 0, "segment file for the next sequence already exists")
+        tmp = path.with_name(path.name + TEMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, encode_segment_header(self.slot_size, first_seq))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_directory(self.directory)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._segment_path = path
+        self._segment_size = SEGMENT_HEADER_LENGTH
+        self._segment_records = 0
+
+    # --- syncing and closing ------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        if self._fd >= 0 and self._dirty:
+            fdatasync(self._fd)
+            self._dirty = False
+        self._last_sync_ns = _monotonic_ns()
+
+    def maybe_sync(self) -> bool:
+        """For ``interval`` durability, from an idle loop: sync if data is pending and the
+        interval has passed.  Returns whether it synced."""
+        if self._dirty and self._fd >= 0:
+            now = _monotonic_ns()
+            if now - self._last_sync_ns >= self.interval_ns:
+                fdatasync(self._fd)
+                self._dirty = False
+                self._last_sync_ns = now
+                return True
+        return False
+
+    @property
+    def pending_sync(self) -> bool:
+        """Whether appended data is not yet known durable."""
+        return self._dirty
+
+    def close(self) -> None:
+        if self._closed and self._fd < 0:
+            if self._lock is not None:
+                self._lock.release()
+            return
+        try:
+            if self._fd >= 0:
+                if self._dirty:
+                    fdatasync(self._fd)
+                    self._dirty = False
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> "JournalWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self._lock is not None:
+                self._lock.release()
+        except Exception:
+            pass
