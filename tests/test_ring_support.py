@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.ring import Ring, unlink_ring
+from ringex.ringbuffer.mapping import unlink_ring
+from ringex.ringbuffer.ring import Ring
 
 U64 = (1 << 64) - 1
 MULT = np.array(

@@ -35,9 +35,11 @@ from ringex.engine.engine import MatchingEngine, warm_up
 from ringex.engine.storage.journal import JournalReader, JournalWriter, Record, replay_from
 from ringex.engine.storage.snapshot import load_latest_snapshot, write_snapshot
 from ringex.ringbuffer.agent import Agent
+from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.ring import Consumer, Producer, Ring
+from ringex.ringbuffer.producer import Producer
+from ringex.ringbuffer.ring import Ring
 
 log = logging.getLogger("ringex.engine")
 
