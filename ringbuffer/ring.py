@@ -65,23 +65,7 @@ from .producer import Producer
 from .reclaim import make_way
 from .roles import claim_role
 
-__all__ = ["Ring", "Sequence"]
-
-
-class Sequence:
-    """One int64 cell of a ring, read and written with single aligned 8-byte accesses."""
-
-    __slots__ = ("_q", "_word")
-
-    def __init__(self, words: memoryview, offset: int) -> None:
-        self._q = words
-        self._word = d.word(offset)
-
-    def get(self) -> int:
-        return self._q[self._word]
-
-    def set(self, value: int) -> None:
-        self._q[self._word] = value
+__all__ = ["Ring"]
 
 
 class Ring:
@@ -259,17 +243,7 @@ class Ring:
                 f"not {index!r}"
             )
 
-    # --- cursors and cells ----------------------------------------------------------------
-    @property
-    def producer_cursor(self) -> Sequence:
-        self._check_open()
-        return Sequence(self._q, d.PRODUCER_CURSOR_OFFSET)
-
-    def consumer_cursor(self, index: int) -> Sequence:
-        self._check_open()
-        self._check_index(index)
-        return Sequence(self._q, d.consumer_cursor_offset(index))
-
+    # --- cursors -------------------------------------------------------------------------
     @property
     def producer_position(self) -> int:
         self._check_open()
