@@ -1,7 +1,7 @@
 """Whether a process is alive, and whether a ring's consumer is alive, slow, dead or absent.
 
 One rule for processes, used wherever ringex asks "is pid N still running?" (stale rings,
-role claims, consumer health, the supervisor):
+role claims, consumer health, the supervisor, ``ringex stat``, snapshot temporaries):
 :func:`pid_alive` is false for a pid with no process, for a zombie (it has exited and
 only waits for its parent to reap it), and, when the caller knows a time the original
 process had already started by (``started_before_ns``), for a process that started clearly
