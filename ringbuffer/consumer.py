@@ -35,7 +35,7 @@ class Consumer:
     """Consumer ``index`` of a ring: reads every message in order, zero-copy, in batches."""
 
     __slots__ = (
-        "_ring", "_index", "_name", "_mm", "_mv", "_q", "_slots", "_prod", "_cur", "_hb",
+        "_index", "_name", "_mm", "_mv", "_q", "_slots", "_prod", "_cur", "_hb",
         "_pos", "_pending", "_cap", "_mask", "_slot", "_data_off", "_empty", "_limit",
     )
 
@@ -44,7 +44,6 @@ class Consumer:
         """Consumer ``index`` of ``ring``, whose mapping is ``mm``, int64 view ``q`` and
         read-only ``(capacity, slot_size)`` slots ``slots``."""
         lay = ring.layout
-        self._ring = ring
         self._index = index
         self._name = ring.name
         self._mm = mm
@@ -72,10 +71,6 @@ class Consumer:
     def position(self) -> int:
         """Sequence of the next message this consumer will read (its committed cursor)."""
         return self._pos
-
-    @property
-    def ring(self) -> Ring:
-        return self._ring
 
     def heartbeat(self) -> None:
         """Stamp the heartbeat (reads and commits do it too)."""

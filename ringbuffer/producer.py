@@ -44,7 +44,7 @@ class Producer:
     """The single writer of a ring.  Never blocks: a full ring answers BACK_PRESSURED."""
 
     __slots__ = (
-        "_ring", "_mm", "_q", "_slots", "_cursor", "_gates", "_gate0", "_seq", "_gate",
+        "_mm", "_q", "_slots", "_cursor", "_gates", "_gate0", "_seq", "_gate",
         "_cap", "_mask", "_slot", "_data_off", "_claimed", "_empty", "_zeros", "_name",
     )
 
@@ -52,7 +52,6 @@ class Producer:
         """The producer of ``ring``, whose mapping is ``mm``, int64 view ``q`` and
         writable ``(capacity, slot_size)`` slots ``slots``."""
         lay = ring.layout
-        self._ring = ring
         self._name = ring.name
         self._mm = mm
         self._q = q
@@ -75,10 +74,6 @@ class Producer:
     def position(self) -> int:
         """Sequence of the next message this producer will publish."""
         return self._seq
-
-    @property
-    def ring(self) -> Ring:
-        return self._ring
 
     def _refresh_gate(self) -> int:
         q = self._q

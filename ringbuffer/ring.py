@@ -219,19 +219,6 @@ class Ring:
         self._check_open()
         return self._q[d.word(d.PRODUCER_PID_OFFSET)]
 
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def owner(self) -> bool:
-        """Whether :meth:`close` unlinks the name."""
-        return self._owner
-
     def _check_open(self) -> None:
         if self._closed:
             raise RingClosedError(f"ring {self._name!r} is closed", self._name)
