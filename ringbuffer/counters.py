@@ -319,10 +319,6 @@ class CountersManager:
         """The live counters in id order."""
         return [self._counters[i] for i in sorted(self._counters)]
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self, unlink: bool = True) -> None:
         """Unmap and (by default) unlink; counter handles raise ValueError afterwards."""
         if self._closed:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .ring import Consumer
+from .consumer import Consumer
 
 
 class MergePoller:

@@ -25,7 +25,10 @@ from ringex.ringbuffer.errors import (
     StaleRingError,
     UnsupportedPlatformError,
 )
-from ringex.ringbuffer.ring import ConsumerState, Offer, Ring, ring_exists, unlink_ring
+from ringex.ringbuffer.liveness import ConsumerState
+from ringex.ringbuffer.mapping import ring_exists, unlink_ring
+from ringex.ringbuffer.producer import Offer
+from ringex.ringbuffer.ring import Ring
 from test_ring_support import RingEnv, attach_consumer_and_wait, create_and_die, ring_env  # noqa: F401
 from test_ring_support import wait_until
 

@@ -9,7 +9,8 @@ import time
 import psutil
 import pytest
 
-from ringex.ringbuffer.ring import ConsumerState, Ring
+from ringex.ringbuffer.liveness import ConsumerState
+from ringex.ringbuffer.ring import Ring
 from test_ring_support import idle_consumer, ring_env, slow_consumer, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow

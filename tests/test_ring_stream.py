@@ -10,7 +10,9 @@ import numpy as np
 import psutil
 import pytest
 
-from ringex.ringbuffer.ring import ConsumerState, Offer, Ring
+from ringex.ringbuffer.liveness import ConsumerState
+from ringex.ringbuffer.producer import Offer
+from ringex.ringbuffer.ring import Ring
 from test_ring_support import (  # noqa: F401
     cursor_reader,
     cursor_writer,

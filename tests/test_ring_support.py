@@ -17,8 +17,10 @@ import traceback
 import numpy as np
 import pytest
 
+from ringex.ringbuffer import descriptor as d
 from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.ring import Ring, unlink_ring
+from ringex.ringbuffer.mapping import SharedMapping, canonical_name, unlink_ring
+from ringex.ringbuffer.ring import Ring
 
 U64 = (1 << 64) - 1
 MULT = np.array(
@@ -274,28 +276,31 @@ def slow_consumer(name: str, index: int, stop_at: int, per_poll_sleep_s: float,
 
 
 def cursor_writer(name: str, iterations: int) -> dict:
-    """Publish cursor values whose high and low 32-bit halves are equal."""
-    ring = Ring.attach(name, wait_s=5)
+    """Publish cursor values whose high and low 32-bit halves are equal, with the store a
+    Producer publishes with (one int64 through the mapping's ``cast('q')`` view)."""
+    mapping = SharedMapping.open(canonical_name(name), read_only=False)
     try:
-        cursor = ring.producer_cursor
+        q = mapping.q
+        cursor = d.word(d.PRODUCER_CURSOR_OFFSET)
         for i in range(1, iterations + 1):
-            cursor.set(i * 0x1_0000_0001)
+            q[cursor] = i * 0x1_0000_0001
         return {"last": iterations * 0x1_0000_0001}
     finally:
-        ring.close()
+        mapping.close()
 
 
 def cursor_reader(name: str, final: int, timeout_s: float = 60.0) -> dict:
-    """Read the cursor until it reaches ``final``: every value untorn and monotonic."""
-    ring = Ring.observe(name, wait_s=5)
+    """Read the cursor until it reaches ``final``: every value untorn and monotonic (read
+    with the load a Consumer polls with)."""
+    mapping = SharedMapping.open(canonical_name(name), read_only=True)
     try:
-        cursor = ring.producer_cursor
-        get = cursor.get
+        q = mapping.q
+        cursor = d.word(d.PRODUCER_CURSOR_OFFSET)
         last = 0
         reads = changes = 0
         deadline = time.monotonic() + timeout_s
         while last != final:
-            v = get()
+            v = q[cursor]
             reads += 1
             if (v >> 32) != (v & 0xFFFFFFFF):
                 raise AssertionError(f"torn cursor read {v:#018x}")
@@ -308,7 +313,7 @@ def cursor_reader(name: str, final: int, timeout_s: float = 60.0) -> dict:
                 raise TimeoutError("writer did not finish")
         return {"reads": reads, "changes": changes}
     finally:
-        ring.close()
+        mapping.close()
 
 
 def flood_producer(name: str, seconds: float) -> dict:

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -186,6 +187,21 @@ def test_temporary_leftovers_are_ignored_and_cleaned(tmp_path):
     assert not orphan.exists()
     assert live.exists()
     assert [s for s, _ in list_snapshots(tmp_path)] == [100]
+
+
+def test_a_temporary_whose_pid_was_reused_is_cleaned(tmp_path):
+    # The pid in the name is running, but it started after the file was last written, so
+    # it is not the writer: the writer died and its pid was reused.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        orphan = tmp_path / f".snapshot-{500:020d}.snap.tmp-{child.pid}"
+        orphan.write_bytes(b"half a snapshot")
+        an_hour_ago = time.time() - 3600
+        os.utime(orphan, (an_hour_ago, an_hour_ago))
+        assert sn.clean_temporaries(tmp_path) == [orphan]
+    finally:
+        child.kill()
+        child.wait(timeout=30)
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):

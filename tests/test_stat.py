@@ -9,6 +9,7 @@ import sys
 import threading
 
 import posix_ipc
+import psutil
 import pytest
 
 from ringex.ringbuffer.counters import CountersManager, CountersReader
@@ -138,3 +139,22 @@ def test_stat_shows_an_exited_owner(capsys):
         mgr.close()
     out = capsys.readouterr().out
     assert "(exited)" in out and "gone: value" in out
+
+
+def test_stat_shows_an_owner_whose_pid_was_reused_as_exited(capsys):
+    name = unique_name("reused")
+    mgr = CountersManager(name, capacity=1)
+    try:
+        mgr.allocate("reused: value").set(5)
+        view = stat.StatView([name], sys.stdout, sys.stderr)
+        view.readers[name] = CountersReader(name)
+        assert view.readers[name].owner_pid == os.getpid()
+        # Created a minute before this process started: the pid's owner then is gone.
+        started_ns = int(psutil.Process().create_time() * 1e9)
+        view.readers[name].created_ns = started_ns - 60_000_000_000
+        view.refresh()
+        view.close()
+    finally:
+        mgr.close()
+    out = capsys.readouterr().out
+    assert f"pid {os.getpid()} (exited)" in out and "reused: value" in out

@@ -27,6 +27,7 @@ from ringex.engine.pipeline.engine_agent import EngineAgent
 from ringex.engine.storage.data_dir import journal_last_seq
 from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
 from ringex.ringbuffer.agent import Agent, CompositeAgent
+from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.control import (
     REASON_HEARTBEAT_LOST,
     REASON_PROCESS_DIED,
@@ -37,8 +38,10 @@ from ringex.ringbuffer.control import (
 from ringex.ringbuffer.counters import CountersReader
 from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.liveness import ConsumerState, pid_alive
 from ringex.ringbuffer.process_spec import AgentName
-from ringex.ringbuffer.ring import ConsumerState, Consumer, Offer, Producer, Ring, pid_alive
+from ringex.ringbuffer.producer import Offer, Producer
+from ringex.ringbuffer.ring import Ring
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
 from ringex.tools.config import ExchangeConfig
 

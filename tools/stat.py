@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-import psutil
-
 from ringex.ringbuffer.counters import (
     COUNTERS_PREFIX,
     SHM_DIR,
@@ -24,6 +22,7 @@ from ringex.ringbuffer.counters import (
     CountersReader,
     discover_counters,
 )
+from ringex.ringbuffer.liveness import pid_alive
 
 __all__ = ["main", "StatView"]
 
@@ -93,7 +92,7 @@ class StatView:
             reader = self._attach(name)
             if reader is None:
                 continue
-            alive = psutil.pid_exists(reader.owner_pid)
+            alive = pid_alive(reader.owner_pid, started_before_ns=reader.created_ns)
             lines.append(f"== {name}  pid {reader.owner_pid}{'' if alive else ' (exited)'}")
             lines.append(f"  {'id':>4}  {'label':<48} {'value':>16} {'rate/s':>14}")
             for r in reader.records():

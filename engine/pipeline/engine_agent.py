@@ -43,9 +43,11 @@ from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import recover_engine
 from ringex.engine.storage.snapshot import list_snapshots, write_snapshot
 from ringex.ringbuffer.agent import Agent
+from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.ring import Consumer, Producer, Ring
+from ringex.ringbuffer.producer import Producer
+from ringex.ringbuffer.ring import Ring
 
 log = logging.getLogger("ringex.engine")
 

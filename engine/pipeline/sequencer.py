@@ -21,9 +21,11 @@ import numpy as np
 
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.agent import Agent
+from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.control import ControlBlock
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
-from ringex.ringbuffer.ring import Consumer, Offer, Producer, Ring
+from ringex.ringbuffer.producer import Offer, Producer
+from ringex.ringbuffer.ring import Ring
 
 # The stamp sits at the same place in every inbound message (the schema's convention); the
 # sequencer writes it through a uint64 view of the slots, so it needs word indexes.

@@ -51,6 +51,7 @@ import numpy as np
 
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.ringbuffer.liveness import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,11 @@ def clean_temporaries(directory: Path | str) -> list[Path]:
         if not m:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
+        try:
+            written_ns = entry.stat().st_mtime_ns  # its writer had started by then
+        except FileNotFoundError:
+            continue  # its writer finished it (renamed it into place) meanwhile
+        if pid != os.getpid() and pid_alive(pid, started_before_ns=written_ns):
             continue  # another process may be writing it right now
         log.info("snapshot: removing leftover temporary file %s", entry.path)
         try:
@@ -353,16 +358,6 @@ def clean_temporaries(directory: Path | str) -> list[Path]:
         except FileNotFoundError:
             pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_latest_snapshot(directory: Path | str, *, clean: bool = True) -> Snapshot | None:
