@@ -14,7 +14,7 @@ from numba import njit
 from ringex.engine.kernel import events as ev
 from ringex.engine.kernel.arena import views
 from ringex.engine.kernel.events import get
-from ringex.engine.kernel.fixed import base_of, notional, signed32, window
+from ringex.engine.kernel.fixed import base_of, signed32, window
 from ringex.engine.kernel.flags import INLINE, JIT, PPM
 from ringex.engine.kernel.matching import cb_clear, release_queue, remove_order
 from ringex.engine.kernel.state import (

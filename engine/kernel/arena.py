@@ -23,7 +23,7 @@ from numba.core import cgutils, types
 from numba.core import config as _numba_config
 from numba.extending import intrinsic
 
-from ringex.engine.kernel.flags import INLINE, JIT
+from ringex.engine.kernel.flags import INLINE
 from ringex.engine.kernel.state import (
     G_AT_ACCT, G_AT_BITS, G_AT_BUCKETS, G_AT_INS, G_AT_LEVELS, G_AT_ORDERS, G_BOOK_SLOTS, G_BUCKETS,
     ACCT_STRIDE, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_INSTRUMENTS, G_WORDS, N_ACCT, N_GLOB, N_INS,

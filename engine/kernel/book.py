@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from ringex.engine.kernel.arena import tables
 from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel.money import order_end
 from ringex.engine.kernel.state import (
@@ -124,9 +125,10 @@ def level_append(st, s, inst, sidx, idx):
 
 
 @njit(**JIT)
-def level_remove(st, s, inst, sidx):
+def level_remove(glob, s, inst, sidx):
     """Unlink resting order ``s`` from its level; keeps best bid/ask right."""
-    o, lvl, bits, ins, glob = st.orders, st.levels, st.bits, st.ins, st.glob
+    st = tables(glob)
+    o, lvl, bits, ins = st.orders, st.levels, st.bits, st.ins
     levels = glob[G_LEVELS]
     idx = o[s, O_LEVEL]
     book = inst * 2 + sidx
@@ -254,11 +256,12 @@ def acquire(st, oid, inst, acc):
 
 
 @njit(**JIT)
-def release(st, s):
+def release(glob, s):
     """Return slot ``s`` to the free list (it must be out of every level, stop list and queue).
     Every order ends here, so this is where its hold or open margin is given back."""
+    st = tables(glob)
     order_end(st, s)
-    o, ins, acct, hb, glob = st.orders, st.ins, st.acct, st.buckets, st.glob
+    o, ins, acct, hb = st.orders, st.ins, st.acct, st.buckets
     oid = o[s, O_OID]
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]

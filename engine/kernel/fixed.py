@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ringex.engine.kernel.flags import INLINE, JIT, PPM
+from ringex.engine.kernel.flags import INLINE, PPM
 from ringex.engine.kernel.state import G_LEVELS, I_BASE, I_NOTIONAL_DIV, I_TICK
 
 

@@ -69,7 +69,6 @@ def on_perpetual_params(mem, out, i64, b):
         ins[I_FUND_INTERVAL, inst] = interval
         ins[I_NEXT_FUND, inst] = next_funding(glob[G_TS], interval)
     # new margin rates move every holder's liquidation price
-    wallet, pos, heap = st.wallet, st.pos, st.heap
     accs = holders(glob, ins, inst)
     for k in range(accs.shape[0]):
         rekey(glob, accs[k], 0)
@@ -157,7 +156,7 @@ def fund(mem, out, inst):
     """One funding payment of ``inst``: per lot, so longs' and shorts' payments cancel."""
     st = views(mem)
     ins, glob = st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    wallet, pos = st.wallet, st.pos
     maxi = glob[G_MAX_INSTRUMENTS]
     assets = glob[G_MAX_ASSETS]
     mark = ins[I_MARK, inst]

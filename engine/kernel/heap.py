@@ -77,7 +77,7 @@ def _sift(glob, ins, pos, heap, inst, h, i):
 def heap_remove(glob, inst, acc):
     """Take ``acc`` out of whichever heap of ``inst`` holds it (nothing if none)."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, pos, heap = rt.ins, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at < 0:
@@ -99,7 +99,7 @@ def heap_set(glob, inst, h, acc, key):
     """Put ``acc`` in heap ``h`` of ``inst`` with ``key`` (moving it from the other heap, or
     re-keying it in place)."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, pos, heap = rt.ins, rt.pos, rt.heap
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     at = pos[row, P_HEAP]
     if at >= 0 and (at & 1) != h:
@@ -129,7 +129,7 @@ def heap_top(heap, glob, ins, inst, h):
 def holders(glob, ins, inst):
     """The accounts holding a position in ``inst`` (the insurance fund excepted), heap order."""
     rt = tables(glob)
-    wallet, pos, heap = rt.wallet, rt.pos, rt.heap
+    heap = rt.heap
     maxa = glob[G_MAX_ACCOUNTS]
     n0 = ins[I_HEAP_LONG, inst]
     n1 = ins[I_HEAP_LONG + 1, inst]

@@ -44,8 +44,7 @@ def check_account(mem, out, acc):
     """Liquidate ``acc`` if its equity is below its maintenance margin; otherwise re-key it
     past the current marks (it was just found safe there)."""
     st = views(mem)
-    ins, glob = st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    glob = st.glob
     eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     if eq < mm:
         return liquidate(mem, out, acc)
@@ -58,7 +57,7 @@ def check_instrument(mem, out, inst):
     """Pop the accounts whose liquidation price the mark of ``inst`` has reached."""
     st = views(mem)
     ins, glob = st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    heap = st.heap
     while True:
         key, acc = heap_top(heap, glob, ins, inst, 0)
         if acc == -1 or -key < ins[I_MARK, inst]:
@@ -117,7 +116,7 @@ def bankruptcy_price(glob, acc, inst):
     """The price of ``inst`` at which closing the account's position there (paying the taker
     fee) leaves its equity at 0, rounded to a tick in the account's favour, in the window."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, pos = rt.ins, rt.pos
     eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)
     q = pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
     mark = ins[I_MARK, inst]
@@ -148,7 +147,7 @@ def transfer(glob, frm, to, inst, q, price):
     """Move ``q`` (signed as ``frm``'s position) of ``frm``'s position to ``to`` at ``price``:
     a trade between them without fees."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, wallet = rt.ins, rt.wallet
     assets = glob[G_MAX_ASSETS]
     n = notional(ins, inst, price, abs(q))
     if q > 0:  # frm sells to to
@@ -168,7 +167,6 @@ def book_order(mem, out, acc, inst, q, bp):
     """Stage 3a: an IOC limit order for the whole position at the bankruptcy price."""
     st = views(mem)
     o, ins, glob = st.orders, st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
     oid = glob[G_NEXT_ORDER_ID]
     glob[G_NEXT_ORDER_ID] = oid + 1
     s = acquire(st, oid, inst, acc)
@@ -206,8 +204,8 @@ def take_over(mem, out, acc, inst, bp):
     """Stage 3b: what is left of the position goes to the insurance fund at the bankruptcy
     price if the fund can carry it, else to the opposite side by auto-deleveraging."""
     st = views(mem)
-    ins, acct, glob = st.ins, st.acct, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    ins, glob = st.ins, st.glob
+    pos = st.pos
     maxi = glob[G_MAX_INSTRUMENTS]
     q = pos[acc * maxi + inst, P_QTY]
     mark = ins[I_MARK, inst]
@@ -229,8 +227,8 @@ def deleverage(mem, out, acc, inst, bp):
     """Auto-deleveraging: the opposite positions, most profitable and most leveraged first,
     close against the account at the bankruptcy price until nothing is left."""
     st = views(mem)
-    ins, acct, glob = st.ins, st.acct, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    ins, glob = st.ins, st.glob
+    pos = st.pos
     maxi = glob[G_MAX_INSTRUMENTS]
     q = pos[acc * maxi + inst, P_QTY]
     mark = ins[I_MARK, inst]
@@ -289,7 +287,7 @@ def liquidate(mem, out, acc):
     """docs/risk.md "Liquidation", stages 1-5, for one account."""
     st = views(mem)
     o, ins, acct, glob = st.orders, st.ins, st.acct, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    wallet, pos = st.wallet, st.pos
     maxi = glob[G_MAX_INSTRUMENTS]
     assets = glob[G_MAX_ASSETS]
     eq, im, mm = account_risk(glob, acc, 0, 0, 0, 0)

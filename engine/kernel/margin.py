@@ -22,9 +22,9 @@ from ringex.engine.kernel.fixed import notional, ppm_ceil, signed_value
 from ringex.engine.kernel.heap import heap_remove, heap_set
 from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.kernel.state import (
-    A_MNEXT, A_MPREV, A_NPOS, G_AT_ORDERS, G_AT_RISK, G_CAPACITY, G_MAX_ACCOUNTS, G_MAX_ASSETS,
+    A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS,
     G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV,
-    I_POS_LIMIT, I_TIER_N, I_TIER_STEP, N_ORDER_FIELDS, O_ACCT, O_INST, O_LEAVES, O_OPEN,
+    I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, O_LEAVES, O_OPEN,
     O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_HEAP, P_QTY, P_REAL, P_S, P_SN, W_BAL,
     W_HELD,
 )
@@ -57,7 +57,7 @@ def account_risk(glob, acc, x_inst, x_side, x_qty, x_notional):
     """(equity, initial, maintenance) of ``acc``, with an extra open order of ``x_qty`` on
     ``x_side`` of ``x_inst`` at notional ``x_notional`` counted (``x_inst`` 0: none)."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, wallet, pos = rt.ins, rt.wallet, rt.pos
     return risk_of(glob, ins, wallet, pos, acc, x_inst, x_side, x_qty, x_notional)
 
 
@@ -137,7 +137,7 @@ def closing_loss(ins, inst, side, price, qty):
 def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, wallet, pos = rt.ins, rt.wallet, rt.pos
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     if reduce != 0:
@@ -238,7 +238,7 @@ def _mul_div_trunc(a, b, c):
 def apply_fill(glob, acc, inst, dq, price):
     """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, acct, pos = rt.ins, rt.acct, rt.pos
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     c = pos[row, P_COST]
@@ -402,7 +402,7 @@ def reduce_loss_covered(glob, s, price, q):
     (checked at acceptance, and again here: a replace, a withdrawal or another fill since
     may have used the cover). Liquidation orders (``O_REDUCE`` 2) are not asked."""
     rt = tables(glob)
-    ins, acct, wallet, pos, heap = rt.ins, rt.acct, rt.wallet, rt.pos, rt.heap
+    ins, wallet, pos = rt.ins, rt.wallet, rt.pos
     o = tables(glob).orders
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]

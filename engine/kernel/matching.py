@@ -121,7 +121,7 @@ def reducible(st, s):
     """How much a reduce-only order ``s`` may still fill: its account's position when the
     order's side closes it, else 0."""
     o, glob = st.orders, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    pos = st.pos
     q = pos[o[s, O_ACCT] * glob[_MAXI] + o[s, O_INST], P_QTY]
     if o[s, O_SIDE] == BUY:
         return -q if q < 0 else 0
@@ -129,9 +129,10 @@ def reducible(st, s):
 
 
 @njit(**JIT)
-def refill(st, out, r, inst, sidx):
+def refill(glob, out, r, inst, sidx):
     """A resting iceberg whose displayed part is gone shows the next part at the back."""
-    o, glob = st.orders, st.glob
+    st = tables(glob)
+    o = st.orders
     hidden = o[r, O_HIDDEN]
     show = display_of(o[r, O_DSIZE], hidden)
     o[r, O_HIDDEN] = hidden - show
@@ -141,16 +142,17 @@ def refill(st, out, r, inst, sidx):
 
 
 @njit(**JIT)
-def cancel_resting_whole(st, out, r, inst, sidx, reason):
+def cancel_resting_whole(glob, out, r, inst, sidx, reason):
     """OrderCanceled of a resting order's whole remainder, BookDelete, slot freed."""
-    o, glob = st.orders, st.glob
+    st = tables(glob)
+    o = st.orders
     oid = o[r, O_OID]
     out = ev.order_canceled(out, glob, oid, o[r, O_CLORD], o[r, O_LEAVES], o[r, O_SESS],
                             o[r, O_ACCT], inst, reason)
     out = ev.book_delete(out, glob, oid, inst)
-    level_remove(st, r, inst, sidx)
+    level_remove(st.glob, r, inst, sidx)
     o[r, O_LEAVES] = 0
-    release(st, r)
+    release(st.glob, r)
     return out
 
 
@@ -206,16 +208,16 @@ def execute(st, out, a, lim):
                                         o[r, O_ACCT], inst, CXL_SELF_TRADE)
                 if o[r, O_LEAVES] == 0:
                     out = ev.book_delete(out, glob, r_oid, inst)
-                    level_remove(st, r, inst, osidx)
-                    release(st, r)
+                    level_remove(st.glob, r, inst, osidx)
+                    release(st.glob, r)
                 else:
                     out = ev.book_reduce(out, glob, r_oid, rd, inst)
                     if o[r, O_DISP] == 0:
-                        out = refill(st, out, r, inst, osidx)
+                        out = refill(st.glob, out, r, inst, osidx)
                 out = cancel_aggressor(st, out, a, d)
                 continue
             if stp == STP_CANCEL_RESTING or stp == STP_CANCEL_BOTH:
-                out = cancel_resting_whole(st, out, r, inst, osidx, np.int64(CXL_SELF_TRADE))
+                out = cancel_resting_whole(st.glob, out, r, inst, osidx, np.int64(CXL_SELF_TRADE))
             if stp != STP_CANCEL_RESTING:  # CancelAggressor, CancelBoth
                 out = cancel_aggressor(st, out, a, o[a, O_LEAVES])
                 break
@@ -231,7 +233,7 @@ def execute(st, out, a, lim):
                 if room != 0:
                     q = min(q, room)
                 if room == 0 or (o[r, O_REDUCE] == 1 and not reduce_loss_covered(glob, r, price, q)):
-                    out = cancel_resting_whole(st, out, r, inst, osidx, np.int64(CXL_REDUCE_ONLY))
+                    out = cancel_resting_whole(st.glob, out, r, inst, osidx, np.int64(CXL_REDUCE_ONLY))
                     continue
             if o[a, O_REDUCE] != 0:
                 room = reducible(st, a)
@@ -240,8 +242,8 @@ def execute(st, out, a, lim):
                 if room == 0 or (o[a, O_REDUCE] == 1 and not reduce_loss_covered(glob, a, price, q)):
                     out = cancel_remainder(st, out, a, CXL_REDUCE_ONLY)
                     break
-        if ins[I_CB_ON, inst] != 0 and cb_breach(st, inst, price):
-            out = cb_trip(st, out, a, inst)
+        if ins[I_CB_ON, inst] != 0 and cb_breach(st.glob, inst, price):
+            out = cb_trip(st.glob, out, a, inst)
             break
         o[r, O_DISP] = shown - q
         r_leaves = o[r, O_LEAVES] - q
@@ -261,10 +263,10 @@ def execute(st, out, a, lim):
         out = ev.book_execute(out, glob, r_oid, q, price, tid, inst)
         settle(st, a, r, price, q)
         if r_leaves == 0:
-            level_remove(st, r, inst, osidx)
-            release(st, r)
+            level_remove(st.glob, r, inst, osidx)
+            release(st.glob, r)
         elif shown == q:
-            out = refill(st, out, r, inst, osidx)
+            out = refill(st.glob, out, r, inst, osidx)
     return out
 
 
@@ -280,10 +282,11 @@ def cancel_remainder(st, out, a, reason):
 
 
 @njit(**JIT)
-def cb_trip(st, out, a, inst):
+def cb_trip(glob, out, a, inst):
     """The breaker trips: the aggressor's remainder is canceled (Halted) and the instrument
     halts until sequencer time now + cbHaltNs."""
-    o, ins, glob = st.orders, st.ins, st.glob
+    st = tables(glob)
+    o, ins = st.orders, st.ins
     leaves = o[a, O_LEAVES]
     out = ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
                             o[a, O_ACCT], inst, CXL_HALTED)
@@ -324,10 +327,11 @@ def cb_clear(ins, glob, inst):
 
 
 @njit(**JIT)
-def cb_breach(st, inst, price):
+def cb_breach(glob, inst, price):
     """docs/risk.md "Circuit breaker": would a fill at ``price`` move the price more than
     cbMovePpm from the window's reference? The first fill of a window sets the reference."""
-    ins, glob = st.ins, st.glob
+    st = tables(glob)
+    ins = st.ins
     ts = glob[G_TS]
     start = ts - ts % ins[I_CB_WINDOW, inst]
     if start != ins[I_CB_START, inst]:
@@ -425,7 +429,7 @@ def run_aggressor(mem, out, a):
         out = ev.order_canceled(out, glob, o[a, O_OID], o[a, O_CLORD], leaves, o[a, O_SESS],
                                 o[a, O_ACCT], o[a, O_INST], reason)
         o[a, O_LEAVES] = 0
-    release(st, a)
+    release(st.glob, a)
     return out
 
 
@@ -501,7 +505,7 @@ def remove_order(mem, out, s, reason):
     inst = o[s, O_INST]
     state = o[s, O_STATE]
     if state == S_RESTING:
-        return cancel_resting_whole(st, out, s, inst, 0 if o[s, O_SIDE] == BUY else 1, reason)
+        return cancel_resting_whole(st.glob, out, s, inst, 0 if o[s, O_SIDE] == BUY else 1, reason)
     out = ev.order_canceled(out, glob, o[s, O_OID], o[s, O_CLORD], o[s, O_LEAVES],
                             o[s, O_SESS], o[s, O_ACCT], inst, reason)
     if state == S_STOP:
@@ -513,7 +517,7 @@ def remove_order(mem, out, s, reason):
         if otype == STOP or otype == STOP_LIMIT:
             glob[G_STOPS] -= 1
     o[s, O_LEAVES] = 0
-    release(st, s)
+    release(st.glob, s)
     return out
 
 

@@ -17,7 +17,7 @@ from numba import njit
 
 from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel import events as ev
-from ringex.engine.kernel.arena import tables, views
+from ringex.engine.kernel.arena import views
 from ringex.engine.kernel.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
 from ringex.engine.wire.layout import (
     BUY, FU_ACCOUNT, FU_ACTION, FU_AMOUNT, FU_ASSET, FUNDS_DEPOSIT, FUNDS_WITHDRAW, KIND_PERPETUAL,
@@ -89,8 +89,8 @@ def hold_row(st, s):
 @njit(**INLINE)
 def order_end(st, s):
     """Order ``s`` ends (filled, canceled, expired, ...): its hold or open margin goes."""
-    o, ins, glob = st.orders, st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    o, ins = st.orders, st.ins
+    wallet, pos = st.wallet, st.pos
     if ins[I_KIND, o[s, O_INST]] == KIND_PERPETUAL:
         if o[s, O_OPEN] != 0:
             open_sync(st, pos, s, 0)
@@ -104,9 +104,9 @@ def order_end(st, s):
 @njit(**INLINE)
 def leaves_changed(st, s):
     """A perpetual order's leaves shrank without a fill (self-trade prevention)."""
-    o, ins, glob = st.orders, st.ins, st.glob
+    o = st.orders
     if o[s, O_OPEN] != 0:
-        wallet, pos, heap = st.wallet, st.pos, st.heap
+        pos = st.pos
         open_sync(st, pos, s, o[s, O_LEAVES])
 
 
@@ -115,7 +115,7 @@ def settle(st, a, r, price, q):
     """Settle a fill of ``q`` at ``price`` between aggressor ``a`` and resting order ``r``
     (their leaves already reduced): cash, base asset or positions, fees, holds, margin."""
     o, ins, acct, glob = st.orders, st.ins, st.acct, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    wallet, pos = st.wallet, st.pos
     inst = o[a, O_INST]
     assets = glob[G_MAX_ASSETS]
     n = notional(ins, inst, price, q)
@@ -170,8 +170,8 @@ def settle(st, a, r, price, q):
 def on_funds(mem, out, i64, b):
     """docs/risk.md ``Funds``: deposit into or withdraw from an account (0: the insurance fund)."""
     st = views(mem)
-    ins, acct, glob = st.ins, st.acct, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    acct, glob = st.acct, st.glob
+    wallet = st.wallet
     acc = ev.get(i64, b, FU_ACCOUNT)
     asset = ev.get(i64, b, FU_ASSET)
     action = ev.get(i64, b, FU_ACTION)

@@ -141,7 +141,7 @@ def check_new_order(mem, i64, b):
     if ins[I_KIND, inst] == KIND_PERPETUAL:
         risk = perp_check(glob, acc, inst, side, qty, rprice, reduce)
     else:
-        wallet, pos, heap = st.wallet, st.pos, st.heap
+        wallet, pos = st.wallet, st.pos
         risk = spot_check(glob, ins, wallet, pos, acc, inst, side, qty, rprice)
     if risk != R_NONE:
         return risk
@@ -184,7 +184,7 @@ def pre_trade_check(mem, inst, acc, side, otype, price, stop, qty):
     """docs/risk.md pre-trade checks 1-4 (MaxOrderQty, PriceBand, MaxNotional, MaxOpenOrders);
     the position and money checks of the instrument's kind follow in ``check_new_order``."""
     st = views(mem)
-    ins, acct, glob = st.ins, st.acct, st.glob
+    ins, acct = st.ins, st.acct
     most_qty = ins[I_MAX_ORDER_QTY, inst]
     if most_qty != 0 and qty > most_qty:
         return R_MAX_ORDER_QTY
@@ -260,7 +260,7 @@ def on_new_order(mem, out, i64, b):
     o[s, O_RPRICE] = risk_price(st, inst, side, otype, price, stop)
     o[s, O_HOLD] = 0
     o[s, O_OPEN] = 0
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    wallet, pos = st.wallet, st.pos
     if ins[I_KIND, inst] == KIND_PERPETUAL:
         open_add(st, pos, s)
     else:
@@ -338,15 +338,16 @@ def check_replace(st, s, inst, acc, price, qty, display):
     cap = ins[I_MAX_NOTIONAL, inst]
     if cap != 0 and price * qty // ins[I_NOTIONAL_DIV, inst] > cap:
         return R_MAX_NOTIONAL
-    return replace_money_check(st, s, price, qty - o[s, O_FILLED])
+    return replace_money_check(st.glob, s, price, qty - o[s, O_FILLED])
 
 
 @njit(**JIT)
-def replace_money_check(st, s, price, leaves):
+def replace_money_check(glob, s, price, leaves):
     """docs/risk.md: a replaced order's hold (spot) or open margin (perpetual) is recomputed
     for its new price and quantity; what it needs beyond what it has must be there."""
-    o, ins, glob = st.orders, st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    st = tables(glob)
+    o, ins = st.orders, st.ins
+    wallet, pos = st.wallet, st.pos
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
     side = o[s, O_SIDE]
@@ -379,10 +380,11 @@ def replace_money_check(st, s, price, leaves):
 
 
 @njit(**JIT)
-def rehold(st, s, price):
+def rehold(glob, s, price):
     """After a replace: the order's hold or open margin for its new price and leaves."""
-    o, ins, glob = st.orders, st.ins, st.glob
-    wallet, pos, heap = st.wallet, st.pos, st.heap
+    st = tables(glob)
+    o, ins = st.orders, st.ins
+    wallet, pos = st.wallet, st.pos
     if ins[I_KIND, o[s, O_INST]] == KIND_PERPETUAL:
         open_sync(st, pos, s, 0)
         o[s, O_RPRICE] = price
@@ -424,7 +426,7 @@ def on_replace(mem, out, i64, b):
             o[s, O_HIDDEN] = leaves - show
             o[s, O_DSIZE] = display
             o[s, O_CLORD] = clord
-            rehold(st, s, price)
+            rehold(st.glob, s, price)
             out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
             if show < old_disp:
                 out = ev.book_reduce(out, glob, oid, old_disp - show, inst)
@@ -433,14 +435,14 @@ def on_replace(mem, out, i64, b):
         if cross and o[s, O_POST] == BOOL_TRUE:
             reason = R_POST_ONLY_WOULD_TRADE
         else:
-            level_remove(st, s, inst, sidx)
+            level_remove(st.glob, s, inst, sidx)
             o[s, O_PRICE] = price
             o[s, O_QTY] = qty
             o[s, O_LEAVES] = leaves
             o[s, O_DSIZE] = display
             o[s, O_CLORD] = clord
             o[s, O_LEVEL] = idx
-            rehold(st, s, price)
+            rehold(st.glob, s, price)
             out = ev.order_replaced(out, glob, oid, clord, orig, price, qty, leaves, display, sess, acc, inst)
             if cross:
                 out = ev.book_delete(out, glob, oid, inst)

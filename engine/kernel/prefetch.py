@@ -22,7 +22,7 @@ from __future__ import annotations
 from numba import njit
 from numba.core import config as _numba_config
 
-from ringex.engine.kernel.flags import INLINE, JIT
+from ringex.engine.kernel.flags import INLINE
 from ringex.engine.kernel.events import get
 from ringex.engine.wire.layout import (
     BUY, CO_ACCOUNT, CO_INSTRUMENT, CO_ORDER_ID, HDR_TEMPLATE, NO_ACCOUNT, NO_INSTRUMENT, NO_PRICE,
