@@ -48,7 +48,9 @@ def test_wheel_installs_one_package_called_ringex(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("ringex-")}
     assert tops == {"ringex"}, f"wheel installs top-level names {sorted(tops)}"
-    assert "ringex/engine/schema.xml" in names
+    assert "ringex/engine/wire/schema.xml" in names
+    for sub in ("wire", "kernel", "storage", "pipeline"):  # every subpackage of engine/ ships
+        assert f"ringex/engine/{sub}/__init__.py" in names, sub
     assert not any(n.startswith("ringex/tests/") for n in names)
 
     # A fresh venv that sees the dependencies (numpy, numba, ...) through a .pth line but

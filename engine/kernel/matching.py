@@ -128,7 +128,7 @@ def reducible(st, s):
     return q if q > 0 else 0
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def refill(glob, out, r, inst, sidx):
     """A resting iceberg whose displayed part is gone shows the next part at the back."""
     st = tables(glob)
@@ -141,7 +141,7 @@ def refill(glob, out, r, inst, sidx):
     return ev.book_add(out, glob, o[r, O_OID], o[r, O_PRICE], show, inst, o[r, O_SIDE])
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def cancel_resting_whole(glob, out, r, inst, sidx, reason):
     """OrderCanceled of a resting order's whole remainder, BookDelete, slot freed."""
     st = tables(glob)
@@ -281,7 +281,7 @@ def cancel_remainder(st, out, a, reason):
                              o[a, O_ACCT], o[a, O_INST], reason)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def cb_trip(glob, out, a, inst):
     """The breaker trips: the aggressor's remainder is canceled (Halted) and the instrument
     halts until sequencer time now + cbHaltNs."""
