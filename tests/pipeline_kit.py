@@ -11,6 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ringex.engine.kernel import state as S
 from ringex.engine.wire import messages as m
 from ringex.engine.pipeline.engine_agent import stream_hash, update_stream_hash
 from ringex.ringbuffer.idle import BackoffIdleStrategy
@@ -238,3 +241,14 @@ def leave_stale_ring(name: str, capacity: int) -> None:
     """Child process: create a ring and die without cleaning up, as a crash would."""
     Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity, unlink_on_close=False)
     os._exit(0)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two engines' ``arrays()`` hold the same state (the last call's event count, scratch, aside)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k], b[k]
+        if k == "globals":
+            x, y = x.copy(), y.copy()
+            x[S.G_EVENTS] = y[S.G_EVENTS] = 0
+        assert np.array_equal(x, y), f"state array {k} differs"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import OutputReader, admin_count, make_config, order_bytes, pump
+from pipeline_kit import OutputReader, admin_count, assert_same_state, make_config, order_bytes, pump
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -285,18 +285,6 @@ def recovered_state(data: Path) -> tuple[dict, int]:
     for _ in rest:
         pass
     return {k: v.copy() for k, v in engine.arrays().items()}, next_seq
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    from ringex.engine.kernel import state as S
-
-    assert a.keys() == b.keys()
-    for k in a:
-        x, y = a[k], b[k]
-        if k == "globals":  # the event count of the last call is scratch, not state
-            x, y = x.copy(), y.copy()
-            x[S.G_EVENTS] = y[S.G_EVENTS] = 0
-        assert np.array_equal(x, y), f"state array {k} differs"
 
 
 def test_run_with_archive_keeps_every_day_replayable(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import PERP, SPOT, OutputReader, admin_count, make_config, order_bytes, pump
+from pipeline_kit import OutputReader, PERP, SPOT, admin_count, assert_same_state, make_config, order_bytes, pump
 from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -87,18 +87,6 @@ def state_by_full_replay(data: Path, upto_seq: int | None = None) -> dict:
     for rec in JournalReader(journal_dir(data)).records(to_seq=upto_seq):
         engine.process(record_slots(rec))
     return {k: v.copy() for k, v in engine.arrays().items()}
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    from ringex.engine.kernel import state as S
-
-    assert a.keys() == b.keys()
-    for k in a:
-        x, y = a[k], b[k]
-        if k == "globals":  # the event count of the last call is scratch, not state
-            x, y = x.copy(), y.copy()
-            x[S.G_EVENTS] = y[S.G_EVENTS] = 0
-        assert np.array_equal(x, y), f"state array {k} differs"
 
 
 def test_recovered_state_equals_a_replay_of_the_journal(data: Path) -> None:
