@@ -49,17 +49,17 @@ if _numba_config.DISABLE_JIT:
         view of records stored one after another."""
         return mem[at: at + cols * stride].reshape((cols, stride))[:, :rows].T
 
-    def far1(g, at, n):
-        flat = np.lib.stride_tricks.as_strided(g, shape=(at + n,), strides=(8,), writeable=True)
+    def far1(glob, at, n):
+        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + n,), strides=(8,), writeable=True)
         return flat[at: at + n]
 
-    def far2t(g, at, rows, cols, stride):
-        flat = np.lib.stride_tricks.as_strided(g, shape=(at + cols * stride,), strides=(8,), writeable=True)
+    def far2t(glob, at, rows, cols, stride):
+        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + cols * stride,), strides=(8,), writeable=True)
         return flat[at:].reshape((cols, stride))[:, :rows].T
 
-    def far2(g, at, rows, cols):
+    def far2(glob, at, rows, cols):
         """A table of the arena reached from its globals view (which starts the arena)."""
-        flat = np.lib.stride_tricks.as_strided(g, shape=(at + rows * cols,), strides=(8,), writeable=True)
+        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + rows * cols,), strides=(8,), writeable=True)
         return flat[at:].reshape((rows, cols))
 
 else:

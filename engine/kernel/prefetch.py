@@ -71,29 +71,29 @@ else:
 
 
 @njit(**INLINE)
-def account_rows(mem, g, acc, inst):
+def account_rows(mem, glob, acc, inst):
     """The rows of ``acc`` that an order of it on ``inst`` reads first: its account row, cash
     wallet row and position row (``mem`` may be any view that starts the arena)."""
-    maxa = g[G_MAX_ACCOUNTS]
-    maxi = g[G_MAX_INSTRUMENTS]
+    maxa = glob[G_MAX_ACCOUNTS]
+    maxi = glob[G_MAX_INSTRUMENTS]
     if acc <= 0 or acc >= maxa or inst <= 0 or inst >= maxi:
         return
-    a = g[G_AT_ACCT] + acc * ACCT_STRIDE
+    a = glob[G_AT_ACCT] + acc * ACCT_STRIDE
     touch(mem, a)  # the fields an order reads are all in the row's first line
-    touch(mem, g[G_AT_WALLET] + acc * g[G_MAX_ASSETS] * N_WALLET)
-    touch(mem, g[G_AT_POS] + (acc * maxi + inst) * N_POS)
+    touch(mem, glob[G_AT_WALLET] + acc * glob[G_MAX_ASSETS] * N_WALLET)
+    touch(mem, glob[G_AT_POS] + (acc * maxi + inst) * N_POS)
 
 
 @njit(**INLINE)
-def front_maker(mem, g, i64, b):
+def front_maker(mem, glob, i64, b):
     """The order at the front of the best opposite level if new order ``b`` would trade
     against it now (its limit reaches it, or it has none), else -1."""
     inst = get(i64, b, NO_INSTRUMENT)
-    maxi = g[G_MAX_INSTRUMENTS]
+    maxi = glob[G_MAX_INSTRUMENTS]
     if inst <= 0 or inst >= maxi:
         return -1
-    at = g[G_AT_INS]
-    levels = g[G_LEVELS]
+    at = glob[G_AT_INS]
+    levels = glob[G_LEVELS]
     price = i64[b + NO_PRICE]  # 0: a market order, which trades whatever the price
     tick = mem[at + I_TICK * maxi + inst]
     base = mem[at + I_BASE * maxi + inst]
@@ -107,39 +107,39 @@ def front_maker(mem, g, i64, b):
         if best < 0 or (price != 0 and price >= (base + best + 1) * tick):
             return -1
         row = inst * 2 * levels + best
-    return mem[g[G_AT_LEVELS] + row * 2]
+    return mem[glob[G_AT_LEVELS] + row * 2]
 
 
 @njit(**INLINE)
-def order_row(mem, g, s):
+def order_row(mem, glob, s):
     """All four cache lines of order slot ``s``."""
-    o = g[G_AT_ORDERS] + s * N_ORDER_FIELDS
+    o = glob[G_AT_ORDERS] + s * N_ORDER_FIELDS
     for w in range(0, N_ORDER_FIELDS, 8):
         touch(mem, o + w)
 
 
 @njit(**INLINE)
-def heap_entry(mem, g, acc, inst):
+def heap_entry(mem, glob, acc, inst):
     """Where ``acc`` sits in ``inst``'s at-risk heaps (its position row already fetched)."""
-    maxi = g[G_MAX_INSTRUMENTS]
-    at = mem[g[G_AT_POS] + (acc * maxi + inst) * N_POS + P_HEAP]
+    maxi = glob[G_MAX_INSTRUMENTS]
+    at = mem[glob[G_AT_POS] + (acc * maxi + inst) * N_POS + P_HEAP]
     if at >= 0:
-        touch(mem, g[G_AT_HEAP] + ((inst * 2 + (at & 1)) * g[G_MAX_ACCOUNTS] + (at >> 1)) * 2)
+        touch(mem, glob[G_AT_HEAP] + ((inst * 2 + (at & 1)) * glob[G_MAX_ACCOUNTS] + (at >> 1)) * 2)
 
 
 @njit(**INLINE)
-def maker_rows(mem, g, r, inst):
+def maker_rows(mem, glob, r, inst):
     """What filling resting order ``r`` (its row already requested) writes besides the order:
     its account's rows, its id bucket and the orders beside it in its account's and its
     instrument's lists (all relinked when it leaves the book)."""
-    cap = g[G_CAPACITY]
-    o = g[G_AT_ORDERS] + r * N_ORDER_FIELDS
-    account_rows(mem, g, mem[o + O_ACCT], inst)
-    touch(mem, g[G_AT_BUCKETS] + (mem[o + O_OID] & g[G_ID_MASK]))
+    cap = glob[G_CAPACITY]
+    o = glob[G_AT_ORDERS] + r * N_ORDER_FIELDS
+    account_rows(mem, glob, mem[o + O_ACCT], inst)
+    touch(mem, glob[G_AT_BUCKETS] + (mem[o + O_OID] & glob[G_ID_MASK]))
     for f in (O_ANEXT, O_APREV, O_INEXT, O_IPREV):
         t = mem[o + f]
         if 0 <= t < cap:
-            touch(mem, g[G_AT_ORDERS] + t * N_ORDER_FIELDS + O_ANEXT)
+            touch(mem, glob[G_AT_ORDERS] + t * N_ORDER_FIELDS + O_ANEXT)
 
 
 @njit(**INLINE)
@@ -150,22 +150,22 @@ def event_rows(out, n):
 
 
 @njit(**INLINE)
-def cancel_target(mem, g, i64, b):
+def cancel_target(mem, glob, i64, b):
     """The slot cancel ``b`` names if its id bucket leads there first, else -1 (prefetching
     is a guess: a chain is not walked)."""
-    s = mem[g[G_AT_BUCKETS] + (i64[b + CO_ORDER_ID] & g[G_ID_MASK])]
-    if 0 <= s < g[G_CAPACITY]:
+    s = mem[glob[G_AT_BUCKETS] + (i64[b + CO_ORDER_ID] & glob[G_ID_MASK])]
+    if 0 <= s < glob[G_CAPACITY]:
         return s
     return -1
 
 
 @njit(**INLINE)
-def ahead(mem, g, i64, m, k):
+def ahead(mem, glob, i64, m, k):
     """Prefetch for the messages after ``m`` of the ``k`` in the batch: each stage reads what
     the one before requested, so no stage waits for memory (see the module)."""
-    maxa = g[G_MAX_ACCOUNTS]
-    maxi = g[G_MAX_INSTRUMENTS]
-    cap = g[G_CAPACITY]
+    maxa = glob[G_MAX_ACCOUNTS]
+    maxi = glob[G_MAX_INSTRUMENTS]
+    cap = glob[G_CAPACITY]
     if m + LEAD_SLOT < k:  # the message itself (the batch is read once, front to back)
         touch(i64, (m + LEAD_SLOT) * SLOT_WORDS)
         touch(i64, (m + LEAD_SLOT) * SLOT_WORDS + 8)
@@ -173,13 +173,13 @@ def ahead(mem, g, i64, m, k):
         b = (m + LEAD_NAMED) * SLOT_WORDS
         tid = get(i64, b, HDR_TEMPLATE)
         if tid == T_NEW_ORDER:
-            account_rows(mem, g, get(i64, b, NO_ACCOUNT), get(i64, b, NO_INSTRUMENT))
-            r = front_maker(mem, g, i64, b)
+            account_rows(mem, glob, get(i64, b, NO_ACCOUNT), get(i64, b, NO_INSTRUMENT))
+            r = front_maker(mem, glob, i64, b)
             if 0 <= r < cap:
-                order_row(mem, g, r)
+                order_row(mem, glob, r)
         elif tid == T_CANCEL_ORDER:
-            account_rows(mem, g, get(i64, b, CO_ACCOUNT), get(i64, b, CO_INSTRUMENT))
-            touch(mem, g[G_AT_BUCKETS] + (i64[b + CO_ORDER_ID] & g[G_ID_MASK]))
+            account_rows(mem, glob, get(i64, b, CO_ACCOUNT), get(i64, b, CO_INSTRUMENT))
+            touch(mem, glob[G_AT_BUCKETS] + (i64[b + CO_ORDER_ID] & glob[G_ID_MASK]))
     if m + LEAD_ONE_STEP < k:  # one step removed: the order a cancel names, a maker's account
         b = (m + LEAD_ONE_STEP) * SLOT_WORDS
         tid = get(i64, b, HDR_TEMPLATE)
@@ -187,26 +187,26 @@ def ahead(mem, g, i64, m, k):
             acc = get(i64, b, NO_ACCOUNT)
             inst = get(i64, b, NO_INSTRUMENT)
             if 0 < acc < maxa and 0 < inst < maxi:
-                tail = mem[g[G_AT_ACCT] + acc * ACCT_STRIDE + A_LIVE_TAIL]
+                tail = mem[glob[G_AT_ACCT] + acc * ACCT_STRIDE + A_LIVE_TAIL]
                 if 0 <= tail < cap:
-                    touch(mem, g[G_AT_ORDERS] + tail * N_ORDER_FIELDS + O_ANEXT)
-                heap_entry(mem, g, acc, inst)
-                r = front_maker(mem, g, i64, b)
+                    touch(mem, glob[G_AT_ORDERS] + tail * N_ORDER_FIELDS + O_ANEXT)
+                heap_entry(mem, glob, acc, inst)
+                r = front_maker(mem, glob, i64, b)
                 if 0 <= r < cap:
-                    maker_rows(mem, g, r, inst)
+                    maker_rows(mem, glob, r, inst)
         elif tid == T_CANCEL_ORDER:
-            s = cancel_target(mem, g, i64, b)
+            s = cancel_target(mem, glob, i64, b)
             if s >= 0:
-                order_row(mem, g, s)
+                order_row(mem, glob, s)
 
 
 if _numba_config.DISABLE_JIT:
     # Plain Python: a prefetch gains nothing, and the matcher passes the globals view, which
     # only compiled code may index past its end.
-    def ahead(mem, g, i64, m, k):  # noqa: F811
+    def ahead(mem, glob, i64, m, k):  # noqa: F811
         return None
 
-    def maker_rows(mem, g, r, inst):  # noqa: F811
+    def maker_rows(mem, glob, r, inst):  # noqa: F811
         return None
 
     def event_rows(out, n):  # noqa: F811
