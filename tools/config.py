@@ -185,6 +185,7 @@ max_assets = 8
 
 [journal]
 durability = "batch"
+archive_dir = "var/archive"    # retired segments kept compressed: the whole day stays replayable
 
 [[process]]
 name = "core"
