@@ -25,6 +25,7 @@ from ringex.engine.storage.journal_format import (
 )
 from ringex.engine.storage.journal_reader import JournalReader, replay_from
 from ringex.engine.storage.journal_retention import (
+    RetentionWorker,
     archive_dir_of,
     record_archive_dir,
     retire_segments,
@@ -87,6 +88,54 @@ def test_archive_moves_covered_segments_compressed(journal) -> None:
     assert (jdir / ".archive").read_text() == "../archive"
     assert read_all(jdir) == records
     assert [(r.first_seq, r.count) for r in replay_from(jdir, 1)][0] == (1, 2)
+
+
+def test_worker_retires_off_the_callers_thread_and_merges_requests(journal) -> None:
+    jdir, archive, records = journal
+    segs = list_segments(jdir)
+    worker = RetentionWorker(jdir, archive)
+    try:
+        worker.request(segs[1][0])
+        worker.request(segs[3][0])  # merged with the first if it arrives while that one runs
+        worker.request(segs[2][0])  # lower than asked already: nothing more to do
+        assert worker.wait(30), "retention did not finish"
+        assert [first for first, _ in list_segments(jdir)] == [first for first, _ in segs[3:]]
+        assert [first for first, _ in list_archived(archive)] == [first for first, _ in segs[:3]]
+        assert 1 <= worker.passes <= 2 and worker.failures == 0
+        assert read_all(jdir) == records
+    finally:
+        assert worker.close(30)
+
+
+def test_worker_close_finishes_the_pending_pass(journal) -> None:
+    jdir, archive, records = journal
+    segs = list_segments(jdir)
+    worker = RetentionWorker(jdir, archive)
+    worker.request(segs[-1][0])
+    assert worker.close(30)  # returns only once the requested pass is done
+    assert [first for first, _ in list_segments(jdir)] == [segs[-1][0]]
+    assert read_all(jdir) == records
+
+
+def test_a_failed_pass_is_logged_and_retried_at_the_next_request(journal, caplog) -> None:
+    jdir, archive, records = journal
+    segs = list_segments(jdir)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_text("not a directory")  # every pass fails: the archive cannot be made
+    worker = RetentionWorker(jdir, archive)
+    try:
+        with caplog.at_level(logging.ERROR, logger="ringex.engine.storage.journal_retention"):
+            worker.request(segs[1][0])
+            assert worker.wait(30)
+        assert worker.failures == 1 and "stay live" in caplog.text
+        assert list_segments(jdir) == segs  # nothing lost
+        archive.unlink()
+        worker.request(segs[2][0])
+        assert worker.wait(30)
+        assert [first for first, _ in list_segments(jdir)] == [first for first, _ in segs[2:]]
+        assert read_all(jdir) == records
+    finally:
+        assert worker.close(30)
 
 
 def test_the_pointer_is_relative_inside_the_data_dir_so_a_copy_reads(journal, tmp_path) -> None:

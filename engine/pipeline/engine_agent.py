@@ -17,9 +17,10 @@ process and are reconciled:
   replay that the ring had not yet received are published, so consumers see the output
   continue with no gap and no duplicate. A new ring (whole-exchange restart) starts fresh.
 
-Retention: on start and after each snapshot, the journal segments older than the oldest
-kept snapshot are deleted, or moved compressed to ``archive_dir`` when one is configured
-(:mod:`ringex.engine.storage.journal_retention`).
+Retention: on start (on this thread, before accepting) and after each snapshot (on a
+thread of its own, ``RetentionWorker``, so that compressing never stops the duty cycle), the
+journal segments older than the oldest kept snapshot are deleted, or moved compressed to
+``archive_dir`` when one is configured (:mod:`ringex.engine.storage.journal_retention`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ringex.engine.config import EngineConfig
 from ringex.engine.engine import warm_up
 from ringex.engine.storage import defaults
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
-from ringex.engine.storage.journal_retention import record_archive_dir, retire_segments
+from ringex.engine.storage.journal_retention import RetentionWorker, record_archive_dir, retire_segments
 from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import recover_engine
 from ringex.engine.storage.snapshot import list_snapshots, write_snapshot
@@ -138,6 +139,7 @@ class EngineAgent(Agent):
         self.batch_limit = batch_limit
         self._rings: list[Ring] = []
         self.journal: JournalWriter | None = None
+        self._retention: RetentionWorker | None = None
 
     # ----------------------------------------------------------------- start-up
 
@@ -181,7 +183,12 @@ class EngineAgent(Agent):
         if base is None:
             self._write_output_base(out_ring, self.events_total)
         self._since_snapshot = 0
-        self._retire_segments()  # also finishes a retirement a crash interrupted
+        # Before accepting: finish a retirement a crash interrupted, here on this thread;
+        # later passes run beside the engine.
+        oldest = self._oldest_snapshot_seq()
+        if oldest is not None:
+            retire_segments(journal_dir(self.data_dir), oldest, self.archive_dir)
+        self._retention = RetentionWorker(journal_dir(self.data_dir), self.archive_dir)
         log.info("engine: recovered to seq %d, %d events, in %.2f s",
                  self.next_seq - 1, self.events_total, time.monotonic() - started)
 
@@ -273,26 +280,25 @@ class EngineAgent(Agent):
             keep=self.snapshots_kept,
         )
         self._since_snapshot = 0
-        self._retire_segments()
+        oldest = self._oldest_snapshot_seq()
+        if oldest is not None and self._retention is not None:
+            # the journal segments the oldest kept snapshot covers leave, off this thread
+            self._retention.request(oldest)
         return path
 
-    def _retire_segments(self) -> None:
-        """Delete or archive the journal segments the oldest kept snapshot covers, so that
-        the journal's disk use stays bounded (see ``journal_retention``)."""
+    def _oldest_snapshot_seq(self) -> int | None:
         snaps = list_snapshots(snapshot_dir(self.data_dir))
-        if not snaps:
-            return
-        retired = retire_segments(journal_dir(self.data_dir), snaps[0][0], self.archive_dir)
-        if retired:
-            log.info("engine: %s %d journal segment(s) before seq %d",
-                     "archived" if self.archive_dir is not None else "deleted", len(retired),
-                     snaps[0][0])
+        return snaps[0][0] if snaps else None
 
     def on_close(self) -> None:
         try:
             if self.journal is not None and getattr(self, "engine", None) is not None:
                 self.snapshot()
         finally:
+            # the retention pass must end before the journal's lock is given up
+            if self._retention is not None and not self._retention.close():
+                log.warning("engine: journal retention still running at close; the next start finishes it")
+            self._retention = None
             if self.journal is not None:
                 self.journal.close()
                 self.journal = None

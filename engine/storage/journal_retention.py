@@ -5,8 +5,9 @@ sequence below ``before_seq`` (the next segment starts at or before it), never t
 segment (the writer appends to it).  Without an archive directory such a segment is
 deleted; with one it is moved there gzip-compressed, as ``journal-<first seq>.log.gz``
 (:func:`~ringex.engine.storage.journal_format.archived_name`).  The engine agent, which
-holds the journal's lock, calls it once at start-up and after each periodic snapshot (once
-the snapshots beyond ``snapshots_kept`` are pruned) with the oldest kept snapshot's
+holds the journal's lock, calls it once at start-up and, through :class:`RetentionWorker`
+(a thread of its own: compressing must not stop the engine), after each periodic snapshot
+(once the snapshots beyond ``snapshots_kept`` are pruned) with the oldest kept snapshot's
 sequence: the live journal then holds about ``snapshots_kept * snapshot_every`` messages
 plus a segment, and recovery can still fall back to any kept snapshot.  A reader
 (:class:`~ringex.engine.storage.journal_reader.JournalReader`) reads the archive and the
@@ -53,6 +54,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import threading
 from pathlib import Path
 
 from ringex.engine.storage.fsync import fsync_directory
@@ -106,6 +108,79 @@ def retire_segments(
         fsync_directory(journal_dir)
         retired.append(path)
     return retired
+
+
+class RetentionWorker:
+    """Runs :func:`retire_segments` on a thread of its own, so that compressing a segment
+    (about a second for 64 MiB at gzip level 1) never stops the engine's duty cycle.
+
+    :meth:`request` asks for every segment before ``before_seq`` to be retired and returns
+    at once; requests that arrive while a pass runs are merged into the next pass (only the
+    highest ``before_seq`` matters). zlib and the file system calls release the GIL, so the
+    pass runs beside the engine on a second core. The crash points are those of the module
+    notes, whichever thread is killed: a pass does the same steps in the same order.
+    :meth:`close` lets the pending pass finish (bounded) before the caller gives up the
+    journal's lock. A pass that fails (a full disk, say) is logged and tried again at the
+    next request; nothing is lost, the segments stay live.
+    """
+
+    def __init__(self, journal_dir: Path | str, archive_dir: Path | str | None) -> None:
+        self.journal_dir = Path(journal_dir)
+        self.archive_dir = None if archive_dir is None else Path(archive_dir)
+        self._cond = threading.Condition()
+        self._wanted = 0  # retire everything before this sequence
+        self._done = 0  # the last pass covered everything before this one
+        self._stopping = False
+        self.passes = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="journal-retention", daemon=True)
+        self._thread.start()
+
+    def request(self, before_seq: int) -> None:
+        with self._cond:
+            if before_seq > self._wanted:
+                self._wanted = before_seq
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Until every request so far is done; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done >= self._wanted, timeout)
+
+    def close(self, timeout: float = 120.0) -> bool:
+        """Finish the pending pass, then stop; False when it did not finish in ``timeout``
+        (the next start completes it: see the module's crash points)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._wanted > self._done)
+                if self._wanted <= self._done:
+                    return  # stopping, nothing pending
+                before_seq = self._wanted
+            try:
+                retired = retire_segments(self.journal_dir, before_seq, self.archive_dir)
+            except Exception:  # a failed pass must not end the thread: the next request retries
+                log.exception("journal: retiring segments before seq %d failed; they stay live",
+                              before_seq)
+                with self._cond:
+                    self.failures += 1
+                    self._done = before_seq  # retried at the next request, not in a loop
+                    self._cond.notify_all()
+                continue
+            if retired:
+                log.info("journal: %s %d segment(s) before seq %d",
+                         "archived" if self.archive_dir is not None else "deleted", len(retired),
+                         before_seq)
+            with self._cond:
+                self.passes += 1
+                self._done = before_seq
+                self._cond.notify_all()
 
 
 def _prepare_archive(archive: Path) -> None:
