@@ -49,18 +49,20 @@ if _numba_config.DISABLE_JIT:
         view of records stored one after another."""
         return mem[at: at + cols * stride].reshape((cols, stride))[:, :rows].T
 
-    def far1(glob, at, n):
-        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + n,), strides=(8,), writeable=True)
-        return flat[at: at + n]
+    def _reach(glob, words):
+        """The first ``words`` words of the arena that ``glob`` starts: plain Python may not
+        index a view past its end, compiled code does."""
+        return np.lib.stride_tricks.as_strided(glob, shape=(words,), strides=(8,), writeable=True)
 
-    def far2t(glob, at, rows, cols, stride):
-        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + cols * stride,), strides=(8,), writeable=True)
-        return flat[at:].reshape((cols, stride))[:, :rows].T
+    def far1(glob, at, n):
+        return table1(_reach(glob, at + n), at, n)
 
     def far2(glob, at, rows, cols):
         """A table of the arena reached from its globals view (which starts the arena)."""
-        flat = np.lib.stride_tricks.as_strided(glob, shape=(at + rows * cols,), strides=(8,), writeable=True)
-        return flat[at:].reshape((rows, cols))
+        return table2(_reach(glob, at + rows * cols), at, rows, cols)
+
+    def far2t(glob, at, rows, cols, stride):
+        return table2t(_reach(glob, at + cols * stride), at, rows, cols, stride)
 
 else:
 
