@@ -19,7 +19,7 @@ from ringex.engine.pipeline.engine_agent import stream_hash, update_stream_hash
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import ExchangeConfig, parse_config
-from ringex.tools.launcher import admin_messages
+from ringex.tools.launcher import Exchange, admin_messages, output_consumer_index
 
 _counter = [0]
 
@@ -252,3 +252,40 @@ def assert_same_state(a: dict, b: dict) -> None:
             x, y = x.copy(), y.copy()
             x[S.G_EVENTS] = y[S.G_EVENTS] = 0
         assert np.array_equal(x, y), f"state array {k} differs"
+
+
+def run_orders(cfg: ExchangeConfig, orders: int, *, quiet_s: float = 0.0, timeout: float = 120) -> OutputReader:
+    """Start an exchange on ``cfg``, send ``orders`` orders on gateway ``t1`` until every one
+    is answered (and, with ``quiet_s``, until the output has been quiet that long), then stop
+    it; returns the subscriber's reader (closed): what a client of the output saw."""
+    exchange = Exchange(cfg)
+    exchange.start()
+    try:
+        out = Ring.attach(exchange.names.output)
+        rej = Ring.attach(exchange.names.reject)
+        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
+        gw = Ring.attach(exchange.names.gateway("t1"))
+        prod = gw.producer()
+        msgs = order_bytes(1, orders)
+        sent = [0]
+        quiet = {"events": -1, "since": time.monotonic()}
+
+        def step() -> bool:
+            while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
+                sent[0] += 1
+            if reader.events != quiet["events"]:
+                quiet.update(events=reader.events, since=time.monotonic())
+            return len(reader.acked) >= orders and time.monotonic() - quiet["since"] >= quiet_s
+
+        try:
+            pump(exchange, reader, step, timeout=timeout)
+        finally:
+            prod.close()
+            gw.close()
+            reader.close()
+            out.close()
+            rej.close()
+    finally:
+        exchange.stop()
+    return reader
+

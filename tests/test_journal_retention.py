@@ -6,13 +6,12 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline_kit import OutputReader, admin_count, assert_same_state, make_config, order_bytes, pump
+from pipeline_kit import admin_count, assert_same_state, make_config, run_orders
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -33,9 +32,7 @@ from ringex.engine.storage.journal_retention import (
 from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import record_slots, recover_engine
 from ringex.engine.storage.snapshot import list_snapshots
-from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import ConfigError, parse_config
-from ringex.tools.launcher import Exchange, output_consumer_index
 from ringex.tools.replay import replay
 
 SLOT = 64
@@ -287,35 +284,9 @@ def run_exchange(tmp: Path, *, archive: bool) -> tuple[Path, str, int]:
     """Run the test venue until every order is answered and the output is quiet; returns the
     data directory, the hash of the output the subscriber saw and its event count."""
     cfg = make_config(tmp, snapshot_every=200, archive=archive)
-    exchange = Exchange(cfg)
-    exchange.start()
-    try:
-        out = Ring.attach(exchange.names.output)
-        rej = Ring.attach(exchange.names.reject)
-        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-        gw = Ring.attach(exchange.names.gateway("t1"))
-        prod = gw.producer()
-        msgs = order_bytes(1, ORDERS)
-        sent = [0]
-        quiet = {"events": -1, "since": time.monotonic()}
-
-        def step() -> bool:
-            while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
-                sent[0] += 1
-            if reader.events != quiet["events"]:
-                quiet.update(events=reader.events, since=time.monotonic())
-            return len(reader.acked) >= ORDERS and time.monotonic() - quiet["since"] > 0.3
-
-        pump(exchange, reader, step, timeout=120)
-        assert reader.rejections == {}
-        live = reader.hash.hexdigest(), reader.events
-        prod.close()
-        gw.close()
-        reader.close()
-        out.close()
-        rej.close()
-    finally:
-        exchange.stop()
+    reader = run_orders(cfg, ORDERS, quiet_s=0.3)
+    assert reader.rejections == {}
+    live = reader.hash.hexdigest(), reader.events
     return cfg.data_path(), *live
 
 

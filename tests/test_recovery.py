@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import OutputReader, PERP, SPOT, admin_count, assert_same_state, make_config, order_bytes, pump
+from pipeline_kit import PERP, SPOT, admin_count, assert_same_state, make_config, run_orders
 from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -22,8 +22,6 @@ from ringex.engine.storage.journal_reader import JournalReader
 from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import load_recovery, record_slots, recover_engine
 from ringex.engine.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
-from ringex.ringbuffer.ring import Ring
-from ringex.tools.launcher import Exchange, output_consumer_index
 from ringex.tools.replay import replay
 
 ORDERS = 1200
@@ -34,33 +32,10 @@ def written(tmp_path_factory) -> Path:
     """A data directory from a real run: several journal segments and snapshots."""
     tmp = tmp_path_factory.mktemp("run")
     cfg = make_config(tmp, snapshot_every=250)
-    exchange = Exchange(cfg)
-    exchange.start()
-    try:
-        out = Ring.attach(exchange.names.output)
-        rej = Ring.attach(exchange.names.reject)
-        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-        gw = Ring.attach(exchange.names.gateway("t1"))
-        prod = gw.producer()
-        msgs = order_bytes(1, ORDERS)
-        sent = [0]
-
-        def step() -> bool:
-            while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
-                sent[0] += 1
-            return len(reader.acked) >= ORDERS
-
-        pump(exchange, reader, step, timeout=120)
-        # the data holds real trading on both instruments (no order refused for want of funds)
-        assert reader.rejections == {}
-        assert reader.trades[SPOT] > 0 and reader.trades[PERP] > 0
-        prod.close()
-        gw.close()
-        reader.close()
-        out.close()
-        rej.close()
-    finally:
-        exchange.stop()
+    reader = run_orders(cfg, ORDERS)
+    # the data holds real trading on both instruments (no order refused for want of funds)
+    assert reader.rejections == {}
+    assert reader.trades[SPOT] > 0 and reader.trades[PERP] > 0
     data = cfg.data_path()
     assert len(JournalReader(journal_dir(data)).segments()) >= 2  # archived and live
     assert len(list_snapshots(snapshot_dir(data))) >= 2
