@@ -120,6 +120,21 @@ class Consumer:
         q[self._cur] = pos
         q[self._hb] = _monotonic_ns()
 
+    def advance_to(self, position: int) -> None:
+        """Move the cursor forward to ``position`` without reading: reconciliation after a
+        crash, when another record (a ring's provenance) proves those messages consumed."""
+        produced = self._q[self._prod]
+        if not self._pos <= position <= produced:
+            raise ValueError(
+                f"ring {self._name!r} consumer {self._index}: cannot advance from "
+                f"{self._pos} to {position} (published up to {produced})"
+            )
+        self._pos = position
+        self._pending = 0
+        q = self._q
+        q[self._cur] = position
+        q[self._hb] = _monotonic_ns()
+
     def poll(self, handler: Callable[[memoryview], Any], limit: int | None = None) -> int:
         """Call ``handler(slot)`` with a read-only memoryview of each message, in order,
         then commit the batch once.  If the handler raises, the messages it finished are

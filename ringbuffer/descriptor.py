@@ -8,6 +8,9 @@ Modelled on Agrona's ``RingBufferDescriptor``.  A ring is one POSIX shared-memor
     128                    producer cache-line pair (128 bytes):
                              +0   producer cursor (int64)
                              +64  producer pid
+                             +72  provenance: the cursor the noted publish sets (-1: none)
+                             +80  provenance: source (e.g. which inbound ring)
+                             +88  provenance: source position after the publish
     256 + 128*i            consumer i cache-line pair (128 bytes), i = 0..consumers-1:
                              +0   consumer cursor (int64)
                              +64  heartbeat, time.monotonic_ns() of its last poll
@@ -20,6 +23,14 @@ index of a field is ``offset >> 3`` (see :func:`word`).  Each cursor has a cache
 its own (128 bytes: the adjacent-line prefetcher pulls lines in pairs), so the producer's
 stores never invalidate the line a consumer's cursor lives in and vice versa.  A consumer's
 heartbeat and pid sit in the second line of its own pair: only that consumer writes them.
+
+Provenance is how a forwarding producer (the sequencer) survives its own crash: before each
+publish it notes where the batch came from (source, and that source's read position once
+the batch is consumed) with the cursor value the publish will store. A restarted forwarder
+reads the note: if the ring's cursor has reached the noted value the batch was published, so
+its source must be committed up to the noted position, whether or not the dead process got
+that far. The cursor word is written -1 first and last with the real value, so a note torn
+by a crash reads as no note (and a torn note is never followed by its publish).
 
 Sequences are int64 that only grow.  The producer cursor holds the sequence of the next slot
 to be published (= the number of messages ever published); consumer ``i``'s cursor holds the
@@ -36,7 +47,7 @@ from dataclasses import dataclass
 #: ``b"RINGEX\\x00R"`` read as a little-endian int64; identifies a ringex ring.
 MAGIC = int.from_bytes(b"RINGEX\x00R", "little")
 #: Bump whenever anything in this file changes meaning.
-VERSION = 1
+VERSION = 2
 
 WORD_SIZE = 8
 CACHE_LINE_SIZE = 64
@@ -60,6 +71,10 @@ HEADER_LENGTH = CACHE_LINE_PAIR_SIZE
 PRODUCER_PAIR_OFFSET = HEADER_OFFSET + HEADER_LENGTH
 PRODUCER_CURSOR_OFFSET = PRODUCER_PAIR_OFFSET + 0
 PRODUCER_PID_OFFSET = PRODUCER_PAIR_OFFSET + CACHE_LINE_SIZE
+PROVENANCE_UPTO_OFFSET = PRODUCER_PID_OFFSET + WORD_SIZE
+PROVENANCE_SOURCE_OFFSET = PROVENANCE_UPTO_OFFSET + WORD_SIZE
+PROVENANCE_POSITION_OFFSET = PROVENANCE_SOURCE_OFFSET + WORD_SIZE
+NO_PROVENANCE = -1
 
 # --- consumer cache-line pairs (relative to the start of consumer i's pair) -----------------
 CONSUMER_PAIRS_OFFSET = PRODUCER_PAIR_OFFSET + CACHE_LINE_PAIR_SIZE

@@ -50,6 +50,7 @@ def write_header(q: memoryview, layout: d.RingLayout) -> None:
     q[w(d.CREATED_TIME_NS_OFFSET)] = time.time_ns()
     q[w(d.DATA_OFFSET_OFFSET)] = layout.data_offset
     q[w(d.TOTAL_LENGTH_OFFSET)] = layout.total_length
+    q[w(d.PROVENANCE_UPTO_OFFSET)] = d.NO_PROVENANCE
     q[w(d.MAGIC_OFFSET)] = d.MAGIC  # last: a ring with a magic is fully initialised
 
 

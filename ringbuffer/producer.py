@@ -46,6 +46,7 @@ class Producer:
     __slots__ = (
         "_mm", "_q", "_slots", "_cursor", "_gates", "_gate0", "_seq", "_gate",
         "_cap", "_mask", "_slot", "_data_off", "_claimed", "_empty", "_zeros", "_name",
+        "_prov_upto", "_prov_source", "_prov_position",
     )
 
     def __init__(self, ring: Ring, mm: mmap.mmap, q: memoryview, slots: np.ndarray) -> None:
@@ -69,6 +70,9 @@ class Producer:
         self._claimed = 0
         self._empty = self._slots[:0]
         self._zeros = bytes(lay.slot_size)
+        self._prov_upto = d.word(d.PROVENANCE_UPTO_OFFSET)
+        self._prov_source = d.word(d.PROVENANCE_SOURCE_OFFSET)
+        self._prov_position = d.word(d.PROVENANCE_POSITION_OFFSET)
 
     @property
     def position(self) -> int:
@@ -160,6 +164,22 @@ class Producer:
         self._seq = seq
         self._claimed = 0
         self._q[self._cursor] = seq
+
+    def note_provenance(self, count: int, source: int, source_position: int) -> None:
+        """Record, before ``publish(count)``, that the publish carries ``source``'s messages
+        up to ``source_position`` (its read position once they are consumed). A restarted
+        forwarder reads it back with :meth:`Ring.provenance` to commit what the dead one
+        published but never committed (the layout's notes say why the order of stores is
+        crash-safe)."""
+        if count > self._claimed or count <= 0:
+            raise ValueError(
+                f"ring {self._name!r}: provenance for {count} slots, {self._claimed} claimed"
+            )
+        q = self._q
+        q[self._prov_upto] = d.NO_PROVENANCE  # torn from here on reads as no note
+        q[self._prov_source] = source
+        q[self._prov_position] = source_position
+        q[self._prov_upto] = self._seq + count
 
     def offer_batch(self, messages) -> int:
         """Offer many messages, as many as fit now; returns how many were published.

@@ -219,6 +219,21 @@ class Ring:
         self._check_open()
         return self._q[d.word(d.PRODUCER_PID_OFFSET)]
 
+    def provenance(self) -> tuple[int, int] | None:
+        """``(source, source_position)`` noted by the producer for its last publish that
+        happened (:meth:`Producer.note_provenance`), or ``None`` when there is none."""
+        self._check_open()
+        q = self._q
+        upto = q[d.word(d.PROVENANCE_UPTO_OFFSET)]
+        source = q[d.word(d.PROVENANCE_SOURCE_OFFSET)]
+        position = q[d.word(d.PROVENANCE_POSITION_OFFSET)]
+        # Re-read the guard: a note rewritten meanwhile (a live producer) is not trusted.
+        if upto < 0 or q[d.word(d.PROVENANCE_UPTO_OFFSET)] != upto:
+            return None
+        if q[d.word(d.PRODUCER_CURSOR_OFFSET)] < upto:
+            return None  # noted, never published: the process died in between
+        return source, position
+
     def _check_open(self) -> None:
         if self._closed:
             raise RingClosedError(f"ring {self._name!r} is closed", self._name)

@@ -170,6 +170,9 @@ class OutputReader:
     rejections: dict = field(default_factory=dict)  # clOrdId -> the engine's reason for a NewOrder
     trades: Counter = field(default_factory=Counter)  # instrument -> trades
     rejected_not_accepting: list = field(default_factory=list)
+    # clOrdId -> answers to its NewOrder (OrderAccepted/OrderRejected on the output,
+    # OrderRejected on the reject ring): exactly one each, or something was lost or repeated
+    answers: Counter = field(default_factory=Counter)
     events: int = 0
     last_seq: int = 0
     seqs_monotonic: bool = True
@@ -193,6 +196,7 @@ class OutputReader:
                 self.last_seq = seq
                 if d.name in ("OrderAccepted", "OrderRejected") and d.fields.get("refTemplateId", 1) == 1:
                     self.acked[d["clOrdId"]] = d.name
+                    self.answers[d["clOrdId"]] += 1
                     if d.name == "OrderRejected":
                         self.rejections[d["clOrdId"]] = d["reason"]
                 elif d.name == "Trade":
@@ -206,6 +210,8 @@ class OutputReader:
             for row in region:
                 d = m.SCHEMA.decode(bytes(row))
                 self.rejected_not_accepting.append((d.name, d["clOrdId"], d["reason"]))
+                if d.name == "OrderRejected":
+                    self.answers[d["clOrdId"]] += 1
         if r:
             self.rej_consumer.commit(r)
         return k + r

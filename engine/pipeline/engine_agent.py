@@ -34,6 +34,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.engine.config import EngineConfig
 from ringex.engine.engine import warm_up
@@ -54,6 +55,7 @@ log = logging.getLogger("ringex.engine")
 
 SLOT = m.SLOT_SIZE
 _SEQ_WORD = m.NewOrder.offset("seq") >> 3
+_CRASH = crash_points.ARMED
 ENGINE_FILE = "engine.json"
 OUTPUT_FILE = "output.json"
 
@@ -230,6 +232,8 @@ class EngineAgent(Agent):
         if regions:
             count = sum(len(r) for r in regions)
             self.journal.append(self.next_seq, regions, count)
+            if _CRASH:
+                crash_points.hit("engine.after_journal")
             for region in regions:
                 events = self.engine.process(region)
                 self._publish(events)
@@ -238,6 +242,8 @@ class EngineAgent(Agent):
             self._since_snapshot += count
             if self._c_msgs is not None:
                 self._c_msgs.increment(count)
+        if _CRASH:
+            crash_points.hit("engine.after_publish")
         consumer.commit(k)
         if self._since_snapshot >= self.snapshot_every:
             self.snapshot()
@@ -250,7 +256,10 @@ class EngineAgent(Agent):
         n = len(events)
         idle = self._idle
         while done < n:
-            head, tail = out.claim(n - done)
+            want = n - done
+            if _CRASH and done == 0 and n > 1:
+                want = n // 2  # so that "mid_publish" lies between two publishes
+            head, tail = out.claim(want)
             c = len(head) + len(tail)
             if not c:
                 if self._c_bp is not None:
@@ -264,6 +273,8 @@ class EngineAgent(Agent):
                 tail[:] = events[done + len(head):done + c]
             out.publish(c)
             done += c
+            if _CRASH and done < n:
+                crash_points.hit("engine.mid_publish")
         if self._c_events is not None and n:
             self._c_events.increment(n)
 

@@ -7,6 +7,15 @@ timestamp into every message's ``Stamp`` (the ingress timestamp the gateway set 
 zero one gets the sequencer's time). The engine's only clock is this stamp, which is what
 makes a journal replay reproduce the same output.
 
+Exactly once across a crash of this process: each publish to the engine ring (and to the
+reject ring) first notes its provenance in the ring (which inbound ring, and that ring's
+read position once the batch is consumed), then publishes, then commits the inbound
+consumer. A sequencer that dies between publish and commit leaves a note whose publish
+happened; its successor (``on_start``) commits the inbound ring up to the noted position
+before reading anything, so the batch is neither lost nor sequenced twice. A note whose
+publish never happened is ignored: the batch is read again and sequenced once.
+docs/architecture.md ("Crash windows") walks through every instant.
+
 When the supervisor withdraws acceptance (a pipeline process died), order-entry messages are
 not forwarded: each becomes a rejection with reason ``ExchangeNotAccepting`` on the reject
 ring, so whoever sent it hears why. Admin messages still flow (they queue for the engine).
@@ -14,17 +23,19 @@ ring, so whoever sent it hears why. Admin messages still flow (they queue for th
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
 import numpy as np
 
+from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.control import ControlBlock
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
-from ringex.ringbuffer.producer import Offer, Producer
+from ringex.ringbuffer.producer import Producer
 from ringex.ringbuffer.ring import Ring
 
 # The stamp sits at the same place in every inbound message (the schema's convention); the
@@ -38,6 +49,8 @@ for _layout in m.INBOUND:
 SEQ_WORD, TS_WORD, INGRESS_WORD = _SEQ >> 3, _TS >> 3, _INGRESS >> 3
 TEMPLATE_ID_OFFSET = 2  # messageHeader: blockLength u16, templateId u16, ...
 
+log = logging.getLogger("ringex.sequencer")
+_CRASH = crash_points.ARMED
 _ORDER_ENTRY_IDS = frozenset(x.template_id for x in m.ORDER_ENTRY)
 _NOT_ACCEPTING = int(m.RejectReason.ExchangeNotAccepting)
 
@@ -118,6 +131,7 @@ class SequencerAgent(Agent):
         self._rings.append(reject)
         self._reject: Producer = reject.producer(takeover=True)
         self._control = ControlBlock.attach(self.control_name)
+        self._reconcile((engine, reject))
         # Resume after a restart from what the engine ring already holds.
         last = last_sequence(engine)
         self.next_seq = last + 1 if last else self.first_seq
@@ -130,6 +144,25 @@ class SequencerAgent(Agent):
         else:
             self._sequenced = self._rejected = self._back_pressure = None
 
+    def _reconcile(self, targets: tuple[Ring, ...]) -> None:
+        """Commit what a predecessor published but did not commit (see the module doc)."""
+        for target in targets:
+            noted = target.provenance()
+            if noted is None:
+                continue
+            source, position = noted
+            if not 0 <= source < len(self._consumers):
+                raise RuntimeError(
+                    f"sequencer: ring {target.name} notes inbound ring {source}, this "
+                    f"sequencer has {len(self._consumers)}: started with another configuration?"
+                )
+            consumer = self._consumers[source]
+            if consumer.position < position:
+                log.warning("sequencer: %s: %d message(s) published to %s by the previous "
+                            "sequencer were not committed; committing them, not resequencing",
+                            self.inbound_names[source], position - consumer.position, target.name)
+                consumer.advance_to(position)
+
     def do_work(self) -> int:
         consumers = self._consumers
         n = len(consumers)
@@ -138,13 +171,13 @@ class SequencerAgent(Agent):
         accepting = self._control.accepting
         work = 0
         for j in range(start, start + n):
-            consumer = consumers[j - n if j >= n else j]
-            work += self._forward(consumer) if accepting else self._forward_refusing(consumer)
+            i = j - n if j >= n else j
+            work += self._forward(i, consumers[i]) if accepting else self._forward_refusing(i, consumers[i])
         if work and self._sequenced is not None:
             self._sequenced.increment(work)
         return work
 
-    def _forward(self, consumer: Consumer) -> int:
+    def _forward(self, source: int, consumer: Consumer) -> int:
         if not consumer.available():
             consumer.heartbeat()  # idle, not dead: the supervisor watches this stamp
             return 0
@@ -159,7 +192,7 @@ class SequencerAgent(Agent):
         if not k:
             return 0
         # Both sides may wrap; only the rare wrapped input batch is joined into one copy.
-        source = head if not len(tail) else np.concatenate((head, tail))
+        batch = head if not len(tail) else np.concatenate((head, tail))
         out_head, out_tail = self._out.claim(k)
         now = self.clock()
         seq = self.next_seq
@@ -167,36 +200,49 @@ class SequencerAgent(Agent):
         for out in (out_head, out_tail):
             c = len(out)
             if c:
-                stamp_into(out, source[done:done + c], seq + done, now)
+                stamp_into(out, batch[done:done + c], seq + done, now)
                 done += c
+        self._out.note_provenance(k, source, consumer.position + k)
+        if _CRASH:
+            crash_points.hit("sequencer.before_publish")
         self._out.publish(k)
+        if _CRASH:
+            crash_points.hit("sequencer.after_publish")
         consumer.commit(k)
         self.next_seq = seq + k
         return k
 
-    def _forward_refusing(self, consumer: Consumer) -> int:
+    def _forward_refusing(self, source: int, consumer: Consumer) -> int:
+        """One message at a time, each published (with its provenance) then committed, so
+        a crash repeats no rejection and no admin message."""
         head, tail = consumer.read(self.batch_limit)
         done = 0
-        try:
-            for region in (head, tail):
-                for row in region:
-                    tid = int(row[TEMPLATE_ID_OFFSET]) | int(row[TEMPLATE_ID_OFFSET + 1]) << 8
-                    if tid in _ORDER_ENTRY_IDS:
-                        reply = rejection_for(row, _NOT_ACCEPTING, self.clock())
-                        if self._reject.offer(reply) != Offer.OK:
-                            return done
-                        if self._rejected is not None:
-                            self._rejected.increment()
-                    else:
-                        if self._out.remaining() <= 0:
-                            return done
-                        out, _ = self._out.claim(1)
-                        stamp_into(out, row[None, :], self.next_seq, self.clock())
-                        self._out.publish(1)
-                        self.next_seq += 1
-                    done += 1
-        finally:
-            consumer.commit(done)
+        for region in (head, tail):
+            for row in region:
+                tid = int(row[TEMPLATE_ID_OFFSET]) | int(row[TEMPLATE_ID_OFFSET + 1]) << 8
+                if tid in _ORDER_ENTRY_IDS:
+                    reply = rejection_for(row, _NOT_ACCEPTING, self.clock())
+                    out, _ = self._reject.claim(1)
+                    if not len(out):
+                        return done
+                    out[0, :len(reply)] = np.frombuffer(reply, np.uint8)
+                    out[0, len(reply):] = 0
+                    target = self._reject
+                    if self._rejected is not None:
+                        self._rejected.increment()
+                else:
+                    out, _ = self._out.claim(1)
+                    if not len(out):
+                        return done
+                    stamp_into(out, row[None, :], self.next_seq, self.clock())
+                    target = self._out
+                    self.next_seq += 1
+                target.note_provenance(1, source, consumer.position + 1)
+                target.publish(1)
+                if _CRASH:
+                    crash_points.hit("sequencer.refused_after_publish")
+                consumer.commit(1)
+                done += 1
         return done
 
     def on_close(self) -> None:

@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Sequence
 
+from ringex import crash_points
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fdatasync, fsync_directory
 from ringex.engine.storage.journal_format import (
@@ -39,6 +40,7 @@ from ringex.engine.storage.journal_lock import JournalLock
 from ringex.engine.storage.journal_repair import repair_locked
 
 log = logging.getLogger(__name__)
+_CRASH = crash_points.ARMED  # crash points compiled in, armed only by a test
 
 _NS_PER_MS = 1_000_000
 #: The clock for ``interval`` durability (a module global so tests can substitute it).
@@ -202,6 +204,9 @@ class JournalWriter:
 
     def _write(self, header: bytes, views: list[memoryview], total: int) -> None:
         fd = self._fd
+        if _CRASH:
+            _torn_write(fd, header, views, total)
+            return
         try:
             written = os.writev(fd, [header, *views])
             if written != total:  # short write (rare on regular files): finish it
@@ -247,6 +252,8 @@ class JournalWriter:
         self._segment_path = path
         self._segment_size = SEGMENT_HEADER_LENGTH
         self._segment_records = 0
+        if _CRASH:
+            crash_points.hit("journal.segment_created")
 
     # --- syncing and closing ------------------------------------------------------------
 
@@ -306,3 +313,14 @@ class JournalWriter:
                 self._lock.release()
         except Exception:
             pass
+
+
+def _torn_write(fd: int, header: bytes, views: list[memoryview], total: int) -> None:
+    """With a crash point armed: the record in two writes, "journal.mid_record" between."""
+    blob = b"".join([header, *(bytes(v) for v in views)])
+    half = total // 2
+    os.write(fd, blob[:half])
+    crash_points.hit("journal.mid_record")
+    written = half
+    while written < total:
+        written += os.write(fd, blob[written:])

@@ -49,11 +49,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ringex import crash_points
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
 from ringex.ringbuffer.liveness import pid_alive
 
 log = logging.getLogger(__name__)
+_CRASH = crash_points.ARMED  # crash points compiled in, armed only by a test
 
 SNAPSHOT_MAGIC = b"RXSNAP\x00\x01"
 #: Bump whenever anything in the on-disk layout changes meaning.
@@ -235,6 +237,8 @@ def write_snapshot(
             f.write(body + _CRC.pack(zlib.crc32(body)))
             f.flush()
             os.fsync(f.fileno())
+        if _CRASH:
+            crash_points.hit("snapshot.before_rename")
         os.replace(tmp, final)
     except BaseException:
         try:
@@ -243,6 +247,8 @@ def write_snapshot(
             pass
         raise
     fsync_directory(directory)
+    if _CRASH:
+        crash_points.hit("snapshot.after_rename")
     if keep > 0:
         prune_snapshots(directory, keep)
     return final

@@ -1,0 +1,188 @@
+"""Every crash point, fired in the real exchange: killed there, restarted, nothing lost or repeated.
+
+For each point of ``ringex.crash_points.POINTS``: an exchange (the launcher's real processes,
+sequencer and engine apart) is started with the point armed in the environment, orders
+flow in closed-loop chunks from a gateway ring, the armed process SIGKILLs itself at the
+point, the supervisor restarts it, and the flow finishes. Then, from a subscriber's view:
+
+* the point fired (its marker file exists) and the dead process was restarted once;
+* every order was answered exactly once (accepted or rejected by the engine, or refused on
+  the reject ring while the exchange was not accepting), none twice, none never;
+* the output has no gap and no duplicate: the live stream's hash equals the hash of a
+  replay of the journal, and the sequence numbers it carries never go back;
+* the journal holds sequences 1..n once each, and each order at most once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline_kit import OutputReader, make_config, order_bytes, pump
+from ringex import crash_points
+from ringex.engine.storage.journal_reader import JournalReader
+from ringex.engine.wire import messages as m
+from ringex.ringbuffer.control import REASON_PROCESS_DIED
+from ringex.ringbuffer.ring import Ring
+from ringex.tools.launcher import Exchange, output_consumer_index
+from ringex.tools.replay import replay
+
+ORDERS = 800  # > one 64 KiB journal segment of 128-byte slots, so a roll falls mid-flow
+CHUNK = 20  # closed loop: each chunk answered before the next, so batches stay small and many
+
+
+@dataclass(frozen=True)
+class Case:
+    point: str
+    hit: int  # which pass through the point kills: past the admin start-up, inside the flow
+    process: str  # "seq" or "eng", the split topology's processes
+    refuse_from_chunk: int | None = None  # withdraw acceptance from this chunk on
+
+
+CASES = {
+    "sequencer.before_publish": Case("sequencer.before_publish", 10, "seq"),
+    "sequencer.after_publish": Case("sequencer.after_publish", 10, "seq"),
+    "sequencer.refused_after_publish": Case("sequencer.refused_after_publish", 3, "seq", refuse_from_chunk=10),
+    "engine.after_journal": Case("engine.after_journal", 10, "eng"),
+    "engine.mid_publish": Case("engine.mid_publish", 10, "eng"),
+    "engine.after_publish": Case("engine.after_publish", 10, "eng"),
+    "journal.segment_created": Case("journal.segment_created", 2, "eng"),
+    "journal.mid_record": Case("journal.mid_record", 10, "eng"),
+    "snapshot.before_rename": Case("snapshot.before_rename", 1, "eng"),
+    "snapshot.after_rename": Case("snapshot.after_rename", 1, "eng"),
+}
+
+
+def test_every_crash_point_has_a_case() -> None:
+    assert sorted(CASES) == sorted(crash_points.POINTS)
+
+
+def _run_flow(exchange: Exchange, reader: OutputReader, case: Case, marker: Path) -> None:
+    gw = Ring.attach(exchange.names.gateway("t1"))
+    producer = gw.producer()
+    msgs = order_bytes(1, ORDERS)
+    try:
+        for c, first in enumerate(range(0, ORDERS, CHUNK)):
+            refusing = case.refuse_from_chunk is not None and c >= case.refuse_from_chunk and not marker.exists()
+            if refusing:
+                exchange._control.refuse(REASON_PROCESS_DIED)  # as the supervisor would
+            pending = msgs[first:first + CHUNK]
+            want = set(range(first + 1, first + 1 + len(pending)))
+
+            def step() -> bool:
+                while pending and producer.offer(pending[0]):
+                    pending.pop(0)
+                return not pending and want <= reader.answers.keys()
+
+            if refusing:
+                # the supervisor must not re-accept until the point has fired; then it runs
+                # again, restarts the dead process and accepts when all is well
+                pump(exchange, reader, lambda: step() or marker.exists(), timeout=120, supervise=False)
+            pump(exchange, reader, step, timeout=120)
+    finally:
+        producer.close()
+        gw.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", sorted(CASES))
+def test_killed_at_a_crash_point_the_exchange_loses_and_repeats_nothing(tmp_path: Path, monkeypatch, point: str) -> None:
+    case = CASES[point]
+    markers = tmp_path / "fired"
+    markers.mkdir()
+    monkeypatch.setenv(crash_points.ENV_AT, f"{case.point}@{case.hit}")
+    monkeypatch.setenv(crash_points.ENV_ONCE, str(markers))
+    cfg = make_config(tmp_path, processes="split", snapshot_every=300, gateways=("t1",))
+    exchange = Exchange(cfg)
+    exchange.start()
+    try:
+        out = Ring.attach(exchange.names.output)
+        rej = Ring.attach(exchange.names.reject)
+        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
+        try:
+            _run_flow(exchange, reader, case, markers / case.point)
+            # everything answered; let the restarted process settle and acceptance return
+            pump(exchange, reader, lambda: exchange._control.accepting, timeout=60)
+            restarts = {c.name: c.restarts for c in exchange._children}
+        finally:
+            reader.close()
+            out.close()
+            rej.close()
+    finally:
+        exchange.stop()
+    live_hash, live_events = reader.hash.hexdigest(), reader.events
+
+    assert (markers / case.point).exists(), f"{case.point}@{case.hit} never fired"
+    assert restarts == {"seq": int(case.process == "seq"), "eng": int(case.process == "eng")}
+    answers = reader.answers
+    assert sorted(answers) == list(range(1, ORDERS + 1)), "an order was never answered"
+    assert [cl for cl, n in answers.items() if n != 1] == [], "an order was answered twice"
+    assert reader.seqs_monotonic
+    if case.refuse_from_chunk is None:
+        assert reader.rejected_not_accepting == []
+    else:
+        assert reader.rejected_not_accepting, "the exchange never refused while armed to"
+
+    result = replay(cfg.data_path())
+    assert result["events"] == live_events
+    assert result["output_sha256"] == live_hash
+    seqs, orders = [], Counter()
+    for seq, slot in JournalReader(cfg.data_path() / "journal", archive_dir=cfg.archive_path()).iter_messages():
+        seqs.append(seq)
+        decoded = m.SCHEMA.decode(bytes(slot))
+        if decoded.name == "NewOrder":
+            orders[decoded["clOrdId"]] += 1
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [cl for cl, n in orders.items() if n != 1] == []
+    refused = {cl for _name, cl, _reason in reader.rejected_not_accepting}
+    assert set(orders) == set(range(1, ORDERS + 1)) - refused
+
+
+# -- the arming itself ---------------------------------------------------------------------
+
+def test_arming_refuses_unknown_points_and_bad_hits() -> None:
+    assert crash_points.parse("engine.after_journal@3, sequencer.after_publish") == {
+        "engine.after_journal": 3, "sequencer.after_publish": 1}
+    assert crash_points.parse("") == {}
+    with pytest.raises(crash_points.CrashPointError, match="unknown crash point 'engine.after_jornal'"):
+        crash_points.parse("engine.after_jornal")
+    with pytest.raises(crash_points.CrashPointError, match="must be an integer"):
+        crash_points.parse("engine.after_journal@x")
+    with pytest.raises(crash_points.CrashPointError, match="at least 1"):
+        crash_points.parse("engine.after_journal@0")
+    with pytest.raises(crash_points.CrashPointError, match="not declared"):
+        crash_points.hit("nowhere.at_all")
+
+
+_FIRE = """
+import sys
+from ringex import crash_points
+for i in range(3):
+    print(i, flush=True)
+    crash_points.hit("engine.after_journal")
+print("survived", flush=True)
+"""
+
+
+def test_a_point_kills_at_its_hit_once_and_then_lets_the_successor_run(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **{crash_points.ENV_AT: "engine.after_journal@2", crash_points.ENV_ONCE: str(tmp_path)})
+    first = subprocess.run([sys.executable, "-c", _FIRE], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    assert first.stdout.split() == ["0", "1"]
+    assert (tmp_path / "engine.after_journal").exists()
+    second = subprocess.run([sys.executable, "-c", _FIRE], env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0 and second.stdout.split() == ["0", "1", "2", "survived"]
+    unarmed = dict(os.environ)
+    unarmed.pop(crash_points.ENV_AT, None)
+    third = subprocess.run([sys.executable, "-c", "from ringex import crash_points; print(crash_points.ARMED)"],
+                           env=unarmed, capture_output=True, text=True, timeout=60)
+    assert third.stdout.strip() == "False"
