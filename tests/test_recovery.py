@@ -20,7 +20,9 @@ from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.engine.storage.journal_format import JournalCorruptError, list_segments
 from ringex.engine.storage.journal_reader import JournalReader
 from ringex.engine.storage.journal_writer import JournalWriter
-from ringex.engine.storage.recovery import load_recovery, record_slots, recover_engine
+from ringex.engine.storage.recovery import (
+    JournalBehindSnapshotError, load_recovery, record_slots, recover_engine,
+)
 from ringex.engine.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
 from ringex.tools.replay import replay
 
@@ -70,6 +72,10 @@ def test_recovered_state_equals_a_replay_of_the_journal(data: Path) -> None:
 
 
 def test_torn_journal_tail_is_truncated_and_not_applied(data: Path) -> None:
+    # A crash mid-append tears only what no snapshot covers (a snapshot syncs the journal
+    # first): drop the final snapshot the clean stop wrote, then tear the last record.
+    snaps = list_snapshots(snapshot_dir(data))
+    snaps[-1][1].unlink()
     segs = list_segments(journal_dir(data))
     last = segs[-1][1]
     before = JournalReader(journal_dir(data)).last_seq
@@ -80,13 +86,45 @@ def test_torn_journal_tail_is_truncated_and_not_applied(data: Path) -> None:
     JournalWriter(journal_dir(data)).close()
     after = JournalReader(journal_dir(data)).last_seq
     assert after < before
-    # Snapshots newer than the journal are useless; recovery must not pretend otherwise.
-    for seq, path in list_snapshots(snapshot_dir(data)):
-        if seq > after + 1:
-            path.unlink()
+    assert list_snapshots(snapshot_dir(data))[-1][0] <= after + 1
     recovered, next_seq = state_after_recovery(data)
     assert next_seq <= after + 1
     assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_a_snapshot_ahead_of_the_journal_is_refused_naming_the_lost_range(data: Path) -> None:
+    """The journal's tail lost after the newest snapshot was written: the snapshot is kept
+    as it is, and recovery refuses rather than journal over the lost sequence numbers."""
+    newest_seq = list_snapshots(snapshot_dir(data))[-1][0]
+    last = list_segments(journal_dir(data))[-1][1]
+    with open(last, "r+b") as f:  # a torn tail, repaired: the journal now ends earlier
+        f.truncate(last.stat().st_size - 100)
+    JournalWriter(journal_dir(data)).close()
+    end = JournalReader(journal_dir(data)).last_seq
+    assert end + 1 < newest_seq
+    with pytest.raises(JournalBehindSnapshotError) as err:
+        state_after_recovery(data)
+    text = str(err.value)
+    assert f"ends at sequence {end}" in text
+    assert f"messages {end + 1}..{newest_seq - 1} are missing" in text
+    assert str(snapshot_dir(data)) in text
+    # The way out the message offers, taken: recovery ends where the journal does.
+    aside = data.parent / "aside"
+    aside.mkdir()
+    for seq, path in list_snapshots(snapshot_dir(data)):
+        if seq > end + 1:
+            path.rename(aside / path.name)
+    recovered, next_seq = state_after_recovery(data)
+    assert next_seq <= end + 1
+    assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_a_snapshot_with_no_journal_at_all_is_refused(data: Path) -> None:
+    for _seq, path in list_segments(journal_dir(data)):
+        path.unlink()
+    shutil.rmtree(data / "archive")  # the run's retired segments: the journal's oldest part
+    with pytest.raises(JournalBehindSnapshotError, match="the journal holds no segment"):
+        state_after_recovery(data)
 
 
 def test_corrupt_middle_record_stops_recovery_naming_file_and_offset(data: Path) -> None:

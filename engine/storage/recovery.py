@@ -8,6 +8,15 @@ falls back to an older one; the journal (with the archive its directory names:
 :class:`~ringex.engine.storage.journal_reader.JournalReader`) must reach back to the
 sequence replay starts at, or replay raises :class:`~ringex.engine.storage.journal_format.JournalCorruptError`.
 
+A snapshot ahead of the journal (the journal ends before the snapshot's sequence) is refused
+with :class:`JournalBehindSnapshotError`. A snapshot is written only after the journal is
+synced, so this is a journal tail lost or truncated afterwards (a disk, a restore, a hand),
+and every way on is wrong without an operator: from the snapshot, the journal would
+continue under sequence numbers whose messages it lost, so no replay could reproduce the
+output again; from an older snapshot, messages already answered to clients would be undone.
+The error names the missing range and both ways out (restore the segments, or move the
+newer snapshots aside to accept the loss).
+
 :func:`recover_engine` applies it to an exchange data directory: the engine restored from
 the snapshot and an iterator that replays the journal after it.  The engine agent recovers
 with it on start, ``ringex replay`` when the journal no longer starts at the first message,
@@ -35,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: The sequence of the very first input message (the sequencer counts from 1).
 FIRST_SEQ = 1
+
+
+class JournalBehindSnapshotError(RuntimeError):
+    """The newest usable snapshot covers messages the journal no longer holds."""
 
 
 @dataclass
@@ -66,10 +79,33 @@ def load_recovery(
         log.warning("recovery: %s was written by schema %s, not %s; not using it",
                     snap.path, snap.meta.get("schema"), schema)
         snap = None
+    if snap is not None:
+        _check_journal_reaches(snap, Path(journal_dir), Path(snapshot_dir))
     return Recovery(
         snapshot=snap,
         from_seq=snap.seq if snap is not None else initial_seq,
         journal_dir=Path(journal_dir),
+    )
+
+
+def _check_journal_reaches(snap: Snapshot, journal_dir: Path, snapshot_dir: Path) -> None:
+    """Refuse a snapshot the journal stops short of (see the module notes)."""
+    # Retention never retires the last segment, so a journal that ever held anything
+    # still knows where its next append goes, even with every record retired.
+    next_seq = JournalReader(journal_dir).next_seq
+    if next_seq is not None and next_seq >= snap.seq:
+        return
+    ends = "holds no segment" if next_seq is None else f"ends at sequence {next_seq - 1}"
+    missing_from = FIRST_SEQ if next_seq is None else next_seq
+    raise JournalBehindSnapshotError(
+        f"{journal_dir}: the journal {ends}, but snapshot {snap.path} covers every message "
+        f"before {snap.seq}: messages {missing_from}..{snap.seq - 1} are missing from the journal "
+        "(lost or truncated after the snapshot was written). Starting would either journal new "
+        "messages under those sequence numbers or undo messages already answered, so the engine "
+        "does not start. Restore the missing journal segments; or, to accept losing those "
+        f"messages, move every snapshot from {snapshot_dir} whose sequence is above "
+        f"{missing_from} somewhere else and start again (recovery then ends at sequence "
+        f"{missing_from - 1})."
     )
 
 
