@@ -36,7 +36,7 @@ import numpy as np
 
 from ringex.engine.wire import messages as m
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import warm_up
+from ringex.engine.pipeline.warm_start import warm_up_engine
 from ringex.engine.storage import defaults
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.engine.storage.journal_retention import RetentionWorker, record_archive_dir, retire_segments
@@ -167,8 +167,9 @@ class EngineAgent(Agent):
 
     def on_start(self) -> None:
         # Compile (or load from cache) before taking any ring role: a consumer that holds
-        # a role while compiling looks dead to the supervisor.
-        warm_up()
+        # a role while compiling looks dead to the supervisor. A compile is announced and
+        # flagged in the counters, so the launcher waits for it rather than calling it hung.
+        warm_up_engine(self.counters)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_engine_file(self.data_dir, self.config)
         in_ring = Ring.attach(self.input_ring_name, wait_s=5.0)
