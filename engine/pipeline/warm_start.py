@@ -70,7 +70,7 @@ def warm_up_engine(
     if cache_warm():
         compile_engine()
         took = time.perf_counter() - t0
-        log.info("engine: matching engine loaded from cache in %.1f s", took)
+        log.info("matching engine loaded from cache in %.1f s", took)
         return took
     log.info("compiling the matching engine: first start only, %s; cached in %s",
                 COMPILE_ESTIMATE, where())
