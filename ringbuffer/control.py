@@ -36,12 +36,14 @@ REASON_PROCESS_DIED = 1
 REASON_HEARTBEAT_LOST = 2
 REASON_SHUTTING_DOWN = 3
 REASON_STARTING = 4
+REASON_GIVEN_UP = 5  # a process died more often than the restart budget allows; not restarted
 REASON_TEXT = {
     REASON_NONE: "accepting",
     REASON_PROCESS_DIED: "a pipeline process died",
     REASON_HEARTBEAT_LOST: "a pipeline process stopped heartbeating",
     REASON_SHUTTING_DOWN: "the exchange is shutting down",
-    REASON_STARTING: "the exchange is starting",
+    REASON_STARTING: "a pipeline process is starting",
+    REASON_GIVEN_UP: "a pipeline process was given up (restart budget spent)",
 }
 
 

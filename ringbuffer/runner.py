@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger("ringex.agent")
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# a child's log lines name its process (``ringex-<role>``)
+CHILD_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
 class ErrorPolicy(str, enum.Enum):
@@ -75,6 +77,10 @@ class RunnerConfig:
     counters_name: str | None = None  # None: ringex-counters-<role>-<pid>-<random>
     counters_capacity: int = 256
     handle_signals: bool = True  # SIGTERM/SIGINT stop after the current duty cycle
+    # A spawned child starts with logging unconfigured (only warnings reach stderr); a level
+    # here gives it a stderr handler at that level, so its start-up lines (compiling the
+    # engine, recovery) show beside the parent's. None: leave the child's logging alone.
+    log_level: int | None = None
 
 
 class StandardCounters(NamedTuple):
@@ -432,6 +438,8 @@ def _child_main(
     error_handler: Callable[[BaseException], None] | None,
     started: Any,
 ) -> None:
+    if config.log_level is not None:
+        logging.basicConfig(level=config.log_level, format=CHILD_LOG_FORMAT)
     runner = AgentRunner(
         agent, dataclasses.replace(config, counters_name=name), error_handler=error_handler
     )

@@ -143,8 +143,17 @@ class InsuranceFundSection(Strict):
 
 
 class SupervisorSection(Strict):
+    """How ``ringex run`` watches its processes (tools/launcher.py)."""
+
+    # a ring consumer whose heartbeat is older than this is dead: acceptance is withdrawn
     heartbeat_timeout_ms: int = 2000
-    check_interval_ms: int = 100
+    check_interval_ms: int = 100  # how often the supervisor looks at processes and rings
+    # A process that dies is restarted, at most max_restarts times within any restart_window_ms
+    # (a rate, so that transient crashes spread over weeks never add up); one more death within
+    # the window and the process is given up: the exchange stays up but refuses every order
+    # until the operator restarts it. 0 = never restart (the first death gives up).
+    max_restarts: int = 5
+    restart_window_ms: int = 600_000
 
 
 class ExchangeConfig(Strict):
@@ -186,6 +195,12 @@ max_assets = 8
 [journal]
 durability = "batch"
 archive_dir = "var/archive"    # retired segments kept compressed: the whole day stays replayable
+
+[supervisor]
+heartbeat_timeout_ms = 2000    # a process that stops heartbeating this long: orders refused
+check_interval_ms = 100
+max_restarts = 5               # a dead process is restarted at most 5 times in any 10 minutes;
+restart_window_ms = 600000     #   one more death there gives it up: up, but refusing orders
 
 [[process]]
 name = "core"
@@ -308,6 +323,10 @@ def _check(cfg: ExchangeConfig) -> list[str]:
                  f"rings.{key}", f"{v!r} must be letters, digits, '-' or '_'")
     need(cfg.supervisor.heartbeat_timeout_ms > 0, "supervisor.heartbeat_timeout_ms", "must be > 0")
     need(cfg.supervisor.check_interval_ms > 0, "supervisor.check_interval_ms", "must be > 0")
+    need(cfg.supervisor.max_restarts >= 0, "supervisor.max_restarts",
+         "must be >= 0 (restarts of one process within restart_window_ms; 0 = never restart)")
+    need(cfg.supervisor.restart_window_ms > 0, "supervisor.restart_window_ms",
+         "must be > 0 (the window, in ms, in which at most max_restarts restarts are allowed)")
     need(bool(cfg.exchange.shm_prefix) and "/" not in cfg.exchange.shm_prefix,
          "exchange.shm_prefix", "must be a non-empty name without '/'")
 

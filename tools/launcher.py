@@ -11,6 +11,21 @@ answers every order-entry message with ``ExchangeNotAccepting`` instead of runni
 pipeline. A dead child is restarted (its agents recover from their journal and rings); once
 everything is healthy again the exchange accepts again. SIGTERM or Ctrl-C drains in-flight
 work, stops the agents (the engine writes its final snapshot) and unlinks every object.
+
+Restarts are a rate (``[supervisor] max_restarts`` within ``restart_window_ms``): a process
+that dies once more than that within the window is given up, not restarted again. The
+exchange then stays up (subscribers drain, ``ringex stat`` works) but refuses every order
+until the operator restarts it: half a pipeline must never accept.
+
+A process is judged by its heartbeats only once it has started (its agents' ``on_start``
+returned). Until then it is "starting": acceptance stays off and the rings it will take over
+are not judged, since its predecessor's dead cells are still in them. Compiling the matching
+engine (minutes on a cold numba cache) is reported by the engine process in its counters and
+does not count against the start-up time; the launcher logs progress while it waits.
+
+A data directory written with another schema or ``[engine]`` configuration is refused before
+any process or shared-memory object exists (``EngineStateError``, naming the file and the
+difference), rather than as an engine that dies on every restart.
 """
 
 from __future__ import annotations
@@ -23,19 +38,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ringex.engine.wire import messages as m
-from ringex.engine.pipeline.engine_agent import EngineAgent
+from ringex.engine.pipeline.engine_agent import EngineAgent, EngineStateError, check_engine_file
+from ringex.engine.pipeline.warm_start import COMPILING_LABEL
 from ringex.engine.storage.data_dir import journal_last_seq
 from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
 from ringex.ringbuffer.agent import Agent, CompositeAgent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.control import (
+    REASON_GIVEN_UP,
     REASON_HEARTBEAT_LOST,
     REASON_PROCESS_DIED,
     REASON_SHUTTING_DOWN,
+    REASON_STARTING,
     REASON_TEXT,
     ControlBlock,
 )
-from ringex.ringbuffer.counters import CountersReader
+from ringex.ringbuffer.counters import CountersError, CountersReader
 from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
@@ -44,10 +62,21 @@ from ringex.ringbuffer.producer import Offer, Producer
 from ringex.ringbuffer.ring import Ring
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
 from ringex.tools.config import ExchangeConfig
+from ringex.tools.supervision import Clock, RestartBudget, StartDeadline
 
 log = logging.getLogger("ringex.launcher")
 
 MONITOR_CONSUMER = 0  # the launcher's own consumer of the output and reject rings
+PROGRESS_EVERY_S = 30.0  # how often a long start-up (a compile) logs that it is still going
+
+# When several things are wrong at once, the control block names the gravest: a process
+# given up (permanent until the operator acts) over a death (being restarted) over a lost
+# heartbeat over a process still starting.
+_SEVERITY = {REASON_STARTING: 1, REASON_HEARTBEAT_LOST: 2, REASON_PROCESS_DIED: 3, REASON_GIVEN_UP: 4}
+
+
+class StartError(RuntimeError):
+    """A process of the exchange did not start (it exited, or took too long)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +194,11 @@ class _Child:
     name: str
     agents: list[str]
     runner: AgentRunner
-    restarts: int = 0
+    deadline: StartDeadline  # how long it may take to start (compiling aside)
+    restarts: int = 0  # restarts of this process since the exchange started
+    started: bool = False  # its on_start returned: from now on judged by heartbeats
+    compiling: bool = False  # as its counters said at the last look
+    given_up: str = ""  # why the supervisor stopped restarting it; "" while it may
     reader: CountersReader | None = None
 
 
@@ -176,22 +209,34 @@ class Status:
     back_pressure: int = 0
     accepting: bool = False
     reason: str = ""
+    given_up: tuple[str, ...] = ()  # processes the supervisor stopped restarting
 
     def line(self) -> str:
-        state = "accepting" if self.accepting else f"NOT accepting ({self.reason})"
+        reason = self.reason
+        if self.given_up:
+            reason += f": {', '.join(self.given_up)}; restart ringex run once the cause is fixed"
+        state = "accepting" if self.accepting else f"NOT accepting ({reason})"
         return (f"seq {self.last_seq:>10} | {self.msgs_per_s:>10,.0f} msg/s | "
                 f"back-pressure {self.back_pressure} | {state}")
+
 
 
 class Exchange:
     """One running exchange: its rings, control block and child processes."""
 
     def __init__(self, cfg: ExchangeConfig, *, restart_children: bool = True,
-                 max_restarts: int = 5) -> None:
+                 restart_clock: Clock = time.monotonic, child_log_level: int | None = None) -> None:
+        """``restart_clock`` times the restart budget (a seam: tests move it instead of
+        sleeping); ``child_log_level`` configures logging in the child processes
+        (``RunnerConfig.log_level``)."""
         self.cfg = cfg
         self.names = ring_names(cfg)
         self.restart_children = restart_children
-        self.max_restarts = max_restarts
+        sup = cfg.supervisor
+        self._budgets = {p.name: RestartBudget(sup.max_restarts, sup.restart_window_ms / 1000, restart_clock)
+                         for p in cfg.process}
+        self.child_log_level = child_log_level
+        self.ready_timeout = 300.0
         self.data_dir = cfg.data_path()
         self._rings: dict[str, Ring] = {}  # by the names in ``self.names``
         self._children: list[_Child] = []
@@ -217,8 +262,16 @@ class Exchange:
         return ring
 
     def start(self, ready_timeout: float = 300.0) -> None:
-        """Create everything, start the processes, and accept once the engine is up."""
+        """Create everything, start the processes, and accept once the engine is up.
+
+        ``ready_timeout`` bounds each process's start-up, not counting the time it reports
+        compiling the matching engine (``StartDeadline``); it also bounds a restarted
+        process's. Raises ``EngineStateError`` before anything starts when the data
+        directory was written with another schema or ``[engine]`` configuration, and
+        ``StartError`` when a process does not start; nothing is left behind either way."""
         cfg, names = self.cfg, self.names
+        self.ready_timeout = ready_timeout
+        check_engine_file(self.data_dir, cfg.engine)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._control = ControlBlock.create(names.control)
@@ -234,12 +287,7 @@ class Exchange:
             fresh = journal_last_seq(self.data_dir) == 0
             for proc in cfg.process:
                 self._children.append(self._start_child(proc.name))
-            for child in self._children:
-                if not child.runner.wait_started(ready_timeout):
-                    raise RuntimeError(
-                        f"process {child.name!r} ({', '.join(child.agents)}) did not start "
-                        f"within {ready_timeout:.0f} s (exit code {child.runner.exitcode})"
-                    )
+            self._wait_started()
             if fresh:
                 for msg in admin_messages(cfg):
                     self.offer_admin(msg)
@@ -274,11 +322,85 @@ class Exchange:
         runner = AgentRunner(agent, RunnerConfig(
             idle_strategy=proc.idle, cpus=tuple(proc.cpus) if proc.cpus else None,
             counters_name=f"ringex-counters-{self.names.prefix}-{proc.name}",
+            log_level=self.child_log_level,
         ))
         runner.start_process()
-        self._grace_until = time.monotonic() + 2 * self.cfg.supervisor.heartbeat_timeout_ms / 1000
         log.info("started process %r (pid %s): %s", proc.name, runner.pid, ", ".join(proc.agents))
-        return _Child(proc.name, list(proc.agents), runner, restarts)
+        return _Child(proc.name, list(proc.agents), runner, StartDeadline(self.ready_timeout), restarts)
+
+    def _compiling(self, child: _Child) -> bool:
+        """Whether the child's counters say it is compiling the matching engine now."""
+        if child.reader is None:
+            try:
+                child.reader = CountersReader(child.runner.counters_name or "")
+            except (CountersError, OSError):
+                return False  # not created yet: the child is still importing
+        try:
+            child.compiling = child.reader.value(COMPILING_LABEL) == 1
+        except KeyError:
+            child.compiling = False  # no engine in this process, or not at that step yet
+        return child.compiling
+
+    def _check_starting(self, child: _Child) -> str | None:
+        """Look at a child that has not started yet: mark it started once it has, and
+        return why it is late when it is (None otherwise)."""
+        if child.runner.wait_started(0):
+            child.started, child.compiling = True, False
+            # Its first heartbeats are due now, not when it was spawned: judge them after a grace.
+            self._grace_until = max(self._grace_until, time.monotonic()
+                                    + 2 * self.cfg.supervisor.heartbeat_timeout_ms / 1000)
+            if child.restarts:
+                log.info("process %r (pid %s) started again", child.name, child.runner.pid)
+            return None
+        return child.deadline.check(self._compiling(child))
+
+    def _wait_started(self) -> None:
+        """Wait until every child has started; StartError when one exits or is late.
+
+        Every waiting child is looked at on every pass, so each one's compile time is seen
+        as it happens (a child's deadline leaves its compile time out)."""
+        next_note = time.monotonic() + PROGRESS_EVERY_S
+        while True:
+            waiting = [c for c in self._children if not c.started]
+            for child in waiting:
+                late = self._check_starting(child)
+                if child.started:
+                    continue
+                if not child.runner.is_alive():
+                    raise StartError(f"process {child.name!r} ({', '.join(child.agents)}) exited with code "
+                                     f"{child.runner.exitcode} while starting; its error is logged above")
+                if late is not None:
+                    raise StartError(f"process {child.name!r} ({', '.join(child.agents)}) {late}")
+            if all(c.started for c in self._children):
+                return
+            if time.monotonic() >= next_note:
+                next_note = time.monotonic() + PROGRESS_EVERY_S
+                for child in (c for c in self._children if not c.started):
+                    doing = "compiling the matching engine" if child.compiling else "starting"
+                    log.info("still waiting for process %r: %s (%.0f s so far)", child.name, doing,
+                             child.deadline.elapsed_s())
+            time.sleep(0.05)  # between looks: start-up takes seconds, compiling minutes
+
+    def _restart_or_give_up(self, i: int, child: _Child) -> bool:
+        """A dead child: restart it if its budget allows (True), else give it up."""
+        child.runner.join(0.1)
+        if child.reader is not None:
+            child.reader.close()  # the dead incarnation's counters; the new one makes its own
+            child.reader = None
+        budget = self._budgets[child.name]
+        sup = self.cfg.supervisor
+        if budget.try_restart():
+            log.warning("restarting process %r (restart %d in the last %.0f s; supervisor.max_restarts = %d)",
+                        child.name, budget.in_window(), budget.window_s, budget.max_restarts)
+            self._children[i] = self._start_child(child.name, child.restarts + 1)
+            return True
+        child.given_up = (f"it died after {budget.in_window()} restart(s) in the last {budget.window_s:.0f} s, "
+                          f"the most supervisor.max_restarts = {sup.max_restarts} allows per "
+                          f"restart_window_ms = {sup.restart_window_ms}")
+        log.error("giving up on process %r (%s): %s; not restarting it. The exchange stays up and "
+                  "refuses every order until it is restarted", child.name, ", ".join(child.agents),
+                  child.given_up)
+        return False
 
     # ----------------------------------------------------------------- operation
 
@@ -312,35 +434,59 @@ class Exchange:
         problems: list[str] = []
         culprit = 0
         reason = 0
+
+        def note(problem: str, why: int, pid: int) -> None:
+            nonlocal culprit, reason
+            problems.append(problem)
+            if _SEVERITY[why] >= _SEVERITY.get(reason, 0):
+                culprit, reason = pid, why
+
+        starting = False
         for i, child in enumerate(self._children):
+            pid = child.runner.pid or 0
+            if child.given_up:
+                note(f"process {child.name!r} is given up: {child.given_up}", REASON_GIVEN_UP, pid)
+                continue
             if not child.runner.is_alive():
-                code = child.runner.exitcode
-                problems.append(f"process {child.name!r} (pid {child.runner.pid}, "
-                                f"{', '.join(child.agents)}) died with exit code {code}")
-                culprit, reason = child.runner.pid or 0, REASON_PROCESS_DIED
-                if self.restart_children and child.restarts < self.max_restarts:
-                    child.runner.join(0.1)
-                    self._children[i] = self._start_child(child.name, child.restarts + 1)
+                note(f"process {child.name!r} (pid {pid}, {', '.join(child.agents)}) died with exit code "
+                     f"{child.runner.exitcode}", REASON_PROCESS_DIED, pid)
+                if self.restart_children:
+                    if self._restart_or_give_up(i, child):
+                        starting = True
+                    else:
+                        note(f"process {child.name!r} is given up: {child.given_up}", REASON_GIVEN_UP, pid)
+                continue
+            if not child.started:
+                late = self._check_starting(child)
+                if child.started:
+                    continue
+                starting = True
+                doing = "compiling the matching engine" if child.compiling else "starting"
+                note(f"process {child.name!r} (pid {pid}) is {doing}", REASON_STARTING, pid)
+                if late is not None:
+                    # Killed, it is dead at the next look: restarted or given up by the budget.
+                    log.error("process %r (pid %s) %s; killing it", child.name, pid, late)
+                    child.runner.kill()
         timeout_ns = self.cfg.supervisor.heartbeat_timeout_ms * 1_000_000
-        # A process just (re)started has not polled yet: judge heartbeats after a grace period.
-        in_grace = time.monotonic() < self._grace_until
+        # A process not yet started (compiling, recovering) polls no ring, and the cells it
+        # will take over still name its dead predecessor: judge heartbeats only once every
+        # process has started, and after a grace period for their first polls.
+        judge = not starting and time.monotonic() >= self._grace_until
         fan_out = (self.names.output, self.names.reject)
-        for name, ring in self._rings.items() if not in_grace else ():
+        for name, ring in self._rings.items() if judge else ():
             # On the fan-out rings consumer 0 is this process's monitor: judge the subscribers.
             indexes = range(1 if name in fan_out else 0, ring.consumers)
             for idx in indexes:
                 state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
                 if state is ConsumerState.DEAD:
                     info = ring.consumer_info(idx)
-                    problems.append(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
-                                    f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)")
-                    culprit, reason = info.pid, REASON_HEARTBEAT_LOST
+                    note(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
+                         f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)", REASON_HEARTBEAT_LOST, info.pid)
         for name in self.names.inbound[1:]:  # the admin ring's producer is this process
             ring = self._rings[name]
             pid = ring.producer_pid
             if pid and not pid_alive(pid):
-                problems.append(f"producer of ring {ring.name} (pid {pid}) died")
-                culprit, reason = pid, REASON_PROCESS_DIED
+                note(f"producer of ring {ring.name} (pid {pid}) died", REASON_PROCESS_DIED, pid)
         if problems:
             if self._control.accepting:
                 for p in problems:
@@ -367,7 +513,8 @@ class Exchange:
                         bp += value
             except Exception:
                 child.reader = None
-        return Status(last, rate, bp, self._control.accepting, REASON_TEXT.get(self._control.reason, "?"))
+        return Status(last, rate, bp, self._control.accepting, REASON_TEXT.get(self._control.reason, "?"),
+                      tuple(c.name for c in self._children if c.given_up))
 
     def run_forever(self, print_status: Callable[[str], None] | None = None,
                     stop_after: float | None = None) -> None:
@@ -411,7 +558,9 @@ class Exchange:
         for child in self._children:
             child.runner.stop()
         for child in self._children:
-            end = time.monotonic() + 30.0
+            # A child still in on_start (compiling: minutes) has no snapshot to write and sees
+            # its stop only after on_start: close() soon kills it, as safe as any crash.
+            end = time.monotonic() + (30.0 if child.started else 0.0)
             while child.runner.is_alive() and time.monotonic() < end:
                 self.drain()  # keep the output moving while the engine writes its snapshot
                 child.runner.join(0.01)
@@ -457,8 +606,16 @@ def main(config_path: str | None = None) -> int:
     except ConfigError as exc:
         print(f"ringex run: {exc}", file=sys.stderr)
         return 2
-    exchange = Exchange(cfg)
-    exchange.start()
+    exchange = Exchange(cfg, child_log_level=logging.INFO)
+    try:
+        exchange.start()
+    except (EngineStateError, StartError) as exc:
+        # start() left nothing behind; say why in one line rather than a traceback
+        print(f"ringex run: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ringex run: interrupted while starting; nothing left running", file=sys.stderr)
+        return 130
     names = exchange.names
     print(f"ringex {cfg.exchange.name}: data in {exchange.data_dir}")
     if exchange.stale_reclaimed:

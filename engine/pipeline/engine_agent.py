@@ -37,7 +37,7 @@ import numpy as np
 from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import warm_up
+from ringex.engine.pipeline.warm_start import warm_up_engine
 from ringex.engine.storage import defaults
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.engine.storage.journal_retention import RetentionWorker, record_archive_dir, retire_segments
@@ -82,24 +82,46 @@ def read_engine_file(data_dir: Path | str) -> EngineConfig | None:
     p = Path(data_dir) / ENGINE_FILE
     if not p.exists():
         return None
-    doc = json.loads(p.read_text())
-    if doc.get("schema") != m.SCHEMA.fingerprint:
+    try:
+        doc = json.loads(p.read_text())
+        schema = doc.get("schema")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise EngineStateError(f"{p}: unreadable ({exc}); it records how the journal there was "
+                               "written, so the engine cannot start on this data_dir") from None
+    if schema != m.SCHEMA.fingerprint:
         raise EngineStateError(
-            f"{p}: journal written with schema {doc.get('schema')}, this build has "
-            f"{m.SCHEMA.fingerprint}; replaying it would not reproduce its output"
+            f"{p}: journal written with schema {schema}, this build has "
+            f"{m.SCHEMA.fingerprint}; replaying it would not reproduce its output "
+            "(use another data_dir, or the build that wrote it)"
         )
-    return msgspec.convert(doc["engine"], EngineConfig)
+    try:
+        return msgspec.convert(doc["engine"], EngineConfig)
+    except (KeyError, ValueError, TypeError, msgspec.MsgspecError) as exc:
+        raise EngineStateError(f"{p}: its engine configuration is not one this build knows ({exc}); "
+                               "use another data_dir") from None
+
+
+def check_engine_file(data_dir: Path | str, cfg: EngineConfig) -> bool:
+    """Whether the data directory already records an engine configuration (False: a new one);
+    raises ``EngineStateError`` naming the file and every differing key when it records
+    another configuration or schema. The launcher asks before it starts any process, so a
+    mismatch is one clear error rather than an engine that dies on every restart."""
+    existing = read_engine_file(data_dir)
+    if existing is None:
+        return False
+    if existing != cfg:
+        there, here = msgspec.to_builtins(existing), msgspec.to_builtins(cfg)
+        diff = "; ".join(f"{k} = {there.get(k)} there, {here.get(k)} configured"
+                         for k in sorted(there.keys() | here.keys()) if there.get(k) != here.get(k))
+        raise EngineStateError(
+            f"{Path(data_dir) / ENGINE_FILE}: the journal there was written with another engine "
+            f"configuration ([engine] {diff}); use another data_dir or the same [engine] settings"
+        )
+    return True
 
 
 def write_engine_file(data_dir: Path | str, cfg: EngineConfig) -> None:
-    existing = read_engine_file(data_dir)
-    if existing is not None:
-        if existing != cfg:
-            raise EngineStateError(
-                f"{Path(data_dir) / ENGINE_FILE}: the journal there was written with engine "
-                f"configuration {msgspec.to_builtins(existing)}, not {msgspec.to_builtins(cfg)}; "
-                "use another data_dir or the same [engine] settings"
-            )
+    if check_engine_file(data_dir, cfg):
         return
     p = Path(data_dir) / ENGINE_FILE
     tmp = p.with_suffix(".tmp")
@@ -147,8 +169,9 @@ class EngineAgent(Agent):
 
     def on_start(self) -> None:
         # Compile (or load from cache) before taking any ring role: a consumer that holds
-        # a role while compiling looks dead to the supervisor.
-        warm_up()
+        # a role while compiling looks dead to the supervisor. A compile is announced and
+        # flagged in the counters, so the launcher waits for it rather than calling it hung.
+        warm_up_engine(self.counters)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_engine_file(self.data_dir, self.config)
         in_ring = Ring.attach(self.input_ring_name, wait_s=5.0)
