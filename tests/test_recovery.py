@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import PERP, SPOT, admin_count, assert_same_state, make_config, run_orders
+from pipeline_kit import PERP, SPOT, admin_count, assert_same_state, make_config, run_orders, shm_leftovers
 from ringex.engine.pipeline.engine_agent import read_engine_file
 from ringex.engine.engine import MatchingEngine
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -24,6 +24,7 @@ from ringex.engine.storage.recovery import (
     JournalBehindSnapshotError, load_recovery, record_slots, recover_engine,
 )
 from ringex.engine.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
+from ringex.tools.launcher import Exchange
 from ringex.tools.replay import replay
 
 ORDERS = 1200
@@ -117,6 +118,21 @@ def test_a_snapshot_ahead_of_the_journal_is_refused_naming_the_lost_range(data: 
     recovered, next_seq = state_after_recovery(data)
     assert next_seq <= end + 1
     assert_same_state(recovered, state_by_full_replay(data))
+
+
+def test_the_exchange_refuses_to_start_on_a_journal_behind_its_snapshot(data: Path, tmp_path: Path) -> None:
+    """Refused by the launcher before any process or ring exists, not by an engine that
+    dies on every restart."""
+    last = list_segments(journal_dir(data))[-1][1]
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size - 100)
+    JournalWriter(journal_dir(data)).close()
+    cfg = make_config(tmp_path)  # the copy's own data directory, tmp_path / "data"
+    assert cfg.data_path() == data
+    exchange = Exchange(cfg)
+    with pytest.raises(JournalBehindSnapshotError, match="are missing from the journal"):
+        exchange.start()
+    assert exchange._children == [] and shm_leftovers(cfg.exchange.shm_prefix) == []
 
 
 def test_a_snapshot_with_no_journal_at_all_is_refused(data: Path) -> None:

@@ -39,6 +39,7 @@ from typing import Callable
 
 from ringex.engine.wire import messages as m
 from ringex.engine.pipeline.engine_agent import EngineAgent, EngineStateError, check_engine_file
+from ringex.engine.storage.recovery import JournalBehindSnapshotError, check_journal_reaches_snapshots
 from ringex.engine.pipeline.warm_start import COMPILING_LABEL
 from ringex.engine.storage.data_dir import journal_last_seq
 from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
@@ -267,11 +268,13 @@ class Exchange:
         ``ready_timeout`` bounds each process's start-up, not counting the time it reports
         compiling the matching engine (``StartDeadline``); it also bounds a restarted
         process's. Raises ``EngineStateError`` before anything starts when the data
-        directory was written with another schema or ``[engine]`` configuration, and
+        directory was written with another schema or ``[engine]`` configuration,
+        ``JournalBehindSnapshotError`` when its newest snapshot is ahead of its journal, and
         ``StartError`` when a process does not start; nothing is left behind either way."""
         cfg, names = self.cfg, self.names
         self.ready_timeout = ready_timeout
         check_engine_file(self.data_dir, cfg.engine)
+        check_journal_reaches_snapshots(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._control = ControlBlock.create(names.control)
@@ -609,7 +612,7 @@ def main(config_path: str | None = None) -> int:
     exchange = Exchange(cfg, child_log_level=logging.INFO)
     try:
         exchange.start()
-    except (EngineStateError, StartError) as exc:
+    except (EngineStateError, JournalBehindSnapshotError, StartError) as exc:
         # start() left nothing behind; say why in one line rather than a traceback
         print(f"ringex run: {exc}", file=sys.stderr)
         return 1

@@ -37,7 +37,9 @@ from ringex.engine.engine import MatchingEngine
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.engine.storage.journal_format import Record
 from ringex.engine.storage.journal_reader import JournalReader, replay_from
-from ringex.engine.storage.snapshot import Snapshot, load_latest_snapshot
+from ringex.engine.storage.snapshot import (
+    Snapshot, SnapshotCorruptError, list_snapshots, load_latest_snapshot, read_snapshot,
+)
 from ringex.engine.wire import messages as m
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,22 @@ def load_recovery(
         from_seq=snap.seq if snap is not None else initial_seq,
         journal_dir=Path(journal_dir),
     )
+
+
+def check_journal_reaches_snapshots(data_dir: Path | str) -> None:
+    """Before starting anything: raise :class:`JournalBehindSnapshotError` if recovery would
+    (the newest *valid* snapshot ahead of the journal). Cheap when all is well: snapshot
+    names and the journal's last segment; a snapshot is read only when it is ahead."""
+    sdir, jdir = snapshot_dir(data_dir), journal_dir(data_dir)
+    next_seq = JournalReader(jdir).next_seq or FIRST_SEQ
+    for seq, path in reversed(list_snapshots(sdir)):
+        if seq <= next_seq:
+            return
+        try:
+            snap = read_snapshot(path)
+        except (SnapshotCorruptError, OSError):
+            continue  # recovery skips it too
+        _check_journal_reaches(snap, jdir, sdir)
 
 
 def _check_journal_reaches(snap: Snapshot, journal_dir: Path, snapshot_dir: Path) -> None:
