@@ -7,13 +7,19 @@ registered by ``conftest.py``) takes a snapshot before each test and after it, a
 test (an error at teardown) naming everything the test left:
 
 - shared memory: entries of ``/dev/shm`` that appeared during the test (rings, control
-  blocks, counters, semaphores), except those some process outside this test's process tree
-  still maps: another test run on the same host owns those;
+  blocks, counters), except those some process outside this test's process tree still maps
+  (another test run on the same host owns those) and multiprocessing's semaphores (below);
 - processes: descendants of the test process, and processes that inherited this session's
   marker in their environment (an agent orphaned when its launcher was killed is no longer
   our descendant, but still carries it), that are alive and did not exist before;
 - listening ports: TCP sockets in LISTEN and bound UDP sockets that this process or one of
   those processes holds and did not hold before.
+
+multiprocessing's own semaphores (``sem.mp-*``, behind every ``Event`` and ``Lock`` of the
+spawn context, one ``AgentRunner`` holds five) are not judged: each lives exactly as long as
+the Python object that owns it, and pytest still holds a test's objects (its fixture values,
+the log records it captured) until after the teardown; the resource tracker unlinks any left
+at exit. ringex itself makes no semaphores.
 
 Before judging, it collects garbage (an unreachable ring or socket closes itself) and gives
 exiting children a bounded time to finish; the clean case costs a listing of ``/dev/shm``, a
@@ -44,6 +50,8 @@ MARKER = "RINGEX_TEST_SESSION"
 #: judged; a clean test never waits.
 SETTLE_S = 3.0
 
+#: multiprocessing names its semaphores ``/mp-<random>``, which glibc keeps as ``sem.mp-<random>``.
+MP_SEMAPHORE = "sem.mp-"
 _TCP_LISTEN = "0A"
 
 
@@ -186,7 +194,7 @@ def listening(inodes: set[str]) -> dict[str, str]:
 
 
 def shm_entries() -> frozenset[str]:
-    return frozenset(os.listdir(SHM_DIR))
+    return frozenset(n for n in os.listdir(SHM_DIR) if not n.startswith(MP_SEMAPHORE))
 
 
 def snapshot(marker: bytes) -> Snapshot:

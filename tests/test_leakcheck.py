@@ -125,8 +125,9 @@ def test_clean_after():
 
 
 def test_what_is_not_a_leak_passes(run_inner, tmp_path) -> None:
-    """A child still exiting at the end of the test, objects that existed before it, and what
-    a process outside the test's tree holds (another test run on the host) are not leaks."""
+    """A child still exiting at the end of the test, multiprocessing's semaphores, objects that
+    existed before the test, and what a process outside the test's tree holds (another test
+    run on the host) are not leaks."""
     before = f"rxleak-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     foreign = f"rxleak-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     ready = tmp_path / "foreign.pid"
@@ -139,11 +140,16 @@ def test_what_is_not_a_leak_passes(run_inner, tmp_path) -> None:
     detach = f"({sys.executable} -c \"{holder}\" > /dev/null 2>&1 &)"
     try:
         result, out = run_inner(f"""
-import subprocess, time
+import multiprocessing, subprocess, time
 from pathlib import Path
+
+KEEP = []
 
 def test_child_exiting_within_the_grace_time():
     subprocess.Popen(["sleep", "0.3"])
+
+def test_multiprocessing_semaphores_live_with_their_objects():
+    KEEP.append(multiprocessing.get_context("spawn").Event())
 
 def test_object_that_existed_before_is_left_alone():
     assert Path("/dev/shm/{before}").exists()
@@ -155,7 +161,7 @@ def test_shared_memory_mapped_by_a_process_outside_the_tree():
         assert time.monotonic() < deadline
         time.sleep(0.02)
 """)
-        result.assert_outcomes(passed=3)
+        result.assert_outcomes(passed=4)
         assert os.path.exists(f"/dev/shm/{before}") and os.path.exists(f"/dev/shm/{foreign}")
     finally:
         if ready.exists() and ready.read_text():
