@@ -23,7 +23,7 @@ at exit. ringex itself makes no semaphores.
 
 Before judging, it collects garbage (an unreachable ring or socket closes itself) and gives
 exiting children a bounded time to finish; the clean case costs a listing of ``/dev/shm``, a
-scan of ``/proc`` and of this process's descriptors, about a millisecond. After a failure it
+scan of ``/proc`` and of this process's descriptors, under 2 ms a test. After a failure it
 removes what leaked (kills the processes, unlinks the shared memory, closes the sockets) so
 that one bad test does not fail the ones after it. A module-scoped check does the same around
 each module, for what module-scoped fixtures start.
