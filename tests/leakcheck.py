@@ -41,6 +41,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+import psutil
 import pytest
 
 SHM_DIR = "/dev/shm"
@@ -96,7 +97,17 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
+# The kernel lists each thread's children only with CONFIG_PROC_CHILDREN; psutil finds them
+# without it, by reading every process's parent (slower).
+_CHILDREN_FILES = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def _children(pid: int) -> list[int]:
+    if not _CHILDREN_FILES:
+        try:
+            return [c.pid for c in psutil.Process(pid).children()]
+        except psutil.Error:
+            return []
     out: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
