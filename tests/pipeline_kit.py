@@ -176,6 +176,10 @@ class OutputReader:
     events: int = 0
     last_seq: int = 0
     seqs_monotonic: bool = True
+    # for the exactly-once checks (end of this file): every answer, not only the last, and
+    # every event's seq in the order read
+    answers: Counter = field(default_factory=Counter)  # clOrdId -> answers to its NewOrder, both rings
+    seqs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.consumer = self.ring.consumer(self.index)
@@ -194,6 +198,7 @@ class OutputReader:
                 if seq < self.last_seq:
                     self.seqs_monotonic = False
                 self.last_seq = seq
+                self.seqs.append(seq)
                 if d.name in ("OrderAccepted", "OrderRejected") and d.fields.get("refTemplateId", 1) == 1:
                     self.acked[d["clOrdId"]] = d.name
                     self.answers[d["clOrdId"]] += 1
@@ -295,3 +300,125 @@ def run_orders(cfg: ExchangeConfig, orders: int, *, quiet_s: float = 0.0, timeou
         exchange.stop()
     return reader
 
+
+
+# -- exactly-once checks ---------------------------------------------------------------
+# What a subscriber can check on its own after any crash and restart: every order it sent was
+# answered exactly once, the sequence numbers run without gap or repeat, and the output it saw
+# is the output a replay of the journal gives. ``readers`` is one OutputReader, or those of
+# successive runs in order (a subscriber that reattached after the exchange restarted).
+
+
+def _as_list(readers) -> list[OutputReader]:
+    return [readers] if isinstance(readers, OutputReader) else list(readers)
+
+
+def _some(ids: list) -> str:
+    return f"{len(ids)} (first {ids[:10]})" if ids else "none"
+
+
+def assert_answered_exactly_once(readers, cl_ord_ids) -> None:
+    """Every clOrdId of ``cl_ord_ids`` got exactly one answer to its NewOrder: an OrderAccepted
+    or OrderRejected on the output ring, or the sequencer's OrderRejected on the reject ring;
+    and no other clOrdId got one."""
+    sent = list(cl_ord_ids)
+    assert len(set(sent)) == len(sent), "the test sent a clOrdId twice: answers cannot tell"
+    answers: Counter = Counter()
+    for r in _as_list(readers):
+        answers.update(r.answers)
+    missing = sorted(set(sent) - answers.keys())
+    repeated = sorted(c for c, n in answers.items() if n > 1)
+    unexpected = sorted(answers.keys() - set(sent))
+    assert not (missing or repeated or unexpected), (
+        f"of {len(sent)} orders sent: unanswered {_some(missing)}; answered more than once "
+        f"{_some(repeated)}; answered but never sent {_some(unexpected)}")
+
+
+def assert_sequence_continuous(seqs, *, per_event: bool = False, first: int = 1, what: str = "seqs") -> int:
+    """``seqs``, in the order seen, are ``first``, ``first + 1``, ... with no gap and no repeat;
+    returns the last. With ``per_event`` they are the output's: every event carries the seq of
+    the message that caused it, so a message's events repeat its seq side by side (each input
+    message has at least one event: an order its answer, an admin message its AdminResult)."""
+    seqs = list(seqs)
+    if per_event:
+        seqs = [s for i, s in enumerate(seqs) if i == 0 or s != seqs[i - 1]]
+    for i, s in enumerate(seqs):
+        if s != first + i:
+            raise AssertionError(f"{what}: expected {first + i} at position {i}, got {s} "
+                                 f"(around it: {seqs[max(0, i - 3):i + 4]})")
+    return first + len(seqs) - 1
+
+
+def journaled(data_dir: Path) -> list[tuple[int, str, int | None]]:
+    """Every journaled message as (the seq stamped in it, its name, its clOrdId or None), in
+    journal order (archived segments included)."""
+    from ringex.engine.storage.data_dir import journal_dir
+    from ringex.engine.storage.journal_reader import JournalReader
+
+    out = []
+    for _pos, slot in JournalReader(journal_dir(data_dir)).iter_messages():
+        d = m.SCHEMA.decode(bytes(slot))
+        out.append((d["seq"], d.name, d.fields.get("clOrdId")))
+    return out
+
+
+def assert_journal_exactly_once(data_dir: Path, cl_ord_ids) -> int:
+    """The journal holds seqs 1..N, each once, and a NewOrder for each of ``cl_ord_ids`` and
+    no other, each once (the orders the sequencer refused never reach it: pass those the
+    engine answered, :func:`engine_answered`); returns N."""
+    messages = journaled(data_dir)
+    last = assert_sequence_continuous([s for s, _n, _c in messages], what="journaled seqs")
+    orders = Counter(c for _s, name, c in messages if name == "NewOrder")
+    repeated = sorted(c for c, n in orders.items() if n > 1)
+    missing = sorted(set(cl_ord_ids) - orders.keys())
+    unexpected = sorted(orders.keys() - set(cl_ord_ids))
+    assert not (repeated or missing or unexpected), (
+        f"NewOrders journaled more than once: {_some(repeated)}; not journaled: {_some(missing)}; "
+        f"journaled but not answered by the engine: {_some(unexpected)}")
+    return last
+
+
+def engine_answered(readers) -> set[int]:
+    """The clOrdIds the engine answered (on the output ring), over all ``readers``."""
+    return {c for r in _as_list(readers) for c in r.acked}
+
+
+def assert_output_equals_replay(readers, data_dir: Path) -> dict:
+    """What the readers saw, in order, hashes to what a replay of the journal outputs: no event
+    lost, repeated or changed. The last reader's hash must continue the earlier ones' (create
+    it with ``hash=earlier.hash.copy()``). Returns the replay's figures."""
+    from ringex.tools.replay import replay
+
+    readers = _as_list(readers)
+    result = replay(data_dir)
+    seen = sum(r.events for r in readers)
+    assert (readers[-1].hash.hexdigest(), seen) == (result["output_sha256"], result["events"]), (
+        f"the subscriber saw {seen} events, the replay of the journal gives {result['events']}; "
+        "the hashes differ")
+    return result
+
+
+def quiet_for(reader: OutputReader, seconds: float):
+    """A ``pump`` condition: nothing new on the output for ``seconds`` (so that the events
+    after the last answer a test waited for have been read too)."""
+    state = {"events": -1, "since": time.monotonic()}
+
+    def quiet() -> bool:
+        if reader.events != state["events"]:
+            state.update(events=reader.events, since=time.monotonic())
+        return time.monotonic() - state["since"] >= seconds
+
+    return quiet
+
+
+def assert_exactly_once(readers, data_dir: Path, cl_ord_ids) -> dict:
+    """All of the above, for a subscriber that saw the whole output (with ``readers``) and sent
+    ``cl_ord_ids``, after the exchange stopped: each order answered once, each answered by the
+    engine journaled once, the journal and the output both numbered 1..N, and the output equal
+    to the replay. Returns the replay's figures."""
+    readers = _as_list(readers)
+    assert_answered_exactly_once(readers, cl_ord_ids)
+    last = assert_journal_exactly_once(data_dir, engine_answered(readers))
+    seen = assert_sequence_continuous([s for r in readers for s in r.seqs], per_event=True, what="output seqs")
+    assert seen == last, f"the output ends at seq {seen}, the journal at {last}"
+    return assert_output_equals_replay(readers, data_dir)

@@ -23,7 +23,6 @@ from test_agent_kit import (
     WAIT_S,
     CountingAgent,
     FileAgent,
-    cleanup_shm,
     read_lines,
     sleeping,
     unique_name,
@@ -56,9 +55,7 @@ class Recorder(Agent):
 
 @pytest.fixture
 def name():
-    n = unique_name("agent")
-    yield n
-    cleanup_shm(n)
+    return unique_name("agent")
 
 
 def cfg(**kw) -> RunnerConfig:

@@ -29,9 +29,7 @@ from test_agent_kit import WAIT_S, cleanup_shm, unique_name, wait_for
 
 @pytest.fixture
 def name():
-    n = unique_name("ctr")
-    yield n
-    cleanup_shm(n)
+    return unique_name("ctr")
 
 
 def test_allocate_update_and_read_back(name):
@@ -138,23 +136,31 @@ def test_missing_object_is_a_clear_error(name):
         CountersReader(name)
 
 
-def _raw_object(name: str, data: bytes) -> None:
-    shm = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, size=len(data))
-    try:
-        with mmap.mmap(shm.fd, len(data)) as mm:
-            mm[:] = data
-    finally:
-        shm.close_fd()
+@pytest.fixture
+def raw_object(name):
+    """Makes a shared-memory object called ``name`` holding the given bytes (not a counters
+    manager's, so nothing of ringex removes it: the fixture does)."""
+
+    def make(data: bytes) -> None:
+        shm = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, size=len(data))
+        try:
+            with mmap.mmap(shm.fd, len(data)) as mm:
+                mm[:] = data
+        finally:
+            shm.close_fd()
+
+    yield make
+    cleanup_shm(name)
 
 
-def test_garbage_is_a_clear_error(name):
-    _raw_object(name, b"\xab" * 4096)
+def test_garbage_is_a_clear_error(name, raw_object):
+    raw_object(b"\xab" * 4096)
     with pytest.raises(CountersFormatError, match="not a ringex counters object"):
         CountersReader(name)
 
 
-def test_too_small_is_a_clear_error(name):
-    _raw_object(name, b"\x00" * 16)
+def test_too_small_is_a_clear_error(name, raw_object):
+    raw_object(b"\x00" * 16)
     with pytest.raises(CountersFormatError, match="smaller than"):
         CountersReader(name)
 

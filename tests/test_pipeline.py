@@ -2,18 +2,23 @@
 
 Real processes throughout: the exchange's own children (spawned by the launcher), a
 producer process per test writing SBE orders into a gateway ring, and this process as the
-output subscriber. Every wait is bounded; every shared-memory object is checked gone.
+output subscriber. Every wait is bounded. Every test that runs orders through an exchange
+ends with the subscriber's exactly-once checks (``pipeline_kit.assert_exactly_once``); the
+suite's leak check (``leakcheck.py``) sees that no process or shared-memory object is left.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,10 +27,15 @@ from pipeline_kit import (
     SPOT,
     OutputReader,
     admin_count,
+    assert_answered_exactly_once,
+    assert_exactly_once,
+    assert_output_equals_replay,
+    assert_sequence_continuous,
     make_config,
     order,
     produce,
     pump,
+    quiet_for,
     shm_leftovers,
 )
 from ringex.engine.wire import messages as m
@@ -34,26 +44,38 @@ from ringex.engine.storage.snapshot import list_snapshots
 from ringex.ringbuffer.control import REASON_PROCESS_DIED
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.launcher import Exchange, output_consumer_index
-from ringex.tools.replay import replay
 
 CTX = multiprocessing.get_context("spawn")
 
 
 class Running:
-    """An exchange plus this test's reader, torn down whatever happens."""
+    """An exchange plus this test's reader, torn down whatever happens.
 
-    def __init__(self, cfg, **kw) -> None:
+    ``follows``: the reader of an earlier run on the same data; this run's reader continues its
+    output hash, as one subscriber that reattached after the restart."""
+
+    def __init__(self, cfg, follows: OutputReader | None = None, **kw) -> None:
         self.cfg = cfg
         self.exchange = Exchange(cfg, **kw)
         self.children: list = []
+        self.rings: list[Ring] = []
         self.reader: OutputReader | None = None
+        self.follows = follows
 
     def __enter__(self) -> "Running":
         self.exchange.start()
-        names = self.exchange.names
-        self.out_ring = Ring.attach(names.output)
-        self.rej_ring = Ring.attach(names.reject)
-        self.reader = OutputReader(self.out_ring, self.rej_ring, output_consumer_index(self.cfg, "test"))
+        try:
+            names = self.exchange.names
+            self.out_ring = Ring.attach(names.output)
+            self.rings.append(self.out_ring)
+            self.rej_ring = Ring.attach(names.reject)
+            self.rings.append(self.rej_ring)
+            extra = {} if self.follows is None else {"hash": self.follows.hash.copy()}
+            self.reader = OutputReader(self.out_ring, self.rej_ring, output_consumer_index(self.cfg, "test"),
+                                       **extra)
+        except BaseException:
+            self.__exit__()  # __exit__ only runs once __enter__ has returned
+            raise
         return self
 
     def spawn_producer(self, gateway: str, first_cl: int, n: int, pace_s: float = 0.0):
@@ -75,17 +97,23 @@ class Running:
     def pump(self, until, timeout: float = 60.0, supervise: bool = True) -> None:
         pump(self.exchange, self.reader, until, timeout, supervise)
 
+    def settle(self) -> None:
+        """Read what the output still holds after the last answer a test waited for."""
+        self.pump(quiet_for(self.reader, 0.2), timeout=30)
+
     def __exit__(self, *exc) -> None:
-        for p in self.children:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-        if self.reader is not None:
-            self.reader.close()
-        self.out_ring.close()
-        self.rej_ring.close()
-        self.exchange.stop(drain_timeout=10.0)
+        try:
+            for p in self.children:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+            if self.reader is not None:
+                self.reader.close()
+            for ring in self.rings:
+                ring.close()
+        finally:
+            self.exchange.stop(drain_timeout=10.0)
 
 
 @pytest.mark.parametrize("durability", ["batch", "interval", "none"])
@@ -95,17 +123,15 @@ def test_live_output_equals_replay_and_shutdown_cleans_up(tmp_path: Path, durabi
         run.spawn_producer("t1", 1, 1500)
         run.spawn_producer("t2", 100_001, 1500)
         run.pump(lambda: len(run.reader.acked) >= 3000, timeout=120)
+        run.settle()
         assert run.reader.seqs_monotonic
         # The configured deposits fund the whole flow: every order accepted, both markets trade.
         assert run.reader.rejections == {}
         assert run.reader.trades[SPOT] > 0 and run.reader.trades[PERP] > 0
-        live_hash = run.reader.hash.hexdigest()
-        events = run.reader.events
+    # stop() itself removes every object (the leak check would also wait for exiting children)
     assert shm_leftovers(cfg.exchange.shm_prefix) == []
-    result = replay(cfg.data_path())
+    result = assert_exactly_once(run.reader, cfg.data_path(), [*range(1, 1501), *range(100_001, 101_501)])
     assert result["messages"] == 3000 + admin_count(cfg)
-    assert result["events"] == events
-    assert result["output_sha256"] == live_hash
     # A clean stop wrote a final snapshot covering everything.
     snaps = list_snapshots(cfg.data_path() / "snapshots")
     assert snaps and snaps[-1][0] == result["last_seq"] + 1
@@ -113,19 +139,27 @@ def test_live_output_equals_replay_and_shutdown_cleans_up(tmp_path: Path, durabi
 
 def test_restart_continues_from_snapshot_and_journal(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, snapshot_every=300)
-    with Running(cfg) as run:
-        run.spawn_producer("t1", 1, 1000)
-        run.pump(lambda: len(run.reader.acked) >= 1000, timeout=120)
-    with Running(cfg) as run:
-        # Admin messages are not re-sent on a restart; sequencing continues.
+    with Running(cfg) as first:
+        first.spawn_producer("t1", 1, 1000)
+        first.pump(lambda: len(first.reader.acked) >= 1000, timeout=120)
+        first.settle()
+    assert first.reader.last_seq == 1000 + admin_count(cfg)
+    with Running(cfg, follows=first.reader) as run:
+        # Admin messages are not re-sent on a restart; sequencing continues where it stopped.
         run.spawn_producer("t1", 5001, 500)
         run.pump(lambda: len(run.reader.acked) >= 500, timeout=120)
+        run.settle()
         # the recovered balances, holds and positions still fund the flow
         assert run.reader.rejections == {}
-        first_seq_after_restart = min(s for s in [run.reader.last_seq])
-    result = replay(cfg.data_path())
+    assert run.reader.seqs[0] == first.reader.last_seq + 1
+    result = assert_exactly_once([first.reader, run.reader], cfg.data_path(),
+                                 [*range(1, 1001), *range(5001, 5501)])
     assert result["messages"] == 1000 + 500 + admin_count(cfg)
-    assert first_seq_after_restart == result["last_seq"]
+    # ...where a subscriber that missed either run would not pass
+    with pytest.raises(AssertionError, match="hashes differ"):
+        assert_output_equals_replay(first.reader, cfg.data_path())
+    with pytest.raises(AssertionError, match="expected 1 at position 0"):
+        assert_sequence_continuous(run.reader.seqs, per_event=True)
 
 
 @pytest.mark.slow
@@ -135,7 +169,6 @@ def test_engine_sigkill_recovers_with_no_gap_or_duplicate(tmp_path: Path) -> Non
         run.spawn_producer("t1", 1, 3000, pace_s=0.0002)
         run.pump(lambda: len(run.reader.acked) >= 600, timeout=120)
         engine = next(c for c in run.exchange._children if c.name == "eng")
-        acked_before = dict(run.reader.acked)
         os.kill(engine.runner.pid, signal.SIGKILL)
         # The supervisor notices, refuses orders, restarts the engine; the engine recovers.
         run.pump(lambda: run.exchange._control is not None and not run.exchange._control.accepting,
@@ -143,20 +176,12 @@ def test_engine_sigkill_recovers_with_no_gap_or_duplicate(tmp_path: Path) -> Non
         run.pump(lambda: run.exchange._control.accepting, timeout=60)
         run.pump(lambda: len(run.reader.acked) + len(run.reader.rejected_not_accepting) >= 3000,
                  timeout=180)
-        live_hash = run.reader.hash.hexdigest()
+        run.settle()
         assert run.reader.seqs_monotonic
-    result = replay(cfg.data_path())
-    # The subscriber saw exactly the replay's output: no gap, no duplicate.
-    assert result["output_sha256"] == live_hash
-    # Every order acknowledged before the kill is in the recovered journal.
-    from ringex.engine.storage.journal_reader import JournalReader
-
-    journaled = set()
-    for _seq, slot in JournalReader(cfg.data_path() / "journal").iter_messages():
-        d = m.SCHEMA.decode(bytes(slot))
-        if d.name == "NewOrder":
-            journaled.add(d["clOrdId"])
-    assert set(acked_before) <= journaled
+    # Each order answered once (accepted, or refused while the engine was down), each the
+    # engine answered journaled once (those acknowledged before the kill too), and the
+    # subscriber saw exactly the replay's output.
+    assert_exactly_once(run.reader, cfg.data_path(), range(1, 3001))
 
 
 @pytest.mark.slow
@@ -172,17 +197,19 @@ def test_sequencer_sigkill_fails_safe_then_recovers(tmp_path: Path) -> None:
         run.pump(lambda: run.exchange._control.accepting, timeout=60)
         run.spawn_producer("t1", 1001, 200)
         run.pump(lambda: len(run.reader.acked) >= 400, timeout=60)
-    result = replay(cfg.data_path())
+        run.settle()
+    result = assert_exactly_once(run.reader, cfg.data_path(), [*range(1, 201), *range(1001, 1201)])
     assert result["messages"] == 400 + admin_count(cfg)
+
+
+VICTIM = 10_001  # the killed producer's first clOrdId: above every other order of the test
 
 
 def test_dead_producer_stops_acceptance_with_a_clear_rejection(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     with Running(cfg) as run:
-        victim = CTX.Process(target=produce, args=(run.exchange.names.gateway("t1"), 1, 5, 0.0, None),
-                             daemon=True)
         # A producer that holds its ring and is then killed: start it paced so it is alive.
-        victim = CTX.Process(target=produce, args=(run.exchange.names.gateway("t1"), 1, 100000, 0.01),
+        victim = CTX.Process(target=produce, args=(run.exchange.names.gateway("t1"), VICTIM, 100000, 0.01),
                              daemon=True)
         victim.start()
         run.children.append(victim)
@@ -200,6 +227,14 @@ def test_dead_producer_stops_acceptance_with_a_clear_rejection(tmp_path: Path) -
         run.pump(lambda: run.exchange._control.accepting, timeout=30)
         run.offer("t2", order(778, 2, 1010))
         run.pump(lambda: 778 in run.reader.acked, timeout=30)
+        run.pump(lambda: all(c in run.reader.answers for c in range(5000, 5005)), timeout=30)
+        run.settle()
+    # The victim got out its first orders before it died (at least the three waited for; one
+    # cut short in its offer never reached the ring), each answered once, as is every order
+    # after it.
+    last = max(run.reader.answers)
+    assert last >= VICTIM + 2
+    assert_exactly_once(run.reader, cfg.data_path(), [*range(VICTIM, last + 1), 777, 778, *range(5000, 5005)])
 
 
 def test_ringex_run_sigterm_drains_snapshots_and_removes_shared_memory(tmp_path: Path) -> None:
@@ -280,6 +315,8 @@ def test_hung_process_loses_heartbeat_then_recovers(tmp_path: Path) -> None:
         run.pump(lambda: run.exchange._control.accepting, timeout=30)
         run.offer("t1", order(2, 2, 1010))
         run.pump(lambda: 2 in run.reader.acked, timeout=30)
+        run.settle()
+    assert_exactly_once(run.reader, cfg.data_path(), [1, 2])
 
 
 def test_stale_rings_from_a_crashed_run_are_reported_and_reclaimed(tmp_path: Path) -> None:
@@ -295,7 +332,8 @@ def test_stale_rings_from_a_crashed_run_are_reported_and_reclaimed(tmp_path: Pat
         assert run.exchange.stale_reclaimed == [name]
         run.offer("t1", order(1, 1, 990))
         run.pump(lambda: 1 in run.reader.acked, timeout=60)
-    assert shm_leftovers(cfg.exchange.shm_prefix) == []
+        run.settle()
+    assert_exactly_once(run.reader, cfg.data_path(), [1])
 
 
 def test_default_configuration_trades_out_of_the_box() -> None:
@@ -336,3 +374,25 @@ def test_default_configuration_trades_out_of_the_box() -> None:
                                       stpMode=m.StpMode.Off, sessionId=1))
         trades = [e for e in take if e.name == "Trade"]
         assert [(t["price"], t["qty"]) for t in trades] == [(price, qty)], (ins.symbol, take)
+
+
+def test_exactly_once_checks_name_what_is_wrong() -> None:
+    """The checks the tests above end with fail on a lost, a repeated or an unexpected answer
+    and on a gap or a repeat in the sequence, and say which."""
+    answers = [SimpleNamespace(answers=Counter({1: 1, 2: 1})), SimpleNamespace(answers=Counter({2: 1, 4: 1}))]
+    with pytest.raises(AssertionError, match=r"unanswered 1 \(first \[3\]\); answered more than once "
+                                             r"1 \(first \[2\]\); answered but never sent 1 \(first \[4\]\)"):
+        assert_answered_exactly_once(answers, [1, 2, 3])
+    assert_answered_exactly_once(answers[:1], [1, 2])
+
+    assert assert_sequence_continuous([1, 2, 3]) == 3
+    assert assert_sequence_continuous([1, 1, 1, 2, 3, 3], per_event=True) == 3
+    assert assert_sequence_continuous([5, 6], first=5) == 6
+    for seqs, fault in (([1, 3], "expected 2 at position 1, got 3"),  # a gap
+                        ([1, 2, 2, 3], "expected 3 at position 2, got 2"),  # a message twice
+                        ([2, 3], "expected 1 at position 0, got 2")):  # the start lost
+        with pytest.raises(AssertionError, match=re.escape(fault)):
+            assert_sequence_continuous(seqs)
+    # a message's events again after others: a repeat even where each event may repeat its seq
+    with pytest.raises(AssertionError, match="expected 4 at position 3, got 2"):
+        assert_sequence_continuous([1, 1, 2, 3, 2, 3], per_event=True)
