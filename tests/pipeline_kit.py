@@ -170,9 +170,6 @@ class OutputReader:
     rejections: dict = field(default_factory=dict)  # clOrdId -> the engine's reason for a NewOrder
     trades: Counter = field(default_factory=Counter)  # instrument -> trades
     rejected_not_accepting: list = field(default_factory=list)
-    # clOrdId -> answers to its NewOrder (OrderAccepted/OrderRejected on the output,
-    # OrderRejected on the reject ring): exactly one each, or something was lost or repeated
-    answers: Counter = field(default_factory=Counter)
     events: int = 0
     last_seq: int = 0
     seqs_monotonic: bool = True
