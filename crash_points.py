@@ -54,6 +54,8 @@ POINTS: Mapping[str, str] = {
         "a new journal segment renamed into place (header only), no record in it yet",
     "journal.mid_record":
         "half of a journal record's bytes written (a torn tail after the crash)",
+    "engine.snapshot_forked":
+        "the engine forked its snapshot writer, which is still writing",
     "snapshot.before_rename":
         "snapshot written and fsynced under its temporary name, not yet renamed",
     "snapshot.after_rename":

@@ -39,7 +39,8 @@ FUNDS = {0: 10**12, 1: 10**9}
 
 def make_config(tmp: Path, *, processes: str = "embedded", durability: str = "batch",
                 snapshot_every: int = 1_000_000, gateways=("t1", "t2"), heartbeat_ms: int = 2000,
-                prefix: str | None = None, archive: bool = True) -> ExchangeConfig:
+                prefix: str | None = None, archive: bool = True,
+                snapshot_writer: str = "fork") -> ExchangeConfig:
     """A test venue: a spot instrument (1, base asset 1) and a perpetual (2) with leverage,
     funding every second of sequencer time and a first index price, two funded accounts and an
     insurance fund; so the journal, snapshots and replays carry spot holds, positions, margin
@@ -61,6 +62,7 @@ shm_prefix = "{prefix or unique_prefix()}"
 [journal]
 durability = "{durability}"
 snapshot_every = {snapshot_every}
+snapshot_writer = "{snapshot_writer}"
 segment_bytes = 65536
 {archive_line}
 [engine]

@@ -35,7 +35,7 @@ CHUNK = 20  # closed loop: each chunk answered before the next, so batches stay 
 class Case:
     point: str
     hit: int  # which pass through the point kills: past the admin start-up, inside the flow
-    process: str  # "seq" or "eng", the split topology's processes
+    process: str  # which process dies: "seq" or "eng" (the split topology's), or "none" (the snapshot writer, a child of the engine)
     refuse_from_chunk: int | None = None  # withdraw acceptance from this chunk on
 
 
@@ -48,8 +48,9 @@ CASES = {
     "engine.after_publish": Case("engine.after_publish", 10, "eng"),
     "journal.segment_created": Case("journal.segment_created", 2, "eng"),
     "journal.mid_record": Case("journal.mid_record", 10, "eng"),
-    "snapshot.before_rename": Case("snapshot.before_rename", 1, "eng"),
-    "snapshot.after_rename": Case("snapshot.after_rename", 1, "eng"),
+    "engine.snapshot_forked": Case("engine.snapshot_forked", 1, "eng"),
+    "snapshot.before_rename": Case("snapshot.before_rename", 1, "none"),
+    "snapshot.after_rename": Case("snapshot.after_rename", 1, "none"),
 }
 
 

@@ -52,6 +52,7 @@ class JournalSection(Strict):
     segment_bytes: int = defaults.SEGMENT_BYTES
     snapshot_every: int = defaults.SNAPSHOT_EVERY  # messages between periodic snapshots
     snapshots_kept: int = defaults.SNAPSHOTS_KEPT
+    snapshot_writer: str = defaults.SNAPSHOT_WRITER  # "fork": beside the engine; "inline": on its thread
     # Where journal segments older than the oldest kept snapshot go, gzip-compressed (relative
     # paths are relative to the config file); unset, they are deleted.
     archive_dir: str | None = None
@@ -297,6 +298,8 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     need(cfg.journal.segment_bytes >= 4096, "journal.segment_bytes", "must be at least 4096")
     need(cfg.journal.snapshot_every > 0, "journal.snapshot_every", "must be > 0")
     need(cfg.journal.snapshots_kept >= 1, "journal.snapshots_kept", "must be at least 1")
+    need(cfg.journal.snapshot_writer in defaults.SNAPSHOT_WRITERS, "journal.snapshot_writer",
+         f"must be one of {', '.join(defaults.SNAPSHOT_WRITERS)}")
     archive = cfg.archive_path()
     if archive is not None:
         data = cfg.data_path().resolve()

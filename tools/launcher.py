@@ -313,7 +313,8 @@ class Exchange:
                 cfg.engine, str(self.data_dir), names.engine_in, names.output,
                 durability=cfg.journal.durability, interval_ms=cfg.journal.interval_ms,
                 segment_bytes=cfg.journal.segment_bytes, snapshot_every=cfg.journal.snapshot_every,
-                snapshots_kept=cfg.journal.snapshots_kept, archive_dir=cfg.archive_path(),
+                snapshots_kept=cfg.journal.snapshots_kept, snapshot_writer=cfg.journal.snapshot_writer,
+                archive_dir=cfg.archive_path(),
                 batch_limit=cfg.rings.batch_limit,
             )
         raise ValueError(f"unknown agent {name!r}")

@@ -44,6 +44,7 @@ from ringex.engine.storage.journal_retention import RetentionWorker, record_arch
 from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import recover_engine
 from ringex.engine.storage.snapshot import list_snapshots, write_snapshot
+from ringex.engine.storage.snapshot_fork import ForkedSnapshots, SnapshotDone
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
@@ -147,6 +148,7 @@ class EngineAgent(Agent):
         segment_bytes: int = defaults.SEGMENT_BYTES,
         snapshot_every: int = defaults.SNAPSHOT_EVERY,
         snapshots_kept: int = defaults.SNAPSHOTS_KEPT,
+        snapshot_writer: str = defaults.SNAPSHOT_WRITER,
         archive_dir: Path | str | None = None,
         batch_limit: int = 1024,
     ) -> None:
@@ -159,6 +161,10 @@ class EngineAgent(Agent):
         self.segment_bytes = segment_bytes
         self.snapshot_every = snapshot_every
         self.snapshots_kept = snapshots_kept
+        if snapshot_writer not in defaults.SNAPSHOT_WRITERS:
+            raise ValueError(f"snapshot_writer must be one of {defaults.SNAPSHOT_WRITERS}, not {snapshot_writer!r}")
+        self.snapshot_writer = snapshot_writer
+        self._forked: ForkedSnapshots | None = None
         self.archive_dir = None if archive_dir is None else Path(archive_dir)
         self.batch_limit = batch_limit
         self._rings: list[Ring] = []
@@ -208,6 +214,8 @@ class EngineAgent(Agent):
         if base is None:
             self._write_output_base(out_ring, self.events_total)
         self._since_snapshot = 0
+        if self.snapshot_writer == "fork":
+            self._forked = ForkedSnapshots(snapshot_dir(self.data_dir), self.snapshots_kept)
         # Before accepting: finish a retirement a crash interrupted, here on this thread;
         # later passes run beside the engine.
         oldest = self._oldest_snapshot_seq()
@@ -243,6 +251,8 @@ class EngineAgent(Agent):
         if not k:
             if self.journal is not None and self.durability == "interval":
                 self.journal.maybe_sync()
+            if self._since_snapshot >= self.snapshot_every or self._forked is not None and self._forked.in_flight:
+                self._snapshot_step()
             return 0
         regions = [r for r in (head, tail) if len(r)]
         first = int(regions[0][0].view("<u8")[_SEQ_WORD])
@@ -268,8 +278,7 @@ class EngineAgent(Agent):
         if _CRASH:
             crash_points.hit("engine.after_publish")
         consumer.commit(k)
-        if self._since_snapshot >= self.snapshot_every:
-            self.snapshot()
+        self._snapshot_step()
         return k
 
     def _publish(self, events: np.ndarray) -> None:
@@ -304,21 +313,74 @@ class EngineAgent(Agent):
     # ----------------------------------------------------------------- snapshots
 
     def snapshot(self) -> Path:
-        """Write the engine's whole state as of ``next_seq`` (the journal is synced first)."""
+        """Write the engine's whole state as of ``next_seq`` here and now, on this thread (a
+        clean stop, ``snapshot_writer = "inline"``); the journal is synced first."""
         assert self.journal is not None
+        if self._forked is not None and self._forked.in_flight:
+            self._settle_forked()
         self.journal.sync()
         path = write_snapshot(
-            snapshot_dir(self.data_dir), self.next_seq, {"arena": self.engine.snapshot()},
-            {"schema": m.SCHEMA.fingerprint, "events_total": self.events_total,
-             "engine": msgspec.to_builtins(self.config)},
-            keep=self.snapshots_kept,
+            snapshot_dir(self.data_dir), self.next_seq, {"arena": self.engine.state.arena},
+            self._snapshot_meta(), keep=self.snapshots_kept,
         )
         self._since_snapshot = 0
+        self._retire_journal()
+        return path
+
+    def _snapshot_step(self) -> None:
+        """Once per duty cycle: reap a finished snapshot child, or take a snapshot that is
+        due (forked, or in place with ``snapshot_writer = "inline"``)."""
+        forked = self._forked
+        if forked is None:
+            if self._since_snapshot >= self.snapshot_every:
+                self.snapshot()
+        elif forked.in_flight:
+            self._reap_snapshot()
+        elif self._since_snapshot >= self.snapshot_every:
+            self._fork_snapshot(forked)
+
+    def _snapshot_meta(self) -> dict:
+        return {"schema": m.SCHEMA.fingerprint, "events_total": self.events_total,
+                "engine": msgspec.to_builtins(self.config)}
+
+    def _fork_snapshot(self, forked: ForkedSnapshots) -> None:
+        """The periodic snapshot, written by a forked child (``snapshot_fork``): the duty
+        cycle stops only for the fork."""
+        assert self.journal is not None
+        if forked.start(self.next_seq, self.engine.state.arena, self._snapshot_meta(), self.journal.fileno()):
+            self._since_snapshot = 0
+
+    def _reap_snapshot(self) -> None:
+        assert self._forked is not None
+        done = self._forked.poll()
+        if done is not None:
+            self._snapshot_done(done)
+
+    def _settle_forked(self, timeout: float = 120.0) -> None:
+        """Let a running snapshot child finish (bounded; killed past it)."""
+        assert self._forked is not None
+        done = self._forked.wait(timeout)
+        if done is None and self._forked.in_flight:
+            log.error("engine: snapshot writer still running after %.0f s; killing it", timeout)
+            self._forked.kill()
+        elif done is not None:
+            self._snapshot_done(done)
+
+    def _snapshot_done(self, done: SnapshotDone) -> None:
+        if not done.ok:
+            # the state is in the journal; the next snapshot comes snapshot_every later
+            log.error("engine: snapshot at seq %d failed (%s); the journal still holds everything",
+                      done.seq, done.detail)
+            return
+        log.info("engine: snapshot at seq %d written in %.2f s beside the engine (fork %.1f ms)",
+                 done.seq, done.elapsed_s, done.fork_ms)
+        self._retire_journal()
+
+    def _retire_journal(self) -> None:
         oldest = self._oldest_snapshot_seq()
         if oldest is not None and self._retention is not None:
             # the journal segments the oldest kept snapshot covers leave, off this thread
             self._retention.request(oldest)
-        return path
 
     def _oldest_snapshot_seq(self) -> int | None:
         snaps = list_snapshots(snapshot_dir(self.data_dir))
@@ -327,7 +389,7 @@ class EngineAgent(Agent):
     def on_close(self) -> None:
         try:
             if self.journal is not None and getattr(self, "engine", None) is not None:
-                self.snapshot()
+                self.snapshot()  # the final one in place: nothing waits for the engine now
         finally:
             # the retention pass must end before the journal's lock is given up
             if self._retention is not None and not self._retention.close():

@@ -257,6 +257,11 @@ class JournalWriter:
 
     # --- syncing and closing ------------------------------------------------------------
 
+    def fileno(self) -> int:
+        """The current segment's file descriptor (-1 before the first append): what a
+        snapshot writer syncs so that no snapshot is ahead of a durable journal."""
+        return self._fd
+
     def sync(self) -> None:
         """Make everything appended so far durable."""
         if self._fd >= 0 and self._dirty:
