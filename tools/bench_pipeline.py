@@ -6,9 +6,19 @@ journaling engine (durability as asked, ``batch`` by default: one fdatasync per 
 this process consumes the output ring as a subscriber and measures, for each order's
 acknowledgement (accepted or rejected), ingress stamp to consumer. Throughput comes from a
 flood (the producer offers as fast as the ring takes); the latency percentiles from a
-second, paced phase (50k msg/s in batches of 16), since a flood's latency is only the
-depth of the queue it builds (reported as ``flood_p50_us``). The embedded topology is
-used: one process composes sequencer and engine with backoff idle, as on a 2-core host.
+second, paced phase (100k messages at 50k msg/s in batches of 16), since a flood's latency
+is only the depth of the queue it builds (reported as ``flood_p50_us``). The embedded
+topology is used: one process composes sequencer and engine with backoff idle, as on a
+2-core host.
+
+Pauses: each run is done twice, alternating, with periodic snapshots on (``snapshot_every``
+a fifth of the paced phase, so at least three snapshots fall in it; ``snapshots`` counts
+those that did) and off (the figures under ``snapshots_off``). ``max_pause_ms`` is the
+longest time the output made no progress while an order was waiting: over the paced
+phase's acknowledgements in arrival order, ``arrival[i] - max(arrival[i-1], ingress[i])``
+(an order that arrives to an idle engine waits only for itself; one that arrives during a
+stall waits for the rest of it), the largest such gap. ``p9999_us`` is the 99.99th
+percentile of the paced phase's latency.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex.engine.pipeline.engine_agent import SNAPSHOTS_COUNTER
 from ringex.engine.storage import defaults
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.idle import BackoffIdleStrategy
@@ -33,6 +44,8 @@ from ringex.tools.launcher import Exchange, output_consumer_index
 
 _INGRESS_WORD = m.NewOrder.offset("ingressNs") >> 3
 _TEMPLATE = 2  # byte offset of the template id in the SBE header
+LATENCY_MESSAGES = 100_000
+LATENCY_RATE = 50_000.0
 
 BENCH_TOML = """
 [exchange]
@@ -41,7 +54,8 @@ data_dir = "{data_dir}"
 shm_prefix = "{prefix}"
 [journal]
 durability = "{durability}"
-snapshot_every = 100000000
+snapshot_every = {snapshot_every}
+snapshot_writer = "{snapshot_writer}"
 [engine]
 max_orders = 1048576
 [rings]
@@ -126,12 +140,14 @@ def _producer(ring_name: str, phases: list[tuple[int, int, float]], go, next_pha
     ring.close()
 
 
-def _consume(exchange: Exchange, consumer, expected: int, timeout: float) -> tuple[float, np.ndarray]:
-    """Read acknowledgements until ``expected`` arrived; (seconds from first ingress, latencies µs)."""
+def _consume(exchange: Exchange, consumer, expected: int, timeout: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """Read acknowledgements until ``expected`` arrived; (seconds from first ingress, each
+    acknowledgement's ingress and arrival times in ns, in arrival order)."""
     idle = BackoffIdleStrategy(max_spins=20, max_yields=20, max_park_ns=50_000)
     accepted, rejected = m.OrderAccepted.template_id, m.OrderRejected.template_id
     acks = 0
-    lat: list[np.ndarray] = []
+    ingresses: list[np.ndarray] = []
+    arrivals: list[np.ndarray] = []
     t_first = None
     deadline = time.monotonic() + timeout
     while acks < expected and time.monotonic() < deadline:
@@ -150,23 +166,50 @@ def _consume(exchange: Exchange, consumer, expected: int, timeout: float) -> tup
             ingress = region.view("<u8")[ack, _INGRESS_WORD].astype(np.int64)
             if t_first is None and len(ingress):
                 t_first = int(ingress.min())
-            lat.append((now - ingress) / 1000.0)
+            ingresses.append(ingress)
+            arrivals.append(np.full(len(ingress), now, dtype=np.int64))
             acks += int(ack.sum())
         consumer.commit(k)
         idle.reset()
     t_end = time.time_ns()
     if acks < expected:
         raise RuntimeError(f"pipeline stalled: {acks} of {expected} orders acknowledged")
-    return (t_end - (t_first or t_end)) / 1e9, np.concatenate(lat)
+    return (t_end - (t_first or t_end)) / 1e9, np.concatenate(ingresses), np.concatenate(arrivals)
 
 
-def run_once(messages: int, durability: str, latency_messages: int = 50_000,
-             latency_rate: float = 50_000.0) -> dict:
+def max_pause_ns(ingress: np.ndarray, arrival: np.ndarray) -> int:
+    """The longest the output stood still while an order waited (see the module doc)."""
+    if not len(arrival):
+        return 0
+    waited_from = np.maximum(np.concatenate(([ingress[0]], arrival[:-1])), ingress)
+    return int(max(0, (arrival - waited_from).max()))
+
+
+def _snapshots_written(exchange: Exchange) -> int:
+    from ringex.ringbuffer.counters import CountersReader
+
+    total = 0
+    for child in exchange._children:
+        reader = CountersReader(child.runner.counters_name or "")
+        try:
+            if reader.find(SNAPSHOTS_COUNTER) is not None:
+                total += reader.value(SNAPSHOTS_COUNTER)
+        finally:
+            reader.close()
+    return total
+
+
+def run_once(messages: int, durability: str, latency_messages: int = LATENCY_MESSAGES,
+             latency_rate: float = LATENCY_RATE, snapshots: bool = True,
+             snapshot_writer: str = defaults.SNAPSHOT_WRITER) -> dict:
     """One exchange: a flood of ``messages`` for throughput, then ``latency_messages`` paced
-    at ``latency_rate`` for the latency percentiles (a flood's latency is queueing)."""
+    at ``latency_rate`` for the latency percentiles (a flood's latency is queueing); with
+    ``snapshots``, one every fifth of the paced phase, throughout."""
     tmp = Path(tempfile.mkdtemp(prefix="ringex-bench-"))
     prefix = f"rxbp{multiprocessing.current_process().pid}x{int(time.monotonic_ns()) % 100000}"
-    cfg = parse_config(BENCH_TOML.format(data_dir=tmp / "data", prefix=prefix, durability=durability),
+    every = max(1, latency_messages // 5) if snapshots else 10**15
+    cfg = parse_config(BENCH_TOML.format(data_dir=tmp / "data", prefix=prefix, durability=durability,
+                                         snapshot_every=every, snapshot_writer=snapshot_writer),
                        base_dir=tmp)
     ctx = multiprocessing.get_context("spawn")
     go, next_phase = ctx.Event(), ctx.Event()
@@ -181,17 +224,23 @@ def run_once(messages: int, durability: str, latency_messages: int = 50_000,
                                daemon=True)
         producer.start()
         go.set()
-        seconds, flood_lat = _consume(exchange, consumer, messages, 600)
+        seconds, flood_in, flood_at = _consume(exchange, consumer, messages, 600)
+        before = _snapshots_written(exchange)
         next_phase.set()
-        _, lat = _consume(exchange, consumer, latency_messages, 600)
+        _, ingress, arrival = _consume(exchange, consumer, latency_messages, 600)
+        taken = _snapshots_written(exchange) - before
         consumer.close()
         out.close()
+        lat = (arrival - ingress) / 1000.0
         return {
             "msgs_per_s": messages / seconds if seconds > 0 else 0.0,
             "p50_us": float(np.percentile(lat, 50)),
             "p99_us": float(np.percentile(lat, 99)),
             "p999_us": float(np.percentile(lat, 99.9)),
-            "flood_p50_us": float(np.percentile(flood_lat, 50)),
+            "p9999_us": float(np.percentile(lat, 99.99)),
+            "max_pause_ms": max_pause_ns(ingress, arrival) / 1e6,
+            "flood_p50_us": float(np.percentile((flood_at - flood_in) / 1000.0, 50)),
+            "snapshots": taken,
         }
     finally:
         go.set()
@@ -205,11 +254,23 @@ def run_once(messages: int, durability: str, latency_messages: int = 50_000,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_bench(messages: int = 1_000_000, runs: int = 3, durability: str = defaults.DURABILITY) -> dict:
-    results = [run_once(messages, durability) for _ in range(runs)]
-    out = {k: statistics.median(r[k] for r in results) for k in results[0]}
+def _medians(results: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
+
+def run_bench(messages: int = 1_000_000, runs: int = 3, durability: str = defaults.DURABILITY,
+              snapshot_writer: str = defaults.SNAPSHOT_WRITER) -> dict:
+    """Medians of ``runs`` runs with snapshots on and ``runs`` with them off, alternating."""
+    on, off = [], []
+    for _ in range(runs):
+        on.append(run_once(messages, durability, snapshots=True, snapshot_writer=snapshot_writer))
+        off.append(run_once(messages, durability, snapshots=False, snapshot_writer=snapshot_writer))
+    out = _medians(on)
+    out["min_snapshots"] = min(r["snapshots"] for r in on)
+    out["snapshots_off"] = {k: v for k, v in _medians(off).items() if k != "snapshots"}
     out.update({"messages": messages, "runs": runs, "durability": durability,
-                "latency_rate_msgs_per_s": 50_000, "latency_messages": 50_000})
+                "snapshot_writer": snapshot_writer, "snapshot_every": LATENCY_MESSAGES // 5,
+                "latency_rate_msgs_per_s": LATENCY_RATE, "latency_messages": LATENCY_MESSAGES})
     return out
 
 

@@ -81,7 +81,8 @@ def _cmd_bench_engine(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
     from ringex.tools.bench_pipeline import run_bench
 
-    result = run_bench(messages=args.messages, runs=args.runs, durability=args.durability)
+    result = run_bench(messages=args.messages, runs=args.runs, durability=args.durability,
+                       snapshot_writer=args.snapshot_writer)
     _print_result(result, args.json, "ringex bench pipeline (medians)")
     return 0
 
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--messages", type=int, default=1_000_000, help="messages per run")
     pipeline.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
     pipeline.add_argument("--durability", default="batch", choices=["none", "batch", "interval"])
+    pipeline.add_argument("--snapshot-writer", default="fork", choices=["fork", "inline"],
+                          help="who writes the periodic snapshots (see [journal] snapshot_writer)")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
     return parser
 

@@ -59,6 +59,7 @@ _SEQ_WORD = m.NewOrder.offset("seq") >> 3
 _CRASH = crash_points.ARMED
 ENGINE_FILE = "engine.json"
 OUTPUT_FILE = "output.json"
+SNAPSHOTS_COUNTER = "engine: snapshots written"
 
 
 class EngineStateError(RuntimeError):
@@ -190,6 +191,8 @@ class EngineAgent(Agent):
         self._c_msgs = counters.allocate("engine: messages", TYPE_USER) if counters else None
         self._c_events = counters.allocate("engine: events published", TYPE_USER) if counters else None
         self._c_bp = counters.allocate("engine: output back-pressure", TYPE_BACK_PRESSURE) if counters else None
+        self._c_snaps = counters.allocate(SNAPSHOTS_COUNTER, TYPE_USER) if counters else None
+        self._c_snap_fail = counters.allocate("engine: snapshots failed", TYPE_USER) if counters else None
 
         started = time.monotonic()
         journal_dir(self.data_dir).mkdir(exist_ok=True)
@@ -324,6 +327,8 @@ class EngineAgent(Agent):
             self._snapshot_meta(), keep=self.snapshots_kept,
         )
         self._since_snapshot = 0
+        if getattr(self, "_c_snaps", None) is not None:
+            self._c_snaps.increment()
         self._retire_journal()
         return path
 
@@ -368,12 +373,16 @@ class EngineAgent(Agent):
 
     def _snapshot_done(self, done: SnapshotDone) -> None:
         if not done.ok:
+            if self._c_snap_fail is not None:
+                self._c_snap_fail.increment()
             # the state is in the journal; the next snapshot comes snapshot_every later
             log.error("engine: snapshot at seq %d failed (%s); the journal still holds everything",
                       done.seq, done.detail)
             return
         log.info("engine: snapshot at seq %d written in %.2f s beside the engine (fork %.1f ms)",
                  done.seq, done.elapsed_s, done.fork_ms)
+        if self._c_snaps is not None:
+            self._c_snaps.increment()
         self._retire_journal()
 
     def _retire_journal(self) -> None:
