@@ -52,14 +52,10 @@ from reference_model import MAX_BALANCE, Model
 from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R
 
-try:  # the compiled engine, once it exists
-    from ringex.engine.config import EngineConfig
-    from ringex.engine.engine import MatchingEngine
-except ImportError as exc:  # pragma: no cover - until the engine lands
-    MatchingEngine = None
-    ENGINE_MISSING = f"ringex.engine.engine is not importable yet: {exc}"
-else:
-    ENGINE_MISSING = ""
+# Imported unconditionally: an engine that does not import fails this module's tests, it
+# does not skip them.
+from ringex.engine.config import EngineConfig
+from ringex.engine.engine import MatchingEngine
 
 EXAMPLES = int(os.environ.get("RINGEX_MODEL_EXAMPLES", "0")) or None
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
@@ -738,8 +734,6 @@ class EngineStream(Stream):
 TestEngineMatchesModel = EngineStream.TestCase
 # no hypothesis shrinking (minutes on a stateful stream): a failure minimizes its own stream
 TestEngineMatchesModel.settings = settings(_settings(150, 60), phases=[Phase.explicit, Phase.reuse, Phase.generate])
-if ENGINE_MISSING:
-    TestEngineMatchesModel = pytest.mark.skip(reason=ENGINE_MISSING)(TestEngineMatchesModel)
 
 
 def test_streams_reach_every_rule():
@@ -817,7 +811,6 @@ def _scenario_cases() -> list:
     return cases
 
 
-@pytest.mark.skipif(bool(ENGINE_MISSING), reason=ENGINE_MISSING or "engine present")
 @pytest.mark.parametrize("scenario, kwargs", _scenario_cases())
 def test_engine_replays_scenario(scenario, kwargs, monkeypatch):
     """Every hand-written scenario, with the engine beside the model: equal events, message
@@ -848,7 +841,6 @@ def test_engine_replays_scenario(scenario, kwargs, monkeypatch):
     scenario(**kwargs)
 
 
-@pytest.mark.skipif(bool(ENGINE_MISSING), reason=ENGINE_MISSING or "engine present")
 def test_engine_decrement_both_lowers_total_qty():
     """docs/engine.md, Quantities: DecrementBoth lowers the total of both orders by d, so a
     replace to more than the lowered total loses priority (BookReplace) instead of growing a
