@@ -46,7 +46,9 @@ def cleanup_shm(*names: str | None) -> None:
 class FileAgent(Agent):
     """Logs each duty cycle to a file as 'begin N' ... 'end N', and 'closed' in on_close.
 
-    ``work_sleep`` makes a duty cycle long enough for a signal to land inside it.
+    ``work_sleep`` makes a duty cycle long enough for a signal to land inside it;
+    ``hold_until`` (a path) holds every cycle open until that file exists, so a test knows
+    which cycle a signal landed in without counting on how long a sleep lasts.
     ``fail_when`` (a path) makes do_work raise once that file exists; ``fail_every``
     makes every n-th cycle raise.  ``max_cycles`` bounds the agent whatever happens.
     """
@@ -59,8 +61,10 @@ class FileAgent(Agent):
         fail_when: str | Path | None = None,
         fail_every: int = 0,
         max_cycles: int = 1_000_000,
+        hold_until: str | Path | None = None,
     ) -> None:
         self.path = str(path)
+        self.hold_until = None if hold_until is None else str(hold_until)
         self.role_name = role_name
         self.work_sleep = work_sleep
         self.fail_when = None if fail_when is None else str(fail_when)
@@ -82,9 +86,12 @@ class FileAgent(Agent):
         self.cycle += 1
         if self.cycle > self.max_cycles:
             raise AgentTermination()
-        if self.work_sleep:
+        if self.work_sleep or self.hold_until:
             self._log(f"begin {self.cycle}")
             time.sleep(self.work_sleep)
+            deadline = time.monotonic() + WAIT_S
+            while self.hold_until and not os.path.exists(self.hold_until) and time.monotonic() < deadline:
+                time.sleep(0.005)
             self._log(f"end {self.cycle}")
         if self.fail_when is not None and os.path.exists(self.fail_when):
             raise RuntimeError(f"{self.role_name}: told to fail")

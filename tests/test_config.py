@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
+from ringex.engine.config import EngineConfig
+from ringex.tools import config as config_module
 from ringex.tools.config import DEFAULT_TOML, ConfigError, load_config, parse_config
 
 
@@ -46,21 +51,68 @@ PERP_TABLE = PERP + "[instrument.perpetual]\n"
 ACCOUNT = "[[account]]\nid = 1\n"
 
 
-def problems_of(text: str) -> list[str]:
-    """The problems a ConfigError lists for ``text`` (one line each)."""
+MISSING_FILE = Path("/nonexistent-ringex-config/nope.toml")
+
+
+def problems_of(text: str | Path) -> list[str]:
+    """The problems a ConfigError lists for ``text`` (a path: the file, read) one line each."""
     with pytest.raises(ConfigError) as err:
-        parse_config(text)
+        load_config(text) if isinstance(text, Path) else parse_config(text)
     lines = str(err.value).splitlines()
     return lines[1:] if lines[0] == "invalid configuration:" else lines
 
 
-@pytest.mark.parametrize("text, key", [
-    ("[engine]\nmax_orders = 0", "max_orders"),
+# Every check of tools/config.py (and of EngineConfig, which reads [engine]): a configuration
+# with one problem, and the key its message must name. test_every_check_has_a_case makes
+# sure no check is left out.
+INVALID = [
+    # [engine] (EngineConfig's checks)
+    ("[engine]\nmax_instruments = 1", "$.engine.max_instruments"),
+    ("[engine]\nmax_accounts = 1", "$.engine.max_accounts"),
+    ("[engine]\nmax_assets = 0", "$.engine.max_assets"),
+    ("[engine]\nmax_orders = 0", "$.engine.max_orders"),
+    ("[engine]\nprice_levels = 1", "$.engine.price_levels"),
+    ("[engine]\nmax_stops = -1", "$.engine.max_stops"),
+    ("[engine]\nmarket_protection_ticks = -1", "$.engine.market_protection_ticks"),
+    ("[engine]\nevent_buffer = 15", "$.engine.event_buffer"),
+    ("[engine]\nmax_instruments = 65536\nprice_levels = 8192", "$.engine.max_instruments * price_levels"),
     ("[engine]\nunknown_key = 1", "unknown_key"),
-    ("[engine]\nmax_assets = 0", "max_assets"),
+    # [exchange]
+    ("[exchange]\nshm_prefix = ''", "$.exchange.shm_prefix"),
+    ("[exchange]\nshm_prefix = 'a/b'", "$.exchange.shm_prefix"),
+    # [journal]
     ("[journal]\ndurability = 'sometimes'", "$.journal.durability"),
+    ("[journal]\ninterval_ms = 0", "$.journal.interval_ms"),
+    ("[journal]\nsegment_bytes = 4095", "$.journal.segment_bytes"),
+    ("[journal]\nsnapshot_every = 0", "$.journal.snapshot_every"),
+    ("[journal]\nsnapshots_kept = 0", "$.journal.snapshots_kept"),
+    ("[journal]\narchive_dir = ' '", "$.journal.archive_dir"),
+    ("[journal]\narchive_dir = 'var'", "$.journal.archive_dir"),  # the data directory itself
+    ("[journal]\narchive_dir = 'var/journal'", "$.journal.archive_dir"),
+    ("[journal]\narchive_dir = '/dev/null'", "$.journal.archive_dir"),  # not a directory
+    # [rings]
     ("[rings]\nengine_capacity = 1000", "$.rings.engine_capacity"),
+    ("[rings]\ninbound_capacity = 1", "$.rings.inbound_capacity"),
+    ("[rings]\noutput_capacity = 3", "$.rings.output_capacity"),
+    ("[rings]\nbatch_limit = 0", "$.rings.batch_limit"),
     ("[rings]\ngateways = ['a', 'a']", "$.rings.gateways"),
+    ("[rings]\ngateways = ['']", "$.rings.gateways"),
+    ("[rings]\nsubscribers = ['md', 'md']", "$.rings.subscribers"),
+    ("[rings]\nsubscribers = ['m d']", "$.rings.subscribers"),
+    ("[rings]\nsubscribers = ['md/1']", "$.rings.subscribers"),
+    # [supervisor]
+    ("[supervisor]\nheartbeat_timeout_ms = 0", "$.supervisor.heartbeat_timeout_ms"),
+    ("[supervisor]\ncheck_interval_ms = 0", "$.supervisor.check_interval_ms"),
+    # [[instrument]]
+    (SPOT.replace("id = 1", "id = 0"), "$.instrument[0].id"),
+    (SPOT.replace("id = 1", "id = 16"), "$.instrument[0].id"),  # max_instruments is 16
+    (SPOT + "tick_size = 0", "$.instrument[0].tick_size"),
+    (SPOT + "lot_size = 0", "$.instrument[0].lot_size"),
+    (SPOT + "min_qty = 0", "$.instrument[0].min_qty"),
+    (SPOT + "min_qty = 5\nmax_qty = 4", "$.instrument[0].min_qty"),
+    (SPOT + "lot_size = 2\nmax_qty = 10", "$.instrument[0].min_qty"),  # min_qty 1 is not a lot
+    (SPOT + "lot_size = 2\nmin_qty = 2\nmax_qty = 11", "$.instrument[0].max_qty"),
+    (SPOT.replace("reference_price = 100", "reference_price = 0"), "$.instrument[0].reference_price"),
     (SPOT + "tick_size = 3", "$.instrument[0].reference_price"),
     ("[[instrument]]\nid = 1\nsymbol = 'TOOLONGSYM'\nreference_price = 7\nbase_asset = 1", "$.instrument[0].symbol"),
     (SPOT + SPOT.replace("'X'", "'Y'"), "$.instrument[1].id"),
@@ -122,18 +174,90 @@ def problems_of(text: str) -> list[str]:
     (ACCOUNT + "max_open_orders = -1", "$.account[0].max_open_orders"),
     ("[[account]]\nid = 0", "$.account[0].id"),
     ("[[account]]\nid = 1\nstp_default = 'sometimes'", "$.account[0].stp_default"),
-    ("[[process]]\nname = 'a'\nagents = ['sequencer']", "not placed"),
-    ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine', 'engine']", "already placed"),
+    ("[[account]]\nid = 1024", "$.account[0].id"),  # max_accounts is 1024
+    (ACCOUNT + ACCOUNT, "$.account[1].id"),
+    # [[process]]
+    ("[[process]]\nname = 'a'\nagents = ['sequencer']", "$.process:"),  # the engine is placed nowhere
+    ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine', 'engine']", "$.process[0].agents"),
     ("[[process]]\nname = 'a'\nagents = ['matcher']", "$.process[0].agents"),
     ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine']\ncpus = [-1]", "$.process[0].cpus"),
+    ("[[process]]\nname = 'a'\nagents = ['sequencer']\n[[process]]\nname = 'a'\nagents = ['engine']",
+     "$.process[1].name"),
+    ("[[process]]\nname = 'a'\nagents = []\n[[process]]\nname = 'b'\nagents = ['sequencer', 'engine']",
+     "$.process[0].agents"),
     ("[ports]\nfix = 9878", "ports"),  # gone: nothing read it (the binary gateway brings its own table)
-    ("x = ", "invalid TOML"),
-])
-def test_invalid_configuration_names_the_key(text: str, key: str) -> None:
+    ("x = 1\ny = \nz = 2", "invalid TOML: Invalid value (at line 2"),  # no key yet: the line says where
+    (MISSING_FILE, str(MISSING_FILE)),
+]
+
+
+@pytest.mark.parametrize("text, key", INVALID)
+def test_invalid_configuration_names_the_key(text: str | Path, key: str) -> None:
     problems = problems_of(text)
     # exactly the one problem the case makes, and it names the key
     assert len(problems) == 1, problems
     assert key in problems[0]
+
+
+def _check_sites() -> dict[object, set[int]]:
+    """Where the checks are: the line of every ``need(...)`` call in ``_check`` (tools/config.py)
+    and ``EngineConfig.problems``, and of every ``raise ConfigError`` in tools/config.py."""
+    def calls_of(func, name: str) -> set[int]:
+        lines, first = inspect.getsourcelines(func)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        return {n.lineno + first - 1 for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name}
+    tree = ast.parse(inspect.getsource(config_module))
+    raises = {n.lineno for n in ast.walk(tree) if isinstance(n, ast.Raise) and isinstance(n.exc, ast.Call)
+              and isinstance(n.exc.func, ast.Name) and n.exc.func.id == "ConfigError"}
+    return {config_module._check.__code__: calls_of(config_module._check, "need"),
+            EngineConfig.problems.__code__: calls_of(EngineConfig.problems, "need"),
+            "raise": raises}
+
+
+def _sites_hit(text: str | Path) -> set[tuple[object, int]]:
+    """The checks that fail for ``text``: (the checking function's code, line of the failing
+    ``need`` call), and ("raise", line) for each line of tools/config.py that ran (among them
+    the ``raise ConfigError`` that reported the problem)."""
+    needs = {c for f in (config_module._check, EngineConfig.problems) for c in f.__code__.co_consts
+             if getattr(c, "co_name", None) == "need"}
+    module_file = config_module.__file__
+    hit: set[tuple[object, int]] = set()
+
+    def in_raiser(frame, event, arg):
+        if event == "line":
+            hit.add(("raise", frame.f_lineno))
+        return in_raiser
+
+    def tracer(frame, event, arg):
+        if event != "call":
+            return None
+        if frame.f_code in needs and not frame.f_locals["ok"]:
+            hit.add((frame.f_back.f_code, frame.f_back.f_lineno))
+        if frame.f_code.co_filename == module_file:
+            return in_raiser
+        return None
+
+    previous = sys.gettrace()  # a coverage tool's, say
+    sys.settrace(tracer)
+    try:
+        problems_of(text)
+    finally:
+        sys.settrace(previous)
+    return hit
+
+
+def test_every_check_has_a_case() -> None:
+    """The INVALID table cannot silently miss a check: every ``need(...)`` of the config
+    checks fails for some case, and every ``raise ConfigError`` is raised by some case."""
+    sites = _check_sites()
+    hit: set[tuple[object, int]] = set().union(*(_sites_hit(text) for text, _ in INVALID))
+    for code in (config_module._check.__code__, EngineConfig.problems.__code__):
+        missing = sorted(sites[code] - {line for c, line in hit if c is code})
+        assert not missing, f"{code.co_filename}: no case fails the check at lines {missing}"
+    missing = sorted(sites["raise"] - {line for c, line in hit if c == "raise"})
+    assert not missing, f"tools/config.py: no case raises ConfigError at lines {missing}"
+    assert len(sites[config_module._check.__code__]) > 40  # the walk found the checks
 
 
 def test_the_insurance_fund_is_not_an_account() -> None:

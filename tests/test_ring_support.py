@@ -289,9 +289,9 @@ def cursor_writer(name: str, iterations: int) -> dict:
         mapping.close()
 
 
-def cursor_reader(name: str, final: int, timeout_s: float = 60.0) -> dict:
+def cursor_reader(name: str, final: int, timeout_s: float = 60.0, ready=None) -> dict:
     """Read the cursor until it reaches ``final``: every value untorn and monotonic (read
-    with the load a Consumer polls with)."""
+    with the load a Consumer polls with). ``ready`` (an Event) is set after the first read."""
     mapping = SharedMapping.open(canonical_name(name), read_only=True)
     try:
         q = mapping.q
@@ -302,6 +302,8 @@ def cursor_reader(name: str, final: int, timeout_s: float = 60.0) -> dict:
         while last != final:
             v = q[cursor]
             reads += 1
+            if ready is not None and reads == 1:
+                ready.set()
             if (v >> 32) != (v & 0xFFFFFFFF):
                 raise AssertionError(f"torn cursor read {v:#018x}")
             if v < last:
@@ -334,23 +336,6 @@ def flood_producer(name: str, seconds: float) -> dict:
                 seq += k
             idle.idle(k)
         return {"count": seq}
-    finally:
-        ring.close()
-
-
-def trickle_producer(name: str, count: int, gap_s: float) -> dict:
-    ring = Ring.attach(name, wait_s=5)
-    try:
-        prod = ring.producer()
-        for seq in range(count):
-            time.sleep(gap_s)
-            payload = seq.to_bytes(8, "little")
-            deadline = time.monotonic() + 10
-            while not prod.offer(payload):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("trickle ring full")
-                time.sleep(0.001)
-        return {"count": count}
     finally:
         ring.close()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from itertools import count
 
-import numpy as np
 import pytest
 
 from ringex.engine.pipeline.sequencer import SequencerAgent

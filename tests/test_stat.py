@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 
 import posix_ipc
 import psutil
@@ -50,10 +49,12 @@ def test_stat_module_prints_live_counters_of_a_child(live_child):
     assert f"== {live_child.counters_name}  pid {live_child.pid}" in out
     for label in ("duty cycles", "work count", "idle cycles", "errors", "events"):
         assert f"stat-live: {label}" in out
-    # Second refresh has a rate: the child keeps cycling (about 1 ms idle sleeps).
+    # The second refresh has a rate (the first has none: "-"). How many cycles the child ran
+    # in 0.1 s is the scheduler's business; test_stat_main_computes_rates_and_never_writes
+    # checks the figure itself.
     second = out.split("ringex stat")[2]
     duty = next(line for line in second.splitlines() if "stat-live: duty cycles" in line)
-    assert float(duty.split()[-1].replace(",", "")) > 0
+    assert float(duty.split()[-1].replace(",", "")) >= 0
 
 
 def test_stat_discovers_counters_by_prefix(live_child):
@@ -74,25 +75,23 @@ def test_stat_rejects_bad_options():
     assert stat.main(["--count", "0"]) == 2
 
 
-def test_stat_main_computes_rates_and_never_writes(capsys):
+def test_stat_main_computes_rates_and_never_writes(capsys, monkeypatch):
     name = unique_name("statmain")
     with CountersManager(name, capacity=4) as mgr:
         ticks = mgr.allocate("ticker: ticks")
         still = mgr.allocate("ticker: still")
         still.set(123)
-        stop = threading.Event()
+        real_sleep = stat.time.sleep
 
-        def tick() -> None:
-            while not stop.wait(0.001):
-                ticks.increment()
+        def tick(seconds: float) -> None:
+            # the counter moves while stat waits between refreshes, every time (a thread
+            # ticking beside it might not get the CPU in time)
+            ticks.increment(7)
+            real_sleep(seconds)
 
-        t = threading.Thread(target=tick)
-        t.start()
-        try:
-            assert stat.main([name, "--count", "3", "--interval", "0.05"]) == 0
-        finally:
-            stop.set()
-            t.join(WAIT_S)
+        monkeypatch.setattr(stat.time, "sleep", tick)
+        assert stat.main([name, "--count", "3", "--interval", "0.05"]) == 0
+        monkeypatch.undo()
         with CountersReader(name) as reader:
             before = hashlib.sha256(reader.buffer).hexdigest()
             assert stat.main([f"/dev/shm/{name}", "--count", "2", "--interval", "0.01"]) == 0
@@ -103,6 +102,7 @@ def test_stat_main_computes_rates_and_never_writes(capsys):
     first_still = next(x for x in refreshes[0].splitlines() if "ticker: still" in x)
     assert first_still.split()[-2:] == ["123", "-"]  # no rate before a second sample
     later_ticks = next(x for x in refreshes[2].splitlines() if "ticker: ticks" in x)
+    assert later_ticks.split()[-2] == "14"  # 7 in each of the two waits before the third refresh
     assert float(later_ticks.split()[-1].replace(",", "")) > 0
     later_still = next(x for x in refreshes[2].splitlines() if "ticker: still" in x)
     assert later_still.split()[-1] == "0.0"

@@ -1,11 +1,13 @@
 """ringex.tuning: host facts from fake sysfs/procfs trees, the checker's findings, and the
-scripts' refusals and dry runs. No script is ever run for real against this host: real runs
-happen only where a guard refuses before any write (a small host, a fake tree)."""
+scripts' refusals, dry runs and real runs. No script ever runs against this host: run_script
+requires a fake tree (RINGEX_TUNING_ROOT), so a test's safety never rests on the guards it
+tests, and real runs write only inside that tree."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -424,11 +426,14 @@ def test_main_table_and_topology_exit_codes(tmp_path: Path, capsys: pytest.Captu
 
 # ----------------------------------------------------------------------------- scripts
 
-def run_script(name: str, *args: str, root: Path | None = None, user: str | None = None,
+def run_script(name: str, *args: str, root: Path, user: str | None = None,
                ) -> subprocess.CompletedProcess:
+    """Run a tuning script against the fake tree ``root``, never against this host: the root is
+    required, and a root that is not a real directory other than / is a bug in the test."""
+    root = Path(root).resolve()
+    assert root.is_dir() and root != Path("/"), f"not a fake tree: {root}"
     env = {k: v for k, v in os.environ.items() if k != "RINGEX_TUNING_ROOT"}
-    if root is not None:
-        env["RINGEX_TUNING_ROOT"] = str(root)
+    env["RINGEX_TUNING_ROOT"] = str(root)
     cmd = ["bash", str(TUNING / name), *args]
     if user == "nobody":
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
@@ -443,12 +448,6 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def _host_online_cpus() -> int:
-    cpus = parse_cpulist(Path("/sys/devices/system/cpu/online").read_text()) if \
-        Path("/sys/devices/system/cpu/online").exists() else None
-    return len(cpus) if cpus else (os.cpu_count() or 0)
-
-
 @pytest.fixture()
 def shared_tmp():
     """A temp dir that uid nobody can read (pytest's tmp_path is private to root)."""
@@ -458,62 +457,119 @@ def shared_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_scripts_have_strict_mode_header_and_help() -> None:
+def test_scripts_have_strict_mode_header_and_help(tmp_path: Path) -> None:
     for name in SCRIPTS:
         text = (TUNING / name).read_text()
         assert text.startswith("#!/usr/bin/env bash\n# tuning/" + name)
         assert "set -euo pipefail" in text
         assert "--dry-run" in text.split("set -euo pipefail")[0]
         assert name in (TUNING / "README.md").read_text()
-        r = run_script(name, "--help")
+        # an empty fake tree: --help and a bad argument stop before anything is read
+        r = run_script(name, "--help", root=tmp_path)
         assert r.returncode == 0 and "Usage:" in r.stdout
-        assert run_script(name, "--bogus").returncode == 2
+        assert run_script(name, "--bogus", root=tmp_path).returncode == 2
     if shutil.which("shellcheck"):
         r = subprocess.run(["shellcheck", "-x", *(str(TUNING / n) for n in SCRIPTS)],
                            capture_output=True, text=True, cwd=REPO)
         assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.skipif(_host_online_cpus() >= 4, reason="only safe where the CPU-count guard refuses")
+def test_scripts_name_no_host_path_outside_the_root() -> None:
+    """Every path a script reads or writes goes through $SYS, $PROC or $CPU_DIR, rooted at
+    RINGEX_TUNING_ROOT: a literal /sys or /proc in code would reach the real host from a test.
+    Comments and the operator instructions isolate-cpus.sh prints (a here-document) may name
+    them."""
+    for name in [*SCRIPTS, "_lib.sh"]:
+        in_heredoc = False
+        for n, line in enumerate((TUNING / name).read_text().splitlines(), 1):
+            if in_heredoc:
+                in_heredoc = line != "MSG"
+                continue
+            in_heredoc = "<<MSG" in line
+            code = "" if line.lstrip().startswith("#") else line.split(" #", 1)[0]
+            code = code.replace("$ROOT_DIR/", "")  # _lib.sh roots $SYS and $PROC here
+            assert not re.search(r"/(sys|proc)\b", code), f"{name}:{n}: {line.strip()}"
+
+
 @pytest.mark.parametrize("name,args", [
     ("set-governor.sh", []), ("disable-thp.sh", []), ("irq-affinity.sh", []),
-    ("isolate-cpus.sh", ["--cpus", "1"]),
-])
-def test_real_run_refuses_on_this_small_host(name: str, args: list[str]) -> None:
-    watched = [Path("/sys/kernel/mm/transparent_hugepage/enabled"),
-               Path("/sys/kernel/mm/transparent_hugepage/defrag"),
-               *Path("/proc/irq").glob("*/smp_affinity_list")]
-    before = {p: p.read_text() for p in watched if p.exists()}
-    r = run_script(name, *args)
-    assert r.returncode == 1
-    assert "refusing" in r.stderr and "online CPUs" in r.stderr and "at least 4" in r.stderr
-    assert "nothing was changed" in r.stderr
-    assert r.stdout == ""  # the CPU-count guard came first: nothing planned, nothing written
-    assert {p: p.read_text() for p in before} == before
-
-
-@pytest.mark.skipif(_host_online_cpus() >= 4, reason="only meaningful on a small host")
-def test_dry_run_on_this_small_host_says_it_would_refuse() -> None:
-    r = run_script("isolate-cpus.sh", "--dry-run", "--cpus", "1")
-    assert r.returncode == 1
-    assert "a real run would refuse" in r.stdout and "isolcpus=managed_irq,domain,1" in r.stdout
-    r = run_script("disable-thp.sh", "--dry-run")
-    assert r.returncode == 1 and "a real run would refuse" in r.stdout
-
-
-@pytest.mark.parametrize("name,args", [
-    ("set-governor.sh", []), ("disable-thp.sh", []), ("irq-affinity.sh", ["--cpus", "0"]),
-    ("isolate-cpus.sh", ["--cpus", "1"]),
+    ("irq-affinity.sh", ["--cpus", "0"]), ("isolate-cpus.sh", ["--cpus", "1"]),
 ])
 def test_cpu_count_guard_on_fake_two_cpu_host(tmp_path: Path, name: str, args: list[str]) -> None:
+    """A real run (as root where the suite runs as root) on a 2-CPU tree: the CPU-count guard
+    refuses first, before any plan is printed or any file is written."""
     root = make_host(tmp_path, cpus=2, smt=False, governors={0: "powersave", 1: "powersave"},
                      thp=("[always] madvise never", "[always] madvise never"))
     before = snapshot(root)
     r = run_script(name, *args, root=root)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "this host has 2 online CPUs" in r.stderr
+    assert "refusing: this host has 2 online CPUs" in r.stderr and "at least 4" in r.stderr
+    assert "nothing was changed" in r.stderr
     assert r.stdout == ""
     assert snapshot(root) == before
+
+
+def test_dry_run_on_fake_two_cpu_host_says_it_would_refuse(tmp_path: Path) -> None:
+    """A dry run on a small host prints its plan, says a real run would refuse, and exits 1."""
+    root = make_host(tmp_path, cpus=2, smt=False, thp=("[always] madvise never", "[always] madvise never"))
+    before = snapshot(root)
+    r = run_script("isolate-cpus.sh", "--dry-run", "--cpus", "1", root=root)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "a real run would refuse: this host has 2 online CPUs" in r.stdout
+    assert "isolcpus=managed_irq,domain,1 " in r.stdout and "irqaffinity=0" in r.stdout
+    r = run_script("disable-thp.sh", "--dry-run", root=root)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "a real run would refuse: this host has 2 online CPUs" in r.stdout
+    assert f"would write 'never' to {root}/sys/kernel/mm/transparent_hugepage/enabled" in r.stdout
+    assert snapshot(root) == before
+
+
+def _as_root() -> list[str] | None:
+    """A command prefix that runs a script with uid 0 (nothing when the suite is root; a user
+    namespace otherwise), or None where neither is available."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("unshare") and subprocess.run(["unshare", "--map-root-user", "true"],
+                                                  capture_output=True).returncode == 0:
+        return ["unshare", "--map-root-user"]
+    return None
+
+
+def test_real_runs_on_fake_big_host_write_exactly_the_planned_files(tmp_path: Path) -> None:
+    """The write path itself, against a fake tree: every file a real run changes is one it was
+    meant to change, under the root, with the value planned; a second run changes nothing."""
+    prefix = _as_root()
+    if prefix is None:
+        pytest.skip("cannot run as uid 0 here (not root, no user namespaces)")
+    root = make_host(tmp_path, governors={i: ("powersave" if i % 2 else "performance") for i in range(8)},
+                     thp=("[always] madvise never", "always [madvise] never"), isolated="2-3")
+    before = snapshot(root)
+
+    def run(name: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "RINGEX_TUNING_ROOT": str(root)}
+        return subprocess.run([*prefix, "bash", str(TUNING / name), *args],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    for name in ("set-governor.sh", "disable-thp.sh", "irq-affinity.sh"):
+        r = run(name)
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+    expected = dict(before)
+    cpu = root / "sys/devices/system/cpu"
+    for i in (1, 3, 5, 7):
+        expected[str(cpu / f"cpu{i}/cpufreq/scaling_governor")] = "performance\n"
+    for name in ("enabled", "defrag"):
+        expected[str(root / f"sys/kernel/mm/transparent_hugepage/{name}")] = "never\n"
+    for irq in (120, 121, 130, 131):  # the NICs' IRQs, onto the non-isolated CPUs
+        expected[str(root / f"proc/irq/{irq}/smp_affinity_list")] = "0-1,4-7\n"
+    after = snapshot(root)
+    assert after == expected
+    assert {k for k in after if after[k] != before[k]} <= {k for k in after if k.startswith(str(root))}
+
+    r = run("set-governor.sh")
+    assert r.returncode == 0 and "writing" not in r.stdout and "CPU 1: already performance" in r.stdout
+    r = run("irq-affinity.sh")
+    assert r.returncode == 0 and "writing" not in r.stdout and "IRQ 120: already on 0-1,4-7" in r.stdout
+    assert snapshot(root) == expected
 
 
 def test_dry_runs_on_fake_big_host(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ turns them into admin messages.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -357,7 +358,8 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         need(0 < ins.min_qty <= ins.max_qty, f"{k}.min_qty", "need 0 < min_qty <= max_qty")
         if ins.lot_size > 0:
             need(ins.min_qty % ins.lot_size == 0 and ins.max_qty % ins.lot_size == 0,
-                 f"{k}.min_qty", "min_qty and max_qty must be multiples of lot_size")
+                 f"{k}.min_qty" if ins.min_qty % ins.lot_size else f"{k}.max_qty",
+                 "min_qty and max_qty must be multiples of lot_size")
         need(ins.reference_price > 0, f"{k}.reference_price", "must be > 0")
         if ins.tick_size > 0:
             need(ins.reference_price % ins.tick_size == 0, f"{k}.reference_price",
@@ -444,6 +446,10 @@ def parse_config(text: str, base_dir: str | Path = ".") -> ExchangeConfig:
     try:
         cfg = msgspec.convert(raw, ExchangeConfig)
     except msgspec.ValidationError as exc:
+        engine = re.fullmatch(r"invalid EngineConfig: (.*) - at `\$\.engine`", str(exc), re.S)
+        if engine:  # EngineConfig's own checks, "max_orders must be ...": named as the others are
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(
+                "$.engine." + p.replace(" must ", ": must ", 1) for p in engine.group(1).split("; "))) from None
         hint = ""
         if "unknown field `deposit`" in str(exc) and "$.account" in str(exc):
             # the key of earlier versions, which named no asset
