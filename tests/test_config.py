@@ -86,6 +86,7 @@ INVALID = [
     ("[journal]\nsegment_bytes = 4095", "$.journal.segment_bytes"),
     ("[journal]\nsnapshot_every = 0", "$.journal.snapshot_every"),
     ("[journal]\nsnapshots_kept = 0", "$.journal.snapshots_kept"),
+    ("[journal]\nsnapshot_writer = 'thread'", "$.journal.snapshot_writer"),
     ("[journal]\narchive_dir = ' '", "$.journal.archive_dir"),
     ("[journal]\narchive_dir = 'var'", "$.journal.archive_dir"),  # the data directory itself
     ("[journal]\narchive_dir = 'var/journal'", "$.journal.archive_dir"),
@@ -103,6 +104,8 @@ INVALID = [
     # [supervisor]
     ("[supervisor]\nheartbeat_timeout_ms = 0", "$.supervisor.heartbeat_timeout_ms"),
     ("[supervisor]\ncheck_interval_ms = 0", "$.supervisor.check_interval_ms"),
+    ("[supervisor]\nmax_restarts = -1", "$.supervisor.max_restarts"),
+    ("[supervisor]\nrestart_window_ms = 0", "$.supervisor.restart_window_ms"),
     # [[instrument]]
     (SPOT.replace("id = 1", "id = 0"), "$.instrument[0].id"),
     (SPOT.replace("id = 1", "id = 16"), "$.instrument[0].id"),  # max_instruments is 16
