@@ -6,6 +6,7 @@ Importable by spawned children (the producer runs in its own process), so no tes
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -264,6 +265,25 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert np.array_equal(x, y), f"state array {k} differs"
 
 
+@contextmanager
+def attached(exchange: Exchange, cfg: ExchangeConfig, gateway: str = "t1"):
+    """A running exchange's test subscriber (an OutputReader on the output and reject rings)
+    and a producer on ``gateway``'s ring, as ``(reader, producer)``; closed on leaving."""
+    out = Ring.attach(exchange.names.output)
+    rej = Ring.attach(exchange.names.reject)
+    gw = Ring.attach(exchange.names.gateway(gateway))
+    reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
+    prod = gw.producer()
+    try:
+        yield reader, prod
+    finally:
+        prod.close()
+        gw.close()
+        reader.close()
+        out.close()
+        rej.close()
+
+
 def run_orders(cfg: ExchangeConfig, orders: int, *, quiet_s: float = 0.0, timeout: float = 120) -> OutputReader:
     """Start an exchange on ``cfg``, send ``orders`` orders on gateway ``t1`` until every one
     is answered (and, with ``quiet_s``, until the output has been quiet that long), then stop
@@ -271,34 +291,22 @@ def run_orders(cfg: ExchangeConfig, orders: int, *, quiet_s: float = 0.0, timeou
     exchange = Exchange(cfg)
     exchange.start()
     try:
-        out = Ring.attach(exchange.names.output)
-        rej = Ring.attach(exchange.names.reject)
-        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-        gw = Ring.attach(exchange.names.gateway("t1"))
-        prod = gw.producer()
-        msgs = order_bytes(1, orders)
-        sent = [0]
-        quiet = {"events": -1, "since": time.monotonic()}
+        with attached(exchange, cfg) as (reader, prod):
+            msgs = order_bytes(1, orders)
+            sent = [0]
+            quiet = {"events": -1, "since": time.monotonic()}
 
-        def step() -> bool:
-            while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
-                sent[0] += 1
-            if reader.events != quiet["events"]:
-                quiet.update(events=reader.events, since=time.monotonic())
-            return len(reader.acked) >= orders and time.monotonic() - quiet["since"] >= quiet_s
+            def step() -> bool:
+                while sent[0] < len(msgs) and prod.offer(msgs[sent[0]]):
+                    sent[0] += 1
+                if reader.events != quiet["events"]:
+                    quiet.update(events=reader.events, since=time.monotonic())
+                return len(reader.acked) >= orders and time.monotonic() - quiet["since"] >= quiet_s
 
-        try:
             pump(exchange, reader, step, timeout=timeout)
-        finally:
-            prod.close()
-            gw.close()
-            reader.close()
-            out.close()
-            rej.close()
     finally:
         exchange.stop()
     return reader
-
 
 
 # -- exactly-once checks ---------------------------------------------------------------

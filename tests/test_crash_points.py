@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_kit import OutputReader, assert_exactly_once, make_config, order_bytes, pump, quiet_for
+from pipeline_kit import OutputReader, assert_exactly_once, attached, make_config, order_bytes, pump, quiet_for
 from ringex import crash_points
 from ringex.ringbuffer.control import REASON_PROCESS_DIED
-from ringex.ringbuffer.ring import Ring
-from ringex.tools.launcher import Exchange, output_consumer_index
+from ringex.tools.launcher import Exchange
 
 ORDERS = 800  # > one 64 KiB journal segment of 128-byte slots, so a roll falls mid-flow
 CHUNK = 20  # closed loop: each chunk answered before the next, so batches stay small and many
@@ -58,31 +57,25 @@ def test_every_crash_point_has_a_case() -> None:
     assert sorted(CASES) == sorted(crash_points.POINTS)
 
 
-def _run_flow(exchange: Exchange, reader: OutputReader, case: Case, marker: Path) -> None:
-    gw = Ring.attach(exchange.names.gateway("t1"))
-    producer = gw.producer()
+def _run_flow(exchange: Exchange, reader: OutputReader, producer, case: Case, marker: Path) -> None:
     msgs = order_bytes(1, ORDERS)
-    try:
-        for c, first in enumerate(range(0, ORDERS, CHUNK)):
-            refusing = case.refuse_from_chunk is not None and c >= case.refuse_from_chunk and not marker.exists()
-            if refusing:
-                exchange._control.refuse(REASON_PROCESS_DIED)  # as the supervisor would
-            pending = msgs[first:first + CHUNK]
-            want = set(range(first + 1, first + 1 + len(pending)))
+    for c, first in enumerate(range(0, ORDERS, CHUNK)):
+        refusing = case.refuse_from_chunk is not None and c >= case.refuse_from_chunk and not marker.exists()
+        if refusing:
+            exchange._control.refuse(REASON_PROCESS_DIED)  # as the supervisor would
+        pending = msgs[first:first + CHUNK]
+        want = set(range(first + 1, first + 1 + len(pending)))
 
-            def step() -> bool:
-                while pending and producer.offer(pending[0]):
-                    pending.pop(0)
-                return not pending and want <= reader.answers.keys()
+        def step() -> bool:
+            while pending and producer.offer(pending[0]):
+                pending.pop(0)
+            return not pending and want <= reader.answers.keys()
 
-            if refusing:
-                # the supervisor must not re-accept until the point has fired; then it runs
-                # again, restarts the dead process and accepts when all is well
-                pump(exchange, reader, lambda: step() or marker.exists(), timeout=120, supervise=False)
-            pump(exchange, reader, step, timeout=120)
-    finally:
-        producer.close()
-        gw.close()
+        if refusing:
+            # the supervisor must not re-accept until the point has fired; then it runs
+            # again, restarts the dead process and accepts when all is well
+            pump(exchange, reader, lambda: step() or marker.exists(), timeout=120, supervise=False)
+        pump(exchange, reader, step, timeout=120)
 
 
 @pytest.mark.slow
@@ -97,19 +90,12 @@ def test_killed_at_a_crash_point_the_exchange_loses_and_repeats_nothing(tmp_path
     exchange = Exchange(cfg)
     exchange.start()
     try:
-        out = Ring.attach(exchange.names.output)
-        rej = Ring.attach(exchange.names.reject)
-        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-        try:
-            _run_flow(exchange, reader, case, markers / case.point)
+        with attached(exchange, cfg) as (reader, producer):
+            _run_flow(exchange, reader, producer, case, markers / case.point)
             # everything answered; let the restarted process settle and acceptance return
             pump(exchange, reader, lambda: exchange._control.accepting, timeout=60)
             pump(exchange, reader, quiet_for(reader, 0.2), timeout=30)  # the last events read too
             restarts = {c.name: c.restarts for c in exchange._children}
-        finally:
-            reader.close()
-            out.close()
-            rej.close()
     finally:
         exchange.stop()
     assert (markers / case.point).exists(), f"{case.point}@{case.hit} never fired"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_kit import OutputReader, admin_messages, assert_same_state, make_config, order_bytes, pump
+from pipeline_kit import admin_messages, assert_same_state, attached, make_config, order_bytes, pump
 from ringex.engine.engine import MatchingEngine, pack_slots
 from ringex.engine.pipeline.engine_agent import read_engine_file, stream_hash, update_stream_hash
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
@@ -21,8 +21,7 @@ from ringex.engine.storage.journal_reader import JournalReader, replay_from
 from ringex.engine.storage.recovery import record_slots
 from ringex.engine.storage.snapshot import list_snapshots, read_snapshot, write_snapshot
 from ringex.engine.storage.snapshot_fork import ForkedSnapshots
-from ringex.ringbuffer.ring import Ring
-from ringex.tools.launcher import Exchange, output_consumer_index
+from ringex.tools.launcher import Exchange
 
 
 def _engine_with_orders(tmp_path: Path) -> tuple[MatchingEngine, list[bytes]]:
@@ -78,11 +77,7 @@ def test_an_exchange_snapshotting_by_fork_recovers_from_each_snapshot_to_the_rep
     exchange = Exchange(cfg)
     exchange.start()
     try:
-        out, rej = Ring.attach(exchange.names.output), Ring.attach(exchange.names.reject)
-        reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-        gw = Ring.attach(exchange.names.gateway("t1"))
-        producer = gw.producer()
-        try:
+        with attached(exchange, cfg) as (reader, producer):
             # Four chunks of 300, each waited for, then its snapshot: the forked writer
             # finishes well within a chunk, so each chunk gets one.
             for first in range(1, 1201, 300):
@@ -96,12 +91,6 @@ def test_an_exchange_snapshotting_by_fork_recovers_from_each_snapshot_to_the_rep
                         [s for s, _ in list_snapshots(snapshot_dir(data))], default=0) > newest
 
                 pump(exchange, reader, step, timeout=120)
-        finally:
-            producer.close()
-            gw.close()
-            reader.close()
-            out.close()
-            rej.close()
     finally:
         exchange.stop()
     assert reader.rejections == {}
