@@ -19,6 +19,9 @@ IDLE_NAMES: tuple[IdleName, ...] = get_args(IdleName)
 
 class IdleStrategy(Protocol):
     name: str  # an IdleName for the strategies below; a test's own strategy may name itself
+    # The sleep the last ``idle`` call asked for, in ns (0: it did not sleep). The runner's
+    # hiccup meter counts only what a gap between duty cycles lasts beyond it.
+    parked_ns: int
 
     def idle(self, work_count: int) -> None: ...
 
@@ -29,6 +32,7 @@ class BusySpinIdleStrategy:
     """Never gives up the core: lowest latency, one core per agent."""
 
     name: IdleName = "busy-spin"
+    parked_ns = 0
 
     def idle(self, work_count: int) -> None:
         pass
@@ -41,6 +45,7 @@ class YieldingIdleStrategy:
     """Yields the core to the scheduler when idle (``sched_yield``)."""
 
     name: IdleName = "yield"
+    parked_ns = 0
 
     def idle(self, work_count: int) -> None:
         if work_count <= 0:
@@ -59,10 +64,15 @@ class SleepingIdleStrategy:
         if period_ns <= 0:
             raise ValueError(f"sleep period must be positive, got {period_ns} ns")
         self._period_s = period_ns / 1e9
+        self._period_ns = period_ns
+        self.parked_ns = 0
 
     def idle(self, work_count: int) -> None:
         if work_count <= 0:
+            self.parked_ns = self._period_ns
             time.sleep(self._period_s)
+        else:
+            self.parked_ns = 0
 
     def reset(self) -> None:
         pass
@@ -100,10 +110,12 @@ class BackoffIdleStrategy:
         self._spins = 0
         self._yields = 0
         self._park_ns = self.min_park_ns
+        self.parked_ns = 0
 
     def idle(self, work_count: int) -> None:
         if work_count > 0:
-            self.reset()
+            if self._spins or self._yields or self.parked_ns:
+                self.reset()
             return
         if self._spins < self.max_spins:
             self._spins += 1
@@ -111,8 +123,9 @@ class BackoffIdleStrategy:
             self._yields += 1
             os.sched_yield()
         else:
-            time.sleep(self._park_ns / 1e9)
-            self._park_ns = min(self._park_ns * 2, self.max_park_ns)
+            self.parked_ns = park = self._park_ns
+            time.sleep(park / 1e9)
+            self._park_ns = min(park * 2, self.max_park_ns)
 
     @property
     def park_ns(self) -> int:

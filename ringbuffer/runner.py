@@ -40,6 +40,7 @@ from ringex.ringbuffer.counters import (
     counters_name,
     unlink_counters,
 )
+from ringex.ringbuffer.hiccup import HiccupRecorder, hiccup_name, unlink_hiccups
 from ringex.ringbuffer.idle import IdleName, IdleStrategy, idle_strategy
 
 __all__ = [
@@ -74,6 +75,7 @@ class RunnerConfig:
     error_policy: ErrorPolicy | str = ErrorPolicy.STOP
     disable_gc: bool = True  # gc.disable() + gc.freeze() after on_start (DESIGN.md)
     counters: bool = True  # own a counters object with the standard counters
+    hiccups: bool = True  # and a hiccup meter beside it (ringbuffer/hiccup.py)
     counters_name: str | None = None  # None: ringex-counters-<role>-<pid>-<random>
     counters_capacity: int = 256
     handle_signals: bool = True  # SIGTERM/SIGINT stop after the current duty cycle
@@ -167,6 +169,7 @@ class AgentRunner:
             self.counters_name = None
         self._error_handler = error_handler
         self.standard_counters: StandardCounters | None = None
+        self._hiccups: HiccupRecorder | None = None
         self.error_count = 0
         self.stop_signal: int | None = None
         self._running = False
@@ -193,6 +196,8 @@ class AgentRunner:
                 )
             if counters is not None:
                 self.standard_counters = StandardCounters.allocate(counters, self.role_name)
+                if self.config.hiccups:
+                    self._hiccups = HiccupRecorder(hiccup_name(counters.name))
             hook = getattr(self.agent, "on_counters", None)
             if hook is not None:
                 hook(counters)
@@ -203,6 +208,9 @@ class AgentRunner:
             self._restore_signal_handlers(previous)
             if owned is not None:
                 owned.close(unlink=True)
+            if self._hiccups is not None:
+                self._hiccups.close()  # the runner made it, whoever owns the counters
+                self._hiccups = None
 
     def _run_agent(self, idle: IdleStrategy) -> int:
         failed = False
@@ -249,7 +257,18 @@ class AgentRunner:
             duty_i = std.duty_cycles._index
             work_i = std.work_count._index
             idle_i = std.idle_cycles._index
+        hiccups = self._hiccups
+        clock = time.perf_counter_ns
+        started = ended = 0  # the previous do_work call's start and end
+        parks = hasattr(idle, "parked_ns")  # a test's own strategy may not say
         while self._running:
+            if hiccups is not None:
+                # how much later than the park asked this cycle starts (jHiccup's measure),
+                # and how long the previous do_work ran
+                now = clock()
+                if ended:
+                    hiccups.record(now - ended - (idle.parked_ns if parks else 0), ended - started)
+                started = now
             try:
                 work = do_work()
             except AgentTermination:
@@ -270,6 +289,8 @@ class AgentRunner:
                 if terminate:
                     return False
                 work = 0
+            if hiccups is not None:
+                ended = clock()
             if std is not None:
                 values[duty_i] += 1
                 if work > 0:
@@ -423,6 +444,7 @@ class AgentRunner:
         # A child killed before its finally block leaves its counters object behind.
         if self.counters_name is not None:
             unlink_counters(self.counters_name)
+            unlink_hiccups(hiccup_name(self.counters_name))
 
     def __enter__(self) -> AgentRunner:
         return self

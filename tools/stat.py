@@ -22,6 +22,7 @@ from ringex.ringbuffer.counters import (
     CountersReader,
     discover_counters,
 )
+from ringex.ringbuffer.hiccup import HiccupError, hiccup_name, read_hiccups
 from ringex.ringbuffer.liveness import pid_alive
 
 __all__ = ["main", "StatView"]
@@ -101,6 +102,9 @@ class StatView:
                 before = self.previous.get(key)
                 rate = "-" if before is None or not dt else f"{(r.value - before) / dt:,.1f}"
                 lines.append(f"  {r.id:>4}  {r.label:<48} {r.value:>16,} {rate:>14}")
+            hiccups = _hiccup_line(name)
+            if hiccups:
+                lines.append(hiccups)
         self.previous = current
         self.previous_time = now
         print("\n".join(lines) + "\n", file=self.out, flush=True)
@@ -108,6 +112,17 @@ class StatView:
     def close(self) -> None:
         for name in list(self.readers):
             self._drop(name)
+
+
+def _hiccup_line(counters_name: str) -> str | None:
+    """The process's hiccup meter, summarised (None when it has none)."""
+    try:
+        h = read_hiccups(hiccup_name(counters_name))
+    except HiccupError:
+        return None
+    us = [f"{h.percentile(p) / 1e3:,.1f}" for p in (50, 99, 99.9)]
+    return (f"  hiccups over {h.cycles:,} duty cycles (µs beyond the park): p50 {us[0]}  p99 {us[1]}  "
+            f"p99.9 {us[2]}  max {h.max_ns / 1e3:,.1f}; longest duty cycle {h.longest_cycle_ns / 1e6:,.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,196 @@
+"""The hiccup meter: how late each duty cycle started, as a histogram in shared memory.
+
+In the spirit of jHiccup: an agent's loop asks the idle strategy to park for some time (or
+not at all) between two duty cycles; anything the gap between them lasts beyond that is
+time the platform took (a descheduled process, a page fault storm, a collection, a stop of
+the world) and no order could be served. The runner records that excess, in nanoseconds,
+once per duty cycle, and the longest ``do_work`` call seen (a pause the agent itself
+caused, such as a snapshot written on its thread). ``ringex stat`` reads both from outside,
+read-only.
+
+Recording must cost less than a duty cycle: a value goes into a log-linear bucket (HdrHistogram's
+layout with 4 significant bits: values below 32 ns exact, above them buckets 1/16 of an
+octave wide, so a percentile read back is within 6.25% of the value recorded) with a few
+integer operations and one store; nothing is allocated.
+
+Layout (one POSIX shared-memory object, every field a little-endian int64)::
+
+    0    magic             b"RGXHICC\\0"
+    8    version
+    16   sub-bucket bits   SUB_BITS (buckets per octave = 2 ** (SUB_BITS - 1))
+    24   bucket count      BUCKETS
+    32   cycles recorded
+    40   largest hiccup, ns
+    48   longest duty cycle (do_work call), ns
+    56   owner pid
+    64   bucket counts, BUCKETS of them
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import posix_ipc
+
+from ringex.ringbuffer.counters import COUNTERS_PREFIX
+
+MAGIC = int.from_bytes(b"RGXHICC\0", "little")
+VERSION = 1
+SUB_BITS = 5
+HALF = 1 << (SUB_BITS - 1)  # buckets per octave
+LINEAR = 1 << SUB_BITS  # values below this have a bucket each
+OCTAVES = 40  # up to 2 ** (40 + SUB_BITS) ns, about ten hours
+BUCKETS = LINEAR + OCTAVES * HALF
+
+MAGIC_OFFSET = 0
+VERSION_OFFSET = 8
+SUB_BITS_OFFSET = 16
+BUCKET_COUNT_OFFSET = 24
+COUNT_OFFSET = 32
+MAX_OFFSET = 40
+LONGEST_CYCLE_OFFSET = 48
+OWNER_PID_OFFSET = 56
+BUCKETS_OFFSET = 64
+LENGTH = BUCKETS_OFFSET + 8 * BUCKETS
+_W_COUNT, _W_MAX, _W_LONGEST, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, LONGEST_CYCLE_OFFSET >> 3, BUCKETS_OFFSET >> 3
+_TOP = (1 << (OCTAVES + SUB_BITS)) - 1  # the largest value with a bucket of its own
+
+
+def bucket_of(value: int) -> int:
+    """The bucket index of ``value`` (ns; negatives count as 0, the top clamps)."""
+    if value < LINEAR:
+        return value if value > 0 else 0
+    if value > _TOP:
+        value = _TOP
+    shift = value.bit_length() - SUB_BITS
+    return LINEAR + (shift - 1) * HALF + (value >> shift) - HALF
+
+
+def bucket_low(index: int) -> int:
+    """The smallest value that lands in bucket ``index``."""
+    if index < LINEAR:
+        return index
+    shift, sub = divmod(index - LINEAR, HALF)
+    return (HALF + sub) << (shift + 1)
+
+
+HICCUP_PREFIX = "ringex-hiccup-"
+
+
+def hiccup_name(counters_name: str) -> str:
+    """The meter of a process lives beside its counters object, named after it (outside
+    the counters' own prefix, which ``ringex stat`` lists as counters)."""
+    name = counters_name.lstrip("/")
+    return HICCUP_PREFIX + (name[len(COUNTERS_PREFIX):] if name.startswith(COUNTERS_PREFIX) else name)
+
+
+def unlink_hiccups(name: str) -> None:
+    """Remove a meter a killed process left behind (absent: nothing to do)."""
+    try:
+        posix_ipc.unlink_shared_memory("/" + name.lstrip("/"))
+    except posix_ipc.ExistentialError:
+        pass
+
+
+class HiccupRecorder:
+    """The writing side, owned by one agent runner (one writer: plain stores suffice)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = "/" + name.lstrip("/")
+        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREAT, mode=0o600, size=LENGTH)
+        try:
+            self._mm = mmap.mmap(shm.fd, LENGTH)
+        finally:
+            shm.close_fd()
+        q = self._q = memoryview(self._mm).cast("q")
+        for i in range(len(q)):
+            q[i] = 0
+        q[VERSION_OFFSET >> 3] = VERSION
+        q[SUB_BITS_OFFSET >> 3] = SUB_BITS
+        q[BUCKET_COUNT_OFFSET >> 3] = BUCKETS
+        q[OWNER_PID_OFFSET >> 3] = os.getpid()
+        q[MAGIC_OFFSET >> 3] = MAGIC  # last: a reader trusts the rest once it is set
+
+    def record(self, hiccup_ns: int, cycle_ns: int) -> None:
+        """One duty cycle: its start was ``hiccup_ns`` later than the park asked for, and
+        its ``do_work`` took ``cycle_ns``."""
+        q = self._q
+        if hiccup_ns < LINEAR:
+            i = hiccup_ns if hiccup_ns > 0 else 0
+        else:
+            v = hiccup_ns if hiccup_ns <= _TOP else _TOP
+            shift = v.bit_length() - SUB_BITS
+            i = LINEAR + (shift - 1) * HALF + (v >> shift) - HALF
+            if hiccup_ns > q[_W_MAX]:
+                q[_W_MAX] = hiccup_ns
+        q[_W_BUCKETS + i] += 1
+        q[_W_COUNT] += 1
+        if cycle_ns > q[_W_LONGEST]:
+            q[_W_LONGEST] = cycle_ns
+
+    def close(self, unlink: bool = True) -> None:
+        if self._mm is None:
+            return
+        self._q.release()
+        self._mm.close()
+        self._mm = None
+        if unlink:
+            unlink_hiccups(self.name)
+
+
+@dataclass(frozen=True)
+class HiccupSnapshot:
+    """What a reader saw: counts per bucket and the extremes."""
+
+    cycles: int
+    max_ns: int
+    longest_cycle_ns: int
+    owner_pid: int
+    counts: tuple[int, ...]
+
+    def percentile(self, p: float) -> int:
+        """The value (ns, the low edge of its bucket, at most ``max_ns``) at percentile ``p``."""
+        if not self.cycles:
+            return 0
+        rank = max(1, -(-self.cycles * p // 100))
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return min(bucket_low(i), self.max_ns) if i >= LINEAR else i
+        return self.max_ns
+
+
+class HiccupError(RuntimeError):
+    """Not a hiccup meter (missing, or another layout)."""
+
+
+def read_hiccups(name: str) -> HiccupSnapshot:
+    """A consistent-enough copy of a meter (read-only: the owner keeps writing)."""
+    path = "/" + name.lstrip("/")
+    try:
+        shm = posix_ipc.SharedMemory(path, flags=0, read_only=True)
+    except posix_ipc.ExistentialError:
+        raise HiccupError(f"no hiccup meter {path!r}") from None
+    try:
+        if shm.size < LENGTH:
+            raise HiccupError(f"{path!r} is {shm.size} bytes, not a hiccup meter")
+        mm = mmap.mmap(shm.fd, LENGTH, prot=mmap.PROT_READ)
+    finally:
+        shm.close_fd()
+    try:
+        q = memoryview(mm).cast("q")
+        try:
+            if q[MAGIC_OFFSET >> 3] != MAGIC or q[VERSION_OFFSET >> 3] != VERSION:
+                raise HiccupError(f"{path!r} is not a version-{VERSION} hiccup meter")
+            if q[SUB_BITS_OFFSET >> 3] != SUB_BITS or q[BUCKET_COUNT_OFFSET >> 3] != BUCKETS:
+                raise HiccupError(f"{path!r} has another bucket layout")
+            counts = tuple(q[_W_BUCKETS:_W_BUCKETS + BUCKETS])
+            return HiccupSnapshot(cycles=sum(counts), max_ns=q[_W_MAX], longest_cycle_ns=q[_W_LONGEST],
+                                  owner_pid=q[OWNER_PID_OFFSET >> 3], counts=counts)
+        finally:
+            q.release()
+    finally:
+        mm.close()
