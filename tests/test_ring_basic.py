@@ -67,6 +67,28 @@ def test_invalid_layouts_are_refused(ring_env, slot_size, capacity, consumers):
 
 # --- producer / consumer semantics --------------------------------------------------------
 
+def _resident_kib(path: str) -> int:
+    """Rss of this process's mappings of ``path``, summed (from /proc/self/smaps)."""
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.endswith(path)]
+    assert starts, f"{path} is not mapped"
+    return sum(next(int(x.split()[1]) for x in lines[i + 1:] if x.startswith("Rss:")) for i in starts)
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MAP_POPULATE"), reason="Linux only")
+def test_rings_are_resident_from_the_start_no_first_touch_in_a_duty_cycle(ring_env):
+    name = ring_env.name("populate")
+    ring = Ring.create(name, slot_size=128, capacity=1 << 14)  # 2 MiB of slots, none touched
+    other = Ring.attach(name)
+    try:
+        whole = ring.layout.total_length // 1024
+        assert _resident_kib("/dev/shm" + name) >= 2 * whole  # both mappings, every page
+    finally:
+        other.close()
+        ring.close()
+
+
 def test_offer_poll_roundtrip_and_padding(ring_env):
     name = ring_env.name()
     with Ring.create(name, slot_size=64, capacity=8) as ring:
