@@ -22,17 +22,16 @@ import msgspec
 import psutil
 import pytest
 
-from pipeline_kit import OutputReader, make_config, order, shm_leftovers
+from pipeline_kit import attached, make_config, order, shm_leftovers
 from supervisor_kit import GatedExchange
 from ringex.engine.config import EngineConfig
 from ringex.engine.pipeline import warm_start
 from ringex.engine.pipeline.engine_agent import ENGINE_FILE, EngineStateError, check_engine_file, write_engine_file
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.control import REASON_GIVEN_UP, REASON_HEARTBEAT_LOST, REASON_STARTING
-from ringex.ringbuffer.ring import Ring
 from ringex.tools import launcher
 from ringex.tools.config import ExchangeConfig, load_config, parse_config
-from ringex.tools.launcher import Exchange, output_consumer_index
+from ringex.tools.launcher import Exchange
 from ringex.tools.supervision import RestartBudget, StartDeadline
 
 
@@ -370,53 +369,44 @@ def test_restarts_are_a_rate_and_an_exhausted_budget_gives_the_process_up(
     clock = FakeClock()
     ex = Exchange(cfg, restart_clock=clock)
     ex.start()
-    out = Ring.attach(ex.names.output)
-    rej = Ring.attach(ex.names.reject)
-    reader = OutputReader(out, rej, output_consumer_index(cfg, "test"))
-    gw = Ring.attach(ex.names.gateway("t1"))
-    prod = gw.producer()
     try:
-        def engine():
-            return next(c for c in ex._children if c.name == "eng")
+        with attached(ex, cfg) as (reader, prod):
+            def engine():
+                return next(c for c in ex._children if c.name == "eng")
 
-        def restarted(old) -> bool:
-            return engine() is not old and engine().started and ex._control.accepting
+            def restarted(old) -> bool:
+                return engine() is not old and engine().started and ex._control.accepting
 
-        # 1: restarted (1 in the window)
-        victim = engine()
-        kill(victim)
-        supervise_until(ex, lambda: restarted(victim), 120)
-        # 2: the window moved on past the first restart: restarted again
-        clock.now += 61
-        victim = engine()
-        kill(victim)
-        supervise_until(ex, lambda: restarted(victim), 120)
-        # 3: a second death within 60 s of the last restart: given up
-        victim = engine()
-        kill(victim)
-        supervise_until(ex, lambda: bool(engine().given_up), 30)
-        assert engine() is victim and not ex._control.accepting
-        assert ex._control.reason == REASON_GIVEN_UP
-        gave_up = [r.getMessage() for r in caplog.records if r.getMessage().startswith("giving up on process 'eng'")]
-        assert len(gave_up) == 1 and "max_restarts = 1" in gave_up[0] and "refuses every order" in gave_up[0]
-        line = ex.status().line()
-        assert "NOT accepting" in line and "given up" in line and "eng" in line
-        # never restarted again, however long it is supervised; the order is refused
-        for _ in range(20):
-            ex.supervise_once()
-        assert engine() is victim and started_lines(caplog, "eng") == 3
-        assert ex._control.reason == REASON_GIVEN_UP and not ex._control.accepting
-        assert prod.offer(order(42, 1, 990))
-        supervise_until(ex, lambda: reader.poll() >= 0 and any(c == 42 for _n, c, _r in reader.rejected_not_accepting),
-                        30)
-        assert (m.RejectReason.ExchangeNotAccepting in
-                [r for _n, c, r in reader.rejected_not_accepting if c == 42])
+            # 1: restarted (1 in the window)
+            victim = engine()
+            kill(victim)
+            supervise_until(ex, lambda: restarted(victim), 120)
+            # 2: the window moved on past the first restart: restarted again
+            clock.now += 61
+            victim = engine()
+            kill(victim)
+            supervise_until(ex, lambda: restarted(victim), 120)
+            # 3: a second death within 60 s of the last restart: given up
+            victim = engine()
+            kill(victim)
+            supervise_until(ex, lambda: bool(engine().given_up), 30)
+            assert engine() is victim and not ex._control.accepting
+            assert ex._control.reason == REASON_GIVEN_UP
+            gave_up = [r.getMessage() for r in caplog.records if r.getMessage().startswith("giving up on process 'eng'")]
+            assert len(gave_up) == 1 and "max_restarts = 1" in gave_up[0] and "refuses every order" in gave_up[0]
+            line = ex.status().line()
+            assert "NOT accepting" in line and "given up" in line and "eng" in line
+            # never restarted again, however long it is supervised; the order is refused
+            for _ in range(20):
+                ex.supervise_once()
+            assert engine() is victim and started_lines(caplog, "eng") == 3
+            assert ex._control.reason == REASON_GIVEN_UP and not ex._control.accepting
+            assert prod.offer(order(42, 1, 990))
+            supervise_until(ex, lambda: reader.poll() >= 0 and any(c == 42 for _n, c, _r in reader.rejected_not_accepting),
+                            30)
+            assert (m.RejectReason.ExchangeNotAccepting in
+                    [r for _n, c, r in reader.rejected_not_accepting if c == 42])
     finally:
-        prod.close()
-        gw.close()
-        reader.close()
-        out.close()
-        rej.close()
         ex.stop()
     assert shm_leftovers(cfg.exchange.shm_prefix) == []
 
