@@ -150,6 +150,21 @@ class HiccupSnapshot:
     owner_pid: int
     counts: tuple[int, ...]
 
+    def since(self, earlier: "HiccupSnapshot") -> "HiccupSnapshot":
+        """The cycles recorded after ``earlier`` was read (same meter). The largest of them
+        is exact if it set a new maximum, else the low edge of its bucket; the longest duty
+        cycle is the meter's, over its whole life."""
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts))
+        top = max((i for i, n in enumerate(counts) if n), default=-1)
+        if top < 0:
+            largest = 0
+        elif self.max_ns != earlier.max_ns:
+            largest = self.max_ns
+        else:
+            largest = bucket_low(top)
+        return HiccupSnapshot(cycles=sum(counts), max_ns=largest, longest_cycle_ns=self.longest_cycle_ns,
+                              owner_pid=self.owner_pid, counts=counts)
+
     def percentile(self, p: float) -> int:
         """The value (ns, the low edge of its bucket, at most ``max_ns``) at percentile ``p``."""
         if not self.cycles:

@@ -145,3 +145,22 @@ def test_stat_shows_a_process_hiccups(monkeypatch) -> None:
     assert "over 3 duty cycles" in line
     assert "p50 2.0" in line  # 2000 ns: its bucket's low edge, 1984 ns
     assert "max 9,000.0" in line and "longest duty cycle 1.50 ms" in line
+
+
+def test_a_later_reading_since_an_earlier_one_holds_only_the_cycles_between() -> None:
+    name = hc.hiccup_name(unique_name("hicsince"))
+    rec = hc.HiccupRecorder(name)
+    try:
+        for v in (1000, 50_000_000):
+            rec.record(v, 0)
+        first = hc.read_hiccups(name)
+        for v in (3000, 3000, 70_000):
+            rec.record(v, 0)
+        later = hc.read_hiccups(name).since(first)
+        assert later.cycles == 3
+        assert later.percentile(50) == 2944  # 3000: shift 7, 3000 >> 7 = 23, 23 << 7
+        assert later.max_ns == 69_632  # 70,000's bucket (the 50 ms before it is not in range)
+        rec.record(60_000_000, 0)
+        assert hc.read_hiccups(name).since(first).max_ns == 60_000_000  # a new maximum: exact
+    finally:
+        rec.close()

@@ -18,7 +18,11 @@ longest time the output made no progress while an order was waiting: over the pa
 phase's acknowledgements in arrival order, ``arrival[i] - max(arrival[i-1], ingress[i])``
 (an order that arrives to an idle engine waits only for itself; one that arrives during a
 stall waits for the rest of it), the largest such gap. ``p9999_us`` is the 99.99th
-percentile of the paced phase's latency.
+percentile of the paced phase's latency. ``hiccup_p999_us`` and ``hiccup_max_ms`` come
+from the exchange process's hiccup meter (``ringbuffer/hiccup.py``) over the paced phase,
+``longest_duty_cycle_ms`` over the whole run (the flood's back-pressure waits included): a
+pause matched by a large hiccup is the platform (the process was not running when it
+should have been), one that is not was the engine's own work or outside its process.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 from ringex.engine.pipeline.engine_agent import SNAPSHOTS_COUNTER
 from ringex.engine.storage import defaults
 from ringex.engine.wire import messages as m
+from ringex.ringbuffer.hiccup import HiccupSnapshot, hiccup_name, read_hiccups
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 from ringex.tools.config import parse_config
@@ -185,6 +190,11 @@ def max_pause_ns(ingress: np.ndarray, arrival: np.ndarray) -> int:
     return int(max(0, (arrival - waited_from).max()))
 
 
+def _engine_hiccups(exchange: Exchange) -> HiccupSnapshot:
+    """The exchange process's hiccup meter (the bench's one process: sequencer and engine)."""
+    return read_hiccups(hiccup_name(exchange._children[0].runner.counters_name or ""))
+
+
 def _snapshots_written(exchange: Exchange) -> int:
     from ringex.ringbuffer.counters import CountersReader
 
@@ -226,9 +236,11 @@ def run_once(messages: int, durability: str, latency_messages: int = LATENCY_MES
         go.set()
         seconds, flood_in, flood_at = _consume(exchange, consumer, messages, 600)
         before = _snapshots_written(exchange)
+        meter_before = _engine_hiccups(exchange)
         next_phase.set()
         _, ingress, arrival = _consume(exchange, consumer, latency_messages, 600)
         taken = _snapshots_written(exchange) - before
+        hiccups = _engine_hiccups(exchange).since(meter_before)
         consumer.close()
         out.close()
         lat = (arrival - ingress) / 1000.0
@@ -241,6 +253,9 @@ def run_once(messages: int, durability: str, latency_messages: int = LATENCY_MES
             "max_pause_ms": max_pause_ns(ingress, arrival) / 1e6,
             "flood_p50_us": float(np.percentile((flood_at - flood_in) / 1000.0, 50)),
             "snapshots": taken,
+            "hiccup_p999_us": hiccups.percentile(99.9) / 1e3,
+            "hiccup_max_ms": hiccups.max_ns / 1e6,
+            "longest_duty_cycle_ms": hiccups.longest_cycle_ns / 1e6,
         }
     finally:
         go.set()
