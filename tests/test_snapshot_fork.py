@@ -117,3 +117,27 @@ def test_an_exchange_snapshotting_by_fork_recovers_from_each_snapshot_to_the_rep
             assert h.hexdigest() == tail_hash_from[seq].hexdigest()
     # no temporary file of a writer is left behind
     assert [p.name for p in snapshot_dir(data).iterdir() if ".tmp" in p.name] == []
+
+
+def test_an_engine_that_cannot_fork_logs_counts_and_tries_again_later(tmp_path: Path, monkeypatch, caplog) -> None:
+    """No memory or process slot for the writer: the engine goes on, and does not retry on
+    every duty cycle."""
+    import os as _os
+
+    from ringex.engine.pipeline.engine_agent import EngineAgent
+
+    cfg = make_config(tmp_path)
+    agent = EngineAgent(cfg.engine, str(tmp_path / "data"), "unused-in", "unused-out", snapshot_every=10)
+    agent.engine = MatchingEngine(cfg.engine)
+    agent.journal = type("J", (), {"fileno": staticmethod(lambda: -1)})()
+    agent.next_seq, agent.events_total, agent._since_snapshot = 11, 0, 10
+    agent._c_snap_fail = None
+    forked = ForkedSnapshots(tmp_path / "snaps")
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(_os, "fork", no_fork)
+    agent._fork_snapshot(forked)
+    assert agent._since_snapshot == 0 and not forked.in_flight
+    assert "cannot fork the snapshot writer" in caplog.text

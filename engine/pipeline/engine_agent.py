@@ -352,7 +352,16 @@ class EngineAgent(Agent):
         """The periodic snapshot, written by a forked child (``snapshot_fork``): the duty
         cycle stops only for the fork."""
         assert self.journal is not None
-        if forked.start(self.next_seq, self.engine.state.arena, self._snapshot_meta(), self.journal.fileno()):
+        try:
+            started = forked.start(self.next_seq, self.engine.state.arena, self._snapshot_meta(),
+                                   self.journal.fileno())
+        except OSError as exc:  # no memory or processes left for a child: try again later
+            log.error("engine: cannot fork the snapshot writer (%s); next try in %d messages",
+                      exc, self.snapshot_every)
+            if self._c_snap_fail is not None:
+                self._c_snap_fail.increment()
+            started = True
+        if started:
             self._since_snapshot = 0
 
     def _reap_snapshot(self) -> None:
