@@ -6,14 +6,14 @@ journaling engine (durability as asked, ``batch`` by default: one fdatasync per 
 this process consumes the output ring as a subscriber and measures, for each order's
 acknowledgement (accepted or rejected), ingress stamp to consumer. Throughput comes from a
 flood (the producer offers as fast as the ring takes); the latency percentiles from a
-second, paced phase (100k messages at 50k msg/s in batches of 16), since a flood's latency
+second, paced phase (200k messages at 50k msg/s in batches of 16), since a flood's latency
 is only the depth of the queue it builds (reported as ``flood_p50_us``). The embedded
 topology is used: one process composes sequencer and engine with backoff idle, as on a
 2-core host.
 
 Pauses: each run is done twice, alternating, with periodic snapshots on (``snapshot_every``
-a fifth of the paced phase, so at least three snapshots fall in it; ``snapshots`` counts
-those that did) and off (the figures under ``snapshots_off``). ``max_pause_ms`` is the
+a tenth of the paced phase, so that at least three snapshots fall in it however long each
+takes to write; ``snapshots`` counts those that did) and off (the figures under ``snapshots_off``). ``max_pause_ms`` is the
 longest time the output made no progress while an order was waiting: over the paced
 phase's acknowledgements in arrival order, ``arrival[i] - max(arrival[i-1], ingress[i])``
 (an order that arrives to an idle engine waits only for itself; one that arrives during a
@@ -49,8 +49,11 @@ from ringex.tools.launcher import Exchange, output_consumer_index
 
 _INGRESS_WORD = m.NewOrder.offset("ingressNs") >> 3
 _TEMPLATE = 2  # byte offset of the template id in the SBE header
-LATENCY_MESSAGES = 100_000
+LATENCY_MESSAGES = 200_000
 LATENCY_RATE = 50_000.0
+# Snapshots due per paced phase: more than the three asked for, since one is due only
+# ``snapshot_every`` after the previous one started and never while it is being written.
+SNAPSHOTS_PER_PACED_PHASE = 10
 
 BENCH_TOML = """
 [exchange]
@@ -214,10 +217,10 @@ def run_once(messages: int, durability: str, latency_messages: int = LATENCY_MES
              snapshot_writer: str = defaults.SNAPSHOT_WRITER) -> dict:
     """One exchange: a flood of ``messages`` for throughput, then ``latency_messages`` paced
     at ``latency_rate`` for the latency percentiles (a flood's latency is queueing); with
-    ``snapshots``, one every fifth of the paced phase, throughout."""
+    ``snapshots``, one due every tenth of the paced phase, throughout."""
     tmp = Path(tempfile.mkdtemp(prefix="ringex-bench-"))
     prefix = f"rxbp{multiprocessing.current_process().pid}x{int(time.monotonic_ns()) % 100000}"
-    every = max(1, latency_messages // 5) if snapshots else 10**15
+    every = max(1, latency_messages // SNAPSHOTS_PER_PACED_PHASE) if snapshots else 10**15
     cfg = parse_config(BENCH_TOML.format(data_dir=tmp / "data", prefix=prefix, durability=durability,
                                          snapshot_every=every, snapshot_writer=snapshot_writer),
                        base_dir=tmp)
@@ -284,7 +287,7 @@ def run_bench(messages: int = 1_000_000, runs: int = 3, durability: str = defaul
     out["min_snapshots"] = min(r["snapshots"] for r in on)
     out["snapshots_off"] = {k: v for k, v in _medians(off).items() if k != "snapshots"}
     out.update({"messages": messages, "runs": runs, "durability": durability,
-                "snapshot_writer": snapshot_writer, "snapshot_every": LATENCY_MESSAGES // 5,
+                "snapshot_writer": snapshot_writer, "snapshot_every": LATENCY_MESSAGES // SNAPSHOTS_PER_PACED_PHASE,
                 "latency_rate_msgs_per_s": LATENCY_RATE, "latency_messages": LATENCY_MESSAGES})
     return out
 

@@ -78,7 +78,7 @@ _CRC = struct.Struct("<I")
 assert HEADER_LENGTH == 64 and _HEADER_BODY.size == HEADER_CRC_SPAN
 
 #: Every array's bytes start at a multiple of this (cache-line aligned in the file).
-DATA_ALIGNMENT = 64
+DATA_ALIGNMENT = 4096  # a page: an array can then be written with O_DIRECT (``direct=True``)
 SEQ_DIGITS = 20
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".snap"
@@ -172,6 +172,9 @@ def _write_trickled(f, view: memoryview) -> None:
     except (OSError, AttributeError):
         f.write(view)
         return
+    if len(view) <= _TRICKLE_CHUNK:
+        f.write(view)
+        return
     f.flush()
     fd = f.fileno()
     base = f.tell()
@@ -184,6 +187,43 @@ def _write_trickled(f, view: memoryview) -> None:
         if prev is not None:
             sfr(fd, prev[0], prev[1], _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
         prev = (base + off, len(chunk))
+
+
+_PAGE = 4096
+# Small enough that the journal's own small write queues behind at most one of these.
+_DIRECT_CHUNK = 1 << 20
+
+
+def _write_direct(f, path: Path, a: np.ndarray, view: memoryview, file_offset: int) -> None:
+    """Write ``view`` (``a``'s bytes) at ``file_offset`` of ``f``: its whole pages with
+    O_DIRECT, the rest through ``f``; leaves ``f`` positioned after it.
+
+    Why: a snapshot written through the page cache leaves hundreds of MB dirty, and on ext4
+    (data=ordered) the engine's journal fdatasync then waits for all of it; the kernel's
+    writeback of it is also slower here than direct I/O (282 MB/s against 1.4 GB/s with
+    dd). Direct writes leave nothing dirty and copy nothing. Where O_DIRECT is refused (a
+    file system without it, an unaligned array), the writes are trickled instead
+    (:func:`_write_trickled`), never left all dirty at once."""
+    f.flush()
+    whole = len(view) // _PAGE * _PAGE
+    if not whole or a.ctypes.data % _PAGE or file_offset % _PAGE:
+        _write_trickled(f, view)
+        return
+    try:
+        dfd = os.open(path, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        _write_trickled(f, view)
+        return
+    done = 0
+    try:
+        while done < whole:
+            done += os.pwrite(dfd, view[done:min(whole, done + _DIRECT_CHUNK)], file_offset + done)
+    except OSError:
+        done = done // _PAGE * _PAGE  # refused midway (EINVAL): the rest through the cache
+    finally:
+        os.close(dfd)
+    f.seek(file_offset + done)
+    _write_trickled(f, view[done:])
 
 
 def _byte_view(a: np.ndarray) -> memoryview:
@@ -200,11 +240,14 @@ def write_snapshot(
     meta: Mapping[str, Any] | None = None,
     *,
     keep: int = defaults.SNAPSHOTS_KEPT,
-    trickle: bool = False,
+    direct: bool = False,
 ) -> Path:
     """Write a snapshot of ``arrays`` and ``meta`` covering the input messages before
     ``seq``; atomically (temp file, fsync, rename, directory fsync).  Afterwards only the
-    newest ``keep`` snapshots are kept (``keep <= 0``: keep all).  Returns the file's path."""
+    newest ``keep`` snapshots are kept (``keep <= 0``: keep all).  Returns the file's path.
+
+    ``direct``: write the arrays' pages with O_DIRECT, past the page cache (see
+    :func:`_write_direct`); the bytes in the file are the same either way."""
     if seq < 0:
         raise ValueError(f"bad seq {seq}")
     directory = Path(directory)
@@ -255,8 +298,8 @@ def write_snapshot(
                     f.write(zeros)
                     crc = zlib.crc32(zeros, crc)
                 view = _byte_view(a)
-                if trickle:
-                    _write_trickled(f, view)
+                if direct:
+                    _write_direct(f, tmp, a, view, data_offset + entry["offset"])
                 else:
                     f.write(view)
                 crc = zlib.crc32(view, crc)

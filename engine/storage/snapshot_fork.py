@@ -13,7 +13,8 @@ mid-snapshot takes its writer with it, so no orphan renames a file under a resta
 engine), sync the journal (the snapshot must never be ahead of a durable journal: the fd
 is the engine's current segment, inherited; earlier segments were synced when they were
 rolled), write the snapshot with :func:`~ringex.engine.storage.snapshot.write_snapshot`
-(temporary file, fsync, rename, directory fsync, prune), then ``os._exit``: no ``atexit``,
+(temporary file, the arena's pages with O_DIRECT so that nothing is left dirty for the
+journal's fdatasync to wait on, fsync, rename, directory fsync, prune), then ``os._exit``: no ``atexit``,
 no finalizer, no flush of anything the engine owns. Only this thread survives a fork, so
 the child touches no lock another thread of the engine might hold (it does not log).
 
@@ -121,7 +122,7 @@ class ForkedSnapshots:
             _yield_to_the_engine()
             if journal_fd >= 0:
                 fdatasync(journal_fd)
-            write_snapshot(self.directory, seq, {"arena": arena}, meta, keep=self.keep, trickle=True)
+            write_snapshot(self.directory, seq, {"arena": arena}, meta, keep=self.keep, direct=True)
             code = 0
         except BaseException:
             try:
