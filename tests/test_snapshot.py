@@ -231,3 +231,17 @@ def test_write_is_atomic_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     write_snapshot(tmp_path, 7, {"x": np.arange(3)}, {})
     assert seen == [(f".snapshot-{7:020d}.snap.tmp-{os.getpid()}", snapshot_name(7))]
+
+
+def test_snapshots_written_with_the_earlier_64_byte_alignment_still_load(tmp_path, monkeypatch):
+    """The data section moved from 64-byte to page alignment (for O_DIRECT); readers follow
+    the offsets in the header and manifest, so files of either layout load."""
+    monkeypatch.setattr(sn, "DATA_ALIGNMENT", 64)
+    arrays = sample_arrays(3)
+    path = write_snapshot(tmp_path, 5, arrays, {"old": True})
+    raw = path.read_bytes()
+    assert sn.SNAPSHOT_HEADER.unpack_from(raw, 0)[6] % 4096 != 0  # really the old layout
+    monkeypatch.undo()
+    seq, loaded, meta = load_latest_snapshot(tmp_path)
+    assert (seq, meta) == (5, {"old": True})
+    assert_same(loaded, arrays)
