@@ -25,7 +25,9 @@ does not count against the start-up time; the launcher logs progress while it wa
 
 A data directory written with another schema or ``[engine]`` configuration is refused before
 any process or shared-memory object exists (``EngineStateError``, naming the file and the
-difference), rather than as an engine that dies on every restart.
+difference), rather than as an engine that dies on every restart; so is one whose newest
+snapshot is ahead of its journal (``JournalBehindSnapshotError``: docs/architecture.md,
+"Crash windows").
 """
 
 from __future__ import annotations
