@@ -6,7 +6,7 @@ journaling engine (durability as asked, ``batch`` by default: one fdatasync per 
 this process consumes the output ring as a subscriber and measures, for each order's
 acknowledgement (accepted or rejected), ingress stamp to consumer. Throughput comes from a
 flood (the producer offers as fast as the ring takes); the latency percentiles from a
-second, paced phase (200k messages at 50k msg/s in batches of 16), since a flood's latency
+second, paced phase (300k messages at 50k msg/s in batches of 16), since a flood's latency
 is only the depth of the queue it builds (reported as ``flood_p50_us``). The embedded
 topology is used: one process composes sequencer and engine with backoff idle, as on a
 2-core host.
@@ -49,7 +49,7 @@ from ringex.tools.launcher import Exchange, output_consumer_index
 
 _INGRESS_WORD = m.NewOrder.offset("ingressNs") >> 3
 _TEMPLATE = 2  # byte offset of the template id in the SBE header
-LATENCY_MESSAGES = 200_000
+LATENCY_MESSAGES = 300_000
 LATENCY_RATE = 50_000.0
 # Snapshots due per paced phase: more than the three asked for, since one is due only
 # ``snapshot_every`` after the previous one started and never while it is being written.
