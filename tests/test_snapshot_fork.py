@@ -131,7 +131,6 @@ def test_an_engine_that_cannot_fork_logs_counts_and_tries_again_later(tmp_path: 
     agent.engine = MatchingEngine(cfg.engine)
     agent.journal = type("J", (), {"fileno": staticmethod(lambda: -1)})()
     agent.next_seq, agent.events_total, agent._since_snapshot = 11, 0, 10
-    agent._c_snap_fail = None
     forked = ForkedSnapshots(tmp_path / "snaps")
 
     def no_fork() -> int:

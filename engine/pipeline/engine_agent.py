@@ -171,6 +171,7 @@ class EngineAgent(Agent):
         self._rings: list[Ring] = []
         self.journal: JournalWriter | None = None
         self._retention: RetentionWorker | None = None
+        self._c_snaps = self._c_snap_fail = None  # counters, once on_start has them
 
     # ----------------------------------------------------------------- start-up
 
@@ -327,9 +328,7 @@ class EngineAgent(Agent):
             self._snapshot_meta(), keep=self.snapshots_kept,
         )
         self._since_snapshot = 0
-        if getattr(self, "_c_snaps", None) is not None:
-            self._c_snaps.increment()
-        self._retire_journal()
+        self._snapshot_written()
         return path
 
     def _snapshot_step(self) -> None:
@@ -390,11 +389,12 @@ class EngineAgent(Agent):
             return
         log.info("engine: snapshot at seq %d written in %.2f s beside the engine (fork %.1f ms)",
                  done.seq, done.elapsed_s, done.fork_ms)
+        self._snapshot_written()
+
+    def _snapshot_written(self) -> None:
+        """Whoever wrote it: count it, and retire the journal its oldest kept one covers."""
         if self._c_snaps is not None:
             self._c_snaps.increment()
-        self._retire_journal()
-
-    def _retire_journal(self) -> None:
         oldest = self._oldest_snapshot_seq()
         if oldest is not None and self._retention is not None:
             # the journal segments the oldest kept snapshot covers leave, off this thread
