@@ -24,6 +24,7 @@ from ringex.engine.storage.journal_format import (
 )
 from ringex.engine.storage.journal_reader import JournalReader, replay_from
 from ringex.engine.storage.journal_retention import (
+    RETIRING_PREFIX,
     RetentionWorker,
     archive_dir_of,
     record_archive_dir,
@@ -244,6 +245,36 @@ def test_deleting_without_archive(tmp_path) -> None:
     assert read_all(jdir) == [r for r in records if r[0] >= segs[2][0]]
     with pytest.raises(JournalCorruptError, match="messages missing"):
         list(replay_from(jdir, 0))
+    assert [p.name for p in jdir.iterdir() if p.name.startswith(RETIRING_PREFIX)] == []
+
+
+def test_a_segment_is_shrunk_before_it_is_unlinked_and_a_deletion_cut_short_is_finished(
+        tmp_path, monkeypatch) -> None:
+    """A retired segment leaves the journal by a rename, then loses its blocks a step at a
+    time (one unlink of 64 MiB made the engine's next fdatasync wait 15-19 ms); a kill in
+    the middle leaves a .retiring- file that no reader sees and the next pass deletes."""
+    import os
+
+    from ringex.engine.storage import journal_retention
+
+    monkeypatch.setattr(journal_retention, "DELETE_STEP", 64)
+    monkeypatch.setattr(journal_retention, "DELETE_GAP_S", 0.0)
+    sizes: list[int] = []
+    real_ftruncate = os.ftruncate
+    monkeypatch.setattr(journal_retention.os, "ftruncate", lambda fd, n: (sizes.append(n), real_ftruncate(fd, n))[1])
+    jdir = tmp_path / "journal"
+    records = write_journal(jdir)
+    segs = list_segments(jdir)
+    first_size = segs[0][1].stat().st_size
+    retire_segments(jdir, segs[1][0])
+    assert sizes == list(range(first_size - 64, 0, -64)) + [0]
+    # a deletion cut short by a kill: renamed, half shrunk
+    leftover = jdir / (RETIRING_PREFIX + segs[1][1].name)
+    os.replace(segs[1][1], leftover)
+    os.truncate(leftover, 100)
+    assert read_all(jdir) == [r for r in records if r[0] >= segs[2][0]]  # not a segment to readers
+    retire_segments(jdir, segs[1][0])
+    assert not leftover.exists()
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Snapshots written by a forked child while the engine goes on: the same state, the same replay.
+"""Snapshots written by a forked child (and, in the exchange test, by the shadow engine) while
+the engine goes on: the same state, the same replay.
 
 A snapshot taken off the hot path must be byte for byte the one the engine would have written
 in place at the same sequence, although the engine keeps matching (and so writing its arena)
@@ -70,15 +71,17 @@ def test_a_failed_or_killed_writer_is_reported_and_the_next_one_runs(tmp_path: P
 
 
 @pytest.mark.slow
-def test_an_exchange_snapshotting_by_fork_recovers_from_each_snapshot_to_the_replay(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, snapshot_every=250)
-    assert cfg.journal.snapshot_writer == "fork"  # the default
+@pytest.mark.parametrize("writer", ["fork", "shadow"])
+def test_an_exchange_snapshotting_off_its_thread_recovers_from_each_snapshot_to_the_replay(
+        tmp_path: Path, writer: str) -> None:
+    cfg = make_config(tmp_path, snapshot_every=250, snapshot_writer=writer)
+    assert cfg.journal.snapshot_writer == writer
     data = cfg.data_path()
     exchange = Exchange(cfg)
     exchange.start()
     try:
         with attached(exchange, cfg) as (reader, producer):
-            # Four chunks of 300, each waited for, then its snapshot: the forked writer
+            # Four chunks of 300, each waited for, then its snapshot: either writer
             # finishes well within a chunk, so each chunk gets one.
             for first in range(1, 1201, 300):
                 pending = order_bytes(first, 300)
@@ -95,7 +98,7 @@ def test_an_exchange_snapshotting_by_fork_recovers_from_each_snapshot_to_the_rep
         exchange.stop()
     assert reader.rejections == {}
     snaps = list_snapshots(snapshot_dir(data))
-    assert len(snaps) == 3  # the newest snapshots_kept: two forked, the final one in place
+    assert len(snaps) == 3  # the newest snapshots_kept: two written beside the engine, the final one in place
     # The whole journal, replayed from empty: the reference state and per-seq event counts.
     full = MatchingEngine(read_engine_file(data))
     tail_hash_from: dict[int, object] = {}

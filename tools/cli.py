@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Callable, Sequence
 
+from ringex.engine.storage import defaults
+
 
 # Subcommands that own their options: ``ringex WORD [WORD2] ...`` hands the rest to
 # ``module.main(argv)``. (word, second word or None, module, help)
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--messages", type=int, default=1_000_000, help="messages per run")
     pipeline.add_argument("--runs", type=int, default=3, help="runs; figures are medians")
     pipeline.add_argument("--durability", default="batch", choices=["none", "batch", "interval"])
-    pipeline.add_argument("--snapshot-writer", default="fork", choices=["fork", "inline"],
+    pipeline.add_argument("--snapshot-writer", default=defaults.SNAPSHOT_WRITER, choices=list(defaults.SNAPSHOT_WRITERS),
                           help="who writes the periodic snapshots (see [journal] snapshot_writer)")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
     return parser

@@ -53,7 +53,7 @@ class JournalSection(Strict):
     segment_bytes: int = defaults.SEGMENT_BYTES
     snapshot_every: int = defaults.SNAPSHOT_EVERY  # messages between periodic snapshots
     snapshots_kept: int = defaults.SNAPSHOTS_KEPT
-    snapshot_writer: str = defaults.SNAPSHOT_WRITER  # "fork": beside the engine; "inline": on its thread
+    snapshot_writer: str = defaults.SNAPSHOT_WRITER  # "shadow", "fork" or "inline" (defaults.SNAPSHOT_WRITERS)
     # Where journal segments older than the oldest kept snapshot go, gzip-compressed (relative
     # paths are relative to the config file); unset, they are deleted.
     archive_dir: str | None = None

@@ -43,8 +43,9 @@ from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
 from ringex.engine.storage.journal_retention import RetentionWorker, record_archive_dir, retire_segments
 from ringex.engine.storage.journal_writer import JournalWriter
 from ringex.engine.storage.recovery import recover_engine
-from ringex.engine.storage.snapshot import list_snapshots, write_snapshot
+from ringex.engine.storage.snapshot import list_snapshots, prepare_spares, write_snapshot
 from ringex.engine.storage.snapshot_fork import ForkedSnapshots, SnapshotDone
+from ringex.engine.storage.snapshot_shadow import ShadowSnapshots
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
@@ -60,6 +61,8 @@ _CRASH = crash_points.ARMED
 ENGINE_FILE = "engine.json"
 OUTPUT_FILE = "output.json"
 SNAPSHOTS_COUNTER = "engine: snapshots written"
+#: How often the engine reads the shadow engine's reports (a non-blocking pipe read).
+SHADOW_POLL_S = 0.01
 
 
 class EngineStateError(RuntimeError):
@@ -166,6 +169,9 @@ class EngineAgent(Agent):
             raise ValueError(f"snapshot_writer must be one of {defaults.SNAPSHOT_WRITERS}, not {snapshot_writer!r}")
         self.snapshot_writer = snapshot_writer
         self._forked: ForkedSnapshots | None = None
+        self._shadow: ShadowSnapshots | None = None
+        self._shadow_poll_at = 0.0
+        self._shadow_failed = 0
         self.archive_dir = None if archive_dir is None else Path(archive_dir)
         self.batch_limit = batch_limit
         self._rings: list[Ring] = []
@@ -218,8 +224,17 @@ class EngineAgent(Agent):
         if base is None:
             self._write_output_base(out_ring, self.events_total)
         self._since_snapshot = 0
+        # Files for the first snapshots to recycle, written now rather than beside the
+        # journal's syncs once orders flow (snapshot.prepare_spares).
+        spares = prepare_spares(snapshot_dir(self.data_dir), {"arena": self.engine.state.arena},
+                                self._snapshot_meta(), keep=self.snapshots_kept)
+        if spares:
+            log.info("engine: wrote %d spare snapshot file(s) for the first snapshots to recycle", spares)
         if self.snapshot_writer == "fork":
             self._forked = ForkedSnapshots(snapshot_dir(self.data_dir), self.snapshots_kept)
+        elif self.snapshot_writer == "shadow":
+            self._shadow = ShadowSnapshots(self.data_dir, self.config, self.snapshot_every, self.snapshots_kept)
+            self._shadow.start()
         # Before accepting: finish a retirement a crash interrupted, here on this thread;
         # later passes run beside the engine.
         oldest = self._oldest_snapshot_seq()
@@ -255,7 +270,8 @@ class EngineAgent(Agent):
         if not k:
             if self.journal is not None and self.durability == "interval":
                 self.journal.maybe_sync()
-            if self._since_snapshot >= self.snapshot_every or self._forked is not None and self._forked.in_flight:
+            if (self._since_snapshot >= self.snapshot_every or self._shadow is not None
+                    or self._forked is not None and self._forked.in_flight):
                 self._snapshot_step()
             return 0
         regions = [r for r in (head, tail) if len(r)]
@@ -322,18 +338,26 @@ class EngineAgent(Agent):
         assert self.journal is not None
         if self._forked is not None and self._forked.in_flight:
             self._settle_forked()
+        if self._shadow is not None:
+            self._stop_shadow()
         self.journal.sync()
         path = write_snapshot(
             snapshot_dir(self.data_dir), self.next_seq, {"arena": self.engine.state.arena},
-            self._snapshot_meta(), keep=self.snapshots_kept,
+            self._snapshot_meta(), keep=self.snapshots_kept, recycle=True,
         )
         self._since_snapshot = 0
         self._snapshot_written()
         return path
 
     def _snapshot_step(self) -> None:
-        """Once per duty cycle: reap a finished snapshot child, or take a snapshot that is
-        due (forked, or in place with ``snapshot_writer = "inline"``)."""
+        """Once per duty cycle: hear from the shadow engine, reap a finished snapshot child,
+        or take a snapshot that is due (forked, or in place with ``snapshot_writer = "inline"``)."""
+        if self._shadow is not None:
+            now = time.monotonic()
+            if now >= self._shadow_poll_at:
+                self._shadow_poll_at = now + SHADOW_POLL_S
+                self._hear_from_shadow(self._shadow)
+            return
         forked = self._forked
         if forked is None:
             if self._since_snapshot >= self.snapshot_every:
@@ -391,6 +415,22 @@ class EngineAgent(Agent):
                  done.seq, done.elapsed_s, done.fork_ms)
         self._snapshot_written()
 
+    def _hear_from_shadow(self, shadow: ShadowSnapshots) -> None:
+        for seq in shadow.poll():
+            log.info("engine: snapshot at seq %d written by the shadow engine", seq)
+            self._snapshot_written()
+        if shadow.failed != self._shadow_failed:
+            if self._c_snap_fail is not None:
+                self._c_snap_fail.increment(shadow.failed - self._shadow_failed)
+            self._shadow_failed = shadow.failed
+
+    def _stop_shadow(self) -> None:
+        """Hear its last reports, then stop it: the engine writes next (the final snapshot)."""
+        assert self._shadow is not None
+        self._hear_from_shadow(self._shadow)
+        self._shadow.close()
+        self._shadow = None
+
     def _snapshot_written(self) -> None:
         """Whoever wrote it: count it, and retire the journal its oldest kept one covers."""
         if self._c_snaps is not None:
@@ -409,6 +449,8 @@ class EngineAgent(Agent):
             if self.journal is not None and getattr(self, "engine", None) is not None:
                 self.snapshot()  # the final one in place: nothing waits for the engine now
         finally:
+            if self._shadow is not None:  # (snapshot() stopped it, if it ran)
+                self._stop_shadow()
             # the retention pass must end before the journal's lock is given up
             if self._retention is not None and not self._retention.close():
                 log.warning("engine: journal retention still running at close; the next start finishes it")

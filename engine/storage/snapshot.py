@@ -20,14 +20,22 @@ One file per snapshot, ``snapshot-<seq, 20 digits>.snap``; every offset has a na
            +32  manifest length  uint64
            +40  data offset      uint64 (multiple of DATA_ALIGNMENT)
            +48  data length      uint64
-           +56  content crc      uint32, zlib.crc32 of every byte from the manifest offset
-                                 to the end of the data
+           +56  content crc      uint32, zlib.crc32 of the manifest, its padding and the
+                                 block table, in that order (version 1: of every byte from
+                                 the manifest offset to the end of the data)
            +60  header crc       uint32, zlib.crc32 of bytes 0..60
     64   manifest: UTF-8 JSON ``{"meta": ..., "arrays": [{"name", "dtype", "shape",
          "offset", "nbytes"}, ...]}``; ``dtype`` is numpy's array-protocol descriptor
          (structured dtypes included), ``offset`` is relative to the data offset
     ...  zero padding up to the data offset
-    data: each array's bytes in C order, each starting at a multiple of DATA_ALIGNMENT
+    data: each array's bytes in C order, each starting at a multiple of DATA_ALIGNMENT,
+         zeros between them
+    data offset + data length: the block table (version 2 on), one little-endian uint32
+         per BLOCK_BYTES of the data (the last block may be shorter), zlib.crc32 of that block
+
+The block table lets a reader name the damaged block, and a writer that recycles an old
+snapshot's file rewrite only the blocks that changed (``write_snapshot``'s ``recycle``,
+:mod:`~ringex.engine.storage.snapshot_blocks`).
 
 Not pickle: object dtypes are refused.  Files are written to a temporary name in the same
 directory, fsynced, renamed into place (``os.replace``), and the directory fsynced, so a
@@ -42,7 +50,6 @@ import logging
 import os
 import re
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +60,7 @@ import numpy as np
 from ringex import crash_points
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.engine.storage.snapshot_blocks import BLOCK_BYTES, DataBlocks, Piece
 from ringex.ringbuffer.liveness import pid_alive
 
 log = logging.getLogger(__name__)
@@ -60,7 +68,9 @@ _CRASH = crash_points.ARMED  # crash points compiled in, armed only by a test
 
 SNAPSHOT_MAGIC = b"RXSNAP\x00\x01"
 #: Bump whenever anything in the on-disk layout changes meaning.
-VERSION = 1
+VERSION = 2
+#: Version 1 (no block table; the content crc covers the data itself) is still read.
+READABLE_VERSIONS = (1, 2)
 SNAPSHOT_HEADER = struct.Struct("<8sIIqQQQQII")
 MAGIC_OFFSET = 0
 VERSION_OFFSET = 8
@@ -86,7 +96,10 @@ SNAPSHOT_SUFFIX = ".snap"
 TEMP_PREFIX = ".snapshot-"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d{%d})\.snap$" % SEQ_DIGITS)
 #: ``.snapshot-<seq>.snap.tmp-<pid>``: the writer's pid, so a loader removes only orphans.
-_TEMP_RE = re.compile(r"^\.snapshot-\d+\.snap\.tmp-(\d+)$")
+_TEMP_RE = re.compile(r"^\.snapshot-(?:spare-)?\d+\.snap\.tmp-(\d+)$")
+#: ``.snapshot-spare-<n>.snap``: a file kept for a recycling write to reuse (``prepare_spares``).
+SPARE_PREFIX = ".snapshot-spare-"
+_SPARE_RE = re.compile(r"^\.snapshot-spare-(\d+)\.snap$")
 _CRC_CHUNK = 16 << 20
 
 
@@ -155,82 +168,6 @@ def _json_to_descr(obj: Any) -> Any:
     return fields
 
 
-_TRICKLE_CHUNK = 8 << 20
-_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
-
-
-def _write_trickled(f, view: memoryview) -> None:
-    """Write ``view`` in chunks, each sent to the disk as the next is written and waited for
-    one chunk later, so that at most two chunks are ever dirty. Why: on ext4 (data=ordered)
-    an fdatasync of the journal commits the file system's transaction, which first flushes
-    every dirty data block of every file, a half-written snapshot's included; trickled,
-    the engine's group commit never waits for more than a chunk of it."""
-    import ctypes
-
-    try:
-        sfr = ctypes.CDLL(None, use_errno=True).sync_file_range
-        sfr.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    except (OSError, AttributeError):
-        f.write(view)
-        return
-    if len(view) <= _TRICKLE_CHUNK:
-        f.write(view)
-        return
-    f.flush()
-    fd = f.fileno()
-    base = f.tell()
-    prev = None
-    for off in range(0, len(view), _TRICKLE_CHUNK):
-        chunk = view[off:off + _TRICKLE_CHUNK]
-        f.write(chunk)
-        f.flush()
-        sfr(fd, base + off, len(chunk), _SFR_WRITE)
-        if prev is not None:
-            sfr(fd, prev[0], prev[1], _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
-        prev = (base + off, len(chunk))
-
-
-_PAGE = 4096
-# Small enough that the journal's own small write queues behind at most one of these.
-_DIRECT_CHUNK = 1 << 20
-# A gap after each write: the device is idle for the journal's own sync now and then.
-_DIRECT_GAP_S = 0.001
-
-
-def _write_direct(f, path: Path, a: np.ndarray, view: memoryview, file_offset: int) -> None:
-    """Write ``view`` (``a``'s bytes) at ``file_offset`` of ``f``: its whole pages with
-    O_DIRECT, the rest through ``f``; leaves ``f`` positioned after it.
-
-    Why: a snapshot written through the page cache leaves hundreds of MB dirty, and on ext4
-    (data=ordered) the engine's journal fdatasync then waits for all of it; the kernel's
-    writeback of it is also slower here than direct I/O (282 MB/s against 1.4 GB/s with
-    dd). Direct writes leave nothing dirty and copy nothing. Where O_DIRECT is refused (a
-    file system without it, an unaligned array), the writes are trickled instead
-    (:func:`_write_trickled`), never left all dirty at once."""
-    f.flush()
-    whole = len(view) // _PAGE * _PAGE
-    if not whole or a.ctypes.data % _PAGE or file_offset % _PAGE:
-        _write_trickled(f, view)
-        return
-    try:
-        dfd = os.open(path, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
-    except OSError:
-        _write_trickled(f, view)
-        return
-    done = 0
-    try:
-        while done < whole:
-            done += os.pwrite(dfd, view[done:min(whole, done + _DIRECT_CHUNK)], file_offset + done)
-            if _DIRECT_GAP_S:
-                time.sleep(_DIRECT_GAP_S)
-    except OSError:
-        done = done // _PAGE * _PAGE  # refused midway (EINVAL): the rest through the cache
-    finally:
-        os.close(dfd)
-    f.seek(file_offset + done)
-    _write_trickled(f, view[done:])
-
-
 def _byte_view(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
 
@@ -238,27 +175,25 @@ def _byte_view(a: np.ndarray) -> memoryview:
 # --- writing -----------------------------------------------------------------------------
 
 
-def write_snapshot(
-    directory: Path | str,
-    seq: int,
-    arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any] | None = None,
-    *,
-    keep: int = defaults.SNAPSHOTS_KEPT,
-    direct: bool = False,
-) -> Path:
-    """Write a snapshot of ``arrays`` and ``meta`` covering the input messages before
-    ``seq``; atomically (temp file, fsync, rename, directory fsync).  Afterwards only the
-    newest ``keep`` snapshots are kept (``keep <= 0``: keep all).  Returns the file's path.
+@dataclass
+class _Layout:
+    """A snapshot's bytes as they will be on disk, except the data (``data`` writes it)."""
 
-    ``direct``: write the arrays' pages with O_DIRECT, past the page cache (see
-    :func:`_write_direct`); the bytes in the file are the same either way."""
-    if seq < 0:
-        raise ValueError(f"bad seq {seq}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    seq: int
+    head: bytes  # the manifest and its padding, at HEADER_LENGTH
+    data_offset: int
+    data: DataBlocks
+    table: np.ndarray  # little-endian uint32 per block
+    header: bytes
+
+    @property
+    def size(self) -> int:
+        return self.data_offset + self.data.length + self.table.nbytes
+
+
+def _lay_out(seq: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> _Layout:
     entries = []
-    prepared: list[np.ndarray] = []
+    pieces: list[Piece] = []
     offset = 0
     for name, array in arrays.items():
         if not isinstance(name, str):
@@ -275,52 +210,78 @@ def write_snapshot(
             "offset": offset,
             "nbytes": a.nbytes,
         })
-        prepared.append(a)
+        if a.nbytes:
+            pieces.append(Piece(offset, _byte_view(a), a.ctypes.data))
         offset = _align(offset + a.nbytes)
-    data_length = offset
+    data = DataBlocks(pieces, offset)
     manifest = json.dumps(
         {"meta": dict(meta or {}), "arrays": entries}, sort_keys=True, separators=(",", ":"),
         allow_nan=False,
     ).encode()
-    manifest_offset = HEADER_LENGTH
-    data_offset = _align(manifest_offset + len(manifest))
-    pad = bytes(data_offset - manifest_offset - len(manifest))
+    data_offset = _align(HEADER_LENGTH + len(manifest))
+    head = manifest + bytes(data_offset - HEADER_LENGTH - len(manifest))
+    table = data.checksums()
+    content_crc = zlib.crc32(table.tobytes(), zlib.crc32(head))
+    header = _HEADER_BODY.pack(
+        SNAPSHOT_MAGIC, VERSION, HEADER_LENGTH, seq, HEADER_LENGTH, len(manifest),
+        data_offset, data.length, content_crc,
+    )
+    return _Layout(seq, head, data_offset, data, table, header + _CRC.pack(zlib.crc32(header)))
 
+
+def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direct: bool) -> None:
+    """Write ``layout`` into ``path`` and fsync it: a new file whole, or (``old_table``) an
+    old snapshot's file, only where its blocks differ."""
+    fresh = old_table is None
+    blocks = np.arange(layout.data.count) if fresh else np.flatnonzero(layout.table != old_table)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+    try:
+        _pwrite_all(fd, bytes(HEADER_LENGTH), 0)  # no valid header until the last write
+        if fresh:
+            _preallocate(fd, layout.size)
+        os.ftruncate(fd, layout.size)
+        _pwrite_all(fd, layout.head, HEADER_LENGTH)
+        layout.data.write(fd, str(path), layout.data_offset, blocks, direct)
+        _pwrite_all(fd, layout.table.tobytes(), layout.data_offset + layout.data.length)
+        _pwrite_all(fd, layout.header, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(
+    directory: Path | str,
+    seq: int,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    keep: int = defaults.SNAPSHOTS_KEPT,
+    direct: bool = False,
+    recycle: bool = False,
+) -> Path:
+    """Write a snapshot of ``arrays`` and ``meta`` covering the input messages before
+    ``seq``; atomically (temporary name, fsync, rename, directory fsync).  Afterwards only
+    the newest ``keep`` snapshots are kept (``keep <= 0``: keep all).  Returns the file's path.
+
+    ``direct``: write the data with O_DIRECT, past the page cache
+    (:mod:`~ringex.engine.storage.snapshot_blocks`).  ``recycle``: reuse a file rather than
+    create one: the oldest snapshot (the one this write would prune) when ``keep`` exist
+    already, else a spare (:func:`prepare_spares`); it is renamed to the temporary name and
+    only its blocks whose checksum differs from the new data's are rewritten.  The file's
+    bytes are the same whichever way it was written; a recycled file whose old bytes did not
+    match its own table fails its checks when read, so it is never loaded wrong."""
+    if seq < 0:
+        raise ValueError(f"bad seq {seq}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    layout = _lay_out(seq, arrays, meta)
     final = directory / snapshot_name(seq)
     tmp = directory / f"{TEMP_PREFIX}{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
-    crc = zlib.crc32(manifest)
-    crc = zlib.crc32(pad, crc)
+    old = _recyclable(directory, seq, keep, layout) if recycle else None
+    if old is not None:
+        os.replace(old[0], tmp)
     try:
-        with open(tmp, "wb") as f:
-            f.write(bytes(HEADER_LENGTH))  # filled in last
-            f.write(manifest)
-            f.write(pad)
-            pos = 0
-            for entry, a in zip(entries, prepared):
-                gap = entry["offset"] - pos
-                if gap:
-                    zeros = bytes(gap)
-                    f.write(zeros)
-                    crc = zlib.crc32(zeros, crc)
-                view = _byte_view(a)
-                if direct:
-                    _write_direct(f, tmp, a, view, data_offset + entry["offset"])
-                else:
-                    f.write(view)
-                crc = zlib.crc32(view, crc)
-                pos = entry["offset"] + a.nbytes
-            tail = bytes(data_length - pos)
-            if tail:
-                f.write(tail)
-                crc = zlib.crc32(tail, crc)
-            body = _HEADER_BODY.pack(
-                SNAPSHOT_MAGIC, VERSION, HEADER_LENGTH, seq, manifest_offset, len(manifest),
-                data_offset, data_length, crc,
-            )
-            f.seek(0)
-            f.write(body + _CRC.pack(zlib.crc32(body)))
-            f.flush()
-            os.fsync(f.fileno())
+        _write_file(tmp, layout, None if old is None else old[1], direct)
         if _CRASH:
             crash_points.hit("snapshot.before_rename")
         os.replace(tmp, final)
@@ -336,6 +297,107 @@ def write_snapshot(
     if keep > 0:
         prune_snapshots(directory, keep)
     return final
+
+
+def prepare_spares(directory: Path | str, arrays: Mapping[str, np.ndarray],
+                   meta: Mapping[str, Any] | None = None, *, keep: int = defaults.SNAPSHOTS_KEPT) -> int:
+    """Make sure ``keep`` files exist for recycling writes to reuse: while fewer snapshots
+    exist, write spares (``.snapshot-spare-<n>.snap``, snapshots of ``arrays`` that recovery
+    never reads) to make up the number; returns how many were written.
+
+    Why: a new file costs the file system its blocks' allocation, and on ext4 the journal's
+    fdatasync beside it waited 20-25 ms for that (docs/benchmarks.md). The engine calls this
+    at start-up, before it accepts orders, so that the first snapshots of a new data
+    directory recycle spares like every later one recycles the oldest snapshot."""
+    directory = Path(directory)
+    if keep < 2:
+        return 0  # nothing is recycled with keep 1 (see _recyclable)
+    directory.mkdir(parents=True, exist_ok=True)
+    spares = _list_spares(directory)
+    have = len(list_snapshots(directory)) + len(spares)
+    if have >= keep:
+        return 0
+    layout = _lay_out(0, arrays, meta)
+    used = {n for n, _ in spares}
+    made = 0
+    n = 0
+    while have + made < keep:
+        while n in used:
+            n += 1
+        tmp = directory / f"{SPARE_PREFIX}{n}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
+        try:
+            _write_file(tmp, layout, None, direct=True)
+            os.replace(tmp, directory / f"{SPARE_PREFIX}{n}{SNAPSHOT_SUFFIX}")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        used.add(n)
+        made += 1
+    fsync_directory(directory)
+    return made
+
+
+def _list_spares(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.is_dir():
+        return []
+    out = []
+    for entry in os.scandir(directory):
+        m = _SPARE_RE.match(entry.name)
+        if m and entry.is_file():
+            out.append((int(m.group(1)), Path(entry.path)))
+    return sorted(out)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Allocate a new file's blocks in one call rather than one direct write at a time."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (OSError, AttributeError):
+        pass  # a file system without it: allocated as written
+
+
+def _pwrite_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
+def _recyclable(directory: Path, seq: int, keep: int, layout: _Layout) -> tuple[Path, np.ndarray] | None:
+    """The file this write may reuse and its block table: the oldest snapshot when ``keep``
+    exist, else a spare; only when its layout is the new one's and its header, manifest and
+    table pass their checks.  None otherwise."""
+    snaps = list_snapshots(directory)
+    if keep < 2 or any(s == seq for s, _ in snaps):
+        return None  # (keep 1: the one snapshot must stay whole while the next is written)
+    if len(snaps) >= keep:
+        path = snaps[0][1]
+    else:
+        spares = _list_spares(directory)
+        if not spares:
+            return None
+        path = spares[0][1]
+    data_offset, data_length = layout.data_offset, layout.data.length
+    try:
+        with open(path, "rb", buffering=0) as f:
+            raw = f.read(data_offset)
+            if len(raw) < data_offset:
+                return None
+            (magic, version, hlen, _seq, m_off, _m_len, d_off, d_len, content_crc, header_crc) = (
+                SNAPSHOT_HEADER.unpack_from(raw, 0)
+            )
+            if (magic != SNAPSHOT_MAGIC or zlib.crc32(raw[:HEADER_CRC_SPAN]) != header_crc
+                    or version != VERSION or hlen != HEADER_LENGTH or m_off != HEADER_LENGTH
+                    or d_off != data_offset or d_len != data_length):
+                return None
+            count = layout.data.count
+            f.seek(data_offset + data_length)
+            table = f.read(4 * count + 1)
+    except OSError:
+        return None
+    if len(table) != 4 * count or zlib.crc32(table, zlib.crc32(raw[HEADER_LENGTH:])) != content_crc:
+        return None
+    return path, np.frombuffer(table, dtype="<u4")
 
 
 def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) -> list[Path]:
@@ -381,19 +443,34 @@ def read_snapshot(path: Path | str) -> Snapshot:
             path, HEADER_CRC_OFFSET,
             f"header checksum mismatch (stored {header_crc:#010x}, computed {actual:#010x})",
         )
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise SnapshotCorruptError(path, VERSION_OFFSET, f"unsupported snapshot version {version}")
     if hlen != HEADER_LENGTH or m_off != HEADER_LENGTH or d_off < m_off + m_len:
         raise SnapshotCorruptError(path, HEADER_LENGTH_OFFSET, "inconsistent header lengths")
     end = d_off + d_len
-    if size != end:
+    expected = end if version == 1 else end + 4 * -(-d_len // BLOCK_BYTES)
+    if size != expected:
         raise SnapshotCorruptError(
-            path, min(size, end),
-            f"file is {size} bytes, header says {end}" + (" (truncated)" if size < end else ""),
+            path, min(size, expected),
+            f"file is {size} bytes, header says {expected}" + (" (truncated)" if size < expected else ""),
         )
-    crc = 0
-    for start in range(m_off, end, _CRC_CHUNK):
-        crc = zlib.crc32(raw[start:min(end, start + _CRC_CHUNK)], crc)
+    if version == 1:
+        crc = 0
+        for start in range(m_off, end, _CRC_CHUNK):
+            crc = zlib.crc32(raw[start:min(end, start + _CRC_CHUNK)], crc)
+    else:
+        table = buf[end:size].view("<u4")
+        for b in range(len(table)):
+            start = d_off + b * BLOCK_BYTES
+            stop = min(end, start + BLOCK_BYTES)
+            got_crc = zlib.crc32(raw[start:stop])
+            if got_crc != table[b]:
+                raise SnapshotCorruptError(
+                    path, start,
+                    f"data block {b} (bytes {start}..{stop}) checksum mismatch "
+                    f"(stored {int(table[b]):#010x}, computed {got_crc:#010x})",
+                )
+        crc = zlib.crc32(raw[end:size], zlib.crc32(raw[m_off:d_off]))
     if crc != content_crc:
         raise SnapshotCorruptError(
             path, m_off,

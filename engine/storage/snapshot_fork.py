@@ -13,8 +13,10 @@ mid-snapshot takes its writer with it, so no orphan renames a file under a resta
 engine), sync the journal (the snapshot must never be ahead of a durable journal: the fd
 is the engine's current segment, inherited; earlier segments were synced when they were
 rolled), write the snapshot with :func:`~ringex.engine.storage.snapshot.write_snapshot`
-(temporary file, the arena's pages with O_DIRECT so that nothing is left dirty for the
-journal's fdatasync to wait on, fsync, rename, directory fsync, prune), then ``os._exit``: no ``atexit``,
+(the oldest kept snapshot's file recycled where ``snapshots_kept`` exist already, so that
+only the blocks that changed since it are written; the arena's pages with O_DIRECT so that
+nothing is left dirty for the journal's fdatasync to wait on; fsync, rename, directory
+fsync, prune), then ``os._exit``: no ``atexit``,
 no finalizer, no flush of anything the engine owns. Only this thread survives a fork, so
 the child touches no lock another thread of the engine might hold (it does not log).
 
@@ -25,9 +27,9 @@ snapshot is complete. Recovery is unchanged: newest valid snapshot plus the jour
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
+import signal
 import sys
 import time
 import traceback
@@ -39,13 +41,11 @@ import numpy as np
 
 from ringex import crash_points
 from ringex.engine.storage import defaults
+from ringex.engine.storage.background import die_with_parent, yield_to_the_engine
 from ringex.engine.storage.fsync import fdatasync
 from ringex.engine.storage.snapshot import write_snapshot
 
 _CRASH = crash_points.ARMED
-_PR_SET_PDEATHSIG = 1
-_SIGKILL = 9
-_SYS_IOPRIO_SET = 251  # x86-64 (the platform ringex supports: ringbuffer/platform.py)
 
 
 @dataclass(frozen=True)
@@ -57,29 +57,6 @@ class SnapshotDone:
     detail: str
     fork_ms: float  # how long the engine's thread stood still for it
     elapsed_s: float  # from the fork to the child's exit
-
-
-def _yield_to_the_engine() -> None:
-    """Lowest CPU priority, idle I/O class: on a small host the writer takes only what the
-    engine leaves (a slower snapshot is harmless, a slower fdatasync of the journal is not)."""
-    try:
-        os.nice(19)
-    except OSError:
-        pass
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        # ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, IOPRIO_CLASS_IDLE << 13)
-        libc.syscall(_SYS_IOPRIO_SET, 1, 0, 3 << 13)
-    except (OSError, AttributeError):
-        pass
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: an orphan finishes its file, harmlessly
-        pass
 
 
 class ForkedSnapshots:
@@ -118,11 +95,12 @@ class ForkedSnapshots:
         code = 1
         try:
             gc.disable()  # collect nothing the parent owns (a finalizer could unlink a ring)
-            _die_with_parent()
-            _yield_to_the_engine()
+            die_with_parent()
+            yield_to_the_engine()
             if journal_fd >= 0:
                 fdatasync(journal_fd)
-            write_snapshot(self.directory, seq, {"arena": arena}, meta, keep=self.keep, direct=True)
+            write_snapshot(self.directory, seq, {"arena": arena}, meta, keep=self.keep, direct=True,
+                           recycle=True)
             code = 0
         except BaseException:
             try:
@@ -158,7 +136,7 @@ class ForkedSnapshots:
         """Stop a running child (its temporary file is removed at the next start)."""
         if self._pid:
             try:
-                os.kill(self._pid, _SIGKILL)
+                os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _pid, status = os.waitpid(self._pid, 0)
