@@ -166,3 +166,33 @@ def test_version_1_files_still_load(tmp_path: Path) -> None:
     path.write_bytes(head + struct.pack("<I", zlib.crc32(head)) + body)
     snap = read_snapshot(path)
     assert snap.seq == 77 and snap.meta == {"v": 1} and np.array_equal(snap.arrays["x"], data)
+
+
+def test_spares_make_up_keep_and_the_first_snapshots_recycle_them(tmp_path: Path, monkeypatch) -> None:
+    a = arena()
+    assert sn.prepare_spares(tmp_path, {"arena": a}, {"spare": True}, keep=3) == 3
+    assert sn.prepare_spares(tmp_path, {"arena": a}, {"spare": True}, keep=3) == 0
+    spares = sorted(p.name for p in tmp_path.iterdir())
+    assert spares == [f".snapshot-spare-{n}.snap" for n in range(3)]
+    assert list_snapshots(tmp_path) == [] and load_latest_snapshot(tmp_path) is None  # never recovered from
+    inode = (tmp_path / spares[0]).stat().st_ino
+    a[4 * BLOCK // 8] += 1
+    seen = blocks_written(monkeypatch)
+    path = write_snapshot(tmp_path, 7, {"arena": a}, {"spare": True}, keep=3, recycle=True)
+    assert seen == [[4]] and path.stat().st_ino == inode
+    assert np.array_equal(read_snapshot(path).arrays["arena"], a)
+    # two spares and one snapshot make three: nothing more to prepare
+    assert sn.prepare_spares(tmp_path, {"arena": a}, {}, keep=3) == 0
+
+
+def test_a_spare_of_another_layout_is_replaced(tmp_path: Path) -> None:
+    sn.prepare_spares(tmp_path, {"arena": arena(words=1000)}, {}, keep=2)
+    bigger = arena()
+    assert sn.prepare_spares(tmp_path, {"arena": bigger}, {}, keep=2) == 2
+    for p in tmp_path.iterdir():
+        assert p.stat().st_size > bigger.nbytes
+
+
+def test_no_spares_with_keep_1(tmp_path: Path) -> None:
+    assert sn.prepare_spares(tmp_path, {"arena": arena(words=1000)}, {}, keep=1) == 0
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []

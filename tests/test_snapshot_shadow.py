@@ -188,3 +188,20 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_shadow_that_cannot_be_started_is_counted_and_tried_again(tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+
+    from ringex.engine.storage import snapshot_shadow
+
+    def no_process(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.setattr(snapshot_shadow, "RESTART_DELAY_S", 0.0)
+    shadow = ShadowSnapshots(tmp_path / "data", make_config(tmp_path).engine, snapshot_every=10)
+    shadow.start()
+    assert not shadow.running and shadow.failed == 1
+    assert shadow.poll() == [] and shadow.failed == 2  # tried again, failed again
+    shadow.close()

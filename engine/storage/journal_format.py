@@ -212,7 +212,9 @@ def named_first_seq(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _list(directory: Path | str, pattern: re.Pattern) -> list[tuple[int, Path]]:
+def list_numbered(directory: Path | str, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    """The files in ``directory`` whose names ``pattern`` matches, as ``(int(group 1), path)``,
+    in order (journal segments, archived segments, snapshots)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -227,12 +229,12 @@ def _list(directory: Path | str, pattern: re.Pattern) -> list[tuple[int, Path]]:
 
 def list_segments(directory: Path | str) -> list[tuple[int, Path]]:
     """The segment files of a journal as ``(first seq from the name, path)``, in order."""
-    return _list(directory, _SEGMENT_RE)
+    return list_numbered(directory, _SEGMENT_RE)
 
 
 def list_archived(archive_dir: Path | str) -> list[tuple[int, Path]]:
     """The archived segments in an archive directory as ``(first seq, path)``, in order."""
-    return _list(archive_dir, _ARCHIVED_RE)
+    return list_numbered(archive_dir, _ARCHIVED_RE)
 
 
 # --- headers -----------------------------------------------------------------------------

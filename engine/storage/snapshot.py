@@ -60,6 +60,7 @@ import numpy as np
 from ringex import crash_points
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.engine.storage.journal_format import list_numbered
 from ringex.engine.storage.snapshot_blocks import BLOCK_BYTES, DataBlocks, Piece
 from ringex.ringbuffer.liveness import pid_alive
 
@@ -134,16 +135,7 @@ def snapshot_name(seq: int) -> str:
 
 def list_snapshots(directory: Path | str) -> list[tuple[int, Path]]:
     """The snapshot files in ``directory`` as ``(seq, path)``, oldest first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    out = []
-    for entry in os.scandir(directory):
-        m = _SNAPSHOT_RE.match(entry.name)
-        if m and entry.is_file():
-            out.append((int(m.group(1)), Path(entry.path)))
-    out.sort()
-    return out
+    return list_numbered(directory, _SNAPSHOT_RE)
 
 
 def _align(n: int) -> int:
@@ -313,11 +305,16 @@ def prepare_spares(directory: Path | str, arrays: Mapping[str, np.ndarray],
     if keep < 2:
         return 0  # nothing is recycled with keep 1 (see _recyclable)
     directory.mkdir(parents=True, exist_ok=True)
-    spares = _list_spares(directory)
+    layout = _lay_out(0, arrays, meta)
+    spares = []
+    for n, path in _list_spares(directory):
+        if _old_table(path, layout) is None:  # another configuration's, or damaged
+            path.unlink(missing_ok=True)
+        else:
+            spares.append((n, path))
     have = len(list_snapshots(directory)) + len(spares)
     if have >= keep:
         return 0
-    layout = _lay_out(0, arrays, meta)
     used = {n for n, _ in spares}
     made = 0
     n = 0
@@ -338,14 +335,7 @@ def prepare_spares(directory: Path | str, arrays: Mapping[str, np.ndarray],
 
 
 def _list_spares(directory: Path) -> list[tuple[int, Path]]:
-    if not directory.is_dir():
-        return []
-    out = []
-    for entry in os.scandir(directory):
-        m = _SPARE_RE.match(entry.name)
-        if m and entry.is_file():
-            out.append((int(m.group(1)), Path(entry.path)))
-    return sorted(out)
+    return list_numbered(directory, _SPARE_RE)
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -365,8 +355,7 @@ def _pwrite_all(fd: int, data: bytes, at: int) -> None:
 
 def _recyclable(directory: Path, seq: int, keep: int, layout: _Layout) -> tuple[Path, np.ndarray] | None:
     """The file this write may reuse and its block table: the oldest snapshot when ``keep``
-    exist, else a spare; only when its layout is the new one's and its header, manifest and
-    table pass their checks.  None otherwise."""
+    exist, else a spare; None when there is none or it does not fit (:func:`_old_table`)."""
     snaps = list_snapshots(directory)
     if keep < 2 or any(s == seq for s, _ in snaps):
         return None  # (keep 1: the one snapshot must stay whole while the next is written)
@@ -377,6 +366,13 @@ def _recyclable(directory: Path, seq: int, keep: int, layout: _Layout) -> tuple[
         if not spares:
             return None
         path = spares[0][1]
+    table = _old_table(path, layout)
+    return None if table is None else (path, table)
+
+
+def _old_table(path: Path, layout: _Layout) -> np.ndarray | None:
+    """``path``'s block table, if its data section lies where ``layout``'s does and its
+    header, manifest and table pass their checks; else None."""
     data_offset, data_length = layout.data_offset, layout.data.length
     try:
         with open(path, "rb", buffering=0) as f:
@@ -397,7 +393,7 @@ def _recyclable(directory: Path, seq: int, keep: int, layout: _Layout) -> tuple[
         return None
     if len(table) != 4 * count or zlib.crc32(table, zlib.crc32(raw[HEADER_LENGTH:])) != content_crc:
         return None
-    return path, np.frombuffer(table, dtype="<u4")
+    return np.frombuffer(table, dtype="<u4")
 
 
 def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) -> list[Path]:

@@ -87,10 +87,17 @@ class ShadowSnapshots:
             "snapshot_every": self.snapshot_every, "keep": self.keep, "parent": os.getpid(),
             "log_level": logging.getLogger().getEffectiveLevel(),
         }
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, json.dumps(spec)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, json.dumps(spec)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True,
+            )
+        except OSError as exc:  # no memory or process slot: the journal still holds everything
+            self.failed += 1
+            self._restart_at = time.monotonic() + RESTART_DELAY_S
+            log.error("engine: cannot start the snapshot shadow (%s); trying again in %.0f s",
+                      exc, RESTART_DELAY_S)
+            return
         assert self._proc.stdout is not None
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._pending = b""
