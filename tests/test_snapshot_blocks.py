@@ -38,9 +38,9 @@ def blocks_written(monkeypatch) -> list[list[int]]:
     seen: list[list[int]] = []
     real = snapshot_blocks.DataBlocks.write
 
-    def spy(self, fd, path, file_offset, blocks, direct):
+    def spy(self, fd, path, file_offset, blocks, direct, paced=True):
         seen.append(blocks.tolist())
-        return real(self, fd, path, file_offset, blocks, direct)
+        return real(self, fd, path, file_offset, blocks, direct, paced)
 
     monkeypatch.setattr(snapshot_blocks.DataBlocks, "write", spy)
     return seen

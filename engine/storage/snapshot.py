@@ -221,7 +221,8 @@ def _lay_out(seq: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     return _Layout(seq, head, data_offset, data, table, header + _CRC.pack(zlib.crc32(header)))
 
 
-def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direct: bool) -> None:
+def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direct: bool,
+                paced: bool = True) -> None:
     """Write ``layout`` into ``path`` and fsync it: a new file whole, or (``old_table``) an
     old snapshot's file, only where its blocks differ."""
     fresh = old_table is None
@@ -233,7 +234,7 @@ def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direc
             _preallocate(fd, layout.size)
         os.ftruncate(fd, layout.size)
         _pwrite_all(fd, layout.head, HEADER_LENGTH)
-        layout.data.write(fd, str(path), layout.data_offset, blocks, direct)
+        layout.data.write(fd, str(path), layout.data_offset, blocks, direct, paced)
         _pwrite_all(fd, layout.table.tobytes(), layout.data_offset + layout.data.length)
         _pwrite_all(fd, layout.header, 0)
         os.fsync(fd)
@@ -323,7 +324,7 @@ def prepare_spares(directory: Path | str, arrays: Mapping[str, np.ndarray],
             n += 1
         tmp = directory / f"{SPARE_PREFIX}{n}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
         try:
-            _write_file(tmp, layout, None, direct=True)
+            _write_file(tmp, layout, None, direct=True, paced=False)  # nothing trades yet
             os.replace(tmp, directory / f"{SPARE_PREFIX}{n}{SNAPSHOT_SUFFIX}")
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -101,17 +101,19 @@ class DataBlocks:
             out[b] = crc
         return out
 
-    def write(self, fd: int, path: str, file_offset: int, blocks: np.ndarray, direct: bool) -> int:
+    def write(self, fd: int, path: str, file_offset: int, blocks: np.ndarray, direct: bool,
+              paced: bool = True) -> int:
         """Write the given blocks (ascending indices) at ``file_offset`` of the file ``fd``
         (open for writing, ``path`` its name for a second, O_DIRECT descriptor); returns the
-        bytes written."""
+        bytes written. ``paced``: direct writes at most ``DIRECT_RATE`` (off where no
+        journal is being written beside it, at start-up)."""
         dfd = -1
         if direct and hasattr(os, "O_DIRECT"):
             try:
                 dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
             except OSError:
                 dfd = -1
-        out = _Writer(fd, dfd)
+        out = _Writer(fd, dfd, paced)
         try:
             for start, end in _runs(blocks, self.length):
                 for at, view, n, address in self._spans(start, end):
@@ -144,8 +146,8 @@ class _Writer:
     """Positional writes: whole pages through ``dfd`` (O_DIRECT) when there is one and
     memory and file are page-aligned, everything else through ``fd``, trickled."""
 
-    def __init__(self, fd: int, dfd: int) -> None:
-        self.fd, self.dfd = fd, dfd
+    def __init__(self, fd: int, dfd: int, paced: bool = True) -> None:
+        self.fd, self.dfd, self.paced = fd, dfd, paced
         self.written = 0
         self._dirty_from = -1  # start of the page-cache range not yet sent to the disk
         self._dirty_to = -1
@@ -171,7 +173,8 @@ class _Writer:
                     k = min(whole - done, DIRECT_CHUNK)
                     wrote = os.pwrite(self.dfd, view[done:done + k], at + done)
                     done += wrote
-                    self._pace(wrote)
+                    if self.paced:
+                        self._pace(wrote)
             except OSError:  # refused midway (EINVAL): the rest through the cache
                 done = done // PAGE * PAGE
                 os.close(self.dfd)
