@@ -171,6 +171,7 @@ class OutputReader:
     hash: object = field(default_factory=stream_hash)
     acked: dict = field(default_factory=dict)  # clOrdId -> template name
     rejections: dict = field(default_factory=dict)  # clOrdId -> the engine's reason for a NewOrder
+    refused_admin: list = field(default_factory=list)  # (refTemplateId, reason) from the reject ring
     trades: Counter = field(default_factory=Counter)  # instrument -> trades
     rejected_not_accepting: list = field(default_factory=list)
     events: int = 0
@@ -214,6 +215,9 @@ class OutputReader:
         for region in (head, tail):
             for row in region:
                 d = m.SCHEMA.decode(bytes(row))
+                if d.name == "AdminResult":  # an admin message refused on a gateway's ring
+                    self.refused_admin.append((d["refTemplateId"], d["reason"]))
+                    continue
                 self.rejected_not_accepting.append((d.name, d["clOrdId"], d["reason"]))
                 if d.name == "OrderRejected":
                     self.answers[d["clOrdId"]] += 1

@@ -396,3 +396,33 @@ def test_exactly_once_checks_name_what_is_wrong() -> None:
     # a message's events again after others: a repeat even where each event may repeat its seq
     with pytest.raises(AssertionError, match="expected 4 at position 3, got 2"):
         assert_sequence_continuous([1, 1, 2, 3, 2, 3], per_event=True)
+
+
+def test_a_deposit_written_to_a_gateway_ring_is_refused_and_counted(tmp_path) -> None:
+    """Issue 13, defect 8, through a running exchange: whatever writes a gateway ring cannot
+    deposit money; the admin ring (the launcher's) still can."""
+    from pipeline_kit import attached, journaled, make_config, order_bytes, pump
+    from ringex.engine.pipeline.sequencer import ADMIN_REFUSED_COUNTER
+    from ringex.ringbuffer.counters import CountersReader
+    from ringex.tools.launcher import Exchange
+
+    cfg = make_config(tmp_path)
+    exchange = Exchange(cfg)
+    exchange.start()
+    try:
+        counters = CountersReader(exchange._children[0].runner.counters_name or "")
+        with attached(exchange, cfg) as (reader, producer):
+            assert producer.offer(m.Funds.encode(account=1, asset=0, amount=10**12,
+                                                 action=m.FundsAction.Deposit))
+            assert producer.offer(order_bytes(1, 1)[0])  # an order behind it still trades
+            pump(exchange, reader, lambda: 1 in reader.acked, timeout=60)
+            pump(exchange, reader, lambda: counters.value(ADMIN_REFUSED_COUNTER) == 1, timeout=30)
+            pump(exchange, reader, lambda: bool(reader.refused_admin), timeout=30)
+            assert reader.refused_admin == [(m.Funds.template_id, int(m.RejectReason.AdminNotPermitted))]
+        counters.close()
+    finally:
+        exchange.stop()
+    from ringex.tools.launcher import admin_messages
+
+    configured = sum(1 for msg in admin_messages(cfg) if m.SCHEMA.decode(msg).name == "Funds")
+    assert sum(1 for _s, name, _c in journaled(cfg.data_path()) if name == "Funds") == configured

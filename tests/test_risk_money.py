@@ -449,3 +449,42 @@ def test_a_spot_buy_may_not_spend_collateral_a_perpetual_needs():
     assert ex.buy(1, 1, 100, instrument=2) == ["Rejected InsufficientFunds"]
     assert (ex.bal(1), ex.bal(1, 1), ex.risk(1)["free"]) == (1100, 1, 0)
     ex.assert_conserved()
+
+
+# -- issue 13, defect 4: a notionalDivisor change never re-prices what is open -----------------
+
+
+def test_a_divisor_change_is_refused_while_orders_work_on_the_instrument():
+    """The reproduction: a resting buy held 100 for a notional the new divisor would make
+    1,000; its fill would have left the buyer at -900."""
+    ex = spot(taker=0, maker=0)
+    assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
+    ex.deposit(1, 100)
+    ex.deposit(2, 10, asset=1)
+    assert ex.buy(1, 10, 100) == ["Accepted 1", "BookAdd 1 Buy 10@100"]
+    assert ex.held(1) == 100
+    assert ex.limits(1, notionalDivisor=1) == ["Admin InstrumentInUse"]
+    assert ex.limits(1, notionalDivisor=10, priceBandPpm=100_000) == ["Admin None"]  # same divisor: fine
+    ex.sell(2, 10, 100)
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (0, 0, 10)  # paid exactly its hold
+    ex.assert_conserved()
+    assert ex.limits(1, notionalDivisor=1) == ["Admin None"]  # nothing open now
+
+
+def test_a_divisor_change_is_refused_while_positions_are_open():
+    """Perpetual, 10 -> 1 with a position open would have given one side +900 and the
+    other -880, the insurance fund absorbing the difference."""
+    ex = Risk(accounts=(1, 2))
+    ex.perp(1)
+    assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
+    ex.deposit(1, 1_000_000)
+    ex.deposit(2, 1_000_000)
+    ex.sell(2, 10, 100)
+    ex.buy(1, 10, 100)
+    assert (ex.pos(1)[0], ex.pos(2)[0]) == (10, -10)
+    assert ex.limits(1, notionalDivisor=1) == ["Admin InstrumentInUse"]
+    ex.sell(1, 10, 100)
+    ex.buy(2, 10, 100)
+    assert (ex.pos(1)[0], ex.pos(2)[0]) == (0, 0)
+    assert ex.limits(1, notionalDivisor=1) == ["Admin None"]
+    ex.assert_conserved()

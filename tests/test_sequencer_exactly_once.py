@@ -42,8 +42,13 @@ def trading_status(n: int) -> bytes:
     return m.TradingStatusUpdate.encode(instrument=n, status=m.TradingStatus.Halted)
 
 
+def funds(account: int) -> bytes:
+    return m.Funds.encode(account=account, asset=0, amount=10**9, action=m.FundsAction.Deposit)
+
+
 class Venue:
-    """Two inbound rings, the engine and reject rings, a control block."""
+    """Two inbound rings (the first is the admin ring), the engine and reject rings, a
+    control block."""
 
     def __init__(self) -> None:
         tag = f"rxseq{os.getpid()}n{next(_n)}"
@@ -58,7 +63,7 @@ class Venue:
 
     def sequencer(self) -> SequencerAgent:
         agent = SequencerAgent(self.names, self.engine.name, self.reject.name, self.control.name,
-                               batch_limit=16, clock=lambda: 1_000)
+                               batch_limit=16, clock=lambda: 1_000, admin_ring=self.names[0])
         agent.on_start()
         self.agents.append(agent)
         return agent
@@ -211,3 +216,46 @@ def test_provenance_of_a_fresh_ring_is_none(venue) -> None:
     with pytest.raises(ValueError, match="provenance for 3 slots, 0 claimed"):
         p.note_provenance(3, 1, 41)
     p.close()
+
+
+# --- admin messages only from the admin ring (issue 13, defect 8) ----------------------------
+
+
+@pytest.mark.parametrize("accepting", [True, False])
+def test_an_admin_message_on_a_gateway_ring_is_refused_not_sequenced(venue, accepting) -> None:
+    if not accepting:
+        venue.control.refuse(1)
+    venue.offer(1, [new_order(1), funds(5), new_order(2), trading_status(3), new_order(3)])
+    run_until_idle(venue.sequencer())
+    refused = [x for x in venue.messages(venue.reject) if x.template_id == m.AdminResult.template_id]
+    assert [(x.fields["refTemplateId"], x.fields["reason"], x.fields["seq"]) for x in refused] == [
+        (m.Funds.template_id, int(m.RejectReason.AdminNotPermitted), 0),
+        (m.TradingStatusUpdate.template_id, int(m.RejectReason.AdminNotPermitted), 0),
+    ]
+    assert refused[0].fields["account"] == 5
+    engine = venue.messages(venue.engine)
+    assert all(x.template_id == m.NewOrder.template_id for x in engine)
+    if accepting:  # the orders around them go on, in order, numbered without gaps
+        assert_sequenced_once(venue, [1, 2, 3])
+    else:
+        assert engine == [] and len(venue.messages(venue.reject)) == 5
+
+
+def test_the_admin_ring_carries_admin_messages_and_a_clean_gateway_batch_takes_the_fast_path(
+        venue, monkeypatch) -> None:
+    venue.offer(0, [funds(5), trading_status(3)])
+    venue.offer(1, [new_order(1), new_order(2)])
+    agent = venue.sequencer()
+    one_by_one = []
+    real = agent._forward_one_by_one
+    monkeypatch.setattr(agent, "_forward_one_by_one", lambda *a, **k: one_by_one.append(a) or real(*a, **k))
+    run_until_idle(agent)
+    assert [x.template_id for x in venue.messages(venue.engine)] == [
+        m.Funds.template_id, m.TradingStatusUpdate.template_id, m.NewOrder.template_id, m.NewOrder.template_id]
+    assert venue.messages(venue.reject) == [] and one_by_one == []
+
+
+def test_the_admin_ring_must_be_an_inbound_ring(venue) -> None:
+    with pytest.raises(ValueError, match="not one of the inbound rings"):
+        SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
+                       admin_ring="elsewhere")

@@ -309,6 +309,7 @@ class Exchange:
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
                 first_seq=journal_last_seq(self.data_dir) + 1, batch_limit=cfg.rings.batch_limit,
+                admin_ring=names.admin,
             )
         if name == "engine":
             return EngineAgent(

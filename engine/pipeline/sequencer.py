@@ -19,6 +19,14 @@ docs/architecture.md ("Crash windows") walks through every instant.
 When the supervisor withdraws acceptance (a pipeline process died), order-entry messages are
 not forwarded: each becomes a rejection with reason ``ExchangeNotAccepting`` on the reject
 ring, so whoever sent it hears why. Admin messages still flow (they queue for the engine).
+
+Admin messages (deposits, index prices, kill switches, limits, instrument definitions: the
+``messages.ADMIN`` templates) are taken from the admin ring only, which the launcher alone
+writes. One that arrives on a gateway's ring is never sequenced: it becomes an
+``AdminResult`` with reason ``AdminNotPermitted`` on the reject ring and is counted, so
+that whatever can write a gateway ring (a gateway, a client through it) cannot deposit money
+or move a mark. A gateway batch is checked with one table lookup per message; only a batch
+that holds an admin message goes through the one-at-a-time path.
 """
 
 from __future__ import annotations
@@ -50,9 +58,14 @@ SEQ_WORD, TS_WORD, INGRESS_WORD = _SEQ >> 3, _TS >> 3, _INGRESS >> 3
 TEMPLATE_ID_OFFSET = 2  # messageHeader: blockLength u16, templateId u16, ...
 
 log = logging.getLogger("ringex.sequencer")
+ADMIN_REFUSED_COUNTER = "sequencer: admin messages refused (gateway ring)"
 _CRASH = crash_points.ARMED
 _ORDER_ENTRY_IDS = frozenset(x.template_id for x in m.ORDER_ENTRY)
+_ADMIN_IDS = frozenset(x.template_id for x in m.ADMIN)
+_IS_ADMIN = np.zeros(1 << 16, dtype=bool)  # by template id: one lookup per message
+_IS_ADMIN[list(_ADMIN_IDS)] = True
 _NOT_ACCEPTING = int(m.RejectReason.ExchangeNotAccepting)
+_NOT_PERMITTED = int(m.RejectReason.AdminNotPermitted)
 
 
 def last_sequence(ring: Ring) -> int:
@@ -82,6 +95,22 @@ def rejection_for(slot: np.ndarray | memoryview, reason: int, now: int) -> bytes
     )
 
 
+def admin_refusal_for(slot: np.ndarray | memoryview, now: int) -> bytes:
+    """The answer to an admin message that arrived on a gateway's ring."""
+    decoded = m.SCHEMA.decode(bytes(slot))
+    f = decoded.fields
+    return m.AdminResult.encode(
+        seq=0, timestampNs=now, ingressNs=f.get("ingressNs") or now, value=0,
+        account=f.get("account", 0), instrument=f.get("instrument", 0),
+        refTemplateId=decoded.template_id, reason=_NOT_PERMITTED,
+    )
+
+
+def template_ids(batch: np.ndarray) -> np.ndarray:
+    """The template id of every slot of ``batch`` ((k, slot) uint8)."""
+    return batch[:, TEMPLATE_ID_OFFSET].astype(np.uint16) | (batch[:, TEMPLATE_ID_OFFSET + 1].astype(np.uint16) << 8)
+
+
 def stamp_into(out: np.ndarray, source: np.ndarray, first_seq: int, now: int) -> None:
     """Copy ``source`` slots into ``out`` and stamp sequence numbers and time."""
     out[:] = source
@@ -107,10 +136,15 @@ class SequencerAgent(Agent):
         first_seq: int = 1,
         batch_limit: int = 1024,
         clock: Callable[[], int] = time.time_ns,
+        admin_ring: str | None = None,
     ) -> None:
+        """``admin_ring``: the one inbound ring admin messages are taken from (None: none)."""
         if not inbound:
             raise ValueError("the sequencer needs at least one inbound ring")
+        if admin_ring is not None and admin_ring not in inbound:
+            raise ValueError(f"the admin ring {admin_ring!r} is not one of the inbound rings {inbound}")
         self.inbound_names = list(inbound)
+        self._trusted = [name == admin_ring for name in inbound]
         self.engine_ring_name = engine_ring
         self.reject_ring_name = reject_ring
         self.control_name = control
@@ -140,9 +174,10 @@ class SequencerAgent(Agent):
         if counters is not None:
             self._sequenced = counters.allocate("sequencer: messages sequenced", TYPE_USER)
             self._rejected = counters.allocate("sequencer: orders rejected (not accepting)", TYPE_USER)
+            self._refused_admin = counters.allocate(ADMIN_REFUSED_COUNTER, TYPE_USER)
             self._back_pressure = counters.allocate("sequencer: engine ring back-pressure", TYPE_BACK_PRESSURE)
         else:
-            self._sequenced = self._rejected = self._back_pressure = None
+            self._sequenced = self._rejected = self._refused_admin = self._back_pressure = None
 
     def _reconcile(self, targets: tuple[Ring, ...]) -> None:
         """Commit what a predecessor published but did not commit (see the module doc)."""
@@ -172,7 +207,8 @@ class SequencerAgent(Agent):
         work = 0
         for j in range(start, start + n):
             i = j - n if j >= n else j
-            work += self._forward(i, consumers[i]) if accepting else self._forward_refusing(i, consumers[i])
+            work += (self._forward(i, consumers[i]) if accepting
+                     else self._forward_one_by_one(i, consumers[i], accepting=False))
         if work and self._sequenced is not None:
             self._sequenced.increment(work)
         return work
@@ -193,6 +229,8 @@ class SequencerAgent(Agent):
             return 0
         # Both sides may wrap; only the rare wrapped input batch is joined into one copy.
         batch = head if not len(tail) else np.concatenate((head, tail))
+        if not self._trusted[source] and _IS_ADMIN[template_ids(batch)].any():
+            return self._forward_one_by_one(source, consumer, accepting=True)
         out_head, out_tail = self._out.claim(k)
         now = self.clock()
         seq = self.next_seq
@@ -212,24 +250,32 @@ class SequencerAgent(Agent):
         self.next_seq = seq + k
         return k
 
-    def _forward_refusing(self, source: int, consumer: Consumer) -> int:
+    def _forward_one_by_one(self, source: int, consumer: Consumer, *, accepting: bool) -> int:
         """One message at a time, each published (with its provenance) then committed, so
-        a crash repeats no rejection and no admin message."""
+        a crash repeats no rejection and no admin message: order entry is forwarded, or
+        refused while the exchange is not ``accepting``; an admin message is forwarded from
+        the admin ring and refused from any other."""
         head, tail = consumer.read(self.batch_limit)
+        trusted = self._trusted[source]
         done = 0
         for region in (head, tail):
             for row in region:
                 tid = int(row[TEMPLATE_ID_OFFSET]) | int(row[TEMPLATE_ID_OFFSET + 1]) << 8
-                if tid in _ORDER_ENTRY_IDS:
-                    reply = rejection_for(row, _NOT_ACCEPTING, self.clock())
+                if tid in _ADMIN_IDS and not trusted:
+                    reply, counter = admin_refusal_for(row, self.clock()), self._refused_admin
+                elif tid in _ORDER_ENTRY_IDS and not accepting:
+                    reply, counter = rejection_for(row, _NOT_ACCEPTING, self.clock()), self._rejected
+                else:
+                    reply, counter = None, None
+                if reply is not None:
                     out, _ = self._reject.claim(1)
                     if not len(out):
                         return done
                     out[0, :len(reply)] = np.frombuffer(reply, np.uint8)
                     out[0, len(reply):] = 0
                     target = self._reject
-                    if self._rejected is not None:
-                        self._rejected.increment()
+                    if counter is not None:
+                        counter.increment()
                 else:
                     out, _ = self._out.claim(1)
                     if not len(out):
