@@ -234,7 +234,7 @@ def test_order_ids_beyond_the_pool_size_are_found():
 
 # -- every reject reason ----------------------------------------------------------------------
 
-SEQUENCER_ONLY = {"ExchangeNotAccepting"}  # the sequencer's, when no engine is running (tests/test_pipeline.py)
+SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted"}  # the sequencer's (tests/test_pipeline.py, test_sequencer_exactly_once.py)
 
 
 def test_every_reject_reason_is_reachable():
@@ -299,6 +299,7 @@ def test_every_reject_reason_is_reachable():
     run(order(5, "Buy", 20, 100, instrument=2))                      # MaxNotional
     order(5, "Buy", 1, 100, instrument=2)
     run(order(5, "Buy", 1, 100, instrument=2))                       # MaxOpenOrders
+    run(ex.limits(2, notionalDivisor=10, priceBandPpm=100_000, maxOrderNotional=1000))  # InstrumentInUse
     kill = lambda scope, **f: ex.send("KillSwitch", scope=scope, action="Engage", **f)  # noqa: E731
     kill("Account", account=5)
     run(order(5, "Buy", 1, 100, instrument=2))                       # KillSwitchAccount

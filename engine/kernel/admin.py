@@ -22,7 +22,7 @@ from ringex.engine.kernel.state import (
     G_PERPS, I_BAND_PPM, I_BASE, I_BASE_ASSET, I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START,
     I_CB_UNTIL, I_CB_WINDOW, I_DEFINED, I_IM, I_INDEX, I_KIND, I_LIVE_HEAD, I_LOT, I_MAKER_FEE, I_MARK,
     I_MAX_NOTIONAL, I_MAX_ORDER_QTY, I_MAX_POS, I_MAX_QTY, I_MIN_QTY, I_MM, I_NOTIONAL_DIV, I_POLICY,
-    I_POS_LIMIT, I_REF, I_STATUS, I_SYMBOL, I_TAKER_FEE, I_TICK, MAX_PERPS, O_INEXT, O_TIF,
+    I_POS_LIMIT, I_REF, I_STATUS, I_SYMBOL, I_TAKER_FEE, I_TICK, MAX_PERPS, O_INEXT, O_TIF, P_QTY,
 )
 from ringex.engine.wire.layout import (
     CA_ACCOUNT, CA_MAX_OPEN, CA_STP, CLOSED, CXL_EXPIRED, DAY, HALTED, ID_BASE_ASSET, ID_HALT_POLICY,
@@ -31,7 +31,7 @@ from ringex.engine.wire.layout import (
     IL_INSTRUMENT, IL_MAX_NOTIONAL, IL_MAX_ORDER_QTY, IL_MAX_POSITION, IL_NOTIONAL_DIV, KIND_PERPETUAL,
     KIND_SPOT, POLICY_QUEUE, POLICY_REJECT, R_ACCOUNT_CAPACITY, R_DUPLICATE_ACCOUNT,
     R_DUPLICATE_INSTRUMENT, R_INSTRUMENT_CAPACITY, R_INVALID_INSTRUMENT_DEFINITION, R_INVALID_STP_MODE,
-    R_NONE, R_UNKNOWN_INSTRUMENT, STP_MAX, STP_OFF, T_CREATE_ACCOUNT, T_INSTRUMENT_DEFINITION,
+    R_INSTRUMENT_IN_USE, R_NONE, R_UNKNOWN_INSTRUMENT, STP_MAX, STP_OFF, T_CREATE_ACCOUNT, T_INSTRUMENT_DEFINITION,
     T_INSTRUMENT_LIMITS, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
 )
 
@@ -151,6 +151,19 @@ def fits_int64(glob, tick, ref, max_qty):
     return max_qty <= lim // (top * tick)
 
 
+@njit(**INLINE)
+def in_use(st, inst):
+    """Whether ``inst`` has a working order (resting, pending stop or queued) or an open
+    position."""
+    if st.ins[I_LIVE_HEAD, inst] != -1:
+        return True
+    maxi = st.glob[G_MAX_INSTRUMENTS]
+    for a in range(st.glob[G_MAX_ACCOUNTS]):
+        if st.pos[a * maxi + inst, P_QTY] != 0:
+            return True
+    return False
+
+
 @njit(**JIT)
 def on_instrument_limits(mem, out, i64, b):
     """docs/risk.md "InstrumentLimits": set (or change) a defined instrument's risk limits."""
@@ -171,6 +184,10 @@ def on_instrument_limits(mem, out, i64, b):
     elif (div < 1 or cap < 0 or band < 0 or band > PPM or move < 0 or move > PPM
           or window < 0 or halt < 0 or most_qty < 0 or max_pos < 0):
         reason = R_INVALID_INSTRUMENT_DEFINITION
+    elif div != ins[I_NOTIONAL_DIV, inst] and in_use(st, inst):
+        # holds, costs and margins were priced with the old divisor: changing it now would
+        # move value between the traders (and the insurance fund)
+        reason = R_INSTRUMENT_IN_USE
     out = ev.admin_result(out, glob, 0, 0, inst, T_INSTRUMENT_LIMITS, reason)
     if reason != R_NONE:
         return out

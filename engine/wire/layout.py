@@ -162,6 +162,7 @@ R_POSITION_LIMIT = int(_R.PositionLimit)
 R_REDUCE_ONLY = int(_R.ReduceOnlyWouldIncrease)
 R_UNKNOWN_ASSET = int(_R.UnknownAsset)
 R_NOT_PERPETUAL = int(_R.NotPerpetual)
+R_INSTRUMENT_IN_USE = int(_R.InstrumentInUse)
 
 CXL_REDUCE_ONLY = int(_C.ReduceOnly)
 CXL_LIQUIDATION = int(_C.Liquidation)
