@@ -319,6 +319,10 @@ class Model:
                 and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
                 and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63):
             return self.admin_result(16, m, R.InvalidInstrumentDefinition)
+        if m["notionalDivisor"] != inst.notional_divisor and (
+                any(o.instrument == inst.iid for o in self.orders.values())
+                or any(q != 0 for (_a, i), q in self.positions.items() if i == inst.iid)):
+            return self.admin_result(16, m, R.InstrumentInUse)  # issue 13, defect 4
         self.admin_result(16, m, R["None"])
         inst.max_order_qty = m["maxOrderQty"]
         inst.max_position = m["maxPosition"]

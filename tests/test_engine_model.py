@@ -815,7 +815,7 @@ ANSWERS = {
     "IndexPrice": {"None", "UnknownInstrument", "NotPerpetual", "PriceOutOfRange"},
     "TradingStatusUpdate": {"None", "UnknownInstrument", "InvalidInstrumentDefinition"},
     "KillSwitch": {"None", "InvalidScope", "UnknownAccount", "UnknownInstrument", "KillSwitchCapacity"},
-    "InstrumentLimits": {"None", "UnknownInstrument", "InvalidInstrumentDefinition"},
+    "InstrumentLimits": {"None", "UnknownInstrument", "InvalidInstrumentDefinition", "InstrumentInUse"},
     "PerpetualParams": {"None", "UnknownInstrument", "NotPerpetual", "InvalidInstrumentDefinition"},
 }
 _MONEY = ("the model does not follow settled money: every account is funded far beyond what its orders need "
@@ -851,7 +851,9 @@ SELDOM_IN_STREAMS = {
     ("event", "BookReduce"): "a resting order reduced in place (a replace to less, same price)",
     ("event", "StopTriggered"): "a pending stop, then a trade through its price",
 }
-SEQUENCER_ONLY = {"ExchangeNotAccepting"}  # the sequencer's, when no engine runs (tests/test_pipeline.py)
+# the sequencer's: when no engine runs, and for an admin message on a gateway's ring
+# (tests/test_pipeline.py, test_sequencer_exactly_once.py)
+SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted"}
 POSSIBLE = ({(q, r) for q, rs in ANSWERS.items() for r in rs} | {("OrderCanceled", c.name) for c in C}
             | {("event", n) for n, m in SCHEMA.by_name.items() if m.template_id >= 100})
 

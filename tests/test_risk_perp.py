@@ -682,3 +682,44 @@ def test_two_resting_reduce_only_orders_cannot_spend_one_cover_twice():
     assert "Trade" in joined and "Canceled 4 ReduceOnly 5" in joined, out
     assert ex.pos(1)[0] == -5 and ex.risk(1)["equity"] >= 0
     ex.assert_conserved()
+
+
+# -- issue 13, defect 10: a reduce-only FOK fills whole or not at all ----------------------------
+
+
+def _long_10_at_100(deposit: int) -> Risk:
+    """Account 1 long 10 at 100 (taker fee 1%: paid 1,010), IM 10%, MM 1% of IM; two bids
+    of 5 at 87 from account 3."""
+    ex = Risk(accounts=(1, 2, 3))
+    ex.perp(1, takerFeePpm=10_000)
+    assert ex.params(1, imPpm=100_000, mmPpm=10_000) == ["Admin None"]
+    ex.deposit(1, deposit)
+    ex.deposit(2, 100_000)
+    ex.deposit(3, 100_000)
+    ex.sell(2, 10, 100)
+    ex.buy(1, 10, 100)
+    assert ex.bal(1) == deposit - 1010 and ex.risk(1)["maintenance"] == 1
+    ex.buy(3, 5, 87)
+    ex.buy(3, 5, 87)
+    return ex
+
+
+def test_a_reduce_only_fok_whose_fills_with_fees_are_not_covered_is_rejected_whole():
+    """Equity 134, MM 1: cover 133. Selling 10 at 87 loses 130 against the mark (100) and
+    pays 8 (1% of 870): 138. Before, the acceptance check left the fee out (130 <= 133), the
+    first fill's fee (4) then failed the second fill's check (65 > 133 - 65 - 4) and the FOK
+    ended 5 of 10 filled, the rest canceled ReduceOnly."""
+    ex = _long_10_at_100(144)
+    assert ex.order(1, "Sell", 10, 87, tif="FOK", reduceOnly=1) == ["Rejected InsufficientMargin"]
+    assert ex.pos(1) == (10, 1000, 0)
+    ex.assert_conserved()
+
+
+def test_a_reduce_only_fok_whose_fills_with_fees_are_covered_fills_whole():
+    """Cover 138 = 130 + 8: both fills happen, and the account ends at equity 1, not below 0."""
+    ex = _long_10_at_100(149)
+    assert ex.order(1, "Sell", 10, 87, tif="FOK", reduceOnly=1) == [
+        "Accepted 5", "Trade 2 5@87 m=3 t=5 ml=0 tl=5", "BookExecute 3 5@87",
+        "Trade 3 5@87 m=4 t=5 ml=0 tl=0", "BookExecute 4 5@87"]
+    assert ex.pos(1) == (0, 0, -130) and ex.bal(1) == 1
+    ex.assert_conserved()

@@ -18,13 +18,13 @@ from numba import njit
 
 from ringex.engine.kernel.flags import INLINE, JIT, PPM
 from ringex.engine.kernel.arena import tables
-from ringex.engine.kernel.fixed import notional, ppm_ceil, signed_value
+from ringex.engine.kernel.fixed import notional, ppm_ceil, ppm_floor, signed_value
 from ringex.engine.kernel.heap import heap_remove, heap_set
 from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.kernel.state import (
     A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS,
-    G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MARK, I_MM, I_NOTIONAL_DIV,
-    I_POS_LIMIT, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, O_LEAVES, O_OPEN,
+    G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MAKER_FEE, I_MARK, I_MM, I_NOTIONAL_DIV,
+    I_POS_LIMIT, I_TAKER_FEE, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, O_LEAVES, O_OPEN,
     O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_HEAP, P_QTY, P_REAL, P_S, P_SN, W_BAL,
     W_HELD,
 )
@@ -133,6 +133,14 @@ def closing_loss(ins, inst, side, price, qty):
     return at_price - at_mark if side == BUY else at_mark - at_price
 
 
+@njit(**INLINE)
+def closing_cost(ins, inst, side, price, qty, fee_ppm):
+    """``closing_loss`` plus the fee the fill pays (a rebate is not counted): what a
+    reduce-only fill takes from the account's excess over maintenance."""
+    fee = ppm_floor(notional(ins, inst, price, qty), fee_ppm)
+    return closing_loss(ins, inst, side, price, qty) + (fee if fee > 0 else 0)
+
+
 @njit(**JIT)
 def perp_check(glob, acc, inst, side, qty, rprice, reduce):
     """docs/risk.md pre-trade checks 5-7 for a perpetual order."""
@@ -147,7 +155,9 @@ def perp_check(glob, acc, inst, side, qty, rprice, reduce):
         # fills: the account's excess over maintenance must cover it
         if rprice <= 0:
             return R_NONE
-        loss = closing_loss(ins, inst, side, rprice, qty)
+        # the taker fee too, so that every fill of it is covered however it is split (a FOK
+        # checked here fills whole: issue 13, defect 10)
+        loss = closing_cost(ins, inst, side, rprice, qty, ins[I_TAKER_FEE, inst])
         if loss > 0:
             eq, mm = equity_mm(glob, ins, wallet, pos, acc)
             if eq - wallet[acc * glob[G_MAX_ASSETS], W_HELD] - mm < loss:
@@ -396,17 +406,19 @@ def rekey(glob, acc, checked):
 
 
 @njit(**JIT)
-def reduce_loss_covered(glob, s, price, q):
+def reduce_loss_covered(glob, s, price, q, maker):
     """May reduce-only order ``s`` fill ``q`` at ``price`` now? Closing away from the mark
-    is a loss the moment it fills; the account's excess over maintenance must cover it
-    (checked at acceptance, and again here: a replace, a withdrawal or another fill since
-    may have used the cover). Liquidation orders (``O_REDUCE`` 2) are not asked."""
+    is a loss the moment it fills; the account's excess over maintenance must cover it and
+    the fill's fee (``maker``: the resting side's) (checked at acceptance with the taker fee,
+    and again here: a replace, a withdrawal or another fill since may have used the cover).
+    Liquidation orders (``O_REDUCE`` 2) are not asked."""
     rt = tables(glob)
     ins, wallet, pos = rt.ins, rt.wallet, rt.pos
     o = tables(glob).orders
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
-    loss = closing_loss(ins, inst, o[s, O_SIDE], price, q)
+    fee_ppm = ins[I_MAKER_FEE, inst] if maker else ins[I_TAKER_FEE, inst]
+    loss = closing_cost(ins, inst, o[s, O_SIDE], price, q, fee_ppm)
     if loss <= 0:
         return True
     eq, mm = equity_mm(glob, ins, wallet, pos, acc)

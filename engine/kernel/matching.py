@@ -232,14 +232,14 @@ def execute(st, out, a, lim):
                 room = reducible(st, r)
                 if room != 0:
                     q = min(q, room)
-                if room == 0 or (o[r, O_REDUCE] == 1 and not reduce_loss_covered(glob, r, price, q)):
+                if room == 0 or (o[r, O_REDUCE] == 1 and not reduce_loss_covered(glob, r, price, q, True)):
                     out = cancel_resting_whole(st.glob, out, r, inst, osidx, np.int64(CXL_REDUCE_ONLY))
                     continue
             if o[a, O_REDUCE] != 0:
                 room = reducible(st, a)
                 if room != 0:
                     q = min(q, room)
-                if room == 0 or (o[a, O_REDUCE] == 1 and not reduce_loss_covered(glob, a, price, q)):
+                if room == 0 or (o[a, O_REDUCE] == 1 and not reduce_loss_covered(glob, a, price, q, False)):
                     out = cancel_remainder(st, out, a, CXL_REDUCE_ONLY)
                     break
         if ins[I_CB_ON, inst] != 0 and cb_breach(st.glob, inst, price):
