@@ -255,13 +255,13 @@ def test_a_segment_is_shrunk_before_it_is_unlinked_and_a_deletion_cut_short_is_f
     the middle leaves a .retiring- file that no reader sees and the next pass deletes."""
     import os
 
-    from ringex.engine.storage import journal_retention
+    from ringex.engine.storage import gentle_unlink
 
-    monkeypatch.setattr(journal_retention, "DELETE_STEP", 64)
-    monkeypatch.setattr(journal_retention, "DELETE_GAP_S", 0.0)
+    monkeypatch.setattr(gentle_unlink, "STEP", 64)
+    monkeypatch.setattr(gentle_unlink, "GAP_S", 0.0)
     sizes: list[int] = []
     real_ftruncate = os.ftruncate
-    monkeypatch.setattr(journal_retention.os, "ftruncate", lambda fd, n: (sizes.append(n), real_ftruncate(fd, n))[1])
+    monkeypatch.setattr(gentle_unlink.os, "ftruncate", lambda fd, n: (sizes.append(n), real_ftruncate(fd, n))[1])
     jdir = tmp_path / "journal"
     records = write_journal(jdir)
     segs = list_segments(jdir)

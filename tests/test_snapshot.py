@@ -245,3 +245,24 @@ def test_snapshots_written_with_the_earlier_64_byte_alignment_still_load(tmp_pat
     seq, loaded, meta = load_latest_snapshot(tmp_path)
     assert (seq, meta) == (5, {"old": True})
     assert_same(loaded, arrays)
+
+
+def test_pruned_snapshots_leave_by_a_rename_then_shrink_before_unlink(tmp_path, monkeypatch):
+    """One unlink of a large file is one large file-system transaction for the journal's
+    next fdatasync to commit; pruning renames first (no longer a snapshot to recovery), then
+    shrinks the file a step at a time."""
+    from ringex.engine.storage import gentle_unlink
+
+    monkeypatch.setattr(gentle_unlink, "STEP", 4096)
+    monkeypatch.setattr(gentle_unlink, "GAP_S", 0.0)
+    for seq in (10, 20):
+        write_snapshot(tmp_path, seq, {"x": np.arange(3000)}, {}, keep=0)
+    size = (tmp_path / snapshot_name(10)).stat().st_size
+    seen: list[tuple[str, int]] = []
+    real = os.ftruncate
+    monkeypatch.setattr(gentle_unlink.os, "ftruncate",
+                        lambda fd, n: (seen.append((os.readlink(f"/proc/self/fd/{fd}"), n)), real(fd, n))[1])
+    assert sn.prune_snapshots(tmp_path, keep=1) == [tmp_path / snapshot_name(10)]
+    assert {os.path.basename(p) for p, _ in seen} == {f".snapshot-{10:020d}.snap.tmp-{os.getpid()}"}
+    assert [n for _, n in seen] == list(range(size - 4096, 0, -4096)) + [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [snapshot_name(20)]

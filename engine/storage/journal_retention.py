@@ -47,8 +47,8 @@ kill after it leaves a ``.retiring-`` file, which the next pass deletes.
 
 Why gently: one unlink of a 64 MiB segment frees all its blocks in one file-system
 transaction, and the engine's next journal fdatasync, which commits that transaction, took
-15-19 ms beside it here (docs/benchmarks.md).  Shrunk ``DELETE_STEP`` at a time with a
-pause between, each commit carries only a little of it.
+15-19 ms beside it here (docs/benchmarks.md).  Shrunk a few MiB at a time with a pause
+between (:mod:`~ringex.engine.storage.gentle_unlink`), each commit carries only a little of it.
 
 Where the archive is: the journal directory names it in ``.archive`` (relative to the
 journal directory when the archive is inside the data directory, so a copied data directory
@@ -63,10 +63,10 @@ import gzip
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.engine.storage.gentle_unlink import shrink_and_unlink
 from ringex.engine.storage.journal_format import (
     ARCHIVE_SUFFIX,
     TEMP_SUFFIX,
@@ -85,8 +85,6 @@ COMPRESS_LEVEL = 1
 _ARCHIVE_TEMP_SUFFIX = ARCHIVE_SUFFIX + TEMP_SUFFIX
 #: A retired segment's name while it is being deleted.
 RETIRING_PREFIX = ".retiring-"
-DELETE_STEP = 4 << 20
-DELETE_GAP_S = 0.002
 
 
 def covered_segments(journal_dir: Path | str, before_seq: int) -> list[tuple[int, Path]]:
@@ -115,7 +113,7 @@ def retire_segments(
         _prepare_archive(archive)
     for entry in os.scandir(journal_dir):  # deletions a crash interrupted
         if entry.name.startswith(RETIRING_PREFIX) and entry.is_file():
-            _shrink_and_unlink(Path(entry.path))
+            shrink_and_unlink(Path(entry.path))
     retired = []
     for first, path in covered_segments(journal_dir, before_seq):
         if archive is not None:
@@ -131,24 +129,7 @@ def _delete_gently(path: Path) -> None:
     doomed = path.with_name(RETIRING_PREFIX + path.name)
     os.replace(path, doomed)
     fsync_directory(path.parent)
-    _shrink_and_unlink(doomed)
-
-
-def _shrink_and_unlink(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except FileNotFoundError:
-        return
-    try:
-        size = os.fstat(fd).st_size
-        while size > 0:
-            size = max(0, size - DELETE_STEP)
-            os.ftruncate(fd, size)
-            if size:
-                time.sleep(DELETE_GAP_S)
-    finally:
-        os.close(fd)
-    path.unlink(missing_ok=True)
+    shrink_and_unlink(doomed)
 
 
 class RetentionWorker:

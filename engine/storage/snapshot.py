@@ -60,6 +60,7 @@ import numpy as np
 from ringex import crash_points
 from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.engine.storage.gentle_unlink import shrink_and_unlink
 from ringex.engine.storage.journal_format import list_numbered
 from ringex.engine.storage.snapshot_blocks import BLOCK_BYTES, DataBlocks, Piece
 from ringex.ringbuffer.liveness import pid_alive
@@ -398,14 +399,26 @@ def _old_table(path: Path, layout: _Layout) -> np.ndarray | None:
 
 
 def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshot files; returns what was deleted."""
+    """Delete all but the newest ``keep`` snapshot files; returns what was deleted. Each is
+    first renamed to a temporary name of this process (no longer a snapshot to recovery; one
+    a kill leaves behind is removed at the next start), then deleted gently
+    (:func:`~ringex.engine.storage.gentle_unlink.shrink_and_unlink`)."""
+    directory = Path(directory)
     snaps = list_snapshots(directory)
-    doomed = [p for _, p in snaps[:-keep]] if keep > 0 else []
-    for p in doomed:
-        p.unlink(missing_ok=True)
-    if doomed:
+    doomed = [(seq, p) for seq, p in snaps[:-keep]] if keep > 0 else []
+    going = []
+    for seq, p in doomed:
+        tmp = directory / f"{TEMP_PREFIX}{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
+        try:
+            os.replace(p, tmp)
+        except FileNotFoundError:
+            continue
+        going.append(tmp)
+    if going:
         fsync_directory(directory)
-    return doomed
+    for tmp in going:
+        shrink_and_unlink(tmp)
+    return [p for _, p in doomed]
 
 
 # --- reading -----------------------------------------------------------------------------
