@@ -33,6 +33,17 @@ def seqs_of(records) -> list[int]:
     return out
 
 
+def drain(f: JournalFollower) -> list[int]:
+    """The sequences of everything the follower can read now (bounded: 100 reads)."""
+    got: list[int] = []
+    for _ in range(100):
+        batch = f.read()
+        if not batch:
+            return got
+        got += seqs_of(batch)
+    raise AssertionError("the follower never ran dry")
+
+
 def writer(directory: Path, segment_bytes: int = 1 << 20) -> JournalWriter:
     return JournalWriter(directory, segment_bytes, "none", slot_size=SLOT)
 
@@ -81,11 +92,7 @@ def test_it_crosses_segment_rolls(tmp_path: Path) -> None:
         w.append(first, [slots(first, 20)], 20)
         if first % 60 == 0:
             got += seqs_of(f.read())
-    for _ in range(100):
-        batch = f.read()
-        if not batch:
-            break
-        got += seqs_of(batch)
+    got += drain(f)
     assert len(list_segments(tmp_path)) > 5
     assert got == list(range(400))
     w.close()
@@ -128,11 +135,7 @@ def test_a_segment_retired_while_it_is_read_is_read_to_its_end(tmp_path: Path) -
     for first in range(20, 200, 20):
         w.append(first, [slots(first, 20)], 20)
     os.unlink(list_segments(tmp_path)[0][1])  # retention, after a snapshot covered it
-    for _ in range(100):
-        batch = f.read()
-        if not batch:
-            break
-        got += seqs_of(batch)
+    got += drain(f)
     assert got == list(range(200))
     w.close()
 

@@ -52,6 +52,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,7 +63,7 @@ from ringex.engine.storage import defaults
 from ringex.engine.storage.fsync import fsync_directory
 from ringex.engine.storage.gentle_unlink import shrink_and_unlink
 from ringex.engine.storage.journal_format import list_numbered
-from ringex.engine.storage.snapshot_blocks import BLOCK_BYTES, DataBlocks, Piece
+from ringex.engine.storage.snapshot_blocks import BLOCK_BYTES, DataBlocks, Piece, pwrite_all
 from ringex.ringbuffer.liveness import pid_alive
 
 log = logging.getLogger(__name__)
@@ -170,18 +171,33 @@ def _byte_view(a: np.ndarray) -> memoryview:
 
 @dataclass
 class _Layout:
-    """A snapshot's bytes as they will be on disk, except the data (``data`` writes it)."""
+    """A snapshot's bytes as they will be on disk, except the data (``data`` writes it).
+    The block table (a CRC pass over all the data) and the header that covers it are
+    computed when first asked for: checking an old file against the layout needs neither."""
 
     seq: int
     head: bytes  # the manifest and its padding, at HEADER_LENGTH
+    manifest_length: int
     data_offset: int
     data: DataBlocks
-    table: np.ndarray  # little-endian uint32 per block
-    header: bytes
+
+    @cached_property
+    def table(self) -> np.ndarray:
+        """Little-endian uint32 per block."""
+        return self.data.checksums()
+
+    @cached_property
+    def header(self) -> bytes:
+        content_crc = zlib.crc32(self.table.tobytes(), zlib.crc32(self.head))
+        body = _HEADER_BODY.pack(
+            SNAPSHOT_MAGIC, VERSION, HEADER_LENGTH, self.seq, HEADER_LENGTH, self.manifest_length,
+            self.data_offset, self.data.length, content_crc,
+        )
+        return body + _CRC.pack(zlib.crc32(body))
 
     @property
     def size(self) -> int:
-        return self.data_offset + self.data.length + self.table.nbytes
+        return self.data_offset + self.data.length + 4 * self.data.count
 
 
 def _lay_out(seq: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None) -> _Layout:
@@ -213,13 +229,7 @@ def _lay_out(seq: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     ).encode()
     data_offset = _align(HEADER_LENGTH + len(manifest))
     head = manifest + bytes(data_offset - HEADER_LENGTH - len(manifest))
-    table = data.checksums()
-    content_crc = zlib.crc32(table.tobytes(), zlib.crc32(head))
-    header = _HEADER_BODY.pack(
-        SNAPSHOT_MAGIC, VERSION, HEADER_LENGTH, seq, HEADER_LENGTH, len(manifest),
-        data_offset, data.length, content_crc,
-    )
-    return _Layout(seq, head, data_offset, data, table, header + _CRC.pack(zlib.crc32(header)))
+    return _Layout(seq, head, len(manifest), data_offset, data)
 
 
 def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direct: bool,
@@ -230,14 +240,14 @@ def _write_file(path: Path, layout: _Layout, old_table: np.ndarray | None, direc
     blocks = np.arange(layout.data.count) if fresh else np.flatnonzero(layout.table != old_table)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
     try:
-        _pwrite_all(fd, bytes(HEADER_LENGTH), 0)  # no valid header until the last write
+        pwrite_all(fd, bytes(HEADER_LENGTH), 0)  # no valid header until the last write
         if fresh:
             _preallocate(fd, layout.size)
         os.ftruncate(fd, layout.size)
-        _pwrite_all(fd, layout.head, HEADER_LENGTH)
+        pwrite_all(fd, layout.head, HEADER_LENGTH)
         layout.data.write(fd, str(path), layout.data_offset, blocks, direct, paced)
-        _pwrite_all(fd, layout.table.tobytes(), layout.data_offset + layout.data.length)
-        _pwrite_all(fd, layout.header, 0)
+        pwrite_all(fd, layout.table.tobytes(), layout.data_offset + layout.data.length)
+        pwrite_all(fd, layout.header, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -270,7 +280,7 @@ def write_snapshot(
     directory.mkdir(parents=True, exist_ok=True)
     layout = _lay_out(seq, arrays, meta)
     final = directory / snapshot_name(seq)
-    tmp = directory / f"{TEMP_PREFIX}{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
+    tmp = _temp_path(directory, seq)
     old = _recyclable(directory, seq, keep, layout) if recycle else None
     if old is not None:
         os.replace(old[0], tmp)
@@ -336,6 +346,12 @@ def prepare_spares(directory: Path | str, arrays: Mapping[str, np.ndarray],
     return made
 
 
+def _temp_path(directory: Path, seq: int) -> Path:
+    """This process's temporary name for snapshot ``seq`` (``clean_temporaries`` removes it
+    once the process is gone)."""
+    return directory / f"{TEMP_PREFIX}{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
+
+
 def _list_spares(directory: Path) -> list[tuple[int, Path]]:
     return list_numbered(directory, _SPARE_RE)
 
@@ -346,13 +362,6 @@ def _preallocate(fd: int, size: int) -> None:
         os.posix_fallocate(fd, 0, size)
     except (OSError, AttributeError):
         pass  # a file system without it: allocated as written
-
-
-def _pwrite_all(fd: int, data: bytes, at: int) -> None:
-    view = memoryview(data)
-    while len(view):
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
 
 
 def _recyclable(directory: Path, seq: int, keep: int, layout: _Layout) -> tuple[Path, np.ndarray] | None:
@@ -381,17 +390,13 @@ def _old_table(path: Path, layout: _Layout) -> np.ndarray | None:
             raw = f.read(data_offset)
             if len(raw) < data_offset:
                 return None
-            (magic, version, hlen, _seq, m_off, _m_len, d_off, d_len, content_crc, header_crc) = (
-                SNAPSHOT_HEADER.unpack_from(raw, 0)
-            )
-            if (magic != SNAPSHOT_MAGIC or zlib.crc32(raw[:HEADER_CRC_SPAN]) != header_crc
-                    or version != VERSION or hlen != HEADER_LENGTH or m_off != HEADER_LENGTH
-                    or d_off != data_offset or d_len != data_length):
+            version, _seq, _m_off, _m_len, d_off, d_len, content_crc = _checked_header(path, raw)
+            if version != VERSION or d_off != data_offset or d_len != data_length:
                 return None
             count = layout.data.count
             f.seek(data_offset + data_length)
             table = f.read(4 * count + 1)
-    except OSError:
+    except (OSError, SnapshotCorruptError):
         return None
     if len(table) != 4 * count or zlib.crc32(table, zlib.crc32(raw[HEADER_LENGTH:])) != content_crc:
         return None
@@ -408,7 +413,7 @@ def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) 
     doomed = [(seq, p) for seq, p in snaps[:-keep]] if keep > 0 else []
     going = []
     for seq, p in doomed:
-        tmp = directory / f"{TEMP_PREFIX}{seq:0{SEQ_DIGITS}d}{SNAPSHOT_SUFFIX}.tmp-{os.getpid()}"
+        tmp = _temp_path(directory, seq)
         try:
             os.replace(p, tmp)
         except FileNotFoundError:
@@ -422,6 +427,30 @@ def prune_snapshots(directory: Path | str, keep: int = defaults.SNAPSHOTS_KEPT) 
 
 
 # --- reading -----------------------------------------------------------------------------
+
+
+def _checked_header(path: Path, raw: bytes | memoryview) -> tuple[int, int, int, int, int, int, int]:
+    """The header at the start of ``raw``, checked: ``(version, seq, manifest offset,
+    manifest length, data offset, data length, content crc)``; raises
+    :class:`SnapshotCorruptError` naming what is wrong."""
+    if len(raw) < HEADER_LENGTH:
+        raise SnapshotCorruptError(path, len(raw), f"truncated header ({len(raw)} of {HEADER_LENGTH} bytes)")
+    (magic, version, hlen, seq, m_off, m_len, d_off, d_len, content_crc, header_crc) = (
+        SNAPSHOT_HEADER.unpack_from(raw, 0)
+    )
+    if magic != SNAPSHOT_MAGIC:
+        raise SnapshotCorruptError(path, MAGIC_OFFSET, f"bad magic {magic!r}")
+    actual = zlib.crc32(raw[:HEADER_CRC_SPAN])
+    if actual != header_crc:
+        raise SnapshotCorruptError(
+            path, HEADER_CRC_OFFSET,
+            f"header checksum mismatch (stored {header_crc:#010x}, computed {actual:#010x})",
+        )
+    if version not in READABLE_VERSIONS:
+        raise SnapshotCorruptError(path, VERSION_OFFSET, f"unsupported snapshot version {version}")
+    if hlen != HEADER_LENGTH or m_off != HEADER_LENGTH or d_off < m_off + m_len:
+        raise SnapshotCorruptError(path, HEADER_LENGTH_OFFSET, "inconsistent header lengths")
+    return version, seq, m_off, m_len, d_off, d_len, content_crc
 
 
 def read_snapshot(path: Path | str) -> Snapshot:
@@ -440,23 +469,7 @@ def read_snapshot(path: Path | str) -> Snapshot:
     if got != size:
         raise SnapshotCorruptError(path, got, "file shrank while being read")
     raw = buf.data
-    if size < HEADER_LENGTH:
-        raise SnapshotCorruptError(path, size, f"truncated header ({size} of {HEADER_LENGTH} bytes)")
-    (magic, version, hlen, seq, m_off, m_len, d_off, d_len, content_crc, header_crc) = (
-        SNAPSHOT_HEADER.unpack_from(raw, 0)
-    )
-    if magic != SNAPSHOT_MAGIC:
-        raise SnapshotCorruptError(path, MAGIC_OFFSET, f"bad magic {magic!r}")
-    actual = zlib.crc32(raw[:HEADER_CRC_SPAN])
-    if actual != header_crc:
-        raise SnapshotCorruptError(
-            path, HEADER_CRC_OFFSET,
-            f"header checksum mismatch (stored {header_crc:#010x}, computed {actual:#010x})",
-        )
-    if version not in READABLE_VERSIONS:
-        raise SnapshotCorruptError(path, VERSION_OFFSET, f"unsupported snapshot version {version}")
-    if hlen != HEADER_LENGTH or m_off != HEADER_LENGTH or d_off < m_off + m_len:
-        raise SnapshotCorruptError(path, HEADER_LENGTH_OFFSET, "inconsistent header lengths")
+    version, seq, m_off, m_len, d_off, d_len, content_crc = _checked_header(path, raw)
     end = d_off + d_len
     expected = end if version == 1 else end + 4 * -(-d_len // BLOCK_BYTES)
     if size != expected:

@@ -128,6 +128,14 @@ class DataBlocks:
         return out.written
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, at: int) -> None:
+    """Write all of ``data`` at offset ``at`` of ``fd`` (``os.pwrite`` may write less)."""
+    view = memoryview(data)
+    while len(view):
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
 def _runs(blocks: np.ndarray, length: int):
     """Contiguous runs of the given blocks as byte ranges ``[start, end)``."""
     run_start = prev = None
@@ -194,9 +202,8 @@ class _Writer:
             time.sleep(ahead)
 
     def _cached(self, at: int, view: memoryview) -> None:
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], at + done)
+        pwrite_all(self.fd, view, at)
+        done = len(view)
         self.written += done
         if self._sfr is None:
             return
