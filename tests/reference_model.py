@@ -50,7 +50,7 @@ POSITION_CAP = 2**56  # a perpetual's position is at most POSITION_CAP // top
 MAX_PERPETUALS = 32  # docs/risk.md: at most 32 perpetuals can be defined
 MAX_KILLED_SESSIONS = 32  # as the engine's table (ringex.engine.kernel.state)
 PERPETUAL_PARAMS = ("imPpm", "mmPpm", "tierNotional", "tierStepPpm", "fundingIntervalNs", "fundingCapPpm",
-                    "basisCapPpm", "basisEmaPpm")
+                    "basisCapPpm", "basisEmaPpm", "liquidationFeePpm", "interestPpm", "impactNotional")
 
 
 def tdiv(a: int, b: int) -> int:
@@ -183,8 +183,13 @@ class Instrument:
         return max(prices) if side == BUY else min(prices)
 
     def band(self) -> tuple[int, int]:
-        """The price band around the reference (docs/risk.md)."""
-        ref = self.ref if self.last is None else self.last
+        """The price band around its reference (docs/risk.md "Price band")."""
+        if self.kind == PERPETUAL:
+            ref = self.mark
+        elif self.cb_on and self.cb_ref is not None:
+            ref = self.cb_ref
+        else:
+            ref = self.ref if self.last is None else self.last
         w = ref * self.band_ppm // PPM
         return ref - w, ref + w
 
@@ -319,6 +324,8 @@ class Model:
                 and 0 <= m["priceBandPpm"] <= PPM and 0 <= m["cbMovePpm"] <= PPM
                 and m["cbWindowNs"] < 2**63 and m["cbHaltNs"] < 2**63):
             return self.admin_result(16, m, R.InvalidInstrumentDefinition)
+        if (inst.tick * inst.lot) % m["notionalDivisor"] != 0:
+            return self.admin_result(16, m, R.InexactNotional)  # issue 13, defect 2
         if m["notionalDivisor"] != inst.notional_divisor and (
                 any(o.instrument == inst.iid for o in self.orders.values())
                 or any(q != 0 for (_a, i), q in self.positions.items() if i == inst.iid)):
@@ -427,7 +434,8 @@ class Model:
         if not (1 <= m["imPpm"] <= PPM and 1 <= m["mmPpm"] <= PPM and m["tierNotional"] >= 0
                 and 0 <= m["tierStepPpm"] <= PPM and m["fundingIntervalNs"] < 2**63
                 and 0 <= m["fundingCapPpm"] <= PPM and 0 <= m["basisCapPpm"] <= PPM
-                and 0 <= m["basisEmaPpm"] <= PPM):
+                and 0 <= m["basisEmaPpm"] <= PPM and 0 <= m["liquidationFeePpm"] <= PPM
+                and -PPM <= m["interestPpm"] <= PPM and m["impactNotional"] >= 0):
             return self.admin_result(17, m, R.InvalidInstrumentDefinition)
         self.admin_result(17, m, R["None"])
         inst.params = {k: m[k] for k in PERPETUAL_PARAMS}
@@ -445,6 +453,9 @@ class Model:
         if not inst.bottom <= index <= inst.top:
             return self.admin_result(13, m, R.PriceOutOfRange)
         self.admin_result(13, m, R["None"])
+        if inst.params and inst.params.get("impactNotional"):
+            raise Unpredictable(f"perpetual {inst.iid}: an impact notional samples the book's depth, "
+                                "not modelled (tests/test_risk_perp.py)")
         bid, ask = inst.best(BUY), inst.best(SELL)
         sample = (bid + ask) // 2 - index if bid is not None and ask is not None else 0
         weight = inst.params["basisEmaPpm"] if inst.params else None

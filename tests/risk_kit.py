@@ -8,7 +8,7 @@ builders for the risk messages (``Funds``, ``InstrumentLimits``, ``PerpetualPara
 
     "Admin None 1000"                       (a Funds answer: reason and the balance after)
     "Mark 105 idx=100 basis=5"              (MarkPrice)
-    "Funding 1 perLot=10 total=30 rate=10000"
+    "Funding 1 rem=0 total=30 rate=10000"
     "Liq Start 1"                           (Liquidation: stage and account; the numbers
                                              are checked with ``liq``)
 
@@ -44,7 +44,7 @@ def fmt(e: Decoded) -> str:
     if n == "MarkPrice":
         return f"Mark {f['markPrice']} idx={f['indexPrice']} basis={f['basis']}"
     if n == "FundingApplied":
-        return f"Funding {f['instrument']} perLot={f['perLot']} total={f['total']} rate={f['ratePpm']}"
+        return f"Funding {f['instrument']} rem={f['remainder']} total={f['total']} rate={f['ratePpm']}"
     if n == "Liquidation":
         return f"Liq {_n(f['stage'])} {f['account']}"
     return base_fmt(e)

@@ -459,10 +459,11 @@ RISK_MESSAGES = {  # name: (template id, fields after the stamp, in wire order)
     "IndexPrice": (13, ("price", "instrument")),
     "InstrumentLimits": (16, ("maxOrderQty", "maxPosition", "maxOrderNotional", "notionalDivisor", "cbWindowNs",
                               "cbHaltNs", "instrument", "priceBandPpm", "cbMovePpm")),
-    "PerpetualParams": (17, ("tierNotional", "fundingIntervalNs", "instrument", "imPpm", "mmPpm", "tierStepPpm",
-                             "fundingCapPpm", "basisCapPpm", "basisEmaPpm")),
+    "PerpetualParams": (17, ("tierNotional", "fundingIntervalNs", "impactNotional", "instrument", "imPpm", "mmPpm", "tierStepPpm",
+                             "fundingCapPpm", "basisCapPpm", "basisEmaPpm", "liquidationFeePpm",
+                             "interestPpm")),
     "MarkPrice": (123, ("markPrice", "indexPrice", "basis", "instrument")),
-    "FundingApplied": (124, ("markPrice", "indexPrice", "perLot", "total", "instrument", "ratePpm")),
+    "FundingApplied": (124, ("markPrice", "indexPrice", "remainder", "total", "instrument", "ratePpm")),
     "Liquidation": (125, ("qty", "price", "amount", "equity", "requirement", "account", "counterparty",
                           "instrument", "stage")),
 }
@@ -486,7 +487,7 @@ def test_risk_fields_and_enum_values() -> None:
     assert m.CancelReason.ReduceOnly == 10
     assert [(s.name, int(s)) for s in m.LiquidationStage] == [
         ("Start", 1), ("BookOrder", 2), ("InsuranceTakeover", 3), ("AutoDeleverage", 4), ("InsuranceCover", 5),
-        ("FeeCover", 6), ("Done", 7)]
+        ("FeeCover", 6), ("Done", 7), ("LiquidationFee", 8)]
     assert m.PerpetualParams in m.ADMIN and m.PerpetualParams in m.INBOUND
     assert {m.MarkPrice.name, m.FundingApplied.name, m.Liquidation.name} <= set(SCHEMA.by_name)
 
@@ -505,10 +506,11 @@ RISK_SAMPLES = [
                               cbMovePpm=2**31 - 1)),
     ("PerpetualParams", dict(seq=5, tierNotional=10**12, fundingIntervalNs=8 * 3600 * 10**9, instrument=7,
                              imPpm=100_000, mmPpm=500_000, tierStepPpm=25_000, fundingCapPpm=7_500,
-                             basisCapPpm=-1, basisEmaPpm=1_000_000)),
+                             basisCapPpm=-1, basisEmaPpm=1_000_000, liquidationFeePpm=5_000,
+                             interestPpm=-100, impactNotional=2 * 10**6)),
     ("MarkPrice", dict(seq=6, markPrice=50_010, indexPrice=49_995, basis=15, instrument=7)),
     ("MarkPrice", dict(markPrice=1, indexPrice=3, basis=-3, instrument=2**32 - 1)),
-    ("FundingApplied", dict(seq=7, markPrice=50_010, indexPrice=49_995, perLot=-12, total=2**63 - 1,
+    ("FundingApplied", dict(seq=7, markPrice=50_010, indexPrice=49_995, remainder=12, total=2**63 - 1,
                             instrument=7, ratePpm=-300)),
     ("Liquidation", dict(seq=8, qty=-40, price=48_000, amount=-(2**63), equity=-5, requirement=10**9, account=42,
                          counterparty=0, instrument=7, stage="AutoDeleverage")),

@@ -120,6 +120,7 @@ INVALID = [
     ("[[instrument]]\nid = 1\nsymbol = 'TOOLONGSYM'\nreference_price = 7\nbase_asset = 1", "$.instrument[0].symbol"),
     (SPOT + SPOT.replace("'X'", "'Y'"), "$.instrument[1].id"),
     (SPOT + "notional_divisor = 0", "$.instrument[0].notional_divisor"),
+    (SPOT + "notional_divisor = 3\ntick_size = 10", "$.instrument[0].notional_divisor"),
     (SPOT + "max_order_notional = -1", "$.instrument[0].max_order_notional"),
     (SPOT + "price_band_ppm = -1", "$.instrument[0].price_band_ppm"),
     (SPOT + "cb_move_ppm = 1000001", "$.instrument[0].cb_move_ppm"),
@@ -157,6 +158,9 @@ INVALID = [
     (PERP_TABLE + "funding_cap_ppm = 1000001", "$.instrument[0].perpetual.funding_cap_ppm"),
     (PERP_TABLE + "basis_cap_ppm = 1000001", "$.instrument[0].perpetual.basis_cap_ppm"),
     (PERP_TABLE + "basis_ema_ppm = -1", "$.instrument[0].perpetual.basis_ema_ppm"),
+    (PERP_TABLE + "liquidation_fee_ppm = 1000001", "$.instrument[0].perpetual.liquidation_fee_ppm"),
+    (PERP_TABLE + "interest_ppm = -1000001", "$.instrument[0].perpetual.interest_ppm"),
+    (PERP_TABLE + "impact_notional = -1", "$.instrument[0].perpetual.impact_notional"),
     (PERP_TABLE + "index_price = 0", "$.instrument[0].perpetual.index_price"),
     # reference 100 with 65536 levels: the window is 1..65536
     (PERP_TABLE + "index_price = 65537", "$.instrument[0].perpetual.index_price"),
@@ -314,7 +318,7 @@ def decoded_admin(text: str) -> list:
 def test_risk_keys_reach_the_admin_messages() -> None:
     decoded = decoded_admin(
         "[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nbase_asset = 3\nmax_order_notional = 5000\n"
-        "notional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
+        "tick_size = 10\nnotional_divisor = 10\nprice_band_ppm = 50000\ncb_move_ppm = 20000\ncb_window_ns = 1000000\n"
         "cb_halt_ns = 5000000\nmax_order_qty = 40\nmaker_fee_ppm = -20\ntaker_fee_ppm = 30\n"
         "[[account]]\nid = 1\nmax_open_orders = 7\n[[account]]\nid = 2\n")
     assert [d.name for d in decoded] == ["InstrumentDefinition", "InstrumentLimits", "CreateAccount", "CreateAccount"]
@@ -346,7 +350,9 @@ def test_perpetual_deposits_and_index_reach_the_admin_messages_in_order() -> Non
         "taker_fee_ppm = 500\nmaker_fee_ppm = -100\nmax_position = 50\n"
         "[instrument.perpetual]\nim_ppm = 100000\nmm_ppm = 600000\ntier_notional = 1000000\n"
         "tier_step_ppm = 20000\nfunding_interval_ns = 3600000000000\nfunding_cap_ppm = 750\n"
-        "basis_cap_ppm = 5000\nbasis_ema_ppm = 200000\nindex_price = 1010\n"
+        "basis_cap_ppm = 5000\nbasis_ema_ppm = 200000\nliquidation_fee_ppm = 2500\ninterest_ppm = -30\n"
+        "impact_notional = 7000\n"
+        "index_price = 1010\n"
         "[[instrument]]\nid = 1\nsymbol = 'SPOT'\nreference_price = 1000\nbase_asset = 2\n"
         "[[instrument]]\nid = 3\nsymbol = 'BARE'\nkind = 'perpetual'\nreference_price = 7\n"
         "[[account]]\nid = 5\ndeposits = { 2 = 30, 0 = 1_000_000 }\n"
@@ -368,12 +374,14 @@ def test_perpetual_deposits_and_index_reach_the_admin_messages_in_order() -> Non
     assert fields[1][1]["maxPosition"] == 50
     pp = fields[2][1]
     assert (pp["imPpm"], pp["mmPpm"], pp["tierNotional"], pp["tierStepPpm"], pp["fundingIntervalNs"],
-            pp["fundingCapPpm"], pp["basisCapPpm"], pp["basisEmaPpm"]) == (
-        100000, 600000, 1_000_000, 20000, 3_600_000_000_000, 750, 5000, 200000)
+            pp["fundingCapPpm"], pp["basisCapPpm"], pp["basisEmaPpm"], pp["liquidationFeePpm"], pp["interestPpm"],
+            pp["impactNotional"]) == (100000, 600000, 1_000_000, 20000, 3_600_000_000_000, 750, 5000, 200000, 2500,
+                                      -30, 7000)
     # a perpetual without a table gets the engine's defaults (docs/risk.md), stated explicitly
     bare = fields[5][1]
     assert (bare["imPpm"], bare["mmPpm"], bare["tierNotional"], bare["tierStepPpm"], bare["fundingIntervalNs"],
-            bare["fundingCapPpm"], bare["basisCapPpm"], bare["basisEmaPpm"]) == (1_000_000, 500_000, 0, 0, 0, 0, 0, 0)
+            bare["fundingCapPpm"], bare["basisCapPpm"], bare["basisEmaPpm"], bare["liquidationFeePpm"],
+            bare["interestPpm"]) == (1_000_000, 500_000, 0, 0, 0, 0, 0, 0, 0, 0)
     funds = [f for n, f in fields if n == "Funds"]
     assert [(f["account"], f["asset"], f["amount"], f["action"]) for f in funds] == [
         (5, 0, 1_000_000, 1), (5, 2, 30, 1), (6, 1, 1, 1), (0, 0, 250_000, 1)]

@@ -797,7 +797,7 @@ ORDER_CHECKS = {"UnknownAccount", "KillSwitchAccount", "KillSwitchSession", "Kil
                 "KillSwitchExchange", "UnknownInstrument", "InvalidSide", "InvalidOrdType", "InvalidTimeInForce",
                 "InvalidFlags", "InvalidStpMode", "InstrumentHalted", "InstrumentClosed", "BadLot", "QtyOutOfRange",
                 "BadTick", "PriceOutOfRange", "InvalidStopPrice", "InvalidDisplayQty", "BookFull", "StopCapacity",
-                "MaxOrderQty", "PriceBand", "MaxNotional", "MaxOpenOrders", "ReduceOnlyWouldIncrease",
+                "AccountInDebt", "MaxOrderQty", "PriceBand", "MaxNotional", "MaxOpenOrders", "ReduceOnlyWouldIncrease",
                 "PositionLimit", "InsufficientFunds", "InsufficientMargin", "PostOnlyWouldTrade", "FokUnfillable"}
 ANSWERS = {
     "NewOrder": ORDER_CHECKS,
@@ -815,7 +815,8 @@ ANSWERS = {
     "IndexPrice": {"None", "UnknownInstrument", "NotPerpetual", "PriceOutOfRange"},
     "TradingStatusUpdate": {"None", "UnknownInstrument", "InvalidInstrumentDefinition"},
     "KillSwitch": {"None", "InvalidScope", "UnknownAccount", "UnknownInstrument", "KillSwitchCapacity"},
-    "InstrumentLimits": {"None", "UnknownInstrument", "InvalidInstrumentDefinition", "InstrumentInUse"},
+    "InstrumentLimits": {"None", "UnknownInstrument", "InvalidInstrumentDefinition", "InexactNotional",
+                         "InstrumentInUse"},
     "PerpetualParams": {"None", "UnknownInstrument", "NotPerpetual", "InvalidInstrumentDefinition"},
 }
 _MONEY = ("the model does not follow settled money: every account is funded far beyond what its orders need "
@@ -823,6 +824,7 @@ _MONEY = ("the model does not follow settled money: every account is funded far 
 # What no model test can reach, and why. Exact: the test fails when one of them is reached.
 NOT_MODELLED = {
     ("NewOrder", "InsufficientFunds"): _MONEY,
+    ("NewOrder", "AccountInDebt"): "only a liquidation leaves a debt (tests/test_risk_liquidation.py)",
     ("NewOrder", "InsufficientMargin"): _MONEY,
     ("ReplaceOrder", "InsufficientFunds"): _MONEY,
     ("ReplaceOrder", "InsufficientMargin"): _MONEY,

@@ -456,23 +456,23 @@ def test_market_protection_clipped_to_band():
 
 def test_max_notional():
     h = H(instruments=False)
-    h.send(h.m.instrument(1))
-    h.send(h.m.limits(1, max_notional=500, divisor=2))  # price * qty // 2 <= 500
+    h.send(h.m.instrument(1, lot=2, min_qty=2))
+    h.send(h.m.limits(1, max_notional=500, divisor=2))  # price * qty / 2 <= 500 (lot 2: exact)
     for a in (1, 2):
         h.send(h.m.account(a))
-    expect(h.order(1, BUY, 10, 100), "OrderAccepted", "BookAdd")  # 1: 500
-    expect(h.order(1, BUY, 11, 91), "OrderAccepted", "BookAdd")  # 2: 1001 // 2 = 500, not above
+    expect(h.order(1, BUY, 10, 100), "OrderAccepted", "BookAdd")  # 1: 500, not above
+    expect(h.order(1, BUY, 12, 83), "OrderAccepted", "BookAdd")  # 2: 498
     expect(h.order(1, BUY, 10, 101), reject(R.MaxNotional))  # 505
-    expect(h.order(1, BUY, 9, ord_type=STOP, stop=120), reject(R.MaxNotional))  # at the stop price: 540
+    expect(h.order(1, BUY, 10, ord_type=STOP, stop=120), reject(R.MaxNotional))  # at the stop price: 600
     expect(h.order(1, BUY, 8, ord_type=STOP, stop=120), "OrderAccepted")  # 3: 480
     # market: at the protection price (best ask + 5 ticks); no ask: not checked
     expect(h.order(2, BUY, 20, ord_type=MARKET), ("OrderAccepted", {"orderId": 4}),
            ("OrderCanceled", {"orderId": 4, "reason": C.MarketRemainder}))
-    h.order(2, SELL, 1, 105)  # 5
-    expect(h.order(1, BUY, 10, ord_type=MARKET), reject(R.MaxNotional))  # 110 * 10 // 2 = 550
-    expect(h.order(1, BUY, 9, ord_type=MARKET), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled")
+    h.order(2, SELL, 2, 105)  # 5
+    expect(h.order(1, BUY, 10, ord_type=MARKET), reject(R.MaxNotional))  # 110 * 10 / 2 = 550
+    expect(h.order(1, BUY, 8, ord_type=MARKET), "OrderAccepted", "Trade", "BookExecute", "OrderCanceled")
     expect(h.replace(1, 1, 10, 101), ("CancelRejected", {"reason": R.MaxNotional, "refTemplateId": 3}))
-    expect(h.replace(1, 1, 9, 101), ("OrderReplaced", {"orderId": 1}), "BookReplace")
+    expect(h.replace(1, 1, 8, 101), ("OrderReplaced", {"orderId": 1}), "BookReplace")
 
 
 def test_max_open_orders():
@@ -1383,13 +1383,17 @@ def test_limits_fields_are_validated():
         expect(h.limits(i, band_ppm=10_000), ("AdminResult", {"refTemplateId": 16, "instrument": i,
                                                               "reason": R.UnknownInstrument}))
     expect(h.limits(1, divisor=0), ("AdminResult", {"reason": R.UnknownInstrument}))
-    h.send(h.m.instrument(1))
+    h.send(h.m.instrument(1, tick=7, ref=98))
     bad = [dict(divisor=0), dict(divisor=-3), dict(divisor=-(2**63)), dict(max_notional=-1), dict(band_ppm=-1),
            dict(band_ppm=1_000_001), dict(band_ppm=-(2**31)), dict(cb_move_ppm=-1), dict(cb_move_ppm=2**31 - 1),
            dict(cb_window_ns=2**63), dict(cb_halt_ns=2**64 - 1)]
     for fields in bad:
         expect(h.limits(1, **fields), ("AdminResult", {"refTemplateId": 16, "instrument": 1,
                                                        "reason": R.InvalidInstrumentDefinition}))
+    # a divisor must divide tickSize * lotSize (7): a trade's notional is exact
+    for d in (2, 14, 2**62):
+        expect(h.limits(1, divisor=d), ("AdminResult", {"refTemplateId": 16, "instrument": 1,
+                                                       "reason": R.InexactNotional}))
     inst = h.model.instruments[1]  # a rejected InstrumentLimits changes nothing
     assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_move_ppm) == (0, 1, 0, 0)
     expect(h.limits(1, band_ppm=1_000_000, cb_move_ppm=1_000_000, cb_window_ns=2**63 - 1, cb_halt_ns=2**63 - 1,

@@ -235,6 +235,9 @@ def test_order_ids_beyond_the_pool_size_are_found():
 # -- every reject reason ----------------------------------------------------------------------
 
 SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted"}  # the sequencer's (tests/test_pipeline.py, test_sequencer_exactly_once.py)
+# reached only after a liquidation leaves a debt (tests/test_risk_liquidation.py,
+# test_a_bankrupt_account_that_holds_other_assets_keeps_its_debt)
+LIQUIDATION_ONLY = {"AccountInDebt"}
 
 
 def test_every_reject_reason_is_reachable():
@@ -299,7 +302,10 @@ def test_every_reject_reason_is_reachable():
     run(order(5, "Buy", 20, 100, instrument=2))                      # MaxNotional
     order(5, "Buy", 1, 100, instrument=2)
     run(order(5, "Buy", 1, 100, instrument=2))                       # MaxOpenOrders
-    run(ex.limits(2, notionalDivisor=10, priceBandPpm=100_000, maxOrderNotional=1000))  # InstrumentInUse
+    run(ex.limits(2, notionalDivisor=10, priceBandPpm=100_000, maxOrderNotional=1000))  # InexactNotional
+    ex.define(3, tickSize=10)
+    order(1, "Buy", 1, 100, instrument=3)
+    run(ex.limits(3, notionalDivisor=10))                            # InstrumentInUse
     kill = lambda scope, **f: ex.send("KillSwitch", scope=scope, action="Engage", **f)  # noqa: E731
     kill("Account", account=5)
     run(order(5, "Buy", 1, 100, instrument=2))                       # KillSwitchAccount
@@ -327,7 +333,7 @@ def test_every_reject_reason_is_reachable():
     ex.funds(4, 100)
     run(order(4, "Buy", 2, 100))                                     # InsufficientFunds (spot: 200 + fee)
     run(order(4, "Buy", 2, 100, instrument=2))                       # InsufficientMargin (100% of 200)
-    wanted = {r.name for r in RejectReason} - SEQUENCER_ONLY - {"None"}
+    wanted = {r.name for r in RejectReason} - SEQUENCER_ONLY - LIQUIDATION_ONLY - {"None"}
     assert wanted - seen == set()
 
 

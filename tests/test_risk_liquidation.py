@@ -71,19 +71,22 @@ def test_cascade_after_a_20pct_drop_with_a_thin_insurance_fund():
         "Liq Start 3", "Liq BookOrder 3", "Accepted 13", "Canceled 13 IocRemainder 15",
         "Liq AutoDeleverage 3", "Liq Done 3"]
     assert liq(ex.last, *FIELDS) == [
-        # bankruptcy 900 / 10 = 90; 3 left are taken over: the fund's equity 50 - 270 + 240 = 20
-        # stays above its maintenance ceil(24 / 2) = 12
+        # book limit 900 / 10 = 90; the book takes 7 (cash -900 + 475 + 184 = -241) and the 3
+        # left go for the bankrupt amount 241, what leaves L1 at equity 0 (not 3 @ 90, which
+        # left it 29): the fund's equity 50 - 241 + 240 = 49 stays above its maintenance
+        # ceil(24 / 2) = 12
         ("Start", 1, 0, 0, 0, 0, -100, 40, 0),
         ("BookOrder", 1, 1, 10, 90, 0, -100, 40, 0),
-        ("InsuranceTakeover", 1, 1, 3, 90, 270, 29, 0, 0),
-        ("Done", 1, 0, 0, 0, 0, 29, 0, 0),
-        # bankruptcy 85; taking 5 @ 85 would leave the fund at 20 - 25 < 0: the short pays
+        ("InsuranceTakeover", 1, 1, 3, 80, 241, 0, 0, 0),
+        ("Done", 1, 0, 0, 0, 0, 0, 0, 0),
+        # book limit 85; the 5 left go for 425: the fund's equity would be 49 + 400 - 425 = 24,
+        # below its maintenance 32 on 8 @ 80: the short pays
         ("Start", 2, 0, 0, 0, 0, -50, 40, 0),
         ("BookOrder", 2, 1, 10, 85, 0, -50, 40, 0),
         ("AutoDeleverage", 2, 1, 5, 85, 425, 0, 0, 4),
         ("Done", 2, 0, 0, 0, 0, 0, 0, 0),
-        # bankruptcy 1185 / 15 = 79, below the mark: the fund would gain on it (equity
-        # 20 - 1185 + 1200 = 35) but be below its maintenance on 18 @ 80 (ceil(144 / 2) = 72):
+        # bankrupt amount 1185 (79 each), below the mark: the fund would gain on it (equity
+        # 49 - 1185 + 1200 = 64) but be below its maintenance on 18 @ 80 (ceil(144 / 2) = 72):
         # the short takes it
         ("Start", 3, 0, 0, 0, 0, 15, 60, 0),
         ("BookOrder", 3, 1, 15, 79, 0, 15, 60, 0),
@@ -95,12 +98,12 @@ def test_cascade_after_a_20pct_drop_with_a_thin_insurance_fund():
         (1, 0, 0, "Sell", 90, 10, "IOC", "Limit"), (2, 0, 0, "Sell", 85, 10, "IOC", "Limit"),
         (3, 0, 0, "Sell", 79, 15, "IOC", "Limit")]
     assert [ex.pos(a)[0] for a in range(6)] == [3, 0, 0, 0, -10, 7]
-    assert [ex.bal(a) for a in range(6)] == [50 - 270, 29, 0, 0, 100_000 + 3000 - 425 - 1185, 10_000 - 184 - 425]
-    assert ex.pos(0) == (3, 270, 0)
-    assert ex.pos(1) == (0, 0, -25 - 16 - 30)
+    assert [ex.bal(a) for a in range(6)] == [50 - 241, 0, 0, 0, 100_000 + 3000 - 425 - 1185, 10_000 - 184 - 425]
+    assert ex.pos(0) == (3, 241, 0)
+    assert ex.pos(1) == (0, 0, -25 - 16 - 59)
     # the short closed 5 @ 85 (cost -500) and 15 @ 79 (cost -1500 of the 25 left)
     assert ex.pos(4) == (-10, -1000, 75 + 315)
-    assert ex.risk(0) == dict(equity=20, initial=24, maintenance=12, free=-4)
+    assert ex.risk(0) == dict(equity=49, initial=24, maintenance=12, free=25)
     assert ex.engine.live_orders == 0
     ex.assert_positions_sum_to_zero([1])
     ex.assert_conserved()
@@ -108,25 +111,25 @@ def test_cascade_after_a_20pct_drop_with_a_thin_insurance_fund():
     assert ex.index(1, 80) == ["Admin None", "Mark 80 idx=80 basis=0"]
 
 
-@pytest.mark.parametrize("fund", [131, 132])
+@pytest.mark.parametrize("fund", [102, 103])
 def test_cascade_with_a_deeper_insurance_fund(fund):
-    """The fund takes L1's 3 @ 90 (equity fund - 30 on 3 @ 80, maintenance 12) and L2's
-    5 @ 85 (fund - 55 on 8, maintenance 32); L3's 15 @ 79 would leave it fund - 40 on 23 @ 80,
-    maintenance ceil(184 / 2) = 92: 132 is the smallest fund that takes everything."""
+    """The fund takes L1's 3 for 241 (equity fund - 1 on 3 @ 80, maintenance 12) and L2's
+    5 for 425 (fund - 26 on 8, maintenance 32); L3's 15 for 1185 would leave it fund - 11 on
+    23 @ 80, maintenance ceil(184 / 2) = 92: 103 is the smallest fund that takes everything."""
     ex = cascade(fund=fund)
     ex.index(1, 80)
-    last = ("InsuranceTakeover", 3, 15, 79, 0) if fund == 132 else ("AutoDeleverage", 3, 15, 79, 4)
+    last = ("InsuranceTakeover", 3, 15, 79, 0) if fund == 103 else ("AutoDeleverage", 3, 15, 79, 4)
     assert liq(ex.last, "qty", "price", "counterparty") == [
-        ("Start", 1, 0, 0, 0), ("BookOrder", 1, 10, 90, 0), ("InsuranceTakeover", 1, 3, 90, 0), ("Done", 1, 0, 0, 0),
+        ("Start", 1, 0, 0, 0), ("BookOrder", 1, 10, 90, 0), ("InsuranceTakeover", 1, 3, 80, 0), ("Done", 1, 0, 0, 0),
         ("Start", 2, 0, 0, 0), ("BookOrder", 2, 10, 85, 0), ("InsuranceTakeover", 2, 5, 85, 0), ("Done", 2, 0, 0, 0),
         ("Start", 3, 0, 0, 0), ("BookOrder", 3, 15, 79, 0), last, ("Done", 3, 0, 0, 0)]
-    if fund == 132:
+    if fund == 103:
         assert [ex.pos(a)[0] for a in range(6)] == [23, 0, 0, 0, -30, 7]
-        assert ex.bal(0) == 132 - 270 - 425 - 1185
+        assert ex.bal(0) == 103 - 241 - 425 - 1185
         assert ex.risk(0) == dict(equity=92, initial=184, maintenance=92, free=-92)
     else:
         assert [ex.pos(a)[0] for a in range(6)] == [8, 0, 0, 0, -15, 7]
-        assert ex.bal(0) == 131 - 270 - 425
+        assert ex.bal(0) == 102 - 241 - 425
         assert ex.bal(4) == 100_000 + 3000 - 1185
         assert ex.risk(0) == dict(equity=76, initial=64, maintenance=32, free=12)
     ex.assert_positions_sum_to_zero([1])
@@ -211,25 +214,26 @@ def test_short_liquidated_when_the_mark_rises():
     ex.buy(2, 10, 100)
     ex.sell(1, 10, 100)  # cash 1105
     ex.sell(3, 4, 105)
-    # at 120: equity 1105 - 1200 = -95 < 60; bankruptcy 110.5, rounded down (the short buys)
+    # at 120: equity 1105 - 1200 = -95 < 60; book limit 110.5, rounded down (the short buys)
     assert ex.index(1, 120) == [
         "Admin None", "Mark 120 idx=120 basis=0", "Liq Start 1", "Liq BookOrder 1", "Accepted 4",
         "Trade 2 4@105 m=3 t=4 ml=0 tl=6", "BookExecute 3 4@105", "Canceled 4 IocRemainder 6",
         "Liq InsuranceTakeover 1", "Liq Done 1"]
-    # taking 6 @ 110 leaves the fund 100 + 660 - 720 = 40, above its maintenance 36
+    # the 6 left go to the fund for all the short's cash, 1105 - 420 = 685 (114 each): the
+    # fund's equity 100 + 685 - 720 = 65 stays above its maintenance 36
     assert liq(ex.last, *FIELDS) == [
         ("Start", 1, 0, 0, 0, 0, -95, 60, 0),
         ("BookOrder", 1, 1, -10, 110, 0, -95, 60, 0),
-        ("InsuranceTakeover", 1, 1, -6, 110, 660, 25, 0, 0),
-        ("Done", 1, 0, 0, 0, 0, 25, 0, 0)]
+        ("InsuranceTakeover", 1, 1, -6, 114, 685, 0, 0, 0),
+        ("Done", 1, 0, 0, 0, 0, 0, 0, 0)]
     assert ex.last[4]["side"].name == "Buy"
-    assert (ex.bal(1), ex.pos(1)[0]) == (25, 0)
-    assert (ex.bal(0), ex.pos(0)) == (760, (-6, -660, 0))
+    assert (ex.bal(1), ex.pos(1)[0]) == (0, 0)
+    assert (ex.bal(0), ex.pos(0)) == (785, (-6, -685, 0))
     ex.assert_positions_sum_to_zero([1])
     ex.assert_conserved()
 
 
-def test_maintenance_boundary_and_rounding_in_the_accounts_favour():
+def test_maintenance_boundary_and_the_bankrupt_amount():
     ex = leveraged(accounts=(1, 2))
     ex.deposit(1, 145)
     ex.deposit(2, 10_000)
@@ -239,62 +243,130 @@ def test_maintenance_boundary_and_rounding_in_the_accounts_favour():
     assert ex.index(1, 90) == ["Admin None", "Mark 90 idx=90 basis=0"]
     assert ex.index(1, 90) == ["Admin None", "Mark 90 idx=90 basis=0"]
     assert ex.risk(1) == dict(equity=45, initial=90, maintenance=45, free=-45)
-    # at 89: 35 < 45. Bankruptcy 85.5: the long sells at 86. The empty insurance fund would
-    # gain on it (0 - 860 + 890 = 30) but not cover its maintenance 45: the short takes it
+    # at 89: 35 < 45. The book limit 85.5 rounds up to 86; nobody bids. The bankrupt amount
+    # is the 855 the long owes (85.5 each; rounding the price in the account's favour used
+    # to leave it 5 of the counterparty's money). The empty insurance fund would gain on it
+    # (0 - 855 + 890 = 35) but not cover its maintenance 45: the short takes it
     ex.index(1, 89)
     assert liq(ex.last, "price", "amount", "equity", "counterparty") == [
-        ("Start", 1, 0, 0, 35, 0), ("BookOrder", 1, 86, 0, 35, 0), ("AutoDeleverage", 1, 86, 860, 5, 2),
-        ("Done", 1, 0, 0, 5, 0)]
-    assert (ex.bal(1), ex.bal(0), ex.pos(0)[0]) == (5, 0, 0)
-    assert (ex.bal(2), ex.pos(2)) == (10_000 + 1000 - 860, (0, 0, 140))
+        ("Start", 1, 0, 0, 35, 0), ("BookOrder", 1, 86, 0, 35, 0), ("AutoDeleverage", 1, 85, 855, 0, 2),
+        ("Done", 1, 0, 0, 0, 0)]
+    assert (ex.bal(1), ex.bal(0), ex.pos(0)[0]) == (0, 0, 0)
+    assert (ex.bal(2), ex.pos(2)) == (10_000 + 1000 - 855, (0, 0, 145))
     ex.assert_conserved()
 
 
-@pytest.mark.parametrize("fund, insurance, fee", [(2000, 670, 0), (1500, 190, 480), (1000, 0, 670),
-                                                 (75, 0, 670), (74, 74, 596)])
-def test_negative_balance_is_covered_by_the_insurance_fund_then_the_fee_account(fund, insurance, fee):
+def funding_bankrupt(fund: int, btc: int = 0) -> Risk:
     """Funding at a 91% rate takes a long's cash past what its position is worth: with the
-    index at the bottom of the window (68) and the mark at the mid 130, perLot
-    trunc(130 * 0.911764) = 118. Its bankruptcy price (1980 / 10 = 198) is above the book
-    window, so it is closed at the top (131), leaving its cash at -670. The fund takes it
-    when its equity after, fund - 1310 + 1300, is at least its maintenance ceil(130 / 2) =
-    65 (from 75 on); otherwise the short is deleveraged and the fund's cash is untouched."""
+    index at the bottom of the window (68) and the mark at the mid 130, the long (1) of 10
+    pays ceil(1300 * 0.911764) = 1186 (cash -1986, equity -686), the short (2) receives
+    1185, the fund the 1 left. Nobody bids at the book limit (the window's top, 131)."""
     ex = leveraged(accounts=(1, 2, 3))
-    ex.params(1, imPpm=100_000, fundingIntervalNs=1000, fundingCapPpm=PPM, basisCapPpm=PPM, basisEmaPpm=PPM)
+    params = dict(imPpm=100_000, fundingCapPpm=PPM, basisCapPpm=PPM, basisEmaPpm=PPM)
+    ex.params(1, **params)
     ex.deposit(1, 200)
+    if btc:
+        ex.deposit(1, btc, asset=1)
     ex.deposit(2, 100_000)
     ex.deposit(3, 10_000)
-    ex.deposit(0, fund)
+    if fund:
+        ex.deposit(0, fund)
     ex.sell(2, 10, 100)
     ex.buy(1, 10, 100)  # cash -800
     ex.buy(3, 1, 129)
     ex.sell(3, 1, TOP)  # mid 130
     assert ex.index(1, BOTTOM) == ["Admin None", "Mark 130 idx=68 basis=62"]
+    assert ex.params(1, fundingIntervalNs=1000, **params) == ["Admin None"]  # a whole interval at that premium
     out = ex.at(T0 + 1000).cancel(1, 99)
-    assert out[0] == "Funding 1 perLot=118 total=1180 rate=911764"
+    assert out[0] == "Funding 1 rem=1 total=1186 rate=911764"
     assert out[-1] == "CancelRejected UnknownOrder"
-    takeover = fund >= 75
+    return ex
+
+
+@pytest.mark.parametrize("fund", [2000, 750, 749, 0])
+def test_a_bankruptcy_beyond_the_mark_is_carried_by_the_fund_or_the_deleveraged_short(fund):
+    """The long's position goes for its bankrupt amount, 1986 (198 each, above the mark):
+    the fund takes it when its equity after, fund + 1 + 1300 - 1986, is at least its
+    maintenance ceil(130 / 2) = 65 (from 750 on); otherwise the short is deleveraged and
+    pays it. Either way the account ends at exactly 0 and nothing is left to cover: the
+    fund's cash never pays for what its equity cannot (issue 13, defect 5, where a cover
+    from the fund's cash took its equity to -590 before the fee account was asked)."""
+    ex = funding_bankrupt(fund)
+    takeover = fund >= 750
     stage = "InsuranceTakeover" if takeover else "AutoDeleverage"
-    covers_ = ([("InsuranceCover", 1, insurance)] if insurance else []) + ([("FeeCover", 1, fee)] if fee else [])
-    # a cover with nothing to give is no event (the fund's cash is negative after a takeover)
     assert liq(ex.last, "price", "amount", "equity", "counterparty") == [
-        ("Start", 1, 0, 0, -680, 0), ("BookOrder", 1, TOP, 0, -680, 0),
-        (stage, 1, TOP, 1310, -670, 0 if takeover else 2)] + [
-        (s_, a, 0, amt, -670 + insurance if s_ == "InsuranceCover" else 0, 0) for s_, a, amt in covers_] + [
-        ("Done", 1, 0, 0, 0, 0)]
-    assert covers(ex.last) == covers_
-    assert (ex.bal(1), ex.pos(1)[0]) == (0, 0)
-    assert ex.fees() == -fee
+        ("Start", 1, 0, 0, -686, 0), ("BookOrder", 1, TOP, 0, -686, 0),
+        (stage, 1, 198, 1986, 0, 0 if takeover else 2), ("Done", 1, 0, 0, 0, 0)]
+    assert covers(ex.last) == []
+    assert (ex.bal(1), ex.pos(1)[0], ex.fees()) == (0, 0, 0)
     if takeover:
-        assert ex.bal(0) == fund - 1310 - insurance
-        assert ex.pos(0) == (10, 1310, 0)
-        assert ex.bal(2) == 100_000 + 1000 + 1180  # the short was paid its funding
+        assert ex.bal(0) == fund + 1 - 1986
+        assert ex.pos(0) == (10, 1986, 0)
+        assert ex.risk(0)["equity"] == fund - 685 >= ex.risk(0)["maintenance"]
+        assert ex.bal(2) == 100_000 + 1000 + 1185  # the short was paid its funding
     else:
-        assert ex.bal(0) == fund - insurance
-        assert (ex.pos(0), ex.pos(2)) == ((0, 0, 0), (0, 0, -310))
-        assert ex.bal(2) == 100_000 + 1000 + 1180 - 1310
+        assert ex.bal(0) == fund + 1
+        assert (ex.pos(0), ex.pos(2)) == ((0, 0, 0), (0, 0, 1000 - 1986))
+        assert ex.bal(2) == 100_000 + 1000 + 1185 - 1986
     ex.assert_positions_sum_to_zero([1])
     ex.assert_conserved()
+
+
+def test_a_bankrupt_account_that_holds_other_assets_keeps_its_debt():
+    """Issue 13, defect 7: the same long also holds 50 of asset 1. Its position goes at its
+    value at mark (1300, not the 1986 it owes: others do not carry an account that can pay),
+    and the 686 it still owes stays its debt: it may not trade or withdraw until a deposit
+    repays it, and then it may."""
+    ex = funding_bankrupt(2000, btc=50)
+    assert liq(ex.last, "price", "amount", "equity", "counterparty") == [
+        ("Start", 1, 0, 0, -686, 0), ("BookOrder", 1, TOP, 0, -686, 0),
+        ("InsuranceTakeover", 1, 130, 1300, -686, 0), ("Done", 1, 0, 0, -686, 0)]
+    assert covers(ex.last) == []
+    assert (ex.bal(1), ex.bal(1, 1), ex.pos(1)[0], ex.bal(0), ex.fees()) == (-686, 50, 0, 2001 - 1300, 0)
+    assert ex.buy(1, 1, 100) == ["Rejected AccountInDebt"]
+    assert ex.sell(1, 1, 100) == ["Rejected AccountInDebt"]
+    assert ex.withdraw(1, 1, asset=1) == ["Admin AccountInDebt 50"]
+    assert ex.deposit(1, 600) == ["Admin None -86"]
+    assert ex.withdraw(1, 1, asset=1) == ["Admin AccountInDebt 50"]
+    assert ex.deposit(1, 86) == ["Admin None 0"]  # repaid
+    assert ex.withdraw(1, 50, asset=1) == ["Admin None 0"]
+    ex.deposit(1, 1000)
+    assert ex.buy(1, 1, 100)[0] == "Accepted 6"
+    ex.assert_conserved()
+
+
+def test_a_liquidation_fee_goes_to_the_insurance_fund_and_takeover_is_at_the_bankrupt_amount():
+    """Issue 13, defect 6: taker fee 5%, liquidation fee 1%. The long (1) of 10 paid 1,050
+    for its position (cash -900). At mark 94 its equity is 40 < maintenance 47. The fund
+    takes ceil(940 * 1%) = 10 of that; the book limit is 910 / (10 * 0.95) = 95.8 -> 96 and
+    nobody bids; the fund then takes the position for 910, what leaves the account at
+    exactly 0. Before, the fee-inclusive limit (95) was reused: the fund paid 950 and the
+    trader, with 40 of equity, left with 50."""
+    ex = Risk(accounts=(1, 2))
+    ex.perp(1, takerFeePpm=50_000)
+    assert ex.params(1, imPpm=100_000, liquidationFeePpm=10_000) == ["Admin None"]
+    ex.deposit(1, 150)
+    ex.deposit(2, 10_000)
+    ex.deposit(0, 10_000)
+    ex.sell(2, 10, 100)
+    ex.buy(1, 10, 100)
+    assert ex.bal(1) == -900
+    assert ex.index(1, 94) == [
+        "Admin None", "Mark 94 idx=94 basis=0", "Liq Start 1", "Liq LiquidationFee 1", "Liq BookOrder 1",
+        "Accepted 3", "Canceled 3 IocRemainder 10", "Liq InsuranceTakeover 1", "Liq Done 1"]
+    assert liq(ex.last, *FIELDS) == [
+        ("Start", 1, 0, 0, 0, 0, 40, 47, 0),
+        ("LiquidationFee", 1, 1, 10, 94, 10, 30, 47, 0),
+        ("BookOrder", 1, 1, 10, 96, 0, 30, 47, 0),
+        ("InsuranceTakeover", 1, 1, 10, 91, 910, 0, 0, 0),
+        ("Done", 1, 0, 0, 0, 0, 0, 0, 0)]
+    assert (ex.bal(1), ex.pos(1)[0]) == (0, 0)
+    assert (ex.bal(0), ex.pos(0)) == (10_000 + 10 - 910, (10, 910, 0))
+    assert ex.risk(0)["equity"] == 10_000 + 10 - 910 + 940
+    ex.assert_positions_sum_to_zero([1])
+    ex.assert_conserved()
+    # out of range
+    assert ex.params(1, imPpm=100_000, liquidationFeePpm=PPM + 1) == ["Admin InvalidInstrumentDefinition"]
 
 
 def test_taker_fee_raises_a_longs_bankruptcy_price():
@@ -307,10 +379,13 @@ def test_taker_fee_raises_a_longs_bankruptcy_price():
     ex.sell(2, 10, 100)
     ex.buy(1, 10, 100)
     assert ex.bal(1) == -910  # 1000 plus a 1% fee
-    # selling at p leaves -910 + n - floor(n / 100): 92 is the lowest price that is >= 0
+    # the book order sells at p only if -910 + n - ceil(n / 100) >= 0: 92 is the lowest price
+    # that gives it. Nobody bids; the fund takes the position without a fee, for the 910 the
+    # long owes (91 each), not at 92, which left the account 10 of the fund's money
     ex.index(1, 80)
-    assert liq(ex.last, "price", "equity") == [
-        ("Start", 1, 0, -110), ("BookOrder", 1, 92, -110), ("InsuranceTakeover", 1, 92, 10), ("Done", 1, 0, 10)]
+    assert liq(ex.last, "price", "amount", "equity") == [
+        ("Start", 1, 0, 0, -110), ("BookOrder", 1, 92, 0, -110), ("InsuranceTakeover", 1, 91, 910, 0),
+        ("Done", 1, 0, 0, 0)]
     ex.assert_conserved()
 
 
@@ -424,7 +499,7 @@ def test_a_fill_that_leaves_an_account_below_maintenance_liquidates_it_after_tha
         "Liq InsuranceTakeover 2", "Liq Done 2"]
     assert liq(ex.last, "price", "equity") == [
         ("Start", 1, 0, -100), ("BookOrder", 1, 90, -100), ("InsuranceTakeover", 1, 90, 0), ("Done", 1, 0, 0),
-        ("Start", 2, 0, -55), ("BookOrder", 2, 86, -55), ("InsuranceTakeover", 2, 86, 5), ("Done", 2, 0, 5)]
+        ("Start", 2, 0, -55), ("BookOrder", 2, 86, -55), ("InsuranceTakeover", 2, 85, 0), ("Done", 2, 0, 0)]
     assert [ex.pos(a)[0] for a in (0, 1, 2, 3)] == [20, 0, 0, -20]
     ex.assert_conserved()
 

@@ -146,28 +146,32 @@ def test_buy_holds_notional_plus_taker_fee_at_its_limit():
     assert ex.buy(1, 10, 100) == ["Accepted 1", "BookAdd 1 Buy 10@100"]
     assert (ex.bal(1), ex.held(1)) == (10_000, 1005)
     assert ex.buy(1, 7, 99) == ["Accepted 2", "BookAdd 2 Buy 7@99"]
-    assert ex.held(1) == 1005 + 693 + 3  # the fee is floored: 3.465 -> 3
+    assert ex.held(1) == 1005 + 693 + 4  # the fee rounds up: 3.465 -> 4
     assert ex.cancel(1, 1) == ["Canceled 1 User 10", "BookDelete 1"]
-    assert ex.held(1) == 696
+    assert ex.held(1) == 697
     assert ex.cancel(1, 2) == ["Canceled 2 User 7", "BookDelete 2"]
     assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (10_000, 0, 0)
     ex.assert_conserved()
 
 
-def test_buy_hold_rounds_the_notional_up_with_a_divisor():
-    ex = spot()
+def test_buy_hold_with_a_divisor():
+    """Tick 10, divisor 10: every notional is exact; the hold is the notional plus the taker
+    fee rounded up, and a fill as maker pays less (its own fee), the rest is released."""
+    ex = Risk()
+    ex.spot(1, tickSize=10, referencePrice=1000, takerFeePpm=5000, makerFeePpm=2000)
     assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
-    ex.deposit(1, 20_000)
+    ex.deposit(1, 200_000)
     ex.deposit(2, 10, asset=1)
-    ex.buy(1, 3, 101)  # n = ceil(303 / 10) = 31, fee floor(0.155) = 0
-    assert ex.held(1) == 31
-    ex.buy(1, 1000, 101)  # n = 10100, fee floor(50.5) = 50
-    assert ex.held(1) == 31 + 10150
+    ex.buy(1, 3, 1010)  # n = 3030 / 10 = 303, fee ceil(1.515) = 2
+    assert ex.held(1) == 305
+    ex.buy(1, 1000, 1010)  # n = 101,000, fee 505
+    assert ex.held(1) == 305 + 101_505
     ex.cancel(1, 2)
-    # the trade itself uses notional = floor(303 / 10) = 30: the 1 left of the hold is released
-    assert ex.sell(2, 3, 101) == ["Accepted 3", "Trade 1 3@101 m=1 t=3 ml=0 tl=0", "BookExecute 1 3@101"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (20_000 - 30, 0, 3)
-    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (30, 7, 0)
+    # the buyer is the maker: fee ceil(0.606) = 1, so it pays 304 and 1 of the hold is
+    # released; the selling taker pays ceil(1.515) = 2
+    assert ex.sell(2, 3, 1010) == ["Accepted 3", "Trade 1 3@1010 m=1 t=3 ml=0 tl=0", "BookExecute 1 3@1010"]
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (200_000 - 304, 0, 3)
+    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1), ex.fees()) == (301, 7, 0, 3)
     ex.assert_conserved()
 
 
@@ -196,22 +200,24 @@ def test_fills_pay_out_of_the_hold_and_the_rest_is_released_when_the_order_ends(
     ex.deposit(2, 50, asset=1)
     ex.deposit(3, 10, asset=1)
     assert ex.sell(2, 20, 99) == ["Accepted 1", "BookAdd 1 Sell 20@99"]
-    # a buy at 100 fills at 99: n 990, taker fee 4 (4.95), maker fee 1 (1.98)
+    # a buy at 100 fills at 99: n 990, taker fee 5 (4.95), maker fee 2 (1.98), both rounded up
     assert ex.buy(1, 10, 100) == ["Accepted 2", "Trade 1 10@99 m=1 t=2 ml=10 tl=0", "BookExecute 1 10@99"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (10_000 - 994, 0, 10)  # 1005 - 994 released
-    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (989, 40, 10)
-    assert ex.fees() == 5
-    # 15 @ 100 holds 1507; 10 fill at 99 (994 paid); the rest of the hold stays with the order
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (10_000 - 995, 0, 10)  # 1005 - 995 released
+    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (988, 40, 10)
+    assert ex.fees() == 7
+    # 15 @ 100 holds 1508; 10 fill at 99 (995 paid); the rest of the hold stays with the order.
+    # The maker's order owes ceil(3.96) = 4 over its two fills: 2 more
     assert ex.buy(1, 15, 100) == ["Accepted 3", "Trade 2 10@99 m=1 t=3 ml=0 tl=5", "BookExecute 1 10@99",
                                   "BookAdd 3 Buy 5@100"]
-    assert (ex.bal(1), ex.held(1)) == (8012, 513)
-    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (1978, 30, 0)
-    assert ex.fees() == 10
-    # it fills as a maker: n 500, maker fee 1: it pays 501, and the last 12 are released
+    assert (ex.bal(1), ex.held(1)) == (8010, 513)
+    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (1976, 30, 0)
+    assert ex.fees() == 14
+    # it fills as a maker: n 500, maker fee 1.0, and the order's fees come to ceil(4.95 + 1.0)
+    # = 6, of which 5 were paid: it pays 501, and the last 12 are released
     assert ex.sell(3, 5, 100) == ["Accepted 4", "Trade 3 5@100 m=3 t=4 ml=0 tl=0", "BookExecute 3 5@100"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (7511, 0, 25)
-    assert (ex.bal(3), ex.bal(3, 1), ex.held(3, 1)) == (498, 5, 0)  # taker fee 2 (2.5)
-    assert ex.fees() == 13
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (7509, 0, 25)
+    assert (ex.bal(3), ex.bal(3, 1), ex.held(3, 1)) == (497, 5, 0)  # taker fee 3 (2.5)
+    assert ex.fees() == 18
     ex.assert_conserved()
 
 
@@ -239,7 +245,7 @@ def test_expiry_mass_cancel_and_kill_switch_release_holds():
     ex.buy(1, 10, 100, tif="Day")
     ex.sell(2, 5, 105, tif="Day")
     ex.buy(1, 1, ordType="Stop", stopPrice=110, tif="Day")
-    assert (ex.held(1), ex.held(2, 1)) == (1005 + 113, 5)
+    assert (ex.held(1), ex.held(2, 1)) == (1005 + 114, 5)
     assert ex.status("Closed") == ["Admin None", "Status Closed", "Canceled 1 Expired 10", "BookDelete 1",
                                    "Canceled 2 Expired 5", "BookDelete 2", "Canceled 3 Expired 1"]
     assert (ex.held(1), ex.held(2, 1)) == (0, 0)
@@ -259,14 +265,15 @@ def test_market_buy_holds_at_its_protection_price():
     ex.deposit(2, 20, asset=1)
     ex.sell(2, 5, 100)
     ex.sell(2, 5, 102)
-    ex.deposit(1, 827)
-    # protection price 100 + 3 = 103: n 824, fee 4 (4.12): 828
+    ex.deposit(1, 828)
+    # protection price 100 + 3 = 103: n 824, fee 5 (4.12): 829
     assert ex.buy(1, 8, ordType="Market", tif="IOC") == ["Rejected InsufficientFunds"]
     ex.deposit(1, 1)
     assert ex.buy(1, 8, ordType="Market", tif="IOC") == [
         "Accepted 3", "Trade 1 5@100 m=1 t=3 ml=0 tl=3", "BookExecute 1 5@100",
         "Trade 2 3@102 m=2 t=3 ml=2 tl=0", "BookExecute 2 3@102"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (828 - 502 - 307, 0, 8)
+    # fees 3 (2.5) then 2 (1.53 + 2.5 = 4.03 in all, rounded up once to 5)
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (829 - 503 - 308, 0, 8)
     # an empty ask side: a market buy holds nothing and trades nothing, even without money
     ex.cancel(2, 2)
     assert ex.buy(3, 5, ordType="Market", tif="IOC") == ["Accepted 4", "Canceled 4 MarketRemainder 5"]
@@ -276,18 +283,18 @@ def test_market_buy_holds_at_its_protection_price():
 
 def test_stop_buy_holds_at_stop_plus_protection_and_never_trades_above_it():
     ex = spot()
-    ex.deposit(1, 1084)
+    ex.deposit(1, 1085)
     ex.deposit(2, 10, asset=1)
-    # stop 105 + 3 ticks = 108: n 1080, fee 5: 1085
+    # stop 105 + 3 ticks = 108: n 1080, fee 6 (5.4): 1086
     assert ex.buy(1, 10, ordType="Stop", stopPrice=105) == ["Rejected InsufficientFunds"]
     ex.deposit(1, 1)
     assert ex.buy(1, 10, ordType="Stop", stopPrice=105) == ["Accepted 1"]
-    assert ex.held(1) == 1085
+    assert ex.held(1) == 1086
     assert ex.cancel(1, 1) == ["Canceled 1 User 10"]
     assert ex.held(1) == 0
     # a stop buy at 101 holds at 104 and may not trade at 106 when it triggers
     assert ex.buy(1, 2, ordType="Stop", stopPrice=101) == ["Accepted 2"]
-    assert ex.held(1) == 208 + 1
+    assert ex.held(1) == 208 + 2
     ex.sell(2, 1, 101)
     ex.sell(2, 1, 106)
     ex.sell(2, 5, ordType="Stop", stopPrice=90)  # a sell stop holds its base too
@@ -295,7 +302,7 @@ def test_stop_buy_holds_at_stop_plus_protection_and_never_trades_above_it():
     ex.deposit(3, 1000)
     assert ex.buy(3, 1, 101) == ["Accepted 6", "Trade 1 1@101 m=3 t=6 ml=0 tl=0", "BookExecute 3 1@101",
                                  "StopTriggered 2 @101", "Canceled 2 MarketRemainder 2"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (1085, 0, 0)
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (1086, 0, 0)
     ex.assert_conserved()
 
 
@@ -336,18 +343,18 @@ def test_replace_recomputes_the_hold():
     ex.buy(1, 10, 100)
     assert ex.held(1) == 1005
     assert ex.replace(1, 1, 10, 104) == ["Replaced 1 10@104 leaves=10", "BookReplace 1 Buy 10@104"]
-    assert ex.held(1) == 1045
+    assert ex.held(1) == 1046
     assert ex.replace(1, 1, 14, 104) == ["Replaced 1 14@104 leaves=14", "BookReplace 1 Buy 14@104"]
-    assert ex.held(1) == 1463  # 1456 + 7: an increase of 418 of the 455 available
-    # 15 @ 100 would hold 1507: 44 more than held, 37 available
+    assert ex.held(1) == 1464  # 1456 + 8: an increase of 418 of the 454 available
+    # 15 @ 100 would hold 1508: 44 more than held, 36 available
     assert ex.replace(1, 1, 15, 100) == ["CancelRejected InsufficientFunds"]
     assert ex.last[0]["refTemplateId"] == 3
-    assert ex.held(1) == 1463
+    assert ex.held(1) == 1464
     o = ex.engine.order(1)
     assert (o["qty"], o["price"]) == (14, 104)
     # a decrease is released
     assert ex.replace(1, 1, 5, 104) == ["Replaced 1 5@104 leaves=5", "BookReduce 1 9"]
-    assert ex.held(1) == 522
+    assert ex.held(1) == 523
     # sells re-hold their base asset
     ex.deposit(2, 15, asset=1)
     ex.sell(2, 10, 110)
@@ -357,12 +364,12 @@ def test_replace_recomputes_the_hold():
     assert ex.held(2, 1) == 15
     assert ex.replace(2, 2, 3, 110) == ["Replaced 2 3@110 leaves=3", "BookReplace 2 Sell 3@110"]
     assert ex.held(2, 1) == 3
-    # a replace that crosses trades out of its new hold: 5 @ 110 holds 552, 3 fill at 110 (331)
+    # a replace that crosses trades out of its new hold: 5 @ 110 holds 553, 3 fill at 110 (332)
     assert ex.replace(1, 1, 5, 110) == ["Replaced 1 5@110 leaves=5", "BookDelete 1",
                                         "Trade 1 3@110 m=2 t=1 ml=0 tl=2", "BookExecute 2 3@110",
                                         "BookAdd 1 Buy 2@110"]
-    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (1500 - 331, 552 - 331, 3)
-    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (330 - 0, 12, 0)  # maker fee trunc(0.66) = 0
+    assert (ex.bal(1), ex.held(1), ex.bal(1, 1)) == (1500 - 332, 553 - 332, 3)
+    assert (ex.bal(2), ex.bal(2, 1), ex.held(2, 1)) == (330 - 1, 12, 0)  # maker fee ceil(0.66) = 1
     ex.assert_conserved()
 
 
@@ -376,25 +383,26 @@ def test_taker_fee_and_a_maker_rebate():
     ex.sell(2, 10, 100)
     ex.buy(1, 10, 100)  # n 1000: the taker pays 3, the maker is paid 1
     assert (ex.bal(1), ex.bal(2), ex.fees()) == (10_000 - 1003, 1001, 2)
-    ex.buy(1, 9, 111)  # a resting buy holds 999 + 2
-    assert ex.held(1) == 1001
-    ex.sell(2, 9, 111, tif="IOC")  # n 999: maker rebate trunc(-0.999) = 0, taker fee floor(2.997) = 2
-    assert (ex.bal(1), ex.held(1), ex.bal(2), ex.fees()) == (10_000 - 1003 - 999, 0, 1001 + 997, 4)
+    ex.buy(1, 9, 111)  # a resting buy holds 999 + 3
+    assert ex.held(1) == 1002
+    # n 999: the maker's rebate rounds down, ceil(-0.999) = 0; the taker's fee up, ceil(2.997) = 3
+    ex.sell(2, 9, 111, tif="IOC")
+    assert (ex.bal(1), ex.held(1), ex.bal(2), ex.fees()) == (10_000 - 1003 - 999, 0, 1001 + 996, 5)
     ex.buy(1, 20, 100)
     ex.sell(2, 20, 100)  # n 2000: the buying maker pays 1998, the selling taker receives 1994
-    assert (ex.bal(1), ex.bal(2), ex.fees()) == (10_000 - 1003 - 999 - 1998, 1001 + 997 + 1994, 8)
+    assert (ex.bal(1), ex.bal(2), ex.fees()) == (10_000 - 1003 - 999 - 1998, 1001 + 996 + 1994, 9)
     assert (ex.bal(1, 1), ex.bal(2, 1)) == (39, 61)
     ex.assert_conserved()
 
 
-def test_positive_maker_fee_is_truncated_and_taker_fee_floored():
+def test_maker_and_taker_fees_round_up():
     ex = Risk()
     ex.spot(1, takerFeePpm=1000, makerFeePpm=1000)
     ex.deposit(1, 10_000)
     ex.deposit(2, 100, asset=1)
     ex.sell(2, 19, 105)
-    ex.buy(1, 19, 105)  # n 1995: maker fee trunc(1.995) = 1, taker fee floor(1.995) = 1
-    assert (ex.bal(1), ex.bal(2), ex.fees()) == (10_000 - 1996, 1994, 2)
+    ex.buy(1, 19, 105)  # n 1995: maker fee ceil(1.995) = 2, taker fee ceil(1.995) = 2
+    assert (ex.bal(1), ex.bal(2), ex.fees()) == (10_000 - 1997, 1993, 4)
     ex.assert_conserved()
 
 
@@ -456,8 +464,9 @@ def test_a_spot_buy_may_not_spend_collateral_a_perpetual_needs():
 
 def test_a_divisor_change_is_refused_while_orders_work_on_the_instrument():
     """The reproduction: a resting buy held 100 for a notional the new divisor would make
-    1,000; its fill would have left the buyer at -900."""
-    ex = spot(taker=0, maker=0)
+    1,000; its fill would have left the buyer at -900. (Lot 10: the divisor divides tick * lot.)"""
+    ex = Risk()
+    ex.spot(1, lotSize=10, minQty=10, takerFeePpm=0, makerFeePpm=0)
     assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
     ex.deposit(1, 100)
     ex.deposit(2, 10, asset=1)
@@ -475,7 +484,7 @@ def test_a_divisor_change_is_refused_while_positions_are_open():
     """Perpetual, 10 -> 1 with a position open would have given one side +900 and the
     other -880, the insurance fund absorbing the difference."""
     ex = Risk(accounts=(1, 2))
-    ex.perp(1)
+    ex.perp(1, lotSize=10, minQty=10)
     assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
     ex.deposit(1, 1_000_000)
     ex.deposit(2, 1_000_000)
@@ -487,4 +496,28 @@ def test_a_divisor_change_is_refused_while_positions_are_open():
     ex.buy(2, 10, 100)
     assert (ex.pos(1)[0], ex.pos(2)[0]) == (0, 0)
     assert ex.limits(1, notionalDivisor=1) == ["Admin None"]
+    ex.assert_conserved()
+
+
+# -- issue 13: a band that trades alone cannot walk -----------------------------------------------
+
+
+def test_a_spot_band_is_anchored_to_the_breaker_windows_first_trade():
+    """With the circuit breaker on, a spot band is around the first trade of the breaker's
+    window, which later trades in the window cannot move: a 10% band, window 1 s. The next
+    window's first trade re-anchors it."""
+    ex = spot(taker=0, maker=0)
+    assert ex.limits(1, priceBandPpm=100_000, cbMovePpm=500_000, cbWindowNs=10**9, cbHaltNs=10**9) == [
+        "Admin None"]
+    ex.deposit(1, 100_000)
+    ex.deposit(2, 100, asset=1)
+    ex.sell(2, 1, 100)
+    assert ex.buy(1, 1, 100)[1] == "Trade 1 1@100 m=1 t=2 ml=0 tl=0"  # the window's reference
+    ex.sell(2, 1, 110)
+    assert ex.buy(1, 1, 110)[1] == "Trade 2 1@110 m=3 t=4 ml=0 tl=0"
+    assert ex.sell(2, 1, 111) == ["Rejected PriceBand"]  # still 90..110
+    assert ex.at(10**9 + 1).sell(2, 1, 110) == ["Accepted 5", "BookAdd 5 Sell 1@110"]
+    assert ex.buy(1, 1, 110)[1] == "Trade 3 1@110 m=5 t=6 ml=0 tl=0"  # the new window's reference
+    assert ex.sell(2, 1, 121) == ["Accepted 7", "BookAdd 7 Sell 1@121"]  # 99..121
+    assert ex.sell(2, 1, 122) == ["Rejected PriceBand"]
     ex.assert_conserved()

@@ -230,24 +230,26 @@ def test_reduce_only_buy_above_the_mark_needs_its_loss_in_the_excess_over_mainte
     ex.assert_conserved()
 
 
-def test_reduce_only_sell_below_the_mark_with_a_divisor_and_no_check_without_a_loss():
-    """A long with notionalDivisor 10: loss = floor(mark * qty / 10) - notional(price, qty),
-    each side floored on its own."""
-    ex = perp_ex(deposit=0, imPpm=100_000)
+def test_reduce_only_sell_below_the_mark_with_a_divisor():
+    """Lot 10, notionalDivisor 10 (a lot at price p is worth p): loss = notional at mark -
+    notional at the price, both exact."""
+    ex = Risk(accounts=(1, 2))
+    ex.perp(1, lotSize=10, minQty=10)
+    assert ex.params(1, imPpm=100_000) == ["Admin None"]
     assert ex.limits(1, notionalDivisor=10) == ["Admin None"]
-    ex.deposit(1, 10)
-    ex.deposit(2, 10_000)
-    ex.sell(2, 10, 100)
-    ex.buy(1, 10, 100)  # notional 100: cash -90
-    assert ex.risk(1) == dict(equity=10, initial=10, maintenance=5, free=0)
-    assert ex.sell(1, 10, 94, reduceOnly=1) == ["Rejected InsufficientMargin"]  # 100 - 94 = 6 > 5
-    assert ex.sell(1, 10, 95, reduceOnly=1) == ["Accepted 3", "BookAdd 3 Sell 10@95"]  # 5
-    # 3 at 83: 30 - floor(24.9) = 6 (the exact 5.1 floored would pass); at 84: 30 - 25 = 5
-    assert ex.sell(1, 3, 83, reduceOnly=1) == ["Rejected InsufficientMargin"]
-    assert ex.sell(1, 3, 84, reduceOnly=1) == ["Accepted 4", "BookAdd 4 Sell 3@84"]
-    assert ex.buy(2, 3, 84) == ["Accepted 5", "Trade 2 3@84 m=4 t=5 ml=0 tl=0", "BookExecute 4 3@84"]
-    assert (ex.bal(1), ex.pos(1)) == (-90 + 25, (7, 70, -5))
-    assert ex.risk(1) == dict(equity=5, initial=7, maintenance=4, free=-2)
+    ex.deposit(1, 100)
+    ex.deposit(2, 100_000)
+    ex.sell(2, 100, 100)
+    ex.buy(1, 100, 100)  # notional 1000: cash -900
+    assert ex.risk(1) == dict(equity=100, initial=100, maintenance=50, free=0)
+    assert ex.sell(1, 100, 94, reduceOnly=1) == ["Rejected InsufficientMargin"]  # 1000 - 940 = 60 > 50
+    assert ex.sell(1, 100, 95, reduceOnly=1) == ["Accepted 3", "BookAdd 3 Sell 100@95"]  # 50
+    # 30 at 83: 300 - 249 = 51; at 84: 300 - 252 = 48
+    assert ex.sell(1, 30, 83, reduceOnly=1) == ["Rejected InsufficientMargin"]
+    assert ex.sell(1, 30, 84, reduceOnly=1) == ["Accepted 4", "BookAdd 4 Sell 30@84"]
+    assert ex.buy(2, 30, 84) == ["Accepted 5", "Trade 2 30@84 m=4 t=5 ml=0 tl=0", "BookExecute 4 30@84"]
+    assert (ex.bal(1), ex.pos(1)) == (-900 + 252, (70, 700, -48))
+    assert ex.risk(1) == dict(equity=52, initial=70, maintenance=35, free=-18)
     ex.assert_conserved()
 
 
@@ -303,21 +305,24 @@ def test_reduce_only_loss_at_the_risk_price_of_stop_and_market_orders():
 
 
 def test_insufficient_margin_with_tiers():
+    """Tier 1000, 10% then 15%: each tier's rate on the notional within it."""
     ex = perp_ex(deposit=0, imPpm=100_000, mmPpm=500_000, tierNotional=1000, tierStepPpm=50_000)
-    ex.deposit(1, 149)
-    # notional 1000 is in the second tier: 15% = 150
-    assert ex.buy(1, 10, 100) == ["Rejected InsufficientMargin"]
+    ex.deposit(1, 99)
+    assert ex.buy(1, 10, 100) == ["Rejected InsufficientMargin"]  # 1000 at 10%: 100
     assert ex.buy(1, 9, 100) == ["Accepted 1", "BookAdd 1 Buy 9@100"]  # 900 at 10%: 90
-    assert ex.buy(1, 1, 100) == ["Rejected InsufficientMargin"]  # W 10: 150
     ex.deposit(1, 1)
-    assert ex.buy(1, 1, 100) == ["Accepted 2", "BookAdd 2 Buy 1@100"]
-    assert ex.risk(1) == dict(equity=150, initial=150, maintenance=0, free=0)
-    # the rate never exceeds 100%
+    assert ex.buy(1, 1, 100) == ["Accepted 2", "BookAdd 2 Buy 1@100"]  # W 10: 100
+    # W 15: 100 + 15% of 500 = 175
+    assert ex.buy(1, 5, 100) == ["Rejected InsufficientMargin"]
+    ex.deposit(1, 75)
+    assert ex.buy(1, 5, 100) == ["Accepted 3", "BookAdd 3 Buy 5@100"]
+    assert ex.risk(1) == dict(equity=175, initial=175, maintenance=0, free=0)
+    # the rate never exceeds 100%: tiers of 100 at 10%, 60%, then 100%
     assert ex.params(1, imPpm=100_000, tierNotional=100, tierStepPpm=500_000) == ["Admin None"]
-    ex.deposit(2, 299)
-    assert ex.buy(2, 3, 99) == ["Rejected InsufficientMargin"]  # 300 at min(160%, 100%)
+    ex.deposit(2, 169)
+    assert ex.buy(2, 3, 99) == ["Rejected InsufficientMargin"]  # 300 at mark: 10 + 60 + 100
     ex.deposit(2, 1)
-    assert ex.buy(2, 3, 99) == ["Accepted 3", "BookAdd 3 Buy 3@99"]
+    assert ex.buy(2, 3, 99) == ["Accepted 4", "BookAdd 4 Buy 3@99"]
 
 
 def test_insufficient_margin_counts_the_loss_of_trading_away_from_the_mark():
@@ -476,8 +481,8 @@ def test_mark_price_is_clamped_into_the_book_window():
 
 def test_funding_uses_the_clamped_mark():
     """The funding rate is (mark - index) / index with the mark after its clamp."""
-    ex = perp_ex(accounts=(1, 2, 3), fundingIntervalNs=1000, fundingCapPpm=PPM, basisCapPpm=PPM,
-                 basisEmaPpm=400_000)
+    params = dict(fundingCapPpm=PPM, basisCapPpm=PPM, basisEmaPpm=400_000)
+    ex = perp_ex(accounts=(1, 2, 3), **params)
     ex.sell(2, 10, 100)
     ex.buy(1, 10, 100)
     ex.buy(3, 1, 129)
@@ -486,13 +491,14 @@ def test_funding_uses_the_clamped_mark():
         ex.index(1, BOTTOM)  # the smoothed basis rises to 60
     # ema 60 + trunc(-20) = 40: mark 160, clamped to 131
     assert ex.index(1, 120) == ["Admin None", "Mark 131 idx=120 basis=11"]
+    assert ex.params(1, fundingIntervalNs=1000, **params) == ["Admin None"]  # the interval starts here
     bal = ex.bal(1), ex.bal(2)
     assert ex.clock < T0 + 1000
-    # rate trunc(11 / 120) = 91666 ppm (unclamped, 40 / 120, it would be 333333),
-    # perLot trunc(131 * 0.091666) = 12
-    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 perLot=12 total=120 rate=91666",
+    # rate trunc(11 / 120) = 91666 ppm (unclamped, 40 / 120, it would be 333333); on the
+    # notional 131 * 10 that is 120.08: the long pays 121, the short receives 120, the fund 1
+    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 rem=1 total=121 rate=91666",
                                               "CancelRejected UnknownOrder"]
-    assert (ex.bal(1) - bal[0], ex.bal(2) - bal[1]) == (-120, 120)
+    assert (ex.bal(1) - bal[0], ex.bal(2) - bal[1]) == (-121, 120)
     ex.assert_conserved()
 
 
@@ -501,11 +507,12 @@ def test_funding_uses_the_clamped_mark():
 
 def funding_ex(cap: int = 10_000) -> Risk:
     """Lot 10; longs pay shorts when the mark (105) is above the index (100); funding every
-    1000 ns from T0 on. A1 long 30, A2 short 20, A3 short 10, all at 100."""
+    1000 ns from T0 on, switched on just after the index, so the first interval's premium
+    is that one index's. A1 long 30, A2 short 20, A3 short 10, all at 100."""
     ex = Risk(accounts=(1, 2, 3, 4, 5))
     ex.perp(1, lotSize=10, minQty=10)
-    assert ex.params(1, imPpm=100_000, fundingIntervalNs=1000, fundingCapPpm=cap, basisCapPpm=50_000,
-                     basisEmaPpm=PPM) == ["Admin None"]
+    params = dict(imPpm=100_000, fundingCapPpm=cap, basisCapPpm=50_000, basisEmaPpm=PPM)
+    assert ex.params(1, **params) == ["Admin None"]
     for a in (1, 2, 3, 4, 5):
         ex.deposit(a, 10_000)
     ex.sell(2, 20, 100)
@@ -514,75 +521,112 @@ def funding_ex(cap: int = 10_000) -> Risk:
     ex.buy(4, 10, 104)
     ex.sell(5, 10, 106)
     assert ex.index(1, 100) == ["Admin None", "Mark 105 idx=100 basis=5"]
+    assert ex.params(1, fundingIntervalNs=1000, **params) == ["Admin None"]
     assert ex.clock < T0 + 1000
     assert [ex.pos(a)[0] for a in (1, 2, 3)] == [30, -20, -10]
     return ex
 
 
-def test_funding_pays_per_lot_at_each_interval():
+def test_funding_pays_on_each_position_at_each_interval():
     ex = funding_ex()
     bal = {a: ex.bal(a) for a in (1, 2, 3)}
+    fund = ex.bal(0)
     assert ex.at(T0 + 999).cancel(1, 99) == ["CancelRejected UnknownOrder"]  # not yet
-    # rate trunc(5 / 100) = 5% capped at 1%; perLot trunc(notional(105, 10) * 1%) = trunc(10.5)
-    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 perLot=10 total=30 rate=10000",
+    # rate trunc(5 / 100) = 5% capped at 1%, on each position's notional at 105: A1 pays
+    # ceil(31.5) = 32, A2 receives 21 and A3 floor(10.5) = 10; the 1 left goes to the fund
+    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 rem=1 total=32 rate=10000",
                                               "CancelRejected UnknownOrder"]
     f = ex.last[0].fields
     assert (f["markPrice"], f["indexPrice"], f["timestampNs"], f["seq"]) == (105, 100, T0 + 1000, ex.seq)
-    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-30, 20, 10]
+    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-32, 21, 10]
+    assert ex.bal(0) == fund + 1
     assert ex.at(T0 + 1999).cancel(1, 99) == ["CancelRejected UnknownOrder"]
     # intervals skipped while no message arrived are paid once
-    assert ex.at(T0 + 5500).cancel(1, 99) == ["Funding 1 perLot=10 total=30 rate=10000",
+    assert ex.at(T0 + 5500).cancel(1, 99) == ["Funding 1 rem=1 total=32 rate=10000",
                                               "CancelRejected UnknownOrder"]
     assert ex.at(T0 + 5999).cancel(1, 99) == ["CancelRejected UnknownOrder"]
-    assert ex.at(T0 + 6000).cancel(1, 99)[0] == "Funding 1 perLot=10 total=30 rate=10000"
+    assert ex.at(T0 + 6000).cancel(1, 99)[0] == "Funding 1 rem=1 total=32 rate=10000"
     paid = 3
     for k in range(7, 40):
         before = ex.wallet(range(10), (0,))
         out = ex.at(T0 + k * 1000 + k).cancel(1, 99)
-        assert out == ["Funding 1 perLot=10 total=30 rate=10000", "CancelRejected UnknownOrder"], k
+        assert out == ["Funding 1 rem=1 total=32 rate=10000", "CancelRejected UnknownOrder"], k
         paid += 1
         after = ex.wallet(range(10), (0,))
         assert sum(after[a, 0][0] - before[a, 0][0] for a in range(10)) == 0
         ex.assert_conserved()
-    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-30 * paid, 20 * paid, 10 * paid]
+    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-32 * paid, 21 * paid, 10 * paid]
+    assert ex.bal(0) == fund + paid
     assert [ex.bal(a) for a in (4, 5)] == [10_000, 10_000]  # no position, no funding
 
 
 def test_funding_rates_are_truncated_and_shorts_pay_when_negative():
     ex = funding_ex(cap=PPM)
     bal = {a: ex.bal(a) for a in (1, 2, 3)}
-    # 5% uncapped: perLot trunc(1050 * 5%) = trunc(52.5)
-    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 perLot=52 total=156 rate=50000"
-    # index 103, mid 105: rate trunc(2 / 103) = 19417 ppm, perLot trunc(20.38...)
-    assert ex.index(1, 103) == ["Admin None", "Mark 105 idx=103 basis=2"]
-    assert ex.at(T0 + 2000).cancel(1, 99)[0] == "Funding 1 perLot=20 total=60 rate=19417"
-    # index 107: rate trunc(-2 / 107) = -18691 ppm, perLot trunc(-19.6...) = -19: shorts pay
-    assert ex.index(1, 107) == ["Admin None", "Mark 105 idx=107 basis=-2"]
-    assert ex.at(T0 + 3000).cancel(1, 99)[0] == "Funding 1 perLot=-19 total=57 rate=-18691"
-    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-156 - 60 + 57, 104 + 40 - 38, 52 + 20 - 19]
+    # 5% uncapped: A1 pays ceil(3150 * 5%) = ceil(157.5), A2 receives 105, A3 floor(52.5)
+    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 rem=1 total=158 rate=50000"
+    # index 103 at the same time, the start of the next interval, mid 105: the premium
+    # trunc(2 / 103) = 19417 ppm holds through it: ceil(61.16), floor(40.78), floor(20.39)
+    assert ex.at(T0 + 1000).index(1, 103) == ["Admin None", "Mark 105 idx=103 basis=2"]
+    assert ex.at(T0 + 2000).cancel(1, 99)[0] == "Funding 1 rem=2 total=62 rate=19417"
+    # index 107: premium trunc(-2 / 107) = -18691 ppm: shorts pay ceil(39.25) + ceil(19.63),
+    # the long receives floor(58.88)
+    assert ex.at(T0 + 2000).index(1, 107) == ["Admin None", "Mark 105 idx=107 basis=-2"]
+    assert ex.at(T0 + 3000).cancel(1, 99)[0] == "Funding 1 rem=2 total=60 rate=-18691"
+    assert [ex.bal(a) - bal[a] for a in (1, 2, 3)] == [-158 - 62 + 58, 105 + 40 - 40, 52 + 20 - 20]
+    ex.assert_conserved()
+
+
+def test_funding_pays_the_time_weighted_premium_of_the_interval():
+    """Issue 13: the rate is the premium averaged over the interval, each IndexPrice's
+    premium holding until the next, not the premium at the funding moment. 5% for the first
+    300 ns of [T0 + 1000, T0 + 2000], then 0 (index 105 = mid): 1.5%. A1 pays
+    ceil(3150 * 1.5%) = ceil(47.25), A2 receives floor(31.5), A3 floor(15.75)."""
+    ex = funding_ex(cap=PPM)
+    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 rem=1 total=158 rate=50000"
+    assert ex.at(T0 + 1300).index(1, 105) == ["Admin None", "Mark 105 idx=105 basis=0"]
+    assert ex.at(T0 + 2000).cancel(1, 99)[0] == "Funding 1 rem=2 total=48 rate=15000"
+    # an interval with no IndexPrice at all is still paid, at the premium in force (0)
+    assert ex.at(T0 + 3000).cancel(1, 99)[0] == "Funding 1 rem=0 total=0 rate=0"
+    ex.assert_conserved()
+
+
+def test_funding_adds_the_interest_component_within_005pct_of_the_premium():
+    """rate = premium + clamp(interest - premium, -0.05%, +0.05%), as the leading venues pay:
+    with interest 0.01% a 5% premium pays 4.95% (A1 ceil(155.925), A2 floor(103.95), A3
+    floor(51.975)); a premium of 0 pays the interest, 0.01% (A1 ceil(0.315) = 1)."""
+    ex = funding_ex(cap=PPM)
+    assert ex.params(1, imPpm=100_000, fundingIntervalNs=1000, fundingCapPpm=PPM, basisCapPpm=50_000,
+                     basisEmaPpm=PPM, interestPpm=100) == ["Admin None"]
+    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 rem=2 total=156 rate=49500"
+    assert ex.at(T0 + 1000).index(1, 105) == ["Admin None", "Mark 105 idx=105 basis=0"]
+    assert ex.at(T0 + 2000).cancel(1, 99)[0] == "Funding 1 rem=1 total=1 rate=100"
+    assert ex.params(1, imPpm=100_000, fundingIntervalNs=1000, fundingCapPpm=PPM, basisCapPpm=50_000,
+                     basisEmaPpm=PPM, interestPpm=-PPM - 1) == ["Admin InvalidInstrumentDefinition"]
     ex.assert_conserved()
 
 
 def test_funding_cap_and_interval_changes():
     ex = funding_ex()
     bal1 = ex.bal(1)
-    # index 110: basis -5, rate -4.5% capped at -1%: perLot trunc(-10.5) = -10
+    # index 110: basis -5, rate -4.5% capped at -1%: the shorts pay 21 + ceil(10.5), the long
+    # receives floor(31.5)
     assert ex.index(1, 110) == ["Admin None", "Mark 105 idx=110 basis=-5"]
-    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 perLot=-10 total=30 rate=-10000"
-    assert ex.bal(1) == bal1 + 30
+    assert ex.at(T0 + 1000).cancel(1, 99)[0] == "Funding 1 rem=1 total=32 rate=-10000"
+    assert ex.bal(1) == bal1 + 31
     # a new interval re-aligns the next funding time on its own multiples
     assert ex.at(T0 + 1100).params(1, imPpm=100_000, fundingIntervalNs=5000, fundingCapPpm=10_000,
                                    basisCapPpm=50_000, basisEmaPpm=PPM) == ["Admin None"]
     assert ex.at(T0 + 2000).cancel(1, 99) == ["CancelRejected UnknownOrder"]
     assert ex.at(T0 + 4999).cancel(1, 99) == ["CancelRejected UnknownOrder"]
-    assert ex.at(T0 + 5000).cancel(1, 99)[0] == "Funding 1 perLot=-10 total=30 rate=-10000"
+    assert ex.at(T0 + 5000).cancel(1, 99)[0] == "Funding 1 rem=1 total=32 rate=-10000"
     # fundingCapPpm 0: funding at rate 0
     ex.params(1, imPpm=100_000, fundingIntervalNs=5000, fundingCapPpm=0, basisCapPpm=50_000, basisEmaPpm=PPM)
-    assert ex.at(T0 + 10_000).cancel(1, 99)[0] == "Funding 1 perLot=0 total=0 rate=0"
+    assert ex.at(T0 + 10_000).cancel(1, 99)[0] == "Funding 1 rem=0 total=0 rate=0"
     # interval 0: no funding any more
     ex.params(1, imPpm=100_000, fundingIntervalNs=0, fundingCapPpm=10_000, basisCapPpm=50_000, basisEmaPpm=PPM)
     assert ex.at(T0 + 100_000).cancel(1, 99) == ["CancelRejected UnknownOrder"]
-    assert ex.bal(1) == bal1 + 60
+    assert ex.bal(1) == bal1 + 62
     ex.assert_conserved()
 
 
@@ -598,8 +642,8 @@ def test_funding_of_several_perpetuals_in_instrument_order():
     ex.sell(2, 5, 100, instrument=3)
     ex.buy(1, 5, 100, instrument=3)
     # no basis (cap 0): mark = index, rate 0; each is still funded once, in ascending id
-    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 perLot=0 total=0 rate=0",
-                                              "Funding 3 perLot=0 total=0 rate=0",
+    assert ex.at(T0 + 1000).cancel(1, 99) == ["Funding 1 rem=0 total=0 rate=0",
+                                              "Funding 3 rem=0 total=0 rate=0",
                                               "CancelRejected UnknownOrder"]
     assert (ex.bal(1), ex.bal(2)) == (500, 1500)
 
@@ -705,21 +749,67 @@ def _long_10_at_100(deposit: int) -> Risk:
 
 
 def test_a_reduce_only_fok_whose_fills_with_fees_are_not_covered_is_rejected_whole():
-    """Equity 134, MM 1: cover 133. Selling 10 at 87 loses 130 against the mark (100) and
-    pays 8 (1% of 870): 138. Before, the acceptance check left the fee out (130 <= 133), the
-    first fill's fee (4) then failed the second fill's check (65 > 133 - 65 - 4) and the FOK
-    ended 5 of 10 filled, the rest canceled ReduceOnly."""
-    ex = _long_10_at_100(144)
+    """Equity 135, MM 1: cover 134. Selling 10 at 87 loses 130 against the mark (100) and
+    pays 9 (1% of 870 = 8.7, rounded up): 139. Before (fees floored), the acceptance check
+    left the fee out (130 <= 133), the first fill's fee (4) then failed the second fill's
+    check (65 > 133 - 65 - 4) and the FOK ended 5 of 10 filled, the rest canceled
+    ReduceOnly."""
+    ex = _long_10_at_100(145)
     assert ex.order(1, "Sell", 10, 87, tif="FOK", reduceOnly=1) == ["Rejected InsufficientMargin"]
     assert ex.pos(1) == (10, 1000, 0)
     ex.assert_conserved()
 
 
 def test_a_reduce_only_fok_whose_fills_with_fees_are_covered_fills_whole():
-    """Cover 138 = 130 + 8: both fills happen, and the account ends at equity 1, not below 0."""
-    ex = _long_10_at_100(149)
+    """Cover 139 = 130 + 9: both fills happen (fees 5 and 4: ceil(4.35), then ceil(8.7) - 5),
+    and the account ends at equity 1, not below 0."""
+    ex = _long_10_at_100(150)
     assert ex.order(1, "Sell", 10, 87, tif="FOK", reduceOnly=1) == [
         "Accepted 5", "Trade 2 5@87 m=3 t=5 ml=0 tl=5", "BookExecute 3 5@87",
         "Trade 3 5@87 m=4 t=5 ml=0 tl=0", "BookExecute 4 5@87"]
     assert ex.pos(1) == (0, 0, -130) and ex.bal(1) == 1
     ex.assert_conserved()
+
+
+# -- issue 13: a band that trades alone cannot walk -----------------------------------------------
+
+
+def test_the_price_band_of_a_perpetual_is_anchored_to_the_mark():
+    """The band used to re-centre on every trade: four 1-lot self-trades with STP off walked
+    the price from 100 to 146 and triggered another user's stop. A perpetual's band is now
+    around its mark: a 10% band around 100 stays 90..110 after a trade at 110, and moves
+    with the next IndexPrice (105: 95..115)."""
+    ex = perp_ex(accounts=(1, 2))
+    assert ex.limits(1, priceBandPpm=100_000) == ["Admin None"]
+    assert ex.sell(1, 1, 110) == ["Accepted 1", "BookAdd 1 Sell 1@110"]
+    assert ex.buy(1, 1, 110)[:2] == ["Accepted 2", "Trade 1 1@110 m=1 t=2 ml=0 tl=0"]
+    assert ex.sell(1, 1, 111) == ["Rejected PriceBand"]
+    assert ex.buy(1, 1, 89) == ["Rejected PriceBand"]
+    assert ex.index(1, 105) == ["Admin None", "Mark 105 idx=105 basis=0"]
+    assert ex.sell(1, 1, 115) == ["Accepted 3", "BookAdd 3 Sell 1@115"]
+    assert ex.sell(1, 1, 116) == ["Rejected PriceBand"]
+    assert ex.buy(1, 1, 94) == ["Rejected PriceBand"]
+
+
+def test_an_impact_notional_keeps_a_thin_book_from_moving_the_mark():
+    """Issue 13: one 1-lot bid moved the raw mid, and the mark, to the basis cap. With
+    impactNotional 500 the sample is the leading venues' premium: max(0, impact bid -
+    index) - max(0, index - impact ask), each impact price the average fill of 500 of
+    notional on its side (bid rounded down, ask up), and no sample while a side is not that
+    deep."""
+    ex = perp_ex(accounts=(1, 2, 3), basisCapPpm=PPM, basisEmaPpm=PPM, impactNotional=500)
+    ex.buy(1, 1, 129)
+    ex.sell(2, 1, 131)  # raw mid 130
+    assert ex.index(1, 100) == ["Admin None", "Mark 100 idx=100 basis=0"]
+    ex.cancel(1, 1)
+    ex.cancel(2, 2)
+    ex.buy(1, 3, 101)
+    ex.buy(1, 10, 99)
+    ex.sell(2, 3, 104)
+    ex.sell(2, 10, 106)
+    # impact bid: 303 at 101, 197 at 99: 500 / (3 + 197 / 99) = 100.2 -> 100; impact ask: 312
+    # at 104, 188 at 106: 500 / (3 + 188 / 106) = 104.7 -> 105
+    assert ex.index(1, 100) == ["Admin None", "Mark 100 idx=100 basis=0"]  # inside: no premium
+    assert ex.index(1, 95) == ["Admin None", "Mark 100 idx=95 basis=5"]
+    assert ex.index(1, 110) == ["Admin None", "Mark 105 idx=110 basis=-5"]
+    assert ex.params(1, basisCapPpm=PPM, basisEmaPpm=PPM, impactNotional=-1) == ["Admin InvalidInstrumentDefinition"]

@@ -67,7 +67,7 @@ TRADERS = (1, 2, 3, 4)
 ASSETS = (0, 1, 2)
 SPOT, PERPS = 1, (2, 3)
 TICK = {1: 1, 2: 1, 3: 2}
-LOT = {1: 1, 2: 1, 3: 5}
+LOT = {1: 10, 2: 1, 3: 5}  # a divisor of 10 divides tick * lot of 1 and 3 (docs/risk.md: exact notionals)
 REF = 100
 
 
@@ -78,9 +78,9 @@ def window(inst: int) -> tuple[int, int]:
 
 
 COVERS = ("InsuranceCover", "FeeCover", "AutoDeleverage", "InsuranceTakeover")
-STAGES = re.compile(r"S(B(T|A+)?)+C?F?D")
-STAGE_LETTER = dict(Start="S", BookOrder="B", InsuranceTakeover="T", AutoDeleverage="A", InsuranceCover="C",
-                    FeeCover="F", Done="D")
+STAGES = re.compile(r"S(L?B(T|A+)?)+C?F?D")
+STAGE_LETTER = dict(Start="S", LiquidationFee="L", BookOrder="B", InsuranceTakeover="T", AutoDeleverage="A",
+                    InsuranceCover="C", FeeCover="F", Done="D")
 PROTECTION = CFG["market_protection_ticks"]
 EARLY_REJECTS = ("PostOnlyWouldTrade", "FokUnfillable")  # the order checks after the margin check
 
@@ -109,6 +109,7 @@ class Flow:
         self.ledger: Counter[int] = Counter()
         self.live: dict[int, tuple[int, int]] = {}  # order id -> (account, instrument)
         self.div = {1: 1, 2: 1, 3: 1}
+        self.taker = {1: 0, 2: 0, 3: 0}
         self.params = {i: dict(imPpm=PPM, mmPpm=500_000, tierNotional=0, tierStepPpm=0, basisCapPpm=0,
                                basisEmaPpm=0) for i in PERPS}
         self.perp_traders: set[int] = set()
@@ -195,6 +196,8 @@ class Flow:
             at_mark = e.mark_price(inst) * qty // div
             at_price = rp * qty // div
             loss = (at_price - at_mark if side == "Buy" else at_mark - at_price) if rp > 0 else 0
+            if rp > 0:  # and the taker fee, rounded up (docs/risk.md "Perpetual margin")
+                loss += ceil_div(at_price * self.taker[inst], PPM)
             r = e.account_risk(acct)
             excess = r["equity"] - e.held(acct, 0) - r["maintenance"]
             return dict(loss=loss, excess=excess, reject=loss > 0 and excess < loss)
@@ -261,12 +264,17 @@ class Flow:
         for i in PERPS:
             q = e.position(a, i)["qty"]
             n = e.mark_price(i) * abs(q) // self.div[i]
-            eq += n if q >= 0 else -n
+            eq += n if q >= 0 else -ceil_div(e.mark_price(i) * abs(q), self.div[i])  # against the holder
             if q:
                 p = self.params[i]
-                rate = p["imPpm"] if p["tierNotional"] == 0 else p["imPpm"] + (n // p["tierNotional"]) * p["tierStepPpm"]
-                im = ceil_div(n * min(PPM, rate), PPM)
-                mm += ceil_div(im * p["mmPpm"], PPM)
+                # each tier's rate on the notional within it (continuous), summed in millionths
+                total, k, left = 0, 0, n
+                while left > 0:
+                    width = left if p["tierNotional"] == 0 or p["tierStepPpm"] == 0 else min(left, p["tierNotional"])
+                    total += width * min(PPM, p["imPpm"] + k * p["tierStepPpm"])
+                    left -= width
+                    k += 1
+                mm += ceil_div(ceil_div(total, PPM) * p["mmPpm"], PPM)
         return eq, mm
 
     def check(self, name: str, f: dict, events: list, before: tuple, risk_before: dict) -> None:
@@ -323,12 +331,16 @@ class Flow:
             r0 = e.account_risk(0)
             assert r0["equity"] >= r0["maintenance"], f"the fund below its maintenance: {r0} after {where}"
             self.seen["FundAfterTakeover"] += 1
+        elif last_fund == "InsuranceCover":  # a cover never takes the fund's equity below 0 (defect 5)
+            assert e.account_risk(0)["equity"] >= 0, f"a cover took the fund under: after {where}"
         for acc, seq in stages.items():
             assert acc != 0, f"the insurance fund was liquidated: {where}"
             assert all(STAGES.fullmatch(part + "D") for part in seq.split("D")[:-1]) and seq.endswith("D"), (
                 f"account {acc}: stages {seq} after {where}")
             assert all(e.position(acc, i)["qty"] == 0 for i in PERPS), f"account {acc} not flat after {where}"
-            assert e.balance(acc, 0) >= 0, f"account {acc} left with a negative balance after {where}"
+            # a negative balance only as a debt, on an account that holds other assets (defect 7)
+            assert e.balance(acc, 0) >= 0 or any(e.balance(acc, s) > 0 for s in ASSETS if s), (
+                f"account {acc} left with a negative balance after {where}")
         # equity
         for a in TRADERS:
             r = e.account_risk(a)
@@ -344,7 +356,8 @@ class Flow:
     # -- the stream ------------------------------------------------------------------------------
 
     def setup(self, s: dict) -> None:
-        self.send("InstrumentDefinition", instrument=1, tickSize=1, lotSize=1, minQty=1, maxQty=100_000,
+        self.taker = {i: s["fees"][i][0] for i in (1, 2, 3)}
+        self.send("InstrumentDefinition", instrument=1, tickSize=TICK[1], lotSize=LOT[1], minQty=LOT[1], maxQty=100_000,
                   referencePrice=REF, symbol="SPOT", kind="Spot", haltPolicy="Reject", status="Trading",
                   baseAsset=1, takerFeePpm=s["fees"][1][0], makerFeePpm=s["fees"][1][1])
         for i in PERPS:

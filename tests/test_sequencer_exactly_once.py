@@ -259,3 +259,28 @@ def test_the_admin_ring_must_be_an_inbound_ring(venue) -> None:
     with pytest.raises(ValueError, match="not one of the inbound rings"):
         SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
                        admin_ring="elsewhere")
+
+
+def test_stamps_never_go_backwards_when_the_wall_clock_steps_back(venue) -> None:
+    """Issue 13: funding and breaker reopens run from the stamp. A wall clock that steps
+    back 400 ns (an NTP correction) stamps the last time again until it catches up; a new
+    sequencer on the same rings starts from the last stamp in the engine ring."""
+    wall = iter([5_000, 4_600, 4_700, 5_000, 5_200])
+    agent = SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
+                           batch_limit=1, clock=lambda: next(wall), admin_ring=venue.names[0])
+    agent.on_start()
+    venue.agents.append(agent)
+    for cl in range(1, 6):
+        venue.offer(1, [new_order(cl)])
+        assert agent.do_work() == 1
+    assert [x.fields["timestampNs"] for x in venue.messages(venue.engine)] == [5_000, 5_000, 5_000, 5_000, 5_200]
+    assert agent.now.steps_back == 1
+    # a restart with a wall clock far behind: the stamps stay at the last one
+    restarted = SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
+                               clock=lambda: 3_000, admin_ring=venue.names[0])
+    restarted.on_start()
+    venue.agents.append(restarted)
+    venue.offer(1, [new_order(6)])
+    assert restarted.do_work() == 1
+    assert venue.messages(venue.engine)[-1].fields["timestampNs"] == 5_200
+    assert [x.fields["seq"] for x in venue.messages(venue.engine)] == [1, 2, 3, 4, 5, 6]

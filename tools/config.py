@@ -83,6 +83,9 @@ class PerpetualConfig(Strict):
     funding_cap_ppm: int = 0  # funding rate clamp per interval
     basis_cap_ppm: int = 0  # |mark - index| at most index * basis_cap_ppm; 0 = mark is the index
     basis_ema_ppm: int = 0  # weight of a new basis sample in its moving average
+    liquidation_fee_ppm: int = 0  # of a liquidated position's notional, to the insurance fund
+    interest_ppm: int = 0  # funding's interest component per interval (the rate stays within 0.05% of it)
+    impact_notional: int = 0  # the mark samples the average fill of this much notional a side; 0 = mid
     # The first index price, sent as an IndexPrice once every account is funded (an index
     # moves the mark, and a mark move runs the liquidation check). None: the mark stays the
     # reference price until an operator or feed sends one.
@@ -109,7 +112,7 @@ class InstrumentConfig(Strict):
     max_order_qty: int = 0  # 0 = no limit
     max_position: int = 0  # perpetual only: |position| with every open order filled; 0 = no limit
     max_order_notional: int = 0  # 0 = no limit
-    notional_divisor: int = 1  # notional(price, qty) = price * qty // notional_divisor
+    notional_divisor: int = 1  # notional(price, qty) = price * qty / notional_divisor; divides tick * lot
     price_band_ppm: int = 0
     cb_move_ppm: int = 0
     cb_window_ns: int = 0
@@ -260,6 +263,9 @@ funding_interval_ns = 28800000000000   # every 8 hours
 funding_cap_ppm = 750         # at most 0.075% per interval
 basis_cap_ppm = 5000          # mark within 0.5% of the index
 basis_ema_ppm = 100000
+liquidation_fee_ppm = 5000    # 0.5% of a liquidated position's notional to the insurance fund
+interest_ppm = 100            # 0.01% per interval, as the leading venues
+impact_notional = 20000       # the mark's basis from 20k USD fills on each side, not the top of book
 index_price = 50000
 
 # Accounts 1-3: 10M USD, 100 BTC and 1000 ETH each, enough to trade every instrument.
@@ -378,6 +384,10 @@ def _check(cfg: ExchangeConfig) -> list[str]:
              "applies to perpetuals only (a spot instrument has no position)")
         need(0 <= ins.max_order_notional < 2**63, f"{k}.max_order_notional", "must be 0 (no limit) or > 0")
         need(1 <= ins.notional_divisor < 2**63, f"{k}.notional_divisor", "must be >= 1")
+        if ins.notional_divisor >= 1 and ins.tick_size > 0 and ins.lot_size > 0:
+            need((ins.tick_size * ins.lot_size) % ins.notional_divisor == 0, f"{k}.notional_divisor",
+                 f"must divide tick_size * lot_size ({ins.tick_size * ins.lot_size}), so that every "
+                 "trade's notional is a whole number")
         for key in ("price_band_ppm", "cb_move_ppm"):
             need(0 <= getattr(ins, key) <= 1_000_000, f"{k}.{key}", ppm_range)
         for key in ("cb_window_ns", "cb_halt_ns"):
@@ -395,8 +405,11 @@ def _check(cfg: ExchangeConfig) -> list[str]:
             need(1 <= pp.mm_ppm <= 1_000_000, f"{pk}.mm_ppm", "must be in 1..1000000 (a fraction of im)")
             need(0 <= pp.tier_notional < 2**63, f"{pk}.tier_notional", "must be 0 (one tier) or > 0")
             need(0 <= pp.funding_interval_ns < 2**63, f"{pk}.funding_interval_ns", "must be >= 0 (0 = no funding)")
-            for key in ("tier_step_ppm", "funding_cap_ppm", "basis_cap_ppm", "basis_ema_ppm"):
+            for key in ("tier_step_ppm", "funding_cap_ppm", "basis_cap_ppm", "basis_ema_ppm",
+                        "liquidation_fee_ppm"):
                 need(0 <= getattr(pp, key) <= 1_000_000, f"{pk}.{key}", "must be in 0..1000000")
+            need(-1_000_000 <= pp.interest_ppm <= 1_000_000, f"{pk}.interest_ppm", "must be in -1000000..1000000")
+            need(0 <= pp.impact_notional < 2**63, f"{pk}.impact_notional", "must be 0 (the mid) or > 0")
             if pp.index_price is not None:
                 hi = f"1..{top}" if top is not None else "> 0"
                 need(0 < pp.index_price and (top is None or pp.index_price <= top), f"{pk}.index_price",

@@ -177,6 +177,8 @@ def admin_messages(cfg: ExchangeConfig) -> list[bytes]:
                 instrument=ins.id, imPpm=pp.im_ppm, mmPpm=pp.mm_ppm, tierNotional=pp.tier_notional,
                 tierStepPpm=pp.tier_step_ppm, fundingIntervalNs=pp.funding_interval_ns,
                 fundingCapPpm=pp.funding_cap_ppm, basisCapPpm=pp.basis_cap_ppm, basisEmaPpm=pp.basis_ema_ppm,
+                liquidationFeePpm=pp.liquidation_fee_ppm, interestPpm=pp.interest_ppm,
+                impactNotional=pp.impact_notional,
             ))
     for acc in cfg.account:
         out.append(m.CreateAccount.encode(account=acc.id, stpDefault=_STP[acc.stp_default],

@@ -20,7 +20,7 @@ from ringex.engine.kernel.matching import cb_clear, release_queue, remove_order
 from ringex.engine.kernel.state import (
     A_CREATED, A_MAX_OPEN, A_STP, G_LEVELS, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_PERP_N,
     G_PERPS, I_BAND_PPM, I_BASE, I_BASE_ASSET, I_CB_HALT, I_CB_MOVE, I_CB_ON, I_CB_REF, I_CB_START,
-    I_CB_UNTIL, I_CB_WINDOW, I_DEFINED, I_IM, I_INDEX, I_KIND, I_LIVE_HEAD, I_LOT, I_MAKER_FEE, I_MARK,
+    I_CB_UNTIL, I_CB_WINDOW, I_DEFINED, I_IM, I_INDEX, I_KIND, I_LIQ_FEE, I_LIVE_HEAD, I_LOT, I_MAKER_FEE, I_MARK,
     I_MAX_NOTIONAL, I_MAX_ORDER_QTY, I_MAX_POS, I_MAX_QTY, I_MIN_QTY, I_MM, I_NOTIONAL_DIV, I_POLICY,
     I_POS_LIMIT, I_REF, I_STATUS, I_SYMBOL, I_TAKER_FEE, I_TICK, MAX_PERPS, O_INEXT, O_TIF, P_QTY,
 )
@@ -31,8 +31,8 @@ from ringex.engine.wire.layout import (
     IL_INSTRUMENT, IL_MAX_NOTIONAL, IL_MAX_ORDER_QTY, IL_MAX_POSITION, IL_NOTIONAL_DIV, KIND_PERPETUAL,
     KIND_SPOT, POLICY_QUEUE, POLICY_REJECT, R_ACCOUNT_CAPACITY, R_DUPLICATE_ACCOUNT,
     R_DUPLICATE_INSTRUMENT, R_INSTRUMENT_CAPACITY, R_INVALID_INSTRUMENT_DEFINITION, R_INVALID_STP_MODE,
-    R_INSTRUMENT_IN_USE, R_NONE, R_UNKNOWN_INSTRUMENT, STP_MAX, STP_OFF, T_CREATE_ACCOUNT, T_INSTRUMENT_DEFINITION,
-    T_INSTRUMENT_LIMITS, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
+    R_INEXACT_NOTIONAL, R_INSTRUMENT_IN_USE, R_NONE, R_UNKNOWN_INSTRUMENT, STP_MAX, STP_OFF,
+    T_CREATE_ACCOUNT, T_INSTRUMENT_DEFINITION, T_INSTRUMENT_LIMITS, T_TRADING_STATUS, TRADING, TS_INSTRUMENT, TS_STATUS,
 )
 
 
@@ -107,6 +107,7 @@ def on_instrument_definition(mem, out, i64, b):
         # docs/risk.md: until PerpetualParams, fully collateralised, mark = index = reference
         ins[I_IM, inst] = PPM
         ins[I_MM, inst] = PPM // 2
+        ins[I_LIQ_FEE, inst] = 0
         ins[I_INDEX, inst] = ref
         ins[I_MARK, inst] = ref
         k = glob[G_PERP_N]
@@ -184,6 +185,11 @@ def on_instrument_limits(mem, out, i64, b):
     elif (div < 1 or cap < 0 or band < 0 or band > PPM or move < 0 or move > PPM
           or window < 0 or halt < 0 or most_qty < 0 or max_pos < 0):
         reason = R_INVALID_INSTRUMENT_DEFINITION
+    elif (ins[I_TICK, inst] * ins[I_LOT, inst]) % div != 0:
+        # every price is a multiple of the tick and every quantity of the lot: with this the
+        # notional of every trade is a whole number, and no split of an order can round
+        # value from one side to the other (issue 13, defect 2)
+        reason = R_INEXACT_NOTIONAL
     elif div != ins[I_NOTIONAL_DIV, inst] and in_use(st, inst):
         # holds, costs and margins were priced with the old divisor: changing it now would
         # move value between the traders (and the insurance fund)

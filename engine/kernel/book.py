@@ -15,7 +15,7 @@ from ringex.engine.kernel.money import order_end
 from ringex.engine.kernel.state import (
     BITS_PER_WORD, G_CAPACITY, G_FREE, G_ID_MASK, G_LEVELS, G_LIVE, G_WORDS,
     I_BASE, I_TICK, A_LIVE, A_LIVE_HEAD, A_LIVE_TAIL, I_ASK, I_BID, I_LIVE, I_LIVE_HEAD, I_LIVE_TAIL,
-    O_ACCT, O_ANEXT, O_APREV, O_HNEXT, O_INEXT, O_INST, O_IPREV, O_LEVEL, O_NEXT, O_OID, O_PREV,
+    O_ACCT, O_ANEXT, O_APREV, O_FEE_CARRY, O_HNEXT, O_INEXT, O_INST, O_IPREV, O_LEVEL, O_NEXT, O_OID, O_PREV,
     O_STATE, S_FREE,
 )
 
@@ -245,6 +245,7 @@ def acquire(st, oid, inst, acc):
     o[s, O_OID] = oid
     o[s, O_INST] = inst
     o[s, O_ACCT] = acc
+    o[s, O_FEE_CARRY] = 0
     b = oid & glob[G_ID_MASK]
     o[s, O_HNEXT] = hb[b]
     hb[b] = s

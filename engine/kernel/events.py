@@ -44,7 +44,7 @@ from ringex.engine.wire.layout import (
     TR_TAKER_LEAVES, TR_TAKER_ORDER_ID, TR_TAKER_SESSION, TR_TRADE_ID,
 )
 from ringex.engine.wire.layout import (
-    FA_INDEX, FA_INSTRUMENT, FA_MARK, FA_PER_LOT, FA_RATE, FA_TOTAL, H_FUNDING, H_LIQUIDATION,
+    FA_INDEX, FA_INSTRUMENT, FA_MARK, FA_RATE, FA_REMAINDER, FA_TOTAL, H_FUNDING, H_LIQUIDATION,
     H_MARK_PRICE, LQ_ACCOUNT, LQ_AMOUNT, LQ_COUNTERPARTY, LQ_EQUITY, LQ_INSTRUMENT, LQ_PRICE, LQ_QTY,
     LQ_REQUIREMENT, LQ_STAGE, MK_BASIS, MK_INDEX, MK_INSTRUMENT, MK_MARK,
 )
@@ -339,11 +339,11 @@ def mark_price(out, glob, inst, mark, index, basis):
 
 
 @njit(**INLINE)
-def funding_applied(out, glob, inst, mark, index, per_lot, total, rate):
+def funding_applied(out, glob, inst, mark, index, remainder, total, rate):
     out, n = begin(out, glob, H_FUNDING)
     out[n, FA_MARK] = mark
     out[n, FA_INDEX] = index
-    out[n, FA_PER_LOT] = per_lot
+    out[n, FA_REMAINDER] = remainder
     out[n, FA_TOTAL] = total
     put(out, n, FA_INSTRUMENT, inst)
     put(out, n, FA_RATE, rate)

@@ -53,6 +53,16 @@ def ppm_ceil(x, ppm):
 
 
 @njit(**INLINE)
+def fee_step(n, ppm, carry):
+    """(fee, carry after) of a fill of notional ``n`` at rate ``ppm`` (negative: a rebate) to
+    an order whose fees so far were rounded up by ``carry`` millionths: the order's fees
+    always sum to their exact total rounded up once. ``n // PPM * ppm`` is exact; only
+    ``(n % PPM) * ppm`` (below 1e12) carries a fraction."""
+    r = (n % PPM) * ppm - carry
+    return (n // PPM) * ppm - ((-r) // PPM), (-r) % PPM
+
+
+@njit(**INLINE)
 def ppm_trunc(x, ppm):
     """trunc(x * ppm / 1e6) (toward zero) for any signs, |ppm| <= 1e6."""
     neg = (x < 0) != (ppm < 0)
@@ -63,7 +73,8 @@ def ppm_trunc(x, ppm):
 @njit(**INLINE)
 def notional(ins, inst, price, qty):
     """floor(price * qty / notionalDivisor) for price, qty >= 0 (bounded by the definition
-    checks: price * qty < 2**62)."""
+    checks: price * qty < 2**62). Exact for a trade: ``InstrumentLimits`` keeps the divisor
+    a divisor of tickSize * lotSize; a mark price need not be on a tick."""
     d = ins[I_NOTIONAL_DIV, inst]
     if d == 1:  # the usual case, and a division saved on every order and fill
         return price * qty
@@ -80,6 +91,9 @@ def notional_ceil(ins, inst, price, qty):
 
 @njit(**INLINE)
 def signed_value(ins, inst, mark, qty):
-    """sign(qty) * floor(mark * |qty| / div): a position's value at ``mark``."""
-    v = notional(ins, inst, mark, abs(qty))
-    return v if qty >= 0 else -v
+    """A position's value at ``mark``, rounded against its holder: floor(mark * qty / div)
+    for a long, -ceil(mark * |qty| / div) for a short (a mark need not be on a tick, so
+    the division may leave a fraction)."""
+    if qty >= 0:
+        return notional(ins, inst, mark, qty)
+    return -notional_ceil(ins, inst, mark, -qty)

@@ -18,13 +18,13 @@ from numba import njit
 
 from ringex.engine.kernel.flags import INLINE, JIT, PPM
 from ringex.engine.kernel.arena import tables
-from ringex.engine.kernel.fixed import notional, ppm_ceil, ppm_floor, signed_value
+from ringex.engine.kernel.fixed import fee_step, notional, ppm_ceil, signed_value, window
 from ringex.engine.kernel.heap import heap_remove, heap_set
 from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.kernel.state import (
     A_MNEXT, A_MPREV, A_NPOS, G_AT_RISK, G_MAX_ACCOUNTS, G_MAX_ASSETS,
     G_MAX_INSTRUMENTS, G_MULTI_HEAD, G_PERPS, G_PERP_N, I_IM, I_MAKER_FEE, I_MARK, I_MM, I_NOTIONAL_DIV,
-    I_POS_LIMIT, I_TAKER_FEE, I_TIER_N, I_TIER_STEP, O_ACCT, O_INST, O_LEAVES, O_OPEN,
+    I_POS_LIMIT, I_TAKER_FEE, I_TIER_N, I_TIER_STEP, O_ACCT, O_FEE_CARRY, O_INST, O_LEAVES, O_OPEN,
     O_REDUCE, O_RPRICE, O_SIDE, P_B, P_BN, P_COST, P_HEAP, P_QTY, P_REAL, P_S, P_SN, W_BAL,
     W_HELD,
 )
@@ -34,17 +34,24 @@ KEY_MAX = 1 << 62
 
 @njit(**INLINE)
 def im_of(ins, inst, n):
-    """Initial margin of notional ``n``: tiered rate, rounded up."""
+    """Initial margin of notional ``n``, rounded up. Tier k (notional from k * tierNotional to
+    (k + 1) * tierNotional) has rate min(100%, imPpm + k * tierStepPpm), and each tier's rate
+    applies to the notional within it (docs/risk.md "Perpetual margin"): the margin is
+    continuous and convex in the notional and never grows faster than the notional itself,
+    which is what makes an account's liquidation price unique (issue 13, defect 3)."""
     rate = ins[I_IM, inst]
     tn = ins[I_TIER_N, inst]
     step = ins[I_TIER_STEP, inst]
-    if tn > 0 and step > 0 and n >= tn:
-        steps = n // tn
-        if steps >= PPM:
-            rate = PPM
-        else:
-            rate = min(PPM, rate + steps * step)
-    return ppm_ceil(n, rate)
+    if tn <= 0 or step <= 0 or n < tn:
+        return ppm_ceil(n, rate)
+    k = min(n // tn, (PPM - rate + step - 1) // step)  # tiers from this one on are at 100%
+    below = k * rate + step * (k * (k - 1) // 2)  # sum of the rates of tiers 0 .. k-1 (< 1e12)
+    r = n - k * tn  # the notional in tier k (and above, at 100%)
+    rk = min(PPM, rate + k * step)
+    # tn * below + r * rk millionths, split so that every product stays inside int64
+    whole = (tn // PPM) * below + (r // PPM) * rk
+    frac = (tn % PPM) * below + (r % PPM) * rk
+    return whole + frac // PPM + (1 if frac % PPM != 0 else 0)
 
 
 @njit(**INLINE)
@@ -137,8 +144,8 @@ def closing_loss(ins, inst, side, price, qty):
 def closing_cost(ins, inst, side, price, qty, fee_ppm):
     """``closing_loss`` plus the fee the fill pays (a rebate is not counted): what a
     reduce-only fill takes from the account's excess over maintenance."""
-    fee = ppm_floor(notional(ins, inst, price, qty), fee_ppm)
-    return closing_loss(ins, inst, side, price, qty) + (fee if fee > 0 else 0)
+    fee = ppm_ceil(notional(ins, inst, price, qty), fee_ppm) if fee_ppm > 0 else 0
+    return closing_loss(ins, inst, side, price, qty) + fee
 
 
 @njit(**JIT)
@@ -247,26 +254,43 @@ def _mul_div_trunc(a, b, c):
 @njit(**INLINE)
 def apply_fill(glob, acc, inst, dq, price):
     """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
+    ins = tables(glob).ins
+    q = tables(glob).pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
+    r = min(abs(q), abs(dq)) if q != 0 and (q > 0) != (dq > 0) else 0
+    move_position(glob, acc, inst, dq, notional(ins, inst, price, abs(dq)), notional(ins, inst, price, r))
+
+
+@njit(**INLINE)
+def apply_transfer(glob, acc, inst, dq, n):
+    """Position bookkeeping of signed ``dq`` changing hands for ``n`` in all (a takeover or
+    deleveraging at a bankruptcy amount, not a price)."""
+    q = tables(glob).pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
+    r = min(abs(q), abs(dq)) if q != 0 and (q > 0) != (dq > 0) else 0
+    n_r = n if r == abs(dq) else _mul_div_trunc(n, r, abs(dq))
+    move_position(glob, acc, inst, dq, n, n_r)
+
+
+@njit(**INLINE)
+def move_position(glob, acc, inst, dq, n, n_r):
+    """``dq`` moves the position for notional ``n`` in all, ``n_r`` of it for the part that
+    closes the position (the rest opens the other way)."""
     rt = tables(glob)
-    ins, acct, pos = rt.ins, rt.acct, rt.pos
+    acct, pos = rt.acct, rt.pos
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
     q = pos[row, P_QTY]
     c = pos[row, P_COST]
     nq = q + dq
     if q == 0 or (q > 0) == (dq > 0):
-        n = notional(ins, inst, price, abs(dq))
         pos[row, P_COST] = c + (n if dq > 0 else -n)
     else:
         aq = abs(q)
         r = min(aq, abs(dq))
         removed = c if r == aq else _mul_div_trunc(c, r, aq)
-        n_r = notional(ins, inst, price, r)
         gain = n_r - abs(removed)
         pos[row, P_REAL] += gain if q > 0 else -gain
         rest = abs(dq) - r
         if rest > 0:
-            n = notional(ins, inst, price, rest)
-            pos[row, P_COST] = n if dq > 0 else -n
+            pos[row, P_COST] = (n - n_r) if dq > 0 else -(n - n_r)
         else:
             pos[row, P_COST] = c - removed
     pos[row, P_QTY] = nq
@@ -317,6 +341,71 @@ def _safer(glob, pos, heap, acc, inst, h, key):
     return key >= heap[(inst * 2 + h) * glob[G_MAX_ACCOUNTS] + (at >> 1), 0]
 
 
+@njit(**INLINE)
+def _gap(ins, inst, eo, mmo, q, m):
+    """Equity minus maintenance at mark ``m`` of an account whose position ``q`` is the only
+    part that moves with ``m`` (``eo``, ``mmo``: the rest). It never falls as the mark rises
+    for a long and never rises for a short: value and notional move one unit at a time and
+    maintenance at most one unit per unit of notional (no rate above 100%)."""
+    return eo + signed_value(ins, inst, m, q) - mmo - mm_of(ins, inst, notional(ins, inst, m, abs(q)))
+
+
+@njit(**INLINE)
+def _long_key(ins, glob, inst, eo, mmo, q, key):
+    """``key`` (a float estimate of the highest mark at which the long is liquidatable) made
+    never late by the exact test: while the next mark up is still liquidatable, search
+    upwards. Only marks in the book window matter: a mark never leaves it."""
+    lo, hi = window(ins, glob, inst)
+    if key >= hi:
+        return key
+    bad = max(key, lo - 1)
+    if _gap(ins, inst, eo, mmo, q, bad + 1) >= 0:
+        return key
+    bad += 1
+    step = 1
+    ok = hi + 1  # liquidatable across the whole window unless a safe mark is found
+    while bad + step <= hi:
+        if _gap(ins, inst, eo, mmo, q, bad + step) >= 0:
+            ok = bad + step
+            break
+        bad += step
+        step *= 2
+    while ok - bad > 1:
+        mid = (bad + ok) // 2
+        if _gap(ins, inst, eo, mmo, q, mid) < 0:
+            bad = mid
+        else:
+            ok = mid
+    return bad
+
+
+@njit(**INLINE)
+def _short_key(ins, glob, inst, eo, mmo, q, key):
+    """``_long_key`` for a short: the lowest liquidatable mark, searched downwards."""
+    lo, hi = window(ins, glob, inst)
+    if key <= lo:
+        return key
+    bad = min(key, hi + 1)
+    if _gap(ins, inst, eo, mmo, q, bad - 1) >= 0:
+        return key
+    bad -= 1
+    step = 1
+    ok = lo - 1
+    while bad - step >= lo:
+        if _gap(ins, inst, eo, mmo, q, bad - step) >= 0:
+            ok = bad - step
+            break
+        bad -= step
+        step *= 2
+    while bad - ok > 1:
+        mid = (bad + ok) // 2
+        if _gap(ins, inst, eo, mmo, q, mid) < 0:
+            bad = mid
+        else:
+            ok = mid
+    return bad
+
+
 @njit(**JIT)
 def rekey(glob, acc, checked):
     """Place ``acc`` in the at-risk heaps of the perpetuals it holds, keyed by liquidation
@@ -353,7 +442,9 @@ def rekey(glob, acc, checked):
             # IM rate exceeds 100%): below the price this gives it is safe whatever its
             # tier. When that price is beyond twice the mark it is the key (early, never
             # late), without the tiers; nearer, the exact tier below decides.
-            xf = (eq - 1) * float(div) / (aq * (1.0 + ins[I_MM, inst] / PPM))
+            # (3: the value's rounding against the holder and maintenance's two roundings up;
+            # the factor: float error, so the key is never late)
+            xf = (eq - 3) * float(div) / (aq * (1.0 + ins[I_MM, inst] / PPM)) * (1.0 - 1e-12)
             if xf >= 2.0 * mark + 2.0:  # so the key is strictly beyond the mark
                 key = _to_key(xf, False) - 1
                 if checked != 0 or not _safer(glob, pos, heap, acc, inst, 1, key):
@@ -361,12 +452,15 @@ def rekey(glob, acc, checked):
                 continue
         n = notional(ins, inst, mark, aq)
         mmi = mm_of(ins, inst, n)
+        # the rest of the account: cash and the other positions at their marks (exact)
         if single:
-            eo = float(eq)
-            mmo = 0.0
+            ei = eq
+            mi = 0
         else:
-            eo = float(eq - signed_value(ins, inst, mark, q))
-            mmo = float(mm - mmi)
+            ei = eq - signed_value(ins, inst, mark, q)
+            mi = mm - mmi
+        eo = float(ei)
+        mmo = float(mi)
         if n > 0:
             nf = float(n)
             mf = float(mmi)
@@ -382,6 +476,7 @@ def rekey(glob, acc, checked):
                 key = _to_key((mmo - eo) * div * nf / (aq * (nf - mf)), True) + 1
             if key <= 0:
                 key = 0  # never: a mark is at least 1
+            key = _long_key(ins, glob, inst, ei, mi, q, key)
             if checked != 0 and key >= mark:
                 key = mark - 1
             if key >= mark:
@@ -397,6 +492,7 @@ def rekey(glob, acc, checked):
                 if f2 > f:
                     x = (eo - mmo) * div / (aq * (1.0 + f2))
             key = _to_key(x, False) - 1
+            key = _short_key(ins, glob, inst, ei, mi, q, key)
             if checked != 0 and key <= mark:
                 key = mark + 1
             if key <= mark:
@@ -418,7 +514,8 @@ def reduce_loss_covered(glob, s, price, q, maker):
     inst = o[s, O_INST]
     acc = o[s, O_ACCT]
     fee_ppm = ins[I_MAKER_FEE, inst] if maker else ins[I_TAKER_FEE, inst]
-    loss = closing_cost(ins, inst, o[s, O_SIDE], price, q, fee_ppm)
+    fee, carry = fee_step(notional(ins, inst, price, q), fee_ppm, o[s, O_FEE_CARRY])
+    loss = closing_loss(ins, inst, o[s, O_SIDE], price, q) + max(fee, 0)
     if loss <= 0:
         return True
     eq, mm = equity_mm(glob, ins, wallet, pos, acc)

@@ -24,7 +24,7 @@ from ringex.engine.kernel.margin import reduce_loss_covered, rekey
 from ringex.engine.kernel.money import leaves_changed, settle
 from ringex.engine.kernel.prefetch import maker_rows
 from ringex.engine.wire.layout import (
-    BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
+    BUY, CXL_HALTED, CXL_REDUCE_ONLY, HALTED, KIND_PERPETUAL, KIND_SPOT, TRADING, CXL_IOC, CXL_MARKET, CXL_SELF_TRADE, DAY, GTC, LIMIT, STOP, STOP_LIMIT, MARKET,
     STP_CANCEL_BOTH, STP_CANCEL_RESTING, STP_DECREMENT_BOTH, STP_DEFAULT, STP_OFF,
 )
 from ringex.engine.kernel.state import (
@@ -35,7 +35,7 @@ from ringex.engine.kernel.state import (
     O_ACCT, O_CLORD, O_DISP, O_DSIZE, O_FILLED, O_HIDDEN, O_INST, O_LEAVES, O_LEVEL, O_NEXT, O_OID,
     O_PREV, O_PRICE, O_QTY, O_SESS, O_SIDE, O_STATE, O_STOP, O_STP, O_TIF, O_TYPE,
     S_ACTIVE, S_QUEUED, S_RESTING, S_STOP,
-    G_MAX_INSTRUMENTS as _MAXI, I_KIND, O_REDUCE, O_RPRICE, P_QTY,
+    G_MAX_INSTRUMENTS as _MAXI, I_KIND, I_MARK, O_REDUCE, O_RPRICE, P_QTY,
 )
 
 
@@ -92,9 +92,18 @@ def limit_index(st, inst, side, otype, level):
 
 @njit(**INLINE)
 def band_of(ins, inst):
-    """``(lo, hi)``: the price band around the reference (the last trade price, or the
-    definition's referencePrice before the first trade); docs/risk.md."""
-    ref = ins[I_LAST, inst] if ins[I_HAS_LAST, inst] != 0 else ins[I_REF, inst]
+    """``(lo, hi)``: the price band around a reference that trades alone cannot walk
+    (docs/risk.md "Price band"): a perpetual's mark; a spot instrument's breaker window
+    reference (its first trade in the window) while the breaker is on; else the last trade
+    price, or the definition's referencePrice before the first trade."""
+    if ins[I_KIND, inst] == KIND_PERPETUAL:
+        ref = ins[I_MARK, inst]
+    elif ins[I_CB_ON, inst] != 0 and ins[I_CB_REF, inst] != 0:
+        ref = ins[I_CB_REF, inst]
+    elif ins[I_HAS_LAST, inst] != 0:
+        ref = ins[I_LAST, inst]
+    else:
+        ref = ins[I_REF, inst]
     ppm = ins[I_BAND_PPM, inst]
     w = (ref // 1_000_000) * ppm + (ref % 1_000_000) * ppm // 1_000_000
     return ref - w, ref + w

@@ -4,11 +4,16 @@ docs/risk.md "Assets and money", "Spot holds", "Settlement and fees". Every move
 transfer between two balances (an account's, the insurance fund's = account 0, or the fee
 account's), so the sum of all balances only changes by deposits and withdrawals.
 
+A trade's notional is exact (``InstrumentLimits`` refuses a divisor that does not divide
+``tickSize * lotSize``), and an order's fees are rounded up once over the whole order
+(``fee_due``), so splitting an order never lowers what its taker pays nor what its maker
+receives (issue 13, defect 2).
+
 A spot order's hold is a budget kept on the order (``O_HOLD``): fills pay out of it and
 whatever is left returns to the account when the order ends (``order_end``, called from
 ``book.release`` for every order however it ends). A buy's budget is sized at its risk
-price (``O_RPRICE``) with the taker fee on top; fills happen at or below that price and pay
-at most the taker fee, so the budget always covers them (docs/risk.md shows the bound).
+price (``O_RPRICE``) with the taker fee, rounded up, on top; fills happen at or below that
+price and their fees add up to at most that (docs/risk.md shows the bound).
 """
 
 from __future__ import annotations
@@ -18,17 +23,17 @@ from numba import njit
 from ringex.engine.kernel.flags import INLINE, JIT
 from ringex.engine.kernel import events as ev
 from ringex.engine.kernel.arena import views
-from ringex.engine.kernel.fixed import notional, notional_ceil, ppm_floor, ppm_trunc
+from ringex.engine.kernel.fixed import fee_step, notional, ppm_ceil
 from ringex.engine.wire.layout import (
     BUY, FU_ACCOUNT, FU_ACTION, FU_AMOUNT, FU_ASSET, FUNDS_DEPOSIT, FUNDS_WITHDRAW, KIND_PERPETUAL,
-    R_INSUFFICIENT_FUNDS, R_INSUFFICIENT_MARGIN, R_INVALID_SCOPE, R_NONE, R_QTY_OUT_OF_RANGE,
+    R_ACCOUNT_IN_DEBT, R_INSUFFICIENT_FUNDS, R_INSUFFICIENT_MARGIN, R_INVALID_SCOPE, R_NONE, R_QTY_OUT_OF_RANGE,
     R_UNKNOWN_ACCOUNT, R_UNKNOWN_ASSET, T_FUNDS,
 )
 from ringex.engine.kernel.margin import account_risk, apply_fill, open_sync, rekey
 from ringex.engine.kernel.state import (
-    A_CREATED, A_NPOS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_PERP_N,
+    A_CREATED, A_DEBT, A_NPOS, G_DEBTORS, G_FEES, G_MAX_ACCOUNTS, G_MAX_ASSETS, G_MAX_INSTRUMENTS, G_PERP_N,
     I_BASE_ASSET, I_KIND, I_MAKER_FEE, I_MARK, I_TAKER_FEE, O_ACCT, O_HOLD, O_INST, O_LEAVES,
-    O_OPEN, O_RPRICE, O_SIDE, P_QTY, W_BAL, W_HELD,
+    O_FEE_CARRY, O_OPEN, O_RPRICE, O_SIDE, P_QTY, W_BAL, W_HELD,
 )
 
 MAX_BALANCE = 1 << 60
@@ -36,11 +41,23 @@ MAX_BALANCE = 1 << 60
 
 @njit(**INLINE)
 def buy_hold(ins, inst, price, qty):
-    """What a spot buy of ``qty`` at ``price`` holds of asset 0: ceil notional + taker fee."""
+    """What a spot buy of ``qty`` at ``price`` holds of asset 0: notional + taker fee rounded up
+    (``fee_due`` charges the order at most that over all its fills)."""
     if price <= 0:
         return 0
-    n = notional_ceil(ins, inst, price, qty)
-    return n + ppm_floor(n, ins[I_TAKER_FEE, inst])
+    n = notional(ins, inst, price, qty)
+    return n + ppm_ceil(n, ins[I_TAKER_FEE, inst])
+
+
+@njit(**INLINE)
+def fee_due(o, s, n, ppm):
+    """The fee order ``s`` pays on a fill of notional ``n`` at rate ``ppm`` (negative: a
+    rebate it receives). The order carries how much its fees so far were rounded up by
+    (``O_FEE_CARRY``), so its fees always sum to the exact total rounded up once: a rebate
+    rounds down, a charge up, and no split of an order changes either."""
+    fee, carry = fee_step(n, ppm, o[s, O_FEE_CARRY])
+    o[s, O_FEE_CARRY] = carry
+    return fee
 
 
 @njit(**INLINE)
@@ -119,8 +136,8 @@ def settle(st, a, r, price, q):
     inst = o[a, O_INST]
     assets = glob[G_MAX_ASSETS]
     n = notional(ins, inst, price, q)
-    taker_fee = ppm_floor(n, ins[I_TAKER_FEE, inst])
-    maker_fee = ppm_trunc(n, ins[I_MAKER_FEE, inst])
+    taker_fee = fee_due(o, a, n, ins[I_TAKER_FEE, inst])
+    maker_fee = fee_due(o, r, n, ins[I_MAKER_FEE, inst])
     glob[G_FEES] += taker_fee + maker_fee
     if o[a, O_SIDE] == BUY:
         b, s = a, r
@@ -186,6 +203,8 @@ def on_funds(mem, out, i64, b):
         reason = R_INVALID_SCOPE
     elif amount <= 0:
         reason = R_QTY_OUT_OF_RANGE
+    elif action == FUNDS_WITHDRAW and acc != 0 and acct[A_DEBT, acc] != 0:
+        reason = R_ACCOUNT_IN_DEBT  # its other assets stay until the debt is repaid
     else:
         w = acc * glob[G_MAX_ASSETS] + asset
         bal = wallet[w, W_BAL]
@@ -200,6 +219,9 @@ def on_funds(mem, out, i64, b):
                 reason = R_INSUFFICIENT_MARGIN
     if reason == R_NONE:
         wallet[w, W_BAL] += amount if action == FUNDS_DEPOSIT else -amount
+        if asset == 0 and acc != 0 and acct[A_DEBT, acc] != 0 and wallet[w, W_BAL] >= 0:
+            acct[A_DEBT, acc] = 0  # repaid
+            glob[G_DEBTORS] -= 1
         if asset == 0 and glob[G_PERP_N] != 0:
             rekey(glob, acc, 0)
     value = 0

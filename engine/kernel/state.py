@@ -72,13 +72,14 @@ O_IPREV = 27
 O_RPRICE = 28  # risk price: what a spot buy's hold and a perpetual order's margin were priced at
 O_HOLD = 29  # spot: what is left of the order's hold (asset 0 for a buy, the base asset for a sell)
 O_OPEN = 30  # perpetual: the quantity counted in its position row's open buy / sell totals
-N_ORDER_FIELDS = 32  # 31 used, padded to whole cache lines
+O_FEE_CARRY = 31  # millionths of a money unit the order's fees so far were rounded up by (money.fee_due)
+N_ORDER_FIELDS = 32  # whole cache lines
 ORDER_FIELD_NAMES = (
     "orderId", "leaves", "displayed", "price", "account", "next", "clOrdId", "sessionId",
     "hidden", "display_size", "filled", "qty", "prev", "level", "side", "state",
     "instrument", "ordType", "timeInForce", "stpMode", "postOnly", "reduceOnly", "stopPrice", "id_next",
     "account_next", "account_prev", "instrument_next", "instrument_prev", "risk_price", "hold",
-    "open",
+    "open", "fee_carry",
 )
 _LINK_FIELDS = (O_NEXT, O_PREV, O_ANEXT, O_APREV, O_INEXT, O_IPREV, O_LEVEL, O_HNEXT)
 
@@ -147,7 +148,15 @@ I_EMA = 51  # the smoothed basis before its clamp
 I_NEXT_FUND = 52  # sequencer time of the next funding, 0 when funding is off
 I_HEAP_LONG = 53  # entries in the longs' at-risk heap
 I_HEAP_SHORT = 54
-N_INS = 55
+I_LIQ_FEE = 55  # liquidationFeePpm
+I_INTEREST = 56  # interestPpm
+I_PREMIUM = 57  # the premium (mark - index) / index in ppm since I_PREM_T, clamped to +-100%
+I_PREM_T = 58  # sequencer time the premium sum below runs to
+I_PREM_HI = 59  # sum of premium * ns since I_FUND_START: I_PREM_HI * 2**32 + I_PREM_LO
+I_PREM_LO = 60
+I_FUND_START = 61  # start of the funding interval being averaged
+I_IMPACT = 62  # impactNotional
+N_INS = 63
 INS_NAMES = ("defined", "tickSize", "lotSize", "minQty", "maxQty", "referencePrice", "base",
              "status", "haltPolicy", "kind", "makerFeePpm", "takerFeePpm", "symbol", "best_bid",
              "best_ask", "last_price", "has_last", "stop_head", "stop_tail", "stop_min_buy",
@@ -156,7 +165,9 @@ INS_NAMES = ("defined", "tickSize", "lotSize", "minQty", "maxQty", "referencePri
              "cbHaltNs", "cb_on", "cb_window_start", "cb_ref", "cb_until", "kill", "baseAsset",
              "maxOrderQty", "maxPosition", "position_limit", "imPpm", "mmPpm", "tierNotional",
              "tierStepPpm", "fundingIntervalNs", "fundingCapPpm", "basisCapPpm", "basisEmaPpm",
-             "index_price", "mark_price", "basis_ema", "next_funding", "heap_longs", "heap_shorts")
+             "index_price", "mark_price", "basis_ema", "next_funding", "heap_longs", "heap_shorts",
+             "liquidationFeePpm", "interestPpm", "premium", "premium_time", "premium_sum_hi",
+             "premium_sum_lo", "funding_start", "impactNotional")
 
 # -- accounts (rows of acct, int64) -----------------------------------------------------------
 A_CREATED = 0
@@ -169,13 +180,14 @@ A_KILL = 6  # account kill switch engaged
 A_NPOS = 7  # perpetuals in which it holds a position
 A_MNEXT = 8  # list of the accounts holding positions in two perpetuals or more
 A_MPREV = 9
-N_ACCT = 10
+A_DEBT = 10  # 1: a liquidation left it owing asset 0 while it holds other assets (docs/risk.md)
+N_ACCT = 11
 # Accounts are stored account-major, ACCT_STRIDE words each (the first 8, everything a new
 # order reads of its account, share one cache line); ``acct`` is a transposed view, so code
 # indexes it field first, acct[A_*, account], as the other tables.
 ACCT_STRIDE = 16
 ACCT_NAMES = ("created", "stpDefault", "live_head", "live_tail", "live", "maxOpenOrders", "kill",
-              "positions", "multi_next", "multi_prev")
+              "positions", "multi_next", "multi_prev", "in_debt")
 
 # -- wallets (rows of wallet, int64): wallet[account * max_assets + asset, W_*] ----------------
 W_BAL = 0
@@ -246,7 +258,8 @@ G_FUNDING_N = G_FEES + 6  # perpetuals with funding on (0: nothing to check befo
 G_MULTI_HEAD = G_FEES + 7  # first account holding positions in two perpetuals or more
 G_AT_RISK = G_FEES + 8  # a re-key put an account at or past its liquidation price: check after the message
 G_PERPS = G_FEES + 9  # perpetual ids, ascending, G_PERPS .. G_PERPS + MAX_PERPS
-N_GLOB = G_PERPS + 32
+G_DEBTORS = G_PERPS + MAX_PERPS  # accounts in debt (0: nothing to check for a new order)
+N_GLOB = G_DEBTORS + 1
 GLOB_NAMES = ("next_order_id", "next_trade_id", "live_orders", "stop_slots", "free_head",
               "batch_events", "seq", "timestampNs", "ingressNs", "max_orders", "price_levels",
               "level_words", "max_instruments", "max_accounts", "max_stops",

@@ -5,7 +5,8 @@ round-robin with a per-ring batch bound, so a flooded gateway cannot starve a qu
 It copies each batch into the engine ring and writes the global sequence number and its
 timestamp into every message's ``Stamp`` (the ingress timestamp the gateway set is kept; a
 zero one gets the sequencer's time). The engine's only clock is this stamp, which is what
-makes a journal replay reproduce the same output.
+makes a journal replay reproduce the same output; it never goes backwards, even when the
+host's clock does (``stamp_clock``).
 
 Exactly once across a crash of this process: each publish to the engine ring (and to the
 reject ring) first notes its provenance in the ring (which inbound ring, and that ring's
@@ -38,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from ringex import crash_points
+from ringex.engine.pipeline.stamp_clock import MonotonicStamps
 from ringex.engine.wire import messages as m
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
@@ -73,11 +75,20 @@ _NOT_PERMITTED = int(m.RejectReason.AdminNotPermitted)
 
 def last_sequence(ring: Ring) -> int:
     """The sequence stamped on the last message published to ``ring`` (0 if none)."""
+    return _last_word(ring, SEQ_WORD)
+
+
+def last_stamp(ring: Ring) -> int:
+    """The time stamped on the last message published to ``ring`` (0 if none)."""
+    return _last_word(ring, TS_WORD)
+
+
+def _last_word(ring: Ring, word: int) -> int:
     pos = ring.producer_position
     if pos == 0:
         return 0
     slot = ring.slots()[(pos - 1) & (ring.capacity - 1)]
-    return int(slot[:_SEQ + 8].view("<u8")[SEQ_WORD])
+    return int(slot[:(word + 1) * 8].view("<u8")[word])
 
 
 def rejection_for(slot: np.ndarray | memoryview, reason: int, now: int) -> bytes:
@@ -145,7 +156,8 @@ class SequencerAgent(Agent):
         clock: Callable[[], int] = time.time_ns,
         admin_ring: str | None = None,
     ) -> None:
-        """``admin_ring``: the one inbound ring admin messages are taken from (None: none)."""
+        """``admin_ring``: the one inbound ring admin messages are taken from (None: none).
+        ``clock``: the wall clock; stamps are taken from it through ``MonotonicStamps``."""
         if not inbound:
             raise ValueError("the sequencer needs at least one inbound ring")
         if admin_ring is not None and admin_ring not in inbound:
@@ -176,6 +188,7 @@ class SequencerAgent(Agent):
         # Resume after a restart from what the engine ring already holds.
         last = last_sequence(engine)
         self.next_seq = last + 1 if last else self.first_seq
+        self.now = MonotonicStamps(self.clock, last_stamp(engine))
         self._next_ring = 0
         counters = self.counters
         if counters is not None:
@@ -239,7 +252,7 @@ class SequencerAgent(Agent):
         if not self._trusted[source] and holds_admin(batch):
             return self._forward_one_by_one(source, consumer, accepting=True)
         out_head, out_tail = self._out.claim(k)
-        now = self.clock()
+        now = self.now()
         seq = self.next_seq
         done = 0
         for out in (out_head, out_tail):
@@ -269,9 +282,9 @@ class SequencerAgent(Agent):
             for row in region:
                 tid = int(row[TEMPLATE_ID_OFFSET]) | int(row[TEMPLATE_ID_OFFSET + 1]) << 8
                 if tid in _ADMIN_IDS and not trusted:
-                    reply, counter = admin_refusal_for(row, self.clock()), self._refused_admin
+                    reply, counter = admin_refusal_for(row, self.now()), self._refused_admin
                 elif tid in _ORDER_ENTRY_IDS and not accepting:
-                    reply, counter = rejection_for(row, _NOT_ACCEPTING, self.clock()), self._rejected
+                    reply, counter = rejection_for(row, _NOT_ACCEPTING, self.now()), self._rejected
                 else:
                     reply, counter = None, None
                 if reply is not None:
@@ -287,7 +300,7 @@ class SequencerAgent(Agent):
                     out, _ = self._out.claim(1)
                     if not len(out):
                         return done
-                    stamp_into(out, row[None, :], self.next_seq, self.clock())
+                    stamp_into(out, row[None, :], self.next_seq, self.now())
                     target = self._out
                     self.next_seq += 1
                 target.note_provenance(1, source, consumer.position + 1)

@@ -163,6 +163,8 @@ R_REDUCE_ONLY = int(_R.ReduceOnlyWouldIncrease)
 R_UNKNOWN_ASSET = int(_R.UnknownAsset)
 R_NOT_PERPETUAL = int(_R.NotPerpetual)
 R_INSTRUMENT_IN_USE = int(_R.InstrumentInUse)
+R_INEXACT_NOTIONAL = int(_R.InexactNotional)
+R_ACCOUNT_IN_DEBT = int(_R.AccountInDebt)
 
 CXL_REDUCE_ONLY = int(_C.ReduceOnly)
 CXL_LIQUIDATION = int(_C.Liquidation)
@@ -176,6 +178,7 @@ LIQ_ADL = int(_S.AutoDeleverage)
 LIQ_INSURANCE_COVER = int(_S.InsuranceCover)
 LIQ_FEE_COVER = int(_S.FeeCover)
 LIQ_DONE = int(_S.Done)
+LIQ_FEE = int(_S.LiquidationFee)
 
 # -- inbound messages -----------------------------------------------------------------------
 T_NEW_ORDER = M.NewOrder.template_id
@@ -264,6 +267,7 @@ IL_MAX_POSITION = word(_L, "maxPosition")
 _L = M.PerpetualParams
 PP_TIER_NOTIONAL = word(_L, "tierNotional")
 PP_FUND_INTERVAL = word(_L, "fundingIntervalNs")
+PP_IMPACT = word(_L, "impactNotional")
 PP_INSTRUMENT = small(_L, "instrument")
 PP_IM = small(_L, "imPpm")
 PP_MM = small(_L, "mmPpm")
@@ -271,6 +275,8 @@ PP_TIER_STEP = small(_L, "tierStepPpm")
 PP_FUND_CAP = small(_L, "fundingCapPpm")
 PP_BASIS_CAP = small(_L, "basisCapPpm")
 PP_BASIS_EMA = small(_L, "basisEmaPpm")
+PP_LIQ_FEE = small(_L, "liquidationFeePpm")
+PP_INTEREST = small(_L, "interestPpm")
 
 _L = M.CreateAccount
 CA_ACCOUNT = small(_L, "account")
@@ -457,7 +463,7 @@ _L = M.FundingApplied
 H_FUNDING = header_word(_L)
 FA_MARK = word(_L, "markPrice")
 FA_INDEX = word(_L, "indexPrice")
-FA_PER_LOT = word(_L, "perLot")
+FA_REMAINDER = word(_L, "remainder")
 FA_TOTAL = word(_L, "total")
 FA_INSTRUMENT = small(_L, "instrument")
 FA_RATE = small(_L, "ratePpm")
