@@ -351,53 +351,30 @@ def _gap(ins, inst, eo, mmo, q, m):
 
 
 @njit(**INLINE)
-def _long_key(ins, glob, inst, eo, mmo, q, key):
-    """``key`` (a float estimate of the highest mark at which the long is liquidatable) made
-    never late by the exact test: while the next mark up is still liquidatable, search
-    upwards. Only marks in the book window matter: a mark never leaves it."""
+def _exact_key(ins, glob, inst, eo, mmo, q, key):
+    """``key``, a float estimate of the mark at which the position becomes liquidatable (the
+    highest such mark for a long, the lowest for a short), made never late by the exact
+    test: while the next mark beyond it, away from liquidation, is still liquidatable,
+    search on that way (doubling steps, then bisection). Only marks in the book window
+    matter: a mark never leaves it."""
     lo, hi = window(ins, glob, inst)
-    if key >= hi:
+    d = 1 if q > 0 else -1  # away from liquidation
+    end = hi if q > 0 else lo  # the window's last mark that way
+    if (key - end) * d >= 0:
         return key
-    bad = max(key, lo - 1)
-    if _gap(ins, inst, eo, mmo, q, bad + 1) >= 0:
+    bad = max(key, lo - 1) if q > 0 else min(key, hi + 1)
+    if _gap(ins, inst, eo, mmo, q, bad + d) >= 0:
         return key
-    bad += 1
+    bad += d
     step = 1
-    ok = hi + 1  # liquidatable across the whole window unless a safe mark is found
-    while bad + step <= hi:
-        if _gap(ins, inst, eo, mmo, q, bad + step) >= 0:
-            ok = bad + step
+    ok = end + d  # liquidatable across the rest of the window unless a safe mark is found
+    while (end - bad - d * step) * d >= 0:
+        if _gap(ins, inst, eo, mmo, q, bad + d * step) >= 0:
+            ok = bad + d * step
             break
-        bad += step
+        bad += d * step
         step *= 2
-    while ok - bad > 1:
-        mid = (bad + ok) // 2
-        if _gap(ins, inst, eo, mmo, q, mid) < 0:
-            bad = mid
-        else:
-            ok = mid
-    return bad
-
-
-@njit(**INLINE)
-def _short_key(ins, glob, inst, eo, mmo, q, key):
-    """``_long_key`` for a short: the lowest liquidatable mark, searched downwards."""
-    lo, hi = window(ins, glob, inst)
-    if key <= lo:
-        return key
-    bad = min(key, hi + 1)
-    if _gap(ins, inst, eo, mmo, q, bad - 1) >= 0:
-        return key
-    bad -= 1
-    step = 1
-    ok = lo - 1
-    while bad - step >= lo:
-        if _gap(ins, inst, eo, mmo, q, bad - step) >= 0:
-            ok = bad - step
-            break
-        bad -= step
-        step *= 2
-    while bad - ok > 1:
+    while abs(ok - bad) > 1:
         mid = (bad + ok) // 2
         if _gap(ins, inst, eo, mmo, q, mid) < 0:
             bad = mid
@@ -476,7 +453,7 @@ def rekey(glob, acc, checked):
                 key = _to_key((mmo - eo) * div * nf / (aq * (nf - mf)), True) + 1
             if key <= 0:
                 key = 0  # never: a mark is at least 1
-            key = _long_key(ins, glob, inst, ei, mi, q, key)
+            key = _exact_key(ins, glob, inst, ei, mi, q, key)
             if checked != 0 and key >= mark:
                 key = mark - 1
             if key >= mark:
@@ -492,7 +469,7 @@ def rekey(glob, acc, checked):
                 if f2 > f:
                     x = (eo - mmo) * div / (aq * (1.0 + f2))
             key = _to_key(x, False) - 1
-            key = _short_key(ins, glob, inst, ei, mi, q, key)
+            key = _exact_key(ins, glob, inst, ei, mi, q, key)
             if checked != 0 and key <= mark:
                 key = mark + 1
             if key <= mark:
