@@ -331,13 +331,13 @@ class Stream(RuleBasedStateMachine):
         self.send(self.m.instrument(1, tick=tick, lot=lot, min_qty=lot, max_qty=lot * 12,
                                     ref=tick * ref_ticks, policy=policy,
                                     base_asset=risk.draw(st.sampled_from([1, 2]), label="baseAsset")))
-        self.send(self.m.limits(1, **self.risk_fields(risk, tick * ref_ticks, lot)))
+        self.send(self.m.limits(1, **self.risk_fields(risk, tick * ref_ticks, lot, tick)))
         if risk.draw(st.booleans(), label="perpetual 2 now?"):  # else instrument 2 may come later, any kind
             t2, lot2 = risk.draw(st.sampled_from([(1, 1), (2, 3), (5, 2)]), label="tick, lot of 2")
             ref2 = t2 * risk.draw(st.integers(1, 40), label="ref ticks of 2")
             self.send(self.m.instrument(2, kind=PERPETUAL, tick=t2, lot=lot2, min_qty=lot2, max_qty=lot2 * 12,
                                         ref=ref2, policy=risk.draw(st.sampled_from([1, 2]), label="policy of 2")))
-            self.send(self.m.limits(2, **self.risk_fields(risk, ref2, lot2)))  # a position limit, often
+            self.send(self.m.limits(2, **self.risk_fields(risk, ref2, lot2, t2)))  # a position limit, often
         for a, stp in zip(ACCOUNT_IDS, (1, 2, 5)):
             max_open = risk.draw(st.sampled_from([0, 0, 0, 1, 2, 4]), label=f"maxOpenOrders {a}")
             self.create(self.m.account(a, stp=stp, max_open=max_open))
@@ -351,15 +351,16 @@ class Stream(RuleBasedStateMachine):
             for asset in FUND_ASSETS:
                 self.send(self.m.funds(m["account"], asset, FUNDING))
 
-    def risk_fields(self, data, ref: int, lot: int = 1) -> dict[str, int]:
+    def risk_fields(self, data, ref: int, lot: int = 1, tick: int = 1) -> dict[str, int]:
         """Pre-trade limits (mostly off, often on; a position limit counts on perpetuals only), a
-        notional divisor and breaker settings."""
+        notional divisor (mostly one that divides tick * lot, sometimes one that does not:
+        InexactNotional) and breaker settings."""
         d = data.draw
         return dict(
             max_order_qty=d(st.sampled_from([0, 0, 0, 0, lot, 3 * lot, 5 * lot]), label="maxOrderQty"),
             band_ppm=d(st.sampled_from([0, 0, 0, 50_000, 100_000, 300_000, 1_000_000]), label="priceBandPpm"),
             max_notional=d(st.sampled_from([0, 0, 0, ref, 3 * ref, 10 * ref]), label="maxOrderNotional"),
-            divisor=d(st.sampled_from([1, 1, 1, 2, 7]), label="notionalDivisor"),
+            divisor=d(st.sampled_from([1, 1, 1, lot, tick, tick * lot, 2, 7]), label="notionalDivisor"),
             cb_move_ppm=d(st.sampled_from([0, 0, 0, 0, 10_000, 50_000, 200_000]), label="cbMovePpm"),
             cb_window_ns=d(st.sampled_from([0, 3_000, 10_000, 100_000]), label="cbWindowNs"),
             cb_halt_ns=d(st.sampled_from([0, 2_000, 5_000, 50_000]), label="cbHaltNs"),
@@ -443,7 +444,7 @@ class Stream(RuleBasedStateMachine):
         instrument = d(mostly([1, 2], [0, 3, 2**32 - 1], 6), label="instrument")
         inst = self.model.instruments.get(instrument)
         ref = (inst.last or inst.ref) if inst is not None else 100
-        fields = self.risk_fields(data, ref, inst.lot if inst is not None else 1)
+        fields = self.risk_fields(data, ref, inst.lot if inst is not None else 1, inst.tick if inst is not None else 1)
         if inst is not None and d(st.integers(0, 3), label="keep breaker?") == 0:
             # same breaker settings: the window (and its reference) carries on
             fields.update(cb_move_ppm=inst.cb_move_ppm, cb_window_ns=inst.cb_window_ns,

@@ -254,26 +254,21 @@ def _mul_div_trunc(a, b, c):
 @njit(**INLINE)
 def apply_fill(glob, acc, inst, dq, price):
     """Position bookkeeping of a fill of signed ``dq`` at ``price`` (cash moves elsewhere)."""
-    ins = tables(glob).ins
-    q = tables(glob).pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
-    r = min(abs(q), abs(dq)) if q != 0 and (q > 0) != (dq > 0) else 0
-    move_position(glob, acc, inst, dq, notional(ins, inst, price, abs(dq)), notional(ins, inst, price, r))
+    move_position(glob, acc, inst, dq, notional(tables(glob).ins, inst, price, abs(dq)), price)
 
 
 @njit(**INLINE)
 def apply_transfer(glob, acc, inst, dq, n):
     """Position bookkeeping of signed ``dq`` changing hands for ``n`` in all (a takeover or
-    deleveraging at a bankruptcy amount, not a price)."""
-    q = tables(glob).pos[acc * glob[G_MAX_INSTRUMENTS] + inst, P_QTY]
-    r = min(abs(q), abs(dq)) if q != 0 and (q > 0) != (dq > 0) else 0
-    n_r = n if r == abs(dq) else _mul_div_trunc(n, r, abs(dq))
-    move_position(glob, acc, inst, dq, n, n_r)
+    deleveraging at a bankrupt amount, not a price)."""
+    move_position(glob, acc, inst, dq, n, 0)
 
 
 @njit(**INLINE)
-def move_position(glob, acc, inst, dq, n, n_r):
-    """``dq`` moves the position for notional ``n`` in all, ``n_r`` of it for the part that
-    closes the position (the rest opens the other way)."""
+def move_position(glob, acc, inst, dq, n, price):
+    """``dq`` moves the position for notional ``n`` in all. The part that closes the
+    position is priced at ``price`` (a fill), or (``price`` 0, a transfer) takes its share
+    of ``n``; the rest opens the other way."""
     rt = tables(glob)
     acct, pos = rt.acct, rt.pos
     row = acc * glob[G_MAX_INSTRUMENTS] + inst
@@ -286,6 +281,10 @@ def move_position(glob, acc, inst, dq, n, n_r):
         aq = abs(q)
         r = min(aq, abs(dq))
         removed = c if r == aq else _mul_div_trunc(c, r, aq)
+        if price > 0:
+            n_r = notional(rt.ins, inst, price, r)
+        else:
+            n_r = n if r == abs(dq) else _mul_div_trunc(n, r, abs(dq))
         gain = n_r - abs(removed)
         pos[row, P_REAL] += gain if q > 0 else -gain
         rest = abs(dq) - r
