@@ -43,6 +43,7 @@ fed the rest, gives the same output and the same final state.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -111,7 +112,7 @@ class Flow:
         self.div = {1: 1, 2: 1, 3: 1}
         self.taker = {1: 0, 2: 0, 3: 0}
         self.params = {i: dict(imPpm=PPM, mmPpm=500_000, tierNotional=0, tierStepPpm=0, basisCapPpm=0,
-                               basisEmaPpm=0) for i in PERPS}
+                               basisEmaPpm=0, impactNotional=0) for i in PERPS}
         self.perp_traders: set[int] = set()
         self.seen: Counter = Counter()
         self.snapshot_at = snapshot_at
@@ -152,8 +153,8 @@ class Flow:
                 elif ok and name == "InstrumentLimits":
                     self.div[f["instrument"]] = f["notionalDivisor"]
                 elif ok and name == "PerpetualParams":
-                    self.params[f["instrument"]] = {k: f[k] for k in ("imPpm", "mmPpm", "tierNotional", "tierStepPpm",
-                                                                      "basisCapPpm", "basisEmaPpm")}
+                    self.params[f["instrument"]] = {k: f.get(k, 0) for k in (  # a field not sent is 0
+                        "imPpm", "mmPpm", "tierNotional", "tierStepPpm", "basisCapPpm", "basisEmaPpm", "impactNotional")}
             elif ev.name == "OrderAccepted":
                 self.live[g["orderId"]] = (g["account"], g["instrument"])
                 if g["instrument"] in PERPS:
@@ -174,13 +175,31 @@ class Flow:
 
     # -- the rules modelled from the accessors -----------------------------------------------
 
+    def impact_price(self, inst: int, side: int, target: int) -> float | None:
+        """docs/risk.md "Mark price": the average price at which ``target`` of notional fills
+        against one side's displayed quantity, best level first (the engine's float steps)."""
+        e, div = self.engine, self.div[inst]
+        qty, left = 0.0, target
+        for level in e.book(inst, side):
+            p = e.order(level[0][0])["price"]
+            q = sum(displayed for _, displayed, _ in level)
+            n = p * q // div
+            if n >= left:
+                return target / (qty + left / float(p))
+            qty += q / float(div)
+            left -= n
+        return None
+
     def before_message(self, name: str, f: dict) -> dict | None:
         """What the new rules will be checked against, read before the message."""
         e = self.engine
         if name == "IndexPrice" and f["instrument"] in PERPS:
             inst = f["instrument"]
             bid, ask = e.best_bid(inst), e.best_ask(inst)
-            return dict(ema=int(e.state.ins[I_EMA, inst]), mid=None if bid is None or ask is None else (bid + ask) // 2)
+            target = self.params[inst]["impactNotional"]
+            impact = (self.impact_price(inst, 1, target), self.impact_price(inst, 2, target)) if target else None
+            return dict(ema=int(e.state.ins[I_EMA, inst]), impact=impact,
+                        mid=None if bid is None or ask is None else (bid + ask) // 2)
         if name == "NewOrder" and f["reduceOnly"] and f["instrument"] in PERPS and f["account"] in TRADERS:
             inst, acct, side, qty = f["instrument"], f["account"], f["side"], f["qty"]
             lo, hi = window(inst)
@@ -222,7 +241,13 @@ class Flow:
             mark_ev = events[k + 1]
             assert mark_ev.name == "MarkPrice", where
             ema = int(e.state.ins[I_EMA, inst])
-            if k == 0:  # no funding (and liquidation) before it moved the book
+            if k == 0 and model["impact"] is not None:  # docs/risk.md "Mark price", impactNotional set
+                ib, ia = model["impact"]
+                sample = 0 if ib is None or ia is None else (
+                    max(0, math.floor(ib) - price) - max(0, price - math.ceil(ia)))
+                assert ema == model["ema"] + trunc_ppm(sample - model["ema"], self.params[inst]["basisEmaPpm"]), where
+                self.seen["ImpactSample"] += 1
+            elif k == 0:  # no funding (and liquidation) before it moved the book
                 sample = 0 if model["mid"] is None else model["mid"] - price
                 assert ema == model["ema"] + trunc_ppm(sample - model["ema"], self.params[inst]["basisEmaPpm"]), where
             cap = price * self.params[inst]["basisCapPpm"] // PPM
@@ -587,9 +612,12 @@ class Flow:
 FEES = [(0, 0), (1000, 0), (5000, -5000), (5000, 2500), (3000, -1000)]
 
 
-def make_setup(choose) -> dict:
+def make_setup(choose, choose_late=None) -> dict:
     """Instrument fees, perpetual parameters, divisors, STP defaults and deposits; ``choose``
-    picks one of a list (a hypothesis draw, or a seeded RNG's choice)."""
+    picks one of a list (a hypothesis draw, or a seeded RNG's choice); ``choose_late`` (by
+    default ``choose``) the parameters added later (impact notional, liquidation fee,
+    interest), so that a seeded RNG's streams stay what they were."""
+    choose_late = choose_late or choose
     params = {}
     for i in PERPS:
         params[i] = dict(imPpm=choose([50_000, 100_000, 100_000, 200_000, PPM]),
@@ -600,7 +628,7 @@ def make_setup(choose) -> dict:
                          fundingCapPpm=choose([0, 10_000, PPM]),
                          basisCapPpm=choose([0, 50_000, PPM]),
                          basisEmaPpm=choose([0, 300_000, PPM]))
-    return dict(
+    setup = dict(
         fees={i: choose(FEES) for i in (1, 2, 3)},
         params=params,
         div={1: choose([1, 10]), 2: 1, 3: choose([1, 10])},
@@ -608,6 +636,10 @@ def make_setup(choose) -> dict:
         deposits={a: (choose([100, 300, 300, 1000, 20_000]), choose([0, 10, 50]), choose([0, 7])) for a in TRADERS},
         fund=choose([0, 200, 5000]),
     )
+    for i in PERPS:  # drawn last: the choices above come out of a seeded RNG as they did before
+        params[i].update(impactNotional=choose_late([0, 0, 300]), liquidationFeePpm=choose_late([0, 5000]),
+                         interestPpm=choose_late([0, 100]))
+    return setup
 
 
 @st.composite
@@ -640,12 +672,13 @@ def test_random_flows_reach_the_risk_rules():
     """The property test is worth something only if its streams reach the rules: run the
     same generator from a seeded RNG (uniform choices, long streams) and count what the
     engine answered."""
-    rng = random.Random(2024)
+    rng, late = random.Random(2024), random.Random(13)
     seen: Counter = Counter()
     for _ in range(80):
         actions = [(rng.randrange(100), *(rng.randrange(256) for _ in range(4))) for _ in range(100)]
-        seen.update(run_flow(make_setup(rng.choice), actions, rng.randrange(1, 120), [5, 17]).seen)
-    for name in ("FundingApplied", "MarkPrice", "Trade", "StopTriggered", "MarkClamped", "ReduceOnlyLossAccepted",
+        seen.update(run_flow(make_setup(rng.choice, late.choice), actions, rng.randrange(1, 120), [5, 17]).seen)
+    for name in ("FundingApplied", "MarkPrice", "Trade", "StopTriggered", "MarkClamped", "ImpactSample",
+                 "ReduceOnlyLossAccepted",
                  "ReduceOnlyLossRejected", "FundAfterTakeover"):
         assert seen[name], name
     for stage in ("Start", "BookOrder", "InsuranceTakeover", "AutoDeleverage", "Done"):
