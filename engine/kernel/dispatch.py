@@ -52,7 +52,9 @@ def process_batch(mem, slots, out):
     out = borrow(out)  # helpers pass it around refcount-free; a grown buffer is a real array
     glob = views(mem).glob
     glob[G_EVENTS] = 0
-    i64 = slots.reshape(-1).view(np.int64)
+    # Borrowed like the arena: the handlers receive the input with every message, and a view
+    # that owns a reference is counted (two atomic operations) at each of those calls.
+    i64 = borrow(slots.reshape(-1).view(np.int64))
     k = slots.shape[0]
     for m in range(k):
         ahead(mem, glob, i64, m, k)
