@@ -42,6 +42,7 @@ from ringex.ringbuffer.counters import (
 )
 from ringex.ringbuffer.hiccup import HiccupRecorder, hiccup_name, unlink_hiccups
 from ringex.ringbuffer.idle import IdleName, IdleStrategy, idle_strategy
+from ringex.ringbuffer.parent_death import ParentGoneError, die_with_parent
 
 __all__ = [
     "AgentRunner",
@@ -357,9 +358,11 @@ class AgentRunner:
         process = ctx.Process(
             target=_child_main,
             args=(self.agent, self.config, self.counters_name, self._error_handler,
-                  self._started),
+                  self._started, os.getpid()),
             name=f"ringex-{self.role_name}",
-            daemon=True,  # the parent's exit terminates (SIGTERM) rather than orphans it
+            # daemon: a parent that exits normally terminates it; the child itself asks to
+            # be terminated however the parent ends (parent_death), SIGKILL included.
+            daemon=True,
         )
         # The child inherits the blocked mask and unblocks once its handlers are in place.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -459,7 +462,13 @@ def _child_main(
     name: str | None,
     error_handler: Callable[[BaseException], None] | None,
     started: Any,
+    parent_pid: int,
 ) -> None:
+    try:
+        die_with_parent(parent_pid)
+    except ParentGoneError as exc:
+        print(f"ringex child: {exc}; not starting", file=sys.stderr)
+        sys.exit(1)
     if config.log_level is not None:
         logging.basicConfig(level=config.log_level, format=CHILD_LOG_FORMAT)
     runner = AgentRunner(

@@ -284,3 +284,37 @@ def test_stamps_never_go_backwards_when_the_wall_clock_steps_back(venue) -> None
     assert restarted.do_work() == 1
     assert venue.messages(venue.engine)[-1].fields["timestampNs"] == 5_200
     assert [x.fields["seq"] for x in venue.messages(venue.engine)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_restarted_exchange_stamps_from_its_journal_not_from_a_clock_behind(venue, tmp_path) -> None:
+    """A full restart creates new rings, which remember no stamp: the floor comes from the
+    last journaled message (``journal_last_stamp``), so a wall clock stepped back while the
+    exchange was down still never stamps below what the engine has seen."""
+    from ringex.engine.storage.data_dir import journal_dir, journal_last_stamp
+    from ringex.engine.storage.journal_writer import JournalWriter
+
+    assert journal_last_stamp(tmp_path) == 0  # no journal at all
+    stamped = []
+    for seq, ts in [(1, 7_000), (2, 7_500), (3, 9_000)]:
+        slot = bytearray(SLOT)
+        msg = new_order(seq)
+        slot[:len(msg)] = msg
+        at_seq, at_ts = m.NewOrder.offset("seq"), m.NewOrder.offset("timestampNs")
+        slot[at_seq:at_seq + 8] = seq.to_bytes(8, "little")
+        slot[at_ts:at_ts + 8] = ts.to_bytes(8, "little")
+        stamped.append(bytes(slot))
+    journal_dir(tmp_path).mkdir()
+    with JournalWriter(journal_dir(tmp_path), 1 << 20, "none", slot_size=SLOT) as w:
+        w.append(1, stamped[:2], 2)
+        w.append(3, stamped[2:], 1)
+    assert journal_last_stamp(tmp_path) == 9_000  # the last message of the last record
+    agent = SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
+                           first_seq=4, clock=lambda: 3_000, admin_ring=venue.names[0],
+                           stamp_floor=journal_last_stamp(tmp_path))
+    agent.on_start()
+    venue.agents.append(agent)
+    venue.offer(1, [new_order(4)])
+    assert agent.do_work() == 1
+    last = venue.messages(venue.engine)[-1].fields
+    assert (last["seq"], last["timestampNs"]) == (4, 9_000)
+    assert agent.now.steps_back == 1

@@ -43,7 +43,8 @@ from ringex.engine.wire import messages as m
 from ringex.engine.pipeline.engine_agent import EngineAgent, EngineStateError, check_engine_file
 from ringex.engine.storage.recovery import JournalBehindSnapshotError, check_journal_reaches_snapshots
 from ringex.engine.pipeline.warm_start import COMPILING_LABEL
-from ringex.engine.storage.data_dir import journal_last_seq
+from ringex.engine.storage.data_dir import journal_dir, journal_last_seq, journal_last_stamp
+from ringex.engine.storage.journal_lock import describe, journal_holder
 from ringex.engine.pipeline.sequencer import SequencerAgent, last_sequence
 from ringex.ringbuffer.agent import Agent, CompositeAgent
 from ringex.ringbuffer.consumer import Consumer
@@ -79,7 +80,8 @@ _SEVERITY = {REASON_STARTING: 1, REASON_HEARTBEAT_LOST: 2, REASON_PROCESS_DIED: 
 
 
 class StartError(RuntimeError):
-    """A process of the exchange did not start (it exited, or took too long)."""
+    """A process of the exchange did not start (it exited, or took too long), or the data
+    directory is another live process's."""
 
 
 @dataclass(frozen=True)
@@ -274,9 +276,13 @@ class Exchange:
         process's. Raises ``EngineStateError`` before anything starts when the data
         directory was written with another schema or ``[engine]`` configuration,
         ``JournalBehindSnapshotError`` when its newest snapshot is ahead of its journal, and
-        ``StartError`` when a process does not start; nothing is left behind either way."""
+        ``StartError`` when a live process holds the data directory's journal or a process
+        does not start; nothing is left behind either way."""
         cfg, names = self.cfg, self.names
         self.ready_timeout = ready_timeout
+        holder = journal_holder(journal_dir(self.data_dir))
+        if holder is not None:  # before any ring is touched: they may be that process's
+            raise StartError(f"{self.data_dir} is in use by process {describe(holder)}; stop it first")
         check_engine_file(self.data_dir, cfg.engine)
         check_journal_reaches_snapshots(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +317,7 @@ class Exchange:
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
                 first_seq=journal_last_seq(self.data_dir) + 1, batch_limit=cfg.rings.batch_limit,
-                admin_ring=names.admin,
+                admin_ring=names.admin, stamp_floor=journal_last_stamp(self.data_dir),
             )
         if name == "engine":
             return EngineAgent(

@@ -155,9 +155,12 @@ class SequencerAgent(Agent):
         batch_limit: int = 1024,
         clock: Callable[[], int] = time.time_ns,
         admin_ring: str | None = None,
+        stamp_floor: int = 0,
     ) -> None:
         """``admin_ring``: the one inbound ring admin messages are taken from (None: none).
-        ``clock``: the wall clock; stamps are taken from it through ``MonotonicStamps``."""
+        ``clock``: the wall clock; stamps are taken from it through ``MonotonicStamps``,
+        never below ``stamp_floor`` (the last journaled stamp: the rings of a restarted
+        exchange are new and remember none) nor below the engine ring's last stamp."""
         if not inbound:
             raise ValueError("the sequencer needs at least one inbound ring")
         if admin_ring is not None and admin_ring not in inbound:
@@ -170,6 +173,7 @@ class SequencerAgent(Agent):
         self.first_seq = first_seq
         self.batch_limit = batch_limit
         self.clock = clock
+        self.stamp_floor = stamp_floor
         self._rings: list[Ring] = []
 
     def on_start(self) -> None:
@@ -188,7 +192,7 @@ class SequencerAgent(Agent):
         # Resume after a restart from what the engine ring already holds.
         last = last_sequence(engine)
         self.next_seq = last + 1 if last else self.first_seq
-        self.now = MonotonicStamps(self.clock, last_stamp(engine))
+        self.now = MonotonicStamps(self.clock, max(last_stamp(engine), self.stamp_floor))
         self._next_ring = 0
         counters = self.counters
         if counters is not None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ringex.engine.storage.journal_reader import JournalReader
+from ringex.engine.wire import messages as m
+
+_TS_OFFSET = m.NewOrder.offset("timestampNs")  # the Stamp leads every message alike
 
 
 def journal_dir(data_dir: Path | str) -> Path:
@@ -28,3 +31,19 @@ def journal_last_seq(data_dir: Path | str) -> int:
     # retention has retired every full segment, the live journal may hold none.
     nxt = JournalReader(d).next_seq
     return 0 if nxt is None else nxt - 1
+
+
+def journal_last_stamp(data_dir: Path | str) -> int:
+    """The sequencer time on the last journaled message (0 when the journal holds none):
+    a sequencer started on this directory never stamps below it, whatever the wall clock
+    says after a restart (docs/risk.md: funding and breaker reopens run from the stamps)."""
+    d = journal_dir(data_dir)
+    if not d.is_dir():
+        return 0
+    reader = JournalReader(d)
+    last = reader.last_seq
+    if last is None:
+        return 0
+    for _seq, slot in reader.iter_messages(last, last + 1):
+        return int.from_bytes(slot[_TS_OFFSET:_TS_OFFSET + 8], "little")
+    return 0

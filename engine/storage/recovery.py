@@ -111,7 +111,9 @@ def _check_journal_reaches(snap: Snapshot, journal_dir: Path, snapshot_dir: Path
     # Retention never retires the last segment, so a journal that ever held anything
     # still knows where its next append goes, even with every record retired.
     next_seq = JournalReader(journal_dir).next_seq
-    if next_seq is not None and next_seq >= snap.seq:
+    # An empty journal reaches FIRST_SEQ: a snapshot taken before any message (an engine
+    # stopped before its first batch) covers nothing the journal could have lost.
+    if (FIRST_SEQ if next_seq is None else next_seq) >= snap.seq:
         return
     ends = "holds no segment" if next_seq is None else f"ends at sequence {next_seq - 1}"
     missing_from = FIRST_SEQ if next_seq is None else next_seq
