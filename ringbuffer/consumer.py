@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import descriptor as d
+from .errors import UntetheredError
 from .roles import release_role
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Consumer"]
 
 _monotonic_ns = time.monotonic_ns
+_UNTETHERED = d.UNTETHERED
 
 
 class Consumer:
@@ -37,12 +39,14 @@ class Consumer:
     __slots__ = (
         "_index", "_name", "_mm", "_mv", "_q", "_slots", "_prod", "_cur", "_hb",
         "_pos", "_pending", "_cap", "_mask", "_slot", "_data_off", "_empty", "_limit",
+        "rejoined_at",
     )
 
     def __init__(self, ring: Ring, index: int, mm: mmap.mmap, q: memoryview,
-                 slots: np.ndarray) -> None:
+                 slots: np.ndarray, rejoined_at: int | None = None) -> None:
         """Consumer ``index`` of ``ring``, whose mapping is ``mm``, int64 view ``q`` and
-        read-only ``(capacity, slot_size)`` slots ``slots``."""
+        read-only ``(capacity, slot_size)`` slots ``slots``; ``rejoined_at``: the position an
+        untethered index rejoined at (None: it resumes from its own cursor)."""
         lay = ring.layout
         self._index = index
         self._name = ring.name
@@ -59,6 +63,7 @@ class Consumer:
         self._data_off = lay.data_offset
         self._limit = lay.capacity
         self._empty = self._slots[:0]
+        self.rejoined_at = rejoined_at
         self._pos = self._q[self._cur]
         self._pending = 0
         self._q[self._hb] = _monotonic_ns()
@@ -88,6 +93,8 @@ class Consumer:
         """
         q = self._q
         q[self._hb] = _monotonic_ns()
+        if q[self._cur] == _UNTETHERED:
+            self._untethered()
         pos = self._pos
         k = q[self._prod] - pos
         lim = self._limit if limit is None else limit
@@ -113,12 +120,22 @@ class Consumer:
                 f"ring {self._name!r} consumer {self._index}: cannot commit {count} "
                 f"messages, {self._pending} read"
             )
+        q = self._q
+        if q[self._cur] == _UNTETHERED:  # the batch may have been overwritten under it
+            self._untethered()
         pos = self._pos + count
         self._pos = pos
         self._pending -= count
-        q = self._q
         q[self._cur] = pos
         q[self._hb] = _monotonic_ns()
+
+    def _untethered(self) -> None:
+        self._pending = 0
+        raise UntetheredError(
+            f"ring {self._name!r} consumer {self._index} was untethered at position {self._pos} "
+            "(judged dead while it held the producer back); attach the index again to rejoin",
+            self._name,
+        )
 
     def advance_to(self, position: int) -> None:
         """Move the cursor forward to ``position`` without reading: reconciliation after a

@@ -12,7 +12,7 @@ Modelled on Agrona's ``RingBufferDescriptor``.  A ring is one POSIX shared-memor
                              +80  provenance: source (e.g. which inbound ring)
                              +88  provenance: source position after the publish
     256 + 128*i            consumer i cache-line pair (128 bytes), i = 0..consumers-1:
-                             +0   consumer cursor (int64)
+                             +0   consumer cursor (int64; UNTETHERED: gates nothing)
                              +64  heartbeat, time.monotonic_ns() of its last poll
                              +72  pid of the process that owns the index (0 = none)
     256 + 128*consumers    data: capacity slots of slot_size bytes each
@@ -32,6 +32,15 @@ its source must be committed up to the noted position, whether or not the dead p
 that far. The cursor word is written -1 first and last with the real value, so a note torn
 by a crash reads as no note (and a torn note is never followed by its publish).
 
+A dead subscriber must not hold the producer back forever (Aeron's untethered subscriptions
+are the model): the supervisor may write ``UNTETHERED`` over its cursor (``Ring.untether``).
+No consumer is ever ahead of the producer, so the producer reads that value as its own
+position and the minimum passes over it; the consumer that attaches the index next rejoins
+at the producer's position (the rejoin stores a cursor before reading the position it joins
+at, so no slot it will read can have been claimed under a gate that left it out), and the
+consumer itself, if it was only stopped, is refused its next read or commit
+(``UntetheredError``).
+
 Sequences are int64 that only grow.  The producer cursor holds the sequence of the next slot
 to be published (= the number of messages ever published); consumer ``i``'s cursor holds the
 sequence of the next slot it will read (= the number it has consumed).  The slot of sequence
@@ -47,7 +56,7 @@ from dataclasses import dataclass
 #: ``b"RINGEX\\x00R"`` read as a little-endian int64; identifies a ringex ring.
 MAGIC = int.from_bytes(b"RINGEX\x00R", "little")
 #: Bump whenever anything in this file changes meaning.
-VERSION = 2
+VERSION = 3
 
 WORD_SIZE = 8
 CACHE_LINE_SIZE = 64
@@ -81,6 +90,8 @@ CONSUMER_PAIRS_OFFSET = PRODUCER_PAIR_OFFSET + CACHE_LINE_PAIR_SIZE
 CONSUMER_CURSOR_FIELD = 0
 CONSUMER_HEARTBEAT_FIELD = CACHE_LINE_SIZE
 CONSUMER_PID_FIELD = CACHE_LINE_SIZE + WORD_SIZE
+#: A consumer cursor that gates nothing (see the module notes).
+UNTETHERED = (1 << 63) - 1
 
 # --- limits ---------------------------------------------------------------------------------
 MIN_SLOT_SIZE = WORD_SIZE

@@ -59,3 +59,9 @@ class RingClosedError(RingError):
 
 class RingReadOnlyError(RingError):
     """A write role was asked of a ring attached with ``observe`` (read-only)."""
+
+
+class UntetheredError(RingError):
+    """This consumer was taken out of the producer's gating while it was not consuming (the
+    supervisor judged it dead); the slots it had not committed may have been overwritten.
+    Attach the index again to rejoin at the producer's position."""

@@ -58,6 +58,7 @@ class ConsumerState(enum.Enum):
     SLOW = "slow"  # heartbeat fresh (or cursor moving) but lagging by slow_lag or more
     DEAD = "dead"  # pid gone, or heartbeat stale and cursor not moving
     ABSENT = "absent"  # no process has attached as this consumer (or it detached cleanly)
+    UNTETHERED = "untethered"  # taken out of the producer's gating (Ring.untether)
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,12 @@ def consumer_state(info: ConsumerInfo, previous_cursor: int | None, stale_after_
       first time means it has not polled since);
     * SLOW: heartbeat fresh but lagging the producer by ``slow_lag`` or more, or heartbeat
       stale while the cursor still moves;
-    * ALIVE: otherwise.
+    * ALIVE: otherwise;
+    * UNTETHERED, before any of those: its cursor gates nothing (``Ring.untether``), whatever
+      became of its process.
     """
+    if info.cursor == d.UNTETHERED:
+        return ConsumerState.UNTETHERED
     if info.pid == 0:
         return ConsumerState.ABSENT
     if not info.pid_alive:

@@ -90,6 +90,8 @@ class Producer:
                 v = q[i]
                 if v < g:
                     g = v
+        if g > self._seq:  # only an untethered cursor reads ahead: it gates nothing
+            g = self._seq
         self._gate = g
         return g
 

@@ -257,9 +257,29 @@ class Ring:
         return self._q[d.word(d.consumer_cursor_offset(index))]
 
     def min_consumer_position(self) -> int:
+        """The position the producer is gated by (its own when every consumer is untethered)."""
         self._check_open()
         q = self._q
-        return min(q[d.word(d.consumer_cursor_offset(i))] for i in range(self._layout.consumers))
+        low = min(q[d.word(d.consumer_cursor_offset(i))] for i in range(self._layout.consumers))
+        return min(low, q[d.word(d.PRODUCER_CURSOR_OFFSET)])
+
+    def untether(self, index: int) -> int:
+        """Take consumer ``index`` out of the producer's gating (it is dead, or stopped, and
+        holding the producer back): its cursor becomes ``UNTETHERED``. Returns the position it
+        had. The next consumer of the index rejoins at the producer's position; the stopped
+        consumer, should it resume, is refused its next read or commit."""
+        self._check_open()
+        self._check_writable(f"untether consumer {index}")
+        self._check_index(index)
+        cell = d.word(d.consumer_cursor_offset(index))
+        had = self._q[cell]
+        self._q[cell] = d.UNTETHERED
+        return had
+
+    def is_untethered(self, index: int) -> bool:
+        self._check_open()
+        self._check_index(index)
+        return self._q[d.word(d.consumer_cursor_offset(index))] == d.UNTETHERED
 
     def slots(self) -> np.ndarray:
         """Read-only ``(capacity, slot_size)`` view of every slot (tests, diagnostics)."""
@@ -278,15 +298,31 @@ class Ring:
         return handle
 
     def consumer(self, index: int = 0, *, takeover: bool = False) -> "Consumer":
-        """Consumer ``index``.  It resumes from its own cursor (restart after a crash)."""
+        """Consumer ``index``.  It resumes from its own cursor (restart after a crash), or,
+        when the index was untethered, rejoins at the producer's position (``rejoined_at``:
+        what was published before it is not for this consumer)."""
         self._check_open()
         self._check_writable(f"consumer {index}")
         self._check_index(index)
         claim_role(self._q, d.word(d.consumer_pid_offset(index)), self._name,
                    f"consumer {index}", takeover)
-        handle = Consumer(self, index, self._map.mm, self._q, self._slots_ro)
+        rejoined_at = self._rejoin(index) if self.is_untethered(index) else None
+        handle = Consumer(self, index, self._map.mm, self._q, self._slots_ro, rejoined_at)
         self._handles.append(handle)
         return handle
+
+    def _rejoin(self, index: int) -> int:
+        """Tether an untethered index again, at a position no slot it will read can have been
+        claimed before: first a cursor no later than the producer's (from now on the producer
+        counts it), then the producer's position read after that store. A producer gate taken
+        before the store came from the other consumers, all at or behind that position."""
+        q = self._q
+        cell = d.word(d.consumer_cursor_offset(index))
+        producer = d.word(d.PRODUCER_CURSOR_OFFSET)
+        q[cell] = q[producer]
+        at = q[producer]
+        q[cell] = at
+        return at
 
     def _check_writable(self, what: str) -> None:
         if self._read_only:

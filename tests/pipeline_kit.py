@@ -161,6 +161,29 @@ def produce(ring_name: str, first_cl: int, n: int, pace_s: float = 0.0, done_fil
     ring.close()
 
 
+def stalled_subscriber(ring_name: str, index: int, ready: str, go: str, result: str) -> None:
+    """Child process: subscribe to ``ring_name`` as consumer ``index``, read what is there,
+    say ``ready``, then stop consuming (the test stops it) until ``go`` exists; then try to
+    read again and write what happened to ``result``."""
+    from ringex.ringbuffer.errors import UntetheredError
+
+    ring = Ring.attach(ring_name, wait_s=10.0)
+    consumer = ring.consumer(index, takeover=True)
+    head, tail = consumer.read()
+    consumer.commit(len(head) + len(tail))
+    Path(ready).write_text(str(consumer.position))
+    deadline = time.monotonic() + 120
+    while not Path(go).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # neither reading nor heartbeating: hung, as far as the exchange can tell
+    try:
+        consumer.read()
+        outcome = "read"
+    except UntetheredError:
+        outcome = "untethered"
+    Path(result).write_text(outcome)
+    ring.close()
+
+
 @dataclass
 class OutputReader:
     """The test's subscriber on the output ring (and reject ring): hashes and records."""

@@ -853,6 +853,8 @@ SELDOM_IN_STREAMS = {
     ("OrderCanceled", "Expired"): "a resting Day order when its instrument closes",
     ("event", "BookReduce"): "a resting order reduced in place (a replace to less, same price)",
     ("event", "StopTriggered"): "a pending stop, then a trade through its price",
+    ("InstrumentLimits", "InstrumentInUse"): "a working order or position, then a limits message that changes "
+                                             "the divisor (exact only where tick * lot is above 1)",
 }
 # the sequencer's: when no engine runs, and for an admin message on a gateway's ring
 # (tests/test_pipeline.py, test_sequencer_exactly_once.py)

@@ -1403,6 +1403,24 @@ def test_limits_fields_are_validated():
     assert (inst.max_notional, inst.notional_divisor, inst.band_ppm, inst.cb_on) == (0, 1, 0, False)
 
 
+def test_a_divisor_change_waits_until_the_instrument_is_empty():
+    """Issue 13, defect 4: a new notionalDivisor would re-price what rests and what is held,
+    so it is refused while the instrument has a working order, and taken once it has none; a
+    limits message that keeps the divisor is no change."""
+    h = H(instruments=False)
+    h.send(h.m.instrument(1, lot=10, min_qty=10))  # tickSize * lotSize = 10: divisors 1, 2, 5 and 10 are exact
+    h.send(h.m.account(1))
+    h.send(h.m.funds(1, 0, 10**9))  # a buy holds its notional of the quote asset
+    expect(h.order(1, BUY, 10, 95), "OrderAccepted", "BookAdd")  # order 1
+    expect(h.limits(1, divisor=10), ("AdminResult", {"refTemplateId": 16, "instrument": 1,
+                                                   "reason": R.InstrumentInUse}))
+    assert h.model.instruments[1].notional_divisor == 1
+    expect(h.limits(1, band_ppm=500_000), limits_ok())  # divisor 1 kept: no change to refuse
+    expect(h.cancel(1, 1), ("OrderCanceled", {"orderId": 1, "reason": C.User}), "BookDelete")
+    expect(h.limits(1, divisor=10), limits_ok())
+    assert h.model.instruments[1].notional_divisor == 10
+
+
 def test_limits_change_intraday():
     """An operator narrows the price band, then lifts the notional limit, while orders rest."""
     h = H()

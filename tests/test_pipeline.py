@@ -37,6 +37,7 @@ from pipeline_kit import (
     pump,
     quiet_for,
     shm_leftovers,
+    stalled_subscriber,
 )
 from ringex.engine.wire import messages as m
 from ringex.engine.storage.journal_format import list_segments
@@ -426,3 +427,52 @@ def test_a_deposit_written_to_a_gateway_ring_is_refused_and_counted(tmp_path) ->
 
     configured = sum(1 for msg in admin_messages(cfg) if m.SCHEMA.decode(msg).name == "Funds")
     assert sum(1 for _s, name, _c in journaled(cfg.data_path()) if name == "Funds") == configured
+
+
+def test_a_hung_subscriber_is_untethered_and_the_exchange_goes_on(tmp_path: Path) -> None:
+    """Issue 14: a subscriber of the output ring that stops consuming must not freeze the
+    exchange. A second subscriber ("md") reads, then is stopped (SIGSTOP); more than a ring's
+    worth of events later every order is still answered, the exchange never stopped
+    accepting, and the supervisor untethered the stopped one once it was half a ring behind.
+    Resumed, it is told it was untethered; a new subscriber of its index rejoins at the head."""
+    import msgspec
+
+    cfg = make_config(tmp_path, heartbeat_ms=500)
+    cfg = msgspec.structs.replace(cfg, rings=msgspec.structs.replace(cfg.rings, subscribers=["test", "md"]))
+    ready, go, result = (str(tmp_path / n) for n in ("ready", "go", "result"))
+    n = 3000  # about 2.5 events each: more than the 4096-slot output ring holds
+    with Running(cfg) as run:
+        names = run.exchange.names
+        md = output_consumer_index(cfg, "md")
+        sub = CTX.Process(target=stalled_subscriber, args=(names.output, md, ready, go, result), daemon=True)
+        sub.start()
+        run.children.append(sub)
+        run.pump(lambda: Path(ready).exists(), timeout=60)
+        os.kill(sub.pid, signal.SIGSTOP)
+        try:
+            run.spawn_producer("t1", 1, n)
+            refused = []
+            run.pump(lambda: (refused.append(not run.exchange._control.accepting) or
+                              len(run.reader.acked) == n), timeout=180)
+            assert not any(refused), "the exchange stopped accepting because of a subscriber"
+            out = run.out_ring
+            assert [(r, i) for r, i, _ in run.exchange.untethered] == [(out.name, md)]
+            assert out.is_untethered(md) and out.producer_position > out.capacity
+        finally:
+            os.kill(sub.pid, signal.SIGCONT)
+        Path(go).touch()
+        sub.join(60)
+        assert Path(result).read_text() == "untethered" and sub.exitcode == 0
+        # its successor rejoins at the head and sees what comes after
+        successor = out.consumer(md, takeover=True)
+        assert successor.rejoined_at == out.producer_position
+        run.offer("t1", order(n + 1, 1, 990))
+        run.pump(lambda: n + 1 in run.reader.acked, timeout=30)
+        head, tail = successor.read()
+        seen = [m.SCHEMA.decode(bytes(r)) for part in (head, tail) for r in part]
+        assert seen and all(e["seq"] == seen[0]["seq"] for e in seen)  # the new order's events only
+        assert any(e.name == "OrderAccepted" and e["clOrdId"] == n + 1 for e in seen)
+        successor.commit(len(seen))
+        successor.close()
+        run.settle()
+    assert_exactly_once(run.reader, cfg.data_path(), list(range(1, n + 2)))

@@ -251,6 +251,8 @@ class Exchange:
         self._admin: Producer | None = None
         self._monitors: list[Consumer] = []
         self.stale_reclaimed: list[str] = []  # rings a crashed run left behind
+        self.untethered: list[tuple[str, int, int]] = []  # (ring, subscriber, position it had)
+        self._dead_subscribers: set[tuple[str, int]] = set()  # each reported once
         self._last_rate = (time.monotonic(), 0)
         self._grace_until = 0.0
         self.started = False
@@ -489,9 +491,11 @@ class Exchange:
         judge = not starting and time.monotonic() >= self._grace_until
         fan_out = (self.names.output, self.names.reject)
         for name, ring in self._rings.items() if judge else ():
-            # On the fan-out rings consumer 0 is this process's monitor: judge the subscribers.
-            indexes = range(1 if name in fan_out else 0, ring.consumers)
-            for idx in indexes:
+            if name in fan_out:  # consumer 0 is this process's monitor; the rest, subscribers
+                for idx in range(1, ring.consumers):
+                    self._judge_subscriber(ring, idx, timeout_ns)
+                continue
+            for idx in range(ring.consumers):  # the pipeline's own consumers
                 state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
                 if state is ConsumerState.DEAD:
                     info = ring.consumer_info(idx)
@@ -511,6 +515,31 @@ class Exchange:
             log.warning("pipeline healthy again; accepting orders")
             self._control.accept()
         return problems
+
+    def _judge_subscriber(self, ring: Ring, idx: int, timeout_ns: int) -> None:
+        """A subscriber of the output or reject ring never stops the exchange: a dead (or
+        stopped) one is left alone while the ring still has room for it, so that its successor
+        resumes from its own cursor and misses nothing, and untethered once it is half a ring
+        behind, before it could hold the engine back (``Ring.untether``; the successor then
+        rejoins at the producer's position and recovers what it missed by its own protocol)."""
+        key = (ring.name, idx)
+        state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
+        if state is not ConsumerState.DEAD:
+            if state is not ConsumerState.UNTETHERED:
+                self._dead_subscribers.discard(key)
+            return
+        info = ring.consumer_info(idx)
+        if key not in self._dead_subscribers:
+            self._dead_subscribers.add(key)
+            log.warning("subscriber %d of ring %s (pid %s) is dead (heartbeat %.1f s old, %d behind); "
+                        "the exchange goes on without it", idx, ring.name, info.pid,
+                        info.heartbeat_age_ns / 1e9, info.lag)
+        if info.lag >= ring.capacity // 2:
+            had = ring.untether(idx)
+            self.untethered.append((ring.name, idx, had))
+            log.warning("untethered subscriber %d of ring %s at position %d (%d behind, pid %s): "
+                        "it no longer holds the ring back; it rejoins at the head when it attaches again",
+                        idx, ring.name, had, info.lag, info.pid)
 
     def status(self) -> Status:
         assert self._control is not None
