@@ -956,7 +956,10 @@ class Model:
             return reject(R.UnknownAccount)
         if scope in (MassCancelScope.Instrument, MassCancelScope.AccountInstrument) and i not in self.instruments:
             return reject(R.UnknownInstrument)
-        if scope == MassCancelScope.Account:
+        if scope == MassCancelScope.Session:
+            sess = m["sessionId"]
+            chosen = self.live(lambda o: o.session == sess)
+        elif scope == MassCancelScope.Account:
             chosen = self.live(lambda o: o.account == a)
         elif scope == MassCancelScope.AccountInstrument:
             chosen = self.live(lambda o: o.account == a and o.instrument == i)

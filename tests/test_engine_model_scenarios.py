@@ -1143,7 +1143,7 @@ def test_mass_cancel():
     h.order(2, SELL, 1, 111, instrument=2)  # 5
     h.order(1, SELL, 1, 105)  # 6
     expect(h.mass_cancel(0, 1, 1), ("CancelRejected", {"reason": R.InvalidScope, "refTemplateId": 4, "orderId": 0}))
-    expect(h.mass_cancel(4, 1, 1), ("CancelRejected", {"reason": R.InvalidScope}))
+    expect(h.mass_cancel(5, 1, 1), ("CancelRejected", {"reason": R.InvalidScope}))
     expect(h.mass_cancel(1, 6, 1), ("CancelRejected", {"reason": R.UnknownAccount}))
     expect(h.mass_cancel(3, 6, 9), ("CancelRejected", {"reason": R.UnknownAccount}))
     expect(h.mass_cancel(3, 1, 3), ("CancelRejected", {"reason": R.UnknownInstrument}))
@@ -1161,6 +1161,30 @@ def test_mass_cancel():
     expect(h.mass_cancel(1, 1, 9), ("MassCancelDone", {"canceledCount": 0, "instrument": 9}))
     expect(h.mass_cancel(1, 2), ("OrderCanceled", {"orderId": 2}), "BookDelete",
            ("MassCancelDone", {"canceledCount": 1}))
+
+
+def test_mass_cancel_of_a_session():
+    """Scope Session (issue 14: cancel-on-disconnect): every working order the message's
+    sessionId entered, in any account and instrument, resting or pending, in ascending order
+    id; account and instrument are not used, so unknown ones are no error."""
+    h = H()
+    h.send(h.m.instrument(2))
+    h.order(1, BUY, 1, 99, session=50)  # 1
+    h.order(2, BUY, 1, 98, session=51)  # 2
+    h.order(1, SELL, 1, 110, instrument=2, session=51)  # 3
+    h.order(2, BUY, 1, 0, ord_type=STOP, stop=120, session=50)  # 4: pending, never in the book
+    h.order(2, SELL, 1, 111, instrument=2, session=50)  # 5
+    expect(h.mass_cancel(4, 6, 9, cl=9, session=50),
+           ("OrderCanceled", {"orderId": 1, "reason": C.MassCancel, "sessionId": 50, "account": 1}), "BookDelete",
+           ("OrderCanceled", {"orderId": 4, "reason": C.MassCancel, "account": 2}),
+           ("OrderCanceled", {"orderId": 5, "reason": C.MassCancel, "instrument": 2}), "BookDelete",
+           ("MassCancelDone", {"canceledCount": 3, "clOrdId": 9, "sessionId": 50, "account": 6, "instrument": 9,
+                               "scope": 4}))
+    expect(h.mass_cancel(4, session=50), ("MassCancelDone", {"canceledCount": 0, "scope": 4}))
+    expect(h.mass_cancel(4, session=51),
+           ("OrderCanceled", {"orderId": 2, "sessionId": 51}), "BookDelete",
+           ("OrderCanceled", {"orderId": 3, "sessionId": 51}), "BookDelete",
+           ("MassCancelDone", {"canceledCount": 2}))
 
 
 # -- halts ----------------------------------------------------------------------------------

@@ -100,13 +100,15 @@ def on_kill_switch(mem, out, i64, b):
             glob[G_KILLS] -= 1
     out = ev.kill_switch_status(out, glob, acc, sess, inst, scope, action)
     if engage:
-        out = kill_cancel(mem, out, scope, acc, sess, inst)
+        out = cancel_scope(mem, out, scope, acc, sess, inst, np.int64(CXL_KILL))
     return out
 
 
 @njit(**JIT)
-def kill_cancel(mem, out, scope, acc, sess, inst):
-    """Cancel every working order in the scope, in ascending order id."""
+def cancel_scope(mem, out, scope, acc, sess, inst, reason):
+    """Cancel, for ``reason``, every working order in a kill switch's ``scope`` (a
+    session's orders, too, for a session-scoped mass cancel), in ascending order id: a scan of
+    the order pool, as no list links a session's orders."""
     st = views(mem)
     o, glob = st.orders, st.glob
     cap = glob[G_CAPACITY]
@@ -127,5 +129,5 @@ def kill_cancel(mem, out, scope, acc, sess, inst):
         n += 1
     order = np.argsort(oids[:n])
     for k in range(n):
-        out = remove_order(mem, out, slots[order[k]], np.int64(CXL_KILL))
+        out = remove_order(mem, out, slots[order[k]], reason)
     return out

@@ -21,14 +21,15 @@ from ringex.engine.kernel.book import (
 from ringex.engine.kernel.events import get
 from ringex.engine.kernel.fixed import notional, window
 from ringex.engine.kernel.flags import INLINE, JIT
-from ringex.engine.kernel.kill import kill_reason
+from ringex.engine.kernel.kill import cancel_scope, kill_reason
 from ringex.engine.kernel.margin import account_risk, open_add, open_sync, perp_check
 from ringex.engine.kernel.matching import (
     add_stop, band_of, display_of, fok_fillable, limit_index, remove_order, run_aggressor, stops_after,
 )
 from ringex.engine.kernel.money import buy_hold, hold_row, spot_check, spot_hold
 from ringex.engine.kernel.state import (
-    A_DEBT, A_LIVE, A_LIVE_HEAD, A_MAX_OPEN, A_STP, G_DEBTORS, G_KILLS, G_LEVELS, G_MAX_ASSETS, G_MAX_INSTRUMENTS,
+    A_DEBT, A_LIVE, A_LIVE_HEAD, A_MAX_OPEN, A_STP, G_DEBTORS, G_KILLS, G_LEVELS, G_LIVE, G_MAX_ASSETS,
+    G_MAX_INSTRUMENTS,
     G_MAX_STOPS, G_NEXT_ORDER_ID, G_PERP_N, G_PROTECTION, G_STOPS, I_ASK, I_BAND_PPM, I_BASE, I_BID,
     I_HAS_LAST, I_KIND, I_LAST, I_LIVE_HEAD, I_LOT, I_MAX_NOTIONAL, I_MAX_ORDER_QTY, I_MAX_QTY,
     I_MIN_QTY, I_NOTIONAL_DIV, I_POLICY, I_POS_LIMIT, I_QUEUE_HEAD, I_QUEUE_TAIL, I_STATUS, I_TICK,
@@ -38,7 +39,8 @@ from ringex.engine.kernel.state import (
 )
 from ringex.engine.wire.layout import (
     BOOL_TRUE, BUY, CLOSED, CO_ACCOUNT, CO_CLORD, CO_INSTRUMENT, CO_ORDER_ID, CO_ORIG_CLORD, CO_SESSION,
-    CXL_MASS, CXL_USER, DAY, FOK, GTC, HALTED, IOC, KIND_PERPETUAL, LIMIT, MARKET, MC_ACCOUNT, MC_CLORD,
+    CXL_MASS, CXL_USER, DAY, FOK, GTC, HALTED, IOC, KILL_SESSION, KIND_PERPETUAL, LIMIT, MARKET, MC_ACCOUNT,
+    MC_CLORD,
     MC_INSTRUMENT, MC_SCOPE, MC_SESSION, NO_ACCOUNT, NO_CLORD, NO_DISPLAY, NO_INSTRUMENT, NO_ORD_TYPE,
     NO_POST_ONLY, NO_PRICE, NO_QTY, NO_REDUCE_ONLY, NO_SESSION, NO_SIDE, NO_STOP, NO_STP, NO_TIF,
     POLICY_REJECT, R_ACCOUNT_IN_DEBT, R_BAD_LOT, R_BAD_TICK, R_BOOK_FULL, R_FOK_UNFILLABLE, R_INSTRUMENT_CLOSED,
@@ -48,7 +50,8 @@ from ringex.engine.wire.layout import (
     R_NOT_YOUR_ORDER, R_POSITION_LIMIT, R_POST_ONLY_WOULD_TRADE, R_PRICE_BAND, R_PRICE_OUT_OF_RANGE,
     R_QTY_OUT_OF_RANGE, R_STOP_CAPACITY, R_STOP_NOT_ALLOWED, R_UNKNOWN_ACCOUNT, R_UNKNOWN_INSTRUMENT,
     R_UNKNOWN_ORDER, RO_ACCOUNT, RO_CLORD, RO_DISPLAY, RO_INSTRUMENT, RO_ORDER_ID, RO_ORIG_CLORD,
-    RO_PRICE, RO_QTY, RO_SESSION, SCOPE_ACCOUNT, SCOPE_ACCOUNT_INSTRUMENT, SCOPE_INSTRUMENT, SELL, STOP,
+    RO_PRICE, RO_QTY, RO_SESSION, SCOPE_ACCOUNT, SCOPE_ACCOUNT_INSTRUMENT, SCOPE_INSTRUMENT, SCOPE_SESSION,
+    SELL, STOP,
     STOP_LIMIT, STP_DEFAULT, STP_MAX, T_CANCEL_ORDER, T_MASS_CANCEL, T_NEW_ORDER, T_REPLACE_ORDER,
 )
 
@@ -468,16 +471,21 @@ def on_mass_cancel(mem, out, i64, b):
     inst = get(i64, b, MC_INSTRUMENT)
     scope = get(i64, b, MC_SCOPE)
     reason = R_NONE
-    if scope != SCOPE_ACCOUNT and scope != SCOPE_INSTRUMENT and scope != SCOPE_ACCOUNT_INSTRUMENT:
+    if (scope != SCOPE_ACCOUNT and scope != SCOPE_INSTRUMENT and scope != SCOPE_ACCOUNT_INSTRUMENT
+            and scope != SCOPE_SESSION):
         reason = R_INVALID_SCOPE
-    elif scope != SCOPE_INSTRUMENT and not known_account(acct, glob, acc):
+    elif (scope == SCOPE_ACCOUNT or scope == SCOPE_ACCOUNT_INSTRUMENT) and not known_account(acct, glob, acc):
         reason = R_UNKNOWN_ACCOUNT
-    elif scope != SCOPE_ACCOUNT and not known_instrument(ins, glob, inst):
+    elif (scope == SCOPE_INSTRUMENT or scope == SCOPE_ACCOUNT_INSTRUMENT) and not known_instrument(ins, glob, inst):
         reason = R_UNKNOWN_INSTRUMENT
     if reason != R_NONE:
         return ev.cancel_rejected(out, glob, 0, clord, 0, sess, acc, inst, reason, T_MASS_CANCEL)
     count = 0
-    if scope == SCOPE_INSTRUMENT:
+    if scope == SCOPE_SESSION:
+        live = glob[G_LIVE]  # every cancel releases its slot
+        out = cancel_scope(mem, out, KILL_SESSION, acc, sess, inst, np.int64(CXL_MASS))
+        count = live - glob[G_LIVE]
+    elif scope == SCOPE_INSTRUMENT:
         s = ins[I_LIVE_HEAD, inst]
         while s != -1:
             nxt = o[s, O_INEXT]
