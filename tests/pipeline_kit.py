@@ -161,6 +161,68 @@ def produce(ring_name: str, first_cl: int, n: int, pace_s: float = 0.0, done_fil
     ring.close()
 
 
+def small_venue_toml(prefix: str, processes: str = "") -> str:
+    """A configuration for ``ringex run`` in a test: data in ``data/`` beside the file, one spot
+    instrument, one funded account; ``processes``: extra ``[[process]]`` tables."""
+    return f"""
+[exchange]
+data_dir = "data"
+shm_prefix = "{prefix}"
+[engine]
+max_orders = 4096
+price_levels = 1024
+{processes}
+[[instrument]]
+id = 1
+symbol = "DEMO"
+reference_price = 1000
+base_asset = 1
+[[account]]
+id = 1
+deposits = {{ 0 = 100000, 1 = 10 }}
+[insurance_fund]
+deposit = 5000
+"""
+
+
+def start_ringex_run(conf: Path, timeout: float = 300.0) -> tuple:
+    """``ringex run --config conf`` in the background, read until its first status line;
+    returns the process, the pids of its processes by name, and what it printed. Bounded by
+    ``timeout`` (a cold numba cache compiles the engine first)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=conf.parent)
+    lines: list[str] = []
+    pids: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.strip().startswith("process ") and "(pid " in line:
+            pids[line.split()[1]] = int(line.split("(pid ")[1].split(")")[0])
+        if line.startswith("seq "):  # the first status line: running
+            break
+    return proc, pids, lines
+
+
+def stop_ringex_run(proc) -> str:
+    """SIGTERM, then what it printed to the end (killed if it does not stop within a minute)."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    return out
+
+
 def stalled_subscriber(ring_name: str, index: int, ready: str, go: str, result: str) -> None:
     """Child process: subscribe to ``ring_name`` as consumer ``index``, read what is there,
     say ``ready``, then stop consuming (the test stops it) until ``go`` exists; then try to

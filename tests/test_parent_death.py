@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,71 +16,28 @@ import pytest
 from ringex.engine.storage.data_dir import journal_dir
 from ringex.engine.storage.journal_lock import JournalLock, journal_holder
 from ringex.ringbuffer.liveness import pid_alive
-from tests.pipeline_kit import shm_leftovers
+from pipeline_kit import shm_leftovers, small_venue_toml, start_ringex_run, stop_ringex_run
 
-START_S = 300.0  # a cold numba cache compiles the engine first
+PROCESSES = """
+[[process]]
+name = "seq"
+agents = ["sequencer"]
+[[process]]
+name = "eng"
+agents = ["engine"]
+"""
 
 
 def config(tmp_path: Path, prefix: str) -> Path:
     conf = tmp_path / "ringex.toml"
-    conf.write_text(textwrap.dedent(f"""\
-        [exchange]
-        data_dir = "data"
-        shm_prefix = "{prefix}"
-        [engine]
-        max_orders = 4096
-        price_levels = 1024
-        [[process]]
-        name = "seq"
-        agents = ["sequencer"]
-        [[process]]
-        name = "eng"
-        agents = ["engine"]
-        [[instrument]]
-        id = 1
-        symbol = "DEMO"
-        reference_price = 1000
-        base_asset = 1
-        [[account]]
-        id = 1
-        deposits = {{ 0 = 100000, 1 = 10 }}
-        [insurance_fund]
-        deposit = 5000
-        """))
+    conf.write_text(small_venue_toml(prefix, PROCESSES))
     return conf
 
 
 def start_run(conf: Path) -> tuple[subprocess.Popen, dict[str, int], list[str]]:
-    """``ringex run`` in the background, read until it reports running; returns it, the
-    pids of its processes by name, and what it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=conf.parent)
-    lines: list[str] = []
-    pids: dict[str, int] = {}
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.strip().startswith("process ") and "(pid " in line:
-            name = line.split()[1]
-            pids[name] = int(line.split("(pid ")[1].split(")")[0])
-        if line.startswith("seq "):  # the first status line: running
-            break
+    proc, pids, lines = start_ringex_run(conf)
     assert any("Ctrl-C" in ln for ln in lines), "".join(lines)
     return proc, pids, lines
-
-
-def stop_run(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-    return out
 
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
@@ -109,7 +65,7 @@ def test_children_exit_when_the_launcher_is_killed_and_the_next_run_starts(tmp_p
         # The killed run left its rings behind; the next run reclaims them and starts.
         second, pids2, lines = start_run(conf)
         assert any("reclaimed stale rings" in ln for ln in lines), "".join(lines)
-        out = stop_run(second)
+        out = stop_ringex_run(second)
         assert second.returncode == 0 and "stopped cleanly" in out, out
         second = None
     finally:

@@ -37,7 +37,10 @@ from pipeline_kit import (
     pump,
     quiet_for,
     shm_leftovers,
+    small_venue_toml,
     stalled_subscriber,
+    start_ringex_run,
+    stop_ringex_run,
 )
 from ringex.engine.wire import messages as m
 from ringex.engine.storage.journal_format import list_segments
@@ -241,42 +244,12 @@ def test_dead_producer_stops_acceptance_with_a_clear_rejection(tmp_path: Path) -
 def test_ringex_run_sigterm_drains_snapshots_and_removes_shared_memory(tmp_path: Path) -> None:
     prefix = f"rxrun{os.getpid()}"
     conf = tmp_path / "ringex.toml"
-    conf.write_text(f"""
-[exchange]
-data_dir = "data"
-shm_prefix = "{prefix}"
-[engine]
-max_orders = 4096
-price_levels = 1024
-[[instrument]]
-id = 1
-symbol = "DEMO"
-reference_price = 1000
-base_asset = 1
-[[account]]
-id = 1
-deposits = {{ 0 = 100000, 1 = 10 }}
-[insurance_fund]
-deposit = 5000
-""")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-    )
+    conf.write_text(small_venue_toml(prefix))
+    proc, _pids, lines = start_ringex_run(conf)
     try:
-        lines = []
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("seq "):
-                break
         assert any("Ctrl-C" in ln for ln in lines), "".join(lines)
         assert shm_leftovers(prefix), "rings should exist while running"
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        out = stop_ringex_run(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
