@@ -589,3 +589,28 @@ def test_a_flipped_byte_is_never_applied(sizes, segment_bytes, which, position):
         assert records[:len(got)] == got
         if last_start is not None and offset >= last_start:
             assert got == records[:-1]
+
+
+def test_last_message_reads_only_the_newest_segments(tmp_path, monkeypatch):
+    """``JournalReader.last_message``: the last complete message, from the newest segment (or
+    the one before it, when the newest holds no record yet), without reading older ones."""
+    from ringex.engine.storage import journal_reader
+
+    assert JournalReader(tmp_path).last_message() is None  # no segment at all
+    records = write_batches(tmp_path, [3, 5, 2, 7, 4, 1], segment_bytes=4 * SLOT + 64)
+    segs = list_segments(tmp_path)
+    assert len(segs) >= 3
+    read: list = []
+    real = journal_reader.read_segment
+    monkeypatch.setattr(journal_reader, "read_segment", lambda p: (read.append(p), real(p))[1])
+    seq, slot = JournalReader(tmp_path).last_message()
+    last_first, last_count, last_bytes = records[-1]
+    assert seq == last_first + last_count - 1 and bytes(slot) == last_bytes[-SLOT:]
+    assert read == [segs[-1][1]]
+    # a newest segment with no record yet (a roll torn before its first record): the one before
+    with open(tmp_path / f"journal-{seq + 1:020d}.log", "wb"):
+        pass
+    assert list_segments(tmp_path)[-1][0] == seq + 1
+    read.clear()
+    assert JournalReader(tmp_path).last_message()[0] == seq
+    assert read == [tmp_path / f"journal-{seq + 1:020d}.log", segs[-1][1]]

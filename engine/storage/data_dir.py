@@ -40,10 +40,7 @@ def journal_last_stamp(data_dir: Path | str) -> int:
     d = journal_dir(data_dir)
     if not d.is_dir():
         return 0
-    reader = JournalReader(d)
-    last = reader.last_seq
+    last = JournalReader(d).last_message()
     if last is None:
         return 0
-    for _seq, slot in reader.iter_messages(last, last + 1):
-        return int.from_bytes(slot[_TS_OFFSET:_TS_OFFSET + 8], "little")
-    return 0
+    return int.from_bytes(last[1][_TS_OFFSET:_TS_OFFSET + 8], "little")

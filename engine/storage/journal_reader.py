@@ -143,6 +143,24 @@ class JournalReader:
             return scan_segment(path, data, is_last=True, expected_first=None).next_seq
         return None
 
+    def last_message(self) -> tuple[int, memoryview] | None:
+        """``(seq, slot bytes)`` of the last complete message, reading only the newest
+        segment (and the one before it when the newest was just rolled and holds no record);
+        ``None`` when neither holds one."""
+        segs = self.segments()
+        for i in range(len(segs) - 1, max(len(segs) - 3, -1), -1):
+            first, path = segs[i]
+            data = self._read(first, path)
+            if len(data) < SEGMENT_HEADER_LENGTH:
+                continue  # being created
+            scan = scan_segment(path, data, is_last=i == len(segs) - 1, expected_first=None)
+            if scan.entries:
+                e = scan.entries[-1]
+                slot = scan.header.slot_size
+                end = e.offset + RECORD_HEADER_LENGTH + e.count * slot
+                return e.first_seq + e.count - 1, memoryview(scan.data)[end - slot:end]
+        return None
+
     @property
     def last_seq(self) -> int | None:
         """The sequence of the last complete message; ``None`` when there is none."""
