@@ -40,6 +40,12 @@ def window(ins, glob, inst):
 
 
 @njit(**INLINE)
+def div_ceil(x, d):
+    """ceil(x / d) for any x and d > 0 (floor division of the negation, negated)."""
+    return -((-x) // d)
+
+
+@njit(**INLINE)
 def ppm_floor(x, ppm):
     """floor(x * ppm / 1e6) for x >= 0, 0 <= ppm <= 1e6."""
     return (x // PPM) * ppm + (x % PPM) * ppm // PPM
@@ -49,7 +55,7 @@ def ppm_floor(x, ppm):
 def ppm_ceil(x, ppm):
     """ceil(x * ppm / 1e6) for x >= 0, 0 <= ppm <= 1e6."""
     r = (x % PPM) * ppm
-    return (x // PPM) * ppm + r // PPM + (1 if r % PPM != 0 else 0)
+    return (x // PPM) * ppm + div_ceil(r, PPM)
 
 
 @njit(**INLINE)
@@ -86,7 +92,7 @@ def notional_ceil(ins, inst, price, qty):
     d = ins[I_NOTIONAL_DIV, inst]
     if d == 1:
         return price * qty
-    return -((-(price * qty)) // d)
+    return div_ceil(price * qty, d)
 
 
 @njit(**INLINE)

@@ -25,7 +25,7 @@ from ringex.engine.kernel import events as ev
 from ringex.engine.kernel.arena import views
 from ringex.engine.kernel.events import get
 from ringex.engine.kernel.book import first_level_at_or_above, first_level_at_or_below
-from ringex.engine.kernel.fixed import notional, ppm_ceil, ppm_floor, ppm_trunc, signed32, window
+from ringex.engine.kernel.fixed import div_ceil, notional, ppm_ceil, ppm_floor, ppm_trunc, signed32, window
 from ringex.engine.kernel.flags import INLINE, JIT, MAX_I64, PPM
 from ringex.engine.kernel.heap import holders
 from ringex.engine.kernel.liquidation import check_all, check_instrument, check_multi
@@ -295,8 +295,7 @@ def fund(mem, out, inst, rate):
                 continue
             v = mark * abs(q)  # inside int64: the position limit keeps it there
             if (q > 0) == (rate > 0):
-                x = ppm_ceil(v, abs(rate))
-                x = x // div + (1 if x % div != 0 else 0)
+                x = div_ceil(ppm_ceil(v, abs(rate)), div)
                 wallet[acc * assets, W_BAL] -= x
                 paid += x
             else:

@@ -18,7 +18,7 @@ from numba import njit
 
 from ringex.engine.kernel.flags import INLINE, JIT, PPM
 from ringex.engine.kernel.arena import tables
-from ringex.engine.kernel.fixed import fee_step, notional, ppm_ceil, signed_value, window
+from ringex.engine.kernel.fixed import div_ceil, fee_step, notional, ppm_ceil, signed_value, window
 from ringex.engine.kernel.heap import heap_remove, heap_set
 from ringex.engine.wire.layout import BUY, R_INSUFFICIENT_MARGIN, R_NONE, R_POSITION_LIMIT, R_REDUCE_ONLY
 from ringex.engine.kernel.state import (
@@ -51,7 +51,7 @@ def im_of(ins, inst, n):
     # tn * below + r * rk millionths, split so that every product stays inside int64
     whole = (tn // PPM) * below + (r // PPM) * rk
     frac = (tn % PPM) * below + (r % PPM) * rk
-    return whole + frac // PPM + (1 if frac % PPM != 0 else 0)
+    return whole + div_ceil(frac, PPM)
 
 
 @njit(**INLINE)

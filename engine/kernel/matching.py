@@ -19,6 +19,7 @@ from numba import njit
 from ringex.engine.kernel.flags import INLINE, JIT, MAX_I64
 from ringex.engine.kernel import events as ev
 from ringex.engine.kernel.arena import tables, views
+from ringex.engine.kernel.fixed import div_ceil
 from ringex.engine.kernel.book import level_append, level_move_back, level_remove, list_append, list_remove, release
 from ringex.engine.kernel.margin import reduce_loss_covered, rekey
 from ringex.engine.kernel.money import leaves_changed, settle
@@ -84,7 +85,7 @@ def limit_index(st, inst, side, otype, level):
     lim = bid - glob[G_PROTECTION]
     if ins[I_BAND_PPM, inst] != 0:
         lo, hi = band_of(ins, inst)
-        bottom = -((-lo) // ins[I_TICK, inst]) - ins[I_BASE, inst]
+        bottom = div_ceil(lo, ins[I_TICK, inst]) - ins[I_BASE, inst]
         if bottom > lim:
             lim = bottom
     return lim
