@@ -28,6 +28,7 @@ import sbe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ringex.engine.wire import messages
 from ringex.engine.wire.codec import HEADER, FieldLayout, MessageLayout
 from ringex.engine.wire.messages import SCHEMA
 
@@ -371,10 +372,15 @@ def test_slot_size() -> None:
     assert SCHEMA.max_message_size == max(m.size for m in LAYOUTS)
 
 
-def test_every_message_starts_with_the_stamp() -> None:
+def test_every_message_that_crosses_a_ring_starts_with_the_stamp() -> None:
+    ring = set(messages.RING)
+    assert ring and len(ring) + len(messages.SESSION) == len(LAYOUTS)
     for layout in LAYOUTS:
-        assert layout.field_names[:3] == ("seq", "timestampNs", "ingressNs"), layout.name
-        assert layout.offset("seq") == 8
+        if layout in ring:
+            assert layout.field_names[:3] == ("seq", "timestampNs", "ingressNs"), layout.name
+            assert layout.offset("seq") == 8
+        else:  # the FIXP session layer: gateway and client only
+            assert "seq" not in layout.field_names and layout in messages.SESSION, layout.name
 
 
 def test_every_message_fits_a_128_byte_slot() -> None:

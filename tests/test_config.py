@@ -19,7 +19,7 @@ from ringex.tools.config import DEFAULT_TOML, ConfigError, load_config, parse_co
 
 def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     cfg = load_config()
-    assert [p.agents for p in cfg.process] == [["sequencer", "engine"]]
+    assert [p.agents for p in cfg.process] == [["sequencer", "engine"], ["sbe-gateway"]]
     assert all(p.idle == "backoff" for p in cfg.process)
     assert cfg.instrument and cfg.account
     assert parse_config(DEFAULT_TOML).instrument == cfg.instrument
@@ -49,6 +49,7 @@ SPOT = "[[instrument]]\nid = 1\nsymbol = 'X'\nreference_price = 100\nbase_asset 
 PERP = "[[instrument]]\nid = 1\nsymbol = 'P'\nreference_price = 100\nkind = 'perpetual'\n"
 PERP_TABLE = PERP + "[instrument.perpetual]\n"
 ACCOUNT = "[[account]]\nid = 1\n"
+GW = "[[gateway]]\nname = 'g1'\nlisten = '127.0.0.1:9101'\n"
 
 
 MISSING_FILE = Path("/nonexistent-ringex-config/nope.toml")
@@ -186,7 +187,39 @@ INVALID = [
     # [[process]]
     ("[[process]]\nname = 'a'\nagents = ['sequencer']", "$.process:"),  # the engine is placed nowhere
     ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine', 'engine']", "$.process[0].agents"),
-    ("[[process]]\nname = 'a'\nagents = ['matcher']", "$.process[0].agents"),
+    ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine', 'matcher']", "$.process[0].agents"),
+    ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine', 'm-*']", "$.process[0].agents[2]"),
+    # [[gateway]]: names, sessions, limits (gateways/gateway_config.py)
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\n" + GW.replace("'g1'", "'engine'"),
+     "$.gateway[1].name"),
+    (GW + GW.replace("'g1'", "'g2'").replace("9101", "9102") + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\n"
+     + "[[gateway]]\nname = 'g3'\n[[gateway.session]]\nid = 1\ncredentials = 'y'\naccounts = [1]\n",
+     "$.gateway[2].session[0].id"),
+    (ACCOUNT + GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [7]\n", "$.gateway[0].session[0].accounts"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [5000]\n", "$.gateway[0].session[0].accounts"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = []\n", "$.gateway[0].session[0].accounts"),
+    (GW + "[[gateway.session]]\nid = 0\ncredentials = 'x'\naccounts = [1]\n", "$.gateway[0].session[0].id"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\n[[gateway.session]]\nid = 1\n"
+     "credentials = 'x'\naccounts = [1]\n", "$.gateway[0].session[1].id"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = ''\naccounts = [1]\n", "$.gateway[0].session[0].credentials"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = '" + "x" * 33 + "'\naccounts = [1]\n",
+     "$.gateway[0].session[0].credentials"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\nmax_msgs_per_s = -1\n",
+     "$.gateway[0].session[0].max_msgs_per_s"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\nburst = -1\n",
+     "$.gateway[0].session[0].burst"),
+    (GW.replace("127.0.0.1:9101", "nowhere"), "$.gateway[0].listen"),
+    (GW.replace("127.0.0.1:9101", "127.0.0.1:70000"), "$.gateway[0].listen"),
+    (GW + "keepalive_min_ms = 0\n", "$.gateway[0].keepalive_min_ms"),
+    (GW + "keepalive_min_ms = 5000\nkeepalive_max_ms = 100\n", "$.gateway[0].keepalive_min_ms"),
+    (GW + "max_backlog_bytes = 100\n", "$.gateway[0].max_backlog_bytes"),
+    (GW + "max_retransmit = 0\n", "$.gateway[0].max_retransmit"),
+    (GW + "max_connections = 0\n", "$.gateway[0].max_connections"),
+    (GW.replace("'g1'", "'g 1'"), "$.gateway[0].name"),
+    (GW + "protocol = 'fix'\n", "$.gateway[0].protocol"),
+    ("[rings]\ngateways = ['g1']\n" + GW, "$.gateway[0].name"),
+    ("[rings]\nsubscribers = ['g1']\n" + GW, "$.gateway[0].name"),
+    ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine']\n" + GW, "$.process:"),  # g1 placed nowhere
     ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine']\ncpus = [-1]", "$.process[0].cpus"),
     ("[[process]]\nname = 'a'\nagents = ['sequencer']\n[[process]]\nname = 'a'\nagents = ['engine']",
      "$.process[1].name"),

@@ -53,6 +53,7 @@ from raw_wire import (
 from reference_model import MAX_BALANCE, Model
 from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.messages import SCHEMA, CancelReason as C, RejectReason as R
+from ringex.engine.wire.messages import RING as RING_MESSAGES
 
 # Imported unconditionally: an engine that does not import fails this module's tests, it
 # does not skip them.
@@ -858,9 +859,10 @@ SELDOM_IN_STREAMS = {
 }
 # the sequencer's: when no engine runs, and for an admin message on a gateway's ring
 # (tests/test_pipeline.py, test_sequencer_exactly_once.py)
-SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted"}
+# and the binary gateway's, for an order it refuses before sequencing (tests/test_sbe_gateway.py)
+SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted", "AccountNotPermitted", "Throttled"}
 POSSIBLE = ({(q, r) for q, rs in ANSWERS.items() for r in rs} | {("OrderCanceled", c.name) for c in C}
-            | {("event", n) for n, m in SCHEMA.by_name.items() if m.template_id >= 100})
+            | {("event", m.name) for m in RING_MESSAGES if m.template_id >= 100})
 
 
 def count_answers(seen: Counter, events: list) -> None:

@@ -234,7 +234,9 @@ def test_order_ids_beyond_the_pool_size_are_found():
 
 # -- every reject reason ----------------------------------------------------------------------
 
-SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted"}  # the sequencer's (tests/test_pipeline.py, test_sequencer_exactly_once.py)
+# the sequencer's (tests/test_pipeline.py, test_sequencer_exactly_once.py) and the binary
+# gateway's (tests/test_sbe_gateway.py): refusals before sequencing
+SEQUENCER_ONLY = {"ExchangeNotAccepting", "AdminNotPermitted", "AccountNotPermitted", "Throttled"}
 # reached only after a liquidation leaves a debt (tests/test_risk_liquidation.py,
 # test_a_bankrupt_account_that_holds_other_assets_keeps_its_debt)
 LIQUIDATION_ONLY = {"AccountInDebt"}

@@ -26,6 +26,7 @@ from ringex.engine.config import EngineConfig
 from ringex.engine.kernel.fixed import book_base
 from ringex.engine.storage import defaults
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
+from ringex.gateways.gateway_config import GatewayConfig, check_gateway
 from ringex.ringbuffer.process_spec import AGENT_NAMES, ProcessSpec, composed
 
 Durability = Literal["none", "batch", "interval"]
@@ -171,11 +172,29 @@ class ExchangeConfig(Strict):
     account: list[AccountConfig] = msgspec.field(default_factory=list)
     insurance_fund: InsuranceFundSection = msgspec.field(default_factory=InsuranceFundSection)
     process: list[ProcessSpec] = msgspec.field(default_factory=list)
+    gateway: list[GatewayConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."  # where relative paths resolve; set by the loader, not by the file
 
     def data_path(self) -> Path:
         p = Path(self.exchange.data_dir)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def gateway_names(self) -> list[str]:
+        return [g.name for g in self.gateway]
+
+    def inbound_names(self) -> list[str]:
+        """Every order-entry ring's name: ``[rings] gateways`` (rings some other program
+        writes) and every configured gateway's."""
+        return [*self.rings.gateways, *self.gateway_names()]
+
+    def subscriber_names(self) -> list[str]:
+        """Every subscriber of the output and reject rings besides the launcher, in consumer
+        index order: ``[rings] subscribers``, then every configured gateway."""
+        return [*self.rings.subscribers, *self.gateway_names()]
+
+    def gateway_dir(self, name: str) -> Path:
+        """Where gateway ``name`` keeps its sessions' flows and state."""
+        return self.data_path() / "gateways" / name
 
     def archive_path(self) -> Path | None:
         """The journal archive directory, ``None`` when retired segments are deleted."""
@@ -211,6 +230,33 @@ restart_window_ms = 600000     #   one more death there gives it up: up, but ref
 name = "core"
 agents = ["sequencer", "engine"]
 idle = "backoff"
+
+[[process]]
+name = "edge"
+agents = ["sbe-gateway"]
+idle = "backoff"
+
+# Binary order entry (docs/binary-protocol.md): SBE over TCP, FIXP sessions. Demo sessions
+# 1-3 trade accounts 1-3; `ringex load` and ringex.gateways.client log on with them.
+[[gateway]]
+name = "sbe-gateway"
+protocol = "sbe"
+listen = "127.0.0.1:9100"
+[[gateway.session]]
+id = 1
+credentials = "demo-1"
+accounts = [1]
+max_msgs_per_s = 100000
+[[gateway.session]]
+id = 2
+credentials = "demo-2"
+accounts = [2]
+max_msgs_per_s = 100000
+[[gateway.session]]
+id = 3
+credentials = "demo-3"
+accounts = [3]
+max_msgs_per_s = 100000
 
 [[instrument]]
 id = 1
@@ -432,6 +478,26 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     need(0 <= cfg.insurance_fund.deposit <= max_money, "insurance_fund.deposit",
          "must be in 0..2**60 (0 = none; a balance is at most 2**60)")
 
+    known_agents = set(AGENT_NAMES)
+    session_of: dict[int, str] = {}
+    for i, g in enumerate(cfg.gateway):
+        k = f"gateway[{i}]"
+        problems.extend(check_gateway(g, k, e.max_accounts))
+        taken = ("a pipeline agent" if g.name in AGENT_NAMES
+                 else "another gateway" if g.name in known_agents
+                 else "a ring in rings.gateways" if g.name in cfg.rings.gateways
+                 else "a subscriber in rings.subscribers" if g.name in cfg.rings.subscribers else None)
+        need(taken is None, f"{k}.name", f"{g.name!r} is already the name of {taken}")
+        known_agents.add(g.name)
+        for j, sess in enumerate(g.session):
+            need(sess.id not in session_of or session_of[sess.id] == g.name, f"{k}.session[{j}].id",
+                 f"session {sess.id} is also defined by gateway {session_of.get(sess.id)!r}: a session id "
+                 "is the engine's sessionId, unique across every gateway")
+            session_of.setdefault(sess.id, g.name)
+            for a in sess.accounts:
+                need(a in {acc.id for acc in cfg.account} or not cfg.account, f"{k}.session[{j}].accounts",
+                     f"account {a} is not a configured [[account]]")
+
     placed: dict[str, str] = {}
     names: set[str] = set()
     for i, proc in enumerate(cfg.process):
@@ -440,11 +506,14 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         names.add(proc.name)
         need(bool(proc.agents), f"{k}.agents", "must name at least one agent")
         for agent in proc.agents:
+            need(agent in known_agents, f"{k}.agents",
+                 f"unknown agent {agent!r}: neither a pipeline agent ({', '.join(AGENT_NAMES)}) nor a "
+                 "[[gateway]] name")
             need(agent not in placed, f"{k}.agents",
                  f"agent {agent!r} is already placed in process {placed.get(agent)!r}")
             placed.setdefault(agent, proc.name)
     if cfg.process:
-        missing = [a for a in AGENT_NAMES if a not in placed]
+        missing = [a for a in (*AGENT_NAMES, *cfg.gateway_names()) if a not in placed]
         need(not missing, "process", f"agents {missing} are not placed in any process")
     return problems
 
@@ -469,7 +538,8 @@ def parse_config(text: str, base_dir: str | Path = ".") -> ExchangeConfig:
             hint = " (deposits are per asset: deposits = { 0 = amount, ... })"
         raise ConfigError(str(exc) + hint) from None
     if not cfg.process:
-        cfg.process = composed()
+        # a gateway misnamed after a pipeline agent is reported as that, not as placed twice
+        cfg.process = composed([g for g in cfg.gateway_names() if g not in AGENT_NAMES])
     problems = _check(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

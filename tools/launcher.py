@@ -61,7 +61,8 @@ from ringex.ringbuffer.counters import CountersError, CountersReader
 from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
-from ringex.ringbuffer.process_spec import AgentName
+from ringex.ringbuffer.process_spec import AGENT_NAMES
+from ringex.gateways.sbe_gateway import SbeGatewayAgent
 from ringex.ringbuffer.producer import Offer, Producer
 from ringex.ringbuffer.ring import Ring
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
@@ -120,15 +121,17 @@ class RingNames:
 
 
 def ring_names(cfg: ExchangeConfig) -> RingNames:
-    return RingNames(cfg.exchange.shm_prefix, tuple(cfg.rings.gateways))
+    return RingNames(cfg.exchange.shm_prefix, tuple(cfg.inbound_names()))
 
 
 def output_consumer_index(cfg: ExchangeConfig, subscriber: str) -> int:
-    """The consumer index a named subscriber uses on the output and reject rings."""
+    """The consumer index a named subscriber (one in ``[rings] subscribers``, or a gateway)
+    uses on the output and reject rings."""
+    names = cfg.subscriber_names()
     try:
-        return 1 + cfg.rings.subscribers.index(subscriber)
+        return 1 + names.index(subscriber)
     except ValueError:
-        raise KeyError(f"{subscriber!r} is not in rings.subscribers {cfg.rings.subscribers}") from None
+        raise KeyError(f"{subscriber!r} is neither in rings.subscribers nor a gateway: {names}") from None
 
 
 # a new instrument's limits (docs/risk.md): InstrumentConfig's defaults are the same, so an
@@ -290,9 +293,9 @@ class Exchange:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._control = ControlBlock.create(names.control)
-            subscribers = 1 + len(cfg.rings.subscribers)
+            subscribers = 1 + len(cfg.subscriber_names())
             admin = self._create_ring(names.admin, cfg.rings.inbound_capacity, 1)
-            for g in cfg.rings.gateways:
+            for g in cfg.inbound_names():
                 self._create_ring(names.gateway(g), cfg.rings.inbound_capacity, 1)
             self._create_ring(names.engine_in, cfg.rings.engine_capacity, 1)
             out = self._create_ring(names.output, cfg.rings.output_capacity, subscribers)
@@ -313,8 +316,13 @@ class Exchange:
             self.stop(drain_timeout=0.0)
             raise
 
-    def _agent(self, name: AgentName) -> Agent:
+    def _agent(self, name: str) -> Agent:
         cfg, names = self.cfg, self.names
+        gateway = next((g for g in cfg.gateway if g.name == name), None)
+        if gateway is not None:
+            return SbeGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
+                                   output_consumer_index(cfg, name), cfg.gateway_dir(name),
+                                   batch_limit=cfg.rings.batch_limit)
         if name == "sequencer":
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
@@ -461,25 +469,34 @@ class Exchange:
         starting = False
         for i, child in enumerate(self._children):
             pid = child.runner.pid or 0
+            # A process of gateways only is an edge: while it is down or restarting, its
+            # clients are disconnected, but the rest of the exchange keeps accepting.
+            edge = not any(a in AGENT_NAMES for a in child.agents)
             if child.given_up:
-                note(f"process {child.name!r} is given up: {child.given_up}", REASON_GIVEN_UP, pid)
+                if not edge:
+                    note(f"process {child.name!r} is given up: {child.given_up}", REASON_GIVEN_UP, pid)
                 continue
             if not child.runner.is_alive():
-                note(f"process {child.name!r} (pid {pid}, {', '.join(child.agents)}) died with exit code "
-                     f"{child.runner.exitcode}", REASON_PROCESS_DIED, pid)
+                died = (f"process {child.name!r} (pid {pid}, {', '.join(child.agents)}) died with exit code "
+                        f"{child.runner.exitcode}")
+                if edge:
+                    log.warning("%s; its sessions are disconnected", died)
+                else:
+                    note(died, REASON_PROCESS_DIED, pid)
                 if self.restart_children:
                     if self._restart_or_give_up(i, child):
-                        starting = True
-                    else:
+                        starting = starting or not edge
+                    elif not edge:
                         note(f"process {child.name!r} is given up: {child.given_up}", REASON_GIVEN_UP, pid)
                 continue
             if not child.started:
                 late = self._check_starting(child)
                 if child.started:
                     continue
-                starting = True
                 doing = "compiling the matching engine" if child.compiling else "starting"
-                note(f"process {child.name!r} (pid {pid}) is {doing}", REASON_STARTING, pid)
+                if not edge:
+                    starting = True
+                    note(f"process {child.name!r} (pid {pid}) is {doing}", REASON_STARTING, pid)
                 if late is not None:
                     # Killed, it is dead at the next look: restarted or given up by the budget.
                     log.error("process %r (pid %s) %s; killing it", child.name, pid, late)
@@ -501,7 +518,10 @@ class Exchange:
                     info = ring.consumer_info(idx)
                     note(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
                          f"(heartbeat {info.heartbeat_age_ns / 1e9:.1f} s old)", REASON_HEARTBEAT_LOST, info.pid)
+        supervised = {self.names.gateway(g) for g in self.cfg.gateway_names()}
         for name in self.names.inbound[1:]:  # the admin ring's producer is this process
+            if name in supervised:  # a gateway child: judged as a process above
+                continue
             ring = self._rings[name]
             pid = ring.producer_pid
             if pid and not pid_alive(pid):
@@ -534,12 +554,27 @@ class Exchange:
             log.warning("subscriber %d of ring %s (pid %s) is dead (heartbeat %.1f s old, %d behind); "
                         "the exchange goes on without it", idx, ring.name, info.pid,
                         info.heartbeat_age_ns / 1e9, info.lag)
+        self._kill_hung_gateway(idx, info.pid)
         if info.lag >= ring.capacity // 2:
             had = ring.untether(idx)
             self.untethered.append((ring.name, idx, had))
             log.warning("untethered subscriber %d of ring %s at position %d (%d behind, pid %s): "
                         "it no longer holds the ring back; it rejoins at the head when it attaches again",
                         idx, ring.name, had, info.lag, info.pid)
+
+    def _kill_hung_gateway(self, idx: int, pid: int) -> None:
+        """A gateway whose subscriber heartbeat stopped while its process lives is hung
+        (stopped, or stuck): kill it, so that the supervisor restarts it and its clients can
+        reconnect. A subscriber that is not one of our children is left to its owner."""
+        names = self.cfg.subscriber_names()
+        if not 1 <= idx <= len(names) or names[idx - 1] not in self.cfg.gateway_names():
+            return
+        gateway = names[idx - 1]
+        for child in self._children:
+            if gateway in child.agents and child.runner.is_alive() and child.started and child.runner.pid == pid:
+                log.error("gateway %r (process %r, pid %s) stopped consuming; killing it to restart it",
+                          gateway, child.name, pid)
+                child.runner.kill()
 
     def status(self) -> Status:
         assert self._control is not None
@@ -651,6 +686,11 @@ def main(config_path: str | None = None) -> int:
         print(f"ringex run: {exc}", file=sys.stderr)
         return 2
     exchange = Exchange(cfg, child_log_level=logging.INFO)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # start() then removes what it created
+
+    previous = signal.signal(signal.SIGTERM, interrupted)  # a SIGTERM while compiling, too
     try:
         exchange.start()
     except (EngineStateError, JournalBehindSnapshotError, StartError) as exc:
@@ -660,6 +700,8 @@ def main(config_path: str | None = None) -> int:
     except KeyboardInterrupt:
         print("ringex run: interrupted while starting; nothing left running", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     names = exchange.names
     print(f"ringex {cfg.exchange.name}: data in {exchange.data_dir}")
     if exchange.stale_reclaimed:
@@ -668,6 +710,9 @@ def main(config_path: str | None = None) -> int:
         print(f"  process {child.name} (pid {child.runner.pid}): {', '.join(child.agents)}")
     print(f"  admin ring /dev/shm/{names.admin.lstrip('/')}; order rings: "
           + ", ".join(f"/dev/shm/{names.gateway(g)}" for g in cfg.rings.gateways))
+    for g in cfg.gateway:
+        print(f"  gateway {g.name} ({g.protocol}) on {g.listen}: sessions "
+              + ", ".join(f"{s.id} (accounts {', '.join(map(str, s.accounts))})" for s in g.session))
     print(f"  instruments: {', '.join(f'{i.id}={i.symbol}' for i in cfg.instrument)}; "
           f"accounts: {', '.join(str(a.id) for a in cfg.account)}; "
           f"insurance fund: {cfg.insurance_fund.deposit}")

@@ -12,7 +12,7 @@ before it is run, and an exchange configuration can be judged as it is
     [[process]]
     name   = "sequencer"
     cpus   = [2]                 # CPU affinity; [] = not pinned
-    agents = ["sequencer"]       # sequencer | engine
+    agents = ["sequencer"]       # sequencer | engine | a [[gateway]] name
     idle   = "busy-spin"         # busy-spin | yield | backoff | sleep
 
     [[process]]
@@ -33,16 +33,28 @@ from typing import Annotated
 
 import msgspec
 
-from ringex.ringbuffer.process_spec import ProcessSpec, composed
+from ringex.ringbuffer.process_spec import AGENT_NAMES, ProcessSpec, composed
 
 __all__ = ["Topology", "TopologyError", "load_config_topology", "load_topology", "parse_topology"]
 
 
+class GatewayName(msgspec.Struct):
+    """A ``[[gateway]]`` table, of which only the name (an agent name) matters here."""
+
+    name: str
+
+
 class Topology(msgspec.Struct, forbid_unknown_fields=True):
-    """The processes of one deployment. In TOML the process list is the ``[[process]]`` array."""
+    """The processes of one deployment. In TOML the process list is the ``[[process]]`` array;
+    ``[[gateway]]`` tables name the gateway agents the processes may place."""
 
     processes: list[ProcessSpec] = msgspec.field(default_factory=list, name="process")
     rings_numa_node: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    gateways: list[GatewayName] = msgspec.field(default_factory=list, name="gateway")
+
+    def agent_names(self) -> set[str]:
+        """The agents a process may name: the pipeline's and the gateways'."""
+        return {*AGENT_NAMES, *(g.name for g in self.gateways)}
 
 
 class TopologyError(ValueError):
@@ -57,9 +69,17 @@ def parse_topology(data: dict | str) -> Topology:
         except tomllib.TOMLDecodeError as exc:
             raise TopologyError(f"not valid TOML: {exc}") from None
     try:
-        return msgspec.convert(data, Topology)
+        topology = msgspec.convert(data, Topology)
     except msgspec.ValidationError as exc:
         raise TopologyError(f"not a valid topology: {exc}") from None
+    known = topology.agent_names()
+    for i, p in enumerate(topology.processes):
+        for j, agent in enumerate(p.agents):
+            if agent not in known:
+                raise TopologyError(f"not a valid topology: unknown agent {agent!r} (neither a pipeline agent, "
+                                    f"{', '.join(AGENT_NAMES)}, nor a [[gateway]] name) - at "
+                                    f"`$.process[{i}].agents[{j}]`")
+    return topology
 
 
 def _read(path: Path) -> str:
@@ -88,7 +108,10 @@ def load_config_topology(path: str | Path) -> Topology:
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML: {exc}") from None
     try:
-        topology = parse_topology({"process": data.get("process", [])})
+        gateways = [{"name": g.get("name", "")} for g in data.get("gateway", []) if isinstance(g, dict)]
+        topology = parse_topology({"process": data.get("process", []), "gateway": gateways})
     except TopologyError as exc:
         raise TopologyError(f"{path}: {exc}") from None
-    return topology if topology.processes else Topology(processes=composed())
+    if topology.processes:
+        return topology
+    return Topology(processes=composed([g.name for g in topology.gateways]), gateways=topology.gateways)

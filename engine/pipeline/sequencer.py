@@ -41,6 +41,7 @@ import numpy as np
 from ringex import crash_points
 from ringex.engine.pipeline.stamp_clock import MonotonicStamps
 from ringex.engine.wire import messages as m
+from ringex.engine.wire.rejections import rejection_for
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.control import ControlBlock
@@ -89,24 +90,6 @@ def _last_word(ring: Ring, word: int) -> int:
         return 0
     slot = ring.slots()[(pos - 1) & (ring.capacity - 1)]
     return int(slot[:(word + 1) * 8].view("<u8")[word])
-
-
-def rejection_for(slot: np.ndarray | memoryview, reason: int, now: int) -> bytes:
-    """The rejection a client gets for an order-entry message the exchange did not take."""
-    decoded = m.SCHEMA.decode(bytes(slot))
-    f = decoded.fields
-    # Not sequenced: seq stays 0, which tells a gateway the engine never saw the message.
-    stamp = {"seq": 0, "timestampNs": now, "ingressNs": f["ingressNs"] or now}
-    common = {"sessionId": f["sessionId"], "account": f["account"], "instrument": f["instrument"]}
-    if decoded.template_id == m.NewOrder.template_id:
-        return m.OrderRejected.encode(
-            **stamp, **common, clOrdId=f["clOrdId"], orderId=0, reason=reason,
-            refTemplateId=decoded.template_id,
-        )
-    return m.CancelRejected.encode(
-        **stamp, **common, clOrdId=f["clOrdId"], orderId=f.get("orderId", 0),
-        origClOrdId=f.get("origClOrdId", 0), reason=reason, refTemplateId=decoded.template_id,
-    )
 
 
 def admin_refusal_for(slot: np.ndarray | memoryview, now: int) -> bytes:

@@ -60,11 +60,12 @@ HDR_TEMPLATE = _header_field(1)
 HDR_SCHEMA = _header_field(2)
 HDR_VERSION = _header_field(3)
 
-# The Stamp opens every message: the engine copies it from input to events.
+# The Stamp opens every message that crosses a ring (all but the gateway's session layer):
+# the engine copies it from input to events.
 STAMP_SEQ = word(M.NewOrder, "seq")
 STAMP_TS = word(M.NewOrder, "timestampNs")
 STAMP_ING = word(M.NewOrder, "ingressNs")
-for _layout in SCHEMA.messages.values():
+for _layout in M.RING:
     if (word(_layout, "seq"), word(_layout, "timestampNs"), word(_layout, "ingressNs")) != (
         STAMP_SEQ, STAMP_TS, STAMP_ING,
     ):
@@ -484,7 +485,7 @@ LQ_STAGE = small(_L, "stage")
 # Words of an output row that any event can write: the rest of a row is zero from the buffer's
 # allocation (np.zeros) and stays so, so an event zeroes only these (a slot is sized for the
 # largest message, inbound or event).
-EVENT_WORDS = max(-(-_layout.size // 8) for _layout in SCHEMA.messages.values() if _layout.template_id >= 100)
+EVENT_WORDS = max(-(-_layout.size // 8) for _layout in M.RING if _layout.template_id >= 100)
 if EVENT_WORDS > SLOT_WORDS:
     raise SchemaError("an event is larger than a slot")
 

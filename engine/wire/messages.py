@@ -28,6 +28,11 @@ KillAction = _e("KillAction")
 CancelReason = _e("CancelReason")
 RejectReason = _e("RejectReason")
 LiquidationStage = _e("LiquidationStage")
+FlowType = _e("FlowType")
+NegotiationRejectCode = _e("NegotiationRejectCode")
+EstablishmentRejectCode = _e("EstablishmentRejectCode")
+RetransmitRejectCode = _e("RetransmitRejectCode")
+TerminationCode = _e("TerminationCode")
 
 _m = SCHEMA.message
 # order entry
@@ -64,8 +69,25 @@ AdminResult = _m("AdminResult")
 MarkPrice = _m("MarkPrice")
 FundingApplied = _m("FundingApplied")
 Liquidation = _m("Liquidation")
+# FIXP session layer: client and binary gateway only, never on a ring (no Stamp)
+Negotiate = _m("Negotiate")
+NegotiationResponse = _m("NegotiationResponse")
+NegotiationReject = _m("NegotiationReject")
+Establish = _m("Establish")
+EstablishmentAck = _m("EstablishmentAck")
+EstablishmentReject = _m("EstablishmentReject")
+Sequence = _m("Sequence")
+RetransmitRequest = _m("RetransmitRequest")
+Retransmission = _m("Retransmission")
+RetransmitReject = _m("RetransmitReject")
+Terminate = _m("Terminate")
+NotApplied = _m("NotApplied")
 
 ORDER_ENTRY = (NewOrder, CancelOrder, ReplaceOrder, MassCancel)
 ADMIN = (InstrumentDefinition, CreateAccount, Funds, IndexPrice, TradingStatusUpdate, KillSwitch,
          InstrumentLimits, PerpetualParams)
 INBOUND = ORDER_ENTRY + ADMIN
+SESSION = (Negotiate, NegotiationResponse, NegotiationReject, Establish, EstablishmentAck, EstablishmentReject,
+           Sequence, RetransmitRequest, Retransmission, RetransmitReject, Terminate, NotApplied)
+#: every message that crosses a ring (and the journal): all but the session layer's
+RING = tuple(x for x in SCHEMA.messages.values() if x not in SESSION)

@@ -1,0 +1,512 @@
+"""The binary order-entry gateway: SBE over TCP, SOFH framing, FIXP sessions (docs/binary-protocol.md).
+
+One agent serves every connection inside its duty cycle, non-blocking, with no thread per
+connection and no event loop: accept what is waiting; receive once from each connection and
+handle every complete frame; put the orders that passed the session's checks on the
+gateway's inbound ring in one publish; read the engine's output and the sequencer's
+rejections, route each event to its session (``routing.route``), store it in the session's
+flow and queue it; write each connection's queue with one ``send``; keep the FIXP timers.
+
+Every refusal has its own answer (docs/binary-protocol.md, "Bad input"): a stream that
+cannot be framed, a message this schema cannot read, or one out of place ends the connection
+with a ``Terminate`` naming the reason; a refused Negotiate or Establish gets its reject and
+the connection is closed; an order for an account the session may not trade, or over its
+rate, gets ``OrderRejected``/``CancelRejected`` (``AccountNotPermitted``, ``Throttled``)
+and is never sequenced. One connection's failure is handled on that connection only.
+
+The gateway is the single producer of ``<prefix>-in-<name>`` and subscriber ``index`` of
+``<prefix>-out`` and ``<prefix>-rej``. Restarted after a crash it resumes both consumers from
+their cursors and skips the events its session stores already hold, so no session sees an
+event twice or misses one; if it was untethered meanwhile it rejoins at the head, and what
+it missed is not in the stores (noted in docs/binary-protocol.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ringex.engine.wire import messages as m
+from ringex.engine.wire.codec import HEADER, CodecError
+from ringex.engine.wire.rejections import rejection_for
+from ringex.gateways.connection import Connection
+from ringex.gateways.fixp_session import FixpSession, terminate_message
+from ringex.gateways.gateway_config import GatewayConfig
+from ringex.gateways.routing import MESSAGE_SIZE, route
+from ringex.gateways.session_store import SOURCE_OUTPUT, SOURCE_REJECT
+from ringex.gateways.sofh import ConnectionClosed, FramingError, SCAN_TOO_LONG, SCAN_TOO_SHORT
+from ringex.ringbuffer.agent import Agent
+from ringex.ringbuffer.consumer import Consumer
+from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
+from ringex.ringbuffer.errors import UntetheredError
+from ringex.ringbuffer.producer import Producer
+from ringex.ringbuffer.ring import Ring
+
+log = logging.getLogger("ringex.gateway")
+
+__all__ = ["SbeGatewayAgent", "ADDRESS_FILE"]
+
+ADDRESS_FILE = "listening"  # in the gateway's directory: "host:port" it is bound to
+HANDSHAKE_TIMEOUT_NS = 5_000_000_000  # a connection must establish within this
+TIMER_EVERY_NS = 10_000_000
+KEEPALIVE_LAPSE = 1.5  # intervals of silence before a client is terminated
+MAX_FRAME = 8 + 1024  # SOFH length a client may send: the largest message and then some
+STAGE_ROWS = 4096
+STAGE_HIGH = 1024  # stop receiving while this many orders wait for the ring
+
+_TC = m.TerminationCode
+_SCHEMA = m.SCHEMA
+_ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
+_SESSION_IN = {x.template_id for x in (m.Negotiate, m.Establish, m.Sequence, m.RetransmitRequest, m.Terminate)}
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
+# per order-entry template: where its sessionId and account are, and a MassCancel's scope
+_SESSION_AT = {t: x.offset("sessionId") for t, x in _ORDER_ENTRY.items()}
+_ACCOUNT_AT = {t: x.offset("account") for t, x in _ORDER_ENTRY.items()}
+_SCOPE_AT = m.MassCancel.offset("scope")
+_NOT_PERMITTED = int(m.RejectReason.AccountNotPermitted)
+_THROTTLED = int(m.RejectReason.Throttled)
+
+
+def _counter_labels(name: str) -> dict[str, str]:
+    g = f"gateway {name}"
+    return {
+        "accepted": f"{g}: connections accepted",
+        "refused_conn": f"{g}: connections refused (max_connections)",
+        "negotiated": f"{g}: sessions negotiated",
+        "established": f"{g}: sessions established",
+        "bad_credentials": f"{g}: logons refused (credentials)",
+        "bad_session": f"{g}: logons refused (unknown session)",
+        "logon_refused": f"{g}: logons refused (other)",
+        "terminated": f"{g}: connections terminated for bad input",
+        "slow": f"{g}: slow consumers disconnected",
+        "keepalive": f"{g}: keepalive lapses",
+        "orders_in": f"{g}: orders in",
+        "duplicates": f"{g}: duplicate client messages ignored",
+        "not_permitted": f"{g}: orders refused (account not permitted)",
+        "throttled": f"{g}: orders refused (throttle)",
+        "events_out": f"{g}: messages to sessions",
+        "retransmitted": f"{g}: messages retransmitted",
+        "cancel_on_disconnect": f"{g}: cancel-on-disconnect sent",
+    }
+
+
+class SbeGatewayAgent(Agent):
+    def __init__(self, cfg: GatewayConfig, inbound_ring: str, output_ring: str, reject_ring: str,
+                 subscriber_index: int, state_dir: str | Path, batch_limit: int = 1024) -> None:
+        self.cfg = cfg
+        self.role_name = cfg.name
+        self.inbound_ring = inbound_ring
+        self.output_ring = output_ring
+        self.reject_ring = reject_ring
+        self.subscriber_index = subscriber_index
+        self.state_dir = str(state_dir)
+        self.batch_limit = batch_limit
+        self.address: tuple[str, int] | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def on_start(self) -> None:
+        now = time.monotonic_ns()
+        directory = Path(self.state_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._rings: list[Ring] = []
+        inbound = self._attach(self.inbound_ring)
+        self._in: Producer = inbound.producer(takeover=True)
+        self._sources: list[tuple[Consumer, int, int]] = []
+        for name, source in ((self.output_ring, SOURCE_OUTPUT), (self.reject_ring, SOURCE_REJECT)):
+            ring = self._attach(name)
+            consumer = ring.consumer(self.subscriber_index, takeover=True)
+            if consumer.rejoined_at is not None:
+                log.warning("gateway %s rejoined %s at %d after being untethered: events before it "
+                            "are not in the session stores", self.cfg.name, name, consumer.rejoined_at)
+            self._sources.append((consumer, source, ring.created_time_ns))
+        self.sessions: dict[int, FixpSession] = {
+            s.id: FixpSession(s, self.cfg, directory, now) for s in self.cfg.session}
+        self._session_ids = np.array(sorted(self.sessions), np.int64)
+        self._by_uuid = {s.uuid: s for s in self.sessions.values() if s.uuid != (0, 0)}
+        self._conns: list[Connection] = []
+        self._stage = np.zeros((STAGE_ROWS, m.SLOT_SIZE), np.uint8)
+        self._staged = 0
+        self._next_timer = now
+        self._c = {}
+        if self.counters is not None:
+            self._c = {k: self.counters.allocate(v, TYPE_USER) for k, v in _counter_labels(self.cfg.name).items()}
+            self._back_pressure = self.counters.allocate(f"gateway {self.cfg.name}: back-pressure",
+                                                         TYPE_BACK_PRESSURE)
+        host, port = self.cfg.address()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(128)
+        self._listener.setblocking(False)
+        self.address = self._listener.getsockname()[:2]
+        (directory / ADDRESS_FILE).write_text(f"{self.address[0]}:{self.address[1]}\n")
+        log.info("gateway %s listening on %s:%d with %d session(s)", self.cfg.name, *self.address,
+                 len(self.sessions))
+
+    def _attach(self, name: str) -> Ring:
+        ring = Ring.attach(name, wait_s=5.0)
+        self._rings.append(ring)
+        return ring
+
+    def on_close(self) -> None:
+        for conn in list(getattr(self, "_conns", [])):
+            if not conn.closed:
+                uuid = conn.session.uuid if conn.session is not None else (0, 0)
+                conn.queue(terminate_message(_TC.GatewayShutdown, "the gateway is stopping", uuid))
+                try:
+                    conn.flush(time.monotonic_ns())
+                except OSError:
+                    pass
+                conn.close()
+        if getattr(self, "_staged", 0):
+            self._publish_staged()
+        if hasattr(self, "_listener"):
+            self._listener.close()
+        for s in getattr(self, "sessions", {}).values():
+            s.close()
+        for c, _, _ in getattr(self, "_sources", []):
+            c.close()
+        if hasattr(self, "_in"):
+            self._in.close()
+        for r in getattr(self, "_rings", []):
+            r.close()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        c = self._c.get(key)
+        if c is not None:
+            c.increment(n)
+
+    # ---------------------------------------------------------------- duty cycle
+
+    def do_work(self) -> int:
+        now = time.monotonic_ns()
+        work = self._accept(now)
+        if self._staged:
+            work += self._publish_staged()
+        if self._staged < STAGE_HIGH:
+            wall = time.time_ns()
+            for conn in self._conns:
+                work += self._receive(conn, now, wall)
+        if self._staged:
+            work += self._publish_staged()
+        work += self._outbound()
+        if now >= self._next_timer:
+            self._timers(now)
+            self._next_timer = now + TIMER_EVERY_NS
+        for conn in self._conns:
+            if conn.slow:
+                self._terminate(conn, _TC.SlowConsumer,
+                                f"over {self.cfg.max_backlog_bytes} bytes unread", discard=True)
+                self._count("slow")
+            try:
+                conn.flush(now)
+            except OSError as exc:
+                self._drop(conn, f"send failed: {exc.strerror}")
+                continue
+            if conn.closing:
+                self._drop(conn, "terminated")
+        if any(c.closed for c in self._conns):
+            self._conns = [c for c in self._conns if not c.closed]
+        return work
+
+    def _accept(self, now: int) -> int:
+        n = 0
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return n
+            except OSError as exc:  # EMFILE and the like: try again next cycle
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                    log.error("gateway %s: accept failed: %s", self.cfg.name, exc)
+                return n
+            n += 1
+            if len(self._conns) >= self.cfg.max_connections:
+                sock.close()
+                self._count("refused_conn")
+                continue
+            self._conns.append(Connection(sock, f"{peer[0]}:{peer[1]}", MAX_FRAME, self.cfg.max_backlog_bytes, now))
+            self._count("accepted")
+
+    def _receive(self, conn: Connection, now: int, wall: int) -> int:
+        if conn.closing or conn.closed:
+            return 0
+        try:
+            frames = conn.reader.receive(conn.sock)
+        except ConnectionClosed as exc:
+            self._drop(conn, str(exc))
+            return 1
+        except FramingError as exc:
+            code = _TC.InvalidLength if exc.status in (SCAN_TOO_SHORT, SCAN_TOO_LONG) else _TC.UnknownEncodingType
+            self._terminate(conn, code, f"{exc.reason}: length {exc.declared_length}, type {exc.encoding:#06x}")
+            return 1
+        except OSError as exc:
+            self._drop(conn, f"receive failed: {exc.strerror}")
+            return 1
+        n = len(frames)
+        if n:
+            conn.last_recv_ns = now
+        for i in range(n):
+            self._on_frame(conn, frames.payload(i), now, wall)
+            if conn.closing or conn.closed:
+                break
+        return n
+
+    # ---------------------------------------------------------------- inbound messages
+
+    def _on_frame(self, conn: Connection, p: np.ndarray, now: int, wall: int) -> None:
+        n = len(p)
+        if n < HEADER.size:
+            return self._terminate(conn, _TC.TruncatedMessage, f"{n} bytes, shorter than the SBE header")
+        block, tid, schema_id, version = HEADER.unpack_from(p)
+        if schema_id != _SCHEMA.schema_id:
+            return self._terminate(conn, _TC.WrongSchema, f"schemaId {schema_id}, expected {_SCHEMA.schema_id}")
+        if version != _SCHEMA.version:
+            return self._terminate(conn, _TC.WrongSchemaVersion, f"version {version}, expected {_SCHEMA.version}")
+        layout = _SCHEMA.messages.get(tid)
+        if layout is None:
+            return self._terminate(conn, _TC.UnknownTemplate, f"templateId {tid}")
+        if block != layout.block_length:
+            return self._terminate(conn, _TC.WrongBlockLength,
+                                   f"{layout.name} blockLength {block}, expected {layout.block_length}")
+        if n != layout.size:
+            code = _TC.TruncatedMessage if n < layout.size else _TC.InvalidLength
+            return self._terminate(conn, code, f"{layout.name}: {n} bytes, expected {layout.size}")
+        if tid in _ORDER_ENTRY:
+            return self._order_entry(conn, p, tid, wall)
+        if tid not in _SESSION_IN:
+            return self._terminate(conn, _TC.UnexpectedMessage, f"{layout.name} is not sent by a client")
+        try:
+            f = layout.decode_body(p)
+        except CodecError as exc:
+            return self._terminate(conn, _TC.InvalidField, str(exc))
+        if layout is m.Negotiate:
+            self._negotiate(conn, f)
+        elif layout is m.Establish:
+            self._establish(conn, f, now)
+        elif layout is m.Terminate:
+            conn.queue(terminate_message(_TC.Finished, "goodbye", (f["uuidHi"], f["uuidLo"])))
+            conn.closing = True
+        elif not conn.established:
+            self._terminate(conn, _TC.Unestablished, f"{layout.name} before Establish")
+        elif layout is m.Sequence:
+            if f["nextSeqNo"] < 1:
+                return self._terminate(conn, _TC.InvalidField, "Sequence.nextSeqNo starts at 1")
+            conn.session.sequence(f)
+        else:  # RetransmitRequest
+            answer = conn.session.retransmit(f)
+            for msg in answer:
+                conn.queue(msg)
+            if len(answer) > 1:
+                self._count("retransmitted", len(answer) - 2)
+
+    def _negotiate(self, conn: Connection, f: dict) -> None:
+        uuid = dict(uuidHi=f["uuidHi"], uuidLo=f["uuidLo"], requestTimestamp=f["timestamp"])
+        s = self.sessions.get(f["sessionId"])
+        if s is None:
+            self._count("bad_session")
+            return self._refuse(conn, m.NegotiationReject.encode(
+                **uuid, code=m.NegotiationRejectCode.UnknownSession,
+                reason=f"no session {f['sessionId']} on this gateway"[:48]))
+        if f["credentials"] != s.cfg.credentials:
+            self._count("bad_credentials")
+            return self._refuse(conn, m.NegotiationReject.encode(
+                **uuid, code=m.NegotiationRejectCode.Credentials, reason="wrong credentials"))
+        if conn.session is not None and conn.session is not s:
+            self._count("logon_refused")
+            return self._refuse(conn, m.NegotiationReject.encode(
+                **uuid, code=m.NegotiationRejectCode.Unspecified,
+                reason="this connection negotiated another session"))
+        old = s.uuid
+        reply, ok = s.negotiate(conn, f)
+        conn.queue(reply)
+        if not ok:
+            self._count("logon_refused")
+            conn.closing = True
+            return
+        self._by_uuid.pop(old, None)
+        self._by_uuid[s.uuid] = s
+        self._count("negotiated")
+
+    def _establish(self, conn: Connection, f: dict, now: int) -> None:
+        uuid = (f["uuidHi"], f["uuidLo"])
+        ids = dict(uuidHi=uuid[0], uuidLo=uuid[1], requestTimestamp=f["timestamp"])
+        s = self._by_uuid.get(uuid)
+        if s is None or (conn.session is not None and conn.session is not s):
+            self._count("logon_refused")
+            return self._refuse(conn, m.EstablishmentReject.encode(
+                **ids, code=m.EstablishmentRejectCode.Unnegotiated,
+                reason="no session was negotiated with this UUID"))
+        if f["credentials"] != s.cfg.credentials:
+            self._count("bad_credentials")
+            return self._refuse(conn, m.EstablishmentReject.encode(
+                **ids, code=m.EstablishmentRejectCode.Credentials, reason="wrong credentials"))
+        was_established = conn.established
+        reply, previous = s.establish(conn, f, now)
+        conn.queue(reply)
+        if was_established:  # AlreadyEstablished: the session goes on
+            return
+        if not conn.established:
+            self._count("logon_refused")
+            conn.closing = True
+            return
+        self._count("established")
+        if previous is not None:  # the session lives on here: no cancel-on-disconnect
+            previous.session = None
+            previous.established = False
+            self._terminate(previous, _TC.SessionTakenOver, "established on a newer connection")
+
+    def _refuse(self, conn: Connection, reply: bytes) -> None:
+        conn.queue(reply)
+        conn.closing = True
+
+    def _order_entry(self, conn: Connection, p: np.ndarray, tid: int, wall: int) -> None:
+        s = conn.session
+        if not conn.established or s is None:
+            return self._terminate(conn, _TC.Unestablished, "an order before Establish")
+        apply, gap = s.number_incoming()
+        if gap is not None:
+            s.deliver(gap)
+        if not apply:
+            self._count("duplicates")
+            return
+        # the stamp and the session are the gateway's to write, whatever the client put there
+        row = self._stage[self._staged]
+        n = len(p)
+        row[:n] = p
+        row[n:] = 0
+        _U64.pack_into(row, _SEQ, 0)
+        _U64.pack_into(row, _TS, 0)
+        _U64.pack_into(row, _INGRESS, wall)
+        _U32.pack_into(row, _SESSION_AT[tid], s.id)
+        if not s.throttle.take(time.monotonic_ns()):
+            self._count("throttled")
+            return s.deliver(rejection_for(row[:n], _THROTTLED, wall))
+        account = _U32.unpack_from(row, _ACCOUNT_AT[tid])[0]
+        scope = int(row[_SCOPE_AT]) if tid == m.MassCancel.template_id else 0
+        if not s.permits(tid, account, scope):
+            self._count("not_permitted")
+            return s.deliver(rejection_for(row[:n], _NOT_PERMITTED, wall))
+        self._staged += 1
+        self._count("orders_in")
+
+    def _publish_staged(self) -> int:
+        k = self._staged
+        done = self._in.offer_batch(self._stage[:k])
+        if done < k:
+            self._stage[:k - done] = self._stage[done:k].copy()
+            if hasattr(self, "_back_pressure"):
+                self._back_pressure.increment()
+        self._staged = k - done
+        return done
+
+    # ---------------------------------------------------------------- outbound
+
+    def _outbound(self) -> int:
+        total = 0
+        for i, (consumer, source, created) in enumerate(self._sources):
+            try:
+                head, tail = consumer.read(self.batch_limit)
+            except UntetheredError:
+                consumer = self._rejoin(i)
+                head, tail = consumer.read(self.batch_limit)
+            k = len(head) + len(tail)
+            if not k:
+                continue
+            base = consumer.position
+            for region, at in ((head, base), (tail, base + len(head))):
+                if len(region):
+                    self._deliver(region, at, source, created)
+            for s in self.sessions.values():
+                s.store.flush()
+            consumer.commit(k)
+            total += k
+        return total
+
+    def _deliver(self, region: np.ndarray, at: int, source: int, created: int) -> None:
+        rows, sids = route(region, self._session_ids)
+        delivered = 0
+        for r, sid in zip(rows.tolist(), sids.tolist()):
+            s = self.sessions[sid]
+            position = at + r
+            if position <= s.store.stored_through(source, created):
+                continue  # stored before a restart: already in the flow
+            row = region[r]
+            size = int(MESSAGE_SIZE[int(row[2]) | int(row[3]) << 8])
+            s.deliver(row[:size].tobytes(), source, created, position)
+            delivered += 1
+        if delivered:
+            self._count("events_out", delivered)
+
+    def _rejoin(self, i: int) -> Consumer:
+        consumer, source, created = self._sources[i]
+        name = self.output_ring if source == SOURCE_OUTPUT else self.reject_ring
+        consumer.close()
+        ring = self._rings[1 + i]  # inbound first, then output and reject, as attached
+        fresh = ring.consumer(self.subscriber_index, takeover=True)
+        log.warning("gateway %s was untethered from %s; rejoined at %s: events before it are not in "
+                    "the session stores", self.cfg.name, name, fresh.rejoined_at)
+        self._sources[i] = (fresh, source, created)
+        return fresh
+
+    # ---------------------------------------------------------------- connections
+
+    def _timers(self, now: int) -> None:
+        for conn in self._conns:
+            if conn.closing or conn.closed:
+                continue
+            s = conn.session
+            if not conn.established:
+                if now - conn.opened_ns > HANDSHAKE_TIMEOUT_NS:
+                    self._terminate(conn, _TC.Unestablished, "no Establish within 5 s")
+                continue
+            if now - conn.last_recv_ns > KEEPALIVE_LAPSE * s.keepalive_ns:
+                self._count("keepalive")
+                self._terminate(conn, _TC.KeepaliveLapsed, "nothing received for 1.5 keepalive intervals")
+            elif now - conn.last_send_ns >= s.keepalive_ns and not conn.backlog:
+                conn.queue(m.Sequence.encode(nextSeqNo=s.store.next_seq))
+
+    def _terminate(self, conn: Connection, code: int, reason: str, discard: bool = False) -> None:
+        """End ``conn`` with a Terminate naming ``code`` (sent if the socket takes it)."""
+        if conn.closing or conn.closed:
+            return
+        if discard:
+            conn.discard_output()
+        if code not in (_TC.Finished, _TC.SessionTakenOver, _TC.GatewayShutdown):
+            self._count("terminated")
+        log.info("gateway %s: terminating %r: %s (%s)", self.cfg.name, conn, _TC(code).name, reason)
+        uuid = conn.session.uuid if conn.session is not None else (0, 0)
+        conn.queue(terminate_message(code, reason, uuid))
+        conn.closing = True
+
+    def _drop(self, conn: Connection, why: str) -> None:
+        """``conn`` is gone: close it, and cancel its session's orders if it was established
+        and the session asks for that."""
+        if conn.closed:
+            return
+        conn.close()
+        s = conn.session
+        if s is not None and s.detach(conn):
+            log.info("gateway %s: session %d disconnected (%s)", self.cfg.name, s.id, why)
+            if s.cfg.cancel_on_disconnect:
+                self._stage_internal(s.cancel_on_disconnect())
+                self._count("cancel_on_disconnect")
+
+    def _stage_internal(self, message: bytes) -> None:
+        if self._staged >= STAGE_ROWS:
+            self._publish_staged()
+        row = self._stage[self._staged]
+        row[:len(message)] = np.frombuffer(message, np.uint8)
+        row[len(message):] = 0
+        _U64.pack_into(row, _INGRESS, time.time_ns())
+        self._staged += 1

@@ -1,0 +1,162 @@
+"""Helpers for the gateway tests: a running exchange with a binary gateway, and clients.
+
+The exchange runs as users run it, ``ringex run --config`` in a child process, with a
+gateway listening on a port the system picks (its address file says which). One exchange is
+shared by the tests of a module where they allow it; every test uses its own sessions'
+order ids, so that they do not see each other's events.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringex.gateways.client import Client
+from ringex.gateways.sbe_gateway import ADDRESS_FILE
+
+GATEWAY = "bin"
+PRICE = 1000  # the instrument's reference price: orders within its band
+
+
+def gateway_toml(prefix: str, *, sessions: str, gateway_extra: str = "", extra: str = "",
+                 processes: str = "") -> str:
+    """One spot instrument (1), accounts 1-4 funded, a gateway ``bin`` on a free port with
+    ``sessions`` (its ``[[gateway.session]]`` tables)."""
+    accounts = "".join(
+        f"[[account]]\nid = {a}\nstp_default = \"off\"\ndeposits = {{ 0 = 1000000000, 1 = 1000000 }}\n"
+        for a in (1, 2, 3, 4))
+    return f"""
+[exchange]
+data_dir = "data"
+shm_prefix = "{prefix}"
+[engine]
+max_orders = 65536
+price_levels = 4096
+[supervisor]
+heartbeat_timeout_ms = 1000
+check_interval_ms = 50
+{extra}
+{processes}
+[[instrument]]
+id = 1
+symbol = "DEMO"
+reference_price = {PRICE}
+base_asset = 1
+max_qty = 1000000
+{accounts}
+[insurance_fund]
+deposit = 5000
+[[gateway]]
+name = "{GATEWAY}"
+listen = "127.0.0.1:0"
+keepalive_min_ms = 50
+{gateway_extra}
+{sessions}
+"""
+
+
+def session_toml(sid: int, accounts: str = "[1]", *, rate: int = 0, cod: bool = True, burst: int = 0) -> str:
+    return (f"[[gateway.session]]\nid = {sid}\ncredentials = \"pw{sid}\"\naccounts = {accounts}\n"
+            f"max_msgs_per_s = {rate}\nburst = {burst}\ncancel_on_disconnect = {'true' if cod else 'false'}\n")
+
+
+@dataclass
+class RunningExchange:
+    """``ringex run`` in a child process, and where its gateway listens."""
+
+    directory: Path
+    proc: subprocess.Popen
+    host: str = ""
+    port: int = 0
+    pids: dict[str, int] = field(default_factory=dict)
+    output: list[str] = field(default_factory=list)
+
+    def client(self, session: int, **kw) -> Client:
+        return Client.connect(self.host, self.port, session, f"pw{session}", **kw)
+
+    def raw(self, session: int, **kw) -> Client:
+        """A connected client that has sent nothing."""
+        c = Client(self.host, self.port, session, f"pw{session}", **kw)
+        c.open()
+        return c
+
+    def address_file(self) -> Path:
+        return self.directory / "data" / "gateways" / GATEWAY / ADDRESS_FILE
+
+    def wait_listening(self, timeout: float = 300.0, after: float = 0.0) -> None:
+        """Until the gateway's address file is (re)written after ``after`` (a time.time())."""
+        path = self.address_file()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ringex run exited:\n" + self.read_output())
+            try:
+                if path.stat().st_mtime > after:
+                    host, port = path.read_text().strip().rsplit(":", 1)
+                    self.host, self.port = host, int(port)
+                    return
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the gateway did not start listening")
+
+    def read_output(self) -> str:
+        return "".join(self.output)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                out, _ = self.proc.communicate(timeout=10)
+        self.output.append(out or "")
+        return self.read_output()
+
+
+def start_exchange(directory: Path, toml: str, timeout: float = 300.0) -> RunningExchange:
+    """Write ``toml`` to ``directory/ex.toml`` and start ``ringex run`` on it; returns once
+    its first status line is out and the gateway listens."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "ex.toml"
+    conf.write_text(toml)
+    started = time.time()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=directory, env=env)
+    ex = RunningExchange(directory, proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("ringex run exited while starting:\n" + ex.read_output())
+        ex.output.append(line)
+        if line.strip().startswith("process ") and "(pid " in line:
+            ex.pids[line.split()[1]] = int(line.split("(pid ")[1].split(")")[0])
+        if line.startswith("seq "):
+            break
+    else:
+        proc.kill()
+        raise TimeoutError("ringex run did not start")
+    # keep reading its output on a thread, so the pipe never fills and blocks the launcher
+    import threading
+
+    def pump() -> None:
+        for line in proc.stdout:
+            ex.output.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    ex.wait_listening(after=started - 1)
+    return ex
+
+
+def limit(cl: int, side: str, qty: int = 1, price: int = PRICE, account: int = 1, **kw) -> dict:
+    return dict(clOrdId=cl, account=account, instrument=1, side=side, ordType="Limit", price=price, qty=qty,
+                timeInForce=kw.pop("timeInForce", "GTC"), **kw)
