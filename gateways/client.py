@@ -95,6 +95,7 @@ class Client:
         self._queue: deque[Event] = deque()
         self._last_send = 0.0
         self._retransmitting = 0
+        self.captured: list[bytes] | None = None  # set to a list to keep every message received, as sent
         self._awaiting = False  # a RetransmitRequest is outstanding
         self._held: list[tuple[int, Decoded]] = []  # live messages that came meanwhile
 
@@ -294,7 +295,10 @@ class Client:
             self.close_socket()
             raise self.terminated from None
         for i in range(len(frames)):
-            self._on_message(m.SCHEMA.decode(frames.payload(i)))
+            payload = frames.payload(i)
+            if self.captured is not None:
+                self.captured.append(payload.tobytes())
+            self._on_message(m.SCHEMA.decode(payload))
 
     def _session_reply(self) -> Decoded:
         deadline = time.monotonic() + self.timeout
@@ -311,7 +315,10 @@ class Client:
                 raise SessionTerminated(None, f"connection closed: {exc}") from None
             reply = None
             for i in range(len(frames)):
-                d = m.SCHEMA.decode(frames.payload(i))
+                payload = frames.payload(i)
+                if self.captured is not None:
+                    self.captured.append(payload.tobytes())
+                d = m.SCHEMA.decode(payload)
                 if reply is None and d.name in ("NegotiationResponse", "NegotiationReject", "EstablishmentAck",
                                                 "EstablishmentReject", "Terminate"):
                     reply = d

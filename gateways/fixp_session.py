@@ -62,6 +62,9 @@ class FixpSession:
         self.accounts = frozenset(cfg.accounts)
         self.conn: Connection | None = None  # the established connection
         self.recv_seq = 0  # the number the client's next application message carries
+        # the next client number not yet taken: ahead of the store's nextIn by the messages
+        # staged or in flight to the ring (the store counts them once published)
+        self.expected_in = self.store.next_in
         self.keepalive_ns = 0
         self.duplicates = 0
         self.used_uuids: set[tuple[int, int]] = set()
@@ -74,9 +77,10 @@ class FixpSession:
 
     # ---------------------------------------------------------------- session messages
 
-    def negotiate(self, conn: Connection, f: dict) -> tuple[bytes, bool]:
+    def negotiate(self, conn: Connection, f: dict, inbound_mark: tuple[int, int] = (0, 0)) -> tuple[bytes, bool]:
         """A Negotiate on ``conn`` for this session (credentials already matched): the reply,
-        and whether it was accepted."""
+        and whether it was accepted. ``inbound_mark``: the gateway's inbound ring (creation
+        time, producer position) now, where the new identity's messages begin."""
         uuid = (f["uuidHi"], f["uuidLo"])
         common = dict(uuidHi=uuid[0], uuidLo=uuid[1], requestTimestamp=f["timestamp"])
         if f["clientFlow"] != m.FlowType.Idempotent:
@@ -91,7 +95,8 @@ class FixpSession:
             return m.NegotiationReject.encode(
                 **common, code=m.NegotiationRejectCode.SessionInUse,
                 reason=_reason("the session is established on another connection")), False
-        self.store.reset(*uuid)
+        self.store.reset(*uuid, *inbound_mark)
+        self.expected_in = 1
         self.used_uuids.add(uuid)
         conn.session = self
         return m.NegotiationResponse.encode(**common, serverFlow=m.FlowType.Recoverable), True
@@ -121,7 +126,7 @@ class FixpSession:
         self.keepalive_ns = ka * 1_000_000
         self.recv_seq = f["nextSeqNo"]
         ack = m.EstablishmentAck.encode(
-            **common, nextSeqNo=self.store.next_seq, lastAppliedSeqNo=self.store.next_in - 1,
+            **common, nextSeqNo=self.store.next_seq, lastAppliedSeqNo=self.expected_in - 1,
             keepaliveInterval=ka)
         return ack, previous
 
@@ -152,22 +157,32 @@ class FixpSession:
 
     # ---------------------------------------------------------------- application flow
 
-    def number_incoming(self) -> tuple[bool, bytes | None]:
-        """Number the client's next application message: ``(apply, not_applied)``. A number
-        already applied is a duplicate (``apply`` False); a jump forward yields a NotApplied
-        for the numbers skipped, stored in the server flow (``not_applied``). The applied
-        count is recorded before the message goes anywhere: at most once."""
+    def number_incoming(self) -> tuple[int, bytes | None]:
+        """Number the client's next application message: ``(seq, not_applied)``, ``seq`` 0
+        for a number already taken (a duplicate, not to be applied). A jump forward yields a
+        NotApplied for the numbers skipped, for the server flow (``not_applied``). The store
+        counts the message once it is answered or published (``applied``)."""
         seq = self.recv_seq
         self.recv_seq = seq + 1
-        expected = self.store.next_in
+        expected = self.expected_in
         if seq < expected:
             self.duplicates += 1
-            return False, None
+            return 0, None
         gap = None
         if seq > expected:
             gap = m.NotApplied.encode(fromSeqNo=expected, count=min(seq - expected, (1 << 32) - 1))
-        self.store.next_in = seq + 1
-        return True, gap
+        self.expected_in = seq + 1
+        return seq, gap
+
+    def applied(self, seq: int) -> None:
+        """Client message ``seq`` (and every one before it) is published or answered."""
+        if seq >= self.store.next_in:
+            self.store.next_in = seq + 1
+
+    def recovered(self, seq: int) -> None:
+        """A restarted gateway found client message ``seq`` already in its inbound ring."""
+        self.applied(seq)
+        self.expected_in = max(self.expected_in, seq + 1)
 
     def permits(self, template_id: int, account: int, scope: int) -> bool:
         """Whether this session may send the message: its account is one the session trades

@@ -119,6 +119,7 @@ class SbeGatewayAgent(Agent):
         directory.mkdir(parents=True, exist_ok=True)
         self._rings: list[Ring] = []
         inbound = self._attach(self.inbound_ring)
+        self._in_ring = inbound
         self._in: Producer = inbound.producer(takeover=True)
         self._sources: list[tuple[Consumer, int, int]] = []
         for name, source in ((self.output_ring, SOURCE_OUTPUT), (self.reject_ring, SOURCE_REJECT)):
@@ -131,9 +132,12 @@ class SbeGatewayAgent(Agent):
         self.sessions: dict[int, FixpSession] = {
             s.id: FixpSession(s, self.cfg, directory, now) for s in self.cfg.session}
         self._session_ids = np.array(sorted(self.sessions), np.int64)
+        self._recover_applied()
         self._by_uuid = {s.uuid: s for s in self.sessions.values() if s.uuid != (0, 0)}
         self._conns: list[Connection] = []
         self._stage = np.zeros((STAGE_ROWS, m.SLOT_SIZE), np.uint8)
+        self._stage_session = np.zeros(STAGE_ROWS, np.int64)  # 0: the gateway's own message
+        self._stage_seq = np.zeros(STAGE_ROWS, np.int64)  # the client's number of each row
         self._staged = 0
         self._next_timer = now
         self._c = {}
@@ -328,7 +332,7 @@ class SbeGatewayAgent(Agent):
                 **uuid, code=m.NegotiationRejectCode.Unspecified,
                 reason="this connection negotiated another session"))
         old = s.uuid
-        reply, ok = s.negotiate(conn, f)
+        reply, ok = s.negotiate(conn, f, (self._in_ring.created_time_ns, self._in.position))
         conn.queue(reply)
         if not ok:
             self._count("logon_refused")
@@ -374,41 +378,80 @@ class SbeGatewayAgent(Agent):
         s = conn.session
         if not conn.established or s is None:
             return self._terminate(conn, _TC.Unestablished, "an order before Establish")
-        apply, gap = s.number_incoming()
+        seq, gap = s.number_incoming()
         if gap is not None:
             s.deliver(gap)
-        if not apply:
+        if not seq:
             self._count("duplicates")
             return
-        # the stamp and the session are the gateway's to write, whatever the client put there
+        # The stamp and the session are the gateway's to write, whatever the client put there.
+        # Until the sequencer stamps its copy, the stamp's seq word carries the client's number:
+        # what a restarted gateway reads back from its ring (_recover_applied).
         row = self._stage[self._staged]
         n = len(p)
         row[:n] = p
         row[n:] = 0
-        _U64.pack_into(row, _SEQ, 0)
+        _U64.pack_into(row, _SEQ, seq)
         _U64.pack_into(row, _TS, 0)
         _U64.pack_into(row, _INGRESS, wall)
         _U32.pack_into(row, _SESSION_AT[tid], s.id)
         if not s.throttle.take(time.monotonic_ns()):
             self._count("throttled")
-            return s.deliver(rejection_for(row[:n], _THROTTLED, wall))
+            s.deliver(rejection_for(row[:n], _THROTTLED, wall))
+            return s.applied(seq)
         account = _U32.unpack_from(row, _ACCOUNT_AT[tid])[0]
         scope = int(row[_SCOPE_AT]) if tid == m.MassCancel.template_id else 0
         if not s.permits(tid, account, scope):
             self._count("not_permitted")
-            return s.deliver(rejection_for(row[:n], _NOT_PERMITTED, wall))
+            s.deliver(rejection_for(row[:n], _NOT_PERMITTED, wall))
+            return s.applied(seq)
+        self._stage_session[self._staged] = s.id
+        self._stage_seq[self._staged] = seq
         self._staged += 1
         self._count("orders_in")
 
     def _publish_staged(self) -> int:
+        """Publish what is staged (as much as the ring takes), then count each session's
+        published messages as applied."""
         k = self._staged
         done = self._in.offer_batch(self._stage[:k])
+        if done:
+            sessions = self._stage_session[:done]
+            for sid in np.unique(sessions).tolist():
+                if sid:
+                    self.sessions[sid].applied(int(self._stage_seq[:done][sessions == sid].max()))
         if done < k:
-            self._stage[:k - done] = self._stage[done:k].copy()
+            for a in (self._stage, self._stage_session, self._stage_seq):
+                a[:k - done] = a[done:k].copy()
             if hasattr(self, "_back_pressure"):
                 self._back_pressure.increment()
         self._staged = k - done
         return done
+
+    def _recover_applied(self) -> None:
+        """After a crash: the client numbers of messages this gateway published to its ring
+        but had not yet counted in their session's store (the stamp's seq word of each of
+        the ring's last ``capacity`` slots), from each identity's first message on."""
+        ring, top = self._in_ring, self._in.position
+        slots, mask, created = ring.slots(), ring.capacity - 1, ring.created_time_ns
+        found: dict[int, int] = {}
+        for position in range(max(0, top - ring.capacity), top):
+            row = slots[position & mask]
+            tid = int(row[2]) | int(row[3]) << 8
+            at = _SESSION_AT.get(tid)
+            if at is None:
+                continue
+            sid = _U32.unpack_from(row, at)[0]
+            seq = _U64.unpack_from(row, _SEQ)[0]
+            s = self.sessions.get(sid)
+            if s is None or not seq or s.store.inbound_start[0] != created or position < s.store.inbound_start[1]:
+                continue
+            found[sid] = max(found.get(sid, 0), seq)
+        for sid, seq in sorted(found.items()):
+            if seq >= self.sessions[sid].store.next_in:
+                log.info("gateway %s: session %d's messages up to %d were published before a restart",
+                         self.cfg.name, sid, seq)
+            self.sessions[sid].recovered(seq)
 
     # ---------------------------------------------------------------- outbound
 
@@ -509,4 +552,5 @@ class SbeGatewayAgent(Agent):
         row[:len(message)] = np.frombuffer(message, np.uint8)
         row[len(message):] = 0
         _U64.pack_into(row, _INGRESS, time.time_ns())
+        self._stage_session[self._staged] = 0
         self._staged += 1

@@ -21,8 +21,11 @@ live here, one pair of files per session in the gateway's directory.
             32  source    u8   SOURCE_*; 7 bytes of padding
             40  payload
 
-``session-<id>.state``: 32 bytes, written in place: magic "RXSS", version, the UUID the
-numbers below belong to, and ``nextIn``, the next client sequence number not yet applied.
+``session-<id>.state``: 48 bytes, written in place: magic "RXSS", version, the UUID the
+numbers below belong to, ``nextIn``, the next client sequence number not yet applied, and
+where this identity's messages begin in the gateway's inbound ring (the ring's creation
+time and position at Negotiate), so that a restarted gateway can tell them from an earlier
+identity's.
 
 Crash semantics. Records are appended (one write per duty cycle, not fsynced: a process
 crash loses nothing the kernel has, a host crash loses the tail, as the engine's journal
@@ -33,8 +36,10 @@ record is: a gateway restarted after appending but before committing its ring cu
 the same events again and skips those already stored (``stored_through``). A new identity
 (Negotiate) replaces the flow file by rename, so a crash leaves the old flow or the new
 empty one, never a mix; ``nextIn`` is kept with its UUID, so a stale one reads as 1.
-``nextIn`` is stored before the message it counts is published to the ring: at most once,
-as FIXP's idempotent flow promises.
+``nextIn`` is stored after the messages it counts are published to the ring; the gateway
+writes each message's client number into its stamp's ``seq`` word (the sequencer writes the
+global one into its copy), so a gateway killed between the publish and the store finds, at
+restart, the numbers its ring already holds (``SbeGatewayAgent``): exactly once.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ STATE_MAGIC = 0x53535852  # "RXSS"
 VERSION = 1
 FLOW_HEADER = struct.Struct("<IIQQ8x")
 RECORD = struct.Struct("<IIQQQB7x")
-STATE = struct.Struct("<IIQQQ")
+STATE = struct.Struct("<IIQQQQQ")
 CRC_FROM = 8  # the CRC covers the record from seqNo on
 MAX_PAYLOAD = 1 << 16
 
@@ -131,27 +136,34 @@ class SessionStore:
 
     def _open_state(self) -> None:
         if not self.state_path.exists() or self.state_path.stat().st_size != STATE.size:
-            self.state_path.write_bytes(STATE.pack(STATE_MAGIC, VERSION, 0, 0, 1))
+            self.state_path.write_bytes(STATE.pack(STATE_MAGIC, VERSION, 0, 0, 1, 0, 0))
         self._state_fd = os.open(self.state_path, os.O_RDWR)
         self._state = mmap.mmap(self._state_fd, STATE.size)
-        magic, version, hi, lo, next_in = STATE.unpack_from(self._state)
+        magic, version, hi, lo, next_in, created, start = STATE.unpack_from(self._state)
         if magic != STATE_MAGIC or version != VERSION:
             raise StoreError(f"{self.state_path}: not a session state file (magic {magic:#x}, version {version})")
         if (hi, lo) != self.uuid:  # counts of another identity: this one has applied nothing
-            STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, *self.uuid, 1)
+            STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, *self.uuid, 1, 0, 0)
         self._next_in_view = memoryview(self._state).cast("B")[24:32].cast("Q")
 
     # ---------------------------------------------------------------- identity
 
-    def reset(self, hi: int, lo: int) -> None:
-        """A new FIXP identity (Negotiate): an empty flow numbered from 1, nothing applied."""
+    def reset(self, hi: int, lo: int, in_created: int = 0, in_from: int = 0) -> None:
+        """A new FIXP identity (Negotiate): an empty flow numbered from 1, nothing applied;
+        its messages enter the inbound ring created at ``in_created`` from ``in_from`` on."""
         self.flush()
         os.close(self._fd)
         self._write_flow(hi, lo)
         self._offsets = array("q")
         self._stored = [(0, 0)] * _SOURCES
         self._open_flow()
-        STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, hi, lo, 1)
+        STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, hi, lo, 1, in_created, in_from)
+
+    @property
+    def inbound_start(self) -> tuple[int, int]:
+        """(ring creation time, position) where this identity's messages begin in the
+        gateway's inbound ring; (0, 0) when unknown."""
+        return STATE.unpack_from(self._state)[5:7]
 
     # ---------------------------------------------------------------- server flow
 

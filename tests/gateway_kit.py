@@ -9,6 +9,7 @@ order ids, so that they do not see each other's events.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,7 @@ class RunningExchange:
 
     directory: Path
     proc: subprocess.Popen
+    prefix: str = ""  # the exchange's shm_prefix
     host: str = ""
     port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
@@ -131,7 +133,8 @@ def start_exchange(directory: Path, toml: str, timeout: float = 300.0) -> Runnin
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=directory, env=env)
-    ex = RunningExchange(directory, proc)
+    prefix = re.search(r'shm_prefix = "([^"]+)"', toml)
+    ex = RunningExchange(directory, proc, prefix.group(1) if prefix else "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

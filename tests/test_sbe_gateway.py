@@ -363,3 +363,44 @@ def test_a_reader_that_stops_reading_is_disconnected_at_the_backlog_bound(ex):
     # the gateway is still there for everybody else
     other = ex.client(2)
     other.terminate()
+
+
+def test_captured_frames_decode_with_the_sbe_package_against_the_schema(ex):
+    """The bytes a client receives are SBE 1.0 as the published schema defines them: an
+    independent decoder (the ``sbe`` package, reading engine/wire/schema.xml) agrees with
+    every field of every message of a session's flow, session messages included."""
+    import sbe
+
+    with open(m.SCHEMA.path, encoding="utf-8") as fh:
+        independent = sbe.Schema.parse(fh)
+    buyer, seller = ex.client(1), ex.client(2)
+    buyer.captured = []
+    try:
+        buyer.new_order(**limit(1101, "Buy", qty=2, account=1))
+        until_name(buyer, "OrderAccepted")
+        seller.new_order(**limit(1102, "Sell", qty=1, account=2))
+        until_name(buyer, "Trade")
+        buyer.mass_cancel(clOrdId=1103, scope="Session", account=0, instrument=0)
+        until_name(buyer, "MassCancelDone")
+        buyer.close_socket()
+        buyer.reconnect()  # an EstablishmentAck
+        buyer.new_order(**limit(1104, "Buy", account=1, timeInForce="IOC", price=PRICE - 100))
+        until_name(buyer, "OrderCanceled")
+        frames = list(buyer.captured)
+    finally:
+        buyer.terminate()
+        seller.terminate()
+    names_seen = set()
+    for raw in frames:
+        ours = m.SCHEMA.decode(raw)
+        theirs = independent.decode(raw)
+        assert theirs.message_name == ours.name
+        assert theirs.header["blockLength"] == len(raw) - 8
+        flat = {}
+        for k, v in theirs.value.items():
+            flat.update(v if isinstance(v, dict) else {k: v})
+        for k, v in ours.fields.items():
+            expected = v.name if hasattr(v, "name") else v
+            assert flat[k] == expected, (ours.name, k)
+        names_seen.add(ours.name)
+    assert {"OrderAccepted", "Trade", "OrderCanceled", "MassCancelDone", "EstablishmentAck"} <= names_seen

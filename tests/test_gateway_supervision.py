@@ -1,0 +1,164 @@
+"""A gateway that dies or hangs under load never freezes the exchange and loses no session
+event: SIGKILL of the gateway process while orders flow through it, and SIGSTOP of it while
+orders for its sessions keep arriving from another ring. The supervisor restarts a dead
+gateway and kills then restarts a hung one; the new gateway resumes the output ring from its
+cursor and its sessions' flows from their stores, so a client that reconnects receives
+exactly what it missed (consecutive numbers, no duplicate) and the client's own numbering
+says which of its orders were applied."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from ringex.engine.wire import messages as m
+from ringex.gateways.client import SessionTerminated
+from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.ring import Ring
+
+from gateway_kit import PRICE, gateway_toml, limit, session_toml, start_exchange
+from pipeline_kit import shm_leftovers, unique_prefix
+
+MAKER, TAKER = 1, 2  # sessions: the maker rests, the taker sweeps it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ex(tmp_path):
+    prefix = unique_prefix()
+    toml = gateway_toml(prefix, sessions=session_toml(MAKER, "[1]", cod=False) + session_toml(TAKER, "[2]", cod=False),
+                        extra='[rings]\ngateways = ["load"]\noutput_capacity = 4096\n',
+                        processes='[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
+                                  '[[process]]\nname = "edge"\nagents = ["bin"]\n')
+    toml = toml.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"')
+    running = start_exchange(tmp_path, toml)
+    try:
+        yield running
+    finally:
+        out = running.stop()
+        assert "ringex stopped cleanly" in out, out[-3000:]
+        assert shm_leftovers(prefix) == []
+
+
+def gateway_pid(ex) -> int:
+    return ex.pids["edge"]
+
+
+def wait_restarted(ex, old_pid: int, since: float, timeout: float = 30.0) -> None:
+    """Until the supervisor has started a new gateway process that listens again."""
+    ex.wait_listening(timeout=timeout, after=since)
+    assert ex.port  # the same configured port
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [line for line in ex.output if "started process 'edge'" in line]
+        if len(new) >= 2:
+            pid = int(new[-1].split("(pid ")[1].split(")")[0])
+            if pid != old_pid:
+                ex.pids["edge"] = pid
+                return
+        time.sleep(0.05)
+    raise TimeoutError("the gateway was not restarted")
+
+
+def reconnect(client, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.reconnect()
+            return
+        except (OSError, SessionTerminated):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def flow(client, until, timeout: float = 15.0) -> list:
+    """Events up to ``until``; each has the next number."""
+    return client.receive_until(until, timeout=timeout)
+
+
+def consecutive(events, first: int) -> bool:
+    return [e.seq for e in events] == list(range(first, first + len(events)))
+
+
+def test_a_gateway_killed_under_load_is_restarted_and_its_sessions_recover(ex):
+    maker, taker = ex.client(MAKER), ex.client(TAKER)
+    maker.new_order(**limit(1, "Sell", qty=500, price=PRICE, account=1))
+    rest = flow(maker, lambda e: e.name == "OrderAccepted")
+    n = 300
+    for i in range(n):  # load: IOC buys against the resting sell, not waiting for answers
+        taker.new_order(**limit(100 + i, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC"))
+        if i == n // 2:
+            pid = gateway_pid(ex)
+            killed_at = time.time()
+            os.kill(pid, signal.SIGKILL)
+            break
+    wait_restarted(ex, pid, killed_at)
+    reconnect(maker)
+    reconnect(taker)
+    applied = taker.last_applied  # the taker's orders the gateway took before it died
+    assert 1 <= applied <= n // 2 + 1
+    # every applied order is answered once, in the taker's flow
+    answers = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + applied - 1)
+    assert consecutive(answers, 1)
+    trades = [e["takerClOrdId"] for e in answers if e.name == "Trade"]
+    assert trades == [100 + i for i in range(applied)]
+    assert taker.drain(0.3) == []
+    # the maker's flow has the same trades, consecutively numbered after its acceptance
+    got = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + applied - 1)
+    assert consecutive(rest + got, rest[0].seq)
+    assert [e["takerClOrdId"] for e in got if e.name == "Trade"] == trades
+    # and trading goes on through the new gateway
+    taker.new_order(**limit(900, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC"))
+    assert flow(taker, lambda e: e.name == "Trade")[-1]["takerClOrdId"] == 900
+    maker.terminate()
+    taker.terminate()
+
+
+def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
+    maker, taker = ex.client(MAKER), ex.client(TAKER)
+    maker.new_order(**limit(1, "Sell", qty=1000, price=PRICE, account=1))
+    rest = flow(maker, lambda e: e.name == "OrderAccepted")
+    pid = gateway_pid(ex)
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        # load for the taker's session arrives from another ring while its gateway is stopped
+        ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
+        prod = ring.producer(takeover=True)
+        idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
+        n = 400
+        for i in range(n):
+            msg = m.NewOrder.encode(sessionId=TAKER, **limit(5000 + i, "Buy", qty=1, price=PRICE, account=2,
+                                                            timeInForce="IOC"))
+            deadline = time.monotonic() + 10
+            while not prod.offer(msg):
+                assert time.monotonic() < deadline, "the exchange stopped taking orders"
+                idle.idle(0)
+        prod.close()
+        ring.close()
+        wait_restarted(ex, pid, stopped_at)  # killed by the supervisor, then restarted
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)  # if it was not killed, let it go on
+        except ProcessLookupError:
+            pass
+    reconnect(maker)
+    reconnect(taker)
+    got = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
+    assert consecutive(got, 1)
+    assert [e["takerClOrdId"] for e in got if e.name == "Trade"] == [5000 + i for i in range(n)]
+    mk = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
+    assert consecutive(rest + mk, rest[0].seq)
+    assert sum(e["qty"] for e in mk if e.name == "Trade") == n
+    maker.terminate()
+    taker.terminate()
