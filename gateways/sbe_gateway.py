@@ -45,6 +45,7 @@ from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.errors import UntetheredError
+from ringex.ringbuffer.latency import EgressMarks, LatencyRecorder, latency_name
 from ringex.ringbuffer.producer import Producer
 from ringex.ringbuffer.ring import Ring
 
@@ -100,7 +101,11 @@ def _counter_labels(name: str) -> dict[str, str]:
 
 class SbeGatewayAgent(Agent):
     def __init__(self, cfg: GatewayConfig, inbound_ring: str, output_ring: str, reject_ring: str,
-                 subscriber_index: int, state_dir: str | Path, batch_limit: int = 1024) -> None:
+                 subscriber_index: int, state_dir: str | Path, batch_limit: int = 1024,
+                 latency_prefix: str | None = None) -> None:
+        """``latency_prefix``: record the engine-output-to-socket stage latency
+        (``ringbuffer/latency.py``) under this exchange prefix; None records none."""
+        self.latency_prefix = latency_prefix
         self.cfg = cfg
         self.role_name = cfg.name
         self.inbound_ring = inbound_ring
@@ -133,6 +138,12 @@ class SbeGatewayAgent(Agent):
             s.id: FixpSession(s, self.cfg, directory, now) for s in self.cfg.session}
         self._session_ids = np.array(sorted(self.sessions), np.int64)
         self._recover_applied()
+        self._to_socket: LatencyRecorder | None = None
+        self._published_at: EgressMarks | None = None
+        if self.latency_prefix is not None:
+            self._to_socket = LatencyRecorder(latency_name(self.latency_prefix, "engine_output_to_socket", self.cfg.name))
+            self._published_at = EgressMarks(latency_name(self.latency_prefix, "sequencer_to_engine_output"))
+        self._sent_positions: list[int] = []  # output positions of the events queued this cycle
         self._by_uuid = {s.uuid: s for s in self.sessions.values() if s.uuid != (0, 0)}
         self._conns: list[Connection] = []
         self._stage = np.zeros((STAGE_ROWS, m.SLOT_SIZE), np.uint8)
@@ -178,6 +189,10 @@ class SbeGatewayAgent(Agent):
             self._listener.close()
         for s in getattr(self, "sessions", {}).values():
             s.close()
+        if getattr(self, "_to_socket", None) is not None:
+            self._to_socket.close()
+        if getattr(self, "_published_at", None) is not None:
+            self._published_at.close()
         for c, _, _ in getattr(self, "_sources", []):
             c.close()
         if hasattr(self, "_in"):
@@ -221,7 +236,21 @@ class SbeGatewayAgent(Agent):
                 self._drop(conn, "terminated")
         if any(c.closed for c in self._conns):
             self._conns = [c for c in self._conns if not c.closed]
+        if self._sent_positions:
+            self._record_to_socket()
         return work
+
+    def _record_to_socket(self) -> None:
+        """Engine publish to socket write, for the events this cycle wrote (measured at the
+        write: what the kernel did not take yet is counted as written)."""
+        positions = np.array(self._sent_positions, np.int64)
+        self._sent_positions.clear()
+        if self._to_socket is None or self._published_at is None:
+            return
+        published = self._published_at.published_at(positions)
+        known = published > 0
+        if known.any():
+            self._to_socket.record(time.time_ns() - published[known])
 
     def _accept(self, now: int) -> int:
         n = 0
@@ -488,6 +517,8 @@ class SbeGatewayAgent(Agent):
             size = int(MESSAGE_SIZE[int(row[2]) | int(row[3]) << 8])
             s.deliver(row[:size].tobytes(), source, created, position)
             delivered += 1
+            if source == SOURCE_OUTPUT and s.conn is not None:
+                self._sent_positions.append(position)
         if delivered:
             self._count("events_out", delivered)
 

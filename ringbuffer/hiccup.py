@@ -8,10 +8,10 @@ once per duty cycle, and the longest ``do_work`` call seen (a pause the agent it
 caused, such as a snapshot written on its thread). ``ringex stat`` reads both from outside,
 read-only.
 
-Recording must cost less than a duty cycle: a value goes into a log-linear bucket (HdrHistogram's
-layout with 4 significant bits: values below 32 ns exact, above them buckets 1/16 of an
-octave wide, so a percentile read back is within 6.25% of the value recorded) with a few
-integer operations and one store; nothing is allocated.
+Recording must cost less than a duty cycle: a value goes into a log-linear bucket
+(``log_buckets.py``: values below 32 ns exact, above them buckets 1/16 of an octave wide, so
+a percentile read back is within 6.25% of the value recorded) with a few integer operations
+and one store; nothing is allocated.
 
 Layout (one POSIX shared-memory object, every field a little-endian int64)::
 
@@ -35,14 +35,11 @@ from dataclasses import dataclass
 import posix_ipc
 
 from ringex.ringbuffer.counters import COUNTERS_PREFIX
+from ringex.ringbuffer.log_buckets import BUCKETS, HALF, LINEAR, SUB_BITS, TOP, bucket_low, bucket_of, percentile_of
+
 
 MAGIC = int.from_bytes(b"RGXHICC\0", "little")
 VERSION = 1
-SUB_BITS = 5
-HALF = 1 << (SUB_BITS - 1)  # buckets per octave
-LINEAR = 1 << SUB_BITS  # values below this have a bucket each
-OCTAVES = 40  # up to 2 ** (40 + SUB_BITS) ns, about ten hours
-BUCKETS = LINEAR + OCTAVES * HALF
 
 MAGIC_OFFSET = 0
 VERSION_OFFSET = 8
@@ -55,25 +52,7 @@ OWNER_PID_OFFSET = 56
 BUCKETS_OFFSET = 64
 LENGTH = BUCKETS_OFFSET + 8 * BUCKETS
 _W_COUNT, _W_MAX, _W_LONGEST, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, LONGEST_CYCLE_OFFSET >> 3, BUCKETS_OFFSET >> 3
-_TOP = (1 << (OCTAVES + SUB_BITS)) - 1  # the largest value with a bucket of its own
-
-
-def bucket_of(value: int) -> int:
-    """The bucket index of ``value`` (ns; negatives count as 0, the top clamps)."""
-    if value < LINEAR:
-        return value if value > 0 else 0
-    if value > _TOP:
-        value = _TOP
-    shift = value.bit_length() - SUB_BITS
-    return LINEAR + (shift - 1) * HALF + (value >> shift) - HALF
-
-
-def bucket_low(index: int) -> int:
-    """The smallest value that lands in bucket ``index``."""
-    if index < LINEAR:
-        return index
-    shift, sub = divmod(index - LINEAR, HALF)
-    return (HALF + sub) << (shift + 1)
+_TOP = TOP
 
 
 HICCUP_PREFIX = "ringex-hiccup-"
@@ -167,15 +146,7 @@ class HiccupSnapshot:
 
     def percentile(self, p: float) -> int:
         """The value (ns, the low edge of its bucket, at most ``max_ns``) at percentile ``p``."""
-        if not self.cycles:
-            return 0
-        rank = max(1, -(-self.cycles * p // 100))
-        seen = 0
-        for i, n in enumerate(self.counts):
-            seen += n
-            if seen >= rank:
-                return min(bucket_low(i), self.max_ns) if i >= LINEAR else i
-        return self.max_ns
+        return percentile_of(self.counts, self.cycles, self.max_ns, p)
 
 
 class HiccupError(RuntimeError):

@@ -404,3 +404,30 @@ def test_captured_frames_decode_with_the_sbe_package_against_the_schema(ex):
             assert flat[k] == expected, (ours.name, k)
         names_seen.add(ours.name)
     assert {"OrderAccepted", "Trade", "OrderCanceled", "MassCancelDone", "EstablishmentAck"} <= names_seen
+
+
+def test_the_exchange_measures_each_stage_and_ringex_stat_shows_it(ex):
+    import subprocess
+    import sys
+
+    from ringex.tools.stages import stage_snapshot
+
+    before = stage_snapshot(ex.prefix)
+    c = ex.client(1)
+    try:
+        for i in range(20):
+            c.new_order(**limit(1300 + i, "Buy", price=PRICE - 150, account=1, timeInForce="IOC"))
+        c.receive_until(lambda e: e.name == "OrderCanceled" and e["clOrdId"] == 1319)
+    finally:
+        c.terminate()
+    stages = stage_snapshot(ex.prefix).since(before)
+    assert set(stages) == {"gateway_to_sequencer", "sequencer_to_engine_output", "engine_output_to_socket"}
+    assert stages["gateway_to_sequencer"]["count"] >= 20  # one per order
+    assert stages["sequencer_to_engine_output"]["count"] >= 20
+    assert stages["engine_output_to_socket"]["count"] >= 40  # two events per IOC order: accepted, canceled
+    for s in stages.values():
+        assert 0 < s["p50_us"] <= s["p99_us"] <= s["p999_us"] < 10_000_000
+    out = subprocess.run([sys.executable, "-m", "ringex.tools.stat", "--count", "1"], capture_output=True,
+                         text=True, timeout=60).stdout
+    assert f"stage latency of exchange {ex.prefix!r}" in out
+    assert "engine_output_to_socket" in out and "gateway_to_sequencer" in out

@@ -60,6 +60,7 @@ from ringex.ringbuffer.control import (
 from ringex.ringbuffer.counters import CountersError, CountersReader
 from ringex.ringbuffer.errors import StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.latency import list_latency, unlink_latency
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
 from ringex.ringbuffer.process_spec import AGENT_NAMES
 from ringex.gateways.sbe_gateway import SbeGatewayAgent
@@ -322,7 +323,7 @@ class Exchange:
         if gateway is not None:
             return SbeGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
                                    output_consumer_index(cfg, name), cfg.gateway_dir(name),
-                                   batch_limit=cfg.rings.batch_limit)
+                                   batch_limit=cfg.rings.batch_limit, latency_prefix=names.prefix)
         if name == "sequencer":
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
@@ -336,7 +337,7 @@ class Exchange:
                 segment_bytes=cfg.journal.segment_bytes, snapshot_every=cfg.journal.snapshot_every,
                 snapshots_kept=cfg.journal.snapshots_kept, snapshot_writer=cfg.journal.snapshot_writer,
                 archive_dir=cfg.archive_path(),
-                batch_limit=cfg.rings.batch_limit,
+                batch_limit=cfg.rings.batch_limit, latency_prefix=names.prefix,
             )
         raise ValueError(f"unknown agent {name!r}")
 
@@ -657,6 +658,8 @@ class Exchange:
             ring.close()
             ring.unlink()
         self._rings.clear()
+        for _prefix, _stage, name in list_latency(self.names.prefix):  # what a killed child left
+            unlink_latency(name)
         if self._control is not None:
             self._control.close()
             self._control = None

@@ -23,7 +23,9 @@ from ringex.ringbuffer.counters import (
     discover_counters,
 )
 from ringex.ringbuffer.hiccup import HiccupError, hiccup_name, read_hiccups
+from ringex.ringbuffer.latency import list_latency
 from ringex.ringbuffer.liveness import pid_alive
+from ringex.tools.stages import stage_snapshot
 
 __all__ = ["main", "StatView"]
 
@@ -105,6 +107,7 @@ class StatView:
             hiccups = _hiccup_line(name)
             if hiccups:
                 lines.append(hiccups)
+        lines += _stage_lines()
         self.previous = current
         self.previous_time = now
         print("\n".join(lines) + "\n", file=self.out, flush=True)
@@ -123,6 +126,20 @@ def _hiccup_line(counters_name: str) -> str | None:
     us = [f"{h.percentile(p) / 1e3:,.1f}" for p in (50, 99, 99.9)]
     return (f"  hiccups over {h.cycles:,} duty cycles (µs beyond the park): p50 {us[0]}  p99 {us[1]}  "
             f"p99.9 {us[2]}  max {h.max_ns / 1e3:,.1f}; longest duty cycle {h.longest_cycle_ns / 1e6:,.2f} ms")
+
+
+def _stage_lines() -> list[str]:
+    """Each running exchange's per-stage latency since its processes started."""
+    lines: list[str] = []
+    for prefix in sorted({p for p, _, _ in list_latency()}):
+        lines.append(f"== stage latency of exchange {prefix!r} (µs since start)")
+        for stage, t in stage_snapshot(prefix).totals().items():
+            if t["count"]:
+                lines.append(f"  {stage:<28} {t['count']:>12,}  p50 {t['p50_us']:>9,.1f}  p99 {t['p99_us']:>9,.1f}  "
+                             f"p99.9 {t['p999_us']:>9,.1f}  max {t['max_us']:>9,.1f}")
+            else:
+                lines.append(f"  {stage:<28} {0:>12}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.idle import BackoffIdleStrategy
+from ringex.ringbuffer.latency import LatencyRecorder, latency_name
 from ringex.ringbuffer.producer import Producer
 from ringex.ringbuffer.ring import Ring
 
@@ -57,6 +58,9 @@ log = logging.getLogger("ringex.engine")
 
 SLOT = m.SLOT_SIZE
 _SEQ_WORD = m.NewOrder.offset("seq") >> 3
+_TS_WORD = m.NewOrder.offset("timestampNs") >> 3
+_INGRESS_WORD = m.NewOrder.offset("ingressNs") >> 3
+_LAST_ORDER_ENTRY = max(x.template_id for x in m.ORDER_ENTRY)  # order entry's ids are the lowest
 _CRASH = crash_points.ARMED
 ENGINE_FILE = "engine.json"
 OUTPUT_FILE = "output.json"
@@ -155,7 +159,12 @@ class EngineAgent(Agent):
         snapshot_writer: str = defaults.SNAPSHOT_WRITER,
         archive_dir: Path | str | None = None,
         batch_limit: int = 1024,
+        latency_prefix: str | None = None,
     ) -> None:
+        """``latency_prefix``: record the pipeline's stage latencies (``ringbuffer/latency.py``)
+        under this exchange prefix; None records none."""
+        self.latency_prefix = latency_prefix
+        self._stages: tuple[LatencyRecorder, LatencyRecorder] | None = None
         self.config = config
         self.data_dir = Path(data_dir)
         self.input_ring_name = input_ring
@@ -194,6 +203,9 @@ class EngineAgent(Agent):
         self._in: Consumer = in_ring.consumer(0, takeover=True)
         self._out: Producer = out_ring.producer(takeover=True)
         self._idle = BackoffIdleStrategy(max_spins=10, max_yields=10, max_park_ns=200_000)
+        if self.latency_prefix is not None:
+            self._stages = (LatencyRecorder(latency_name(self.latency_prefix, "gateway_to_sequencer")),
+                            LatencyRecorder(latency_name(self.latency_prefix, "sequencer_to_engine_output")))
         counters = self.counters
         self._c_msgs = counters.allocate("engine: messages", TYPE_USER) if counters else None
         self._c_events = counters.allocate("engine: events published", TYPE_USER) if counters else None
@@ -291,6 +303,8 @@ class EngineAgent(Agent):
                 events = self.engine.process(region)
                 self._publish(events)
                 self.events_total += len(events)
+                if self._stages is not None:
+                    self._record_stages(region)
             self.next_seq += count
             self._since_snapshot += count
             if self._c_msgs is not None:
@@ -300,6 +314,20 @@ class EngineAgent(Agent):
         consumer.commit(k)
         self._snapshot_step()
         return k
+
+    def _record_stages(self, region: np.ndarray) -> None:
+        """Stage latencies of the orders in ``region``, now that their events are out: the
+        gateway's receive to the sequencer's stamp, and the stamp to the publish (wall time,
+        for measuring only: nothing of it reaches the engine)."""
+        now = time.time_ns()
+        orders = region[(region[:, 2] <= _LAST_ORDER_ENTRY) & (region[:, 3] == 0)]
+        if not len(orders):
+            return
+        words = orders.view("<i8")
+        ts, ingress = words[:, _TS_WORD], words[:, _INGRESS_WORD]
+        to_sequencer, to_output = self._stages
+        to_sequencer.record(ts - ingress)
+        to_output.record(now - ts)
 
     def _publish(self, events: np.ndarray) -> None:
         """Publish every event, waiting (bounded per step) while the slowest consumer lags."""
@@ -323,6 +351,8 @@ class EngineAgent(Agent):
             head[:] = events[done:done + len(head)]
             if len(tail):
                 tail[:] = events[done + len(head):done + c]
+            if self._stages is not None:  # the publish time of these events, for the gateways
+                self._stages[1].mark(out.position + c, time.time_ns())
             out.publish(c)
             done += c
             if _CRASH and done < n:
@@ -464,6 +494,9 @@ class EngineAgent(Agent):
             for r in self._rings:
                 r.close()
             self._rings.clear()
+            for recorder in self._stages or ():
+                recorder.close()
+            self._stages = None
 
 
 def _drop_front(regions: list[np.ndarray], n: int) -> list[np.ndarray]:

@@ -1,0 +1,283 @@
+"""Per-stage latency of the exchange itself, as histograms in shared memory.
+
+Every order carries its own timing through the pipeline: the gateway writes its receive time
+into the Stamp (``ingressNs``), the sequencer its time (``timestampNs``), and each event
+keeps the Stamp of the message that caused it. Three stages are measured from it, each by
+the process that sees its end, and each into a histogram of its own that ``ringex stat``
+and ``ringex bench e2e`` read from outside:
+
+==============================  ======================================  ==================
+stage                           from .. to                              recorded by
+==============================  ======================================  ==================
+``gateway_to_sequencer``        gateway receive .. sequencer stamp      the engine agent
+``sequencer_to_engine_output``  sequencer stamp .. events published     the engine agent
+``engine_output_to_socket``     events published .. written to socket   each gateway
+==============================  ======================================  ==================
+
+The engine's publish time is not in the events (they are the deterministic output a replay
+reproduces byte for byte); the engine agent keeps it beside its histogram instead, as
+*egress marks*: before each publish, ``(end position, time)`` of the batch, in a ring of
+``MARKS`` entries. A gateway looks up the publish time of each event it sends by its
+output-ring position; an event older than the marks kept is not measured.
+
+Clocks: ``time.time_ns()`` in every process (one host, one clock; the sequencer's stamp is
+wall time too). Values are ns; buckets as ``log_buckets.py``.
+
+Layout (one POSIX shared-memory object per stage and writer, every field a little-endian
+int64)::
+
+    0    magic             b"RGXLATN\\0"
+    8    version
+    16   sub-bucket bits
+    24   bucket count
+    32   values recorded
+    40   largest value, ns
+    48   owner pid
+    56   marks written (the next mark goes to entry marks_written % MARKS)
+    64   bucket counts, BUCKETS of them
+    ..   marks: MARKS pairs (end position, publish time ns)
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import posix_ipc
+
+from ringex.ringbuffer.log_buckets import BUCKETS, SUB_BITS, bucket_of, buckets_of, percentile_of
+
+__all__ = ["STAGES", "EgressMarks", "LatencyRecorder", "LatencySnapshot", "latency_name", "list_latency",
+           "read_latency", "unlink_latency"]
+
+STAGES = ("gateway_to_sequencer", "sequencer_to_engine_output", "engine_output_to_socket")
+LATENCY_PREFIX = "ringex-latency-"
+MAGIC = int.from_bytes(b"RGXLATN\0", "little")
+VERSION = 1
+MARKS = 4096
+
+MAGIC_OFFSET = 0
+VERSION_OFFSET = 8
+SUB_BITS_OFFSET = 16
+BUCKET_COUNT_OFFSET = 24
+COUNT_OFFSET = 32
+MAX_OFFSET = 40
+OWNER_PID_OFFSET = 48
+MARKS_WRITTEN_OFFSET = 56
+BUCKETS_OFFSET = 64
+MARKS_OFFSET = BUCKETS_OFFSET + 8 * BUCKETS
+LENGTH = MARKS_OFFSET + 16 * MARKS
+_W = {name: offset >> 3 for name, offset in (("count", COUNT_OFFSET), ("max", MAX_OFFSET),
+                                             ("marks", MARKS_WRITTEN_OFFSET))}
+
+
+def latency_name(prefix: str, stage: str, writer: str = "") -> str:
+    """The shared-memory name of one stage's histogram (``writer``: a gateway's name, when
+    several processes record the same stage)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}")
+    return f"{LATENCY_PREFIX}{prefix}-{stage}" + (f"-{writer}" if writer else "")
+
+
+def unlink_latency(name: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory("/" + name.lstrip("/"))
+    except posix_ipc.ExistentialError:
+        pass
+
+
+def list_latency(prefix: str | None = None) -> list[tuple[str, str, str]]:
+    """``(exchange prefix, stage, object name)`` of every histogram in /dev/shm, or of
+    exchange ``prefix``'s only."""
+    out = []
+    try:
+        names = sorted(os.listdir("/dev/shm"))
+    except OSError:
+        return out
+    for name in names:
+        if not name.startswith(LATENCY_PREFIX):
+            continue
+        rest = name[len(LATENCY_PREFIX):]
+        for stage in STAGES:
+            at = rest.find("-" + stage)
+            end = at + 1 + len(stage)
+            if at > 0 and (end == len(rest) or rest[end] == "-"):
+                if prefix is None or rest[:at] == prefix:
+                    out.append((rest[:at], stage, name))
+                break
+    return out
+
+
+class LatencyRecorder:
+    """The writing side of one stage's histogram (one writer: plain stores suffice). A new
+    recorder (a restarted process) starts the histogram afresh."""
+
+    def __init__(self, name: str) -> None:
+        self.name = "/" + name.lstrip("/")
+        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREAT, mode=0o600, size=LENGTH)
+        try:
+            self._mm = mmap.mmap(shm.fd, LENGTH)
+        finally:
+            shm.close_fd()
+        q = self._q = np.frombuffer(self._mm, dtype="<i8")
+        q[:] = 0
+        q[VERSION_OFFSET >> 3] = VERSION
+        q[SUB_BITS_OFFSET >> 3] = SUB_BITS
+        q[BUCKET_COUNT_OFFSET >> 3] = BUCKETS
+        q[OWNER_PID_OFFSET >> 3] = os.getpid()
+        q[MAGIC_OFFSET >> 3] = MAGIC  # last: a reader trusts the rest once it is set
+        self._buckets = q[BUCKETS_OFFSET >> 3: (BUCKETS_OFFSET >> 3) + BUCKETS]
+        self._marks = q[MARKS_OFFSET >> 3:].reshape(MARKS, 2)
+
+    def record_one(self, value_ns: int) -> None:
+        """One value, without numpy's per-call cost (a batch of one)."""
+        q = self._q
+        self._buckets[bucket_of(value_ns)] += 1
+        q[_W["count"]] += 1
+        if value_ns > q[_W["max"]]:
+            q[_W["max"]] = value_ns
+
+    def record(self, values_ns: np.ndarray) -> None:
+        """Record every value of an int64 array (negative values count as 0)."""
+        if len(values_ns) <= 4:  # a short batch: per value is cheaper than numpy's set-up
+            for v in values_ns.tolist():
+                self.record_one(v)
+            return
+        q = self._q
+        np.add.at(self._buckets, buckets_of(values_ns), 1)
+        q[_W["count"]] += len(values_ns)
+        top = int(values_ns.max())
+        if top > q[_W["max"]]:
+            q[_W["max"]] = top
+
+    def mark(self, end_position: int, time_ns: int) -> None:
+        """Events up to (not including) output position ``end_position`` are published at
+        ``time_ns``: written before the publish, so a reader that sees them finds it."""
+        q = self._q
+        n = int(q[_W["marks"]])
+        self._marks[n % MARKS] = (end_position, time_ns)
+        q[_W["marks"]] = n + 1
+
+    def close(self, unlink: bool = True) -> None:
+        if self._mm is None:
+            return
+        self._buckets = self._marks = self._q = None
+        self._mm.close()
+        self._mm = None
+        if unlink:
+            unlink_latency(self.name)
+
+
+class EgressMarks:
+    """The reading side of a recorder's egress marks: when was the event at a position
+    published (another process's object, mapped read-only, attached lazily)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = "/" + name.lstrip("/")
+        self._mm: mmap.mmap | None = None
+        self._q: np.ndarray | None = None
+
+    def _attach(self) -> bool:
+        try:
+            shm = posix_ipc.SharedMemory(self.name, flags=0, read_only=True)
+        except posix_ipc.ExistentialError:
+            return False
+        try:
+            if shm.size < LENGTH:
+                return False
+            self._mm = mmap.mmap(shm.fd, LENGTH, prot=mmap.PROT_READ)
+        finally:
+            shm.close_fd()
+        self._q = np.frombuffer(self._mm, dtype="<i8")
+        return True
+
+    def published_at(self, positions: np.ndarray) -> np.ndarray:
+        """The publish time of the event at each output position; 0 where not known (the
+        marks moved on, or the engine restarted and wrote its marks afresh)."""
+        if self._q is None and not self._attach():
+            return np.zeros(len(positions), np.int64)
+        q = self._q
+        if q[MAGIC_OFFSET >> 3] != MAGIC:
+            return np.zeros(len(positions), np.int64)
+        marks = q[MARKS_OFFSET >> 3:].reshape(MARKS, 2).copy()
+        written = int(q[_W["marks"]])
+        if written < MARKS:
+            marks = marks[:written]
+        order = np.argsort(marks[:, 0], kind="stable")
+        ends, times = marks[order, 0], marks[order, 1]
+        at = np.searchsorted(ends, positions, side="right")  # the first batch ending after it
+        known = at < len(ends)
+        out = np.zeros(len(positions), np.int64)
+        out[known] = times[at[known]]
+        if written > MARKS and len(ends):  # where the oldest batch kept began is not kept
+            out[positions < ends[0]] = 0
+        return out
+
+    def close(self) -> None:
+        self._q = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+
+@dataclass(frozen=True)
+class LatencySnapshot:
+    """What a reader saw of one histogram."""
+
+    count: int
+    max_ns: int
+    counts: tuple[int, ...]
+
+    def since(self, earlier: "LatencySnapshot") -> "LatencySnapshot":
+        """The values recorded after ``earlier`` was read (the same histogram, not restarted)."""
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts))
+        if any(c < 0 for c in counts):  # the writer restarted: everything is new
+            return self
+        return LatencySnapshot(sum(counts), self.max_ns, counts)
+
+    def merged(self, other: "LatencySnapshot") -> "LatencySnapshot":
+        return LatencySnapshot(self.count + other.count, max(self.max_ns, other.max_ns),
+                               tuple(a + b for a, b in zip(self.counts, other.counts)))
+
+    def percentile(self, p: float) -> int:
+        return percentile_of(self.counts, self.count, self.max_ns, p)
+
+    def summary(self) -> dict[str, float]:
+        """count, p50/p99/p99.9 and max in microseconds."""
+        return {"count": self.count, "p50_us": self.percentile(50) / 1000, "p99_us": self.percentile(99) / 1000,
+                "p999_us": self.percentile(99.9) / 1000, "max_us": self.max_ns / 1000}
+
+
+EMPTY = LatencySnapshot(0, 0, (0,) * BUCKETS)
+
+
+class LatencyError(RuntimeError):
+    """Not a latency histogram (missing, or another layout)."""
+
+
+def read_latency(name: str) -> LatencySnapshot:
+    path = "/" + name.lstrip("/")
+    try:
+        shm = posix_ipc.SharedMemory(path, flags=0, read_only=True)
+    except posix_ipc.ExistentialError:
+        raise LatencyError(f"no latency histogram {path!r}") from None
+    try:
+        if shm.size < LENGTH:
+            raise LatencyError(f"{path!r} is {shm.size} bytes, not a latency histogram")
+        mm = mmap.mmap(shm.fd, LENGTH, prot=mmap.PROT_READ)
+    finally:
+        shm.close_fd()
+    try:
+        q = np.frombuffer(mm, dtype="<i8")
+        if q[MAGIC_OFFSET >> 3] != MAGIC or q[VERSION_OFFSET >> 3] != VERSION:
+            raise LatencyError(f"{path!r} is not a version-{VERSION} latency histogram")
+        if q[SUB_BITS_OFFSET >> 3] != SUB_BITS or q[BUCKET_COUNT_OFFSET >> 3] != BUCKETS:
+            raise LatencyError(f"{path!r} has another bucket layout")
+        counts = tuple(int(x) for x in q[BUCKETS_OFFSET >> 3:(BUCKETS_OFFSET >> 3) + BUCKETS])
+        snap = LatencySnapshot(sum(counts), int(q[MAX_OFFSET >> 3]), counts)
+        del q
+        return snap
+    finally:
+        mm.close()
