@@ -431,3 +431,26 @@ def test_the_exchange_measures_each_stage_and_ringex_stat_shows_it(ex):
                          text=True, timeout=60).stdout
     assert f"stage latency of exchange {ex.prefix!r}" in out
     assert "engine_output_to_socket" in out and "gateway_to_sequencer" in out
+
+
+def test_the_asyncio_client_trades_stays_alive_and_recovers(ex):
+    import asyncio
+
+    from ringex.gateways.client import AsyncClient
+
+    async def scenario():
+        c = await AsyncClient.connect(ex.host, ex.port, 4, "pw4", keepalive_ms=100)  # session 4: no cancel-on-disconnect
+        await c.new_order(**limit(1401, "Sell", price=PRICE + 400, account=1))
+        acc = (await c.receive_until(lambda e: e.name == "OrderAccepted"))[-1]
+        await asyncio.sleep(0.6)  # quiet for six intervals: its keepalive task keeps the session up
+        assert c.terminated is None
+        await c.close_socket()
+        await c.reconnect()
+        await c.cancel(clOrdId=1402, origClOrdId=1401, orderId=acc["orderId"], account=1, instrument=1)
+        got = await c.receive_until(lambda e: e.name == "OrderCanceled")
+        await c.terminate()
+        return acc, got
+
+    acc, got = asyncio.run(scenario())
+    assert acc["clOrdId"] == 1401
+    assert got[-1]["orderId"] == acc["orderId"] and got[-1].seq == acc.seq + 1  # numbered on across the reconnect
