@@ -102,6 +102,7 @@ class ClientProtocol:
         self._retransmitting = 0
         self._awaiting = False  # a RetransmitRequest is outstanding
         self._held: list[tuple[int, Decoded]] = []  # live messages that came meanwhile
+        self._paused: list[bytes] | None = None  # what arrived after a handshake answer, unhandled yet
 
     # ---------------------------------------------------------------- building
 
@@ -111,6 +112,7 @@ class ClientProtocol:
         self._retransmitting = 0
         self._awaiting = False
         self._held = []
+        self._paused = None
 
     def negotiate_message(self, uuid: tuple[int, int] | None = None) -> bytes:
         """Negotiate a new identity (``uuid``, or a random one): both flows start again."""
@@ -183,14 +185,30 @@ class ClientProtocol:
 
     def on_payload(self, payload: Any, handshake: bool = False) -> Decoded | None:
         """One SBE message from the server. With ``handshake``, an answer to Negotiate or
-        Establish (or a Terminate) is returned instead of being handled."""
+        Establish (or a Terminate) is returned instead of being handled, and what arrives
+        after it waits until ``resume``: the answer decides how it is numbered (and whether
+        a retransmission comes first)."""
+        raw = bytes(payload)
         if self.captured is not None:
-            self.captured.append(bytes(payload))
-        d = m.SCHEMA.decode(payload)
+            self.captured.append(raw)
+        if self._paused is not None:
+            self._paused.append(raw)
+            return None
+        d = m.SCHEMA.decode(raw)
         if handshake and d.name in _HANDSHAKE:
+            self._paused = []
             return d
         self._on_message(d)
         return None
+
+    def resume(self) -> None:
+        """The handshake answer is handled: what arrived after it, in order."""
+        paused, self._paused = self._paused or [], None
+        for raw in paused:
+            if self._paused is not None:  # another answer among them: wait again
+                self._paused.append(raw)
+                continue
+            self._on_message(m.SCHEMA.decode(raw))
 
     def _on_message(self, d: Decoded) -> None:
         if d.template_id in _APP_OUT:
@@ -271,15 +289,21 @@ class Client(ClientProtocol):
 
     def negotiate(self, uuid: tuple[int, int] | None = None) -> None:
         self.send_raw(self.negotiate_message(uuid))
-        self.negotiated(self._session_reply())
+        try:
+            self.negotiated(self._session_reply())
+        finally:
+            self.resume()
 
     def establish(self, next_seq: int | None = None) -> None:
         """Establish the negotiated identity; ``next_seq`` is the number the next message
         sent will carry (default: the client's own count)."""
         self.send_raw(self.establish_message(next_seq))
-        request = self.established(self._session_reply(), next_seq)
-        if request is not None:
-            self.send_raw(request)
+        try:
+            request = self.established(self._session_reply(), next_seq)
+            if request is not None:
+                self.send_raw(request)
+        finally:
+            self.resume()
 
     def reconnect(self, resend_from: int | None = None) -> None:
         """A new connection for the same identity; what was missed is requested again.
@@ -414,8 +438,7 @@ class Client(ClientProtocol):
             frames = self._receive_frames(deadline - time.monotonic())
             reply = None
             for i in range(len(frames) if frames is not None else 0):
-                d = self.on_payload(frames.payload(i), handshake=reply is None)
-                reply = reply or d
+                reply = self.on_payload(frames.payload(i), handshake=True) or reply
             if reply is not None:
                 return reply
         raise TimeoutError("no answer from the gateway")
@@ -442,6 +465,7 @@ class AsyncClient(ClientProtocol):
         self._tasks: list[asyncio.Task] = []
         self._arrived = asyncio.Event()
         self._replies: deque[Decoded] = deque()
+        self._handshaking = False  # waiting for the answer to a Negotiate or an Establish
         self._last_send = 0.0
 
     @classmethod
@@ -471,7 +495,7 @@ class AsyncClient(ClientProtocol):
                     raise ConnectionClosed("peer closed the connection")
                 frames = reader.feed(data)
                 for i in range(len(frames)):
-                    d = self.on_payload(frames.payload(i), handshake=True)
+                    d = self.on_payload(frames.payload(i), handshake=self._handshaking)
                     if d is not None:
                         self._replies.append(d)
                         if d.name == "Terminate":
@@ -509,14 +533,24 @@ class AsyncClient(ClientProtocol):
         return self._replies.popleft()
 
     async def negotiate(self, uuid: tuple[int, int] | None = None) -> None:
-        await self.send_raw(self.negotiate_message(uuid))
-        self.negotiated(await self._session_reply())
+        self._handshaking = True
+        try:
+            await self.send_raw(self.negotiate_message(uuid))
+            self.negotiated(await self._session_reply())
+        finally:
+            self._handshaking = False
+            self.resume()
 
     async def establish(self, next_seq: int | None = None) -> None:
-        await self.send_raw(self.establish_message(next_seq))
-        request = self.established(await self._session_reply(), next_seq)
-        if request is not None:
-            await self.send_raw(request)
+        self._handshaking = True
+        try:
+            await self.send_raw(self.establish_message(next_seq))
+            request = self.established(await self._session_reply(), next_seq)
+            if request is not None:
+                await self.send_raw(request)
+        finally:
+            self._handshaking = False
+            self.resume()
 
     async def reconnect(self, resend_from: int | None = None) -> None:
         await self.open()
@@ -570,7 +604,7 @@ class AsyncClient(ClientProtocol):
             return
         try:
             await self.send_raw(self.terminate_message())
-            await self._wait(lambda: any(r.name == "Terminate" for r in self._replies), self.timeout, "no Terminate")
+            await self._wait(lambda: False, self.timeout, "no Terminate")  # until the server's Terminate
         except (SessionTerminated, TimeoutError):
             pass
         await self.close_socket()

@@ -27,8 +27,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from ringex.engine.wire import messages as m
 from ringex.gateways.connection import Connection
+from ringex.gateways.inbound import S_DUPLICATES, S_EXPECTED, S_ID, S_RECV, SESSION_WORDS
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
 from ringex.gateways.session_store import SOURCE_GATEWAY, SessionStore
 from ringex.gateways.throttle import Throttle
@@ -60,13 +63,14 @@ class FixpSession:
         self.store = SessionStore(directory, cfg.id)
         self.throttle = Throttle(cfg.max_msgs_per_s, cfg.bucket(), now_ns)
         self.accounts = frozenset(cfg.accounts)
+        self.permitted = np.zeros(max(cfg.accounts, default=0) + 1, np.uint8)  # by account id, for inbound.py
+        self.permitted[list(cfg.accounts)] = 1
         self.conn: Connection | None = None  # the established connection
-        self.recv_seq = 0  # the number the client's next application message carries
-        # the next client number not yet taken: ahead of the store's nextIn by the messages
-        # staged or in flight to the ring (the store counts them once published)
+        # the numbering words the compiled order path shares (inbound.S_*)
+        self.words = np.zeros(SESSION_WORDS, np.int64)
+        self.words[S_ID] = cfg.id
         self.expected_in = self.store.next_in
         self.keepalive_ns = 0
-        self.duplicates = 0
         self.used_uuids: set[tuple[int, int]] = set()
         if self.store.uuid != (0, 0):
             self.used_uuids.add(self.store.uuid)
@@ -74,6 +78,29 @@ class FixpSession:
     @property
     def uuid(self) -> tuple[int, int]:
         return self.store.uuid
+
+    @property
+    def recv_seq(self) -> int:
+        """The number the client's next application message carries."""
+        return int(self.words[S_RECV])
+
+    @recv_seq.setter
+    def recv_seq(self, value: int) -> None:
+        self.words[S_RECV] = value
+
+    @property
+    def expected_in(self) -> int:
+        """The next client number not yet taken: ahead of the store's nextIn by the messages
+        staged or in flight to the ring (the store counts them once published)."""
+        return int(self.words[S_EXPECTED])
+
+    @expected_in.setter
+    def expected_in(self, value: int) -> None:
+        self.words[S_EXPECTED] = value
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.words[S_DUPLICATES])
 
     # ---------------------------------------------------------------- session messages
 
@@ -166,7 +193,7 @@ class FixpSession:
         self.recv_seq = seq + 1
         expected = self.expected_in
         if seq < expected:
-            self.duplicates += 1
+            self.words[S_DUPLICATES] += 1
             return 0, None
         gap = None
         if seq > expected:

@@ -38,6 +38,7 @@ from ringex.engine.wire.rejections import rejection_for
 from ringex.gateways.connection import Connection
 from ringex.gateways.fixp_session import FixpSession, terminate_message
 from ringex.gateways.gateway_config import GatewayConfig
+from ringex.gateways.inbound import DONE, FULL, take_orders
 from ringex.gateways.routing import MESSAGE_SIZE, route
 from ringex.gateways.session_store import SOURCE_OUTPUT, SOURCE_REJECT
 from ringex.gateways.sofh import ConnectionClosed, FramingError, SCAN_TOO_LONG, SCAN_TOO_SHORT
@@ -58,8 +59,10 @@ HANDSHAKE_TIMEOUT_NS = 5_000_000_000  # a connection must establish within this
 TIMER_EVERY_NS = 10_000_000
 KEEPALIVE_LAPSE = 1.5  # intervals of silence before a client is terminated
 MAX_FRAME = 8 + 1024  # SOFH length a client may send: the largest message and then some
-STAGE_ROWS = 4096
 STAGE_HIGH = 1024  # stop receiving while this many orders wait for the ring
+# room for what is staged and one receive's worth of the smallest order-entry frames
+READ_SIZE = 1 << 16
+STAGE_ROWS = STAGE_HIGH + (MAX_FRAME + READ_SIZE) // (6 + min(x.size for x in m.ORDER_ENTRY)) + 16
 
 _TC = m.TerminationCode
 _SCHEMA = m.SCHEMA
@@ -287,12 +290,26 @@ class SbeGatewayAgent(Agent):
             self._drop(conn, f"receive failed: {exc.strerror}")
             return 1
         n = len(frames)
-        if n:
-            conn.last_recv_ns = now
-        for i in range(n):
+        if not n:
+            return 0
+        conn.last_recv_ns = now
+        buf, rows = frames.buf, frames.rows
+        i = 0
+        while i < n and not (conn.closing or conn.closed):
+            s = conn.session
+            if conn.established and s is not None:  # the run of orders, compiled
+                before = self._staged
+                i, self._staged, status = take_orders(
+                    buf, rows, i, s.words, s.throttle.words, s.permitted, self._stage, self._stage_session,
+                    self._stage_seq, self._staged, time.monotonic_ns(), wall)
+                if self._staged > before:
+                    self._count("orders_in", self._staged - before)
+                if status == DONE:
+                    break
+                if status == FULL:  # cannot happen while STAGE_ROWS holds a receive beyond STAGE_HIGH
+                    raise RuntimeError("gateway staging rows full")
             self._on_frame(conn, frames.payload(i), now, wall)
-            if conn.closing or conn.closed:
-                break
+            i += 1
         return n
 
     # ---------------------------------------------------------------- inbound messages

@@ -86,3 +86,23 @@ def test_refusals_and_terminations_raise_with_their_code():
     assert p.terminated is not None and p.terminated.code == m.TerminationCode.SlowConsumer
     with pytest.raises(ValueError):
         p.order_message("Funds", {})
+
+
+def test_what_arrives_with_the_establishment_ack_is_numbered_after_it():
+    """Live messages in the same read as the ack wait for it: numbered from the ack's
+    nextSeqNo, and behind the retransmission the ack makes the client ask for."""
+    p = ClientProtocol(1, "pw")
+    p.negotiate_message()
+    establish(p, 1)
+    assert arrive(p, accepted(1)) == [(1, 1)]
+    p.new_connection()
+    p.establish_message()
+    ack = m.EstablishmentAck.encode(uuidHi=p.uuid[0], uuidLo=p.uuid[1], nextSeqNo=5, keepaliveInterval=1000)
+    reply = p.on_payload(ack, handshake=True)
+    p.on_payload(accepted(5))  # came in the same read as the ack
+    request = p.established(reply)
+    assert m.SCHEMA.decode(request)["fromSeqNo"] == 2
+    p.resume()
+    assert arrive(p) == []  # 5 waits for 2..4
+    assert arrive(p, m.Retransmission.encode(nextSeqNo=2, count=3), accepted(2), accepted(3), accepted(4),
+                  m.Sequence.encode(nextSeqNo=6)) == [(2, 2), (3, 3), (4, 4), (5, 5)]

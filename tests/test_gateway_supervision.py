@@ -97,19 +97,20 @@ def test_a_gateway_killed_under_load_is_restarted_and_its_sessions_recover(ex):
     n = 300
     for i in range(n):  # load: IOC buys against the resting sell, not waiting for answers
         taker.new_order(**limit(100 + i, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC"))
-        if i == n // 2:
-            pid = gateway_pid(ex)
-            killed_at = time.time()
-            os.kill(pid, signal.SIGKILL)
-            break
+        if i == n // 2:  # the gateway is busy with them: the first answered, more on their way
+            taker.receive(timeout=10)
+    pid = gateway_pid(ex)
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
     wait_restarted(ex, pid, killed_at)
     reconnect(maker)
     reconnect(taker)
     applied = taker.last_applied  # the taker's orders the gateway took before it died
-    assert 1 <= applied <= n // 2 + 1
+    assert 1 <= applied <= n
     # every applied order is answered once, in the taker's flow
     answers = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + applied - 1)
-    assert consecutive(answers, 1)
+    answers = [e for e in answers if e.seq > 1] if answers[0].seq > 1 else answers  # the first was read above
+    assert consecutive(answers, answers[0].seq) and answers[0].seq <= 2
     trades = [e["takerClOrdId"] for e in answers if e.name == "Trade"]
     assert trades == [100 + i for i in range(applied)]
     assert taker.drain(0.3) == []
@@ -159,6 +160,7 @@ def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
     assert [e["takerClOrdId"] for e in got if e.name == "Trade"] == [5000 + i for i in range(n)]
     mk = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
     assert consecutive(rest + mk, rest[0].seq)
-    assert sum(e["qty"] for e in mk if e.name == "Trade") == n
+    assert sum(e["qty"] for e in mk if e.name == "Trade") == n, (
+        [(e.seq, e.name, e.fields.get("takerClOrdId")) for e in rest + mk][:100], ex.read_output()[-4000:])
     maker.terminate()
     taker.terminate()
