@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
+
 from ringex.gateways.sofh import FrameReader, header
 
 __all__ = ["Connection"]
@@ -53,11 +55,11 @@ class Connection:
         if self.backlog > self.max_backlog:
             self.slow = True
 
-    def queue_framed(self, frames: bytes | bytearray | memoryview) -> None:
+    def queue_framed(self, frames: bytes | bytearray | memoryview | np.ndarray) -> None:
         """Queue bytes that are already SOFH frames."""
         if self.closed:
             return
-        self._out += frames
+        self._out += memoryview(frames)
         if self.backlog > self.max_backlog:
             self.slow = True
 

@@ -228,6 +228,14 @@ class FixpSession:
         if self.conn is not None:
             self.conn.queue(payload)
 
+    def deliver_events(self, region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positions: np.ndarray,
+                       source: int, created: int) -> None:
+        """Store ring events ``region[rows]`` in the flow and send them if the session is
+        established: one compiled pass for the lot (``outbound.pack_events``)."""
+        frames = self.store.append_events(region, rows, sizes, positions, source, created)
+        if self.conn is not None:
+            self.conn.queue_framed(frames)
+
     def cancel_on_disconnect(self) -> bytes:
         """The MassCancel that cancels every working order this session entered."""
         return m.MassCancel.encode(sessionId=self.id, account=0, instrument=0, clOrdId=0,

@@ -1,0 +1,87 @@
+"""The binary gateway's event path, compiled: a session's events of a batch in one call.
+
+The events routed to one session in one batch (``routing.route``) become two byte runs in
+one pass: the session store's records (``session_store.py``'s record layout, CRC32 and all)
+and the SOFH frames for its socket. Python then appends each run with one call, so an event
+costs a copy and a CRC in compiled code, not a dozen Python lines.
+
+``crc32`` is the IEEE 802.3 CRC that ``zlib.crc32`` computes (reflected, polynomial
+0xEDB88320), table-driven; a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ringex.gateways import session_store as st
+from ringex.gateways import sofh
+
+__all__ = ["crc32", "pack_events"]
+
+
+def _table() -> np.ndarray:
+    table = np.zeros(256, np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC_TABLE = _table()
+_RECORD = st.RECORD.size
+_CRC_FROM = st.CRC_FROM
+_SOFH = sofh.HEADER_LENGTH
+_ENCODING = sofh.SBE_1_0_LITTLE_ENDIAN
+
+
+@njit(cache=True, nogil=True)
+def crc32(buf: np.ndarray, start: int, end: int) -> int:
+    c = np.uint32(0xFFFFFFFF)
+    for i in range(start, end):
+        c = _CRC_TABLE[(c ^ buf[i]) & 0xFF] ^ (c >> np.uint32(8))
+    return int(c ^ np.uint32(0xFFFFFFFF))
+
+
+@njit(cache=True, inline="always")
+def _put(buf, at, value, size):
+    for b in range(size):
+        buf[at + b] = (value >> (8 * b)) & 0xFF
+
+
+@njit(cache=True, nogil=True)
+def pack_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positions: np.ndarray, first_seq: int,
+                created: int, source: int, records: np.ndarray, offsets: np.ndarray, frames: np.ndarray) -> None:
+    """For each ``rows[i]`` of ``region`` (ring slots), its first ``sizes[i]`` bytes as a
+    store record numbered ``first_seq + i`` (from ring ``source`` created at ``created``, at
+    ``positions[i]``) into ``records`` (its start into ``offsets[i]``) and as a SOFH frame
+    into ``frames``; both buffers sized exactly by the caller."""
+    r = 0
+    f = 0
+    for i in range(rows.shape[0]):
+        row = region[rows[i]]
+        n = sizes[i]
+        offsets[i] = r
+        _put(records, r, n, 4)
+        _put(records, r + 8, first_seq + i, 8)
+        _put(records, r + 16, created, 8)
+        _put(records, r + 24, positions[i], 8)
+        records[r + 32] = source
+        for b in range(33, _RECORD):
+            records[r + b] = 0
+        for b in range(n):
+            records[r + _RECORD + b] = row[b]
+        _put(records, r + 4, crc32(records, r + _CRC_FROM, r + _RECORD + n), 4)
+        r += _RECORD + n
+        length = n + _SOFH  # SOFH: big-endian length, then the encoding type
+        frames[f] = (length >> 24) & 0xFF
+        frames[f + 1] = (length >> 16) & 0xFF
+        frames[f + 2] = (length >> 8) & 0xFF
+        frames[f + 3] = length & 0xFF
+        frames[f + 4] = (_ENCODING >> 8) & 0xFF
+        frames[f + 5] = _ENCODING & 0xFF
+        for b in range(n):
+            frames[f + _SOFH + b] = row[b]
+        f += length
