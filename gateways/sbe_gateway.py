@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import struct
 import time
@@ -166,6 +167,10 @@ class SbeGatewayAgent(Agent):
         self._listener.bind((host, port))
         self._listener.listen(128)
         self._listener.setblocking(False)
+        self._listener_fd = self._listener.fileno()
+        self._poll = select.epoll()
+        self._poll.register(self._listener_fd, select.EPOLLIN)
+        self._next_first = 0
         self.address = self._listener.getsockname()[:2]
         (directory / ADDRESS_FILE).write_text(f"{self.address[0]}:{self.address[1]}\n")
         log.info("gateway %s listening on %s:%d with %d session(s)", self.cfg.name, *self.address,
@@ -190,6 +195,8 @@ class SbeGatewayAgent(Agent):
             self._publish_staged()
         if hasattr(self, "_listener"):
             self._listener.close()
+        if hasattr(self, "_poll"):
+            self._poll.close()
         for s in getattr(self, "sessions", {}).values():
             s.close()
         if getattr(self, "_to_socket", None) is not None:
@@ -212,12 +219,24 @@ class SbeGatewayAgent(Agent):
 
     def do_work(self) -> int:
         now = time.monotonic_ns()
-        work = self._accept(now)
+        # one readiness poll a cycle: no system call (and no exception) per idle socket
+        ready = {fd for fd, _ in self._poll.poll(0)}
+        work = self._accept(now) if self._listener_fd in ready else 0
         if self._staged:
             work += self._publish_staged()
-        if self._staged < STAGE_HIGH:
+        conns = self._conns
+        if ready and conns:
             wall = time.time_ns()
-            for conn in self._conns:
+            first = self._next_first % len(conns)  # round robin: a full stage never starves the same ones
+            self._next_first += 1
+            for k in range(len(conns)):
+                conn = conns[(first + k) % len(conns)]
+                if conn.fd not in ready:
+                    continue
+                if self._staged >= STAGE_HIGH:
+                    self._publish_staged()  # room for one more receive, or none this cycle
+                    if self._staged >= STAGE_HIGH:
+                        break
                 work += self._receive(conn, now, wall)
         if self._staged:
             work += self._publish_staged()
@@ -230,11 +249,12 @@ class SbeGatewayAgent(Agent):
                 self._terminate(conn, _TC.SlowConsumer,
                                 f"over {self.cfg.max_backlog_bytes} bytes unread", discard=True)
                 self._count("slow")
-            try:
-                conn.flush(now)
-            except OSError as exc:
-                self._drop(conn, f"send failed: {exc.strerror}")
-                continue
+            if conn.backlog:
+                try:
+                    conn.flush(now)
+                except OSError as exc:
+                    self._drop(conn, f"send failed: {exc.strerror}")
+                    continue
             if conn.closing:
                 self._drop(conn, "terminated")
         if any(c.closed for c in self._conns):
@@ -271,7 +291,9 @@ class SbeGatewayAgent(Agent):
                 sock.close()
                 self._count("refused_conn")
                 continue
-            self._conns.append(Connection(sock, f"{peer[0]}:{peer[1]}", MAX_FRAME, self.cfg.max_backlog_bytes, now))
+            conn = Connection(sock, f"{peer[0]}:{peer[1]}", MAX_FRAME, self.cfg.max_backlog_bytes, now)
+            self._poll.register(conn.fd, select.EPOLLIN)
+            self._conns.append(conn)
             self._count("accepted")
 
     def _receive(self, conn: Connection, now: int, wall: int) -> int:
@@ -594,6 +616,10 @@ class SbeGatewayAgent(Agent):
         and the session asks for that."""
         if conn.closed:
             return
+        try:
+            self._poll.unregister(conn.fd)
+        except (OSError, ValueError):
+            pass
         conn.close()
         s = conn.session
         if s is not None and s.detach(conn):

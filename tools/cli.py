@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from ringex.engine.storage import defaults
+from ringex.tools.load_args import add_e2e_args, add_load_args
 
 
 # Subcommands that own their options: ``ringex WORD [WORD2] ...`` hands the rest to
@@ -89,6 +90,23 @@ def _cmd_bench_pipeline(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_load(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.load import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_bench_e2e(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.bench_e2e import print_result, run_from_args
+
+    result = run_from_args(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_result(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringex",
@@ -102,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     for word, second, _module, help_text in PASSTHROUGH:
         sub.add_parser(word if second is None else f"{word} {second}", help=help_text, add_help=False)
+
+    load = sub.add_parser("load", help="offer an open-loop order flow to a binary gateway; latency from each "
+                                       "order's intended send time")
+    add_load_args(load)
+    load.set_defaults(func=_cmd_load)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
@@ -144,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--snapshot-writer", default=defaults.SNAPSHOT_WRITER, choices=list(defaults.SNAPSHOT_WRITERS),
                           help="who writes the periodic snapshots (see [journal] snapshot_writer)")
     pipeline.set_defaults(func=_cmd_bench_pipeline)
+
+    e2e = bsub.add_parser("e2e", help="the embedded default over TCP under the open-loop load generator")
+    add_e2e_args(e2e)
+    e2e.set_defaults(func=_cmd_bench_e2e)
     return parser
 
 
