@@ -2,13 +2,14 @@
 
 An event names its session in a ``sessionId`` field (a Trade in two: ``makerSessionId``
 and ``takerSessionId``); market-data events (``Book*``, marks, statuses) name none. The
-fields' offsets come from the schema, by template id, so the filter is a few numpy
-gathers over a whole batch of slots, never a Python line per event that is not ours.
+fields' offsets come from the schema, by template id, and the filter is one compiled pass
+over a whole batch of slots, never a Python line per event that is not ours.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ringex.engine.wire import messages as m
 
@@ -30,30 +31,41 @@ for _layout in m.RING:
             raise RuntimeError(f"{_layout.name}.{_f.name}: the router reads 4-byte session ids")
         _table[_layout.template_id] = _f.offset
 
-_WORD = np.arange(4)
-
-
-def _gather_u32(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    idx = offsets[:, None] + _WORD
-    return np.ascontiguousarray(np.take_along_axis(rows, idx, axis=1)).view("<u4")[:, 0]
+@njit(cache=True, nogil=True)
+def _route(rows: np.ndarray, first: np.ndarray, second: np.ndarray, sessions: np.ndarray,
+           out_rows: np.ndarray, out_sids: np.ndarray) -> int:
+    n = 0
+    for i in range(rows.shape[0]):
+        tid = np.int64(rows[i, 2]) | (np.int64(rows[i, 3]) << 8)
+        mine1 = False
+        s1 = np.int64(-1)
+        for which in range(2):
+            at = first[tid] if which == 0 else second[tid]
+            if at == 0:
+                break
+            sid = (np.int64(rows[i, at]) | (np.int64(rows[i, at + 1]) << 8) | (np.int64(rows[i, at + 2]) << 16)
+                   | (np.int64(rows[i, at + 3]) << 24))
+            if which == 1 and mine1 and sid == s1:
+                break  # one session on both sides of a trade: delivered once
+            j = np.searchsorted(sessions, sid)
+            if j < sessions.shape[0] and sessions[j] == sid:
+                out_rows[n] = i
+                out_sids[n] = sid
+                n += 1
+                if which == 0:
+                    mine1 = True
+            if which == 0:
+                s1 = sid
+    return n
 
 
 def route(rows: np.ndarray, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For ``rows`` ((k, slot) uint8 ring slots) and ``sessions`` (the session ids served
-    here), ``(row_index, session_id)`` of every delivery, in row order: a Trade between two
-    of our sessions is delivered to both, once to a session on both sides of it."""
-    if not len(rows):
-        empty = np.zeros(0, np.int64)
-        return empty, empty
-    tids = rows[:, 2].astype(np.int64) | (rows[:, 3].astype(np.int64) << 8)
-    o1, o2 = _FIRST[tids], _SECOND[tids]
-    s1 = _gather_u32(rows, o1).astype(np.int64)
-    s2 = _gather_u32(rows, o2).astype(np.int64)
-    mine1 = (o1 > 0) & np.isin(s1, sessions)
-    mine2 = (o2 > 0) & np.isin(s2, sessions) & ~(mine1 & (s1 == s2))
-    r1, r2 = np.nonzero(mine1)[0], np.nonzero(mine2)[0]
-    if not len(r2):
-        return r1, s1[r1]
-    rows_at = np.concatenate([r1, r2])
-    order = np.argsort(rows_at, kind="stable")
-    return rows_at[order], np.concatenate([s1[r1], s2[r2]])[order]
+    here, sorted int64), ``(row_index, session_id)`` of every delivery, in row order: a Trade
+    between two of our sessions is delivered to both, once to a session on both sides of it.
+    One compiled pass over the batch."""
+    k = len(rows)
+    out_rows = np.empty(2 * k, np.int64)
+    out_sids = np.empty(2 * k, np.int64)
+    n = _route(rows, _FIRST, _SECOND, sessions, out_rows, out_sids) if k else 0
+    return out_rows[:n], out_sids[:n]

@@ -535,16 +535,17 @@ class SbeGatewayAgent(Agent):
             if not k:
                 continue
             base = consumer.position
+            touched: set[FixpSession] = set()
             for region, at in ((head, base), (tail, base + len(head))):
                 if len(region):
-                    self._deliver(region, at, source, created)
-            for s in self.sessions.values():
+                    self._deliver(region, at, source, created, touched)
+            for s in touched:  # what they stored is written before the cursor moves past it
                 s.store.flush()
             consumer.commit(k)
             total += k
         return total
 
-    def _deliver(self, region: np.ndarray, at: int, source: int, created: int) -> None:
+    def _deliver(self, region: np.ndarray, at: int, source: int, created: int, touched: set) -> None:
         """Route ``region`` (ring slots from position ``at``) to the sessions, each session's
         share stored and framed in one compiled pass."""
         rows, sids = route(region, self._session_ids)
@@ -564,6 +565,7 @@ class SbeGatewayAgent(Agent):
             if not len(positions):
                 continue
             s.deliver_events(region, rows[mine], sizes[mine], positions, source, created)
+            touched.add(s)
             delivered += len(positions)
             if source == SOURCE_OUTPUT and s.conn is not None:
                 self._sent_positions.extend(positions.tolist())
