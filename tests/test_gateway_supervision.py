@@ -164,3 +164,46 @@ def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
         [(e.seq, e.name, e.fields.get("takerClOrdId")) for e in rest + mk][:100], ex.read_output()[-4000:])
     maker.terminate()
     taker.terminate()
+
+
+def test_the_gateway_ends_its_sessions_cleanly_when_the_launcher_is_killed(tmp_path):
+    """SIGKILL of ``ringex run`` itself: its children follow it (parent-death signal), and the
+    gateway says so to its clients (Terminate GatewayShutdown) rather than vanishing; the next
+    ``ringex run`` on the same directory starts, reclaiming what the dead one left."""
+    prefix = unique_prefix()
+    toml = gateway_toml(prefix, sessions=session_toml(MAKER, "[1]", cod=False))
+    first = start_exchange(tmp_path, toml)
+    c = first.client(MAKER)
+    first.proc.kill()
+    first.proc.wait(timeout=10)
+    with pytest.raises(SessionTerminated) as err:
+        while True:
+            c.receive(timeout=10)
+    assert err.value.code == m.TerminationCode.GatewayShutdown
+    c.close_socket()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in first.pids.values()):
+        assert time.monotonic() < deadline, "children outlived the launcher"
+        time.sleep(0.05)
+    second = start_exchange(tmp_path, toml)
+    try:
+        again = second.client(MAKER)
+        again.new_order(**limit(1, "Sell", qty=1, price=PRICE + 50, account=1))
+        assert flow(again, lambda e: e.name == "OrderAccepted")[-1]["clOrdId"] == 1
+        again.terminate()
+    finally:
+        out = second.stop()
+    assert "ringex stopped cleanly" in out, out[-3000:]
+    assert shm_leftovers(prefix) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie whose parent is gone is reaped by init soon; count it as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
