@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from ringex.engine.wire import messages as m
+from ringex.engine.wire.layout import STAMP_ING, STAMP_SEQ, STAMP_TS
 from ringex.gateways import throttle as t
 
 __all__ = ["DONE", "SLOW", "FULL", "SESSION_WORDS", "S_RECV", "S_EXPECTED", "S_DUPLICATES", "S_ID", "take_orders"]
@@ -53,12 +54,8 @@ _SCOPE_AT = m.MassCancel.offset("scope")
 _SCOPE_SESSION = int(m.MassCancelScope.Session)
 _SCOPE_ACCOUNT = int(m.MassCancelScope.Account)
 _SCOPE_ACCOUNT_INSTRUMENT = int(m.MassCancelScope.AccountInstrument)
-_SEQ_AT = m.NewOrder.offset("seq")
-_TS_AT = m.NewOrder.offset("timestampNs")
-_INGRESS_AT = m.NewOrder.offset("ingressNs")
-for _x in m.ORDER_ENTRY:
-    if (_x.offset("seq"), _x.offset("timestampNs"), _x.offset("ingressNs")) != (_SEQ_AT, _TS_AT, _INGRESS_AT):
-        raise RuntimeError(f"{_x.name}: the Stamp must open every order-entry message")
+# the Stamp's words, the same in every message that crosses a ring (engine/wire/layout.py checks)
+_SEQ_AT, _TS_AT, _INGRESS_AT = 8 * STAMP_SEQ, 8 * STAMP_TS, 8 * STAMP_ING
 _NS = t.NS
 _LEVEL, _AT, _RATE, _CAP = t.LEVEL, t.AT, t.RATE, t.CAP
 

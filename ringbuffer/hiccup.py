@@ -28,28 +28,21 @@ Layout (one POSIX shared-memory object, every field a little-endian int64)::
 
 from __future__ import annotations
 
-import mmap
-import os
 from dataclasses import dataclass
 
 import posix_ipc
 
 from ringex.ringbuffer.counters import COUNTERS_PREFIX
-from ringex.ringbuffer.log_buckets import BUCKETS, HALF, LINEAR, SUB_BITS, TOP, bucket_low, bucket_of, percentile_of
+from ringex.ringbuffer.log_buckets import (
+    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, HALF, LINEAR, MAX_OFFSET, OWNER_PID_OFFSET, SUB_BITS, TOP, bucket_low,
+    create_meter, percentile_of, read_meter,
+)
 
 
 MAGIC = int.from_bytes(b"RGXHICC\0", "little")
 VERSION = 1
 
-MAGIC_OFFSET = 0
-VERSION_OFFSET = 8
-SUB_BITS_OFFSET = 16
-BUCKET_COUNT_OFFSET = 24
-COUNT_OFFSET = 32
-MAX_OFFSET = 40
 LONGEST_CYCLE_OFFSET = 48
-OWNER_PID_OFFSET = 56
-BUCKETS_OFFSET = 64
 LENGTH = BUCKETS_OFFSET + 8 * BUCKETS
 _W_COUNT, _W_MAX, _W_LONGEST, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, LONGEST_CYCLE_OFFSET >> 3, BUCKETS_OFFSET >> 3
 _TOP = TOP
@@ -78,19 +71,8 @@ class HiccupRecorder:
 
     def __init__(self, name: str) -> None:
         self.name = "/" + name.lstrip("/")
-        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREAT, mode=0o600, size=LENGTH)
-        try:
-            self._mm = mmap.mmap(shm.fd, LENGTH)
-        finally:
-            shm.close_fd()
-        q = self._q = memoryview(self._mm).cast("q")
-        for i in range(len(q)):
-            q[i] = 0
-        q[VERSION_OFFSET >> 3] = VERSION
-        q[SUB_BITS_OFFSET >> 3] = SUB_BITS
-        q[BUCKET_COUNT_OFFSET >> 3] = BUCKETS
-        q[OWNER_PID_OFFSET >> 3] = os.getpid()
-        q[MAGIC_OFFSET >> 3] = MAGIC  # last: a reader trusts the rest once it is set
+        self._mm = create_meter(self.name, LENGTH, MAGIC, VERSION)
+        self._q = memoryview(self._mm).cast("q")
 
     def record(self, hiccup_ns: int, cycle_ns: int) -> None:
         """One duty cycle: its start was ``hiccup_ns`` later than the park asked for, and
@@ -155,28 +137,7 @@ class HiccupError(RuntimeError):
 
 def read_hiccups(name: str) -> HiccupSnapshot:
     """A consistent-enough copy of a meter (read-only: the owner keeps writing)."""
-    path = "/" + name.lstrip("/")
-    try:
-        shm = posix_ipc.SharedMemory(path, flags=0, read_only=True)
-    except posix_ipc.ExistentialError:
-        raise HiccupError(f"no hiccup meter {path!r}") from None
-    try:
-        if shm.size < LENGTH:
-            raise HiccupError(f"{path!r} is {shm.size} bytes, not a hiccup meter")
-        mm = mmap.mmap(shm.fd, LENGTH, prot=mmap.PROT_READ)
-    finally:
-        shm.close_fd()
-    try:
-        q = memoryview(mm).cast("q")
-        try:
-            if q[MAGIC_OFFSET >> 3] != MAGIC or q[VERSION_OFFSET >> 3] != VERSION:
-                raise HiccupError(f"{path!r} is not a version-{VERSION} hiccup meter")
-            if q[SUB_BITS_OFFSET >> 3] != SUB_BITS or q[BUCKET_COUNT_OFFSET >> 3] != BUCKETS:
-                raise HiccupError(f"{path!r} has another bucket layout")
-            counts = tuple(q[_W_BUCKETS:_W_BUCKETS + BUCKETS])
-            return HiccupSnapshot(cycles=sum(counts), max_ns=q[_W_MAX], longest_cycle_ns=q[_W_LONGEST],
-                                  owner_pid=q[OWNER_PID_OFFSET >> 3], counts=counts)
-        finally:
-            q.release()
-    finally:
-        mm.close()
+    q = read_meter(name, LENGTH, MAGIC, VERSION, "hiccup meter", HiccupError).tolist()
+    counts = tuple(q[_W_BUCKETS:_W_BUCKETS + BUCKETS])
+    return HiccupSnapshot(cycles=sum(counts), max_ns=q[_W_MAX], longest_cycle_ns=q[_W_LONGEST],
+                          owner_pid=q[OWNER_PID_OFFSET >> 3], counts=counts)

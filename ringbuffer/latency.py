@@ -32,8 +32,8 @@ int64)::
     24   bucket count
     32   values recorded
     40   largest value, ns
-    48   owner pid
-    56   marks written (the next mark goes to entry marks_written % MARKS)
+    48   marks written (the next mark goes to entry marks_written % MARKS)
+    56   owner pid
     64   bucket counts, BUCKETS of them
     ..   marks: MARKS pairs (end position, publish time ns)
 """
@@ -47,7 +47,10 @@ from dataclasses import dataclass
 import numpy as np
 import posix_ipc
 
-from ringex.ringbuffer.log_buckets import BUCKETS, SUB_BITS, bucket_of, buckets_of, percentile_of
+from ringex.ringbuffer.log_buckets import (
+    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, MAGIC_OFFSET, MAX_OFFSET, bucket_of, buckets_of, create_meter,
+    percentile_of, read_meter,
+)
 
 __all__ = ["STAGES", "EgressMarks", "LatencyRecorder", "LatencySnapshot", "latency_name", "list_latency",
            "read_latency", "unlink_latency"]
@@ -58,15 +61,7 @@ MAGIC = int.from_bytes(b"RGXLATN\0", "little")
 VERSION = 1
 MARKS = 4096
 
-MAGIC_OFFSET = 0
-VERSION_OFFSET = 8
-SUB_BITS_OFFSET = 16
-BUCKET_COUNT_OFFSET = 24
-COUNT_OFFSET = 32
-MAX_OFFSET = 40
-OWNER_PID_OFFSET = 48
-MARKS_WRITTEN_OFFSET = 56
-BUCKETS_OFFSET = 64
+MARKS_WRITTEN_OFFSET = 48
 MARKS_OFFSET = BUCKETS_OFFSET + 8 * BUCKETS
 LENGTH = MARKS_OFFSET + 16 * MARKS
 _W = {name: offset >> 3 for name, offset in (("count", COUNT_OFFSET), ("max", MAX_OFFSET),
@@ -116,18 +111,8 @@ class LatencyRecorder:
 
     def __init__(self, name: str) -> None:
         self.name = "/" + name.lstrip("/")
-        shm = posix_ipc.SharedMemory(self.name, posix_ipc.O_CREAT, mode=0o600, size=LENGTH)
-        try:
-            self._mm = mmap.mmap(shm.fd, LENGTH)
-        finally:
-            shm.close_fd()
+        self._mm = create_meter(self.name, LENGTH, MAGIC, VERSION)
         q = self._q = np.frombuffer(self._mm, dtype="<i8")
-        q[:] = 0
-        q[VERSION_OFFSET >> 3] = VERSION
-        q[SUB_BITS_OFFSET >> 3] = SUB_BITS
-        q[BUCKET_COUNT_OFFSET >> 3] = BUCKETS
-        q[OWNER_PID_OFFSET >> 3] = os.getpid()
-        q[MAGIC_OFFSET >> 3] = MAGIC  # last: a reader trusts the rest once it is set
         self._buckets = q[BUCKETS_OFFSET >> 3: (BUCKETS_OFFSET >> 3) + BUCKETS]
         self._marks = q[MARKS_OFFSET >> 3:].reshape(MARKS, 2)
 
@@ -258,26 +243,7 @@ class LatencyError(RuntimeError):
 
 
 def read_latency(name: str) -> LatencySnapshot:
-    path = "/" + name.lstrip("/")
-    try:
-        shm = posix_ipc.SharedMemory(path, flags=0, read_only=True)
-    except posix_ipc.ExistentialError:
-        raise LatencyError(f"no latency histogram {path!r}") from None
-    try:
-        if shm.size < LENGTH:
-            raise LatencyError(f"{path!r} is {shm.size} bytes, not a latency histogram")
-        mm = mmap.mmap(shm.fd, LENGTH, prot=mmap.PROT_READ)
-    finally:
-        shm.close_fd()
-    try:
-        q = np.frombuffer(mm, dtype="<i8")
-        if q[MAGIC_OFFSET >> 3] != MAGIC or q[VERSION_OFFSET >> 3] != VERSION:
-            raise LatencyError(f"{path!r} is not a version-{VERSION} latency histogram")
-        if q[SUB_BITS_OFFSET >> 3] != SUB_BITS or q[BUCKET_COUNT_OFFSET >> 3] != BUCKETS:
-            raise LatencyError(f"{path!r} has another bucket layout")
-        counts = tuple(int(x) for x in q[BUCKETS_OFFSET >> 3:(BUCKETS_OFFSET >> 3) + BUCKETS])
-        snap = LatencySnapshot(sum(counts), int(q[MAX_OFFSET >> 3]), counts)
-        del q
-        return snap
-    finally:
-        mm.close()
+    """A copy of one stage's histogram (read-only: the owner keeps writing)."""
+    q = read_meter(name, LENGTH, MAGIC, VERSION, "latency histogram", LatencyError).tolist()
+    counts = tuple(q[BUCKETS_OFFSET >> 3:(BUCKETS_OFFSET >> 3) + BUCKETS])
+    return LatencySnapshot(sum(counts), q[MAX_OFFSET >> 3], counts)

@@ -1,6 +1,7 @@
 """Log-linear buckets for latency histograms in shared memory (HdrHistogram's layout).
 
-Values below ``LINEAR`` (32 ns) have a bucket each; above, each octave is cut into ``HALF``
+Both meters' objects begin alike: magic, version, sub-bucket bits and bucket count, each an
+int64 (``read_meter`` checks them). Values below ``LINEAR`` (32 ns) have a bucket each; above, each octave is cut into ``HALF``
 (16) buckets, so a value read back from its bucket is within 6.25% of the one recorded. Up to
 2 ** (OCTAVES + SUB_BITS) ns (about ten hours); larger values land in the top bucket. Both
 meters that live in shared memory use it: the hiccup meter (``hiccup.py``) and the per-stage
@@ -9,7 +10,22 @@ latency histograms (``latency.py``).
 
 from __future__ import annotations
 
+import mmap
+import os
+
 import numpy as np
+import posix_ipc
+
+# Every meter's object opens with these int64 words; a meter's own word sits at 48, its
+# bucket counts from BUCKETS_OFFSET on (hiccup.py and latency.py draw the byte maps).
+MAGIC_OFFSET = 0
+VERSION_OFFSET = 8
+SUB_BITS_OFFSET = 16
+BUCKET_COUNT_OFFSET = 24
+COUNT_OFFSET = 32  # values recorded
+MAX_OFFSET = 40  # the largest, ns
+OWNER_PID_OFFSET = 56
+BUCKETS_OFFSET = 64
 
 SUB_BITS = 5
 HALF = 1 << (SUB_BITS - 1)  # buckets per octave
@@ -59,3 +75,48 @@ def percentile_of(counts: tuple[int, ...] | list[int], total: int, largest: int,
         if seen >= rank:
             return min(bucket_low(i), largest) if i >= LINEAR else i
     return largest
+
+
+def create_meter(name: str, length: int, magic: int, version: int) -> mmap.mmap:
+    """Create (or take over, zeroed) the ``length``-byte meter ``name`` and write its header,
+    the magic last: a reader trusts the rest once it is set."""
+    shm = posix_ipc.SharedMemory("/" + name.lstrip("/"), posix_ipc.O_CREAT, mode=0o600, size=length)
+    try:
+        mm = mmap.mmap(shm.fd, length)
+    finally:
+        shm.close_fd()
+    q = np.frombuffer(mm, dtype="<i8")
+    q[:] = 0
+    q[VERSION_OFFSET >> 3] = version
+    q[SUB_BITS_OFFSET >> 3] = SUB_BITS
+    q[BUCKET_COUNT_OFFSET >> 3] = BUCKETS
+    q[OWNER_PID_OFFSET >> 3] = os.getpid()
+    q[MAGIC_OFFSET >> 3] = magic
+    del q
+    return mm
+
+
+def read_meter(name: str, length: int, magic: int, version: int, what: str, error: type[Exception]) -> np.ndarray:
+    """A copy of the ``length``-byte meter ``name`` as int64 words, read-only (its owner keeps
+    writing), once its first four words say it is a version-``version`` ``what`` with these
+    buckets; ``error`` (with a message naming the object) when it is missing or not one."""
+    path = "/" + name.lstrip("/")
+    try:
+        shm = posix_ipc.SharedMemory(path, flags=0, read_only=True)
+    except posix_ipc.ExistentialError:
+        raise error(f"no {what} {path!r}") from None
+    try:
+        if shm.size < length:
+            raise error(f"{path!r} is {shm.size} bytes, not a {what}")
+        mm = mmap.mmap(shm.fd, length, prot=mmap.PROT_READ)
+    finally:
+        shm.close_fd()
+    try:
+        q = np.frombuffer(mm, dtype="<i8").copy()
+    finally:
+        mm.close()
+    if q[MAGIC_OFFSET >> 3] != magic or q[VERSION_OFFSET >> 3] != version:
+        raise error(f"{path!r} is not a version-{version} {what}")
+    if q[SUB_BITS_OFFSET >> 3] != SUB_BITS or q[BUCKET_COUNT_OFFSET >> 3] != BUCKETS:
+        raise error(f"{path!r} has another bucket layout")
+    return q

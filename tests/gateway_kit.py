@@ -14,10 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringex.gateways.client import Client
+from pipeline_kit import shm_leftovers
 from ringex.gateways.sbe_gateway import ADDRESS_FILE
 
 GATEWAY = "bin"
@@ -158,6 +161,18 @@ def start_exchange(directory: Path, toml: str, timeout: float = 300.0) -> Runnin
     threading.Thread(target=pump, daemon=True).start()
     ex.wait_listening(after=started - 1)
     return ex
+
+
+@contextmanager
+def running_exchange(directory: Path, toml: str) -> Iterator[RunningExchange]:
+    """``start_exchange``, and on the way out a clean stop that leaves no shared memory."""
+    ex = start_exchange(directory, toml)
+    try:
+        yield ex
+    finally:
+        out = ex.stop()
+        assert "ringex stopped cleanly" in out, out[-3000:]
+        assert shm_leftovers(ex.prefix) == []
 
 
 def limit(cl: int, side: str, qty: int = 1, price: int = PRICE, account: int = 1, **kw) -> dict:

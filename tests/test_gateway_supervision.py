@@ -20,8 +20,8 @@ from ringex.gateways.client import SessionTerminated
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.ring import Ring
 
-from gateway_kit import PRICE, gateway_toml, limit, session_toml, start_exchange
-from pipeline_kit import shm_leftovers, unique_prefix
+from gateway_kit import PRICE, gateway_toml, limit, running_exchange, session_toml, start_exchange
+from pipeline_kit import unique_prefix
 
 MAKER, TAKER = 1, 2  # sessions: the maker rests, the taker sweeps it
 
@@ -40,13 +40,8 @@ def ex(tmp_path):
                         processes='[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
                                   '[[process]]\nname = "edge"\nagents = ["bin"]\n')
     toml = toml.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"')
-    running = start_exchange(tmp_path, toml)
-    try:
+    with running_exchange(tmp_path, toml) as running:
         yield running
-    finally:
-        out = running.stop()
-        assert "ringex stopped cleanly" in out, out[-3000:]
-        assert shm_leftovers(prefix) == []
 
 
 def gateway_pid(ex) -> int:
@@ -185,16 +180,11 @@ def test_the_gateway_ends_its_sessions_cleanly_when_the_launcher_is_killed(tmp_p
     while any(_alive(pid) for pid in first.pids.values()):
         assert time.monotonic() < deadline, "children outlived the launcher"
         time.sleep(0.05)
-    second = start_exchange(tmp_path, toml)
-    try:
+    with running_exchange(tmp_path, toml) as second:  # and it stops cleanly, leaving nothing
         again = second.client(MAKER)
         again.new_order(**limit(1, "Sell", qty=1, price=PRICE + 50, account=1))
         assert flow(again, lambda e: e.name == "OrderAccepted")[-1]["clOrdId"] == 1
         again.terminate()
-    finally:
-        out = second.stop()
-    assert "ringex stopped cleanly" in out, out[-3000:]
-    assert shm_leftovers(prefix) == []
 
 
 def _alive(pid: int) -> bool:

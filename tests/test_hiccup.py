@@ -14,6 +14,7 @@ import pytest
 
 from test_agent_kit import unique_name
 from ringex.ringbuffer import hiccup as hc
+from ringex.ringbuffer import log_buckets as lb
 from ringex.ringbuffer.agent import Agent, AgentTermination
 from ringex.ringbuffer.counters import CountersManager
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
@@ -28,17 +29,17 @@ from ringex.tools.stat import StatView
     (1_000_000, 32 + 14 * 16 + 14, 30 << 15),  # bit length 20: shift 15, 1e6 >> 15 = 30
 ])
 def test_buckets_follow_the_layout(value: int, index: int, low: int) -> None:
-    assert hc.bucket_of(value) == index
-    assert hc.bucket_low(index) == low
+    assert lb.bucket_of(value) == index
+    assert lb.bucket_low(index) == low
 
 
 def test_every_bucket_is_at_most_a_sixteenth_of_its_values_wide() -> None:
     for i in range(hc.LINEAR, hc.BUCKETS - 1):
-        lo, hi = hc.bucket_low(i), hc.bucket_low(i + 1)
-        assert hc.bucket_of(lo) == i and hc.bucket_of(hi - 1) == i and hc.bucket_of(hi) == i + 1
+        lo, hi = lb.bucket_low(i), lb.bucket_low(i + 1)
+        assert lb.bucket_of(lo) == i and lb.bucket_of(hi - 1) == i and lb.bucket_of(hi) == i + 1
         assert (hi - lo) * 16 <= lo
-    assert hc.bucket_of(-5) == 0
-    assert hc.bucket_of(1 << 60) == hc.BUCKETS - 1  # clamped, never out of range
+    assert lb.bucket_of(-5) == 0
+    assert lb.bucket_of(1 << 60) == hc.BUCKETS - 1  # clamped, never out of range
 
 
 def test_recorded_values_read_back_as_percentiles() -> None:

@@ -19,8 +19,8 @@ from ringex.gateways.sofh import FrameReader, header, scan
 from ringex.tools import bench_e2e
 from ringex.tools import load as L
 
-from gateway_kit import PRICE, gateway_toml, session_toml, start_exchange
-from pipeline_kit import shm_leftovers, unique_prefix
+from gateway_kit import PRICE, gateway_toml, running_exchange, session_toml
+from pipeline_kit import unique_prefix
 
 MS = 1_000_000
 
@@ -278,13 +278,8 @@ SESSIONS = "1:pw1:1,2:pw2:2,3:pw3:3"
 def ex(tmp_path_factory):
     prefix = unique_prefix()
     toml = gateway_toml(prefix, sessions="".join(session_toml(s, f"[{s}]") for s in (1, 2, 3)))
-    running = start_exchange(tmp_path_factory.mktemp("load"), toml)
-    try:
+    with running_exchange(tmp_path_factory.mktemp("load"), toml) as running:
         yield running
-    finally:
-        out = running.stop()
-        assert "ringex stopped cleanly" in out, out[-3000:]
-        assert shm_leftovers(prefix) == []
 
 
 def test_a_short_run_acknowledges_every_order(ex, tmp_path):

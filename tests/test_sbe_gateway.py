@@ -16,8 +16,8 @@ from ringex.engine.wire import messages as m
 from ringex.gateways.client import Client, SessionRejected, SessionTerminated
 from ringex.gateways.sofh import header
 
-from gateway_kit import PRICE, gateway_toml, limit, session_toml, start_exchange
-from pipeline_kit import shm_leftovers, unique_prefix
+from gateway_kit import PRICE, gateway_toml, limit, running_exchange, session_toml
+from pipeline_kit import unique_prefix
 
 TC = m.TerminationCode
 # sessions: (id, accounts, rate, cancel_on_disconnect)
@@ -40,13 +40,8 @@ def ex(tmp_path_factory):
     toml = gateway_toml(prefix, sessions="".join(session_toml(s, a, rate=r, cod=c, burst=5 if r else 0)
                                                  for s, a, r, c in SESSIONS),
                         gateway_extra="max_backlog_bytes = 65536")
-    running = start_exchange(tmp_path_factory.mktemp("gw"), toml)
-    try:
+    with running_exchange(tmp_path_factory.mktemp("gw"), toml) as running:
         yield running
-    finally:
-        out = running.stop()
-        assert "ringex stopped cleanly" in out, out[-3000:]
-        assert shm_leftovers(prefix) == []
 
 
 def names(events) -> list[str]:
