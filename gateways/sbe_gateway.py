@@ -1,11 +1,14 @@
 """The binary order-entry gateway: SBE over TCP, SOFH framing, FIXP sessions (docs/binary-protocol.md).
 
 One agent serves every connection inside its duty cycle, non-blocking, with no thread per
-connection and no event loop: accept what is waiting; receive once from each connection and
-handle every complete frame; put the orders that passed the session's checks on the
+connection and no event loop: one readiness poll (epoll, not waiting) says which sockets
+have something; accept what is waiting; receive once from each ready connection (round
+robin, while the staging rows have room) and take its run of orders in one compiled call
+(``inbound.take_orders``), anything else frame by frame here; put the staged orders on the
 gateway's inbound ring in one publish; read the engine's output and the sequencer's
-rejections, route each event to its session (``routing.route``), store it in the session's
-flow and queue it; write each connection's queue with one ``send``; keep the FIXP timers.
+rejections, route each event to its session (``routing.route``), store and frame each
+session's share in one compiled pass (``outbound.pack_events``) and queue it; write each
+connection's queue with one ``send``; keep the FIXP timers.
 
 Every refusal has its own answer (docs/binary-protocol.md, "Bad input"): a stream that
 cannot be framed, a message this schema cannot read, or one out of place ends the connection
@@ -17,8 +20,10 @@ and is never sequenced. One connection's failure is handled on that connection o
 The gateway is the single producer of ``<prefix>-in-<name>`` and subscriber ``index`` of
 ``<prefix>-out`` and ``<prefix>-rej``. Restarted after a crash it resumes both consumers from
 their cursors and skips the events its session stores already hold, so no session sees an
-event twice or misses one; if it was untethered meanwhile it rejoins at the head, and what
-it missed is not in the stores (noted in docs/binary-protocol.md).
+event twice or misses one, and it reads back from its inbound ring the client numbers it
+had published but not yet counted (``_recover_applied``), so no order is applied twice; if
+it was untethered meanwhile it rejoins at the head, and what it missed is not in the stores
+(noted in docs/binary-protocol.md).
 """
 
 from __future__ import annotations

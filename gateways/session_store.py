@@ -3,7 +3,7 @@
 FIXP's recoverable server flow means every application message the gateway sends a session
 has a sequence number and can be sent again: a client that reconnects names the last one it
 saw and gets exactly what it missed, even across a gateway restart. The idempotent client
-flow means a client sequence number is applied at most once, also across a restart. Both
+flow means a client sequence number is applied once at most, also across a restart. Both
 live here, one pair of files per session in the gateway's directory.
 
 ``session-<id>.flow``: the flow of the session's current FIXP identity (its UUID)::
