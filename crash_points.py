@@ -36,7 +36,8 @@ ENV_AT = "RINGEX_CRASH_AT"
 ENV_ONCE = "RINGEX_CRASH_ONCE"
 
 #: Every crash point, and the instant it names. docs/architecture.md ("Crash windows")
-#: says what recovery does for each; tests/test_crash_points.py kills at each.
+#: says what recovery does for each; tests/test_crash_points.py kills at each of the
+#: pipeline's, tests/test_gateway_supervision.py at each of the gateway's.
 POINTS: Mapping[str, str] = {
     "sequencer.before_publish":
         "engine-ring batch claimed, stamped and its provenance noted, not yet published",
@@ -60,6 +61,10 @@ POINTS: Mapping[str, str] = {
         "snapshot written and fsynced under its temporary name, not yet renamed",
     "snapshot.after_rename":
         "snapshot renamed into place, older snapshots not yet pruned",
+    "gateway.after_publish":
+        "a gateway published orders on its inbound ring, not yet counted in their sessions' stores",
+    "gateway.after_store":
+        "a gateway wrote a batch's events to its sessions' flows, its output cursor not yet committed",
 }
 
 

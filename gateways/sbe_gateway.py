@@ -38,16 +38,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.engine.wire.codec import HEADER, CodecError
 from ringex.engine.wire.rejections import rejection_for
 from ringex.gateways.connection import Connection
 from ringex.gateways.fixp_session import FixpSession, terminate_message
 from ringex.gateways.gateway_config import GatewayConfig
-from ringex.gateways.inbound import DONE, FULL, take_orders
+from ringex.gateways.inbound import DONE, FULL, SESSION_WORDS, take_orders
+from ringex.gateways.outbound import pack_events
 from ringex.gateways.routing import MESSAGE_SIZE, route
 from ringex.gateways.session_store import SOURCE_OUTPUT, SOURCE_REJECT
-from ringex.gateways.sofh import ConnectionClosed, FramingError, SCAN_TOO_LONG, SCAN_TOO_SHORT
+from ringex.gateways.sofh import (
+    SBE_1_0_LITTLE_ENDIAN,
+    SCAN_TOO_LONG,
+    SCAN_TOO_SHORT,
+    ConnectionClosed,
+    FramingError,
+    scan,
+)
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
@@ -71,6 +80,7 @@ READ_SIZE = 1 << 16
 STAGE_ROWS = STAGE_HIGH + (MAX_FRAME + READ_SIZE) // (6 + min(x.size for x in m.ORDER_ENTRY)) + 16
 
 _TC = m.TerminationCode
+_CRASH = crash_points.ARMED
 _SCHEMA = m.SCHEMA
 _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _SESSION_IN = {x.template_id for x in (m.Negotiate, m.Establish, m.Sequence, m.RetransmitRequest, m.Terminate)}
@@ -83,6 +93,22 @@ _ACCOUNT_AT = {t: x.offset("account") for t, x in _ORDER_ENTRY.items()}
 _SCOPE_AT = m.MassCancel.offset("scope")
 _NOT_PERMITTED = int(m.RejectReason.AccountNotPermitted)
 _THROTTLED = int(m.RejectReason.Throttled)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every compiled path of the gateway, with the
+    argument types of the duty cycle's calls (ring slots read-only). Compiled lazily, the
+    first orders after a cold start would stall the duty cycle for seconds, long enough for
+    the supervisor to judge the gateway hung and kill it."""
+    slots = np.zeros((1, m.SLOT_SIZE), np.uint8)
+    slots.flags.writeable = False  # what a ring consumer's read gives
+    none = np.zeros(0, np.int64)
+    scan(np.zeros(16, np.uint8), 0, 0, MAX_FRAME, SBE_1_0_LITTLE_ENDIAN, np.zeros((1, 2), np.int64))
+    take_orders(np.zeros(16, np.uint8), np.zeros((0, 2), np.int64), 0, np.zeros(SESSION_WORDS, np.int64),
+                np.zeros(4, np.int64), np.zeros(1, np.uint8), np.zeros((1, m.SLOT_SIZE), np.uint8), none.copy(),
+                none.copy(), 0, 0, 0)
+    route(slots, np.zeros(1, np.int64))
+    pack_events(slots, none, none, none, 1, 0, 0, np.zeros(0, np.uint8), none.copy(), np.zeros(0, np.uint8))
 
 
 def _counter_labels(name: str) -> dict[str, str]:
@@ -128,6 +154,7 @@ class SbeGatewayAgent(Agent):
     # ---------------------------------------------------------------- lifecycle
 
     def on_start(self) -> None:
+        warm_up()  # before any ring role: compiling in the duty cycle would look hung
         now = time.monotonic_ns()
         directory = Path(self.state_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -488,6 +515,8 @@ class SbeGatewayAgent(Agent):
         published messages as applied."""
         k = self._staged
         done = self._in.offer_batch(self._stage[:k])
+        if done and _CRASH:
+            crash_points.hit("gateway.after_publish")
         if done:
             sessions = self._stage_session[:done]
             for sid in np.unique(sessions).tolist():
@@ -546,6 +575,8 @@ class SbeGatewayAgent(Agent):
                     self._deliver(region, at, source, created, touched)
             for s in touched:  # what they stored is written before the cursor moves past it
                 s.store.flush()
+            if _CRASH and touched:
+                crash_points.hit("gateway.after_store")
             consumer.commit(k)
             total += k
         return total

@@ -126,14 +126,16 @@ class RunningExchange:
         return self.read_output()
 
 
-def start_exchange(directory: Path, toml: str, timeout: float = 300.0) -> RunningExchange:
-    """Write ``toml`` to ``directory/ex.toml`` and start ``ringex run`` on it; returns once
-    its first status line is out and the gateway listens."""
+def start_exchange(directory: Path, toml: str, timeout: float = 300.0,
+                   env: dict[str, str] | None = None) -> RunningExchange:
+    """Write ``toml`` to ``directory/ex.toml`` and start ``ringex run`` on it (``env``: added
+    to its environment, e.g. a crash point); returns once its first status line is out and
+    the gateway listens."""
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "ex.toml"
     conf.write_text(toml)
     started = time.time()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "ringex.tools.cli", "run", "--config", str(conf)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=directory, env=env)
     prefix = re.search(r'shm_prefix = "([^"]+)"', toml)
@@ -164,9 +166,9 @@ def start_exchange(directory: Path, toml: str, timeout: float = 300.0) -> Runnin
 
 
 @contextmanager
-def running_exchange(directory: Path, toml: str) -> Iterator[RunningExchange]:
+def running_exchange(directory: Path, toml: str, env: dict[str, str] | None = None) -> Iterator[RunningExchange]:
     """``start_exchange``, and on the way out a clean stop that leaves no shared memory."""
-    ex = start_exchange(directory, toml)
+    ex = start_exchange(directory, toml, env=env)
     try:
         yield ex
     finally:

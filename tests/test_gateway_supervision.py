@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.gateways.client import SessionTerminated
 from ringex.ringbuffer.idle import BackoffIdleStrategy
@@ -32,15 +33,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ex(tmp_path):
-    prefix = unique_prefix()
-    toml = gateway_toml(prefix, sessions=session_toml(MAKER, "[1]", cod=False) + session_toml(TAKER, "[2]", cod=False),
+def supervised_toml() -> str:
+    """Two sessions without cancel-on-disconnect on a fixed port (a restarted gateway listens
+    where its clients reconnect), the gateway in a process of its own, a ring for load."""
+    toml = gateway_toml(unique_prefix(),
+                        sessions=session_toml(MAKER, "[1]", cod=False) + session_toml(TAKER, "[2]", cod=False),
                         extra='[rings]\ngateways = ["load"]\noutput_capacity = 4096\n',
                         processes='[[process]]\nname = "core"\nagents = ["sequencer", "engine"]\n'
                                   '[[process]]\nname = "edge"\nagents = ["bin"]\n')
-    toml = toml.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"')
-    with running_exchange(tmp_path, toml) as running:
+    return toml.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"')
+
+
+@pytest.fixture
+def ex(tmp_path):
+    with running_exchange(tmp_path, supervised_toml()) as running:
         yield running
 
 
@@ -159,6 +165,47 @@ def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
         [(e.seq, e.name, e.fields.get("takerClOrdId")) for e in rest + mk][:100], ex.read_output()[-4000:])
     maker.terminate()
     taker.terminate()
+
+
+@pytest.mark.parametrize("point, hit", [("gateway.after_publish", 3), ("gateway.after_store", 4)])
+def test_a_gateway_killed_at_each_crash_point_applies_and_delivers_exactly_once(tmp_path, point, hit):
+    """Killed between publishing orders and counting them, the restarted gateway reads the
+    numbers back from its ring: a client that resends everything from its first number has
+    each order applied once. Killed between storing events and committing its cursor, it
+    skips what its stores hold: each event is in each flow once."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {crash_points.ENV_AT: f"{point}@{hit}", crash_points.ENV_ONCE: str(markers)}
+    with running_exchange(tmp_path / "ex", supervised_toml(), env=env) as ex:
+        maker, taker = ex.client(MAKER), ex.client(TAKER)
+        maker.new_order(**limit(1, "Sell", qty=1000, price=PRICE, account=1))
+        rest = flow(maker, lambda e: e.name == "OrderAccepted")
+        pid = gateway_pid(ex)
+        started = time.time()
+        n = 200
+        orders = [limit(100 + i, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC") for i in range(n)]
+        for order in orders:
+            try:
+                taker.new_order(**order)
+            except SessionTerminated:
+                break  # the gateway died under it
+        wait_restarted(ex, pid, started)
+        assert (markers / point).exists(), "the crash point was not reached"
+        reconnect(maker)
+        taker.close_socket()
+        taker.open()
+        taker.establish(next_seq=1)  # resend everything: what was applied is ignored
+        for order in orders:
+            taker.new_order(**order)
+        got = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + n - 1, timeout=30)
+        trades = [e["takerClOrdId"] for e in got if e.name == "Trade"]
+        assert sorted(trades) == [100 + i for i in range(n)] and len(set(trades)) == n
+        assert taker.drain(0.5) == [] and taker.not_applied == []
+        mk = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + n - 1, timeout=30)
+        assert consecutive(rest + mk, rest[0].seq)
+        assert sorted(e["takerClOrdId"] for e in mk if e.name == "Trade") == [100 + i for i in range(n)]
+        maker.terminate()
+        taker.terminate()
 
 
 def test_the_gateway_ends_its_sessions_cleanly_when_the_launcher_is_killed(tmp_path):
