@@ -62,6 +62,7 @@ from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.errors import UntetheredError
 from ringex.ringbuffer.latency import EgressMarks, LatencyRecorder, latency_name
+from ringex.ringbuffer.latency import warm_up as warm_up_recorders
 from ringex.ringbuffer.producer import Producer
 from ringex.ringbuffer.ring import Ring
 
@@ -109,6 +110,7 @@ def warm_up() -> None:
                 none.copy(), 0, 0, 0)
     route(slots, np.zeros(1, np.int64))
     pack_events(slots, none, none, none, 1, 0, 0, np.zeros(0, np.uint8), none.copy(), np.zeros(0, np.uint8))
+    warm_up_recorders()
 
 
 def _counter_labels(name: str) -> dict[str, str]:

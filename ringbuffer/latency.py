@@ -46,9 +46,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import posix_ipc
+from numba import njit
 
 from ringex.ringbuffer.log_buckets import (
-    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, MAGIC_OFFSET, MAX_OFFSET, bucket_of, buckets_of, create_meter,
+    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, MAGIC_OFFSET, MAX_OFFSET, bucket_index, create_meter,
     percentile_of, read_meter,
 )
 
@@ -105,6 +106,49 @@ def list_latency(prefix: str | None = None) -> list[tuple[str, str, str]]:
     return out
 
 
+_W_COUNT, _W_MAX, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, BUCKETS_OFFSET >> 3
+
+
+@njit(cache=True, inline="always")
+def _record_one(q: np.ndarray, v: int) -> None:
+    q[_W_BUCKETS + bucket_index(v)] += 1
+    q[_W_COUNT] += 1
+    if v > q[_W_MAX]:
+        q[_W_MAX] = v
+
+
+@njit(cache=True, nogil=True)
+def record_into(q: np.ndarray, values: np.ndarray) -> None:
+    """Count ``values`` into the histogram whose words are ``q`` (a recorder's ``words``)."""
+    for i in range(values.shape[0]):
+        _record_one(q, values[i])
+
+
+@njit(cache=True, nogil=True)
+def record_stages(slots: np.ndarray, last_template: int, ts_word: int, ingress_word: int, now: int,
+                  to_sequencer: np.ndarray, to_output: np.ndarray) -> None:
+    """For each order-entry message (template ids 1..``last_template``) of ``slots`` (ring
+    slots as int64 words): gateway receive to sequencer stamp into ``to_sequencer``, stamp
+    to ``now`` into ``to_output`` (both recorders' ``words``). One pass, no allocation."""
+    for i in range(slots.shape[0]):
+        tid = (slots[i, 0] >> 16) & 0xFFFF  # messageHeader.templateId
+        if tid < 1 or tid > last_template:
+            continue
+        ts = slots[i, ts_word]
+        _record_one(to_sequencer, ts - slots[i, ingress_word])
+        _record_one(to_output, now - ts)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the recorders, with the duty cycle's argument
+    types: a process calls it before taking any ring role."""
+    q = np.zeros(LENGTH // 8, np.int64)
+    slots = np.zeros((1, 16), np.int64)
+    slots.flags.writeable = False  # what a ring consumer's read gives
+    record_into(q, np.zeros(1, np.int64))
+    record_stages(slots, 4, 2, 3, 0, q, q.copy())
+
+
 class LatencyRecorder:
     """The writing side of one stage's histogram (one writer: plain stores suffice). A new
     recorder (a restarted process) starts the histogram afresh."""
@@ -116,26 +160,15 @@ class LatencyRecorder:
         self._buckets = q[BUCKETS_OFFSET >> 3: (BUCKETS_OFFSET >> 3) + BUCKETS]
         self._marks = q[MARKS_OFFSET >> 3:].reshape(MARKS, 2)
 
-    def record_one(self, value_ns: int) -> None:
-        """One value, without numpy's per-call cost (a batch of one)."""
-        q = self._q
-        self._buckets[bucket_of(value_ns)] += 1
-        q[_W["count"]] += 1
-        if value_ns > q[_W["max"]]:
-            q[_W["max"]] = value_ns
+    @property
+    def words(self) -> np.ndarray:
+        """The whole object as int64 words, for the compiled recorders (``record_into``)."""
+        return self._q
 
     def record(self, values_ns: np.ndarray) -> None:
-        """Record every value of an int64 array (negative values count as 0)."""
-        if len(values_ns) <= 4:  # a short batch: per value is cheaper than numpy's set-up
-            for v in values_ns.tolist():
-                self.record_one(v)
-            return
-        q = self._q
-        np.add.at(self._buckets, buckets_of(values_ns), 1)
-        q[_W["count"]] += len(values_ns)
-        top = int(values_ns.max())
-        if top > q[_W["max"]]:
-            q[_W["max"]] = top
+        """Record every value of an int64 array (negative values count as 0): one compiled pass."""
+        if len(values_ns):
+            record_into(self._q, values_ns)
 
     def mark(self, end_position: int, time_ns: int) -> None:
         """Events up to (not including) output position ``end_position`` are published at

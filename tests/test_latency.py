@@ -11,6 +11,7 @@ import pytest
 
 from ringex.ringbuffer.latency import (
     MARKS,
+    record_stages,
     EgressMarks,
     LatencyRecorder,
     latency_name,
@@ -18,7 +19,7 @@ from ringex.ringbuffer.latency import (
     read_latency,
     unlink_latency,
 )
-from ringex.ringbuffer.log_buckets import LINEAR, TOP, bucket_low, bucket_of, buckets_of
+from ringex.ringbuffer.log_buckets import LINEAR, TOP, bucket_index, bucket_low, bucket_of, buckets_of
 
 
 def test_vectorised_buckets_equal_the_scalar_ones():
@@ -26,6 +27,7 @@ def test_vectorised_buckets_equal_the_scalar_ones():
     edges += [v for b in range(5, 46) for v in ((1 << b) - 1, 1 << b, (1 << b) + 1)]
     values = np.array(edges + [-7, TOP, TOP + 1, 1 << 60], np.int64)
     assert buckets_of(values).tolist() == [bucket_of(int(v)) for v in values]
+    assert [bucket_index(int(v)) for v in values] == [bucket_of(int(v)) for v in values]  # the compiled one
     for v in (100, 12_345, 10**9):
         low = bucket_low(bucket_of(v))
         assert low <= v < low * 1.0625 + 1
@@ -77,3 +79,27 @@ def test_a_missing_writer_is_not_an_error_for_the_reader(name):
     marks = EgressMarks(name)
     assert marks.published_at(np.array([1, 2], np.int64)).tolist() == [0, 0]
     marks.close()
+
+
+def test_stage_latencies_of_a_batch_count_its_orders_only(name):
+    from ringex.engine.wire import messages as m
+
+    def slot(b: bytes) -> np.ndarray:
+        r = np.zeros(m.SLOT_SIZE, np.uint8)
+        r[:len(b)] = np.frombuffer(b, np.uint8)
+        return r
+
+    rows = np.stack([slot(m.NewOrder.encode(timestampNs=5_000, ingressNs=3_000, side="Buy", ordType="Limit")),
+                     slot(m.Funds.encode(timestampNs=5_000, ingressNs=1, action="Deposit")),  # admin: not an order
+                     slot(m.CancelOrder.encode(timestampNs=9_000, ingressNs=8_000))])
+    rows.flags.writeable = False
+    a, b = LatencyRecorder(name), LatencyRecorder(name + "-b")
+    try:
+        record_stages(rows.view("<i8"), 4, m.NewOrder.offset("timestampNs") // 8, m.NewOrder.offset("ingressNs") // 8,
+                      10_000, a.words, b.words)
+        to_sequencer, to_output = read_latency(name), read_latency(name + "-b")
+        assert to_sequencer.count == 2 and to_sequencer.max_ns == 2_000 and to_sequencer.percentile(0) == bucket_low(bucket_of(1_000))
+        assert to_output.count == 2 and to_output.max_ns == 5_000 and to_output.percentile(0) == bucket_low(bucket_of(1_000))
+    finally:
+        a.close()
+        b.close()

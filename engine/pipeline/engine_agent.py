@@ -50,7 +50,8 @@ from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
 from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
 from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.latency import LatencyRecorder, latency_name
+from ringex.ringbuffer.latency import LatencyRecorder, latency_name, record_stages
+from ringex.ringbuffer.latency import warm_up as warm_up_recorders
 from ringex.ringbuffer.producer import Producer
 from ringex.ringbuffer.ring import Ring
 
@@ -195,6 +196,8 @@ class EngineAgent(Agent):
         # a role while compiling looks dead to the supervisor. A compile is announced and
         # flagged in the counters, so the launcher waits for it rather than calling it hung.
         warm_up_engine(self.counters)
+        if self.latency_prefix is not None:
+            warm_up_recorders()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_engine_file(self.data_dir, self.config)
         in_ring = Ring.attach(self.input_ring_name, wait_s=5.0)
@@ -319,15 +322,9 @@ class EngineAgent(Agent):
         """Stage latencies of the orders in ``region``, now that their events are out: the
         gateway's receive to the sequencer's stamp, and the stamp to the publish (wall time,
         for measuring only: nothing of it reaches the engine)."""
-        now = time.time_ns()
-        orders = region[(region[:, 2] <= _LAST_ORDER_ENTRY) & (region[:, 3] == 0)]
-        if not len(orders):
-            return
-        words = orders.view("<i8")
-        ts, ingress = words[:, _TS_WORD], words[:, _INGRESS_WORD]
         to_sequencer, to_output = self._stages
-        to_sequencer.record(ts - ingress)
-        to_output.record(now - ts)
+        record_stages(region.view("<i8"), _LAST_ORDER_ENTRY, _TS_WORD, _INGRESS_WORD, time.time_ns(),
+                      to_sequencer.words, to_output.words)
 
     def _publish(self, events: np.ndarray) -> None:
         """Publish every event, waiting (bounded per step) while the slowest consumer lags."""
