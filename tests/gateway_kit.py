@@ -157,8 +157,11 @@ def start_exchange(directory: Path, toml: str, timeout: float = 300.0,
     import threading
 
     def pump() -> None:
-        for line in proc.stdout:
-            ex.output.append(line)
+        try:
+            for line in proc.stdout:
+                ex.output.append(line)
+        except (ValueError, OSError):  # stop() took the pipe over to read the rest
+            pass
 
     threading.Thread(target=pump, daemon=True).start()
     ex.wait_listening(after=started - 1)
