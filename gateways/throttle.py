@@ -25,7 +25,6 @@ class Throttle:
         if rate < 0 or burst < 0 or (rate and not burst):
             raise ValueError(f"a throttle needs rate >= 0 and, when rate > 0, burst > 0 (got {rate}, {burst})")
         self.words = np.array([burst * NS, now_ns, rate, burst * NS], np.int64)
-        self.refused = 0
 
     @property
     def rate(self) -> int:
@@ -44,5 +43,4 @@ class Throttle:
         if w[LEVEL] >= NS:
             w[LEVEL] -= NS
             return True
-        self.refused += 1
         return False

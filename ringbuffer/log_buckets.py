@@ -62,16 +62,6 @@ def bucket_index(value: int) -> int:
     return LINEAR + (shift - 1) * HALF + (value >> shift) - HALF
 
 
-def buckets_of(values: np.ndarray) -> np.ndarray:
-    """``bucket_of`` of every value of an int64 array, at once."""
-    v = np.clip(values.astype(np.int64), 0, TOP)
-    # frexp's exponent is the bit length: exact, as every value here is below 2 ** 53
-    bits = np.frexp(v.astype(np.float64))[1].astype(np.int64)
-    shift = np.maximum(bits - SUB_BITS, 1)
-    big = LINEAR + (shift - 1) * HALF + (v >> shift) - HALF
-    return np.where(v < LINEAR, v, big)
-
-
 def bucket_low(index: int) -> int:
     """The smallest value that lands in bucket ``index``."""
     if index < LINEAR:
