@@ -215,6 +215,11 @@ class SbeGatewayAgent(Agent):
         self._rings.append(ring)
         return ring
 
+    def doorbell_sources(self) -> list[object]:
+        """Its output and reject consumers, and its epoll object: readable when a socket is
+        (a new connection, a client's bytes)."""
+        return [c for c, _, _ in self._sources] + [self._poll]
+
     def on_close(self) -> None:
         for conn in list(getattr(self, "_conns", [])):
             if not conn.closed:

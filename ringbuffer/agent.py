@@ -47,6 +47,12 @@ class Agent(abc.ABC):
     def on_close(self) -> None:
         """Release resources; always runs, also after ``on_start`` or ``do_work`` raised."""
 
+    def doorbell_sources(self) -> Sequence[object]:
+        """What ends this agent's park when it parks (asked at every park): the consumers it
+        reads (their bells ring at each publish) and objects with a ``fileno`` that turn
+        readable when it has work (its sockets). None: it parks for the park's length."""
+        return ()
+
 
 def _raise_collected(errors: list[BaseException], what: str) -> None:
     if len(errors) == 1:
@@ -101,6 +107,12 @@ class CompositeAgent(Agent):
         if errors is not None:
             _raise_collected(errors, f"{self.role_name}: do_work failed")
         return work
+
+    def doorbell_sources(self) -> Sequence[object]:
+        found: list[object] = []
+        for agent in self.agents:
+            found.extend(agent.doorbell_sources())
+        return found
 
     def on_close(self) -> None:
         count = len(self.agents) if self._attempted is None else self._attempted

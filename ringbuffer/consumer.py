@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import descriptor as d
+from .doorbell import Bell, open_bell
 from .errors import UntetheredError
 from .roles import release_role
 
@@ -39,7 +40,7 @@ class Consumer:
     __slots__ = (
         "_index", "_name", "_mm", "_mv", "_q", "_slots", "_prod", "_cur", "_hb",
         "_pos", "_pending", "_cap", "_mask", "_slot", "_data_off", "_empty", "_limit",
-        "rejoined_at",
+        "rejoined_at", "_bell", "_bell_tried",
     )
 
     def __init__(self, ring: Ring, index: int, mm: mmap.mmap, q: memoryview,
@@ -67,6 +68,8 @@ class Consumer:
         self._pos = self._q[self._cur]
         self._pending = 0
         self._q[self._hb] = _monotonic_ns()
+        self._bell: Bell | None = None
+        self._bell_tried = False
 
     @property
     def index(self) -> int:
@@ -80,6 +83,14 @@ class Consumer:
     def heartbeat(self) -> None:
         """Stamp the heartbeat (reads and commits do it too)."""
         self._q[self._hb] = _monotonic_ns()
+
+    def bell(self) -> Bell | None:
+        """This index's doorbell (bound at the first call), for a runner that parks on it; None
+        when it could not be bound (see :mod:`.doorbell`)."""
+        if not self._bell_tried and self._q is not None:
+            self._bell_tried = True
+            self._bell = open_bell(self._name, self._q, self._index)
+        return self._bell
 
     def available(self) -> int:
         return self._q[self._prod] - self._pos
@@ -197,6 +208,9 @@ class Consumer:
         return done
 
     def _release(self) -> None:
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         mv = self._mv
         q = self._q
         self._mm = self._mv = self._q = self._slots = self._empty = None

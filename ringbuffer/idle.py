@@ -4,13 +4,20 @@ Modelled on Agrona's IdleStrategy: the runner calls ``idle(work_count)`` after e
 cycle; a positive count resets the strategy, zero advances it.  Busy-spinning burns a
 whole core and belongs only on hosts with cores to spare; the backoff strategy (spin,
 then yield, then park with growing sleeps up to a bound) is the default on small hosts.
+
+A strategy that parks can be given a :class:`~ringex.ringbuffer.doorbell.Doorbell`
+(``attach``): it then parks on the agent's bells and descriptors, woken by the next publish
+or socket input instead of sleeping out the park, and so parks for its longest at once.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+if TYPE_CHECKING:
+    from .doorbell import Doorbell
 
 #: The configuration names of the strategies below (``[[process]] idle``, ``RunnerConfig``).
 IdleName = Literal["busy-spin", "yield", "sleep", "backoff"]
@@ -66,11 +73,16 @@ class SleepingIdleStrategy:
         self._period_s = period_ns / 1e9
         self._period_ns = period_ns
         self.parked_ns = 0
+        self._park = time.sleep
+
+    def attach(self, doorbell: Doorbell) -> None:
+        """Park on ``doorbell`` from now on."""
+        self._park = doorbell.park
 
     def idle(self, work_count: int) -> None:
         if work_count <= 0:
             self.parked_ns = self._period_ns
-            time.sleep(self._period_s)
+            self._park(self._period_s)
         else:
             self.parked_ns = 0
 
@@ -104,12 +116,23 @@ class BackoffIdleStrategy:
         self.max_yields = max_yields
         self.min_park_ns = min_park_ns
         self.max_park_ns = max_park_ns
+        self._doorbell: Doorbell | None = None
+        self.reset()
+
+    def attach(self, doorbell: Doorbell) -> None:
+        """Park on ``doorbell`` from now on: at once when idle, each park the longest (a bell
+        cuts it short)."""
+        self._doorbell = doorbell
+        # A duty cycle that spins costs what a park does, and a bell ends the park as soon
+        # as there is work: so park at once (on 2 cores a spinning agent starves the others).
+        self.max_spins = 0
+        self.max_yields = 0
         self.reset()
 
     def reset(self) -> None:
         self._spins = 0
         self._yields = 0
-        self._park_ns = self.min_park_ns
+        self._park_ns = self.max_park_ns if self._doorbell is not None else self.min_park_ns
         self.parked_ns = 0
 
     def idle(self, work_count: int) -> None:
@@ -124,6 +147,9 @@ class BackoffIdleStrategy:
             os.sched_yield()
         else:
             self.parked_ns = park = self._park_ns
+            if self._doorbell is not None:
+                self._doorbell.park(park / 1e9)
+                return
             time.sleep(park / 1e9)
             self._park_ns = min(park * 2, self.max_park_ns)
 

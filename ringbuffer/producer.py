@@ -5,7 +5,8 @@ consumer's cursor has passed it (the slowest consumer gates it), and answers
 ``Offer.BACK_PRESSURED`` (or a short claim) when the ring is full.  It writes the slots with
 plain copies, then publishes with ONE aligned 8-byte store of the producer cursor, so a
 consumer that loads the cursor first sees every byte of the slots below it (see the
-memory-ordering contract in :mod:`.ring`).  It caches the gate (the slowest consumer cursor
+memory-ordering contract in :mod:`.ring`); then it rings the doorbell of any consumer parked
+waiting for it (:mod:`.doorbell`).  It caches the gate (the slowest consumer cursor
 it last read) and rereads the consumer cursors only when that leaves too little room.
 
 Build one with :meth:`Ring.producer <ringex.ringbuffer.ring.Ring.producer>`, which claims
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import descriptor as d
+from .doorbell import BellRinger
 from .roles import release_role
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ class Producer:
     __slots__ = (
         "_mm", "_q", "_slots", "_cursor", "_gates", "_gate0", "_seq", "_gate",
         "_cap", "_mask", "_slot", "_data_off", "_claimed", "_empty", "_zeros", "_name",
-        "_prov_upto", "_prov_source", "_prov_position",
+        "_prov_upto", "_prov_source", "_prov_position", "_ringer", "_waiting", "_waiting0",
     )
 
     def __init__(self, ring: Ring, mm: mmap.mmap, q: memoryview, slots: np.ndarray) -> None:
@@ -73,6 +75,10 @@ class Producer:
         self._prov_upto = d.word(d.PROVENANCE_UPTO_OFFSET)
         self._prov_source = d.word(d.PROVENANCE_SOURCE_OFFSET)
         self._prov_position = d.word(d.PROVENANCE_POSITION_OFFSET)
+        self._ringer = BellRinger(ring.name, q, lay.consumers)
+        self._waiting = self._ringer.words
+        # One consumer (most rings): one word to load after a publish, no loop.
+        self._waiting0 = self._waiting[0] if len(self._waiting) == 1 else -1
 
     @property
     def position(self) -> int:
@@ -118,7 +124,13 @@ class Producer:
         seq += 1
         self._seq = seq
         self._claimed = 0
-        self._q[self._cursor] = seq
+        q = self._q
+        q[self._cursor] = seq
+        if self._waiting0 >= 0:
+            if q[self._waiting0]:
+                self._ringer.ring()
+        else:
+            self._wake(q)
         return _OK
 
     def _write_short(self, off: int, payload, n: int) -> None:
@@ -165,7 +177,19 @@ class Producer:
         seq = self._seq + count
         self._seq = seq
         self._claimed = 0
-        self._q[self._cursor] = seq
+        q = self._q
+        q[self._cursor] = seq
+        if self._waiting0 >= 0:  # a consumer parked on its doorbell is woken now
+            if q[self._waiting0]:
+                self._ringer.ring()
+        else:
+            self._wake(q)
+
+    def _wake(self, q: memoryview) -> None:
+        for w in self._waiting:
+            if q[w]:
+                self._ringer.ring()
+                return
 
     def note_provenance(self, count: int, source: int, source_position: int) -> None:
         """Record, before ``publish(count)``, that the publish carries ``source``'s messages
@@ -227,6 +251,7 @@ class Producer:
         return done
 
     def _release(self) -> None:
+        self._ringer.close()
         q = self._q
         self._mm = self._q = self._slots = self._empty = None
         if q is not None:  # None: closed before, and Ring.close releases every handle again

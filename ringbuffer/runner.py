@@ -41,6 +41,7 @@ from ringex.ringbuffer.counters import (
     unlink_counters,
 )
 from ringex.ringbuffer.hiccup import HiccupRecorder, hiccup_name, unlink_hiccups
+from ringex.ringbuffer.doorbell import Doorbell
 from ringex.ringbuffer.idle import IdleName, IdleStrategy, idle_strategy
 from ringex.ringbuffer.parent_death import ParentGoneError, die_with_parent
 
@@ -77,6 +78,9 @@ class RunnerConfig:
     disable_gc: bool = True  # gc.disable() + gc.freeze() after on_start (DESIGN.md)
     counters: bool = True  # own a counters object with the standard counters
     hiccups: bool = True  # and a hiccup meter beside it (ringbuffer/hiccup.py)
+    # Park on the agent's doorbell sources (its consumers' bells, its sockets) when the idle
+    # strategy parks, so that a publish or a socket's input ends the park (ringbuffer/doorbell.py).
+    doorbell: bool = True
     counters_name: str | None = None  # None: ringex-counters-<role>-<pid>-<random>
     counters_capacity: int = 256
     handle_signals: bool = True  # SIGTERM/SIGINT stop after the current duty cycle
@@ -230,6 +234,10 @@ class AgentRunner:
                     gc.disable()
                     gc.freeze()
                     gc_frozen = True
+                attach = getattr(idle, "attach", None)
+                sources = getattr(self.agent, "doorbell_sources", None)
+                if attach is not None and self.config.doorbell and sources is not None and sources():
+                    attach(Doorbell(sources))
                 self._started.set()
                 failed = self._loop(idle)
         finally:

@@ -38,8 +38,13 @@ from test_ring_support import wait_until
 def test_descriptor_offsets_are_aligned_and_cursors_own_cache_line_pairs():
     lay = d.RingLayout(slot_size=64, capacity=1024, consumers=3)
     cursors = [d.PRODUCER_CURSOR_OFFSET] + [d.consumer_cursor_offset(i) for i in range(3)]
-    for a, b in zip(cursors, cursors[1:]):
+    for a, b in zip(cursors[1:], cursors[2:]):
         assert b - a == d.CACHE_LINE_PAIR_SIZE
+    # between the producer's pair and the first consumer's: the waiting words' own lines
+    assert cursors[1] - cursors[0] == d.CACHE_LINE_PAIR_SIZE + d.WAITING_WORDS_LENGTH
+    waiting = [d.consumer_waiting_offset(i) for i in range(d.MAX_CONSUMERS)]
+    assert waiting[0] == d.PRODUCER_PAIR_OFFSET + d.CACHE_LINE_PAIR_SIZE
+    assert waiting[-1] + d.WORD_SIZE <= d.consumer_pair_offset(0)
     for off in cursors:
         assert off % d.CACHE_LINE_PAIR_SIZE == 0
     assert d.PRODUCER_PAIR_OFFSET >= d.HEADER_LENGTH

@@ -471,6 +471,9 @@ class EngineAgent(Agent):
         snaps = list_snapshots(snapshot_dir(self.data_dir))
         return snaps[0][0] if snaps else None
 
+    def doorbell_sources(self) -> list[Consumer]:
+        return [self._in] if hasattr(self, "_in") else []
+
     def on_close(self) -> None:
         try:
             if self.journal is not None and getattr(self, "engine", None) is not None:

@@ -298,6 +298,9 @@ class SequencerAgent(Agent):
                 done += 1
         return done
 
+    def doorbell_sources(self) -> list[Consumer]:
+        return list(self._consumers)
+
     def on_close(self) -> None:
         for c in getattr(self, "_consumers", []):
             c.close()
