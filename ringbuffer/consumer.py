@@ -32,6 +32,8 @@ __all__ = ["Consumer"]
 
 _monotonic_ns = time.monotonic_ns
 _UNTETHERED = d.UNTETHERED
+#: How often a consumer without a bell tries to bind it again.
+BELL_RETRY_NS = 1_000_000_000
 
 
 class Consumer:
@@ -40,7 +42,7 @@ class Consumer:
     __slots__ = (
         "_index", "_name", "_mm", "_mv", "_q", "_slots", "_prod", "_cur", "_hb",
         "_pos", "_pending", "_cap", "_mask", "_slot", "_data_off", "_empty", "_limit",
-        "rejoined_at", "_bell", "_bell_tried",
+        "rejoined_at", "_bell", "_bell_retry_ns",
     )
 
     def __init__(self, ring: Ring, index: int, mm: mmap.mmap, q: memoryview,
@@ -69,7 +71,7 @@ class Consumer:
         self._pending = 0
         self._q[self._hb] = _monotonic_ns()
         self._bell: Bell | None = None
-        self._bell_tried = False
+        self._bell_retry_ns = 0
 
     @property
     def index(self) -> int:
@@ -86,10 +88,13 @@ class Consumer:
 
     def bell(self) -> Bell | None:
         """This index's doorbell (bound at the first call), for a runner that parks on it; None
-        when it could not be bound (see :mod:`.doorbell`)."""
-        if not self._bell_tried and self._q is not None:
-            self._bell_tried = True
-            self._bell = open_bell(self._name, self._q, self._index)
+        while it cannot be bound (the process this one took the index over from still holds
+        the address): tried again each ``BELL_RETRY_NS`` (see :mod:`.doorbell`)."""
+        if self._bell is None and self._q is not None:
+            now = _monotonic_ns()
+            if now >= self._bell_retry_ns:
+                self._bell_retry_ns = now + BELL_RETRY_NS
+                self._bell = open_bell(self._name, self._q, self._index)
         return self._bell
 
     def available(self) -> int:

@@ -115,7 +115,7 @@ def test_a_waiting_word_with_no_bell_behind_it_is_cleared_by_the_producer(ring_e
         assert ring._q[word] == 0
 
 
-def test_a_taken_bell_leaves_the_park_timed(ring_env: RingEnv) -> None:
+def test_a_taken_bell_leaves_the_park_timed_until_it_is_free(ring_env: RingEnv) -> None:
     with Ring.create(ring_env.name(), slot_size=8, capacity=8) as ring:
         first = ring.consumer(0)
         assert first.bell() is not None
@@ -124,6 +124,10 @@ def test_a_taken_bell_leaves_the_park_timed(ring_env: RingEnv) -> None:
         start = time.monotonic()
         Doorbell(lambda: [second]).park(0.05)  # no bell: the park's length, no error
         assert time.monotonic() - start >= 0.04
+        first.close()  # its process is gone: the address is free
+        assert second.bell() is None  # not tried again before the retry interval
+        second._bell_retry_ns = 0  # as if BELL_RETRY_NS had passed
+        assert second.bell() is not None
 
 
 def test_closing_a_consumer_frees_its_bell(ring_env: RingEnv) -> None:

@@ -267,6 +267,8 @@ def test_the_bench_config_changes_only_what_it_must():
     assert cfg.exchange.data_dir == "/tmp/x/data" and cfg.exchange.shm_prefix == "rxbench1"
     assert cfg.gateway[0].listen == "127.0.0.1:0"
     assert all(s.max_msgs_per_s == 0 for s in cfg.gateway[0].session)
+    assert cfg.journal.durability == "batch"  # the embedded default's
+    assert parse_config(bench_e2e.bench_toml("/tmp/x/data", "rxbench1", "none")).journal.durability == "none"
 
 
 # ------------------------------------------------------------------ against ringex run

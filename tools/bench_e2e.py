@@ -6,7 +6,8 @@ as users start it, ``python -m ringex.tools.cli run --config FILE`` in a child p
 only these changed: its data directory (a temporary one), its shared-memory prefix (unique),
 the gateway's port (0: the system picks one, read back from the gateway's address file) and
 the demo sessions' throttle (off, so that what is measured is the exchange, not the token
-bucket). ``ringex load`` (tools/load.py) drives it from the same host, and every latency is
+bucket); and, given ``--durability``, the journal's durability (``none`` measures the
+exchange without the disk's sync, which every acknowledgement waits for under ``batch``). ``ringex load`` (tools/load.py) drives it from the same host, and every latency is
 measured from each order's *intended* send time (the coordinated-omission rule: a stall
 counts against every order that should have gone out during it).
 
@@ -72,19 +73,23 @@ INSTRUMENT = 1
 # ---------------------------------------------------------------------------- the exchange
 
 
-def bench_toml(data_dir: str, shm_prefix: str) -> str:
+def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None) -> str:
     """The embedded default with only the data directory, the prefix, the gateway's port and
     the demo sessions' throttle changed (each substitution checked, so a reworded default
-    fails loudly here rather than benchmarking something else)."""
+    fails loudly here rather than benchmarking something else); and the journal's
+    ``durability`` when one is given (to measure what the disk's sync costs)."""
     from ringex.tools.config import DEFAULT_TOML
 
     text = DEFAULT_TOML
-    for pattern, value, expect in (
+    changes = [
         (r'^data_dir = "[^"]*"', f"data_dir = {json.dumps(data_dir)}", 1),
         (r'^shm_prefix = "[^"]*"', f"shm_prefix = {json.dumps(shm_prefix)}", 1),
         (r'^listen = "[^"]*"', 'listen = "127.0.0.1:0"', 1),
         (r"^max_msgs_per_s = \d+", "max_msgs_per_s = 0", None),
-    ):
+    ]
+    if durability is not None:
+        changes.append((r'^durability = "[^"]*"', f"durability = {json.dumps(durability)}", 1))
+    for pattern, value, expect in changes:
         text, n = re.subn(pattern, value, text, flags=re.M)
         if n == 0 or (expect is not None and n != expect):
             raise RuntimeError(f"the embedded default changed: {pattern!r} matched {n} times")
@@ -94,7 +99,9 @@ def bench_toml(data_dir: str, shm_prefix: str) -> str:
 class Exchange:
     """``ringex run`` on the bench configuration in a temporary directory of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, durability: str | None = None) -> None:
+        """``durability``: the journal's, when not the embedded default's."""
+        self.durability = durability
         self.directory = Path(tempfile.mkdtemp(prefix="ringex-e2e-"))
         self.prefix = f"rxe2e{os.getpid()}{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen | None = None
@@ -118,7 +125,7 @@ class Exchange:
         from ringex.tools.config import parse_config
 
         data = self.directory / "data"
-        toml = bench_toml(str(data), self.prefix)
+        toml = bench_toml(str(data), self.prefix, self.durability)
         conf = self.directory / "exchange.toml"
         conf.write_text(toml)
         gateway = parse_config(toml, base_dir=self.directory).gateway[0].name
@@ -360,12 +367,13 @@ def _warm(ex: Exchange) -> None:
 def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, start_rate: float = START_RATE,
               search_s: float = SEARCH_S, p99_limit_us: float = P99_LIMIT_US,
               relaxed_p99_limit_us: float = RELAXED_P99_LIMIT_US, search: bool = True,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The figures in the module docstring, as one dict."""
+              durability: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The figures in the module docstring, as one dict; ``durability``: the journal's, when
+    not the embedded default's (``batch``)."""
     from ringex.tools.stages import stage_snapshot
 
     say = log or (lambda line: None)
-    result: dict[str, Any] = {"host": host_info(), "duration_s": duration}
+    result: dict[str, Any] = {"host": host_info(), "duration_s": duration, "durability": durability or "batch"}
     limits = (p99_limit_us, relaxed_p99_limit_us)
 
     def terminated(signum: int, frame: object) -> None:
@@ -375,7 +383,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
     previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
     try:
         # (b) and (c): a fixed rate, and the exchange's own stage histograms over that window
-        with Exchange() as ex:
+        with Exchange(durability) as ex:
             say(f"fixed rate {fixed_rate:,.0f}/s for {duration:g} s")
             _warm(ex)
             before, cpu_before, t = stage_snapshot(ex.prefix), cpu_by_process(ex), time.monotonic()
@@ -409,7 +417,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
                 if rate not in results:
                     if time.monotonic() - t0 + per_run > search_s:
                         return None  # none begun that could not end within the budget
-                    with Exchange() as ex:
+                    with Exchange(durability) as ex:
                         _warm(ex)
                         r = results[rate] = _load(ex, rate, duration, fail_fast=(relaxed_p99_limit_us, 0.01))
                     say(f"  {rate:>9,.0f}/s: " + (f"error: {r['error']}" if r.get("error") else
@@ -438,7 +446,7 @@ add_args = add_e2e_args
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return run_bench(duration=args.duration, fixed_rate=args.fixed_rate, start_rate=args.start_rate,
                      search_s=args.search_s, p99_limit_us=args.p99_limit_ms * 1000, search=not args.no_search,
-                     log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
+                     durability=args.durability, log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
 
 
 def _num(value: Any) -> str:

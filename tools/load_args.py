@@ -49,3 +49,6 @@ def add_e2e_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p99-limit-ms", type=float, default=P99_LIMIT_US / 1000,
                         help=f"the ack p99 a sustained rate must stay under (default {P99_LIMIT_US / 1000:g})")
     parser.add_argument("--no-search", action="store_true", help="only the fixed-rate figures")
+    parser.add_argument("--durability", choices=("batch", "none", "interval"), default=None,
+                        help="the journal's durability (default: the embedded default's, batch); "
+                             "none shows what the disk's sync costs")

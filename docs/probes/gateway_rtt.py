@@ -25,16 +25,7 @@ from ringex.gateways.client import Client
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     durability = sys.argv[2] if len(sys.argv) > 2 else "batch"
-    default = e2e.bench_toml
-
-    def toml(data_dir: str, prefix: str) -> str:
-        text = default(data_dir, prefix)
-        if 'durability = "batch"' not in text:
-            raise RuntimeError("the embedded default no longer says durability = \"batch\"")
-        return text.replace('durability = "batch"', f'durability = "{durability}"')
-
-    e2e.bench_toml = toml
-    with e2e.Exchange().start() as ex:
+    with e2e.Exchange(durability).start() as ex:
         c = Client.connect(ex.host, ex.port, 1, "demo-1", keepalive_ms=10_000)
         rows = []
         for i in range(n):
