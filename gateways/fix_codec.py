@@ -1,0 +1,381 @@
+"""FIX 4.4 tag=value: how the FIX gateway cuts a TCP stream into messages, checks and writes them.
+
+A message is fields ``tag=value`` each ended by SOH (0x01), always opening with the same three
+and closing with the checksum::
+
+    8=FIX.4.4<SOH>9=<BodyLength><SOH>35=<MsgType><SOH> ... <SOH>10=<CheckSum><SOH>
+
+* BodyLength (9) counts the bytes from the first byte after its own SOH up to and including
+  the SOH just before ``10=``.
+* CheckSum (10) is the sum of every byte before ``10=`` modulo 256, written as exactly three
+  digits (``10=007``).
+
+(FIX 4.4 specification, Volume 2, "Message Format" and "CheckSum Calculation".)
+
+Garbled and invalid
+-------------------
+A message that cannot be framed is *garbled*: wrong BeginString, BodyLength not a number or
+not pointing at ``10=``, CheckSum not three digits or not matching, longer than the receiver's
+maximum, a field without ``=``. The specification says to ignore such a message: no Reject, the
+sequence number is not consumed, the gap shows up with the next good message. ``FixReader``
+reports each as ``Garbled`` (for logging) and resynchronises at the next ``8=FIX`` that starts
+a field (at the front of what is buffered, or right after a SOH), so a good message after a
+bad one is never lost. Bytes it drops are reported, one ``Garbled`` per drop, so a bad message
+that arrives in pieces may be reported in pieces. The buffer never holds more than the largest
+message accepted plus one read: garbage without any ``8=`` is dropped as it comes.
+
+A framed message can still be *invalid*: an unknown tag, a required one missing, a value of
+the wrong format. ``validate`` says which SessionRejectReason a Reject (35=3) must give; the
+session layer sends it and consumes the sequence number.
+
+The codec does no I/O: ``FixReader.feed`` takes whatever a socket read returned, ``encode``
+returns the bytes to send.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ringex.gateways.fix_dictionary import (
+    FIELDS,
+    HEADER_ALLOWED,
+    HEADER_REQUIRED,
+    MESSAGES,
+    TRAILER,
+    FieldType,
+    SessionRejectReason,
+)
+
+SOH = b"\x01"
+BEGIN_STRING = b"FIX.4.4"
+
+# Every message starts with exactly these bytes (BeginString, then the BodyLength tag).
+_PREFIX = b"8=" + BEGIN_STRING + SOH + b"9="
+# What a resynchronisation looks for, after a SOH or at the front of the buffer.
+_SYNC = b"8=FIX"
+_TRAILER_LENGTH = len(b"10=000\x01")
+# More BodyLength digits than this cannot be under any sane maximum; no need to wait for a SOH.
+_MAX_LENGTH_DIGITS = 9
+# A checksum field followed by a new message inside what BodyLength claims as body: the claim
+# is wrong, and waiting for the bytes it asks for would hold up the next message.
+_EARLY_END = re.compile(rb"\x0110=\d{3}\x018=FIX")
+
+_DIGITS = re.compile(rb"[0-9]+")
+_SIGNED_DIGITS = re.compile(rb"-?[0-9]+")
+_FLOAT = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+_MULTIPLE_CHAR = re.compile(rb"[^ ](?: [^ ])*")
+_TIMESTAMP = re.compile(rb"([0-9]{4})([0-9]{2})([0-9]{2})-([0-9]{2}):([0-9]{2}):([0-9]{2})"
+                        rb"(?:\.([0-9]{3}|[0-9]{6}))?")
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_NS_PER_DAY = 86_400 * 10**9
+
+
+def _parse_int(text: bytes) -> int | None:
+    """A strict integer: ``int()`` alone would also take spaces, ``+`` and ``_``."""
+    if _SIGNED_DIGITS.fullmatch(text) is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        return None
+
+
+class FixMessage:
+    """One framed message: its bytes and its fields in wire order, parsed once.
+
+    A tag that is not an integer is kept as tag 0 (as QuickFIX's parser reads it) and
+    remembered, so that ``validate`` can tell it from a literal ``0=``. Raises ``ValueError``
+    for a field without ``=``: such bytes are not a message."""
+
+    __slots__ = ("raw", "fields", "msg_type", "_first", "_unparsed")
+
+    def __init__(self, raw: bytes) -> None:
+        if not raw.endswith(SOH):
+            raise ValueError("a FIX message ends with SOH")
+        fields: list[tuple[int, bytes]] = []
+        unparsed: set[int] = set()
+        first: dict[int, bytes] = {}
+        for i, field in enumerate(raw[:-1].split(SOH)):
+            tag_text, eq, value = field.partition(b"=")
+            if not eq:
+                raise ValueError(f"field {i} ({field[:32]!r}) has no '='")
+            tag = _parse_int(tag_text)
+            if tag is None:
+                unparsed.add(i)
+                tag = 0
+            fields.append((tag, value))
+            first.setdefault(tag, value)
+        self.raw = raw
+        self.fields = fields
+        self._first = first
+        self._unparsed = frozenset(unparsed)
+        self.msg_type = first.get(35, b"")
+
+    def get(self, tag: int) -> bytes | None:
+        return self._first.get(tag)
+
+    def has(self, tag: int) -> bool:
+        return tag in self._first
+
+    def int(self, tag: int) -> int:
+        value = self._first.get(tag)
+        if value is None:
+            raise ValueError(f"tag {tag} is missing")
+        number = _parse_int(value)
+        if number is None:
+            raise ValueError(f"tag {tag} is not an integer: {value!r}")
+        return number
+
+    @property
+    def seq_num(self) -> int | None:
+        value = self._first.get(34)
+        return None if value is None else _parse_int(value)
+
+    def __repr__(self) -> str:
+        return f"FixMessage({self.raw.replace(SOH, b'|').decode('ascii', 'backslashreplace')})"
+
+
+class Garbled(NamedTuple):
+    """Bytes that could not be framed as a message; the specification says to ignore them."""
+
+    reason: str
+    raw: bytes
+
+
+class FixReader:
+    """Frames one connection's byte stream: ``feed`` what a read returned, get back every
+    message (or ``Garbled`` drop) now complete; an unfinished message waits for the next feed.
+
+    A message longer than ``max_message`` bytes is garbled, so the buffer never holds more
+    than that plus one feed."""
+
+    def __init__(self, max_message: int = 8192) -> None:
+        if max_message < len(_PREFIX) + _TRAILER_LENGTH:
+            raise ValueError(f"max_message {max_message} is smaller than any FIX message")
+        self.max_message = max_message
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that are not yet a message (or a drop)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[FixMessage | Garbled]:
+        self._buf += data
+        out: list[FixMessage | Garbled] = []
+        while self._buf:
+            found = self._next()
+            if found is None:
+                break
+            out.append(found)
+        return out
+
+    def _next(self) -> FixMessage | Garbled | None:
+        """The message or drop at the front of the buffer, taken out of it; None to wait."""
+        buf = self._buf
+        head = bytes(buf[:len(_PREFIX)])
+        if not buf.startswith(_SYNC[:len(buf)]):
+            return self._drop("no BeginString: garbage before '8=FIX'")
+        if head != _PREFIX[:len(head)]:
+            if head.startswith(b"8=" + BEGIN_STRING + SOH):
+                return self._drop("BodyLength (9) is not the second field")
+            return self._drop("BeginString is not FIX.4.4")
+        if len(head) < len(_PREFIX):
+            return None
+        digits_at = len(_PREFIX)
+        length_end = buf.find(SOH, digits_at, digits_at + _MAX_LENGTH_DIGITS + 1)
+        if length_end < 0:
+            digits = bytes(buf[digits_at:digits_at + _MAX_LENGTH_DIGITS + 1])
+            if len(digits) <= _MAX_LENGTH_DIGITS and (not digits or digits.isdigit()):
+                return None  # the BodyLength digits are still arriving
+            return self._drop(f"BodyLength (9) is not a number: {digits!r}")
+        digits = bytes(buf[digits_at:length_end])
+        if not _DIGITS.fullmatch(digits):
+            return self._drop(f"BodyLength (9) is not a number: {digits!r}")
+        body_start = length_end + 1
+        trailer_at = body_start + int(digits)
+        total = trailer_at + _TRAILER_LENGTH
+        if total > self.max_message:
+            return self._drop(f"message of {total} bytes exceeds the maximum of {self.max_message}")
+        early = _EARLY_END.search(buf, length_end, min(len(buf), total))
+        if early is not None and early.start() < trailer_at - 1:
+            return self._drop(f"BodyLength {int(digits)} runs past the end of the message")
+        if len(buf) < total:
+            return None
+        trailer = bytes(buf[trailer_at:total])
+        if buf[trailer_at - 1] != SOH[0] or not trailer.startswith(b"10="):
+            return self._drop(f"BodyLength {int(digits)} does not point at CheckSum (10)")
+        if not (_DIGITS.fullmatch(trailer[3:6]) and trailer[6:] == SOH):
+            return self._drop(f"CheckSum (10) is not three digits: {trailer!r}")  # so its end is unknown
+        computed = sum(memoryview(buf)[:trailer_at]) % 256
+        if computed != int(trailer[3:6]):
+            return self._drop(f"CheckSum {trailer[3:6].decode()} does not match the computed {computed:03d}",
+                              total)
+        raw = bytes(buf[:total])
+        try:
+            message = FixMessage(raw)
+        except ValueError as e:
+            return self._drop(str(e), total)
+        del buf[:total]
+        return message
+
+    def _drop(self, reason: str, end: int | None = None) -> Garbled:
+        """Drop the bytes up to ``end`` (a bad message whose extent is known) or up to the next
+        resynchronisation point; without one, everything but a tail that may begin one."""
+        buf = self._buf
+        if end is None:
+            sync = buf.find(SOH + _SYNC)
+            if sync >= 0:
+                end = sync + 1
+            else:
+                end = len(buf)
+                last = buf.rfind(SOH, max(0, len(buf) - len(_SYNC)))
+                if last >= 0 and _SYNC.startswith(buf[last + 1:]):
+                    end = last + 1
+        raw = bytes(buf[:end])
+        del buf[:end]
+        return Garbled(reason, raw)
+
+
+class Invalid(NamedTuple):
+    """Why a framed message must be rejected (Reject, 35=3): SessionRejectReason (373),
+    RefTagID (371) where there is one, and Text (58)."""
+
+    reason: SessionRejectReason
+    ref_tag: int | None
+    text: str
+
+
+def validate(msg: FixMessage) -> Invalid | None:
+    """The session layer's checks of a framed message, in the order they are made; None if
+    it passes them all."""
+    R = SessionRejectReason
+    fields = msg.fields
+    for i, expected in enumerate((8, 9, 35)):
+        if i >= len(fields) or fields[i][0] != expected:
+            return Invalid(R.TagSpecifiedOutOfRequiredOrder, expected, f"tag {expected} must be field {i + 1}")
+    for i, (tag, _) in enumerate(fields):
+        if i in msg._unparsed:
+            return Invalid(R.InvalidTagNumber, None, f"field {i + 1} has a tag that is not a number")
+        if tag <= 0:
+            return Invalid(R.InvalidTagNumber, tag, f"tag {tag} is not a positive number")
+    for tag, value in fields:
+        if not value:
+            return Invalid(R.TagSpecifiedWithoutValue, tag, f"tag {tag} has no value")
+    spec = MESSAGES.get(msg.msg_type)
+    if spec is None:
+        return Invalid(R.InvalidMsgType, 35, f"MsgType {msg.msg_type!r} is not supported")
+    for tag, _ in fields:
+        if tag not in FIELDS:
+            return Invalid(R.UndefinedTag, tag, f"tag {tag} is not defined")
+        if tag not in spec.allowed and tag not in HEADER_ALLOWED and tag not in TRAILER:
+            return Invalid(R.TagNotDefinedForMessageType, tag, f"tag {tag} is not defined for {spec.name}")
+    seen: set[int] = set()
+    for tag, _ in fields:
+        if tag in seen:
+            return Invalid(R.TagAppearsMoreThanOnce, tag, f"tag {tag} appears more than once")
+        seen.add(tag)
+    for tag in HEADER_REQUIRED + spec.required:
+        if tag not in seen:
+            return Invalid(R.RequiredTagMissing, tag, f"required tag {tag} is missing")
+    for tag, value in fields:
+        if not _well_formed(FIELDS[tag].type, value):
+            return Invalid(R.IncorrectDataFormat, tag,
+                           f"tag {tag} is not a valid {FIELDS[tag].type.value}: {value[:32]!r}")
+    for tag, value in fields:
+        allowed = FIELDS[tag].values
+        if allowed is None:
+            continue
+        items = value.split(b" ") if FIELDS[tag].type is FieldType.MULTIPLECHARVALUE else (value,)
+        if any(item not in allowed for item in items):
+            return Invalid(R.ValueIsIncorrect, tag, f"tag {tag} value {value[:32]!r} is not supported")
+    return None
+
+
+def _well_formed(kind: FieldType, value: bytes) -> bool:
+    if kind is FieldType.INT:
+        return _SIGNED_DIGITS.fullmatch(value) is not None
+    if kind in (FieldType.SEQNUM, FieldType.LENGTH, FieldType.NUMINGROUP):
+        return _DIGITS.fullmatch(value) is not None
+    if kind is FieldType.FLOAT:
+        return _FLOAT.fullmatch(value) is not None
+    if kind is FieldType.CHAR:
+        return len(value) == 1
+    if kind is FieldType.BOOLEAN:
+        return value in (b"Y", b"N")
+    if kind is FieldType.MULTIPLECHARVALUE:
+        return _MULTIPLE_CHAR.fullmatch(value) is not None
+    if kind is FieldType.UTCTIMESTAMP:
+        try:
+            parse_utc_timestamp(value)
+        except ValueError:
+            return False
+    return True
+
+
+def parse_utc_timestamp(value: bytes) -> int:
+    """``YYYYMMDD-HH:MM:SS[.sss|.ssssss]`` (UTC) as nanoseconds since the epoch. A leap
+    second (``:60``), which FIX allows, counts as the first second of the next minute."""
+    m = _TIMESTAMP.fullmatch(value)
+    if m is None:
+        raise ValueError(f"not a UTCTimestamp: {value[:32]!r}")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        days = datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise ValueError(f"not a UTCTimestamp (no such date): {value!r}") from None
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(f"not a UTCTimestamp (no such time): {value!r}")
+    fraction = m.group(7) or b""
+    ns = int(fraction.ljust(9, b"0")) if fraction else 0
+    return days * _NS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 10**9 + ns
+
+
+def utc_timestamp(wall_ns: int) -> bytes:
+    """``YYYYMMDD-HH:MM:SS.sss``: FIX 4.4's UTCTimestamp carries milliseconds at most, so the
+    rest is truncated."""
+    days, ns = divmod(wall_ns, _NS_PER_DAY)
+    date = datetime.date.fromordinal(_EPOCH_ORDINAL + days)
+    seconds, ns = divmod(ns, 10**9)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return (f"{date.year:04d}{date.month:02d}{date.day:02d}-{hour:02d}:{minute:02d}:{second:02d}"
+            f".{ns // 1_000_000:03d}").encode()
+
+
+def _value_bytes(tag: int, value: bytes | str | int) -> bytes:
+    # bool is an int: True would go out as "True"
+    if isinstance(value, bool) or not isinstance(value, (bytes, str, int)):
+        raise TypeError(f"tag {tag}: a value is bytes, str or int, got {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value).encode()
+    text = value.encode("ascii") if isinstance(value, str) else value
+    if not text:
+        raise ValueError(f"tag {tag}: FIX has no empty values")
+    if SOH in text:
+        raise ValueError(f"tag {tag}: a value cannot contain SOH: {text[:32]!r}")
+    return text
+
+
+def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time: bytes,
+           body: Sequence[tuple[int, bytes | str | int]], *, poss_dup: bool = False,
+           orig_sending_time: bytes | None = None) -> bytes:
+    """One complete message: the standard header (8 9 35 49 56 34 [43] 52 [122]), ``body`` in
+    the order given, then the CheckSum."""
+    header: list[tuple[int, bytes | str | int]] = [(35, msg_type), (49, sender), (56, target), (34, seq)]
+    if poss_dup:
+        header.append((43, b"Y"))
+    header.append((52, sending_time))
+    if orig_sending_time is not None:
+        header.append((122, orig_sending_time))
+    parts = []
+    for tag, value in (*header, *body):
+        if isinstance(tag, bool) or not isinstance(tag, int) or tag <= 0:
+            raise ValueError(f"a tag is a positive integer, got {tag!r}")
+        parts.append(b"%d=%s\x01" % (tag, _value_bytes(tag, value)))
+    fields = b"".join(parts)
+    message = b"8=" + BEGIN_STRING + SOH + b"9=%d\x01" % len(fields) + fields
+    return message + b"10=%03d\x01" % (sum(message) % 256)
