@@ -1,0 +1,122 @@
+"""A FIX session's persistent order book (gateways/fix_order_book.py): reopen, torn and
+corrupted tails, foreign files, compaction."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from ringex.engine.wire import messages as m
+from ringex.gateways import fix_orders as fo
+from ringex.gateways.fix_order_book import MAGIC, OrderBook, OrderBookError
+
+from fix_kit import INSTRUMENTS, SESSION, accepted, new, nos, one, report, trade
+
+
+def test_reopen_restores(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        accepted(b, b"A1", 900, t38=b"3")
+        trade(b, price=5_000_050, qty=1000, makerOrderId=900, makerClOrdId=1, makerLeavesQty=2000,
+              makerSessionId=SESSION)
+        kw = fo.replace({11: b"R1", 41: b"A1", 38: b"3", 44: b"50000"}, b, INSTRUMENTS, SESSION)  # pending
+        new(b, nos(b"A2"))
+    with OrderBook(path) as b:
+        assert b.cut_bytes == 0 and b.next_cl_ord_id == 4
+        o = b.order(b"A1")
+        assert (o.order_id, o.cum_qty, o.leaves_qty, o.notional, o.status) == (900, 1000, 2000, 5_000_050 * 1000, b"1")
+        assert b.in_use(b"R1") and b.order(b"A2").status == b"A"
+        f = one(report(b, "OrderReplaced", m.OrderReplaced, orderId=900, clOrdId=kw["clOrdId"], origClOrdId=1,
+                       price=5_000_000, qty=3000, leavesQty=2000, sessionId=SESSION))
+        assert (f[11], f[41], f[6]) == (b"R1", b"A1", b"50000.5")
+    with OrderBook(path) as b:
+        assert b.order(b"R1").num == 2 and b.by_engine_id(2) is b.order(b"A1") and b.pending(2) is None
+
+
+def test_torn_tail_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        new(b, nos(b"A1"))
+        new(b, nos(b"A2"))
+    full = path.read_bytes()
+    for cut in (1, 5, 9, 30):
+        path.write_bytes(full[:-cut])
+        with OrderBook(path) as b:
+            assert b.cut_bytes > 0 and b.order(b"A1") is not None and b.order(b"A2") is None
+            assert b.next_cl_ord_id == 2
+            new(b, nos(b"A3"))  # appends after the cut
+        with OrderBook(path) as b:
+            assert b.cut_bytes == 0 and b.order(b"A3").num == 2
+
+
+def test_corrupted_record_detected(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        new(b, nos(b"A1"))
+        new(b, nos(b"A2"))
+    data = bytearray(path.read_bytes())
+    length = struct.unpack_from("<I", data, 16)[0]
+    second = 16 + 8 + length
+    data[second + 20] ^= 0x40  # a flipped bit in the second record's payload
+    path.write_bytes(bytes(data))
+    with OrderBook(path) as b:
+        assert b.cut_bytes == len(data) - second
+        assert b.order(b"A1") is not None and b.order(b"A2") is None
+    assert path.stat().st_size == second
+
+
+def test_not_our_file(tmp_path: Path) -> None:
+    path = tmp_path / "other"
+    path.write_bytes(b"hello world, this is not an order book")
+    with pytest.raises(OrderBookError, match="not a FIX order book"):
+        OrderBook(path)
+    path.write_bytes(b"xy")
+    with pytest.raises(OrderBookError):
+        OrderBook(path)
+    path.write_bytes(struct.pack("<II8x", MAGIC, 99))
+    with pytest.raises(OrderBookError, match="version"):
+        OrderBook(path)
+    path.write_bytes(struct.pack("<II8x", MAGIC, 1)[:5])  # a crash while creating it
+    with OrderBook(path) as b:
+        assert b.next_cl_ord_id == 1
+
+
+def test_compaction_keeps_live_orders(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        accepted(b, b"LIVE", 1)
+        for i in range(20):
+            accepted(b, b"D%d" % i, 100 + i)
+            report(b, "OrderCanceled", m.OrderCanceled, orderId=100 + i, clOrdId=b.order(b"D%d" % i).num,
+                   canceledQty=1500, sessionId=SESSION, reason=m.CancelReason.User)
+        accepted(b, b"P", 2)
+        fo.cancel({11: b"C", 41: b"P"}, b, SESSION)
+        before = path.stat().st_size
+        b.compact()
+        assert path.stat().st_size < before / 5
+        assert b.order(b"D3") is None and b.order(b"LIVE").order_id == 1
+        new(b, nos(b"AFTER"))
+    assert not (tmp_path / "b.orders.tmp").exists()
+    with OrderBook(path) as b:
+        assert b.order(b"D3") is None and b.order(b"LIVE").live and b.in_use(b"C")
+        assert b.order(b"AFTER").num == 24 and b.next_cl_ord_id == 25
+        f = one(report(b, "OrderCanceled", m.OrderCanceled, orderId=2, clOrdId=b.order(b"P").num, canceledQty=1500,
+                       sessionId=SESSION, reason=m.CancelReason.User))
+        assert (f[11], f[41]) == (b"C", b"P")
+
+
+def test_automatic_compaction_bounds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path, compact_bytes=8192) as b:
+        for i in range(200):
+            accepted(b, b"X", i + 1)
+            report(b, "OrderCanceled", m.OrderCanceled, orderId=i + 1, clOrdId=b.order(b"X").num, canceledQty=1500,
+                   sessionId=SESSION, reason=m.CancelReason.User)
+            assert path.stat().st_size <= 8192 + 1024
+        assert b.next_cl_ord_id == 201
+    with OrderBook(path) as b:
+        assert b.next_cl_ord_id == 201
+    assert os.path.getsize(path) <= 8192 + 1024
