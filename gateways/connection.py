@@ -1,6 +1,7 @@
 """One client TCP connection of a gateway: non-blocking, framed in, batched out, bounded.
 
-Receiving is one ``recv_into`` a duty cycle into the connection's ``FrameReader`` (SOFH).
+Receiving is one read a duty cycle into the connection's framer (SOFH's ``FrameReader``, or
+the FIX gateway's ``FixReader``).
 Sending is queued: everything a duty cycle produces for the connection is appended to its
 output buffer and written with as few ``send`` calls as the socket takes (``flush``), so a
 busy session costs one system call a cycle, not one a message. What the socket does not take
@@ -12,6 +13,7 @@ that stopped reading.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +23,15 @@ __all__ = ["Connection"]
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, peer: str, max_frame: int, max_backlog: int, now_ns: int) -> None:
+    def __init__(self, sock: socket.socket, peer: str, max_frame: int, max_backlog: int, now_ns: int,
+                 reader: Any = None) -> None:
+        """``reader``: the protocol's framer (default: SOFH's ``FrameReader(max_frame)``)."""
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.reader = FrameReader(max_frame)
+        self.reader = reader if reader is not None else FrameReader(max_frame)
         self.max_backlog = max_backlog
         self._out = bytearray()
         self._sent = 0  # bytes of _out already written
@@ -37,7 +41,7 @@ class Connection:
         self.slow = False
         self.closing = False  # a Terminate was queued: flush it, then close
         self.closed = False
-        self.session = None  # the FixpSession it negotiated or established, once it has
+        self.session = None  # the session it negotiated, established or logged on as, once it has
         self.established = False
         self.bytes_sent = 0
 

@@ -7,7 +7,9 @@ and it keeps its sessions' state under ``<data_dir>/gateways/<name>/``. In TOML:
 
     [[gateway]]
     name = "sbe-gateway"
-    protocol = "sbe"               # SBE over SOFH with FIXP (docs/binary-protocol.md)
+    protocol = "sbe"               # SBE over SOFH with FIXP (docs/binary-protocol.md); or "fix":
+                                   # FIX 4.4 tag=value (comp_id = our CompID, and per session
+                                   # target_comp_id = theirs, credentials = the Logon's Password)
     listen = "127.0.0.1:9100"
     [[gateway.session]]
     id = 1                         # the engine's sessionId: unique across every gateway
@@ -30,14 +32,16 @@ __all__ = ["GatewayConfig", "SessionConfig", "check_gateway", "parse_listen"]
 
 MAX_CREDENTIALS = 32  # the schema's Credentials field (engine/wire/schema.xml)
 MAX_SESSION_ID = (1 << 32) - 1
+MAX_COMP_ID = 64
 
 
 class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One configured session: who may log on as it, and what it may do."""
 
     id: int
-    credentials: str
+    credentials: str  # SBE: checked at Negotiate and Establish; FIX: the Logon's Password (554)
     accounts: list[int] = msgspec.field(default_factory=list)
+    target_comp_id: str = ""  # FIX only: the counterparty's SenderCompID (our TargetCompID)
     max_msgs_per_s: int = 1000  # sustained order-entry rate; 0 = no throttle
     burst: int = 0  # messages allowed at once above the rate; 0 = one second's worth
     cancel_on_disconnect: bool = True  # a lost or ended connection cancels the session's orders
@@ -51,8 +55,9 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One gateway agent: its protocol, where it listens, its limits and its sessions."""
 
     name: str
-    protocol: Literal["sbe"] = "sbe"
+    protocol: Literal["sbe", "fix"] = "sbe"
     listen: str = "127.0.0.1:9100"  # host:port; port 0 = any free port (tests)
+    comp_id: str = "RINGEX"  # FIX only: the gateway's SenderCompID (the counterparties' TargetCompID)
     keepalive_min_ms: int = 100  # the keepalive intervals a client may ask for
     keepalive_max_ms: int = 60_000
     max_backlog_bytes: int = 4 << 20  # a connection's unsent output above this: disconnected
@@ -62,6 +67,10 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+
+def _comp_id_ok(value: str) -> bool:
+    return 0 < len(value) <= MAX_COMP_ID and value.isascii() and value.isprintable() and "\x01" not in value
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -91,6 +100,12 @@ def check_gateway(g: GatewayConfig, key: str, max_accounts: int) -> list[str]:
     need(g.max_backlog_bytes >= 1 << 16, f"{key}.max_backlog_bytes", "must be at least 65536")
     need(g.max_retransmit >= 1, f"{key}.max_retransmit", "must be >= 1")
     need(g.max_connections >= 1, f"{key}.max_connections", "must be >= 1")
+    fix = g.protocol == "fix"
+    if fix:
+        need(_comp_id_ok(g.comp_id), f"{key}.comp_id", f"must be 1..{MAX_COMP_ID} printable ASCII characters")
+        need(g.keepalive_min_ms >= 1000, f"{key}.keepalive_min_ms",
+             "FIX HeartBtInt is in whole seconds: at least 1000")
+    comp_ids: set[str] = set()
     seen: set[int] = set()
     for i, s in enumerate(g.session):
         k = f"{key}.session[{i}]"
@@ -104,6 +119,14 @@ def check_gateway(g: GatewayConfig, key: str, max_accounts: int) -> list[str]:
         for a in s.accounts:
             need(0 < a < max_accounts, f"{k}.accounts",
                  f"{a} is not an account id in 1..{max_accounts - 1} (account 0 is the insurance fund)")
+        if fix:
+            need(_comp_id_ok(s.target_comp_id), f"{k}.target_comp_id",
+                 f"a FIX session needs the counterparty's CompID: 1..{MAX_COMP_ID} printable ASCII characters")
+            need(s.target_comp_id not in comp_ids, f"{k}.target_comp_id",
+                 f"{s.target_comp_id!r} names two sessions of this gateway")
+            comp_ids.add(s.target_comp_id)
+        else:
+            need(not s.target_comp_id, f"{k}.target_comp_id", "is for FIX sessions (protocol = \"fix\")")
         need(0 <= s.max_msgs_per_s < 2**31, f"{k}.max_msgs_per_s", "must be >= 0 (0 = no throttle)")
         need(0 <= s.burst < 2**31, f"{k}.burst", "must be >= 0 (0 = one second's worth)")
     return problems

@@ -69,6 +69,17 @@ def session_toml(sid: int, accounts: str = "[1]", *, rate: int = 0, cod: bool = 
             f"max_msgs_per_s = {rate}\nburst = {burst}\ncancel_on_disconnect = {'true' if cod else 'false'}\n")
 
 
+def fix_toml(prefix: str, sessions: tuple[tuple[int, int], ...] = ((21, 1), (22, 2), (23, 3)), *,
+             gateway_extra: str = "", extra: str = "", rate: int = 0, cod: bool = True) -> str:
+    """``gateway_toml`` with the gateway speaking FIX 4.4 as ``RINGEX``: one session per
+    ``(id, account)``, counterparty CompID ``C<id>``, password ``pw<id>``."""
+    tables = "".join(session_toml(sid, f"[{acct}]", rate=rate, cod=cod) + f'target_comp_id = "C{sid}"\n'
+                     for sid, acct in sessions)
+    toml = gateway_toml(prefix, sessions=tables, extra=extra)
+    return toml.replace("keepalive_min_ms = 50",
+                        'keepalive_min_ms = 1000\nprotocol = "fix"\ncomp_id = "RINGEX"\n' + gateway_extra)
+
+
 @dataclass
 class RunningExchange:
     """``ringex run`` in a child process, and where its gateway listens."""

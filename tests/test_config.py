@@ -50,6 +50,7 @@ PERP = "[[instrument]]\nid = 1\nsymbol = 'P'\nreference_price = 100\nkind = 'per
 PERP_TABLE = PERP + "[instrument.perpetual]\n"
 ACCOUNT = "[[account]]\nid = 1\n"
 GW = "[[gateway]]\nname = 'g1'\nlisten = '127.0.0.1:9101'\n"
+FIXGW = GW + "protocol = 'fix'\nkeepalive_min_ms = 1000\n"
 
 
 MISSING_FILE = Path("/nonexistent-ringex-config/nope.toml")
@@ -216,7 +217,17 @@ INVALID = [
     (GW + "max_retransmit = 0\n", "$.gateway[0].max_retransmit"),
     (GW + "max_connections = 0\n", "$.gateway[0].max_connections"),
     (GW.replace("'g1'", "'g 1'"), "$.gateway[0].name"),
-    (GW + "protocol = 'fix'\n", "$.gateway[0].protocol"),
+    (GW + "protocol = 'ftp'\n", "$.gateway[0].protocol"),
+    (FIXGW + "comp_id = ''\n", "$.gateway[0].comp_id"),
+    (GW + "protocol = 'fix'\nkeepalive_min_ms = 500\n", "$.gateway[0].keepalive_min_ms"),
+    (FIXGW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\n", "$.gateway[0].session[0].target_comp_id"),
+    (FIXGW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\ntarget_comp_id = 'A'\n"
+     "[[gateway.session]]\nid = 2\ncredentials = 'x'\naccounts = [1]\ntarget_comp_id = 'A'\n",
+     "$.gateway[0].session[1].target_comp_id"),
+    (GW + "[[gateway.session]]\nid = 1\ncredentials = 'x'\naccounts = [1]\ntarget_comp_id = 'A'\n",
+     "$.gateway[0].session[0].target_comp_id"),
+    (SPOT + "price_decimals = 19", "$.instrument[0].price_decimals"),
+    (SPOT + "qty_decimals = -1", "$.instrument[0].qty_decimals"),
     ("[rings]\ngateways = ['g1']\n" + GW, "$.gateway[0].name"),
     ("[rings]\nsubscribers = ['g1']\n" + GW, "$.gateway[0].name"),
     ("[[process]]\nname = 'a'\nagents = ['sequencer', 'engine']\n" + GW, "$.process:"),  # g1 placed nowhere

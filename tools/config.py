@@ -103,6 +103,10 @@ class InstrumentConfig(Strict):
     base_asset: int | None = None
     tick_size: int = 1
     lot_size: int = 1
+    # How a FIX gateway writes this instrument's prices and quantities: engine units = the
+    # FIX decimal x 10**decimals, exactly (gateways/fix_instrument.py)
+    price_decimals: int = 0
+    qty_decimals: int = 0
     min_qty: int = 1
     max_qty: int = 1_000_000
     maker_fee_ppm: int = 0  # negative: a rebate, at most the taker fee
@@ -406,6 +410,8 @@ def _check(cfg: ExchangeConfig) -> list[str]:
                  f"must be in 1..{e.max_assets - 1} (asset 0 is the settlement asset; [engine] max_assets "
                  f"is {e.max_assets})")
         need(ins.tick_size > 0, f"{k}.tick_size", "must be > 0")
+        need(0 <= ins.price_decimals <= 18, f"{k}.price_decimals", "must be in 0..18")
+        need(0 <= ins.qty_decimals <= 18, f"{k}.qty_decimals", "must be in 0..18")
         need(ins.lot_size > 0, f"{k}.lot_size", "must be > 0")
         need(0 < ins.min_qty <= ins.max_qty, f"{k}.min_qty", "need 0 < min_qty <= max_qty")
         if ins.lot_size > 0:

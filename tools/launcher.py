@@ -63,6 +63,7 @@ from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.latency import list_latency, unlink_latency
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
 from ringex.ringbuffer.process_spec import AGENT_NAMES
+from ringex.gateways.fix_gateway import FixGatewayAgent, instruments_for
 from ringex.gateways.sbe_gateway import SbeGatewayAgent
 from ringex.ringbuffer.producer import Offer, Producer
 from ringex.ringbuffer.ring import Ring
@@ -320,6 +321,11 @@ class Exchange:
     def _agent(self, name: str) -> Agent:
         cfg, names = self.cfg, self.names
         gateway = next((g for g in cfg.gateway if g.name == name), None)
+        if gateway is not None and gateway.protocol == "fix":
+            return FixGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
+                                   output_consumer_index(cfg, name), cfg.gateway_dir(name),
+                                   instruments_for(cfg.instrument), batch_limit=cfg.rings.batch_limit,
+                                   latency_prefix=names.prefix)
         if gateway is not None:
             return SbeGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
                                    output_consumer_index(cfg, name), cfg.gateway_dir(name),
