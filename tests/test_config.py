@@ -19,7 +19,7 @@ from ringex.tools.config import DEFAULT_TOML, ConfigError, load_config, parse_co
 
 def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     cfg = load_config()
-    assert [p.agents for p in cfg.process] == [["sequencer", "engine"], ["sbe-gateway"]]
+    assert [p.agents for p in cfg.process] == [["sequencer", "engine"], ["sbe-gateway", "fix-gateway"]]
     assert all(p.idle == "backoff" for p in cfg.process)
     assert cfg.instrument and cfg.account
     assert parse_config(DEFAULT_TOML).instrument == cfg.instrument

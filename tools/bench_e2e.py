@@ -84,7 +84,7 @@ def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None) ->
     changes = [
         (r'^data_dir = "[^"]*"', f"data_dir = {json.dumps(data_dir)}", 1),
         (r'^shm_prefix = "[^"]*"', f"shm_prefix = {json.dumps(shm_prefix)}", 1),
-        (r'^listen = "[^"]*"', 'listen = "127.0.0.1:0"', 1),
+        (r'^listen = "[^"]*"', 'listen = "127.0.0.1:0"', None),  # every gateway: the SBE one is measured
         (r"^max_msgs_per_s = \d+", "max_msgs_per_s = 0", None),
     ]
     if durability is not None:

@@ -237,7 +237,7 @@ idle = "backoff"
 
 [[process]]
 name = "edge"
-agents = ["sbe-gateway"]
+agents = ["sbe-gateway", "fix-gateway"]
 idle = "backoff"
 
 # Binary order entry (docs/binary-protocol.md): SBE over TCP, FIXP sessions. Demo sessions
@@ -258,6 +258,33 @@ accounts = [2]
 max_msgs_per_s = 100000
 [[gateway.session]]
 id = 3
+credentials = "demo-3"
+accounts = [3]
+max_msgs_per_s = 100000
+
+# FIX 4.4 order entry (docs/fix-protocol.md): the gateway is RINGEX; demo counterparties
+# DEMO1-DEMO3 (passwords demo-1..demo-3) trade accounts 1-3; `ringex fix-client` logs on as DEMO1.
+[[gateway]]
+name = "fix-gateway"
+protocol = "fix"
+listen = "127.0.0.1:9878"
+comp_id = "RINGEX"
+keepalive_min_ms = 1000
+[[gateway.session]]
+id = 11
+target_comp_id = "DEMO1"
+credentials = "demo-1"
+accounts = [1]
+max_msgs_per_s = 100000
+[[gateway.session]]
+id = 12
+target_comp_id = "DEMO2"
+credentials = "demo-2"
+accounts = [2]
+max_msgs_per_s = 100000
+[[gateway.session]]
+id = 13
+target_comp_id = "DEMO3"
 credentials = "demo-3"
 accounts = [3]
 max_msgs_per_s = 100000
