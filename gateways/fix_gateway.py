@@ -130,6 +130,8 @@ class FixGatewaySession:
         """Queue what the session layer produced on the connection (stored already: with no
         connection it waits in the store for a ResendRequest)."""
         if self.fix.out:
+            # stored before written: a number the counterparty saw is never given again
+            self.store.flush()
             if self.conn is not None:
                 self.conn.queue_framed(bytes(self.fix.out))
             self.fix.out.clear()

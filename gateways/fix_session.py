@@ -137,8 +137,10 @@ class FixSession:
         self.expected = self.store.next_in
 
     def disconnected(self) -> None:
-        """The connection is gone (either side): what was handed out stays counted."""
-        self.persist()
+        """The connection is gone (either side). The store counts what the gateway has
+        published (``SessionStore.next_in``), not what was handed to it: an order handed out
+        but never published is asked for again at the next Logon."""
+        self.store.flush()
         self.state = SessionState.CLOSED
         self._queued.clear()
 
