@@ -107,6 +107,23 @@ def _cmd_bench_e2e(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_bench_fix(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.bench_fix import print_result, run_from_args
+
+    result = run_from_args(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print_result(result)
+    return 0
+
+
+def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.fix_client import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringex",
@@ -125,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
                                        "order's intended send time")
     add_load_args(load)
     load.set_defaults(func=_cmd_load)
+
+    fix = sub.add_parser("fix-client", help="a FIX 4.4 client for people: log on, send orders, cancels and replaces "
+                                            "(given or typed), print each report readably")
+    # declared here, not in ringex.tools.fix_client, so that --help does not import it
+    fix.add_argument("--host", default="127.0.0.1", help="the FIX gateway's host (default 127.0.0.1)")
+    fix.add_argument("--port", type=int, default=9878, help="its port (default 9878, the embedded default's)")
+    fix.add_argument("--sender", default="DEMO1", help="SenderCompID, ours (default DEMO1)")
+    fix.add_argument("--target", default="RINGEX", help="TargetCompID, the gateway's (default RINGEX)")
+    fix.add_argument("--password", default="demo-1", help="Password (554) (default demo-1; '' sends none)")
+    fix.add_argument("--heartbeat", type=int, default=30, help="HeartBtInt in seconds (default 30)")
+    fix.add_argument("--reset", action="store_true", help="ResetSeqNumFlag=Y: both sides number from 1 again")
+    fix.add_argument("--account", type=int, default=None,
+                     help="the account orders name (default: N for DEMO<N>, else 1; a command's 'account N' wins)")
+    fix.add_argument("--prefix", default=None, help="ClOrdIDs are PREFIX-1, PREFIX-2, ... (default: fc and the time)")
+    fix.add_argument("--wait", type=float, default=2.0,
+                     help="with COMMANDs: seconds to wait for their answers before logging out (default 2)")
+    fix.add_argument("--raw", action="store_true", help="print every message sent and received as tag=value|...")
+    fix.add_argument("commands", nargs="*", metavar="COMMAND",
+                     help="commands sent in order, e.g. 'buy 2 DEMO @ 1000' 'cancel last'; none: read them from "
+                          "standard input, one a line ('help' lists their forms)")
+    fix.set_defaults(func=_cmd_fix_client)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
@@ -171,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     e2e = bsub.add_parser("e2e", help="the embedded default over TCP under the open-loop load generator")
     add_e2e_args(e2e)
     e2e.set_defaults(func=_cmd_bench_e2e)
+
+    from ringex.tools.bench_fix import add_args as add_bench_fix_args  # argparse only: light
+
+    bench_fix = bsub.add_parser("fix", help="FIX 4.4 sessions over TCP into the embedded default, open loop")
+    add_bench_fix_args(bench_fix)
+    bench_fix.set_defaults(func=_cmd_bench_fix)
     return parser
 
 
