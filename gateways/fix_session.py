@@ -113,6 +113,7 @@ class FixSession:
         self.heartbeat_ns = 30 * NS
         self.expected = store.next_in
         self._queued: dict[int, FixMessage] = {}
+        self._validated: tuple[FixMessage | None, Invalid | None] = (None, None)
         # numbers whose message was already acted on when it arrived early (a queued Logon,
         # a ResendRequest answered at once): counted, not acted on, when their turn comes
         self._noop: set[int] = set()
@@ -264,6 +265,7 @@ class FixSession:
 
     def _sequenced(self, msg: FixMessage, now_ns: int, wall_ns: int) -> list[FixMessage]:
         problem = validate(msg)
+        self._validated = (msg, problem)  # _one's answer too, when msg is in sequence
         try:
             seq = msg.seq_num
         except ValueError:
@@ -338,7 +340,9 @@ class FixSession:
         if msg.seq_num in self._noop:
             self._noop.discard(msg.seq_num)
             return None
-        problem = validate(msg)
+        seen, problem = self._validated
+        if seen is not msg:  # released from the queue: validated when it arrived, not kept
+            problem = validate(msg)
         if problem is None:
             problem = self._time_problem(msg, wall_ns)
             if problem is not None:
