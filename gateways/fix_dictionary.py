@@ -195,7 +195,8 @@ _MESSAGE_LIST = (
     _message("G", "OrderCancelReplaceRequest", False, (41, 11, 55, 54, 60, 40),
              (37, 1, 18, 111, 38, 44, 99, 59, 58, 7928)),
     _message("H", "OrderStatusRequest", False, (11, 55, 54), (37, 790, 1)),
-    _message("q", "OrderMassCancelRequest", False, (11, 530, 60), (55, 54, 58)),
+    # Account (1) on q is ours (FIX 4.4's q has none): a by-symbol cancel names the account
+    _message("q", "OrderMassCancelRequest", False, (11, 530, 60), (1, 55, 54, 58)),
     _message("r", "OrderMassCancelReport", False, (37, 530, 531), (11, 532, 533, 55, 54, 60, 58)),
     _message("8", "ExecutionReport", False, (37, 17, 150, 39, 55, 54, 151, 14, 6),
              (11, 41, 790, 584, 103, 1, 38, 40, 44, 99, 59, 18, 32, 31, 60, 111, 58)),

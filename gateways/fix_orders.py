@@ -363,7 +363,7 @@ def mass_cancel(fields: Mapping[int, bytes], book: OrderBook, instruments: Mappi
             raise FixRefusal("reject", f"MassCancelRequestType (530) {kind!r} not supported: 1 or 7", T_MASS_TYPE)
     except FixRefusal as e:
         if e.mass_cancel_reject_reason is None:
-            e.mass_cancel_reject_reason = 0 if e.tag == T_SYMBOL else 99  # 0 = invalid or unknown security
+            e.mass_cancel_reject_reason = 1 if e.tag == T_SYMBOL else 99  # 1 = invalid or unknown security
         raise
     num = book.allocate()
     book.add_pending(Pending(num, "mass", cl, 0, {"type": kind.decode(), "symbol": sym.decode()}))
@@ -433,7 +433,7 @@ def execution_report(event_name: str, ev: Mapping[str, Any], book: OrderBook,
     CancelRejected  9 (refTemplateId 2, 3)      the order's OrdStatus; CxlRejResponseTo 434
                                                 1 cancel / 2 replace; CxlRejReason 102: 1
                                                 UnknownOrder, 0 if the book saw it end, else 99
-                    r (refTemplateId 4)         MassCancelResponse 0; 532: 0 UnknownInstrument,
+                    r (refTemplateId 4)         MassCancelResponse 0; 532: 1 UnknownInstrument,
                                                 else 99
     StopTriggered   8 / L Triggered             0 or 1 (unchanged)
     MassCancelDone  r                           530 = 531 = the request's type, 533 count
@@ -562,7 +562,7 @@ def _cancel_rejected(ev: Mapping[str, Any], book: OrderBook, exec_id: bytes) -> 
         return [Outgoing(MASS_CANCEL_REPORT, [
             (T_CL_ORD_ID, p.cl_ord_id), (T_ORDER_ID, f"MC{num}".encode()),
             (T_MASS_TYPE, p.params["type"].encode()), (T_MASS_RESPONSE, b"0"),
-            (T_MASS_REJECT_REASON, b"0" if reason == R.UnknownInstrument else b"99"),
+            (T_MASS_REJECT_REASON, b"1" if reason == R.UnknownInstrument else b"99"),  # 1: unknown security
             (T_TEXT, reason.name.encode())])]
     o = book.by_key(p.key)
     if o is None:

@@ -346,8 +346,9 @@ def test_mass_cancel(book: OrderBook) -> None:
     assert (f[11], f[530], f[531], f[533]) == (b"M1", b"7", b"7", b"4")
     f = one(report(book, "CancelRejected", m.CancelRejected, clOrdId=3, sessionId=SESSION, account=100, instrument=2,
                    reason=m.RejectReason.UnknownInstrument, refTemplateId=4), b"r")
-    assert (f[11], f[531], f[532], f[58]) == (b"M3", b"0", b"0", b"UnknownInstrument")
-    for fields, tag, code in (({11: b"M9", 530: b"3"}, 530, 99), ({11: b"M9", 530: b"1", 1: b"100"}, 55, 0),
+    # FIX 4.4 MassCancelRejectReason: 1 = invalid or unknown security (0 = not supported)
+    assert (f[11], f[531], f[532], f[58]) == (b"M3", b"0", b"1", b"UnknownInstrument")
+    for fields, tag, code in (({11: b"M9", 530: b"3"}, 530, 99), ({11: b"M9", 530: b"1", 1: b"100"}, 55, 1),
                               ({11: b"M9", 530: b"1", 55: b"ETH-USD"}, 1, 99),
                               ({11: b"M9", 530: b"7", 1: b"555"}, 1, 99), ({11: b"M2", 530: b"7"}, 11, 99)):
         e = refusal(fo.mass_cancel, fields, book, INSTRUMENTS, account_ok, SESSION)
