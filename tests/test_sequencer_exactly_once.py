@@ -318,3 +318,18 @@ def test_a_restarted_exchange_stamps_from_its_journal_not_from_a_clock_behind(ve
     last = venue.messages(venue.engine)[-1].fields
     assert (last["seq"], last["timestampNs"]) == (4, 9_000)
     assert agent.now.steps_back == 1
+
+
+def test_the_admin_ring_is_polled_first_in_every_cycle(venue) -> None:
+    # The launcher sets the venue up on the admin ring, then accepts orders: an order that
+    # arrives in the cycle that sees the acceptance must not be sequenced before the
+    # accounts and funds it needs (it was, when the rotation started at its ring).
+    agent = SequencerAgent(venue.names, venue.engine.name, venue.reject.name, venue.control.name,
+                           batch_limit=16, clock=lambda: 1_000, admin_ring=venue.names[1])
+    agent.on_start()
+    venue.agents.append(agent)
+    for cycle in range(2):  # the rotation starts at each ring in turn
+        venue.offer(0, [new_order(cycle + 1)])
+        venue.offer(1, [funds(cycle + 1)])
+        agent.do_work()
+    assert [x.name for x in venue.messages(venue.engine)] == ["Funds", "NewOrder", "Funds", "NewOrder"]

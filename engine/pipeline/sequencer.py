@@ -150,6 +150,14 @@ class SequencerAgent(Agent):
             raise ValueError(f"the admin ring {admin_ring!r} is not one of the inbound rings {inbound}")
         self.inbound_names = list(inbound)
         self._trusted = [name == admin_ring for name in inbound]
+        # Each cycle polls the operator's ring first, then the gateways' in rotation (a cycle
+        # starting at each in turn): the venue the launcher sets up before it accepts orders
+        # (instruments, accounts, funds) is sequenced before any order, even one that arrives
+        # in the cycle that sees the acceptance.
+        n = len(inbound)
+        admin = [i for i in range(n) if self._trusted[i]]
+        self._polling_order = [tuple(admin + [(start + k) % n for k in range(n) if (start + k) % n not in admin])
+                               for start in range(n)]
         self.engine_ring_name = engine_ring
         self.reject_ring_name = reject_ring
         self.control_name = control
@@ -212,8 +220,7 @@ class SequencerAgent(Agent):
         self._next_ring = start + 1 if start + 1 < n else 0
         accepting = self._control.accepting
         work = 0
-        for j in range(start, start + n):
-            i = j - n if j >= n else j
+        for i in self._polling_order[start]:
             work += (self._forward(i, consumers[i]) if accepting
                      else self._forward_one_by_one(i, consumers[i], accepting=False))
         if work and self._sequenced is not None:
