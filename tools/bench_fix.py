@@ -55,7 +55,6 @@ Figures (``run_bench``):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import re
@@ -68,7 +67,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 __all__ = ["FixSessionSpec", "FixLoad", "LoadError", "DEFAULT_SESSIONS", "parse_sessions", "run_fix_load",
-           "build_result", "run_bench", "add_args", "main"]
+           "build_result", "run_bench", "add_args"]
 
 DEFAULT_SESSIONS = "DEMO1:demo-1:1,DEMO2:demo-2:2,DEMO3:demo-3:3"  # the embedded default's FIX demo sessions
 TARGET = "RINGEX"
@@ -871,21 +870,3 @@ def print_result(result: dict[str, Any]) -> None:
                 print(f"  {_num(run['rate'])}/s: error: {run['error']}")
         print(f"  search took {result['search_s']:g} s")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ringex bench fix", description=__doc__.split("\n\n")[0])
-    add_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        result = run_from_args(args)
-    except KeyboardInterrupt:
-        return 130
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print_result(result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

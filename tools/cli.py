@@ -7,6 +7,7 @@ in milliseconds without loading numba.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Callable, Sequence
@@ -96,26 +97,23 @@ def _cmd_load(args: argparse.Namespace, rest: list[str]) -> int:
     return run_from_args(args)
 
 
-def _cmd_bench_e2e(args: argparse.Namespace, rest: list[str]) -> int:
-    from ringex.tools.bench_e2e import print_result, run_from_args
-
-    result = run_from_args(args)
+def _bench_over_tcp(module: str, args: argparse.Namespace) -> int:
+    """``ringex bench e2e`` and ``bench fix``: the exchange over TCP, figures as text or JSON."""
+    bench = importlib.import_module(f"ringex.tools.{module}")
+    result = bench.run_from_args(args)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print_result(result)
+        bench.print_result(result)
     return 0
+
+
+def _cmd_bench_e2e(args: argparse.Namespace, rest: list[str]) -> int:
+    return _bench_over_tcp("bench_e2e", args)
 
 
 def _cmd_bench_fix(args: argparse.Namespace, rest: list[str]) -> int:
-    from ringex.tools.bench_fix import print_result, run_from_args
-
-    result = run_from_args(args)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print_result(result)
-    return 0
+    return _bench_over_tcp("bench_fix", args)
 
 
 def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
