@@ -26,7 +26,6 @@ same when a replay regenerates the events.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -52,9 +51,6 @@ MAX_MESSAGE = 8192  # the largest FIX message a counterparty may send
 READ_SIZE = 1 << 16
 NS = 1_000_000_000
 
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
 _THROTTLED = int(m.RejectReason.Throttled)
 _SCHEMA = m.SCHEMA
 
@@ -303,7 +299,8 @@ class FixGatewayAgent(GatewayAgent):
             self._count("throttled")
             self._refuse_throttled(s, payload, wall, now)
             return s.applied(seq)
-        self._stage_order(s, payload, seq, wall)
+        self._stage_message(payload, s.id, seq, wall)
+        self._count("orders_in")
 
     def _refuse_throttled(self, s: FixGatewaySession, payload: bytes, wall: int, now: int) -> None:
         """What the engine would answer a refused order with, as this session's report."""
@@ -314,22 +311,6 @@ class FixGatewayAgent(GatewayAgent):
         for out in fo.execution_report(d.name, d.fields, s.book, s.by_id, s.id, b"T%d" % s.store.next_seq):
             s.fix.send(out.msg_type, out.body + [(60, utc_timestamp(wall))], wall, now)
 
-    def _stage_order(self, s: FixGatewaySession, payload: bytes, seq: int, wall: int) -> None:
-        if self._staged >= self.stage_rows:
-            self._publish_staged()
-        row = self._stage[self._staged]
-        n = len(payload)
-        row[:n] = np.frombuffer(payload, np.uint8)
-        row[n:] = 0
-        # Until the sequencer stamps its copy, the stamp's seq word carries the MsgSeqNum:
-        # what a restarted gateway reads back from its ring (_recover_applied).
-        _U64.pack_into(row, _SEQ, seq)
-        _U64.pack_into(row, _TS, 0)
-        _U64.pack_into(row, _INGRESS, wall)
-        self._stage_session[self._staged] = s.id
-        self._stage_seq[self._staged] = seq
-        self._staged += 1
-        self._count("orders_in")
 
 
 def instruments_for(instruments: list[Any]) -> list[FixInstrument]:

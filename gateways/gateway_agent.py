@@ -69,7 +69,7 @@ _CRASH = crash_points.ARMED
 _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SEQ, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "ingressNs"))
+_SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
 # per order-entry template: where its sessionId is
 _SESSION_AT = {t: x.offset("sessionId") for t, x in _ORDER_ENTRY.items()}
 
@@ -404,17 +404,24 @@ class GatewayAgent(Agent, abc.ABC):
         if s is not None and s.detach(conn):
             log.info("gateway %s: session %d disconnected (%s)", self.cfg.name, s.id, why)
             if s.cfg.cancel_on_disconnect:
-                self._stage_internal(s.cancel_on_disconnect())
+                self._stage_message(s.cancel_on_disconnect())
                 self._count("cancel_on_disconnect")
 
-    def _stage_internal(self, message: bytes) -> None:
+    def _stage_message(self, message: bytes, session_id: int = 0, seq: int = 0, wall: int | None = None) -> None:
+        """Stage one encoded engine message of session ``session_id`` (0: the gateway's own,
+        e.g. a cancel-on-disconnect), its client number ``seq`` in the stamp's seq word until
+        the sequencer stamps its copy: what a restarted gateway reads back (_recover_applied)."""
         if self._staged >= self.stage_rows:
             self._publish_staged()
         row = self._stage[self._staged]
-        row[:len(message)] = np.frombuffer(message, np.uint8)
-        row[len(message):] = 0
-        _U64.pack_into(row, _INGRESS, time.time_ns())
-        self._stage_session[self._staged] = 0
+        n = len(message)
+        row[:n] = np.frombuffer(message, np.uint8)
+        row[n:] = 0
+        _U64.pack_into(row, _SEQ, seq)
+        _U64.pack_into(row, _TS, 0)
+        _U64.pack_into(row, _INGRESS, time.time_ns() if wall is None else wall)
+        self._stage_session[self._staged] = session_id
+        self._stage_seq[self._staged] = seq
         self._staged += 1
 
     # ---------------------------------------------------------------- protocol hooks
