@@ -66,6 +66,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ringex.tools.load_args import DURATION_S, P99_LIMIT_US, SEARCH_S, add_e2e_args
+
 __all__ = ["FixSessionSpec", "FixLoad", "LoadError", "DEFAULT_SESSIONS", "parse_sessions", "run_fix_load",
            "build_result", "run_bench", "add_args"]
 
@@ -76,9 +78,6 @@ PRICE = 50_000
 GATEWAY = "fix-gateway"
 FIXED_RATE = 5_000.0
 START_RATE = 10_000.0
-DURATION_S = 10.0
-SEARCH_S = 240.0
-P99_LIMIT_US = 10_000.0
 WARM_RATE = 1_000.0
 # the search halves below --start-rate down to this (bench e2e stops at 1,000/s; a FIX
 # gateway that sustains less still gets a figure)
@@ -821,23 +820,10 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    """``ringex bench fix``'s options (argparse only: light to import)."""
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--duration", type=float, default=DURATION_S, help=f"seconds per run (default {DURATION_S:g})")
-    parser.add_argument("--fixed-rate", type=float, default=FIXED_RATE,
-                        help=f"orders/s of the latency figures (default {FIXED_RATE:.0f})")
-    parser.add_argument("--start-rate", type=float, default=START_RATE,
-                        help=f"first rate of the search (default {START_RATE:.0f})")
-    parser.add_argument("--search-s", type=float, default=SEARCH_S,
-                        help=f"time budget of the search (default {SEARCH_S:g})")
-    parser.add_argument("--p99-limit-ms", type=float, default=P99_LIMIT_US / 1000,
-                        help=f"the ack p99 a sustained rate must stay under (default {P99_LIMIT_US / 1000:g})")
+    """``ringex bench fix``'s options: ``bench e2e``'s with this bench's rates, and the warm-up's."""
+    add_e2e_args(parser, fixed_rate=FIXED_RATE, start_rate=START_RATE, fixed_figures="the latency figures")
     parser.add_argument("--warm-rate", type=float, default=WARM_RATE,
                         help=f"orders/s of the one-second warm-up before each run (default {WARM_RATE:.0f})")
-    parser.add_argument("--no-search", action="store_true", help="only the fixed-rate figures")
-    parser.add_argument("--durability", choices=("batch", "none", "interval"), default=None,
-                        help="the journal's durability (default: the embedded default's, batch)")
-
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return run_bench(duration=args.duration, fixed_rate=args.fixed_rate, start_rate=args.start_rate,
@@ -846,11 +832,9 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
                      log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
 
 
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def print_result(result: dict[str, Any]) -> None:
+    from ringex.tools.bench_e2e import _num
+
     host = result["host"]
     print(f"ringex bench fix: FIX 4.4 over TCP into the embedded default, {result['duration_s']:g} s runs "
           f"({host['cpus']} CPUs, {host['model']}, load {host['loadavg_1m']} before)")

@@ -37,13 +37,15 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
                         help="a progress line a second on stderr even when it is not a terminal")
 
 
-def add_e2e_args(parser: argparse.ArgumentParser) -> None:
+def add_e2e_args(parser: argparse.ArgumentParser, fixed_rate: float = FIXED_RATE, start_rate: float = START_RATE,
+                 fixed_figures: str = "the latency and stage figures") -> None:
+    """The options of a benchmark over TCP (``bench e2e``, ``bench fix``), with its defaults."""
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--duration", type=float, default=DURATION_S, help=f"seconds per run (default {DURATION_S:g})")
-    parser.add_argument("--fixed-rate", type=float, default=FIXED_RATE,
-                        help=f"orders/s of the latency and stage figures (default {FIXED_RATE:.0f})")
-    parser.add_argument("--start-rate", type=float, default=START_RATE,
-                        help=f"first rate of the search (default {START_RATE:.0f})")
+    parser.add_argument("--fixed-rate", type=float, default=fixed_rate,
+                        help=f"orders/s of {fixed_figures} (default {fixed_rate:.0f})")
+    parser.add_argument("--start-rate", type=float, default=start_rate,
+                        help=f"first rate of the search (default {start_rate:.0f})")
     parser.add_argument("--search-s", type=float, default=SEARCH_S,
                         help=f"time budget of the search (default {SEARCH_S:g})")
     parser.add_argument("--p99-limit-ms", type=float, default=P99_LIMIT_US / 1000,
