@@ -84,8 +84,7 @@ class FixGatewaySession:
 
     def applied(self, seq: int) -> None:
         """Counterparty message ``seq`` is published (or answered): counted in the store."""
-        if seq >= self.store.next_in:
-            self.store.next_in = seq + 1
+        self.store.applied(seq)
 
     def recovered(self, seq: int) -> None:
         """A restarted gateway found message ``seq`` already in its inbound ring."""
@@ -108,11 +107,6 @@ class FixGatewaySession:
             for out in fo.execution_report(d.name, ev, self.book, self.by_id, self.id, exec_id):
                 self.fix.send(out.msg_type, out.body + [(60, transact)], wall, now, source, created, position)
         self.flush_to_connection()
-
-    def cancel_on_disconnect(self) -> bytes:
-        """The MassCancel that cancels every working order this session entered."""
-        return m.MassCancel.encode(sessionId=self.id, account=0, instrument=0, clOrdId=0,
-                                   scope=m.MassCancelScope.Session)
 
     def detach(self, conn: Connection) -> bool:
         """``conn`` ended; True if it was this session's logged-on connection."""

@@ -203,8 +203,7 @@ class FixpSession:
 
     def applied(self, seq: int) -> None:
         """Client message ``seq`` (and every one before it) is published or answered."""
-        if seq >= self.store.next_in:
-            self.store.next_in = seq + 1
+        self.store.applied(seq)
 
     def recovered(self, seq: int) -> None:
         """A restarted gateway found client message ``seq`` already in its inbound ring."""
@@ -235,11 +234,6 @@ class FixpSession:
         frames = self.store.append_events(region, rows, sizes, positions, source, created)
         if self.conn is not None:
             self.conn.queue_framed(frames)
-
-    def cancel_on_disconnect(self) -> bytes:
-        """The MassCancel that cancels every working order this session entered."""
-        return m.MassCancel.encode(sessionId=self.id, account=0, instrument=0, clOrdId=0,
-                                   scope=m.MassCancelScope.Session)
 
     def detach(self, conn: Connection) -> bool:
         """``conn`` ended; True if it was this session's established connection (the session

@@ -13,8 +13,8 @@ makes the sessions, frames and answers what a connection sends (``_receive``), k
 session timers (``_timers``) and says goodbye in its own words (``_goodbye``,
 ``_end_slow``). A session object, whatever its protocol, offers what this class uses:
 ``id``, ``cfg`` (with ``cancel_on_disconnect``), ``store`` (a ``SessionStore``), ``conn``,
-``applied(seq)``, ``recovered(seq)``, ``deliver_events(...)``, ``detach(conn)``,
-``cancel_on_disconnect()`` and ``close()``.
+``applied(seq)``, ``recovered(seq)``, ``deliver_events(...)``, ``detach(conn)`` and
+``close()``.
 
 The gateway is the single producer of ``<prefix>-in-<name>`` and subscriber ``index`` of
 ``<prefix>-out`` and ``<prefix>-rej``. Each order it stages carries its client's number in
@@ -85,6 +85,12 @@ def counter_labels(name: str) -> dict[str, str]:
         "events_out": f"{g}: messages to sessions",
         "cancel_on_disconnect": f"{g}: cancel-on-disconnect sent",
     }
+
+
+def cancel_on_disconnect(session_id: int) -> bytes:
+    """The MassCancel that cancels every working order session ``session_id`` entered."""
+    return m.MassCancel.encode(sessionId=session_id, account=0, instrument=0, clOrdId=0,
+                               scope=m.MassCancelScope.Session)
 
 
 class GatewayAgent(Agent, abc.ABC):
@@ -404,7 +410,7 @@ class GatewayAgent(Agent, abc.ABC):
         if s is not None and s.detach(conn):
             log.info("gateway %s: session %d disconnected (%s)", self.cfg.name, s.id, why)
             if s.cfg.cancel_on_disconnect:
-                self._stage_message(s.cancel_on_disconnect())
+                self._stage_message(cancel_on_disconnect(s.id))
                 self._count("cancel_on_disconnect")
 
     def _stage_message(self, message: bytes, session_id: int = 0, seq: int = 0, wall: int | None = None) -> None:

@@ -255,6 +255,12 @@ class SessionStore:
     def next_in(self, value: int) -> None:
         self._next_in_view[0] = value
 
+    def applied(self, seq: int) -> None:
+        """Client message ``seq`` (and every one before it) is published or answered: the
+        count only moves forward."""
+        if seq >= self.next_in:
+            self.next_in = seq + 1
+
     def close(self) -> None:
         if self._fd < 0:
             return
