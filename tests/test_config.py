@@ -19,7 +19,8 @@ from ringex.tools.config import DEFAULT_TOML, ConfigError, load_config, parse_co
 
 def test_embedded_default_is_valid_and_composed_for_two_cores() -> None:
     cfg = load_config()
-    assert [p.agents for p in cfg.process] == [["sequencer", "engine"], ["sbe-gateway", "fix-gateway"]]
+    assert [p.agents for p in cfg.process] == [["sequencer", "engine"], ["sbe-gateway", "fix-gateway"],
+                                               ["md-publisher"]]
     assert all(p.idle == "backoff" for p in cfg.process)
     assert cfg.instrument and cfg.account
     assert parse_config(DEFAULT_TOML).instrument == cfg.instrument
@@ -236,6 +237,7 @@ INVALID = [
      "$.process[1].name"),
     ("[[process]]\nname = 'a'\nagents = []\n[[process]]\nname = 'b'\nagents = ['sequencer', 'engine']",
      "$.process[0].agents"),
+    (GW + "[[feed]]\nname = 'g1'\n", "$.feed[0].name"),  # a feed's name is unique among agents
     ("[ports]\nfix = 9878", "ports"),  # gone: nothing read it (the binary gateway brings its own table)
     ("x = 1\ny = \nz = 2", "invalid TOML: Invalid value (at line 2"),  # no key yet: the line says where
     (MISSING_FILE, str(MISSING_FILE)),

@@ -122,6 +122,12 @@ def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
     return run(args)
 
 
+def _cmd_feed(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools.feed import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ringex",
@@ -161,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="commands sent in order, e.g. 'buy 2 DEMO @ 1000' 'cancel last'; none: read them from "
                           "standard input, one a line ('help' lists their forms)")
     fix.set_defaults(func=_cmd_fix_client)
+
+    from ringex.tools.feed import add_args as add_feed_args  # argparse and the feed's modules: light
+
+    feed = sub.add_parser("feed", help="follow the ITCH 5.0 market-data feed: join by snapshot, show the book and "
+                                       "trades live, or record the messages (--write)")
+    add_feed_args(feed)
+    feed.set_defaults(func=_cmd_feed)
 
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bsub = bench.add_subparsers(dest="bench", metavar="BENCHMARK")

@@ -26,6 +26,8 @@ from ringex.engine.config import EngineConfig
 from ringex.engine.kernel.fixed import book_base
 from ringex.engine.storage import defaults
 from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
+from ringex.feeds.feed_config import FeedConfig, check_feed
+from ringex.feeds.itch_instrument import check_instrument
 from ringex.gateways.gateway_config import GatewayConfig, check_gateway
 from ringex.ringbuffer.process_spec import AGENT_NAMES, ProcessSpec, composed
 
@@ -107,6 +109,10 @@ class InstrumentConfig(Strict):
     # FIX decimal x 10**decimals, exactly (gateways/fix_instrument.py)
     price_decimals: int = 0
     qty_decimals: int = 0
+    # How a market-data feed writes this instrument's prices (docs/market-data.md): engine
+    # price units per 1/10000 of the ITCH price; left out, the feed writes the FIX decimal
+    # price (price_decimals), i.e. ITCH Price(4) = engine price x 10**(4 - price_decimals)
+    itch_price_scale: int | None = None
     min_qty: int = 1
     max_qty: int = 1_000_000
     maker_fee_ppm: int = 0  # negative: a rebate, at most the taker fee
@@ -177,6 +183,7 @@ class ExchangeConfig(Strict):
     insurance_fund: InsuranceFundSection = msgspec.field(default_factory=InsuranceFundSection)
     process: list[ProcessSpec] = msgspec.field(default_factory=list)
     gateway: list[GatewayConfig] = msgspec.field(default_factory=list)
+    feed: list[FeedConfig] = msgspec.field(default_factory=list)
     base_dir: str = "."  # where relative paths resolve; set by the loader, not by the file
 
     def data_path(self) -> Path:
@@ -191,10 +198,22 @@ class ExchangeConfig(Strict):
         writes) and every configured gateway's."""
         return [*self.rings.gateways, *self.gateway_names()]
 
+    def feed_names(self) -> list[str]:
+        return [f.name for f in self.feed]
+
+    def edge_names(self) -> list[str]:
+        """Every agent the configuration defines besides the pipeline's: gateways, then feeds."""
+        return [*self.gateway_names(), *self.feed_names()]
+
     def subscriber_names(self) -> list[str]:
         """Every subscriber of the output and reject rings besides the launcher, in consumer
-        index order: ``[rings] subscribers``, then every configured gateway."""
-        return [*self.rings.subscribers, *self.gateway_names()]
+        index order: ``[rings] subscribers``, then every configured gateway, then every feed
+        (a feed reads only the output ring; its reject-ring index stays unused)."""
+        return [*self.rings.subscribers, *self.edge_names()]
+
+    def feed_dir(self, name: str) -> Path:
+        """Where feed ``name`` keeps its message store."""
+        return self.data_path() / "feeds" / name
 
     def gateway_dir(self, name: str) -> Path:
         """Where gateway ``name`` keeps its sessions' flows and state."""
@@ -239,6 +258,22 @@ idle = "backoff"
 name = "edge"
 agents = ["sbe-gateway", "fix-gateway"]
 idle = "backoff"
+
+[[process]]
+name = "market-data"
+agents = ["md-publisher"]
+idle = "backoff"
+
+# Market data (docs/market-data.md): ITCH 5.0 in MoldUDP64 packets to 127.0.0.1:9200 (UDP),
+# retransmission requests on 9201 (UDP), snapshots over SoupBinTCP on 9202 (login demo/demo);
+# `ringex feed` shows the book live.
+[[feed]]
+name = "md-publisher"
+destination = "127.0.0.1:9200"
+retransmit_listen = "127.0.0.1:9201"
+snapshot_listen = "127.0.0.1:9202"
+username = "demo"
+password = "demo"
 
 # Binary order entry (docs/binary-protocol.md): SBE over TCP, FIXP sessions. Demo sessions
 # 1-3 trade accounts 1-3; `ringex load` and ringex.gateways.client log on with them.
@@ -530,6 +565,20 @@ def _check(cfg: ExchangeConfig) -> list[str]:
             for a in sess.accounts:
                 need(a in {acc.id for acc in cfg.account} or not cfg.account, f"{k}.session[{j}].accounts",
                      f"account {a} is not a configured [[account]]")
+    for i, f in enumerate(cfg.feed):
+        k = f"feed[{i}]"
+        problems.extend(check_feed(f, k))
+        taken = ("a pipeline agent" if f.name in AGENT_NAMES
+                 else "another gateway or feed" if f.name in known_agents
+                 else "a ring in rings.gateways" if f.name in cfg.rings.gateways
+                 else "a subscriber in rings.subscribers" if f.name in cfg.rings.subscribers else None)
+        need(taken is None, f"{k}.name", f"{f.name!r} is already the name of {taken}")
+        known_agents.add(f.name)
+    if cfg.feed:  # every instrument's prices and quantities must fit ITCH's fields
+        for i, ins in enumerate(cfg.instrument):
+            top = book_top(ins, e)
+            low = None if top is None else book_base(ins.reference_price // ins.tick_size, e.price_levels) * ins.tick_size
+            problems.extend(check_instrument(ins, f"instrument[{i}]", low, top))
 
     placed: dict[str, str] = {}
     names: set[str] = set()
@@ -541,12 +590,12 @@ def _check(cfg: ExchangeConfig) -> list[str]:
         for agent in proc.agents:
             need(agent in known_agents, f"{k}.agents",
                  f"unknown agent {agent!r}: neither a pipeline agent ({', '.join(AGENT_NAMES)}) nor a "
-                 "[[gateway]] name")
+                 "[[gateway]] or [[feed]] name")
             need(agent not in placed, f"{k}.agents",
                  f"agent {agent!r} is already placed in process {placed.get(agent)!r}")
             placed.setdefault(agent, proc.name)
     if cfg.process:
-        missing = [a for a in (*AGENT_NAMES, *cfg.gateway_names()) if a not in placed]
+        missing = [a for a in (*AGENT_NAMES, *cfg.edge_names()) if a not in placed]
         need(not missing, "process", f"agents {missing} are not placed in any process")
     return problems
 
@@ -571,8 +620,8 @@ def parse_config(text: str, base_dir: str | Path = ".") -> ExchangeConfig:
             hint = " (deposits are per asset: deposits = { 0 = amount, ... })"
         raise ConfigError(str(exc) + hint) from None
     if not cfg.process:
-        # a gateway misnamed after a pipeline agent is reported as that, not as placed twice
-        cfg.process = composed([g for g in cfg.gateway_names() if g not in AGENT_NAMES])
+        # a name given twice (or after a pipeline agent) is reported as that, not as placed twice
+        cfg.process = composed([g for g in dict.fromkeys(cfg.edge_names()) if g not in AGENT_NAMES])
     problems = _check(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -63,6 +63,8 @@ from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.latency import list_latency, unlink_latency
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
 from ringex.ringbuffer.process_spec import AGENT_NAMES
+from ringex.feeds.itch_instrument import itch_instruments
+from ringex.feeds.md_publisher import MdPublisherAgent
 from ringex.gateways.fix_gateway import FixGatewayAgent, instruments_for
 from ringex.gateways.sbe_gateway import SbeGatewayAgent
 from ringex.ringbuffer.producer import Offer, Producer
@@ -127,13 +129,13 @@ def ring_names(cfg: ExchangeConfig) -> RingNames:
 
 
 def output_consumer_index(cfg: ExchangeConfig, subscriber: str) -> int:
-    """The consumer index a named subscriber (one in ``[rings] subscribers``, or a gateway)
-    uses on the output and reject rings."""
+    """The consumer index a named subscriber (one in ``[rings] subscribers``, a gateway or a
+    feed) uses on the output and reject rings."""
     names = cfg.subscriber_names()
     try:
         return 1 + names.index(subscriber)
     except ValueError:
-        raise KeyError(f"{subscriber!r} is neither in rings.subscribers nor a gateway: {names}") from None
+        raise KeyError(f"{subscriber!r} is neither in rings.subscribers nor a gateway or feed: {names}") from None
 
 
 # a new instrument's limits (docs/risk.md): InstrumentConfig's defaults are the same, so an
@@ -330,6 +332,11 @@ class Exchange:
             return SbeGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
                                    output_consumer_index(cfg, name), cfg.gateway_dir(name),
                                    batch_limit=cfg.rings.batch_limit, latency_prefix=names.prefix)
+        feed = next((f for f in cfg.feed if f.name == name), None)
+        if feed is not None:
+            return MdPublisherAgent(feed, names.output, names.reject, output_consumer_index(cfg, name),
+                                    cfg.feed_dir(name), itch_instruments(cfg.instrument),
+                                    batch_limit=cfg.rings.batch_limit)
         if name == "sequencer":
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
@@ -476,8 +483,8 @@ class Exchange:
         starting = False
         for i, child in enumerate(self._children):
             pid = child.runner.pid or 0
-            # A process of gateways only is an edge: while it is down or restarting, its
-            # clients are disconnected, but the rest of the exchange keeps accepting.
+            # A process of gateways and feeds only is an edge: while it is down or restarting,
+            # its clients are disconnected, but the rest of the exchange keeps accepting.
             edge = not any(a in AGENT_NAMES for a in child.agents)
             if child.given_up:
                 if not edge:
@@ -561,7 +568,7 @@ class Exchange:
             log.warning("subscriber %d of ring %s (pid %s) is dead (heartbeat %.1f s old, %d behind); "
                         "the exchange goes on without it", idx, ring.name, info.pid,
                         info.heartbeat_age_ns / 1e9, info.lag)
-        self._kill_hung_gateway(idx, info.pid)
+        self._kill_hung_edge(idx, info.pid)
         if info.lag >= ring.capacity // 2:
             had = ring.untether(idx)
             self.untethered.append((ring.name, idx, had))
@@ -569,18 +576,19 @@ class Exchange:
                         "it no longer holds the ring back; it rejoins at the head when it attaches again",
                         idx, ring.name, had, info.lag, info.pid)
 
-    def _kill_hung_gateway(self, idx: int, pid: int) -> None:
-        """A gateway whose subscriber heartbeat stopped while its process lives is hung
+    def _kill_hung_edge(self, idx: int, pid: int) -> None:
+        """A gateway or feed whose subscriber heartbeat stopped while its process lives is hung
         (stopped, or stuck): kill it, so that the supervisor restarts it and its clients can
-        reconnect. A subscriber that is not one of our children is left to its owner."""
+        reconnect (or recover by retransmission). A subscriber that is not one of our children
+        is left to its owner."""
         names = self.cfg.subscriber_names()
-        if not 1 <= idx <= len(names) or names[idx - 1] not in self.cfg.gateway_names():
+        if not 1 <= idx <= len(names) or names[idx - 1] not in self.cfg.edge_names():
             return
-        gateway = names[idx - 1]
+        edge = names[idx - 1]
         for child in self._children:
-            if gateway in child.agents and child.runner.is_alive() and child.started and child.runner.pid == pid:
-                log.error("gateway %r (process %r, pid %s) stopped consuming; killing it to restart it",
-                          gateway, child.name, pid)
+            if edge in child.agents and child.runner.is_alive() and child.started and child.runner.pid == pid:
+                log.error("%r (process %r, pid %s) stopped consuming; killing it to restart it",
+                          edge, child.name, pid)
                 child.runner.kill()
 
     def status(self) -> Status:
@@ -725,6 +733,9 @@ def main(config_path: str | None = None) -> int:
     for g in cfg.gateway:
         print(f"  gateway {g.name} ({g.protocol}) on {g.listen}: sessions "
               + ", ".join(f"{s.id} (accounts {', '.join(map(str, s.accounts))})" for s in g.session))
+    for f in cfg.feed:
+        print(f"  feed {f.name}: ITCH 5.0 over MoldUDP64 to {f.destination} (UDP); retransmission on "
+              f"{f.retransmit_listen} (UDP); snapshots on {f.snapshot_listen} (SoupBinTCP, login {f.username})")
     print(f"  instruments: {', '.join(f'{i.id}={i.symbol}' for i in cfg.instrument)}; "
           f"accounts: {', '.join(str(a.id) for a in cfg.account)}; "
           f"insurance fund: {cfg.insurance_fund.deposit}")

@@ -1,0 +1,244 @@
+"""A feed subscriber: joins by snapshot, applies the live feed, fills gaps by retransmission.
+
+``FeedSubscriber`` is what a feed handler does with ringex's market data, built on the same
+protocol modules any ITCH 5.0 / MoldUDP64 / SoupBinTCP implementation would use:
+
+1. It binds the feed's UDP address (joining the group when it is multicast) first, so that
+   nothing published while it takes a snapshot is missed.
+2. ``join()``: logs in to the snapshot service (SoupBinTCP), applies the snapshot's messages
+   to an empty book and learns the MoldUDP64 session and the sequence number to continue
+   from (End of Snapshot). Without a snapshot service (``snapshot=None``) it starts at
+   sequence number 1 of whatever session it hears first and asks for everything before.
+3. ``poll()``: receives live packets (and retransmissions), hands them to ``MoldReceiver``
+   (order, duplicates, gaps), asks the re-request server for what is missing, and applies
+   each message, in order, to its ``FeedBook``. A gap the server no longer retains, or a new
+   session (the publisher restarted cleanly), makes it join again by snapshot.
+
+Every message applied is also handed to ``on_message(seq, msg)`` (the ``ringex feed`` command
+shows the market from it, or writes the ITCH file). Stock directory entries are kept in
+``stocks`` (locate -> symbol); executions in ``trades``'s count.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from ringex.feeds import itch
+from ringex.feeds import moldudp64 as mold
+from ringex.feeds import soupbintcp as soup
+from ringex.feeds.feed_book import FeedBook
+from ringex.feeds.mold_receiver import MoldReceiver
+from ringex.feeds.snapshot_server import parse_end_of_snapshot
+
+__all__ = ["FeedSubscriber", "SubscriberError"]
+
+RECV_BYTES = 65536
+
+
+class SubscriberError(RuntimeError):
+    """The feed cannot be followed (login refused, snapshot incomplete, a message the book
+    cannot take)."""
+
+
+class FeedSubscriber:
+    def __init__(self, feed: tuple[str, int], retransmit: tuple[str, int],
+                 snapshot: tuple[str, int] | None = None, username: str = "", password: str = "",
+                 interface: str = "0.0.0.0", on_message: Callable[[int, bytes], None] | None = None,
+                 on_trade: Callable[[int, int, int, int], None] | None = None, rcvbuf: int = 8 << 20) -> None:
+        """``on_message(seq, msg)``: every message applied (seq 0: a snapshot's);
+        ``on_trade(locate, shares, price, match number)``: every execution, at the resting
+        order's price (or the execution price of an Order Executed With Price)."""
+        self.feed = feed
+        self.retransmit = retransmit
+        self.snapshot_address = snapshot
+        self.username = username
+        self.password = password
+        self.on_message = on_message
+        self.on_trade = on_trade
+        self.book = FeedBook()
+        self.stocks: dict[int, str] = {}
+        self.messages = 0
+        self.executions = 0
+        self.snapshots = 0
+        self.requests = 0  # retransmission requests sent
+        self.receiver: MoldReceiver | None = None
+        host, port = feed
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if ipaddress.ip_address(host).is_multicast:
+            self._sock.bind(("", port))
+            mreq = struct.pack("4s4s", socket.inet_aton(host), socket.inet_aton(interface))
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        else:
+            self._sock.bind((host, port))
+        self._sock.setblocking(False)
+        self._rtx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._rtx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._rtx.bind(("127.0.0.1" if ipaddress.ip_address(retransmit[0]).is_loopback else "0.0.0.0", 0))
+        self._rtx.setblocking(False)
+        self._poll = select.epoll()
+        self._poll.register(self._sock.fileno(), select.EPOLLIN)
+        self._poll.register(self._rtx.fileno(), select.EPOLLIN)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where it receives the feed (its port, when the feed address asked for port 0)."""
+        return self._sock.getsockname()[:2]
+
+    def close(self) -> None:
+        self._poll.close()
+        self._sock.close()
+        self._rtx.close()
+
+    def __enter__(self) -> FeedSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- joining ------------------------------------------------------------------------------
+
+    def join(self, timeout_s: float = 10.0) -> int:
+        """Join: by snapshot when there is a snapshot service, else from sequence number 1.
+        Returns the sequence number the live feed continues from."""
+        if self.snapshot_address is None:
+            self.receiver = MoldReceiver(None, 1)
+            self.receiver.known_end = 2  # ask for message 1 until it comes
+            return 1
+        session, next_seq, msgs = self._take_snapshot(timeout_s)
+        self.book.clear()
+        self.stocks.clear()
+        for msg in msgs:
+            self._apply(0, msg)
+        self.receiver = MoldReceiver(session.encode("ascii").ljust(mold.SESSION_LENGTH), next_seq)
+        self.snapshots += 1
+        return next_seq
+
+    def _take_snapshot(self, timeout_s: float) -> tuple[str, int, list[bytes]]:
+        deadline = time.monotonic() + timeout_s
+        with socket.create_connection(self.snapshot_address, timeout=timeout_s) as s:
+            s.sendall(soup.login_request(self.username, self.password, "", 1))
+            reader = soup.SoupReader(0xFFFF, accept=soup.SERVER_PACKET_TYPES)
+            session = ""
+            msgs: list[bytes] = []
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(1 << 20)
+                if not data:
+                    raise SubscriberError("the snapshot service closed the connection before End of Snapshot")
+                for p in reader.feed(data):
+                    if p.packet_type == soup.LOGIN_REJECTED:
+                        code = soup.decode_login_rejected(p).reject_reason_code
+                        raise SubscriberError(f"snapshot login rejected ({code.decode()}: "
+                                              f"{'not authorized' if code == b'A' else 'session not available'})")
+                    if p.packet_type == soup.LOGIN_ACCEPTED:
+                        session = soup.decode_login_accepted(p).session
+                    elif p.packet_type == soup.SEQUENCED_DATA:
+                        nxt = parse_end_of_snapshot(p.payload)
+                        if nxt is None:
+                            msgs.append(p.payload)
+                            continue
+                        try:
+                            s.sendall(soup.logout_request())
+                        except OSError:
+                            pass
+                        return session, nxt, msgs
+                    elif p.packet_type == soup.END_OF_SESSION:
+                        raise SubscriberError("the snapshot service ended the session before End of Snapshot")
+        raise SubscriberError(f"no End of Snapshot within {timeout_s} s")
+
+    # -- following ----------------------------------------------------------------------------
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Receive and apply what has arrived (waiting up to ``timeout_s`` for something);
+        returns the number of messages applied."""
+        if self.receiver is None:
+            raise SubscriberError("join() first")
+        applied = 0
+        events = self._poll.poll(timeout_s)
+        for fd, _ in events:
+            live = fd == self._sock.fileno()
+            sock = self._sock if live else self._rtx
+            for _ in range(256):
+                try:
+                    data = sock.recv(RECV_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    break
+                try:
+                    p = mold.parse_packet(data)
+                except mold.MoldError:
+                    continue
+                if self.receiver.session is not None and p.session != self.receiver.session \
+                        and self.snapshot_address is not None and live and not p.is_end_of_session:
+                    self.join()  # a new session: the publisher restarted cleanly
+                    return applied
+                msgs = self.receiver.packet(p) if live else self.receiver.answer(p)
+                first = self.receiver.expected - len(msgs)
+                for i, msg in enumerate(msgs):
+                    self._apply(first + i, msg)
+                applied += len(msgs)
+        if self.receiver.lost:
+            if self.snapshot_address is None:
+                raise SubscriberError("messages were lost and are no longer retained, and there is no snapshot service")
+            self.join()
+            return applied
+        want = self.receiver.request(time.monotonic_ns()) if self.receiver.session is not None else None
+        if want is not None:
+            seq, count = want
+            self.requests += 1
+            try:
+                self._rtx.sendto(mold.encode_request(self.receiver.session, seq, count), self.retransmit)
+            except OSError:
+                pass
+        return applied
+
+    def run_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll until ``done()`` or ``timeout_s``; True when done."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll(min(left, 0.05))
+        return True
+
+    @property
+    def session(self) -> bytes | None:
+        """The MoldUDP64 session followed (None until a packet or a snapshot named it)."""
+        return self.receiver.session if self.receiver is not None else None
+
+    @property
+    def next_seq(self) -> int:
+        return self.receiver.expected if self.receiver is not None else 1
+
+    @property
+    def ended(self) -> bool:
+        return self.receiver is not None and self.receiver.ended
+
+    def _apply(self, seq: int, msg: bytes) -> None:
+        try:
+            m = itch.decode(msg)
+        except itch.ItchError as exc:
+            raise SubscriberError(f"message {seq}: {exc}") from None
+        t = type(m)
+        if t is itch.StockDirectory:
+            self.stocks[m.stock_locate] = m.stock
+        elif t is itch.OrderExecuted or t is itch.OrderExecutedWithPrice:
+            self.executions += 1
+            o = self.book.orders.get(m.order_reference_number)
+            if self.on_trade is not None and o is not None:
+                price = m.execution_price if t is itch.OrderExecutedWithPrice else o.price
+                self.on_trade(o.locate, m.executed_shares, price, m.match_number)
+        try:
+            self.book.apply(m)
+        except ValueError as exc:
+            raise SubscriberError(f"message {seq} ({t.__name__}): {exc}") from None
+        self.messages += 1
+        if self.on_message is not None:
+            self.on_message(seq, msg)

@@ -1,0 +1,323 @@
+"""The market-data feed end to end: ``ringex run`` with an ITCH/MoldUDP64 publisher, real
+subscribers over UDP, orders through the binary gateway.
+
+One exchange for the module. Its publisher sends to a relay (``feed_kit.Relay``) that copies
+each packet to three subscribers: one present from the start that joins at sequence number 1
+and hears everything, one present from the start that loses and reorders packets on purpose
+and recovers them by retransmission, and one that joins late by snapshot. In the middle of the
+run the publisher's process is SIGKILLed and restarted by the supervisor. At the end each
+subscriber's order-level book must be the engine's book (rebuilt from the journal), order by
+order, and the feed's store must be exactly what a fresh translator makes of the journal's
+events: the feed is a deterministic function of the sequenced input.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from feed_kit import Relay, engine_book, engine_replay, feed_book_rows, store_messages
+from gateway_kit import PRICE, gateway_toml, limit, running_exchange, session_toml
+from ringex.feeds import itch
+from ringex.feeds import moldudp64 as mold
+from ringex.feeds import soupbintcp as soup
+from ringex.feeds.feed_book import FeedBook
+from ringex.feeds.itch_instrument import itch_instruments
+from ringex.feeds.itch_translate import Translator, engine_order_id
+from ringex.feeds.md_publisher import ADDRESS_FILE
+from ringex.feeds.subscriber import FeedSubscriber
+from ringex.tools.config import parse_config
+
+FEED = "md"
+SEED = 20261207
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feed_toml(prefix: str, relay_port: int, rtx_port: int, snap_port: int) -> str:
+    processes = """
+[[process]]
+name = "core"
+agents = ["sequencer", "engine"]
+[[process]]
+name = "gw"
+agents = ["bin"]
+[[process]]
+name = "mdproc"
+agents = ["md"]
+"""
+    feed = f"""
+[[feed]]
+name = "{FEED}"
+destination = "127.0.0.1:{relay_port}"
+retransmit_listen = "127.0.0.1:{rtx_port}"
+snapshot_listen = "127.0.0.1:{snap_port}"
+username = "demo"
+password = "secret"
+heartbeat_ms = 100
+retain_messages = 1000
+max_payload = 400
+"""
+    return gateway_toml(prefix, sessions=session_toml(1, "[1]") + session_toml(2, "[2]"),
+                        processes=processes) + feed
+
+
+class Flow:
+    """A seeded random order flow of two sessions: resting limits (some icebergs), aggressive
+    IOC and market orders, cancels, replaces that keep or lose priority, mass cancels."""
+
+    def __init__(self, clients: dict[int, object], seed: int, between=lambda: None) -> None:
+        self.clients = clients
+        self.between = between  # called every 25 orders: the subscribers keep up as they would
+        self.r = random.Random(seed)
+        self.next_cl = {sid: 1 for sid in clients}
+        self.live: dict[int, list[int]] = {sid: [] for sid in clients}
+
+    def _learn(self) -> None:
+        for sid, c in self.clients.items():
+            for e in c.drain(quiet=0.001):
+                if e.name == "OrderAccepted":
+                    self.live[sid].append(e["orderId"])
+
+    def step(self, n: int) -> None:
+        for i in range(n):
+            if i % 25 == 0:
+                self._learn()
+                self.between()
+            sid = self.r.choice(sorted(self.clients))
+            c = self.clients[sid]
+            cl = self.next_cl[sid]
+            self.next_cl[sid] += 1
+            acct = sid
+            side = self.r.choice(("Buy", "Sell"))
+            x = self.r.random()
+            off = self.r.randint(1, 8)
+            passive = PRICE - off if side == "Buy" else PRICE + off
+            if x < 0.45:
+                qty = self.r.randint(1, 12)
+                kw = {}
+                if self.r.random() < 0.25 and qty > 3:
+                    kw["displayQty"] = self.r.randint(1, 3)
+                c.new_order(**limit(cl, side, qty=qty, price=passive, account=acct, **kw))
+            elif x < 0.62:
+                through = PRICE + off if side == "Buy" else PRICE - off
+                c.new_order(**limit(cl, side, qty=self.r.randint(1, 15), price=through, account=acct,
+                                    timeInForce="IOC"))
+            elif x < 0.65:
+                c.new_order(clOrdId=cl, account=acct, instrument=1, side=side, ordType="Market",
+                            qty=self.r.randint(1, 5), timeInForce="IOC")
+            elif x < 0.82 and self.live[sid]:
+                oid = self.r.choice(self.live[sid])
+                c.cancel(clOrdId=cl, orderId=oid, account=acct, instrument=1)
+            elif x < 0.99 and self.live[sid]:
+                oid = self.r.choice(self.live[sid])
+                c.replace(clOrdId=cl, orderId=oid, account=acct, instrument=1, price=passive,
+                          qty=self.r.randint(1, 12))
+            elif x >= 0.99:
+                c.mass_cancel(clOrdId=cl, account=acct, instrument=0, scope="Session")
+        self._learn()
+
+    def mark(self) -> list[int]:
+        """One resting order per session, far from the market, acknowledged: once a subscriber
+        shows them, it has seen everything the flow caused (the engine answers in order)."""
+        ids = []
+        for sid, c in sorted(self.clients.items()):
+            cl = self.next_cl[sid]
+            self.next_cl[sid] += 1
+            c.new_order(**limit(cl, "Buy", qty=1, price=PRICE - 500, account=sid))
+            acks = c.receive_until(lambda e, cl=cl: e.name in ("OrderAccepted", "OrderRejected") and e["clOrdId"] == cl,
+                                   timeout=30)
+            assert acks[-1].name == "OrderAccepted", acks[-1]
+            ids.append(acks[-1]["orderId"])
+        return ids
+
+
+@contextmanager
+def feed_setup(directory: Path):
+    """A relay, three subscribers (early, lossy, late: not yet joined) and a running exchange
+    publishing to the relay."""
+    relay = Relay(seed=SEED)
+    rtx, snap = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    subs: dict[str, FeedSubscriber] = {}
+    try:
+        subs["early"] = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx))
+        subs["lossy"] = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret")
+        subs["late"] = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret")
+        relay.add(subs["early"].address)
+        relay.add(subs["lossy"].address, drop=0.08, reorder=0.08)
+        relay.add(subs["late"].address)
+        prefix = f"rxfeed{os.getpid()}{directory.name[-6:]}"
+        toml = feed_toml(prefix, relay.port, rtx, snap)
+        with running_exchange(directory, toml) as ex:
+            ex.feed_ports = (rtx, snap)
+            ex.config = parse_config(toml)
+            yield ex, relay, subs
+    finally:
+        for s in subs.values():
+            s.close()
+        relay.close()
+
+
+@pytest.fixture(scope="module")
+def feed_exchange(tmp_path_factory):
+    """One exchange for the tests that leave its processes as they are; it has published a
+    few thousand messages (more than its store retains) when they start."""
+    with feed_setup(tmp_path_factory.mktemp("feed")) as (ex, relay, subs):
+        subs["early"].join()
+        clients = {sid: ex.client(sid) for sid in (1, 2)}
+        flow = Flow(clients, SEED + 1, between=lambda: subs["early"].poll(0))
+        flow.step(1500)
+        _settle({"early": subs["early"]}, flow.mark())
+        yield ex, relay, subs
+
+
+def _wait_restarted(ex, after: float, timeout: float = 120.0) -> None:
+    path = ex.directory / "data" / "feeds" / FEED / ADDRESS_FILE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_mtime > after:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the publisher was not restarted:\n" + exchange_log(ex))
+
+
+def exchange_log(ex) -> str:
+    """The exchange's output without its status lines (for a failure's message)."""
+    return "".join(line for line in ex.output if not line.startswith("seq "))[-4000:]
+
+
+def _settle(subs: dict[str, FeedSubscriber], marks: list[int], timeout: float = 60.0) -> None:
+    """Until every subscriber shows the ``marks`` (``Flow.mark``) and has every message the
+    publisher has announced (heartbeats say the next number)."""
+    deadline = time.monotonic() + timeout
+    now = None
+    while time.monotonic() < deadline:
+        for s in subs.values():
+            s.poll(0.01)
+        now = [(s.next_seq, s.receiver.known_end) for s in subs.values()]
+        shown = all({engine_order_id(ref) for ref in s.book.orders} >= set(marks) for s in subs.values())
+        if shown and all(n == k for n, k in now) and len({n for n, _ in now}) == 1:
+            return
+    raise TimeoutError(f"the subscribers did not settle: {now}")
+
+
+def test_every_subscriber_book_is_the_engine_book(tmp_path):
+    """The whole story (its own exchange: the publisher's restarted process must be gone
+    when the test ends)."""
+    with feed_setup(tmp_path) as (ex, relay, subs):
+        _every_subscriber_book_is_the_engine_book(ex, relay, subs)
+
+
+def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
+    subs["early"].join()
+    subs["lossy"].join()
+    clients = {sid: ex.client(sid) for sid in (1, 2)}
+    flow = Flow(clients, SEED, between=lambda: [s.poll(0) for s in subs.values() if s.receiver is not None])
+    flow.step(600)
+    for s in ("early", "lossy"):
+        subs[s].run_until(lambda s=s: subs[s].next_seq > 300, 30)
+    subs["late"].join()  # by snapshot, mid-run
+    assert subs["late"].snapshots == 1
+    flow.step(400)
+    # the publisher dies mid-flow; the supervisor restarts it and it resumes its session
+    killed_at = time.time()
+    os.kill(ex.pids["mdproc"], signal.SIGKILL)
+    flow.step(300)
+    _wait_restarted(ex, killed_at)
+    flow.step(700)
+    _settle(subs, flow.mark())
+
+    engine, outputs = engine_replay(ex.directory / "data")
+    instruments = itch_instruments(ex.config.instrument)
+    expected = engine_book(engine, instruments)
+    assert len(expected) > 20  # a real book, not an empty one
+    for name, s in subs.items():
+        assert feed_book_rows(s.book) == expected, name
+    # the lossy one lost packets and got every message back by retransmission alone
+    assert relay.targets[1].dropped > 0 and subs["lossy"].requests > 0 and subs["lossy"].snapshots == 1
+    assert subs["early"].executions > 50
+
+    # the feed is a function of the journal: a fresh translator makes the same bytes
+    fresh: list[bytes] = []
+    t = Translator(instruments, FeedBook())
+    for out in outputs:
+        t.translate(out, fresh)
+    first, stored = store_messages(ex.directory / "data" / "feeds" / FEED)
+    assert first > 1 and len(stored) >= 1000 - 256  # retention dropped the oldest segments
+    assert len(fresh) == first - 1 + len(stored)
+    for i, msg in enumerate(stored):
+        assert msg == fresh[first - 1 + i], f"message {first + i}: {itch.decode(msg)} != {itch.decode(fresh[first - 1 + i])}"
+    assert subs["early"].session == subs["late"].session  # the crash did not end the session
+
+
+def test_a_request_beyond_retention_is_answered(feed_exchange):
+    ex, relay, subs = feed_exchange
+    rtx, _ = ex.feed_ports
+    session = subs["early"].session
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(mold.encode_request(session, 1, 10), ("127.0.0.1", rtx))
+        try:
+            p = mold.parse_packet(s.recv(65536))
+        except TimeoutError:
+            raise AssertionError("no answer:\n" + exchange_log(ex)) from None
+    assert p.is_heartbeat and p.sequence_number > 1  # the oldest still retained
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(mold.encode_request(session, p.sequence_number, 3), ("127.0.0.1", rtx))
+        q = mold.parse_packet(s.recv(65536))
+    assert q.sequence_number == p.sequence_number and q.message_count == 3
+    for msg in q.messages:
+        itch.decode(msg)
+
+
+def test_malformed_requests_and_bad_logins_get_their_answers(feed_exchange):
+    ex, relay, subs = feed_exchange
+    rtx, snap = ex.feed_ports
+    session = subs["early"].session
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        for junk in (b"", b"x" * 19, b"x" * 21, session + b"\0" * 10):  # the last asks for 0 messages
+            s.sendto(junk, ("127.0.0.1", rtx))
+        with pytest.raises(TimeoutError):
+            s.recv(65536)  # no answer: MoldUDP64 cannot say what was wrong
+        s.settimeout(5)
+        s.sendto(mold.encode_request(b"OTHERSESS1", 1, 1), ("127.0.0.1", rtx))
+        p = mold.parse_packet(s.recv(65536))
+        assert p.session == session and p.is_heartbeat  # our session, and where it stands
+
+    def login(request: bytes) -> list[soup.SoupPacket]:
+        with socket.create_connection(("127.0.0.1", snap), timeout=5) as c:
+            c.sendall(request)
+            reader = soup.SoupReader(0xFFFF)
+            got: list[soup.SoupPacket] = []
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return got
+                got += reader.feed(data)
+
+    assert login(soup.login_request("demo", "wrong", "", 1)) == [soup.SoupPacket(b"J", b"A")]
+    assert login(soup.login_request("demo", "secret", "NOSUCHSESS", 1)) == [soup.SoupPacket(b"J", b"S")]
+    assert login(b"\x00\x05garbage") == []  # a malformed packet: the connection is closed
+    assert login(b"\xff\xffL") == []  # a length past the bound
+    # the publisher kept going: a subscriber still joins by snapshot and follows
+    late = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret")
+    with late:
+        nxt = late.join()
+        assert nxt == subs["early"].next_seq
+        assert feed_book_rows(late.book) == feed_book_rows(subs["early"].book)
