@@ -121,6 +121,8 @@ class FeedBook:
         o = self._get(orig, "replace")
         if new != orig and new in self.orders:
             raise BookError(f"Order Replace of {orig} reuses reference number {new}, still on the book")
+        if shares <= 0:  # checked before anything changes: a refused message leaves the book as it was
+            raise BookError(f"Order Replace of {orig} shows {shares} shares")
         self.delete(orig)
         self.add(new, o.locate, o.side, shares, price)
         return self.orders[new]

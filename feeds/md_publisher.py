@@ -144,6 +144,12 @@ class MdPublisherAgent(Agent):
         self._last_send = 0
         self._next_timer = now
         self._snapshot_conns: dict[int, tuple[socket.socket, SnapshotConnection]] = {}
+        if rec.session and rec.ended:
+            # The session after a clean stop opens now, with the market as the last one left it
+            # (stamped as that one's last message): its subscribers need not wait for an event.
+            last = rec.book_messages[-1] if rec.book_messages else b""
+            stamp = int.from_bytes(last[5:11], "big") if len(last) >= 11 else 0
+            self._publish(self.translator.open_session(stamp), self._out.position)
 
     def _attach(self, name: str) -> Ring:
         ring = Ring.attach(name, wait_s=5.0)
@@ -239,14 +245,18 @@ class MdPublisherAgent(Agent):
         return work
 
     def _drain_rejections(self) -> int:
+        """Read and drop the reject ring's messages (a read also keeps this consumer's
+        heartbeat fresh: the supervisor kills a subscriber whose heartbeat stops)."""
         try:
-            n = self._rej.available()
+            head, tail = self._rej.read(self.batch_limit)
         except UntetheredError:
+            self._rej.close()
             self._rej = self._rings[1].consumer(self.subscriber_index, takeover=True)
             return 0
-        if n:
-            self._rej.commit(n)
-        return n
+        k = len(head) + len(tail)
+        if k:
+            self._rej.commit(k)
+        return k
 
     def _events(self) -> int:
         try:

@@ -121,14 +121,23 @@ class MessageStore:
 
     def _open(self) -> Recovered:
         rec = Recovered()
-        paths = sorted(self.directory.glob("store-*.log"))
-        for i, path in enumerate(paths):
-            newest = i == len(paths) - 1
-            seg = self._scan(path, rec, newest)
+        for path in sorted(self.directory.glob("store-*.log")):
+            seg = self._scan(path, rec, newest=False)
             if seg is not None:
                 self.segments.append(seg)
         if self.segments:
+            # A new session always starts at sequence number 1 and removes the previous one's
+            # segments after writing its first: segments of another session than the lowest
+            # one's are what a crash in between left
+            current = self.segments[0].session
+            for seg in [s for s in self.segments if s.session != current]:
+                seg.path.unlink(missing_ok=True)
+            self.segments = [s for s in self.segments if s.session == current]
             last = self.segments[-1]
+            # the book, and where the last append left off, from the newest good segment
+            fresh = Recovered(cut_bytes=rec.cut_bytes)
+            self._scan(last.path, fresh, newest=True)
+            rec = fresh
             rec.session = last.session
             rec.next_seq = last.next_seq
             last.fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
@@ -245,13 +254,17 @@ class MessageStore:
 
     def start_session(self, session: str, book: FeedBook) -> None:
         """A new session from sequence number 1, its segment checkpointing ``book``; the
-        previous sessions' segments go (their messages can no longer be asked for)."""
+        previous sessions' segments go (their messages can no longer be asked for). The new
+        segment replaces the old one of the same name atomically, then the rest go: a crash
+        in between leaves segments of two sessions, and opening keeps the new one's."""
         old = self.segments
         self.segments = []
-        self._new_segment(session.encode("ascii"), 1, book)
         for seg in old:
             self._close_segment(seg)
-            seg.path.unlink(missing_ok=True)
+        seg = self._new_segment(session.encode("ascii"), 1, book)
+        for o in old:
+            if o.path != seg.path:
+                o.path.unlink(missing_ok=True)
 
     def append(self, messages: list[bytes], ring_id: int, position: int, emptied: dict[int, int],
                emptied_seq: int, book: FeedBook) -> int:

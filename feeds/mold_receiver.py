@@ -59,14 +59,16 @@ class MoldReceiver:
         """A live packet: the messages now deliverable, in order."""
         if not self._mine(p):
             return []
+        out: list[bytes] = []
         if p.is_end_of_session:
             self.end_at = p.sequence_number
             self.known_end = max(self.known_end, p.sequence_number)
         elif p.is_heartbeat:
             self.known_end = max(self.known_end, p.sequence_number)
         else:
-            self._hold(p)
-        return self._deliver()
+            self._take(p, out)
+        self._deliver(out)
+        return out
 
     def answer(self, p: MoldPacket) -> list[bytes]:
         """A packet from the re-request server."""
@@ -78,27 +80,36 @@ class MoldReceiver:
             return []
         return self.packet(p)
 
-    def _hold(self, p: MoldPacket) -> None:
+    def _take(self, p: MoldPacket, out: list[bytes]) -> None:
+        """The next expected message goes straight out (with whatever held ones it joins up
+        to); a later one is held, and when the holding is full the furthest gives way to a
+        nearer one (it will be asked for again)."""
         seq = p.sequence_number
+        held = self._held
         for msg in p.messages:
-            if seq < self.expected or seq in self._held:
+            if seq < self.expected or seq in held:
                 self.duplicates += 1
-            elif len(self._held) < self.max_held or seq < max(self._held):
-                if len(self._held) >= self.max_held:
-                    del self._held[max(self._held)]
-                self._held[seq] = msg
+            elif seq == self.expected:
+                out.append(msg)
+                self.expected += 1
+                self._deliver(out)
+            elif len(held) < self.max_held:
+                held[seq] = msg
+            else:
+                furthest = max(held)
+                if seq < furthest:
+                    del held[furthest]
+                    held[seq] = msg
             seq += 1
         self.known_end = max(self.known_end, seq)
 
-    def _deliver(self) -> list[bytes]:
-        out: list[bytes] = []
+    def _deliver(self, out: list[bytes]) -> None:
         held = self._held
         while self.expected in held:
             out.append(held.pop(self.expected))
             self.expected += 1
         if self.end_at is not None and self.expected >= self.end_at:
             self.ended = True
-        return out
 
     def gap(self) -> tuple[int, int] | None:
         """(first missing number, how many) when messages are known to be missing."""

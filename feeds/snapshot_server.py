@@ -51,7 +51,7 @@ def parse_end_of_snapshot(msg: bytes) -> int | None:
     if len(msg) != END_OF_SNAPSHOT_LENGTH or msg[:1] != END_OF_SNAPSHOT:
         return None
     digits = msg[1:].lstrip(b" ")
-    if not digits.isdigit():
+    if not digits.isdigit() or int(digits) == 0:  # numbering starts at 1
         return None
     return int(digits)
 

@@ -66,6 +66,7 @@ class FeedSubscriber:
         self.executions = 0
         self.snapshots = 0
         self.requests = 0  # retransmission requests sent
+        self.bytes_received = 0  # UDP payload bytes, live and retransmitted
         self.receiver: MoldReceiver | None = None
         host, port = feed
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,13 +171,14 @@ class FeedSubscriber:
                     data = sock.recv(RECV_BYTES)
                 except (BlockingIOError, InterruptedError):
                     break
+                self.bytes_received += len(data)
                 try:
                     p = mold.parse_packet(data)
                 except mold.MoldError:
                     continue
-                if self.receiver.session is not None and p.session != self.receiver.session \
-                        and self.snapshot_address is not None and live and not p.is_end_of_session:
-                    self.join()  # a new session: the publisher restarted cleanly
+                if live and self.receiver.session is not None and p.session != self.receiver.session \
+                        and not p.is_end_of_session and (self.snapshot_address is not None or self.receiver.ended):
+                    self._new_session()  # the publisher restarted cleanly
                     return applied
                 msgs = self.receiver.packet(p) if live else self.receiver.answer(p)
                 first = self.receiver.expected - len(msgs)
@@ -197,6 +199,17 @@ class FeedSubscriber:
             except OSError:
                 pass
         return applied
+
+    def _new_session(self) -> None:
+        """A new session: by snapshot when there is a snapshot service; else from its first
+        message, whose opening messages carry the book as it is (docs/market-data.md)."""
+        if self.snapshot_address is not None:
+            self.join()
+            return
+        self.book.clear()
+        self.stocks.clear()
+        self.receiver = MoldReceiver(None, 1)
+        self.receiver.known_end = 2
 
     def run_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         """Poll until ``done()`` or ``timeout_s``; True when done."""

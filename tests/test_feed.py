@@ -17,6 +17,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,7 +160,9 @@ def feed_setup(directory: Path):
         relay.add(subs["lossy"].address, drop=0.08, reorder=0.08)
         relay.add(subs["late"].address)
         prefix = f"rxfeed{os.getpid()}{directory.name[-6:]}"
-        toml = feed_toml(prefix, relay.port, rtx, snap)
+        # the sessions' orders outlive their clients: what the tests compare does not move
+        toml = feed_toml(prefix, relay.port, rtx, snap).replace("cancel_on_disconnect = true",
+                                                                 "cancel_on_disconnect = false")
         with running_exchange(directory, toml) as ex:
             ex.feed_ports = (rtx, snap)
             ex.config = parse_config(toml)
@@ -321,3 +325,69 @@ def test_malformed_requests_and_bad_logins_get_their_answers(feed_exchange):
         nxt = late.join()
         assert nxt == subs["early"].next_seq
         assert feed_book_rows(late.book) == feed_book_rows(subs["early"].book)
+
+
+def test_ringex_feed_records_the_itch_file(feed_exchange, tmp_path):
+    """``ringex feed --write``: joins by snapshot and records every message it applies in the
+    ITCH file framing (2-byte big-endian length, message), readable without our code."""
+    ex, relay, subs = feed_exchange
+    port = free_port(socket.SOCK_DGRAM)
+    relay.add(("127.0.0.1", port))
+    out = tmp_path / "feed.itch"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ringex.tools.cli", "feed", "--config", str(ex.directory / "ex.toml"), "--feed", FEED,
+         "--listen", f"127.0.0.1:{port}", "--duration", "1.5", "--write", str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"joined feed {FEED} at sequence number {subs['early'].next_seq}" in proc.stdout
+    data = out.read_bytes()
+    book, at, kinds = FeedBook(), 0, set()
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 2], "big")
+        msg = itch.decode(data[at + 2:at + 2 + n])
+        kinds.add(type(msg).__name__)
+        book.apply(msg)
+        at += 2 + n
+    assert at == len(data) and {"StockDirectory", "StockTradingAction", "AddOrder"} <= kinds, \
+        (kinds, proc.stdout, exchange_log(ex))
+    subs["early"].poll(0.2)
+    assert len(book) > 20 and feed_book_rows(book) == feed_book_rows(subs["early"].book)
+
+
+def test_a_clean_restart_opens_a_new_session_that_carries_the_book(tmp_path):
+    rtx, snap = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    follower = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret")
+    # without a snapshot service: it follows the next session from its first message, whose
+    # opening carries the book
+    plain = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx))
+    relay = Relay(seed=SEED)
+    relay.add(follower.address)
+    relay.add(plain.address)
+    toml = feed_toml(f"rxfeedr{os.getpid()}", relay.port, rtx, snap).replace(
+        "cancel_on_disconnect = true", "cancel_on_disconnect = false")
+    try:
+        with running_exchange(tmp_path, toml) as ex:
+            follower.join()
+            plain.join()
+            flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 2, between=lambda: follower.poll(0))
+            flow.step(300)
+            _settle({"follower": follower, "plain": plain}, flow.mark())
+            first_session, book_before = follower.session, feed_book_rows(follower.book)
+        for s in (follower, plain):  # End of Session on the clean stop
+            assert s.run_until(lambda s=s: s.ended, 10)
+        assert len(book_before) > 5
+        with running_exchange(tmp_path, toml) as ex:
+            for s in (follower, plain):
+                assert s.run_until(lambda s=s: s.session not in (None, first_session)
+                                   and len(s.book) == len(book_before), 30), \
+                    f"session {s.session}, next {s.next_seq}, {len(s.book)} of {len(book_before)} orders\n{exchange_log(ex)}"
+            assert follower.snapshots == 2  # it heard the new session and joined it by snapshot
+            assert plain.session == follower.session == first_session[:-1] + b"2"
+            engine, _ = engine_replay(ex.directory / "data")
+            expected = engine_book(engine, itch_instruments(ex.config.instrument)
+                                   if hasattr(ex, "config") else itch_instruments(parse_config(toml).instrument))
+            assert feed_book_rows(follower.book) == feed_book_rows(plain.book) == book_before == expected
+    finally:
+        follower.close()
+        plain.close()
+        relay.close()

@@ -122,6 +122,17 @@ def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
     return run(args)
 
 
+def _cmd_bench_feed(args: argparse.Namespace, rest: list[str]) -> int:
+    from ringex.tools import bench_feed
+
+    result = bench_feed.run_from_args(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        bench_feed.print_result(result)
+    return 0
+
+
 def _cmd_feed(args: argparse.Namespace, rest: list[str]) -> int:
     from ringex.tools.feed import run
 
@@ -226,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_fix = bsub.add_parser("fix", help="FIX 4.4 sessions over TCP into the embedded default, open loop")
     add_bench_fix_args(bench_fix)
     bench_fix.set_defaults(func=_cmd_bench_fix)
+
+    from ringex.tools.bench_feed import add_args as add_bench_feed_args  # argparse only: light
+
+    bench_feed = bsub.add_parser("feed", help="engine events -> ITCH over MoldUDP64/UDP -> a subscriber's book: "
+                                              "messages/s, latency")
+    add_bench_feed_args(bench_feed)
+    bench_feed.set_defaults(func=_cmd_bench_feed)
     return parser
 
 
