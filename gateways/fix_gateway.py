@@ -14,9 +14,25 @@ The duty cycle, the rings, staging, routing and crash recovery are every gateway
   the session's ``OrderBook`` file), is throttled and staged with its MsgSeqNum in the
   stamp's seq word (so a restarted gateway finds what it had published), or is answered at
   once with the report ``fix_orders.refusal_report`` makes, never sequenced;
+* a cancel or replace of an order the engine has not accepted yet (sent right after the
+  NewOrderSingle) is held in the session's book, not sent: once the engine events of a
+  batch are reported (the order's ExecutionReport New among them), ``fix_orders.release``
+  says which held requests to stage now, with the order's orderId, and which to answer
+  with an OrderCancelReject because the order ended first (rejected, or filled or expired
+  on entry);
+* what the book records for a request says where its engine message was staged (the
+  client's MsgSeqNum, the inbound ring position, ``fix_orders.Origin``): the book is
+  written before the publish, so a gateway killed in between finds at restart
+  (``fix_orders.recover``) the orders and requests the engine never saw, forgets those
+  the counterparty will send again and refuses those it will not (counted as applied
+  already), and sends again the released held requests;
 * each engine event routed to the session becomes its ExecutionReport, OrderCancelReject or
   OrderMassCancelReport (``fix_orders.execution_report``), stored under its MsgSeqNum with
-  the ring position it came from, and sent when the session is logged on.
+  the ring position it came from, and sent when the session is logged on. What the event
+  changed in the book is written after the reports are stored, with the event's position
+  (``OrderBook.begin_event``): a gateway killed in between reads the event again at restart
+  and applies it to the book, without reporting it again; one killed before storing the
+  reports makes them again (the book, behind too, had not counted the event).
 
 ExecIDs are the engine's input sequence number and the event's rank among that input's
 events for the session (``<seq>.<k>``): unique for the life of the data directory and the
@@ -28,7 +44,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,17 +71,77 @@ _THROTTLED = int(m.RejectReason.Throttled)
 _SCHEMA = m.SCHEMA
 
 
+class FixSessionStore(SessionStore):
+    """A FIX session's ``SessionStore``, which knows where its identity's messages begin in
+    the gateway's inbound ring (``inbound_start``).
+
+    A restarted gateway reads back from its ring the client numbers it had published but
+    not yet counted (``GatewayAgent._recover_applied``), and only for an identity whose
+    start there it knows. FIXP records it at Negotiate; FIX starts a new identity inside
+    its session layer (a Logon with ResetSeqNumFlag=Y: ``FixSession`` calls ``reset(hi,
+    lo)``, knowing nothing of rings), so ``reset`` here asks ``inbound_mark`` (the
+    gateway's) where the ring is; and ``adopt_inbound`` gives an identity begun before the
+    current incarnation of the ring every position of it. Without them a FIX session's
+    start was never known: a gateway killed between publishing orders and counting them
+    had the counterparty resend them, and they were applied twice."""
+
+    inbound_mark: Callable[[], tuple[int, int]] | None = None
+    book: OrderBook | None = None  # the session's, whose events may lag the flow's
+
+    def stored_through(self, source: int, created: int) -> int:
+        """Where the events to read again after a restart begin: after the last one both in
+        the flow (its reports) and in the session's book (its changes). The book is written
+        after the flow, so it may be behind: the events it lacks are read again (and
+        ``FixGatewaySession.deliver_events`` does not report them twice)."""
+        flow = super().stored_through(source, created)
+        return flow if self.book is None else min(flow, self.book.applied_through(source, created))
+
+    def in_flow_through(self, source: int, created: int) -> int:
+        """The newest position of ring ``source`` whose reports the flow holds (-1: none)."""
+        return super().stored_through(source, created)
+
+    def reset(self, hi: int, lo: int, in_created: int = 0, in_from: int = 0) -> None:
+        if not in_created and self.inbound_mark is not None:
+            in_created, in_from = self.inbound_mark()
+        super().reset(hi, lo, in_created, in_from)
+
+    def adopt_inbound(self, created: int) -> None:
+        """At start, with the inbound ring created at ``created`` (``time.time_ns()``): an
+        identity begun before it owns every message in it (a reset since would have been
+        recorded in it). Begun before: its recorded start is in an earlier incarnation, or
+        unknown (a store written before starts were recorded) and the identity is the
+        store's first (UUID 0) or a FIX reset's (UUID ``(reset time, 0)``) older than the
+        ring. Otherwise its start stays unknown, and nothing is read back for it."""
+        start = self.inbound_start[0]
+        hi, lo = self.uuid
+        if start == created or (start == 0 and (hi, lo) != (0, 0) and not (lo == 0 and hi < created)):
+            return
+        self.set_inbound_start(created, 0)
+
+
+#: How a session sends the engine a message of its own (a held request released): stages
+#: the encoded message and returns (creation time, position) of the inbound ring slot it
+#: will be published at.
+Stage = Callable[[bytes, int], tuple[int, int]]
+
+
 class FixGatewaySession:
     """One configured FIX counterparty: its session layer, ClOrdID book, throttle and store,
-    and the connection it is logged on from (None while away)."""
+    and the connection it is logged on from (None while away). ``stage``: how it sends the
+    engine what it releases (``release_held``); ``inbound_mark``: where the gateway's
+    inbound ring is now (``FixSessionStore``)."""
 
     def __init__(self, cfg: SessionConfig, gateway: GatewayConfig, directory: Path,
-                 instruments: dict[bytes, FixInstrument], now_ns: int) -> None:
+                 instruments: dict[bytes, FixInstrument], now_ns: int, stage: Stage | None = None,
+                 inbound_mark: Callable[[], tuple[int, int]] | None = None) -> None:
         self.cfg = cfg
+        self.stage = stage
         self.id = cfg.id
         self.accounts = frozenset(cfg.accounts)
-        self.store = SessionStore(directory, cfg.id)
+        self.store = FixSessionStore(directory, cfg.id)
+        self.store.inbound_mark = inbound_mark
         self.book = OrderBook(directory / f"session-{cfg.id}.orders")
+        self.store.book = self.book
         self.fix = FixSession(FixSessionConfig(
             sender_comp_id=gateway.comp_id, target_comp_id=cfg.target_comp_id, password=cfg.credentials,
             min_heartbeat_s=max(1, gateway.keepalive_min_ms // 1000),
@@ -93,8 +169,13 @@ class FixGatewaySession:
     def deliver_events(self, region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positions: np.ndarray,
                        source: int, created: int) -> None:
         """Each routed engine event as the FIX messages it gives this session, stored under
-        the ring position it came from and sent if the session is logged on."""
+        the ring position it came from and sent if the session is logged on; then what the
+        events changed in the book (``OrderBook.begin_event``). After a restart the same
+        events may come again: one the book has is skipped, one whose reports the flow has
+        is applied to the book only."""
         now, wall = time.monotonic_ns(), time.time_ns()
+        booked = self.book.applied_through(source, created)
+        reported = self.store.in_flow_through(source, created)
         for row, position in zip(rows.tolist(), positions.tolist()):
             d = _SCHEMA.decode(region[row])
             ev = d.fields
@@ -102,11 +183,41 @@ class FixGatewaySession:
             if seq != self._exec_seq:
                 self._exec_seq, self._exec_k = seq, 0
             self._exec_k += 1
+            if position <= booked:
+                continue
             exec_id = b"%d.%d" % (seq, self._exec_k)
             transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
-            for out in fo.execution_report(d.name, ev, self.book, self.by_id, self.id, exec_id):
+            self.book.begin_event()
+            try:
+                outs = fo.execution_report(d.name, ev, self.book, self.by_id, self.id, exec_id)
+            finally:
+                self.book.end_event(source, created, position)
+            if position <= reported:
+                continue
+            for out in outs:
                 self.fix.send(out.msg_type, out.body + [(60, transact)], wall, now, source, created, position)
+        self.flush_to_connection()  # the reports stored first,
+        self.book.write_events()  # then the book
+
+    def release_held(self, wall: int, now: int) -> int:
+        """Send the engine the held cancels and replaces whose order is accepted now, and
+        answer those whose order ended first (``fix_orders.release``), after the events of
+        a duty cycle are delivered; returns how many were sent. Each is recorded as sent
+        (``OrderBook.sent``) after it is staged: a crash in between leaves it held, to be
+        released again."""
+        sent = 0
+        for item in fo.release(self.book, self.id):
+            if isinstance(item, fo.Outgoing):
+                self.fix.send(item.msg_type, item.body + [(60, utc_timestamp(wall))], wall, now)
+                continue
+            if self.stage is None:
+                raise RuntimeError(f"session {self.id} has a held request to send and no way to stage it")
+            name, kw = item
+            created, position = self.stage(getattr(m, name).encode(**kw), self.id)
+            self.book.sent(kw["clOrdId"], created, position)
+            sent += 1
         self.flush_to_connection()
+        return sent
 
     def detach(self, conn: Connection) -> bool:
         """``conn`` ended; True if it was this session's logged-on connection."""
@@ -154,12 +265,65 @@ class FixGatewayAgent(GatewayAgent):
             "rejects": f"{g}: session Rejects sent",
             "refused": f"{g}: orders refused by the gateway",
             "throttled": f"{g}: orders refused (throttle)",
+            "held": f"{g}: cancels/replaces held until their order was accepted",
         }
 
     def _make_sessions(self, directory: Path, now: int) -> dict[int, FixGatewaySession]:
-        sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now) for s in self.cfg.session}
+        sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now, self._stage_request,
+                                            self._inbound_mark)
+                    for s in self.cfg.session}
+        created = self._in_ring.created_time_ns
+        for s in sessions.values():
+            s.store.adopt_inbound(created)  # before _recover_applied reads the ring for them
         self._by_comp = {s.cfg.target_comp_id.encode(): s for s in sessions.values()}
         return sessions
+
+    def _inbound_mark(self) -> tuple[int, int]:
+        """Where the next message staged will be in the inbound ring (creation time, position;
+        a publish, in _stage_message or elsewhere, moves position and staged alike)."""
+        return self._in_ring.created_time_ns, self._in.position + getattr(self, "_staged", 0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        # After a crash: what the books hold for messages never published (fix_orders.recover),
+        # then every held request whose order the engine accepted (or ended) meanwhile.
+        created, top = self._in_ring.created_time_ns, self._in.position
+        wall, now = time.time_ns(), time.monotonic_ns()
+        for s in self.sessions.values():
+            lost = s.book.unpublished(created, top)
+            if lost[0] or lost[1]:
+                log.warning("gateway %s: session %d: %d order(s) and %d request(s) were not published before a "
+                            "restart", self.cfg.name, s.id, len(lost[0]), len(lost[1]))
+            for out in fo.recover(s.book, created, top, s.store.next_in):
+                s.fix.send(out.msg_type, out.body + [(60, utc_timestamp(wall))], wall, now)
+            if s.book.has_held:
+                s.release_held(wall, now)
+            s.flush_to_connection()
+        if self._staged:
+            self._publish_staged()
+
+    def _stage_request(self, message: bytes, session_id: int) -> tuple[int, int]:
+        """Stage a session's own engine message (a released held request: no client number
+        of its own, that of its FIX message being counted when it was held); returns where
+        in the inbound ring it will be published."""
+        mark = self._inbound_mark()
+        self._stage_message(message, session_id)
+        self._count("orders_in")
+        return mark
+
+    def _outbound(self) -> int:
+        """Every gateway's, then the held requests: released once the events of the cycle
+        (all of an order's events on entry, as a rule: its acceptance and what it traded)
+        are reported, and published in this duty cycle."""
+        work = super()._outbound()
+        if work:
+            wall, now = time.time_ns(), time.monotonic_ns()
+            for s in self.sessions.values():
+                if s.book.has_held:
+                    s.release_held(wall, now)
+            if self._staged:
+                self._publish_staged()
+        return work
 
     def _connection(self, sock: socket.socket, peer: str, now: int) -> Connection:
         return Connection(sock, peer, MAX_MESSAGE, self.cfg.max_backlog_bytes, now, reader=FixReader(MAX_MESSAGE))
@@ -266,15 +430,17 @@ class FixGatewayAgent(GatewayAgent):
         seq = msg.seq_num or 0
         fields = dict(msg.fields)
         t = msg.msg_type
+        origin = fo.Origin(seq, *self._inbound_mark())  # where its engine message goes, if it goes
         try:
             if t == b"D":
-                name, kw = "NewOrder", fo.new_order(fields, s.book, self.instruments, s.account_ok, s.id)
+                name, kw = "NewOrder", fo.new_order(fields, s.book, self.instruments, s.account_ok, s.id, origin)
             elif t == b"F":
-                name, kw = "CancelOrder", fo.cancel(fields, s.book, s.id)
+                name, kw = "CancelOrder", fo.cancel(fields, s.book, s.id, origin)
             elif t == b"G":
-                name, kw = "ReplaceOrder", fo.replace(fields, s.book, self.instruments, s.id)
+                name, kw = "ReplaceOrder", fo.replace(fields, s.book, self.instruments, s.id, origin)
             elif t == b"q":
-                name, kw = "MassCancel", fo.mass_cancel(fields, s.book, self.instruments, s.account_ok, s.id)
+                name, kw = "MassCancel", fo.mass_cancel(fields, s.book, self.instruments, s.account_ok, s.id,
+                                                        origin)
             elif t == b"H":
                 body = fo.status(fields, s.book, b"%d.0" % seq)
                 s.fix.send(b"8", body + [(60, utc_timestamp(wall))], wall, now)
@@ -292,6 +458,9 @@ class FixGatewayAgent(GatewayAgent):
         if not s.throttle.take(now):
             self._count("throttled")
             self._refuse_throttled(s, payload, wall, now)
+            return s.applied(seq)
+        if t in (b"F", b"G") and fo.is_held(s.book, kw):
+            self._count("held")  # in the book: sent by release_held once the order is accepted
             return s.applied(seq)
         self._stage_message(payload, s.id, seq, wall)
         self._count("orders_in")

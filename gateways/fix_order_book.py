@@ -17,8 +17,21 @@ restart.
                                         after a compaction)
              O  {order state}           an order's whole state; the last one for its "key"
                                         (its first engine clOrdId) wins
-             P  {pending request}       a cancel, replace or mass cancel sent to the engine
-             X  {"num": n}              that pending request got its answer
+             P  {pending request}       a cancel, replace or mass cancel sent to the engine,
+                                        or a cancel or replace held until its order is
+                                        accepted ("held": true); the last one for its
+                                        "num" wins (a held one is written again when it
+                                        is sent: "released", its own "at")
+             X  {"num": n}              that pending request got its answer (or was
+                                        answered by the gateway: a held one whose order
+                                        ended first)
+             E  {"w": [source, created, position], "r": [[kind, {...}], ...]}
+                                        what one engine event changed (O, P and X records,
+                                        in order), and the event: ring ``source`` (the
+                                        session store's SOURCE_*), that ring's creation
+                                        time and the event's position in it (the last
+                                        one is ``applied_through``); one record, so
+                                        applied whole or not at all
 
 Crash semantics. Records are appended with one ``write`` each and not fsynced: a process
 crash loses nothing the kernel has, a host crash loses the tail (as the session store's
@@ -36,6 +49,15 @@ its ClOrdID (already reusable, being terminal) is forgotten. Losing the file alt
 restarts the engine clOrdId numbering at 1; the engine does not need clOrdIds to be
 unique, but events of the session's older live orders could then be attributed wrongly:
 do not delete the file while the session has live orders.
+
+Engine events and the reports they give. The gateway stores a session's reports (its
+session store's flow) before the book records of the events that gave them
+(``begin_event`` / ``end_event`` hold those back until ``write_events``): after a crash
+the book may be behind the flow, never ahead of it, and it says how far it got
+(``applied_through``), so that a restarted gateway reading the same events again applies
+to the book those it had not (without reporting them again when the flow has their
+reports) and skips those it had: no event counted twice (a fill's quantity), and none
+whose report was lost.
 """
 
 from __future__ import annotations
@@ -104,6 +126,11 @@ class Order:
     notional: int = 0
     status: bytes = S_PENDING_NEW
     triggered: bool = False
+    # where its NewOrder came from: the client's MsgSeqNum, and [ring creation time,
+    # position] of the gateway's inbound ring slot it was staged for ([]: unknown). A
+    # restarted gateway tells by them an order it never published (``unpublished``).
+    in_seq: int = 0
+    at: list[int] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -129,21 +156,40 @@ class Order:
 
 @dataclass
 class Pending:
-    """A cancel, replace or mass cancel sent to the engine and not yet answered."""
+    """A cancel, replace or mass cancel sent to the engine and not yet answered, or a cancel
+    or replace ``held`` until the engine accepts its order (not sent yet: its order has no
+    orderId to name; ``released`` once it is).
+
+    ``in_seq``: the client's MsgSeqNum of the request; ``at``: [creation time, position] of
+    the gateway's inbound ring slot it was staged for ([]: unknown, or held). A restarted
+    gateway tells by them a request it never published (``OrderBook.unpublished``)."""
 
     num: int  # the request's engine clOrdId
     kind: str  # "cancel", "replace", "mass"
     cl_ord_id: bytes
     key: int = 0  # the target order's key (cancel, replace)
     params: dict[str, Any] = field(default_factory=dict)
+    held: bool = False
+    released: bool = False
+    in_seq: int = 0
+    at: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"num": self.num, "kind": self.kind, "cl_ord_id": self.cl_ord_id.decode("ascii"),
-                "key": self.key, "params": self.params}
+        d = {"num": self.num, "kind": self.kind, "cl_ord_id": self.cl_ord_id.decode("ascii"),
+             "key": self.key, "params": self.params}
+        for k in ("held", "released", "in_seq", "at"):
+            v = getattr(self, k)
+            if v:
+                d[k] = list(v) if k == "at" else v
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Pending:
-        return cls(d["num"], d["kind"], d["cl_ord_id"].encode("ascii"), d["key"], d["params"])
+        at = [int(x) for x in d.get("at", [])]
+        if at and len(at) != 2:
+            raise ValueError(f"pending request {d['num']}: at must be [created, position]")
+        return cls(d["num"], d["kind"], d["cl_ord_id"].encode("ascii"), d["key"], d["params"],
+                   bool(d.get("held", False)), bool(d.get("released", False)), int(d.get("in_seq", 0)), at)
 
 
 class OrderBook:
@@ -165,6 +211,10 @@ class OrderBook:
         self._by_fix: dict[bytes, Order] = {}
         self._pending: dict[int, Pending] = {}
         self._pending_fix: dict[bytes, Pending] = {}
+        self._held: set[int] = set()  # nums of the held requests
+        self._through: dict[int, tuple[int, int]] = {}  # per event source: (ring created, position) applied
+        self._event: list[tuple[bytes, dict[str, Any]]] | None = None  # the event being applied's records
+        self._held_back: list[bytes] = []  # E records not yet written (write_events)
         self._fd = -1
         self._open()
         self._threshold = max(self.compact_bytes, 2 * self._size)
@@ -198,10 +248,52 @@ class OrderBook:
         return (o is not None and o.live) or cl_ord_id in self._pending_fix
 
     def pending_for(self, o: Order) -> Pending | None:
+        """The cancel or replace of ``o`` pending or held (one at most)."""
         for p in self._pending.values():
             if p.key == o.key and p.kind in ("cancel", "replace"):
                 return p
         return None
+
+    def held(self) -> list[Pending]:
+        """The held requests (``Pending.held``), oldest first."""
+        return [self._pending[n] for n in sorted(self._held)]
+
+    @property
+    def has_held(self) -> bool:
+        return bool(self._held)
+
+    def applied_through(self, source: int, created: int) -> int:
+        """The position of the last event of ring ``source`` (the incarnation created at
+        ``created``) whose changes the book has; -1 when none."""
+        c, p = self._through.get(source, (0, -1))
+        return p if c == created and c != 0 else -1
+
+    # -- engine events: their changes in one record each, written after the reports
+    def begin_event(self) -> None:
+        """The changes until ``end_event`` are one engine event's."""
+        self._event = []
+
+    def end_event(self, source: int, created: int, position: int) -> None:
+        """The event at ``position`` of ring ``source`` (created at ``created``) is applied;
+        its record is written by the next ``write_events``."""
+        changes, self._event = self._event or [], None
+        self._through[source] = (created, position)
+        self._held_back.append(self._record(b"E", {"w": [source, created, position],
+                                                   "r": [[k.decode("ascii"), o] for k, o in changes]}))
+
+    def write_events(self) -> None:
+        """Write the events' records held back since the last call (once the reports they
+        gave are stored)."""
+        if not self._held_back:
+            return
+        data = b"".join(self._held_back)
+        self._held_back = []
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._size += len(data)
+        if self._size > self._threshold:
+            self.compact()
 
     # -- mutations (fix_orders' functions call these)
     def add_order(self, o: Order) -> None:
@@ -218,20 +310,52 @@ class OrderBook:
         self._append(b"O", o.to_json())
 
     def add_pending(self, p: Pending) -> None:
+        """Record a request sent to the engine, or held (``p.held``); also what ``sent``
+        and ``hold_again`` use to write a changed one again."""
         self._pending[p.num] = p
         self._pending_fix[p.cl_ord_id] = p
+        if p.held:
+            self._held.add(p.num)
+        else:
+            self._held.discard(p.num)
         self._append(b"P", p.to_json())
+
+    def sent(self, num: int, created: int, position: int) -> None:
+        """Held request ``num`` was staged for the engine at ``position`` of the inbound
+        ring created at ``created``: pending from now on, like any request sent."""
+        p = self._pending[num]
+        p.held, p.released, p.at = False, True, [created, position]
+        self.add_pending(p)
+
+    def hold_again(self, p: Pending) -> None:
+        """Released request ``p`` never reached the ring (``unpublished``): held again, to be
+        released again."""
+        p.held, p.released, p.at = True, False, []
+        self.add_pending(p)
+
+    def unpublished(self, created: int, published: int) -> tuple[list[Order], list[Pending]]:
+        """After a restart: the orders awaiting acceptance and the requests sent (not held)
+        that were staged for a position of the inbound ring created at ``created`` that never
+        got published (``published``: the ring's next position), so the engine never saw them.
+        What was staged for an earlier incarnation of the ring is not looked at: what became
+        of it is not known here."""
+        def lost(at: list[int]) -> bool:
+            return bool(at) and at[0] == created and at[1] >= published
+        return ([o for o in self._orders.values() if o.status == S_PENDING_NEW and lost(o.at)],
+                [p for p in self._pending.values() if not p.held and lost(p.at)])
 
     def drop_pending(self, num: int) -> Pending | None:
         p = self._pending.pop(num, None)
         if p is not None:
             if self._pending_fix.get(p.cl_ord_id) is p:
                 del self._pending_fix[p.cl_ord_id]
+            self._held.discard(num)
             self._append(b"X", {"num": num})
         return p
 
     def close(self) -> None:
         if self._fd >= 0:
+            self.write_events()
             os.close(self._fd)
             self._fd = -1
 
@@ -250,6 +374,7 @@ class OrderBook:
         chunks = [HEADER.pack(MAGIC, VERSION), self._record(b"N", {"next": self._next})]
         chunks += [self._record(b"O", o.to_json()) for o in keep]
         chunks += [self._record(b"P", p.to_json()) for p in self._pending.values()]
+        chunks += [self._record(b"E", {"w": [src, c, pos], "r": []}) for src, (c, pos) in sorted(self._through.items())]
         data = b"".join(chunks)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -283,10 +408,13 @@ class OrderBook:
         return RECORD.pack(len(payload), zlib.crc32(payload)) + payload
 
     def _append(self, kind: bytes, obj: dict[str, Any]) -> None:
+        if self._event is not None:  # an engine event's: in its E record
+            self._event.append((kind, obj))
+            return
         rec = self._record(kind, obj)
         os.write(self._fd, rec)
         self._size += len(rec)
-        if self._size > self._threshold:
+        if self._size > self._threshold and not self._held_back:  # (a compaction would write them early)
             self.compact()
 
     def _open(self) -> None:
@@ -343,10 +471,29 @@ class OrderBook:
             p = Pending.from_json(obj)
             self._pending[p.num] = p
             self._pending_fix[p.cl_ord_id] = p
+            if p.held:
+                self._held.add(p.num)
+            else:
+                self._held.discard(p.num)
             self._next = max(self._next, p.num + 1)
         elif kind == b"X":
             p = self._pending.pop(int(obj["num"]), None)
+            self._held.discard(int(obj["num"]))
             if p is not None and self._pending_fix.get(p.cl_ord_id) is p:
                 del self._pending_fix[p.cl_ord_id]
+        elif kind == b"E":
+            source, created, position = (int(x) for x in obj["w"])
+            for k, o in obj["r"]:  # all readable before any is applied: whole or not at all
+                if k == "O":
+                    Order.from_json(o)
+                elif k == "P":
+                    Pending.from_json(o)
+                elif k == "X":
+                    int(o["num"])
+                else:
+                    raise ValueError(f"record kind {k!r} in an event record")
+            for k, o in obj["r"]:
+                self._replay(k.encode("ascii"), o)
+            self._through[source] = (created, position)
         else:
             raise ValueError(f"unknown record kind {kind!r}")

@@ -8,6 +8,11 @@ Prices and quantities convert exactly through ``fix_instrument.FixInstrument``, 
 defines ``FixRefusal``, what every function here raises for a refused request
 (``refusal_report`` builds its answer). A session's orders and pending requests, and their
 file, are ``fix_order_book.OrderBook``'s.
+
+A cancel or replace of an order the engine has not accepted yet is held in the book, not
+sent (``cancel``); ``release``, called after each batch of engine events is reported, sends
+it with the order's orderId once the order is accepted, or answers it with an
+OrderCancelReject when the order ended first.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ __all__ = [
     "execution_report",
     "mass_cancel",
     "new_order",
+    "Origin",
+    "is_held",
+    "recover",
     "refusal_report",
+    "release",
     "replace",
     "status",
 ]
@@ -97,6 +106,17 @@ CANCEL_REASON_EXEC: dict[m.CancelReason, tuple[bytes, bytes]] = {
     C.Halted: (b"4", S_CANCELED),
     C.ReduceOnly: (b"4", S_CANCELED),
 }
+
+
+class Origin(NamedTuple):
+    """Where a request comes from, kept with what the book records for it: the client's
+    MsgSeqNum, and the gateway's inbound ring (its creation time) and position its engine
+    message is staged for. A restarted gateway tells by them what it never published
+    (``recover``)."""
+
+    in_seq: int
+    created: int
+    position: int
 
 
 class Outgoing(NamedTuple):
@@ -177,7 +197,7 @@ def _instrument(fields: Mapping[int, bytes], instruments: Mapping[bytes, FixInst
 
 
 def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping[bytes, FixInstrument],
-              account_ok: Callable[[int], bool], session_id: int) -> dict[str, Any]:
+              account_ok: Callable[[int], bool], session_id: int, origin: Origin | None = None) -> dict[str, Any]:
     """NewOrderSingle D -> engine ``NewOrder`` keyword arguments (or ``FixRefusal``).
 
     ======================  ==========================================================
@@ -198,7 +218,8 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
     ======================  ==========================================================
 
     The engine repeats every check the instrument allows (and those it alone can make:
-    book bounds, post-only crossing, risk): those come back as OrderRejected.
+    book bounds, post-only crossing, risk): those come back as OrderRejected. ``origin``
+    (the gateway's) is kept with the order (``recover``).
     """
     cl = _cl_ord_id(fields)
     if book.in_use(cl):
@@ -232,7 +253,8 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
         key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,
         symbol=inst.symbol, price_decimals=inst.price_decimals, qty_decimals=inst.qty_decimals, side=int(side),
         ord_type=int(ord_type), tif=int(tif), qty=qty, price=price, stop_price=stop, display_qty=display,
-        post_only=post, reduce_only=reduce, stp_mode=int(stp), leaves_qty=qty))
+        post_only=post, reduce_only=reduce, stp_mode=int(stp), leaves_qty=qty,
+        in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
     return dict(clOrdId=num, price=price, qty=qty, displayQty=display, stopPrice=stop, sessionId=session_id,
                 account=account, instrument=inst.id, side=side, ordType=ord_type, timeInForce=tif,
                 postOnly=m.Bool(int(post)), reduceOnly=m.Bool(int(reduce)), stpMode=stp)
@@ -244,7 +266,8 @@ def _cxl(text: str, tag: int | None, code: int) -> FixRefusal:
 
 def _target(fields: Mapping[int, bytes], book: OrderBook, cl: bytes) -> Order:
     """The live order OrigClOrdID 41 names, for a cancel or replace (OrderCancelReject
-    CxlRejReason: 0 too late, 1 unknown, 3 already pending, 6 duplicate ClOrdID, 99 other)."""
+    CxlRejReason: 0 too late, 1 unknown, 3 already pending or held, 6 duplicate ClOrdID, 99
+    other). It may not be accepted yet (``order_id`` 0): the caller then holds the request."""
     if book.in_use(cl):
         raise _cxl(f"duplicate ClOrdID {cl.decode()}", T_CL_ORD_ID, 6)
     orig = fields.get(T_ORIG_CL_ORD_ID)
@@ -255,8 +278,6 @@ def _target(fields: Mapping[int, bytes], book: OrderBook, cl: bytes) -> Order:
         raise _cxl("Unknown order", T_ORIG_CL_ORD_ID, 1)
     if not o.live:
         raise _cxl("Too late to cancel: the order is no longer live", T_ORIG_CL_ORD_ID, 0)
-    if o.order_id == 0:
-        raise _cxl("the order is not yet accepted by the engine", T_ORIG_CL_ORD_ID, 99)
     if book.pending_for(o) is not None:
         raise _cxl("a cancel or replace of this order is pending", T_ORIG_CL_ORD_ID, 3)
     for tag, mine in ((T_SYMBOL, o.symbol), (T_SIDE, str(o.side).encode())):
@@ -265,23 +286,44 @@ def _target(fields: Mapping[int, bytes], book: OrderBook, cl: bytes) -> Order:
     return o
 
 
-def cancel(fields: Mapping[int, bytes], book: OrderBook, session_id: int) -> dict[str, Any]:
+def _request(p: Pending, o: Order, session_id: int) -> dict[str, Any]:
+    """The engine ``CancelOrder`` / ``ReplaceOrder`` kwargs of cancel or replace ``p`` of ``o``."""
+    kw = dict(clOrdId=p.num, orderId=o.order_id, origClOrdId=o.num, sessionId=session_id, account=o.account,
+              instrument=o.instrument)
+    if p.kind == "replace":
+        kw.update(price=p.params["price"], qty=p.params["qty"], displayQty=p.params["display"])
+    return kw
+
+
+def _pending(num: int, kind: str, cl: bytes, key: int, params: dict[str, Any], held: bool,
+             origin: Origin | None) -> Pending:
+    return Pending(num, kind, cl, key, params, held=held, in_seq=origin.in_seq if origin else 0,
+                   at=[origin.created, origin.position] if origin and not held else [])
+
+
+def cancel(fields: Mapping[int, bytes], book: OrderBook, session_id: int,
+           origin: Origin | None = None) -> dict[str, Any]:
     """OrderCancelRequest F -> engine ``CancelOrder`` kwargs (or ``FixRefusal`` for an
     OrderCancelReject). OrigClOrdID 41 (the order's current ClOrdID or any earlier one of its
     replace chain) -> orderId and origClOrdId; ClOrdID 11 -> clOrdId, the book's next number.
-    Symbol 55 and Side 54, when present, must match the order."""
+    Symbol 55 and Side 54, when present, must match the order.
+
+    An order the engine has not accepted yet (its NewOrder is on its way: no orderId to
+    name) gets its cancel held: recorded in the book as ``Pending.held`` and returned with
+    orderId 0 (``is_held``), which the caller throttles but does not send. ``release``
+    sends it once the order's OrderAccepted is in, or answers it if the order ended first."""
     cl = _cl_ord_id(fields)
     o = _target(fields, book, cl)
-    num = book.allocate()
-    book.add_pending(Pending(num, "cancel", cl, o.key))
-    return dict(clOrdId=num, orderId=o.order_id, origClOrdId=o.num, sessionId=session_id,
-                account=o.account, instrument=o.instrument)
+    p = _pending(book.allocate(), "cancel", cl, o.key, {}, o.order_id == 0, origin)
+    book.add_pending(p)
+    return _request(p, o, session_id)
 
 
 def replace(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping[bytes, FixInstrument],
-            session_id: int) -> dict[str, Any]:
+            session_id: int, origin: Origin | None = None) -> dict[str, Any]:
     """OrderCancelReplaceRequest G -> engine ``ReplaceOrder`` kwargs (or ``FixRefusal`` for an
-    OrderCancelReject).
+    OrderCancelReject). Checked against the order as the book has it now, and held like a
+    cancel (``cancel``) when the engine has not accepted the order yet.
 
     OrderQty 38 (required) is the new total quantity (FIX semantics, as the engine's); it
     must exceed CumQty. Price 44 is required (only a resting Limit or triggered StopLimit can
@@ -320,14 +362,53 @@ def replace(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping[b
         if e.cxl_rej_reason is None:
             e.cxl_rej_reason = 99  # an OrderCancelReject answers a replace, whatever went wrong
         raise
-    num = book.allocate()
-    book.add_pending(Pending(num, "replace", cl, o.key, {"price": price, "qty": qty, "display": display}))
-    return dict(clOrdId=num, orderId=o.order_id, origClOrdId=o.num, price=price, qty=qty, displayQty=display,
-                sessionId=session_id, account=o.account, instrument=o.instrument)
+    p = _pending(book.allocate(), "replace", cl, o.key, {"price": price, "qty": qty, "display": display},
+                 o.order_id == 0, origin)
+    book.add_pending(p)
+    return _request(p, o, session_id)
+
+
+def is_held(book: OrderBook, kw: Mapping[str, Any]) -> bool:
+    """Are ``cancel``'s or ``replace``'s kwargs ``kw`` a held request (not to be sent now)?"""
+    p = book.pending(int(kw["clOrdId"]))
+    return p is not None and p.held
+
+
+def release(book: OrderBook, session_id: int) -> list[tuple[str, dict[str, Any]] | Outgoing]:
+    """What becomes of the held cancels and replaces (``cancel``) now. Call it after the
+    engine events at hand are reported, so that a request goes after its order's
+    ExecutionReport New, and only if the events that followed the acceptance (the trades of
+    an order that executed on entry) left the order live. For each, oldest first:
+
+    * order accepted and live: ``("CancelOrder" | "ReplaceOrder", kwargs)``, now with the
+      orderId: the caller sends it, then records it with ``OrderBook.sent`` (until then it
+      stays held in the book, so a crash before it is staged does not lose it);
+    * order ended (Rejected; or Filled, Canceled, Expired, e.g. an IOC that traded at
+      once): an OrderCancelReject (9), CxlRejReason 1 (unknown order) for a rejected order,
+      0 (too late) for the rest; the request is dropped from the book;
+    * order not accepted yet: kept held; nothing.
+
+    An order that ends after its request went (its events split between two batches) gets
+    the engine's CancelRejected (UnknownOrder): an OrderCancelReject with CxlRejReason 0.
+    """
+    out: list[tuple[str, dict[str, Any]] | Outgoing] = []
+    for p in book.held():
+        o = book.by_key(p.key)
+        if o is None:  # cannot happen (compaction keeps the orders pendings name): no one to answer about
+            book.drop_pending(p.num)
+        elif not o.live:
+            book.drop_pending(p.num)
+            rejected = o.status == S_REJECTED
+            text = (b"Unknown order: the order was rejected" if rejected
+                    else b"Too late: the order ended before the engine had accepted it")
+            out.append(_cancel_reject(o, p, b"1" if rejected else b"0", text))
+        elif o.order_id:
+            out.append(("CancelOrder" if p.kind == "cancel" else "ReplaceOrder", _request(p, o, session_id)))
+    return out
 
 
 def mass_cancel(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping[bytes, FixInstrument],
-                account_ok: Callable[[int], bool], session_id: int) -> dict[str, Any]:
+                account_ok: Callable[[int], bool], session_id: int, origin: Origin | None = None) -> dict[str, Any]:
     """OrderMassCancelRequest q -> engine ``MassCancel`` kwargs (or ``FixRefusal`` for an
     OrderMassCancelReport with MassCancelResponse 0).
 
@@ -366,8 +447,53 @@ def mass_cancel(fields: Mapping[int, bytes], book: OrderBook, instruments: Mappi
             e.mass_cancel_reject_reason = 1 if e.tag == T_SYMBOL else 99  # 1 = invalid or unknown security
         raise
     num = book.allocate()
-    book.add_pending(Pending(num, "mass", cl, 0, {"type": kind.decode(), "symbol": sym.decode()}))
+    book.add_pending(_pending(num, "mass", cl, 0, {"type": kind.decode(), "symbol": sym.decode()}, False, origin))
     return dict(clOrdId=num, sessionId=session_id, account=acct or 0, instrument=inst_id, scope=scope)
+
+
+LOST = b"not sent to the engine: the gateway restarted first"
+
+
+def recover(book: OrderBook, created: int, published: int, next_in: int) -> list[Outgoing]:
+    """After a gateway restart: settle what the book recorded for requests whose engine
+    message was staged but never published (``OrderBook.unpublished``: staged for a position
+    at or after ``published``, the next one of the inbound ring created at ``created``), so
+    that the engine never saw them; returns the reports to send.
+
+    A request the session store does not count as applied (its MsgSeqNum ``>= next_in``) is
+    forgotten without a word: the counterparty sends it again after its next Logon (asked
+    with a ResendRequest) and it is then handled afresh. One counted (a later message of
+    the session was answered at once, or was a session message, before the crash) would
+    never come again: it is refused, OrderRejected ExecutionReport, OrderCancelReject or
+    OrderMassCancelReport with reason 99 and Text ``LOST``. A released held request that
+    never reached the ring is held again (``release`` sends it again), and a held request
+    itself not counted yet is forgotten (it comes again).
+    """
+    out: list[Outgoing] = []
+    orders, pendings = book.unpublished(created, published)
+    for p in pendings:
+        if p.released:
+            book.hold_again(p)
+            continue
+        book.drop_pending(p.num)
+        if p.in_seq >= next_in:
+            continue
+        if p.kind == "mass":
+            out.append(Outgoing(MASS_CANCEL_REPORT, [
+                (T_CL_ORD_ID, p.cl_ord_id), (T_ORDER_ID, f"MC{p.num}".encode()),
+                (T_MASS_TYPE, p.params["type"].encode()), (T_MASS_RESPONSE, b"0"), (T_MASS_REJECT_REASON, b"99"),
+                (T_TEXT, LOST)]))
+        elif (o := book.by_key(p.key)) is not None:
+            out.append(_cancel_reject(o, p, b"99", LOST))
+    for o in orders:
+        o.status, o.leaves_qty = S_REJECTED, 0  # its ClOrdID free again, for the resent order
+        book.save(o)
+        if o.in_seq < next_in:
+            out.append(_report(o, b"L%d" % o.key, b"8", extra=[(T_ORD_REJ_REASON, b"99"), (T_TEXT, LOST)]))
+    for p in book.held():
+        if p.in_seq >= next_in and p.in_seq:
+            book.drop_pending(p.num)
+    return out
 
 
 # -- outbound: engine -> FIX ------------------------------------------------------------
@@ -433,6 +559,7 @@ def execution_report(event_name: str, ev: Mapping[str, Any], book: OrderBook,
     CancelRejected  9 (refTemplateId 2, 3)      the order's OrdStatus; CxlRejResponseTo 434
                                                 1 cancel / 2 replace; CxlRejReason 102: 1
                                                 UnknownOrder, 0 if the book saw it end, else 99
+                                                (a throttled held request too)
                     r (refTemplateId 4)         MassCancelResponse 0; 532: 1 UnknownInstrument,
                                                 else 99
     StopTriggered   8 / L Triggered             0 or 1 (unchanged)
@@ -568,11 +695,16 @@ def _cancel_rejected(ev: Mapping[str, Any], book: OrderBook, exec_id: bytes) -> 
     if o is None:
         return []
     code = (b"0" if not o.live else b"1") if reason == R.UnknownOrder else b"99"
-    return [Outgoing(CANCEL_REJECT, [
+    return [_cancel_reject(o, p, code, reason.name.encode())]
+
+
+def _cancel_reject(o: Order, p: Pending, code: bytes, text: bytes) -> Outgoing:
+    """The OrderCancelReject of cancel or replace ``p`` of ``o``."""
+    return Outgoing(CANCEL_REJECT, [
         (T_ORDER_ID, str(o.order_id).encode() if o.order_id else b"NONE"), (T_CL_ORD_ID, p.cl_ord_id),
         (T_ORIG_CL_ORD_ID, o.cl_ord_id), (T_ORD_STATUS, o.status), (T_ACCOUNT, str(o.account).encode()),
         (T_CXL_REJ_RESPONSE_TO, b"1" if p.kind == "cancel" else b"2"), (T_CXL_REJ_REASON, code),
-        (T_TEXT, reason.name.encode())])]
+        (T_TEXT, text)])
 
 
 def status(fields: Mapping[int, bytes], book: OrderBook, exec_id: bytes = b"0") -> list[tuple[int, bytes]]:

@@ -161,6 +161,12 @@ class SessionStore:
         self._open_flow()
         STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, hi, lo, 1, in_created, in_from)
 
+    def set_inbound_start(self, in_created: int, in_from: int) -> None:
+        """Say where this identity's messages begin in the inbound ring (nothing else of the
+        state changes)."""
+        hi, lo = self.uuid
+        STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, hi, lo, self.next_in, in_created, in_from)
+
     @property
     def inbound_start(self) -> tuple[int, int]:
         """(ring creation time, position) where this identity's messages begin in the

@@ -10,7 +10,10 @@ import pytest
 import simplefix
 
 from ringex.gateways.fix_codec import utc_timestamp
-from gateway_kit import PRICE, fix_toml, running_exchange
+from ringex.gateways.fix_gateway import FixSessionStore
+from ringex.gateways.session_store import SessionStore
+from ringex.ringbuffer.counters import CountersError, CountersReader
+from gateway_kit import GATEWAY, PRICE, fix_toml, running_exchange
 
 HB = 30
 
@@ -32,6 +35,10 @@ class Peer:
         self.seq = seq
 
     def send(self, msg_type: str, *fields: tuple[int, object], seq: int | None = None) -> None:
+        self.sock.sendall(self.encode(msg_type, *fields, seq=seq))
+
+    def encode(self, msg_type: str, *fields: tuple[int, object], seq: int | None = None) -> bytes:
+        """The message ``send`` would send (numbered: it counts as sent)."""
         m = simplefix.FixMessage()
         m.append_pair(8, "FIX.4.4", header=True)
         m.append_pair(35, msg_type, header=True)
@@ -41,9 +48,9 @@ class Peer:
         m.append_pair(52, utc_timestamp(time.time_ns()).decode(), header=True)
         for tag, value in fields:
             m.append_pair(tag, value)
-        self.sock.sendall(m.encode())
         if seq is None:
             self.seq += 1
+        return m.encode()
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -79,8 +86,21 @@ class Peer:
 
     def order(self, cl: str, side: int, qty: int = 1, price: int = PRICE, tif: int = 1, account: int | None = None,
               sid_account: int = 1) -> None:
-        self.send("D", (11, cl), (1, sid_account if account is None else account), (55, "DEMO"), (54, side),
-                  (60, utc_timestamp(time.time_ns()).decode()), (38, qty), (40, 2), (44, price), (59, tif))
+        self.send_raw(self.order_bytes(cl, side, qty, price, tif, account, sid_account))
+
+    def order_bytes(self, cl: str, side: int, qty: int = 1, price: int = PRICE, tif: int = 1,
+                    account: int | None = None, sid_account: int = 1) -> bytes:
+        return self.encode("D", (11, cl), (1, sid_account if account is None else account), (55, "DEMO"),
+                           (54, side), (60, utc_timestamp(time.time_ns()).decode()), (38, qty), (40, 2),
+                           (44, price), (59, tif))
+
+    def until_all(self, done, timeout: float = 5.0) -> list[simplefix.FixMessage]:
+        """Every message received up to and including the first for which ``done`` is true."""
+        deadline = time.monotonic() + timeout
+        got = []
+        while not got or not done(got[-1]):
+            got.append(self.recv(max(0.01, deadline - time.monotonic())))
+        return got
 
     def close(self) -> None:
         self.sock.close()
@@ -181,3 +201,123 @@ def test_numbers_continue_across_a_reconnect_and_a_resend_is_answered(ex) -> Non
         assert again.get(43) == b"Y" and again.get(34) == str(last).encode() and again.get(122) is not None
     finally:
         q.close()
+
+
+def _now() -> str:
+    return utc_timestamp(time.time_ns()).decode()
+
+
+HELD = f"gateway {GATEWAY}: cancels/replaces held until their order was accepted"
+
+
+def counter(ex, label: str) -> int:
+    """A counter of the exchange's processes, by label."""
+    for proc in ex.pids:
+        try:
+            reader = CountersReader(f"ringex-counters-{ex.prefix}-{proc}")
+        except (CountersError, OSError):
+            continue
+        try:
+            if reader.find(label) is not None:
+                return reader.value(label)
+        finally:
+            reader.close()
+    raise KeyError(label)
+
+
+def _app(msgs, cl: bytes) -> list[tuple[bytes, bytes | None]]:
+    """(MsgType, ExecType) of the application messages about ClOrdID ``cl`` (11 or 41)."""
+    return [(x.get(35), x.get(150)) for x in msgs if cl in (x.get(11), x.get(41)) and x.get(35) in (b"8", b"9")]
+
+
+def test_a_cancel_right_behind_its_order_is_held_until_the_order_is_accepted(ex) -> None:
+    """NewOrderSingle and OrderCancelRequest in one write: the cancel reaches the gateway
+    before the engine has accepted the order, is held, and goes once the order is accepted."""
+    p = Peer(ex, 21)
+    try:
+        p.logon()
+        held = counter(ex, HELD)
+        both = p.order_bytes("h1", side=1, price=PRICE - 30) + p.encode(
+            "F", (41, "h1"), (11, "h1-x"), (55, "DEMO"), (54, 1), (60, _now()))
+        p.send_raw(both)
+        got = p.until_all(lambda x: x.get(35) in (b"8", b"9") and x.get(11) == b"h1-x")
+        assert _app(got, b"h1") == [(b"8", b"0"), (b"8", b"4")], got
+        new, done = (x for x in got if x.get(35) == b"8" and b"h1" in (x.get(11), x.get(41)))
+        assert new.get(11) == b"h1" and new.get(37) not in (None, b"NONE")
+        assert (done.get(11), done.get(41), done.get(39), done.get(37)) == (b"h1-x", b"h1", b"4", new.get(37))
+        assert int(new.get(34)) < int(done.get(34))
+        assert counter(ex, HELD) == held + 1  # it was held, not refused nor sent unaccepted
+    finally:
+        p.close()
+
+
+def test_a_replace_right_behind_its_order_is_held_until_the_order_is_accepted(ex) -> None:
+    p = Peer(ex, 21)
+    try:
+        p.logon()
+        held = counter(ex, HELD)
+        both = p.order_bytes("h2", side=1, price=PRICE - 30) + p.encode(
+            "G", (41, "h2"), (11, "h2-r"), (55, "DEMO"), (54, 1), (40, 2), (38, 2), (44, PRICE - 31), (60, _now()))
+        p.send_raw(both)
+        got = p.until_all(lambda x: x.get(35) in (b"8", b"9") and x.get(11) == b"h2-r")
+        assert _app(got, b"h2") == [(b"8", b"0"), (b"8", b"5")], got
+        rep = got[-1]
+        assert (rep.get(11), rep.get(41), rep.get(38), rep.get(44), rep.get(39)) == (
+            b"h2-r", b"h2", b"2", str(PRICE - 31).encode(), b"0")
+        p.send("F", (41, "h2"), (11, "h2-x"), (55, "DEMO"), (54, 1), (60, _now()))  # by its first ClOrdID
+        done = p.until(b"8", t11=b"h2-x")
+        assert (done.get(150), done.get(41), done.get(151)) == (b"4", b"h2-r", b"0")
+        assert counter(ex, HELD) == held + 1
+    finally:
+        p.close()
+
+
+def test_a_cancel_held_for_an_order_that_fills_on_entry_is_too_late(ex) -> None:
+    """An IOC that trades in full as it arrives: its ExecutionReports, then the held cancel's
+    OrderCancelReject, too late (CxlRejReason 0)."""
+    maker, p = Peer(ex, 22), Peer(ex, 21)
+    try:
+        maker.logon()
+        p.logon()
+        maker.order("hm", side=2, qty=1, price=PRICE + 7, sid_account=2)
+        maker.until(b"8", t11=b"hm", t150=b"0")
+        both = p.order_bytes("h3", side=1, qty=1, price=PRICE + 7, tif=3) + p.encode(
+            "F", (41, "h3"), (11, "h3-x"), (55, "DEMO"), (54, 1), (60, _now()))
+        p.send_raw(both)
+        got = p.until_all(lambda x: x.get(11) == b"h3-x")
+        assert _app(got, b"h3") == [(b"8", b"0"), (b"8", b"F"), (b"9", None)], got
+        rej = got[-1]
+        assert (rej.get(41), rej.get(39), rej.get(102), rej.get(434)) == (b"h3", b"2", b"0", b"1")
+        assert maker.until(b"8", t11=b"hm", t150=b"F").get(39) == b"2"
+    finally:
+        maker.close()
+        p.close()
+
+
+def test_a_fix_session_store_knows_where_its_numbering_begins_in_the_inbound_ring(tmp_path) -> None:
+    """What lets a restarted gateway read back the numbers it had published (gateway_agent's
+    _recover_applied): a reset records the ring's position, and an identity older than the
+    ring owns all of it."""
+    ring = 5_000  # the inbound ring's creation time
+    s = FixSessionStore(tmp_path, 1)
+    s.adopt_inbound(ring)  # a new store: its one identity owns the whole ring
+    assert s.inbound_start == (ring, 0)
+    s.inbound_mark = lambda: (ring, 42)
+    s.reset(4_000, 0)  # a Logon with ResetSeqNumFlag=Y (FixSession passes no ring position)
+    assert s.inbound_start == (ring, 42) and s.uuid == (4_000, 0)
+    s.next_in = 7
+    s.adopt_inbound(ring)  # the same incarnation: kept
+    assert s.inbound_start == (ring, 42) and s.next_in == 7
+    s.adopt_inbound(ring + 1)  # the ring made again since: all of it is this identity's
+    assert s.inbound_start == (ring + 1, 0) and s.next_in == 7 and s.uuid == (4_000, 0)
+    s.close()
+    # stores written before the start was recorded (0): by the identity's age
+    for uuid, known in (((4_000, 0), True), ((6_000, 0), False), ((0, 0), True)):
+        old = SessionStore(tmp_path / str(uuid[0]), 2)
+        old.reset(*uuid)
+        old.next_in = 3
+        old.close()
+        again = FixSessionStore(tmp_path / str(uuid[0]), 2)
+        again.adopt_inbound(ring)
+        assert again.inbound_start == ((ring, 0) if known else (0, 0)) and again.next_in == 3, uuid
+        again.close()

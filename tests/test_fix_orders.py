@@ -245,7 +245,7 @@ def test_cancel_request_and_report(book: OrderBook) -> None:
 
 def test_cancel_refusals(book: OrderBook) -> None:
     new(book, nos(b"P1"))
-    assert refusal(fo.cancel, {11: b"C1", 41: b"P1"}, book, SESSION).cxl_rej_reason == 99  # not yet accepted
+    assert refusal(fo.cancel, {11: b"C1", 41: b"P1", 55: b"ETH-USD"}, book, SESSION).tag == 55  # even held
     assert refusal(fo.cancel, {11: b"C1"}, book, SESSION).tag == 41
     assert refusal(fo.cancel, {41: b"P1"}, book, SESSION).kind == "business"
     accepted(book, b"A1", 5)
@@ -392,3 +392,216 @@ def test_unknown_events_ignored(book: OrderBook) -> None:
     assert report(book, "CancelRejected", m.CancelRejected, clOrdId=42, sessionId=SESSION) == []
     assert report(book, "MassCancelDone", m.MassCancelDone, clOrdId=42, sessionId=SESSION) == []
     assert report(book, "BookAdd", m.BookAdd, orderId=1) == []
+
+
+# -- cancels and replaces held until the order is accepted -------------------------------
+
+def test_held_cancel_is_sent_when_the_order_is_accepted(book: OrderBook) -> None:
+    new(book, nos(b"P1"))
+    kw = fo.cancel({11: b"C1", 41: b"P1", 55: b"BTC-USD", 54: b"1"}, book, SESSION)
+    assert kw == dict(clOrdId=2, orderId=0, origClOrdId=1, sessionId=SESSION, account=100, instrument=1)
+    assert fo.is_held(book, kw) and [p.num for p in book.held()] == [2] and book.in_use(b"C1")
+    assert fo.release(book, SESSION) == []  # not accepted yet: stays held
+    # one request per order, held or not; a held request's ClOrdID is taken
+    assert refusal(fo.cancel, {11: b"C2", 41: b"P1"}, book, SESSION).cxl_rej_reason == 3
+    assert refusal(fo.replace, {11: b"R2", 41: b"P1", 38: b"2", 44: b"50000"}, book, INSTRUMENTS,
+                   SESSION).cxl_rej_reason == 3
+    assert refusal(fo.cancel, {11: b"C1", 41: b"P1"}, book, SESSION).cxl_rej_reason == 6
+    f = one(report(book, "OrderAccepted", m.OrderAccepted, orderId=900, clOrdId=1, sessionId=SESSION))
+    assert (f[150], f[11], f[37]) == (b"0", b"P1", b"900")
+    (name, sent), = fo.release(book, SESSION)
+    assert name == "CancelOrder"
+    assert sent == dict(clOrdId=2, orderId=900, origClOrdId=1, sessionId=SESSION, account=100, instrument=1)
+    roundtrip(m.CancelOrder, sent)
+    assert fo.release(book, SESSION) == [(name, sent)]  # held until the caller records it sent
+    book.sent(2, 55, 17)
+    assert fo.release(book, SESSION) == [] and not book.has_held and book.pending(2).at == [55, 17]
+    f = one(report(book, "OrderCanceled", m.OrderCanceled, orderId=900, clOrdId=1, canceledQty=1500,
+                   sessionId=SESSION, reason=m.CancelReason.User))
+    assert (f[150], f[39], f[11], f[41]) == (b"4", b"4", b"C1", b"P1")
+    assert book.pending(2) is None and not book.in_use(b"C1")
+
+
+def test_held_cancel_of_a_rejected_order_is_answered_unknown(book: OrderBook) -> None:
+    new(book, nos(b"P1"))
+    fo.cancel({11: b"C1", 41: b"P1"}, book, SESSION)
+    f = one(report(book, "OrderRejected", m.OrderRejected, clOrdId=1, sessionId=SESSION, account=100, instrument=1,
+                   reason=m.RejectReason.PostOnlyWouldTrade, refTemplateId=1))
+    assert f[150] == b"8"
+    (msg,) = fo.release(book, SESSION)
+    f = fields_of(msg)
+    assert msg.msg_type == b"9"
+    assert (f[11], f[41], f[37], f[39], f[434], f[102]) == (b"C1", b"P1", b"NONE", b"8", b"1", b"1")
+    assert book.pending(2) is None and not book.has_held and not book.in_use(b"C1")
+    assert fo.release(book, SESSION) == []
+
+
+@pytest.mark.parametrize("end", ["filled", "expired"])
+def test_held_cancel_of_an_order_that_ends_on_entry_is_too_late_and_never_sent(book: OrderBook, end: str) -> None:
+    """An IOC that trades on entry: OrderAccepted, Trade (and OrderCanceled for its
+    remainder) in one batch; release, after the batch, answers the cancel itself."""
+    new(book, nos(b"I1", t59=b"3"))
+    fo.cancel({11: b"C1", 41: b"I1"}, book, SESSION)
+    report(book, "OrderAccepted", m.OrderAccepted, orderId=77, clOrdId=1, sessionId=SESSION)
+    left = 0 if end == "filled" else 500
+    trade(book, price=5_000_050, qty=1500 - left, takerOrderId=77, takerClOrdId=1, takerLeavesQty=left,
+          takerSessionId=SESSION)
+    if left:
+        report(book, "OrderCanceled", m.OrderCanceled, orderId=77, clOrdId=1, canceledQty=left, sessionId=SESSION,
+               reason=m.CancelReason.IocRemainder)
+    (msg,) = fo.release(book, SESSION)
+    f = fields_of(msg)
+    assert msg.msg_type == b"9" and (f[11], f[37], f[102], f[434]) == (b"C1", b"77", b"0", b"1")
+    assert f[39] == (b"2" if end == "filled" else b"C")
+    assert book.pending(2) is None and not book.has_held
+
+
+def test_a_released_cancel_that_arrives_too_late_is_rejected_by_the_engine(book: OrderBook) -> None:
+    """The order's events split between two batches: the cancel went after its acceptance,
+    the engine finds the order filled."""
+    new(book, nos(b"I1", t59=b"3"))
+    fo.cancel({11: b"C1", 41: b"I1"}, book, SESSION)
+    report(book, "OrderAccepted", m.OrderAccepted, orderId=77, clOrdId=1, sessionId=SESSION)
+    (_, kw), = fo.release(book, SESSION)
+    book.sent(kw["clOrdId"], 1, 1)
+    trade(book, price=5_000_050, qty=1500, takerOrderId=77, takerClOrdId=1, takerLeavesQty=0, takerSessionId=SESSION)
+    f = one(report(book, "CancelRejected", m.CancelRejected, orderId=77, clOrdId=2, origClOrdId=1, sessionId=SESSION,
+                   reason=m.RejectReason.UnknownOrder, refTemplateId=2), b"9")
+    assert (f[11], f[41], f[39], f[102]) == (b"C1", b"I1", b"2", b"0")
+
+
+def test_a_throttled_held_cancel_is_dropped(book: OrderBook) -> None:
+    new(book, nos(b"P1"))
+    kw = fo.cancel({11: b"C1", 41: b"P1"}, book, SESSION)
+    f = one(report(book, "CancelRejected", m.CancelRejected, clOrdId=kw["clOrdId"], sessionId=SESSION,
+                   reason=m.RejectReason.Throttled, refTemplateId=2), b"9")
+    assert (f[11], f[102], f[58]) == (b"C1", b"99", b"Throttled")
+    assert not book.has_held and not book.in_use(b"C1")
+
+
+def test_held_replace(book: OrderBook) -> None:
+    new(book, nos(b"P1", t38=b"3"))
+    g = {11: b"R1", 41: b"P1", 55: b"BTC-USD", 54: b"1", 40: b"2", 38: b"4", 44: b"49999.5", 111: b"1"}
+    kw = fo.replace(g, book, INSTRUMENTS, SESSION)
+    assert fo.is_held(book, kw) and kw["orderId"] == 0
+    assert refusal(fo.replace, {**g, 11: b"R2"}, book, INSTRUMENTS, SESSION).cxl_rej_reason == 3
+    report(book, "OrderAccepted", m.OrderAccepted, orderId=900, clOrdId=1, sessionId=SESSION)
+    (name, sent), = fo.release(book, SESSION)
+    assert name == "ReplaceOrder"
+    assert sent == dict(clOrdId=2, orderId=900, origClOrdId=1, price=4_999_950, qty=4000, displayQty=1000,
+                        sessionId=SESSION, account=100, instrument=1)
+    roundtrip(m.ReplaceOrder, sent)
+    book.sent(2, 1, 1)
+    f = one(report(book, "OrderReplaced", m.OrderReplaced, orderId=900, clOrdId=2, origClOrdId=1, price=4_999_950,
+                   qty=4000, leavesQty=4000, displayQty=1000, sessionId=SESSION, account=100, instrument=1))
+    assert (f[150], f[11], f[41], f[38], f[44]) == (b"5", b"R1", b"P1", b"4", b"49999.5")
+    # and one of a rejected order
+    new(book, nos(b"P2"))
+    fo.replace({**g, 11: b"R3", 41: b"P2"}, book, INSTRUMENTS, SESSION)
+    report(book, "OrderRejected", m.OrderRejected, clOrdId=book.order(b"P2").num, sessionId=SESSION,
+           reason=m.RejectReason.MaxNotional, refTemplateId=1)
+    (msg,) = fo.release(book, SESSION)
+    f = fields_of(msg)
+    assert msg.msg_type == b"9" and (f[11], f[41], f[434], f[102], f[39]) == (b"R3", b"P2", b"2", b"1", b"8")
+    assert book.order(b"R3") is None and not book.in_use(b"R3")
+
+
+def test_held_requests_survive_reopening_the_book(tmp_path: Path) -> None:
+    path = tmp_path / "h.orders"
+    with OrderBook(path) as b:
+        for seq, cl in enumerate((b"P1", b"P2", b"P3"), 1):
+            fo.new_order(nos(cl), b, INSTRUMENTS, account_ok, SESSION, fo.Origin(seq, 7, seq))
+        fo.cancel({11: b"C1", 41: b"P1"}, b, SESSION, fo.Origin(4, 7, 4))  # engine clOrdId 4
+        fo.replace({11: b"R2", 41: b"P2", 38: b"2", 44: b"50000"}, b, INSTRUMENTS, SESSION, fo.Origin(5, 7, 4))  # 5
+        fo.cancel({11: b"C3", 41: b"P3"}, b, SESSION, fo.Origin(6, 7, 4))  # 6
+        assert [p.at for p in b.held()] == [[], [], []]  # held: staged nowhere
+        for num, order_id in ((1, 901), (2, 902), (3, 903)):
+            report(b, "OrderAccepted", m.OrderAccepted, orderId=order_id, clOrdId=num, sessionId=SESSION)
+        # 4 and 5 released for positions 10 and 11 of ring incarnation 7; 6 not yet (a crash)
+        for _, kw in fo.release(b, SESSION)[:2]:
+            b.sent(kw["clOrdId"], 7, kw["clOrdId"] + 6)
+    with OrderBook(path) as b:
+        assert [p.num for p in b.held()] == [6] and b.pending(4).at == [7, 10] and b.in_use(b"C3")
+        assert b.pending(4).released and b.pending(6).in_seq == 6
+        # another ring incarnation, or both published: nothing to do
+        assert fo.recover(b, 6, 0, 7) == [] and fo.recover(b, 7, 12, 7) == [] and len(b.held()) == 1
+        # restarted with position 11 next: 11 was never published, so 5 is held again
+        assert fo.recover(b, 7, 11, 7) == []
+        assert [p.num for p in b.held()] == [5, 6]
+    with OrderBook(path) as b:
+        assert [p.num for p in b.held()] == [5, 6] and b.pending(5).at == [] and not b.pending(5).released
+        out = fo.release(b, SESSION)
+        assert [(name, kw["clOrdId"], kw["orderId"]) for name, kw in out] == [("ReplaceOrder", 5, 902),
+                                                                               ("CancelOrder", 6, 903)]
+        b.compact()  # held requests and their orders are kept
+    with OrderBook(path) as b:
+        assert [p.num for p in b.held()] == [5, 6] and b.order(b"P3").order_id == 903
+        report(b, "OrderCanceled", m.OrderCanceled, orderId=903, clOrdId=3, canceledQty=1500, sessionId=SESSION,
+               reason=m.CancelReason.MassCancel)
+        out = fo.release(b, SESSION)
+        assert out[0][0] == "ReplaceOrder" and fields_of(out[1])[102] == b"0"
+    with OrderBook(path) as b:
+        assert [p.num for p in b.held()] == [5] and b.pending(6) is None
+
+
+def test_recover_settles_what_a_crash_left_unpublished(book: OrderBook) -> None:
+    """The book is written before the engine message is published: a gateway killed in
+    between finds at restart what the engine never saw (staged for position 103 or later).
+    The session store counts messages 1-5 as applied (next_in 6)."""
+    def at(seq: int) -> fo.Origin:
+        return fo.Origin(seq, 7, 100 + seq)
+
+    fo.new_order(nos(b"A1"), book, INSTRUMENTS, account_ok, SESSION, at(1))
+    report(book, "OrderAccepted", m.OrderAccepted, orderId=900, clOrdId=1, sessionId=SESSION)
+    fo.new_order(nos(b"W1"), book, INSTRUMENTS, account_ok, SESSION, at(2))  # published, not answered yet
+    fo.cancel({11: b"C1", 41: b"A1"}, book, SESSION, at(3))
+    fo.new_order(nos(b"L1"), book, INSTRUMENTS, account_ok, SESSION, at(4))
+    fo.mass_cancel({11: b"M1", 530: b"7"}, book, INSTRUMENTS, account_ok, SESSION, at(5))
+    fo.new_order(nos(b"L2"), book, INSTRUMENTS, account_ok, SESSION, at(6))  # not counted: sent again
+    kw = fo.cancel({11: b"H2", 41: b"L2"}, book, SESSION, at(7))  # held, not counted: sent again
+    assert fo.is_held(book, kw)
+    assert fo.recover(book, 6, 103, 6) == []  # another incarnation of the ring: not known
+    out = fo.recover(book, 7, 103, 6)
+    assert [x.msg_type for x in out] == [b"9", b"r", b"8"]
+    cxl, mass, rej = (fields_of(x) for x in out)
+    assert (cxl[11], cxl[41], cxl[102], cxl[39], cxl[58]) == (b"C1", b"A1", b"99", b"0", fo.LOST)
+    assert (mass[11], mass[531], mass[532]) == (b"M1", b"0", b"99")
+    assert (rej[11], rej[150], rej[39], rej[103], rej[37], rej[17]) == (b"L1", b"8", b"8", b"99", b"NONE", b"L4")
+    assert book.order(b"W1").status == b"A" and book.order(b"A1").live and book.pending_for(book.order(b"A1")) is None
+    assert not any(book.in_use(c) for c in (b"C1", b"M1", b"L1", b"L2", b"H2")) and not book.has_held
+    # the counterparty sends 6 and 7 again: handled afresh
+    assert new(book, nos(b"L2"))["clOrdId"] == 8
+    assert fo.is_held(book, fo.cancel({11: b"H2", 41: b"L2"}, book, SESSION))
+    assert fo.recover(book, 7, 103, 6) == []  # done once
+
+
+def test_an_events_changes_are_written_whole_after_its_reports(tmp_path: Path) -> None:
+    """The gateway stores an event's reports, then the book's record of it
+    (begin_event/end_event, written by write_events); applied_through says which events the
+    book has, so a restarted gateway applies each event to the book once."""
+    path = tmp_path / "e.orders"
+    b = OrderBook(path)
+    new(b, nos(b"A1", t38=b"3"))
+    b.begin_event()
+    report(b, "OrderAccepted", m.OrderAccepted, orderId=900, clOrdId=1, sessionId=SESSION)
+    b.end_event(1, 77, 10)
+    b.begin_event()
+    trade(b, price=5_000_050, qty=1000, makerOrderId=900, makerClOrdId=1, makerLeavesQty=2000, makerSessionId=SESSION)
+    b.end_event(1, 77, 11)
+    assert b.applied_through(1, 77) == 11 and b.order(b"A1").cum_qty == 1000
+    assert b.applied_through(1, 78) == -1 and b.applied_through(2, 77) == -1  # another ring, or incarnation
+    with OrderBook(path) as crashed:  # before write_events: neither event is in the file
+        assert crashed.order(b"A1").status == b"A" and crashed.applied_through(1, 77) == -1
+    b.write_events()
+    with OrderBook(path) as again:
+        o = again.order(b"A1")
+        assert (o.order_id, o.status, o.cum_qty) == (900, b"1", 1000) and again.applied_through(1, 77) == 11
+    b.close()
+    path.write_bytes(path.read_bytes()[:-5])  # the second event's record torn
+    with OrderBook(path) as torn:
+        o = torn.order(b"A1")
+        assert torn.cut_bytes and (o.order_id, o.status, o.cum_qty) == (900, b"0", 0)
+        assert torn.applied_through(1, 77) == 10
+        torn.compact()
+    with OrderBook(path) as compacted:
+        assert compacted.applied_through(1, 77) == 10 and compacted.order(b"A1").order_id == 900
