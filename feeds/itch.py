@@ -87,7 +87,7 @@ __all__ = [
     "Trade", "encode", "encode_message", "pack_into", "pack_message_into", "decode",
     "system_event", "stock_directory", "stock_trading_action", "add_order", "add_order_mpid",
     "order_executed", "order_executed_with_price", "order_cancel", "order_delete",
-    "order_replace", "trade",
+    "order_replace", "trade", "wire_struct", "alpha",
 ]
 
 
@@ -671,6 +671,23 @@ def decode(buf: bytes | bytearray | memoryview) -> ItchMessage:
             f"{codec.layout.name} ({codec.type_byte.decode()}) is {codec.length} bytes, got {len(view)}"
         )
     return codec.decode(view)
+
+
+def wire_struct(msg_type: bytes) -> struct.Struct:
+    """The raw ``struct.Struct`` of one layout, for a hot path whose values are in wire form
+    already: the Message Type byte first, the Timestamp as two values (its high 16 bits, its
+    low 32), Alpha fields as their padded bytes. It checks nothing but what ``struct`` checks:
+    an integer out of its field's range raises ``struct.error``, never truncates."""
+    return struct.Struct(LAYOUTS[bytes(msg_type)].struct_format)
+
+
+def alpha(value: str, length: int) -> bytes:
+    """An Alpha field's wire bytes (left-justified, space-padded; ValueError if too long or
+    not printable ASCII)."""
+    raw = value.encode("ascii")
+    if len(raw) > length or raw.translate(None, _PRINTABLE_ASCII):
+        raise ItchError(f"{value!r} is not at most {length} printable ASCII characters")
+    return raw.ljust(length, b" ")
 
 
 # --- one encoder per message type (arguments in spec order) ---------------------------------

@@ -58,25 +58,33 @@ def engine_order_id(reference: int) -> int:
     return reference & _ID_MASK
 
 
-def _unpacker(layout, names: tuple[str, ...]):
-    """A function slot -> (seq, timestampNs, *fields), every offset from the schema."""
+def _reader(layout, names: tuple[str, ...]) -> tuple[struct.Struct, int]:
+    """(one struct, its offset in the slot) reading the stamp's seq and timestampNs and then
+    ``names`` (in the layout's order), every offset from the schema: one unpack per event."""
     fields = [layout.field(n) for n in ("seq", "timestampNs", *names)]
-    if any(a.offset + a.size != b.offset for a, b in zip(fields, fields[1:])):
-        # one struct over a contiguous run: a single unpack per event
-        structs = [(f.offset, struct.Struct("<" + f.struct_code)) for f in fields]
-        return lambda buf: tuple(s.unpack_from(buf, at)[0] for at, s in structs)
-    whole = struct.Struct("<" + "".join(f.struct_code for f in fields))
-    at = fields[0].offset
-    return lambda buf: whole.unpack_from(buf, at)
+    offsets = [f.offset for f in fields]
+    if offsets != sorted(offsets):
+        raise RuntimeError(f"{layout.name}: read {names} in the layout's order")
+    code, at = "<", fields[0].offset
+    for f in fields:
+        code += f"{f.offset - at}x" if f.offset > at else ""
+        code += f.struct_code
+        at = f.offset + f.size
+    return struct.Struct(code), fields[0].offset
 
 
-_BOOK_ADD = _unpacker(m.BookAdd, ("orderId", "price", "qty", "instrument", "side"))
-_BOOK_EXECUTE = _unpacker(m.BookExecute, ("orderId", "qty", "tradeId", "instrument"))
-_BOOK_REDUCE = _unpacker(m.BookReduce, ("orderId", "qty", "instrument"))
-_BOOK_DELETE = _unpacker(m.BookDelete, ("orderId", "instrument"))
-_BOOK_REPLACE = _unpacker(m.BookReplace, ("orderId", "price", "qty", "instrument", "side"))
-_STATUS = _unpacker(m.InstrumentStatus, ("instrument", "status"))
-_STAMP = _unpacker(m.BookDelete, ())  # the stamp is at the same place in every ring message
+_BOOK_ADD = _reader(m.BookAdd, ("orderId", "price", "qty", "instrument", "side"))
+_BOOK_EXECUTE = _reader(m.BookExecute, ("orderId", "qty", "tradeId", "instrument"))
+_BOOK_REDUCE = _reader(m.BookReduce, ("orderId", "qty", "instrument"))
+_BOOK_DELETE = _reader(m.BookDelete, ("orderId", "instrument"))
+_BOOK_REPLACE = _reader(m.BookReplace, ("orderId", "price", "qty", "instrument", "side"))
+_STATUS = _reader(m.InstrumentStatus, ("instrument", "status"))
+_STAMP = _reader(m.BookDelete, ())  # the stamp is at the same place in every ring message
+if len({r[1] for r in (_BOOK_ADD, _BOOK_EXECUTE, _BOOK_REDUCE, _BOOK_DELETE, _BOOK_REPLACE, _STATUS, _STAMP)}) != 1:
+    raise RuntimeError("the stamp is not at the same offset in every book event")
+
+# the messages of the hot path, packed in wire form (itch.wire_struct: struct checks ranges)
+_A, _E, _X, _D, _U = (itch.wire_struct(t) for t in (b"A", b"E", b"X", b"D", b"U"))
 
 _SIDE = {int(m.Side.Buy): itch.BUY, int(m.Side.Sell): itch.SELL}
 _STATE = {int(m.TradingStatus.Trading): itch.TRADING_STATE_TRADING,
@@ -84,6 +92,8 @@ _STATE = {int(m.TradingStatus.Trading): itch.TRADING_STATE_TRADING,
           int(m.TradingStatus.Closed): itch.TRADING_STATE_HALTED}
 _REASON = {itch.TRADING_STATE_TRADING: "", itch.TRADING_STATE_HALTED: ""}
 
+_ADD_ID, _EXECUTE_ID, _REDUCE_ID, _DELETE_ID, _REPLACE_ID, _STATUS_ID = (x.template_id for x in (
+    m.BookAdd, m.BookExecute, m.BookReduce, m.BookDelete, m.BookReplace, m.InstrumentStatus))
 #: template ids of the events that become ITCH messages (the rest only move the clock)
 FEED_TEMPLATES = np.array(sorted(x.template_id for x in (
     m.BookAdd, m.BookExecute, m.BookReduce, m.BookDelete, m.BookReplace, m.InstrumentStatus)), np.int64)
@@ -94,6 +104,7 @@ class Translator:
 
     def __init__(self, instruments: Mapping[int, ItchInstrument], book: FeedBook) -> None:
         self.instruments = dict(instruments)
+        self._stock = {i: itch.alpha(ins.stock, 8) for i, ins in self.instruments.items()}
         self.by_locate = {i.locate: i for i in self.instruments.values()}
         self.book = book
         self.generation: dict[int, int] = {}  # live engine orderId -> generation of its reference
@@ -149,67 +160,81 @@ class Translator:
 
     def translate(self, region: np.ndarray, out: list[bytes]) -> None:
         """Append the ITCH messages of ``region`` (ring slots, in order) to ``out``."""
-        if not len(region):
+        n = len(region)
+        if not n:
             return
-        tids = region[:, 2].astype(np.int64) | (region[:, 3].astype(np.int64) << 8)
+        width = region.shape[1]
+        buf = region.tobytes()
+        stamp, at = _STAMP
         if not self.opened:
-            seq, ts = _STAMP(region[0].tobytes())
-            out += self.open_session(ts % NS_PER_DAY)
+            out += self.open_session(stamp.unpack_from(buf, at)[1] % NS_PER_DAY)
+        tids = region[:, 2].astype(np.int64) | (region[:, 3].astype(np.int64) << 8)
         for i in np.flatnonzero(np.isin(tids, FEED_TEMPLATES)).tolist():
-            self.event(int(tids[i]), region[i].tobytes(), out)
-        if len(region):
-            self.last_timestamp = _STAMP(region[-1].tobytes())[1] % NS_PER_DAY
+            self.event(int(tids[i]), buf, i * width, out)
+        self.last_timestamp = stamp.unpack_from(buf, (n - 1) * width + at)[1] % NS_PER_DAY
 
-    def event(self, tid: int, buf: bytes, out: list[bytes]) -> None:
-        """Append the ITCH messages of one engine event (template ``tid``) to ``out``."""
+    def event(self, tid: int, buf: bytes, base: int, out: list[bytes]) -> None:
+        """Append the ITCH messages of one engine event (template ``tid``, the slot at
+        ``buf[base:]``) to ``out``."""
         book = self.book
-        if tid == m.BookAdd.template_id:
-            seq, ts, oid, price, qty, inst, side = _BOOK_ADD(buf)
+        if tid == _ADD_ID:
+            r, at = _BOOK_ADD
+            seq, ts, oid, price, qty, inst, side = r.unpack_from(buf, base + at)
             ins = self.instruments[inst]
             gen = self._refill_generation(oid, seq)
             self.generation[oid] = gen
             ref = oid | gen << GENERATION_SHIFT
-            p = ins.itch_price(price)
+            p = price * ins.mul // ins.div
             s = _SIDE[side]
-            out.append(itch.add_order(ins.locate, TRACKING, ts % NS_PER_DAY, ref, s, qty, ins.stock, p))
+            ts %= NS_PER_DAY
+            out.append(_A.pack(b"A", ins.locate, TRACKING, ts >> 32, ts & 0xFFFFFFFF, ref, s, qty, self._stock[inst], p))
             book.add(ref, ins.locate, s[0], qty, p)
-        elif tid == m.BookExecute.template_id:
-            seq, ts, oid, qty, trade_id, inst = _BOOK_EXECUTE(buf)
+        elif tid == _EXECUTE_ID:
+            r, at = _BOOK_EXECUTE
+            seq, ts, oid, qty, trade_id, inst = r.unpack_from(buf, base + at)
             ins = self.instruments[inst]
             gen = self.generation[oid]
             ref = oid | gen << GENERATION_SHIFT
-            out.append(itch.order_executed(ins.locate, TRACKING, ts % NS_PER_DAY, ref, qty, trade_id))
+            ts %= NS_PER_DAY
+            out.append(_E.pack(b"E", ins.locate, TRACKING, ts >> 32, ts & 0xFFFFFFFF, ref, qty, trade_id))
             if book.execute(ref, qty).shares == 0:
                 del self.generation[oid]
                 self._note_emptied(oid, gen, seq)
-        elif tid == m.BookReduce.template_id:
-            seq, ts, oid, qty, inst = _BOOK_REDUCE(buf)
+        elif tid == _REDUCE_ID:
+            r, at = _BOOK_REDUCE
+            seq, ts, oid, qty, inst = r.unpack_from(buf, base + at)
             ins = self.instruments[inst]
             ref = oid | self.generation[oid] << GENERATION_SHIFT
-            out.append(itch.order_cancel(ins.locate, TRACKING, ts % NS_PER_DAY, ref, qty))
+            ts %= NS_PER_DAY
+            out.append(_X.pack(b"X", ins.locate, TRACKING, ts >> 32, ts & 0xFFFFFFFF, ref, qty))
             if book.cancel(ref, qty).shares == 0:  # the engine deletes instead; kept consistent
                 gen = self.generation.pop(oid)
                 self._note_emptied(oid, gen, seq)
-        elif tid == m.BookDelete.template_id:
-            seq, ts, oid, inst = _BOOK_DELETE(buf)
+        elif tid == _DELETE_ID:
+            r, at = _BOOK_DELETE
+            seq, ts, oid, inst = r.unpack_from(buf, base + at)
             ins = self.instruments[inst]
             gen = self.generation.pop(oid)
             ref = oid | gen << GENERATION_SHIFT
-            out.append(itch.order_delete(ins.locate, TRACKING, ts % NS_PER_DAY, ref))
+            ts %= NS_PER_DAY
+            out.append(_D.pack(b"D", ins.locate, TRACKING, ts >> 32, ts & 0xFFFFFFFF, ref))
             book.delete(ref)
             self._note_emptied(oid, gen, seq)
-        elif tid == m.BookReplace.template_id:
-            seq, ts, oid, price, qty, inst, side = _BOOK_REPLACE(buf)
+        elif tid == _REPLACE_ID:
+            r, at = _BOOK_REPLACE
+            seq, ts, oid, price, qty, inst, side = r.unpack_from(buf, base + at)
             ins = self.instruments[inst]
             gen = self.generation[oid]
             ref = oid | gen << GENERATION_SHIFT
             new = oid | (gen + 1) << GENERATION_SHIFT
             self.generation[oid] = gen + 1
-            p = ins.itch_price(price)
-            out.append(itch.order_replace(ins.locate, TRACKING, ts % NS_PER_DAY, ref, new, qty, p))
+            p = price * ins.mul // ins.div
+            ts %= NS_PER_DAY
+            out.append(_U.pack(b"U", ins.locate, TRACKING, ts >> 32, ts & 0xFFFFFFFF, ref, new, qty, p))
             book.replace(ref, new, qty, p)
-        elif tid == m.InstrumentStatus.template_id:
-            seq, ts, inst, status = _STATUS(buf)
+        elif tid == _STATUS_ID:
+            r, at = _STATUS
+            seq, ts, inst, status = r.unpack_from(buf, base + at)
             ins = self.instruments.get(inst)
             if ins is None:
                 return

@@ -291,13 +291,8 @@ class MdPublisherAgent(Agent):
         """Store ``msgs`` (covering ring events up to ``position``), then send them."""
         t = self.translator
         seq = self.store.append(msgs, self._ring_id, position, t.emptied, t.emptied_seq, self.book)
-        builder = mold.PacketBuilder(self._session_bytes, seq, self.cfg.max_payload)
-        for msg in msgs:
-            if not builder.append(msg):
-                self._sendto(builder.build())
-                builder.append(msg)
-        if builder.message_count:
-            self._sendto(builder.build())
+        for packet in mold.encode_packets(self._session_bytes, seq, msgs, self.cfg.max_payload):
+            self._sendto(packet)
         self._count("messages", len(msgs))
 
     def _sendto(self, packet: bytes) -> None:

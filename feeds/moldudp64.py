@@ -45,7 +45,7 @@ from typing import Iterable, NamedTuple
 
 __all__ = [
     "MoldError", "Field", "DOWNSTREAM_HEADER", "REQUEST", "MoldPacket", "MoldRequest",
-    "PacketBuilder", "encode_session", "encode_packet", "encode_heartbeat", "encode_end_of_session",
+    "PacketBuilder", "encode_session", "encode_packet", "encode_packets", "encode_heartbeat", "encode_end_of_session",
     "parse_packet", "encode_request", "parse_request", "HEADER_LENGTH", "REQUEST_LENGTH",
     "SESSION_LENGTH", "SESSION_OFFSET", "SEQUENCE_NUMBER_OFFSET", "MESSAGE_COUNT_OFFSET",
     "BLOCK_LENGTH_SIZE", "MAX_MESSAGE_LENGTH", "MAX_MESSAGE_COUNT", "HEARTBEAT", "END_OF_SESSION",
@@ -193,6 +193,40 @@ def encode_packet(session: str | bytes, sequence_number: int, messages: Iterable
         parts.append(_BLOCK_LENGTH.pack(len(m)))
         parts.append(m)
     return b"".join(parts)
+
+
+_PREFIX = [_BLOCK_LENGTH.pack(n) for n in range(MAX_UDP_PAYLOAD)]
+
+
+def encode_packets(session: str | bytes, sequence_number: int, messages: list[bytes],
+                   max_payload: int = DEFAULT_MAX_PAYLOAD) -> list[bytes]:
+    """``messages`` (numbered from ``sequence_number``) as consecutive downstream packets of
+    at most ``max_payload`` bytes each, as many messages per packet as fit: the publisher's
+    hot path, one join per packet. A message that fits no packet raises :class:`MoldError`."""
+    session = encode_session(session)
+    _check_range(_sequence(sequence_number), len(messages))
+    room = max_payload - HEADER_LENGTH
+    packets: list[bytes] = []
+    parts: list[bytes] = []
+    size = count = 0
+    first = sequence_number
+    for msg in messages:
+        n = len(msg) + BLOCK_LENGTH_SIZE
+        if size + n > room or count == MAX_MESSAGE_COUNT:
+            if not count:
+                raise MoldError(f"a {len(msg)}-byte message never fits a {max_payload}-byte packet")
+            packets.append(_HEADER.pack(session, first, count) + b"".join(parts))
+            first += count
+            parts, size, count = [], 0, 0
+            if n > room:
+                raise MoldError(f"a {len(msg)}-byte message never fits a {max_payload}-byte packet")
+        parts.append(_PREFIX[len(msg)])
+        parts.append(msg)
+        size += n
+        count += 1
+    if count:
+        packets.append(_HEADER.pack(session, first, count) + b"".join(parts))
+    return packets
 
 
 def encode_heartbeat(session: str | bytes, next_sequence_number: int) -> bytes:

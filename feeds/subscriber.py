@@ -38,6 +38,7 @@ from ringex.feeds.snapshot_server import parse_end_of_snapshot
 __all__ = ["FeedSubscriber", "SubscriberError"]
 
 RECV_BYTES = 65536
+_A, _E, _X, _D, _U = (itch.wire_struct(t) for t in (b"A", b"E", b"X", b"D", b"U"))
 
 
 class SubscriberError(RuntimeError):
@@ -235,10 +236,37 @@ class FeedSubscriber:
         return self.receiver is not None and self.receiver.ended
 
     def _apply(self, seq: int, msg: bytes) -> None:
+        """One message, in order, to the book. The book's own messages of the usual lengths
+        take a short way (one unpack; the book checks what it relies on: sides, shares,
+        reference numbers); everything else is decoded whole and checked field by field."""
+        t = msg[:1]
+        book = self.book
         try:
-            m = itch.decode(msg)
-        except itch.ItchError as exc:
-            raise SubscriberError(f"message {seq}: {exc}") from None
+            if t == b"A" and len(msg) == _A.size:
+                _, loc, _, _, _, ref, side, shares, _, price = _A.unpack(msg)
+                book.add(ref, loc, side[0], shares, price)
+            elif t == b"E" and len(msg) == _E.size:
+                _, _, _, _, _, ref, shares, match = _E.unpack(msg)
+                o = book.execute(ref, shares)
+                self.executions += 1
+                if self.on_trade is not None:
+                    self.on_trade(o.locate, shares, o.price, match)
+            elif t == b"X" and len(msg) == _X.size:
+                book.cancel(*_X.unpack(msg)[5:])
+            elif t == b"D" and len(msg) == _D.size:
+                book.delete(_D.unpack(msg)[5])
+            elif t == b"U" and len(msg) == _U.size:
+                book.replace(*_U.unpack(msg)[5:])
+            else:
+                self._apply_decoded(seq, msg)
+        except ValueError as exc:
+            raise SubscriberError(f"message {seq} ({t!r}): {exc}") from None
+        self.messages += 1
+        if self.on_message is not None:
+            self.on_message(seq, msg)
+
+    def _apply_decoded(self, seq: int, msg: bytes) -> None:
+        m = itch.decode(msg)
         t = type(m)
         if t is itch.StockDirectory:
             self.stocks[m.stock_locate] = m.stock
@@ -248,10 +276,4 @@ class FeedSubscriber:
             if self.on_trade is not None and o is not None:
                 price = m.execution_price if t is itch.OrderExecutedWithPrice else o.price
                 self.on_trade(o.locate, m.executed_shares, price, m.match_number)
-        try:
-            self.book.apply(m)
-        except ValueError as exc:
-            raise SubscriberError(f"message {seq} ({t.__name__}): {exc}") from None
-        self.messages += 1
-        if self.on_message is not None:
-            self.on_message(seq, msg)
+        self.book.apply(m)

@@ -251,3 +251,26 @@ def test_random_requests_raise_only_mold_error(data: bytes) -> None:
     except MoldError:
         return
     assert mold.encode_request(*request) == data
+
+
+def test_encode_packets_splits_at_the_payload_bound_and_numbers_on() -> None:
+    msgs = [bytes([65 + i % 26]) * (5 + i % 40) for i in range(300)]
+    packets = mold.encode_packets("SESS", 1000, msgs, 200)
+    seq, got = 1000, []
+    for p in packets:
+        assert len(p) <= 200
+        assert p[0:10] == b"SESS      " and int.from_bytes(p[10:18], "big") == seq
+        count = int.from_bytes(p[18:20], "big")
+        at = 20
+        for _ in range(count):
+            n = int.from_bytes(p[at:at + 2], "big")
+            got.append(p[at + 2:at + 2 + n])
+            at += 2 + n
+        assert at == len(p)
+        seq += count
+    assert got == msgs and seq == 1300
+    # each packet full: the next message would not have fitted
+    for p, nxt in zip(packets, packets[1:]):
+        assert len(p) + 2 + int.from_bytes(nxt[20:22], "big") > 200
+    with pytest.raises(mold.MoldError):
+        mold.encode_packets("SESS", 1, [b"x" * 200], 200)
