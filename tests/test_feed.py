@@ -47,7 +47,8 @@ def free_port(kind: int) -> int:
         return s.getsockname()[1]
 
 
-def feed_toml(prefix: str, relay_port: int, rtx_port: int, snap_port: int) -> str:
+def feed_toml(prefix: str, relay_port: int, rtx_port: int, snap_port: int,
+              destination: str = "") -> str:
     processes = """
 [[process]]
 name = "core"
@@ -62,7 +63,7 @@ agents = ["md"]
     feed = f"""
 [[feed]]
 name = "{FEED}"
-destination = "127.0.0.1:{relay_port}"
+destination = "{destination or f'127.0.0.1:{relay_port}'}"
 retransmit_listen = "127.0.0.1:{rtx_port}"
 snapshot_listen = "127.0.0.1:{snap_port}"
 username = "demo"
@@ -391,3 +392,31 @@ def test_a_clean_restart_opens_a_new_session_that_carries_the_book(tmp_path):
         follower.close()
         plain.close()
         relay.close()
+
+
+def test_a_multicast_feed_reaches_every_member(tmp_path):
+    """The publisher sends to a multicast group (TTL 0, the loopback interface): every
+    subscriber that joined the group hears the same packets and builds the same book."""
+    group, port = "239.255.77.1", free_port(socket.SOCK_DGRAM)
+    rtx, snap = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    try:
+        members = [FeedSubscriber((group, port), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret",
+                                  interface="127.0.0.1") for _ in range(2)]
+    except OSError as exc:
+        pytest.skip(f"this host cannot join a multicast group on loopback: {exc}")
+    toml = feed_toml(f"rxfeedm{os.getpid()}", 0, rtx, snap, destination=f"{group}:{port}").replace(
+        'username = "demo"', 'username = "demo"\nttl = 0\ninterface = "127.0.0.1"')
+    try:
+        with running_exchange(tmp_path, toml) as ex:
+            for s in members:
+                s.join()
+            flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 3,
+                        between=lambda: [s.poll(0) for s in members])
+            flow.step(300)
+            _settle({str(i): s for i, s in enumerate(members)}, flow.mark())
+            rows = [feed_book_rows(s.book) for s in members]
+            assert rows[0] == rows[1] and len(rows[0]) > 5
+            assert all(s.requests == 0 for s in members)  # nothing lost on loopback: all heard live
+    finally:
+        for s in members:
+            s.close()
