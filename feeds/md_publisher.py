@@ -31,13 +31,19 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ringex.feeds import itch
 from ringex.feeds import moldudp64 as mold
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.feed_config import FeedConfig
 from ringex.feeds.itch_instrument import ItchInstrument
 from ringex.feeds.itch_translate import Translator
+from ringex.feeds.itch_translate import warm_up as warm_up_translator
+from ringex.feeds.mold_packer import packets
+from ringex.feeds.mold_packer import warm_up as warm_up_packer
 from ringex.feeds.message_store import SEGMENT_MESSAGES, SESSION_LEN, MessageStore
+from ringex.feeds.message_store import warm_up as warm_up_store
 from ringex.feeds.retransmit import answer
 from ringex.feeds.snapshot_server import SnapshotConnection, end_of_snapshot
 from ringex.ringbuffer.agent import Agent
@@ -91,7 +97,10 @@ class MdPublisherAgent(Agent):
     """The ITCH/MoldUDP64 publisher (see the module notes)."""
 
     def __init__(self, cfg: FeedConfig, output_ring: str, reject_ring: str, subscriber_index: int,
-                 state_dir: str | Path, instruments: dict[int, ItchInstrument], batch_limit: int = 1024) -> None:
+                 state_dir: str | Path, instruments: dict[int, ItchInstrument], batch_limit: int = 1024,
+                 capacity: int = 1 << 20) -> None:
+        """``capacity``: orders the feed can show at once (the engine's ``max_orders``, and
+        room for the orders one input ends)."""
         self.cfg = cfg
         self.role_name = cfg.name
         self.output_ring = output_ring
@@ -100,11 +109,16 @@ class MdPublisherAgent(Agent):
         self.state_dir = str(state_dir)
         self.instruments = dict(sorted(instruments.items()))
         self.batch_limit = batch_limit
+        self.capacity = capacity
         self.addresses: dict[str, tuple[str, int]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        # compiled before any ring role: compiling in the duty cycle would look hung
+        warm_up_translator()
+        warm_up_packer()
+        warm_up_store()
         now = time.monotonic_ns()
         self._c = {}
         if self.counters is not None:
@@ -124,7 +138,7 @@ class MdPublisherAgent(Agent):
         self.book: FeedBook = rec.book
         for msg in rec.book_messages:
             self.book.apply(itch.decode(msg))
-        self.translator = Translator(self.instruments, self.book)
+        self.translator = Translator(self.instruments, self.book, capacity=self.capacity)
         self._skip_below = -1
         if rec.session and not rec.ended:
             self.session = rec.session
@@ -270,15 +284,15 @@ class MdPublisherAgent(Agent):
         if not k:
             return 0
         at = self._out.position
-        msgs: list[bytes] = []
-        for region, first in ((head, at), (tail, at + len(head))):
-            if not len(region):
-                continue
-            if first < self._skip_below:  # published before a restart
-                region = region[self._skip_below - first:]
-            self.translator.translate(region, msgs)
-        if msgs:
-            self._publish(msgs, at + k)
+        region = head if not len(tail) else np.concatenate((head, tail))  # a wrapped batch: one copy
+        if at < self._skip_below:  # published before a restart
+            region = region[self._skip_below - at:]
+        if len(region):
+            buf, offsets, opening = self.translator.translate_into(region)
+            if opening:
+                self._publish(opening, at)  # the session opens before the batch's first event
+            if len(offsets) > 1:
+                self._publish_packed(buf, offsets, at + k)
         self._out.commit(k)
         return k
 
@@ -288,12 +302,21 @@ class MdPublisherAgent(Agent):
                   self.output_ring, position)
 
     def _publish(self, msgs: list[bytes], position: int) -> None:
-        """Store ``msgs`` (covering ring events up to ``position``), then send them."""
+        """Store ``msgs`` (covering ring events before ``position``), then send them."""
         t = self.translator
-        seq = self.store.append(msgs, self._ring_id, position, t.emptied, t.emptied_seq, self.book)
+        seq = self.store.append(msgs, self._ring_id, position, t.emptied, t.emptied_seq, lambda: t.book)
         for packet in mold.encode_packets(self._session_bytes, seq, msgs, self.cfg.max_payload):
             self._sendto(packet)
         self._count("messages", len(msgs))
+
+    def _publish_packed(self, buf: np.ndarray, offsets: np.ndarray, position: int) -> None:
+        """``_publish`` for a translated batch, messages back to back in ``buf``."""
+        t = self.translator
+        seq = self.store.append_packed(buf, offsets, self._ring_id, position, t.emptied, t.emptied_seq,
+                                       lambda: t.book)
+        for packet in packets(buf, offsets, self._session_bytes, seq, self.cfg.max_payload):
+            self._sendto(packet)
+        self._count("messages", len(offsets) - 1)
 
     def _sendto(self, packet: bytes) -> None:
         try:

@@ -28,17 +28,21 @@ import struct
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from ringex.feeds import itch
 from ringex.feeds import moldudp64 as mold
 from ringex.feeds import soupbintcp as soup
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.mold_receiver import MoldReceiver
+from ringex.feeds.packet_book import OK, STATUS_TEXT, STOP, PacketBook, apply_packet
+from ringex.feeds.packet_book import warm_up as warm_up_book
 from ringex.feeds.snapshot_server import parse_end_of_snapshot
 
 __all__ = ["FeedSubscriber", "SubscriberError"]
 
 RECV_BYTES = 65536
-_A, _E, _X, _D, _U = (itch.wire_struct(t) for t in (b"A", b"E", b"X", b"D", b"U"))
+DAY_NS = itch.NS_PER_DAY
 
 
 class SubscriberError(RuntimeError):
@@ -50,10 +54,12 @@ class FeedSubscriber:
     def __init__(self, feed: tuple[str, int], retransmit: tuple[str, int],
                  snapshot: tuple[str, int] | None = None, username: str = "", password: str = "",
                  interface: str = "0.0.0.0", on_message: Callable[[int, bytes], None] | None = None,
-                 on_trade: Callable[[int, int, int, int], None] | None = None, rcvbuf: int = 8 << 20) -> None:
+                 on_trade: Callable[[int, int, int, int], None] | None = None, rcvbuf: int = 8 << 20,
+                 capacity: int = 1 << 20) -> None:
         """``on_message(seq, msg)``: every message applied (seq 0: a snapshot's);
         ``on_trade(locate, shares, price, match number)``: every execution, at the resting
-        order's price (or the execution price of an Order Executed With Price)."""
+        order's price (or the execution price of an Order Executed With Price). ``capacity``:
+        orders (and price levels) the book can hold."""
         self.feed = feed
         self.retransmit = retransmit
         self.snapshot_address = snapshot
@@ -61,10 +67,14 @@ class FeedSubscriber:
         self.password = password
         self.on_message = on_message
         self.on_trade = on_trade
-        self.book = FeedBook()
+        warm_up_book()  # compiled (or loaded from numba's cache) before the first packet
+        self.packet_book = PacketBook(capacity)
         self.stocks: dict[int, str] = {}
+        self.latencies: np.ndarray | None = None  # record_latency(): ns from the ITCH timestamp to applied
+        self.latency_count = 0
+        self._fills = np.zeros((4096, 4), np.int64)
+        self._no_latency = np.zeros(0, np.int64)
         self.messages = 0
-        self.executions = 0
         self.snapshots = 0
         self.requests = 0  # retransmission requests sent
         self.bytes_received = 0  # UDP payload bytes, live and retransmitted
@@ -114,7 +124,7 @@ class FeedSubscriber:
             self.receiver.known_end = 2  # ask for message 1 until it comes
             return 1
         session, next_seq, msgs = self._take_snapshot(timeout_s)
-        self.book.clear()
+        self.packet_book.clear()
         self.stocks.clear()
         for msg in msgs:
             self._apply(0, msg)
@@ -173,6 +183,9 @@ class FeedSubscriber:
                 except (BlockingIOError, InterruptedError):
                     break
                 self.bytes_received += len(data)
+                if live and self._in_line(data):
+                    applied += self._apply_packet(data)
+                    continue
                 try:
                     p = mold.parse_packet(data)
                 except mold.MoldError:
@@ -207,7 +220,7 @@ class FeedSubscriber:
         if self.snapshot_address is not None:
             self.join()
             return
-        self.book.clear()
+        self.packet_book.clear()
         self.stocks.clear()
         self.receiver = MoldReceiver(None, 1)
         self.receiver.known_end = 2
@@ -235,45 +248,134 @@ class FeedSubscriber:
     def ended(self) -> bool:
         return self.receiver is not None and self.receiver.ended
 
-    def _apply(self, seq: int, msg: bytes) -> None:
-        """One message, in order, to the book. The book's own messages of the usual lengths
-        take a short way (one unpack; the book checks what it relies on: sides, shares,
-        reference numbers); everything else is decoded whole and checked field by field."""
-        t = msg[:1]
-        book = self.book
-        try:
-            if t == b"A" and len(msg) == _A.size:
-                _, loc, _, _, _, ref, side, shares, _, price = _A.unpack(msg)
-                book.add(ref, loc, side[0], shares, price)
-            elif t == b"E" and len(msg) == _E.size:
-                _, _, _, _, _, ref, shares, match = _E.unpack(msg)
-                o = book.execute(ref, shares)
-                self.executions += 1
-                if self.on_trade is not None:
-                    self.on_trade(o.locate, shares, o.price, match)
-            elif t == b"X" and len(msg) == _X.size:
-                book.cancel(*_X.unpack(msg)[5:])
-            elif t == b"D" and len(msg) == _D.size:
-                book.delete(_D.unpack(msg)[5])
-            elif t == b"U" and len(msg) == _U.size:
-                book.replace(*_U.unpack(msg)[5:])
-            else:
-                self._apply_decoded(seq, msg)
-        except ValueError as exc:
-            raise SubscriberError(f"message {seq} ({t!r}): {exc}") from None
-        self.messages += 1
-        if self.on_message is not None:
-            self.on_message(seq, msg)
+    # -- applying -------------------------------------------------------------------------------
 
-    def _apply_decoded(self, seq: int, msg: bytes) -> None:
-        m = itch.decode(msg)
+    def record_latency(self, count: int) -> None:
+        """Keep, for the next ``count`` messages applied, now minus each one's ITCH timestamp
+        (ns since midnight, both), in ``latencies`` (``latency_count`` of them)."""
+        self.latencies = np.zeros(count, np.int64)
+        self.latency_count = 0
+
+    def _in_line(self, data: bytes) -> bool:
+        """A live packet of our session that carries the next expected message, with no gap
+        pending: applied straight from its bytes (``_apply_packet``)."""
+        r = self.receiver
+        if len(data) < 20 or r is None or r.session is None or data[:10] != r.session or r._held:
+            return False
+        seq = int.from_bytes(data[10:18], "big")
+        count = int.from_bytes(data[18:20], "big")
+        return 0 < count < 0xFFFF and seq <= r.expected < seq + count
+
+    def _apply_packet(self, data: bytes, start: int = 20) -> int:
+        """Apply a packet's messages from the next expected one on, in compiled code; the
+        messages the kernel leaves to Python (not the book's) in ``_apply_other``."""
+        r = self.receiver
+        pkt = np.frombuffer(data, np.uint8)
+        applied = 0
+        want_fills = self.on_trade is not None
+        want_lat = self.latencies is not None
+        lat = self.latencies if want_lat else self._no_latency
+        at = start
+        while True:
+            before, at0 = r.expected, at
+            now_day = time.time_ns() % DAY_NS if want_lat else 0
+            status, expected, at, nfill, self.latency_count = apply_packet(
+                pkt, len(pkt), at, r.expected, *self.packet_book.args(), self._fills, want_fills, lat, want_lat,
+                self.latency_count, now_day)
+            applied += expected - before
+            r.expected = expected
+            for i in range(nfill):
+                self.on_trade(*self._fills[i].tolist())
+            if self.on_message is not None and expected > before:
+                self._replay_callbacks(pkt, at0, at, before)
+            if status == OK:
+                break
+            length = int.from_bytes(data[at:at + 2], "big")
+            msg = data[at + 2:at + 2 + length]
+            if status != STOP:
+                raise SubscriberError(f"message {r.expected} ({msg[:1]!r}) {STATUS_TEXT.get(status, status)}")
+            self._apply_other(r.expected, msg)
+            r.expected += 1
+            applied += 1
+            at += 2 + length
+        r.known_end = max(r.known_end, r.expected)
+        self.messages += applied
+        return applied
+
+    def _replay_callbacks(self, pkt: np.ndarray, at: int, end: int, seq: int) -> None:
+        data = pkt.tobytes()
+        while at < end:
+            length = int.from_bytes(data[at:at + 2], "big")
+            msg = data[at + 2:at + 2 + length]
+            if seq >= 0:
+                self.on_message(seq, msg)
+            seq += 1
+            at += 2 + length
+
+    def _apply(self, seq: int, msg: bytes) -> None:
+        """One message, in order (a snapshot's, or one the receiver held), through the same
+        kernel as a packet of its own."""
+        r = self.receiver
+        if r is None:  # a snapshot's messages, before the session is followed
+            r = self.receiver = MoldReceiver(b"SNAPSHOT  ", 1)
+            temporary = True
+        else:
+            temporary = False
+        saved = r.expected
+        r.expected = max(seq, 1)
+        data = mold.encode_packet(r.session or b"SNAPSHOT  ", r.expected, [msg])
+        try:
+            self._apply_packet(data)
+        finally:
+            if temporary:
+                self.receiver = None
+            else:
+                r.expected = saved
+
+    def _apply_other(self, seq: int, msg: bytes) -> None:
+        """A message that is not one of the book's fast five: decoded whole (every field
+        checked) and applied here."""
+        try:
+            m = itch.decode(msg)
+        except itch.ItchError as exc:
+            raise SubscriberError(f"message {seq}: {exc}") from None
         t = type(m)
         if t is itch.StockDirectory:
             self.stocks[m.stock_locate] = m.stock
-        elif t is itch.OrderExecuted or t is itch.OrderExecutedWithPrice:
-            self.executions += 1
-            o = self.book.orders.get(m.order_reference_number)
-            if self.on_trade is not None and o is not None:
-                price = m.execution_price if t is itch.OrderExecutedWithPrice else o.price
-                self.on_trade(o.locate, m.executed_shares, price, m.match_number)
-        self.book.apply(m)
+        elif t is itch.StockTradingAction:
+            self.packet_book.states[m.stock_locate] = m.trading_state
+        elif t is itch.AddOrderMpid:  # the book keeps no attribution: as the Add Order it is
+            self._apply_book(seq, itch.add_order(m.stock_locate, m.tracking_number, m.timestamp,
+                                                 m.order_reference_number, m.buy_sell_indicator, m.shares, m.stock,
+                                                 m.price))
+        elif t is itch.OrderExecutedWithPrice:  # the book's change is an execution's; the trade's price is its own
+            trade = self.on_trade
+            self.on_trade = None
+            try:
+                self._apply_book(seq, itch.order_executed(m.stock_locate, m.tracking_number, m.timestamp,
+                                                          m.order_reference_number, m.executed_shares,
+                                                          m.match_number))
+            finally:
+                self.on_trade = trade
+            if trade is not None:
+                trade(m.stock_locate, m.executed_shares, m.execution_price, m.match_number)
+        if self.on_message is not None:
+            self.on_message(seq, msg)
+
+    def _apply_book(self, seq: int, msg: bytes) -> None:
+        pkt = np.frombuffer(mold.encode_packet(b"X", 1, [msg]), np.uint8)
+        status, _, _, nfill, _ = apply_packet(pkt, len(pkt), 20, 1, *self.packet_book.args(), self._fills,
+                                              self.on_trade is not None, self._no_latency, False, 0, 0)
+        if status != OK:
+            raise SubscriberError(f"message {seq} ({msg[:1]!r}) {STATUS_TEXT.get(status, status)}")
+        for i in range(nfill):
+            self.on_trade(*self._fills[i].tolist())
+
+    @property
+    def executions(self) -> int:
+        return self.packet_book.executions
+
+    @property
+    def book(self) -> FeedBook:
+        """The book as a ``FeedBook`` (built from the arrays on each call: for views)."""
+        return self.packet_book.to_feed_book()

@@ -1,4 +1,6 @@
-"""Engine events -> ITCH 5.0 messages (docs/market-data.md has the whole mapping).
+"""The reference model of ``feeds/itch_translate.py``: the same rules, one event at a time in
+plain Python, with a ``FeedBook`` for state. The tests hold the compiled translator's bytes
+equal to this model's (docs/market-data.md has the whole mapping).
 
 =====================================  ==================================================
 engine event (engine/wire/schema.xml)  ITCH 5.0

@@ -32,7 +32,8 @@ from ringex.feeds import moldudp64 as mold
 from ringex.feeds import soupbintcp as soup
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.itch_instrument import itch_instruments
-from ringex.feeds.itch_translate import Translator, engine_order_id
+from itch_model import Translator as ModelTranslator
+from ringex.feeds.itch_translate import engine_order_id
 from ringex.feeds.md_publisher import ADDRESS_FILE
 from ringex.feeds.subscriber import FeedSubscriber
 from ringex.tools.config import parse_config
@@ -256,9 +257,10 @@ def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
     assert relay.targets[1].dropped > 0 and subs["lossy"].requests > 0 and subs["lossy"].snapshots == 1
     assert subs["early"].executions > 50
 
-    # the feed is a function of the journal: a fresh translator makes the same bytes
+    # the feed is a function of the journal: the reference model (tests/itch_model.py, one
+    # event at a time in Python) makes the same bytes of the same events
     fresh: list[bytes] = []
-    t = Translator(instruments, FeedBook())
+    t = ModelTranslator(instruments, FeedBook())
     for out in outputs:
         t.translate(out, fresh)
     first, stored = store_messages(ex.directory / "data" / "feeds" / FEED)

@@ -169,3 +169,40 @@ def test_batch_boundaries_do_not_change_the_bytes(cut: int) -> None:
     t.translate(slots(*events[:cut]), parts)
     t.translate(slots(*events[cut:]), parts)
     assert parts == whole
+
+
+def test_the_compiled_translator_makes_the_models_bytes_on_the_engine_benchmark_stream() -> None:
+    """Differential: the engine's output for the benchmark's order stream (passive limits,
+    cancels, aggressive IOCs), in batches, through both translators."""
+    from itch_model import Translator as Model
+    from ringex.tools.bench_feed import engine_events
+    from ringex.feeds.itch_instrument import itch_instruments
+
+    events, ins = engine_events(20_000, seed=3)
+    instruments = itch_instruments([ins])
+    compiled, model = Translator(instruments, capacity=1 << 16), Model(instruments, FeedBook())
+    got, want = [], []
+    for i in range(0, len(events), 777):
+        compiled.translate(events[i:i + 777], got)
+        model.translate(events[i:i + 777], want)
+    assert len(got) > 10_000 and got == want
+    assert compiled.book.canonical() == model.book.canonical()
+
+
+def test_an_event_the_table_cannot_place_stops_the_batch() -> None:
+    from ringex.feeds.itch_translate import TranslateError
+
+    t = translator()
+    run(t, add(1, 5))
+    with pytest.raises(TranslateError, match="does not show"):
+        run(t, execute(2, 99, 1, trade=1))
+    with pytest.raises(TranslateError, match="already shows"):
+        run(t, add(3, 5))
+    with pytest.raises(TranslateError, match="more shares"):
+        run(t, execute(4, 5, 6, trade=2))
+    small = Translator(INSTRUMENTS, capacity=16)
+    small.opened = True
+    with pytest.raises(TranslateError, match="full"):
+        run(small, *(add(1, k) for k in range(1, 40)))
+    with pytest.raises(TranslateError, match="32-bit"):
+        run(translator(), add(1, 5, price=500_000))  # 5,000,000,000 in Price(4)

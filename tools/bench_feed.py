@@ -76,27 +76,18 @@ def _subscriber(port_out: Any, result_out: Any, retransmit: tuple[str, int] | No
     from ringex.feeds.subscriber import FeedSubscriber
 
     gc.disable()
-    arrival = np.zeros(expected, np.int64)
-    latency = np.zeros(expected, np.int64)
-    n = 0
-
-    def on_message(seq: int, msg: bytes) -> None:
-        nonlocal n
-        if n < expected:
-            now = time.time_ns()
-            arrival[n] = now
-            latency[n] = (now % DAY_NS - int.from_bytes(msg[5:11], "big")) % DAY_NS
-        n += 1
-
-    sub = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", 1), on_message=on_message)
+    sub = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", 1))
+    sub.record_latency(expected)
     port_out.send(sub.address[1])
     rtx = port_out.recv()  # the publisher's re-request address, once it listens
     sub.retransmit = tuple(rtx)
     sub.join()
+    marks: list[tuple[int, int]] = []  # (messages applied, time) after each poll that applied some
     deadline = time.monotonic() + timeout_s
-    while n < expected and time.monotonic() < deadline:
-        sub.poll(0.05)
-    result_out.send({"applied": n, "arrival": arrival[:min(n, expected)], "latency": latency[:min(n, expected)],
+    while sub.messages < expected and time.monotonic() < deadline:
+        if sub.poll(0.05):
+            marks.append((sub.messages, time.time_ns()))
+    result_out.send({"applied": sub.messages, "latency": sub.latencies[:sub.latency_count], "marks": marks,
                      "requests": sub.requests, "bytes": sub.bytes_received})
     sub.close()
 
@@ -122,6 +113,7 @@ def run_once(events: np.ndarray, ins: Any, rate: int, latency_s: float, director
     t = Translator(instruments, FeedBook())
     t.translate(events[:lat_events], msgs)
     lat_msgs = len(msgs)
+    lat_book = sum(1 for x in msgs if x[:1] in (b"A", b"E", b"X", b"D", b"U"))  # those the latency is taken of
     t.translate(events[lat_events:], msgs)
     total = len(msgs)
 
@@ -177,12 +169,13 @@ def run_once(events: np.ndarray, ins: Any, rate: int, latency_s: float, director
         rej.close()
     if r["applied"] < total:
         raise RuntimeError(f"the subscriber applied {r['applied']} of {total} messages")
-    arrival, latency = r["arrival"], r["latency"]
-    thr = arrival[lat_msgs:]
-    span = (thr[-1] - thr[0]) / 1e9 if len(thr) > 1 else 0.0
-    lat = latency[:lat_msgs] / 1000.0
+    latency, marks = r["latency"], r["marks"]
+    # throughput: from the first poll that applied a message of the throughput phase to the last
+    thr = [(n, t) for n, t in marks if n > lat_msgs]
+    span = (thr[-1][1] - thr[0][1]) / 1e9 if len(thr) > 1 else 0.0
+    lat = latency[:lat_book] / 1000.0
     return {
-        "msgs_per_s": (len(thr) - 1) / span if span > 0 else 0.0,
+        "msgs_per_s": (thr[-1][0] - thr[0][0]) / span if span > 0 else 0.0,
         "p50_us": _pct(lat, 50), "p99_us": _pct(lat, 99), "p999_us": _pct(lat, 99.9),
         "bytes_per_msg": round(r["bytes"] / r["applied"], 2),
         "messages": total, "events": len(events), "latency_messages": lat_msgs, "requests": r["requests"],
