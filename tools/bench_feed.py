@@ -45,7 +45,7 @@ LATENCY_BATCH = 64
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--orders", type=int, default=200_000, help="orders of the engine stream (default 200000)")
+    p.add_argument("--orders", type=int, default=500_000, help="orders of the engine stream (default 500000)")
     p.add_argument("--seed", type=int, default=1, help="seed of the order stream")
     p.add_argument("--rate", type=int, default=20_000, help="events/s of the latency phase (default 20000)")
     p.add_argument("--latency-s", type=float, default=3.0, help="seconds of the latency phase (default 3)")
@@ -191,7 +191,7 @@ def _offer_all(producer: Any, batch: np.ndarray) -> None:
             time.sleep(0.0002)
 
 
-def run_bench(orders: int = 200_000, seed: int = 1, rate: int = 20_000, latency_s: float = 3.0,
+def run_bench(orders: int = 500_000, seed: int = 1, rate: int = 20_000, latency_s: float = 3.0,
               runs: int = 3) -> dict[str, Any]:
     events, ins = engine_events(orders, seed)
     results = []
