@@ -9,14 +9,18 @@ protocol modules any ITCH 5.0 / MoldUDP64 / SoupBinTCP implementation would use:
    to an empty book and learns the MoldUDP64 session and the sequence number to continue
    from (End of Snapshot). Without a snapshot service (``snapshot=None``) it starts at
    sequence number 1 of whatever session it hears first and asks for everything before.
-3. ``poll()``: receives live packets (and retransmissions), hands them to ``MoldReceiver``
-   (order, duplicates, gaps), asks the re-request server for what is missing, and applies
-   each message, in order, to its ``FeedBook``. A gap the server no longer retains, or a new
-   session (the publisher restarted cleanly), makes it join again by snapshot.
+3. ``poll()``: receives live packets (and retransmissions). A packet that is next in line
+   (nothing missing before it) is applied straight from its bytes by one compiled call
+   (``packet_book.apply_packet``: the book's messages; Python takes the rare others);
+   anything else goes through ``MoldReceiver`` (order, duplicates, gaps), which says what to
+   ask the re-request server for, and its messages are applied, in order, the same way. A gap
+   the server no longer retains, or a new session (the publisher restarted cleanly), makes it
+   join again by snapshot.
 
-Every message applied is also handed to ``on_message(seq, msg)`` (the ``ringex feed`` command
-shows the market from it, or writes the ITCH file). Stock directory entries are kept in
-``stocks`` (locate -> symbol); executions in ``trades``'s count.
+The book is ``packet_book`` (arrays); ``book`` gives it as a ``FeedBook`` for views. Every
+message applied is also handed to ``on_message(seq, msg)`` when one is given (the ``ringex feed``
+command writes the ITCH file from it), each execution to ``on_trade``; stock directory entries
+are kept in ``stocks`` (locate -> symbol); ``record_latency`` keeps each message's latency.
 """
 
 from __future__ import annotations
