@@ -188,7 +188,8 @@ def feed_exchange(tmp_path_factory):
         yield ex, relay, subs
 
 
-def _wait_restarted(ex, after: float, timeout: float = 120.0) -> None:
+def _wait_restarted(ex, after: float, timeout: float = 120.0, tick=lambda: None) -> None:
+    """Until the publisher writes its address file again (``tick``: keeps clients alive)."""
     path = ex.directory / "data" / "feeds" / FEED / ADDRESS_FILE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -197,6 +198,7 @@ def _wait_restarted(ex, after: float, timeout: float = 120.0) -> None:
                 return
         except FileNotFoundError:
             pass
+        tick()
         time.sleep(0.05)
     raise TimeoutError("the publisher was not restarted:\n" + exchange_log(ex))
 
@@ -422,3 +424,29 @@ def test_a_multicast_feed_reaches_every_member(tmp_path):
     finally:
         for s in members:
             s.close()
+
+
+def test_a_hung_publisher_is_killed_restarted_and_resumes(tmp_path):
+    """SIGSTOP the publisher's process: the supervisor sees its heartbeat stop, kills it and
+    starts it again; it resumes its session where its store ends, and the subscribers' books
+    are the engine's (the engine never waited for it)."""
+    with feed_setup(tmp_path) as (ex, relay, subs):
+        early = subs["early"]
+        early.join()
+        flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 4, between=lambda: early.poll(0))
+        flow.step(200)
+        stopped_at = time.time()
+        os.kill(ex.pids["mdproc"], signal.SIGSTOP)
+        try:
+            flow.step(300)  # the exchange goes on trading meanwhile
+            _wait_restarted(ex, stopped_at, tick=flow._learn)  # (reading keeps the clients' sessions alive)
+        finally:
+            try:
+                os.kill(ex.pids["mdproc"], signal.SIGCONT)  # (killed by then: nothing to continue)
+            except ProcessLookupError:
+                pass
+        flow.step(200)
+        _settle({"early": early}, flow.mark())
+        engine, _ = engine_replay(ex.directory / "data")
+        assert feed_book_rows(early.book) == engine_book(engine, itch_instruments(ex.config.instrument))
+        assert "stopped consuming; killing it to restart it" in exchange_log(ex)
