@@ -17,9 +17,10 @@ recovers its book and numbering from the store and resumes the same session wher
 ends, skipping the events it had already published (the store records the ring position each
 append covered), so no message is sent twice under two numbers and none is skipped.
 
-Known limit: a publisher untethered from the output ring (dead or hung for half a ring) has
-missed events; it logs the loss and continues, but its book is no longer the engine's until
-the next session (docs/market-data.md).
+A publisher that missed events (untethered from the output ring after being dead or hung for
+half a ring, or started without its store on an exchange with a history) takes its book from
+the engine's own state (``engine_book``: the newest snapshot and the journal after it), ends
+its session and opens the next with that book, skipping the ring's events the book includes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex.engine.config import EngineConfig
+from ringex.engine.storage.data_dir import journal_last_seq
+from ringex.engine.wire import messages as m
 from ringex.feeds import itch
+from ringex.feeds.engine_book import book_from_engine
 from ringex.feeds import moldudp64 as mold
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.feed_config import FeedConfig
@@ -60,6 +65,7 @@ ADDRESS_FILE = "listening"  # in the feed's directory: the addresses it is bound
 TIMER_EVERY_NS = 10_000_000
 MAX_REQUESTS_PER_CYCLE = 64
 RECV_BYTES = 65536
+_SEQ = m.BookAdd.offset("seq")  # the stamp's seq, where every ring message has it
 
 
 def session_name(prefix: str, run: int) -> str:
@@ -98,9 +104,12 @@ class MdPublisherAgent(Agent):
 
     def __init__(self, cfg: FeedConfig, output_ring: str, reject_ring: str, subscriber_index: int,
                  state_dir: str | Path, instruments: dict[int, ItchInstrument], batch_limit: int = 1024,
-                 capacity: int = 1 << 20) -> None:
+                 capacity: int = 1 << 20, engine_config: EngineConfig | None = None,
+                 data_dir: str | Path | None = None) -> None:
         """``capacity``: orders the feed can show at once (the engine's ``max_orders``, and
-        room for the orders one input ends)."""
+        room for the orders one input ends). ``engine_config`` and ``data_dir``: the engine's,
+        from which the publisher takes its book when it missed events (``engine_book``); without
+        them it cannot resync."""
         self.cfg = cfg
         self.role_name = cfg.name
         self.output_ring = output_ring
@@ -110,6 +119,8 @@ class MdPublisherAgent(Agent):
         self.instruments = dict(sorted(instruments.items()))
         self.batch_limit = batch_limit
         self.capacity = capacity
+        self.engine_config = engine_config
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.addresses: dict[str, tuple[str, int]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -151,19 +162,24 @@ class MdPublisherAgent(Agent):
             self.session = session_name(self.cfg.session, _run_of(rec.session) + 1 if rec.session else 1)
             self.store.start_session(self.session, self.book)
             log.info("feed %s opens session %s", self.cfg.name, self.session)
-        if self._out.rejoined_at is not None:
-            self._untethered(self._out.rejoined_at)
         self._session_bytes = mold.encode_session(self.session)
         self._open_sockets()
         self._last_send = 0
         self._next_timer = now
         self._snapshot_conns: dict[int, tuple[socket.socket, SnapshotConnection]] = {}
-        if rec.session and rec.ended:
+        self._skip_seq_through = -1  # after a resync: events of inputs up to here are in its book
+        last = rec.book_messages[-1] if rec.book_messages else b""
+        self._stamp = int.from_bytes(last[5:11], "big") if len(last) >= 11 else 0
+        if self._out.rejoined_at is not None:
+            self._untethered(self._out.rejoined_at)
+        elif not rec.session and self.data_dir is not None and journal_last_seq(self.data_dir) > 0:
+            log.warning("feed %s has no store, and the engine has a history: its book comes from the engine",
+                        self.cfg.name)
+            self._resync()
+        elif rec.session and rec.ended:
             # The session after a clean stop opens now, with the market as the last one left it
             # (stamped as that one's last message): its subscribers need not wait for an event.
-            last = rec.book_messages[-1] if rec.book_messages else b""
-            stamp = int.from_bytes(last[5:11], "big") if len(last) >= 11 else 0
-            self._publish(self.translator.open_session(stamp), self._out.position)
+            self._publish(self.translator.open_session(self._stamp), self._out.position)
 
     def _attach(self, name: str) -> Ring:
         ring = Ring.attach(name, wait_s=5.0)
@@ -198,10 +214,13 @@ class MdPublisherAgent(Agent):
         self._poll.register(self._listener.fileno(), select.EPOLLIN)
         self.addresses = {"destination": self._dest, "retransmit": self._rtx.getsockname()[:2],
                           "snapshot": self._listener.getsockname()[:2]}
-        Path(self.state_dir, ADDRESS_FILE).write_text(
-            "".join(f"{k} {h}:{p}\n" for k, (h, p) in self.addresses.items()) + f"session {self.session}\n")
+        self._write_address()
         log.info("feed %s: session %s to %s:%d, retransmission on %s:%d, snapshots on %s:%d", self.cfg.name,
                  self.session, *self._dest, *self.addresses["retransmit"], *self.addresses["snapshot"])
+
+    def _write_address(self) -> None:
+        Path(self.state_dir, ADDRESS_FILE).write_text(
+            "".join(f"{k} {h}:{p}\n" for k, (h, p) in self.addresses.items()) + f"session {self.session}\n")
 
     def doorbell_sources(self) -> list[object]:
         return [self._out, self._rej, self._poll]
@@ -287,6 +306,11 @@ class MdPublisherAgent(Agent):
         region = head if not len(tail) else np.concatenate((head, tail))  # a wrapped batch: one copy
         if at < self._skip_below:  # published before a restart
             region = region[self._skip_below - at:]
+        if self._skip_seq_through >= 0 and len(region):  # in the book a resync took from the engine
+            later = region[:, _SEQ:_SEQ + 8].copy().view("<u8")[:, 0] > self._skip_seq_through
+            region = region[later]
+            if len(region):
+                self._skip_seq_through = -1
         if len(region):
             buf, offsets, opening = self.translator.translate_into(region)
             if opening:
@@ -297,9 +321,36 @@ class MdPublisherAgent(Agent):
         return k
 
     def _untethered(self, position: int | None) -> None:
-        log.error("feed %s was untethered from %s and rejoined at %s: the events it missed are not on the "
-                  "feed, and its book may differ from the engine's until the next session", self.cfg.name,
-                  self.output_ring, position)
+        if self.engine_config is None or self.data_dir is None:
+            log.error("feed %s was untethered from %s and rejoined at %s: the events it missed are not on the "
+                      "feed, and without the engine's state it cannot resync", self.cfg.name, self.output_ring,
+                      position)
+            return
+        log.warning("feed %s was untethered from %s and rejoined at %s: it missed events; its book comes from "
+                    "the engine, in a new session", self.cfg.name, self.output_ring, position)
+        self._resync()
+
+    def _resync(self) -> None:
+        """The book from the engine's state (``engine_book``): the current session ends, and
+        the next opens at once with that book; the ring's events for the inputs it includes
+        are skipped."""
+        assert self.engine_config is not None and self.data_dir is not None
+        book, through = book_from_engine(self.engine_config, self.data_dir, self.instruments)
+        if self.translator.opened:  # a session that said anything ends; one that did not just goes
+            self._publish(self.translator.close_session(), self._out.position)
+            self.store.end_session()
+            self._sendto(mold.encode_end_of_session(self._session_bytes, self.store.next_seq))
+        self.session = session_name(self.cfg.session, _run_of(self.session) + 1)
+        self._session_bytes = mold.encode_session(self.session)
+        self.store.start_session(self.session, book)
+        self.translator = Translator(self.instruments, book, capacity=self.capacity)
+        self._skip_below = -1
+        self._skip_seq_through = through
+        self._publish(self.translator.open_session(max(self._stamp, self.translator.last_timestamp)),
+                      self._out.position)
+        self._write_address()
+        log.info("feed %s opens session %s with the engine's book through input %d (%d orders)", self.cfg.name,
+                 self.session, through, len(book))
 
     def _publish(self, msgs: list[bytes], position: int) -> None:
         """Store ``msgs`` (covering ring events before ``position``), then send them."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,7 +79,10 @@ max_payload = 400
 
 
 class Flow:
-    """A seeded random order flow of two sessions: resting limits (some icebergs), aggressive
+    """(Its clients are made with a 10 s keepalive: a test that waits on subscribers for a
+    while must not have the gateway end their sessions meanwhile.)
+
+    A seeded random order flow of two sessions: resting limits (some icebergs), aggressive
     IOC and market orders, cancels, replaces that keep or lose priority, mass cancels."""
 
     def __init__(self, clients: dict[int, object], seed: int, between=lambda: None) -> None:
@@ -148,7 +152,7 @@ class Flow:
 
 
 @contextmanager
-def feed_setup(directory: Path):
+def feed_setup(directory: Path, rings: str = ""):
     """A relay, three subscribers (early, lossy, late: not yet joined) and a running exchange
     publishing to the relay."""
     relay = Relay(seed=SEED)
@@ -165,6 +169,7 @@ def feed_setup(directory: Path):
         # the sessions' orders outlive their clients: what the tests compare does not move
         toml = feed_toml(prefix, relay.port, rtx, snap).replace("cancel_on_disconnect = true",
                                                                  "cancel_on_disconnect = false")
+        toml = toml.replace("[supervisor]", rings + "[supervisor]")
         with running_exchange(directory, toml) as ex:
             ex.feed_ports = (rtx, snap)
             ex.config = parse_config(toml)
@@ -181,7 +186,7 @@ def feed_exchange(tmp_path_factory):
     few thousand messages (more than its store retains) when they start."""
     with feed_setup(tmp_path_factory.mktemp("feed")) as (ex, relay, subs):
         subs["early"].join()
-        clients = {sid: ex.client(sid) for sid in (1, 2)}
+        clients = {sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}
         flow = Flow(clients, SEED + 1, between=lambda: subs["early"].poll(0))
         flow.step(1500)
         _settle({"early": subs["early"]}, flow.mark())
@@ -233,7 +238,7 @@ def test_every_subscriber_book_is_the_engine_book(tmp_path):
 def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
     subs["early"].join()
     subs["lossy"].join()
-    clients = {sid: ex.client(sid) for sid in (1, 2)}
+    clients = {sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}
     flow = Flow(clients, SEED, between=lambda: [s.poll(0) for s in subs.values() if s.receiver is not None])
     flow.step(600)
     for s in ("early", "lossy"):
@@ -374,7 +379,7 @@ def test_a_clean_restart_opens_a_new_session_that_carries_the_book(tmp_path):
         with running_exchange(tmp_path, toml) as ex:
             follower.join()
             plain.join()
-            flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 2, between=lambda: follower.poll(0))
+            flow = Flow({sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}, SEED + 2, between=lambda: follower.poll(0))
             flow.step(300)
             _settle({"follower": follower, "plain": plain}, flow.mark())
             first_session, book_before = follower.session, feed_book_rows(follower.book)
@@ -414,7 +419,7 @@ def test_a_multicast_feed_reaches_every_member(tmp_path):
         with running_exchange(tmp_path, toml) as ex:
             for s in members:
                 s.join()
-            flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 3,
+            flow = Flow({sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}, SEED + 3,
                         between=lambda: [s.poll(0) for s in members])
             flow.step(300)
             _settle({str(i): s for i, s in enumerate(members)}, flow.mark())
@@ -433,7 +438,7 @@ def test_a_hung_publisher_is_killed_restarted_and_resumes(tmp_path):
     with feed_setup(tmp_path) as (ex, relay, subs):
         early = subs["early"]
         early.join()
-        flow = Flow({sid: ex.client(sid) for sid in (1, 2)}, SEED + 4, between=lambda: early.poll(0))
+        flow = Flow({sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}, SEED + 4, between=lambda: early.poll(0))
         flow.step(200)
         stopped_at = time.time()
         os.kill(ex.pids["mdproc"], signal.SIGSTOP)
@@ -450,3 +455,55 @@ def test_a_hung_publisher_is_killed_restarted_and_resumes(tmp_path):
         engine, _ = engine_replay(ex.directory / "data")
         assert feed_book_rows(early.book) == engine_book(engine, itch_instruments(ex.config.instrument))
         assert "stopped consuming; killing it to restart it" in exchange_log(ex)
+
+
+def test_a_publisher_that_missed_events_resyncs_from_the_engine(tmp_path):
+    """Its subscriber index falls half a ring behind while it is stopped: the supervisor
+    untethers it (the engine must not wait) and restarts it; it rejoins at the head, having
+    missed events, takes the book from the engine's state and opens a new session with it.
+    Every subscriber ends with the engine's book."""
+    with feed_setup(tmp_path, rings="[rings]\noutput_capacity = 1024\n") as (ex, relay, subs):
+        early, lossy = subs["early"], subs["lossy"]
+        early.join()
+        lossy.join()
+        flow = Flow({sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}, SEED + 5,
+                    between=lambda: [s.poll(0) for s in (early, lossy)])
+        flow.step(150)
+        first = early.session
+        stopped_at = time.time()
+        os.kill(ex.pids["mdproc"], signal.SIGSTOP)
+        try:
+            flow.step(600)  # well over half the ring's events, within the heartbeat timeout
+            _wait_restarted(ex, stopped_at, tick=flow._learn)
+        finally:
+            try:
+                os.kill(ex.pids["mdproc"], signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        flow.step(200)
+        _settle({"early": early, "lossy": lossy}, flow.mark())
+        log = exchange_log(ex)
+        assert "untethered subscriber" in log and "its book comes from the engine" in log, log
+        assert early.session != first and lossy.session == early.session
+        engine, _ = engine_replay(ex.directory / "data")
+        expected = engine_book(engine, itch_instruments(ex.config.instrument))
+        assert feed_book_rows(early.book) == feed_book_rows(lossy.book) == expected
+
+
+def test_a_publisher_without_its_store_takes_the_book_from_the_engine(tmp_path):
+    rtx, snap = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    toml = feed_toml(f"rxfeedl{os.getpid()}", free_port(socket.SOCK_DGRAM), rtx, snap).replace(
+        "cancel_on_disconnect = true", "cancel_on_disconnect = false")
+    with running_exchange(tmp_path, toml) as ex:
+        flow = Flow({sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}, SEED + 6)
+        flow.step(300)
+        flow.mark()
+    shutil.rmtree(tmp_path / "data" / "feeds" / FEED)  # lost: the engine's book is not empty
+    with running_exchange(tmp_path, toml) as ex:
+        late = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", rtx), ("127.0.0.1", snap), "demo", "secret")
+        with late:
+            late.join()
+            engine, _ = engine_replay(ex.directory / "data")
+            expected = engine_book(engine, itch_instruments(parse_config(toml).instrument))
+            assert len(expected) > 5 and feed_book_rows(late.book) == expected
+        assert "has no store, and the engine has a history" in exchange_log(ex)

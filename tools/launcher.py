@@ -336,7 +336,8 @@ class Exchange:
         if feed is not None:
             return MdPublisherAgent(feed, names.output, names.reject, output_consumer_index(cfg, name),
                                     cfg.feed_dir(name), itch_instruments(cfg.instrument),
-                                    batch_limit=cfg.rings.batch_limit, capacity=2 * cfg.engine.max_orders)
+                                    batch_limit=cfg.rings.batch_limit, capacity=2 * cfg.engine.max_orders,
+                                    engine_config=cfg.engine, data_dir=self.data_dir)
         if name == "sequencer":
             return SequencerAgent(
                 names.inbound, names.engine_in, names.reject, names.control,
