@@ -1,5 +1,6 @@
-"""``ringex bench fix`` (tools/bench_fix.py): the FIX open-loop generator against one running
-exchange (tests/gateway_kit.py's FIX gateway), and the pure parts of the bench."""
+"""``ringex bench fix`` (tools/bench_fix.py): the FIX open-loop generator (tools/fix_load.py)
+against one running exchange (tests/gateway_kit.py's FIX gateway), and the pure parts of the
+bench."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from ringex.gateways.fix_codec import FixMessage, FixReader, encode
 from ringex.tools import bench_fix as B
+from ringex.tools import fix_load as L
 
 from gateway_kit import PRICE, fix_toml, running_exchange
 from pipeline_kit import unique_prefix
@@ -20,19 +22,19 @@ SESSIONS = "C21:pw21:1,C22:pw22:2,C23:pw23:3"
 def test_the_hand_made_frame_is_the_codecs() -> None:
     body = [(11, b"a-1"), (1, b"1"), (55, b"DEMO"), (54, b"1"), (38, b"1"), (40, b"2"), (44, b"1000"), (59, b"1")]
     ts = b"20260101-00:00:00.000"
-    mine = B._frame(b"C21", 7, ts, b"D", b"".join(b"%d=%s\x01" % f for f in body))
+    mine = L._frame(b"C21", 7, ts, b"D", b"".join(b"%d=%s\x01" % f for f in body))
     assert mine == encode(b"D", b"C21", b"RINGEX", 7, ts, body)
     (msg,) = FixReader().feed(mine)
     assert isinstance(msg, FixMessage) and msg.get(11) == b"a-1"
 
 
 def test_the_flow_has_the_engine_benchmarks_mix() -> None:
-    kinds, prices, buys, mids = B.make_flow(30_000, 3, 50_000, seed=1)
-    share = [kinds.count(k) / len(kinds) for k in (B.PASSIVE, B.CANCEL, B.IOC)]
+    kinds, prices, buys, mids = L.make_flow(30_000, 3, 50_000, seed=1)
+    share = [kinds.count(k) / len(kinds) for k in (L.PASSIVE, L.CANCEL, L.IOC)]
     assert 0.4 < share[0] < 0.65 and 0.25 < share[1] < 0.5 and 0.08 < share[2] < 0.12
     assert all(abs(m - 50_000) <= 1000 for m in mids)
     for k, p, b, m in zip(kinds, prices, buys, mids):
-        if k == B.PASSIVE:
+        if k == L.PASSIVE:
             assert (p < m) if b else (p > m)  # never crosses its own mid
 
 
@@ -73,7 +75,7 @@ def test_a_short_run_against_a_running_exchange_acknowledges_every_order(tmp_pat
     before = _children()
     with running_exchange(tmp_path / "ex", fix_toml(unique_prefix())) as ex:
         t = time.monotonic()
-        r = B.run_fix_load(ex.host, ex.port, SESSIONS, symbol="DEMO", price=PRICE, rate=500.0, duration=1.5,
+        r = L.run_fix_load(ex.host, ex.port, SESSIONS, symbol="DEMO", price=PRICE, rate=500.0, duration=1.5,
                            drain_s=5.0)
         assert time.monotonic() - t < 20
         assert r["completed"] and r["orders"] == 750 and r["sent"] == 750
@@ -85,10 +87,10 @@ def test_a_short_run_against_a_running_exchange_acknowledges_every_order(tmp_pat
         assert p50 is not None and 0 < p50 <= p99 <= p999 <= r["ack_max_us"]
         assert B.passed(r, p99_limit_us=1e9)
         # the sessions logged out: a second run logs on again and is acknowledged too
-        r2 = B.run_fix_load(ex.host, ex.port, SESSIONS, symbol="DEMO", price=PRICE, rate=500.0, duration=0.5,
+        r2 = L.run_fix_load(ex.host, ex.port, SESSIONS, symbol="DEMO", price=PRICE, rate=500.0, duration=0.5,
                             seed=2)
         assert r2["unacked"] == 0, r2
-        with pytest.raises(B.LoadError, match="C21"):  # a refused logon stops the run, naming the session
-            B.run_fix_load(ex.host, ex.port, "C21:nope:1", symbol="DEMO", price=PRICE, rate=100.0, duration=0.2)
+        with pytest.raises(L.LoadError, match="C21"):  # a refused logon stops the run, naming the session
+            L.run_fix_load(ex.host, ex.port, "C21:nope:1", symbol="DEMO", price=PRICE, rate=100.0, duration=0.2)
     assert _children() <= before  # the exchange is gone, nothing else left running
 

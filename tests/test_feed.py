@@ -79,11 +79,10 @@ max_payload = 400
 
 
 class Flow:
-    """(Its clients are made with a 10 s keepalive: a test that waits on subscribers for a
-    while must not have the gateway end their sessions meanwhile.)
-
-    A seeded random order flow of two sessions: resting limits (some icebergs), aggressive
-    IOC and market orders, cancels, replaces that keep or lose priority, mass cancels."""
+    """A seeded random order flow of two sessions: resting limits (some icebergs), aggressive
+    IOC and market orders, cancels, replaces that keep or lose priority, mass cancels. (The
+    tests make its clients with a 10 s keepalive: one that waits on subscribers for a while
+    must not have the gateway end their sessions meanwhile.)"""
 
     def __init__(self, clients: dict[int, object], seed: int, between=lambda: None) -> None:
         self.clients = clients

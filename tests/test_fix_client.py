@@ -1,6 +1,7 @@
-"""``ringex fix-client`` (tools/fix_client.py): the command parser and the report lines from
-hand-built messages, then the command as users run it against a running exchange's FIX
-gateway (gateway_kit: sessions 21..23 as C21..C23, passwords pw21..pw23, accounts 1..3)."""
+"""``ringex fix-client`` (tools/fix_client.py): the command parser (tools/fix_commands.py) and
+the report lines from hand-built messages (tools/fix_format.py), then the command as users run
+it against a running exchange's FIX gateway (gateway_kit: sessions 21..23 as C21..C23,
+passwords pw21..pw23, accounts 1..3)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from ringex.gateways.fix_codec import FixMessage, encode
 from ringex.tools import cli
-from ringex.tools.fix_client import CommandError, Commands, describe_order, format_message
+from ringex.tools.fix_commands import CommandError, Commands, describe_order
+from ringex.tools.fix_format import format_message
 from gateway_kit import PRICE, fix_toml, running_exchange
 
 # -- the command parser ---------------------------------------------------------------------
