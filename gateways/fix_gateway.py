@@ -410,6 +410,7 @@ class FixGatewayAgent(GatewayAgent):
         apps = s.fix.on_message(msg, now, time.time_ns())
         if s.fix.stats.logons > logons:
             conn.established = True
+            self._established(s)
             self._count("logons")
         else:
             self._count("bad_logons")

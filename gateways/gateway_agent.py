@@ -152,6 +152,7 @@ class GatewayAgent(Agent, abc.ABC):
             self._c = {k: self.counters.allocate(v, TYPE_USER) for k, v in self.counter_labels().items()}
             self._back_pressure = self.counters.allocate(f"gateway {self.cfg.name}: back-pressure",
                                                          TYPE_BACK_PRESSURE)
+        self._cancel_for_the_connected()  # staged: published in the first duty cycle
         host, port = self.cfg.address()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
@@ -180,6 +181,8 @@ class GatewayAgent(Agent, abc.ABC):
 
     def on_close(self) -> None:
         for conn in list(getattr(self, "_conns", [])):
+            if conn.session is not None:  # a clean stop: no cancel-on-disconnect at the next start
+                self._connected_marker(conn.session).unlink(missing_ok=True)
             if not conn.closed:
                 self._goodbye(conn)
                 try:
@@ -396,6 +399,29 @@ class GatewayAgent(Agent, abc.ABC):
         self._sources[i] = (fresh, source, created)
         return fresh
 
+    def _connected_marker(self, s: Any) -> Path:
+        return Path(self.state_dir) / f"session-{s.id}.connected"
+
+    def _established(self, s: Any) -> None:
+        """Session ``s`` is established (logged on) on a connection: noted on disk, so that a
+        gateway that dies with it connected cancels its orders when it starts again."""
+        self._connected_marker(s).touch()
+
+    def _cancel_for_the_connected(self) -> None:
+        """At start: the sessions that were connected when the gateway died lost their
+        connection as surely as if their clients had gone; those with cancel-on-disconnect
+        have their orders canceled (a clean stop forgets the marks: see ``on_close``)."""
+        for s in self.sessions.values():
+            marker = self._connected_marker(s)
+            if not marker.exists():
+                continue
+            marker.unlink()  # first: whatever happens next, never a start that fails on it again
+            if s.cfg.cancel_on_disconnect:
+                log.warning("gateway %s: session %d was connected when the gateway stopped: cancel-on-disconnect",
+                            self.cfg.name, s.id)
+                self._stage_message(cancel_on_disconnect(s.id))
+                self._count("cancel_on_disconnect")
+
     def _drop(self, conn: Connection, why: str) -> None:
         """``conn`` is gone: close it, and cancel its session's orders if it was established
         and the session asks for that."""
@@ -412,6 +438,7 @@ class GatewayAgent(Agent, abc.ABC):
             if s.cfg.cancel_on_disconnect:
                 self._stage_message(cancel_on_disconnect(s.id))
                 self._count("cancel_on_disconnect")
+            self._connected_marker(s).unlink(missing_ok=True)
 
     def _stage_message(self, message: bytes, session_id: int = 0, seq: int = 0, wall: int | None = None) -> None:
         """Stage one encoded engine message of session ``session_id`` (0: the gateway's own,

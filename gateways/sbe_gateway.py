@@ -250,6 +250,7 @@ class SbeGatewayAgent(GatewayAgent):
             conn.closing = True
             return
         self._count("established")
+        self._established(s)
         if previous is not None:  # the session lives on here: no cancel-on-disconnect
             previous.session = None
             previous.established = False

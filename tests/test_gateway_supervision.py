@@ -246,3 +246,34 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_killed_gateway_cancels_the_orders_of_the_sessions_it_had_connected(tmp_path):
+    """Its clients lost their connections when it died: a session with cancel-on-disconnect
+    has its orders canceled when the gateway starts again (the MassCancel's answers wait in
+    its flow); one without keeps them."""
+    toml = supervised_toml().replace(f"[[gateway.session]]\nid = {MAKER}\ncredentials = \"pw{MAKER}\"\n"
+                                     "accounts = [1]\nmax_msgs_per_s = 0\nburst = 0\ncancel_on_disconnect = false",
+                                     f"[[gateway.session]]\nid = {MAKER}\ncredentials = \"pw{MAKER}\"\n"
+                                     "accounts = [1]\nmax_msgs_per_s = 0\nburst = 0\ncancel_on_disconnect = true")
+    assert "cancel_on_disconnect = true" in toml
+    with running_exchange(tmp_path, toml) as ex:
+        maker, taker = ex.client(MAKER), ex.client(TAKER)
+        maker.new_order(**limit(1, "Sell", qty=5, price=PRICE + 10, account=1))
+        taker.new_order(**limit(2, "Buy", qty=5, price=PRICE - 10, account=2))
+        flow(maker, lambda e: e.name == "OrderAccepted")
+        kept = flow(taker, lambda e: e.name == "OrderAccepted")[-1]["orderId"]
+        pid = gateway_pid(ex)
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        wait_restarted(ex, pid, killed_at)
+        reconnect(maker)
+        reconnect(taker)
+        done = flow(maker, lambda e: e.name == "MassCancelDone")
+        assert [e["clOrdId"] for e in done if e.name == "OrderCanceled"] == [1]
+        assert done[-1]["canceledCount"] == 1
+        taker.cancel(clOrdId=3, orderId=kept, account=2, instrument=1)
+        assert flow(taker, lambda e: e.name in ("OrderCanceled", "CancelRejected"))[-1].name == "OrderCanceled"
+        assert "cancel-on-disconnect" in ex.read_output()
+        maker.terminate()
+        taker.terminate()
