@@ -121,16 +121,6 @@ def relogon(ex, sid: int, seq: int) -> tuple[Peer, simplefix.FixMessage]:
     raise AssertionError("unreachable")
 
 
-def venue_ready(p: Peer) -> None:
-    """On a just-started exchange: a MassCancel round trip through the engine. Once its
-    report is back the sequencer has taken the venue's admin messages (accounts, funds), so
-    what follows is not sequenced ahead of them. (``ringex run`` accepts orders before the
-    sequencer has necessarily taken them: a start-up race outside the gateway, seen here as
-    a first order refused with UnknownAccount.)"""
-    p.send("q", (11, f"ready-{time.monotonic_ns()}"), (530, 7), (60, now()))
-    p.until(b"r", timeout=5.0)
-
-
 @contextmanager
 def peers(ex, *sids: int) -> Iterator[list[Peer]]:
     """Logged-on peers (ResetSeqNumFlag=Y), cleaned up on the way out."""
@@ -453,7 +443,6 @@ def test_throttle_refuses_over_rate_orders(tmp_path) -> None:
         p = Peer(tex, 61)
         try:
             p.logon()
-            venue_ready(p)
             time.sleep(1.1)  # the bucket full again after that MassCancel's token
             for i in range(8):
                 order(p, f"T{i}", side=1, qty=1, price=PRICE - 20 - i)
@@ -621,7 +610,6 @@ def test_numbers_continue_across_an_exchange_restart(tmp_path) -> None:
         try:
             maker.logon()
             taker.logon()
-            venue_ready(maker)
             order(maker, "R1", side=2, qty=1, price=PRICE + 5)
             maker.until(b"8", t11=b"R1", t150=b"0")
             order(taker, "R2", side=1, qty=1, price=PRICE + 5, tif=3)

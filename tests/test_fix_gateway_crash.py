@@ -185,13 +185,6 @@ def now() -> str:
     return utc_timestamp(time.time_ns()).decode()
 
 
-def venue_ready(p: Counterparty) -> None:
-    """A MassCancel round trip: the sequencer has taken the venue's admin messages (accounts,
-    funds) before the first order (see test_fix_gateway_conformance.venue_ready)."""
-    p.send("q", (11, f"ready-{time.monotonic_ns()}"), (530, 7), (60, now()))
-    p.until(b"r", timeout=10.0)
-
-
 def exec_types(p: Counterparty, cl: str) -> list[bytes]:
     return [x.get(150) for x in p.app(cl) if x.get(35) == b"8" and x.get(150) != b"I"]
 
@@ -202,7 +195,6 @@ def test_a_killed_fix_gateway_comes_back_with_its_sessions_numbers_and_orders(tm
         try:
             maker.logon()
             taker.logon()
-            venue_ready(maker)
             for cl, side, qty, price in (("k1", 2, 3, PRICE + 10), ("k2", 2, 1, PRICE + 12), ("k3", 1, 1, PRICE - 10)):
                 maker.order(cl, side=side, qty=qty, price=price, sid_account=1)
                 maker.until(b"8", t11=cl.encode(), t150=b"0")
@@ -277,13 +269,12 @@ def test_a_fix_gateway_killed_with_orders_on_their_way_applies_each_once(tmp_pat
     if kill != "sigkill":
         markers = tmp_path / "markers"
         markers.mkdir()
-        env = {crash_points.ENV_AT: f"{kill}@3", crash_points.ENV_ONCE: str(markers)}
+        env = {crash_points.ENV_AT: f"{kill}@2", crash_points.ENV_ONCE: str(markers)}  # the taker's batch
     with running_exchange(tmp_path / "ex", crash_toml(((23, 3), (24, 4))), env=env) as ex:
         maker, taker = Counterparty(ex, 23), Counterparty(ex, 24)
         try:
             maker.logon()
             taker.logon()
-            venue_ready(maker)
             maker.order("s1", side=2, qty=n, price=PRICE + 20, sid_account=3)
             maker.until(b"8", t11=b"s1", t150=b"0")
             sent_at = time.time()
@@ -346,7 +337,6 @@ def test_a_held_cancel_survives_a_gateway_restart(tmp_path) -> None:
         stopped = False
         try:
             p.logon()
-            venue_ready(p)
             held = counter(ex, HELD)
             os.kill(core, signal.SIGSTOP)
             stopped = True
