@@ -1,38 +1,8 @@
-"""The reference model of ``feeds/itch_translate.py``: the same rules, one event at a time in
-plain Python, with a ``FeedBook`` for state. The tests hold the compiled translator's bytes
-equal to this model's (docs/market-data.md has the whole mapping).
-
-=====================================  ==================================================
-engine event (engine/wire/schema.xml)  ITCH 5.0
-=====================================  ==================================================
-``BookAdd``                            Add Order (A); an iceberg's refill: a new A
-``BookExecute``                        Order Executed (E), match number = tradeId
-``BookReduce``                         Order Cancel (X)
-``BookDelete``                         Order Delete (D)
-``BookReplace``                        Order Replace (U): the order lost its priority
-``InstrumentStatus``                   Stock Trading Action (H): T trading, H halted/closed
-the first event of a session           System Event O, then Stock Directory (R) and Stock
-                                       Trading Action (H) per instrument, System Event S
-                                       and Q, then an A per resting order (a new session
-                                       after a restart carries the book)
-the end of a session                   System Event M, E, C
-everything else                        nothing (a Trade is told by its maker's E)
-=====================================  ==================================================
-
-Order reference numbers are unique for the session and name the engine's order:
-``reference = orderId | generation << 40``; an order's first A has generation 0 (its
-reference number is its engine orderId, the FIX OrderID its owner saw), and each time it
-takes a new time priority (a replace that loses priority, an iceberg refill) the generation
-goes up by one and the order shows under the new number. An execution that empties an
-iceberg's displayed quantity ends that reference number (E of all its shares) and its refill
-is a new A (the spec's Order Replace needs a live original; after a full execution a feed
-handler has removed it). The engine never executes against hidden quantity and always at
-the resting order's price, so Order Executed With Price (C) and Trade (P) are not produced.
-
-Every message is stamped by the event that caused it: Timestamp = the sequencer's
-``timestampNs`` mod one day (nanoseconds since midnight, UTC), Tracking Number 0; so replaying
-a journal publishes the same bytes. The translator is deterministic: its only state is the
-live orders' generations and the orders emptied within the current input message.
+"""The reference model of ``feeds/itch_translate.py``: the same rules (that module's notes
+state them: the mapping, reference numbers and generations, timestamps), one event at a time in
+plain Python, with a ``FeedBook`` for state: its only state is the live orders' generations
+and the orders emptied within the current input message. The tests hold the compiled
+translator's bytes equal to this model's.
 """
 
 from __future__ import annotations

@@ -97,8 +97,9 @@ def _cmd_load(args: argparse.Namespace, rest: list[str]) -> int:
     return run_from_args(args)
 
 
-def _bench_over_tcp(module: str, args: argparse.Namespace) -> int:
-    """``ringex bench e2e`` and ``bench fix``: the exchange over TCP, figures as text or JSON."""
+def _bench_json_or_text(module: str, args: argparse.Namespace) -> int:
+    """``ringex bench e2e``, ``bench fix`` and ``bench feed``: a module's ``run_from_args``,
+    its figures as JSON or as its ``print_result`` writes them."""
     bench = importlib.import_module(f"ringex.tools.{module}")
     result = bench.run_from_args(args)
     if args.json:
@@ -109,11 +110,11 @@ def _bench_over_tcp(module: str, args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_e2e(args: argparse.Namespace, rest: list[str]) -> int:
-    return _bench_over_tcp("bench_e2e", args)
+    return _bench_json_or_text("bench_e2e", args)
 
 
 def _cmd_bench_fix(args: argparse.Namespace, rest: list[str]) -> int:
-    return _bench_over_tcp("bench_fix", args)
+    return _bench_json_or_text("bench_fix", args)
 
 
 def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
@@ -123,14 +124,7 @@ def _cmd_fix_client(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_bench_feed(args: argparse.Namespace, rest: list[str]) -> int:
-    from ringex.tools import bench_feed
-
-    result = bench_feed.run_from_args(args)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        bench_feed.print_result(result)
-    return 0
+    return _bench_json_or_text("bench_feed", args)
 
 
 def _cmd_feed(args: argparse.Namespace, rest: list[str]) -> int:

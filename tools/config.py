@@ -405,6 +405,14 @@ def book_top(ins: InstrumentConfig, e: EngineConfig) -> int | None:
     return (base + e.price_levels - 1) * ins.tick_size
 
 
+def _name_taken(name: str, agents: set[str], cfg: ExchangeConfig) -> str | None:
+    """What a gateway's or feed's ``name`` already names (an agent, a ring, a subscriber), or None."""
+    return ("a pipeline agent" if name in AGENT_NAMES
+            else "another gateway or feed" if name in agents
+            else "a ring in rings.gateways" if name in cfg.rings.gateways
+            else "a subscriber in rings.subscribers" if name in cfg.rings.subscribers else None)
+
+
 def _check(cfg: ExchangeConfig) -> list[str]:
     problems: list[str] = []
 
@@ -551,10 +559,7 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     for i, g in enumerate(cfg.gateway):
         k = f"gateway[{i}]"
         problems.extend(check_gateway(g, k, e.max_accounts))
-        taken = ("a pipeline agent" if g.name in AGENT_NAMES
-                 else "another gateway" if g.name in known_agents
-                 else "a ring in rings.gateways" if g.name in cfg.rings.gateways
-                 else "a subscriber in rings.subscribers" if g.name in cfg.rings.subscribers else None)
+        taken = _name_taken(g.name, known_agents, cfg)
         need(taken is None, f"{k}.name", f"{g.name!r} is already the name of {taken}")
         known_agents.add(g.name)
         for j, sess in enumerate(g.session):
@@ -568,10 +573,7 @@ def _check(cfg: ExchangeConfig) -> list[str]:
     for i, f in enumerate(cfg.feed):
         k = f"feed[{i}]"
         problems.extend(check_feed(f, k))
-        taken = ("a pipeline agent" if f.name in AGENT_NAMES
-                 else "another gateway or feed" if f.name in known_agents
-                 else "a ring in rings.gateways" if f.name in cfg.rings.gateways
-                 else "a subscriber in rings.subscribers" if f.name in cfg.rings.subscribers else None)
+        taken = _name_taken(f.name, known_agents, cfg)
         need(taken is None, f"{k}.name", f"{f.name!r} is already the name of {taken}")
         known_agents.add(f.name)
     if cfg.feed:  # every instrument's prices and quantities must fit ITCH's fields
