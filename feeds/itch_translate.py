@@ -428,7 +428,7 @@ class Translator:
     """
 
     def __init__(self, instruments: Mapping[int, ItchInstrument], book: FeedBook | None = None,
-                 capacity: int = 1 << 20) -> None:
+                 capacity: int = 1 << 16) -> None:
         self.instruments = dict(sorted(instruments.items()))
         self.by_locate = {i.locate: i for i in self.instruments.values()}
         self._tables = _instrument_tables(self.instruments)

@@ -104,7 +104,7 @@ class MdPublisherAgent(Agent):
 
     def __init__(self, cfg: FeedConfig, output_ring: str, reject_ring: str, subscriber_index: int,
                  state_dir: str | Path, instruments: dict[int, ItchInstrument], batch_limit: int = 1024,
-                 capacity: int = 1 << 20, engine_config: EngineConfig | None = None,
+                 capacity: int = 1 << 16, engine_config: EngineConfig | None = None,
                  data_dir: str | Path | None = None) -> None:
         """``capacity``: orders the feed can show at once (the engine's ``max_orders``, and
         room for the orders one input ends). ``engine_config`` and ``data_dir``: the engine's,

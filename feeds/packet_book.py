@@ -270,7 +270,7 @@ def apply_packet(pkt, size, start, expected, orders, obuckets, levels, lbuckets,
 class PacketBook:
     """The arrays, and what ``FeedBook`` offers to read them."""
 
-    def __init__(self, capacity: int = 1 << 20) -> None:
+    def __init__(self, capacity: int = 1 << 16) -> None:
         cap = 1 << max(4, (capacity - 1).bit_length())
         self.orders = np.zeros((cap, O_COLUMNS), np.int64)
         self.obuckets = np.full(cap, -1, np.int64)

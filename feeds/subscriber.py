@@ -59,11 +59,12 @@ class FeedSubscriber:
                  snapshot: tuple[str, int] | None = None, username: str = "", password: str = "",
                  interface: str = "0.0.0.0", on_message: Callable[[int, bytes], None] | None = None,
                  on_trade: Callable[[int, int, int, int], None] | None = None, rcvbuf: int = 8 << 20,
-                 capacity: int = 1 << 20) -> None:
+                 capacity: int = 1 << 16) -> None:
         """``on_message(seq, msg)``: every message applied (seq 0: a snapshot's);
         ``on_trade(locate, shares, price, match number)``: every execution, at the resting
         order's price (or the execution price of an Order Executed With Price). ``capacity``:
-        orders (and price levels) the book can hold."""
+        orders (and price levels) the book can hold: the exchange's ``[engine] max_orders``
+        is always enough (a fuller book is a SubscriberError, never a wrong one)."""
         self.feed = feed
         self.retransmit = retransmit
         self.snapshot_address = snapshot

@@ -76,7 +76,9 @@ def _subscriber(port_out: Any, result_out: Any, retransmit: tuple[str, int] | No
     from ringex.feeds.subscriber import FeedSubscriber
 
     gc.disable()
-    sub = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", 1))
+    from ringex.tools.bench_engine import CONFIG
+
+    sub = FeedSubscriber(("127.0.0.1", 0), ("127.0.0.1", 1), capacity=CONFIG.max_orders)
     sub.record_latency(expected)
     port_out.send(sub.address[1])
     rtx = port_out.recv()  # the publisher's re-request address, once it listens
@@ -105,12 +107,13 @@ def run_once(events: np.ndarray, ins: Any, rate: int, latency_s: float, director
     from ringex.feeds.md_publisher import ADDRESS_FILE, MdPublisherAgent
     from ringex.ringbuffer.ring import Ring
     from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
+    from ringex.tools.bench_engine import CONFIG
 
     instruments = itch_instruments([ins])
     lat_events = min(len(events), int(rate * latency_s))
     # what the feed will say: the counts the subscriber waits for, and the split between phases
     msgs: list[bytes] = []
-    t = Translator(instruments, FeedBook())
+    t = Translator(instruments, FeedBook(), capacity=2 * CONFIG.max_orders)
     t.translate(events[:lat_events], msgs)
     lat_msgs = len(msgs)
     lat_book = sum(1 for x in msgs if x[:1] in (b"A", b"E", b"X", b"D", b"U"))  # those the latency is taken of
@@ -130,7 +133,7 @@ def run_once(events: np.ndarray, ins: Any, rate: int, latency_s: float, director
         port = port_parent.recv()
         cfg = FeedConfig(name="bench-md", destination=f"127.0.0.1:{port}", retransmit_listen="127.0.0.1:0",
                          snapshot_listen="127.0.0.1:0", heartbeat_ms=50)
-        agent = MdPublisherAgent(cfg, out.name, rej.name, 0, directory, instruments)
+        agent = MdPublisherAgent(cfg, out.name, rej.name, 0, directory, instruments, capacity=2 * CONFIG.max_orders)
         runner = AgentRunner(agent, RunnerConfig(idle_strategy="backoff"))
         runner.start_process()
         if not runner.wait_started(60):

@@ -40,17 +40,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="show nothing (with --write)")
 
 
-def _feed_config(args: argparse.Namespace) -> FeedConfig:
+def _feed_config(args: argparse.Namespace) -> tuple[FeedConfig, int]:
+    """The ``[[feed]]`` to follow, and the most orders its book can hold (``max_orders``)."""
     from ringex.tools.config import DEFAULT_TOML, load_config, parse_config
 
     cfg = load_config(args.config) if args.config else parse_config(DEFAULT_TOML)
     if not cfg.feed:
         raise SystemExit("ringex feed: the configuration has no [[feed]]")
     if args.feed is None:
-        return cfg.feed[0]
+        return cfg.feed[0], cfg.engine.max_orders
     for f in cfg.feed:
         if f.name == args.feed:
-            return f
+            return f, cfg.engine.max_orders
     raise SystemExit(f"ringex feed: no [[feed]] named {args.feed!r} (have: {', '.join(cfg.feed_names())})")
 
 
@@ -103,7 +104,7 @@ class Screen:
 
 
 def run(args: argparse.Namespace) -> int:
-    f = _feed_config(args)
+    f, max_orders = _feed_config(args)
     listen = parse_listen(args.listen) if args.listen else f.destination_address()
     out: BinaryIO | None = open(args.write, "wb") if args.write else None
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     snapshot = None if args.no_snapshot else f.snapshot_address()
     redraw = sys.stdout.isatty() and not args.quiet
     sub = FeedSubscriber(listen, f.retransmit_address(), snapshot, f.username, f.password,
-                         on_message=record if out else None)
+                         on_message=record if out else None, capacity=max_orders)
     screen = Screen(sub, redraw)
     if not args.quiet:
         sub.on_trade = screen.trade
