@@ -249,9 +249,11 @@ class FixGatewayAgent(GatewayAgent):
 
     def __init__(self, cfg: GatewayConfig, inbound_ring: str, output_ring: str, reject_ring: str,
                  subscriber_index: int, state_dir: str | Path, instruments: list[FixInstrument],
-                 batch_limit: int = 1024, latency_prefix: str | None = None) -> None:
+                 batch_limit: int = 1024, latency_prefix: str | None = None, engine_config: Any = None,
+                 data_dir: str | Path | None = None) -> None:
         super().__init__(cfg, inbound_ring, output_ring, reject_ring, subscriber_index, state_dir,
-                         batch_limit=batch_limit, latency_prefix=latency_prefix)
+                         batch_limit=batch_limit, latency_prefix=latency_prefix, engine_config=engine_config,
+                         data_dir=data_dir)
         self.instruments = {i.symbol: i for i in instruments}
 
     # ---------------------------------------------------------------- protocol hooks

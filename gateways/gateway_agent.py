@@ -23,8 +23,9 @@ applied once the order is published. Restarted after a crash, the gateway resume
 consumers from their cursors and skips the events its session stores already hold, so no
 session sees an event twice or misses one, and it reads back from its inbound ring the
 client numbers it had published but not yet counted (``_recover_applied``), so no order is
-applied twice; if it was untethered meanwhile it rejoins at the head, and what it missed is
-not in the stores (noted in docs/binary-protocol.md).
+applied twice. If it was untethered meanwhile it rejoins at the head and makes the output
+events it missed again from the journal (``_recover_missed``; it notes where it read the
+output to, ``OUTPUT_POSITION``), so the stores miss nothing (docs/binary-protocol.md).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import abc
 import errno
 import logging
+import os
 import select
 import socket
 import struct
@@ -62,6 +64,8 @@ log = logging.getLogger("ringex.gateway")
 __all__ = ["ADDRESS_FILE", "GatewayAgent", "STAGE_HIGH"]
 
 ADDRESS_FILE = "listening"  # in the gateway's directory: "host:port" it is bound to
+OUTPUT_POSITION = "output.position"  # in the gateway's directory: where it read the output to
+_POSITION = struct.Struct("<qqqq")  # ring creation time, next position, last event's input seq and rank
 TIMER_EVERY_NS = 10_000_000
 STAGE_HIGH = 1024  # stop receiving while this many orders wait for the ring
 
@@ -70,6 +74,8 @@ _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
+if m.OrderAccepted.offset("seq") != _SEQ:
+    raise RuntimeError("the stamp is not where every ring message has it")
 # per order-entry template: where its sessionId is
 _SESSION_AT = {t: x.offset("sessionId") for t, x in _ORDER_ENTRY.items()}
 
@@ -101,9 +107,15 @@ class GatewayAgent(Agent, abc.ABC):
 
     def __init__(self, cfg: GatewayConfig, inbound_ring: str, output_ring: str, reject_ring: str,
                  subscriber_index: int, state_dir: str | Path, batch_limit: int = 1024,
-                 latency_prefix: str | None = None) -> None:
+                 latency_prefix: str | None = None, engine_config: Any = None,
+                 data_dir: str | Path | None = None) -> None:
         """``latency_prefix``: record the engine-output-to-socket stage latency
-        (``ringbuffer/latency.py``) under this exchange prefix; None records none."""
+        (``ringbuffer/latency.py``) under this exchange prefix; None records none.
+        ``engine_config`` and ``data_dir``: the engine's, from whose journal a gateway that
+        was untethered from the output ring makes again the events it missed
+        (``engine/storage/output_replay.py``); without them it cannot."""
+        self.engine_config = engine_config
+        self.data_dir = None if data_dir is None else str(data_dir)
         self.latency_prefix = latency_prefix
         self.cfg = cfg
         self.role_name = cfg.name
@@ -129,12 +141,13 @@ class GatewayAgent(Agent, abc.ABC):
             ring = self._attach(name)
             consumer = ring.consumer(self.subscriber_index, takeover=True)
             if consumer.rejoined_at is not None:
-                log.warning("gateway %s rejoined %s at %d after being untethered: events before it "
-                            "are not in the session stores", self.cfg.name, name, consumer.rejoined_at)
+                log.warning("gateway %s rejoined %s at %d after being untethered", self.cfg.name, name,
+                            consumer.rejoined_at)
             self._sources.append((consumer, source, ring.created_time_ns))
         self.sessions = self._make_sessions(directory, now)
         self._session_ids = np.array(sorted(self.sessions), np.int64)
         self._recover_applied()
+        self._open_position(directory)
         self._to_socket: LatencyRecorder | None = None
         self._published_at: EgressMarks | None = None
         if self.latency_prefix is not None:
@@ -153,6 +166,9 @@ class GatewayAgent(Agent, abc.ABC):
             self._back_pressure = self.counters.allocate(f"gateway {self.cfg.name}: back-pressure",
                                                          TYPE_BACK_PRESSURE)
         self._cancel_for_the_connected()  # staged: published in the first duty cycle
+        consumer = self._sources[0][0]
+        if consumer.rejoined_at is not None:
+            self._recover_missed(consumer)
         host, port = self.cfg.address()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
@@ -192,6 +208,9 @@ class GatewayAgent(Agent, abc.ABC):
                 conn.close()
         if getattr(self, "_staged", 0):
             self._publish_staged()
+        if getattr(self, "_pos_fd", None) is not None:
+            os.close(self._pos_fd)
+            self._pos_fd = None
         if hasattr(self, "_listener"):
             self._listener.close()
         if hasattr(self, "_poll"):
@@ -358,8 +377,67 @@ class GatewayAgent(Agent, abc.ABC):
             if _CRASH and touched:
                 crash_points.hit("gateway.after_store")
             consumer.commit(k)
+            if source == SOURCE_OUTPUT:
+                self._track(head, tail, base + k)
             total += k
         return total
+
+    # -- where the output was read to, for a rejoin after an untether -------------------------
+
+    def _open_position(self, directory: Path) -> None:
+        """``OUTPUT_POSITION`` in the gateway's directory: the output ring (its creation time)
+        and the position this gateway had read to, with the input (stamp seq) and rank within
+        it of the last event read: enough to make the events after it again from the journal
+        when the gateway is untethered. Written each cycle that reads events (not synced: a
+        crash leaves it behind, and what it then replays the stores already hold)."""
+        self._pos_fd = os.open(directory / OUTPUT_POSITION, os.O_RDWR | os.O_CREAT, 0o644)
+        raw = os.pread(self._pos_fd, _POSITION.size, 0)
+        created = self._sources[0][2]
+        self._last = (-1, 0, -1)  # (next position, stamp seq of the event before it, its rank)
+        if len(raw) == _POSITION.size:
+            ring, pos, seq, rank = _POSITION.unpack(raw)
+            if ring == created:
+                self._last = (pos, seq, rank)
+
+    def _track(self, head: np.ndarray, tail: np.ndarray, position: int) -> None:
+        """Note where the output was read to (``_open_position``): an input's events are
+        contiguous on the ring, so the last event's rank is the run of its input's events at
+        the batch's end, after the previous batch's if that run is the whole batch."""
+        seqs = np.concatenate([r[:, _SEQ:_SEQ + 8].copy().view("<u8")[:, 0] for r in (head, tail) if len(r)])
+        last = int(seqs[-1])
+        run = int(np.count_nonzero(seqs == last))
+        _, prev_seq, prev_rank = self._last
+        rank = prev_rank + run if run == len(seqs) and prev_seq == last else run - 1
+        self._last = (position, last, rank)
+        os.pwrite(self._pos_fd, _POSITION.pack(self._sources[0][2], position, last, rank), 0)
+
+    def _recover_missed(self, consumer: Consumer) -> None:
+        """Rejoined at the head of the output ring after an untether: the events between where
+        this gateway had read to and where it rejoined are made again from the journal and
+        delivered as if read, at their ring positions (the stores skip what they hold)."""
+        at, seq, rank = self._last
+        joined = consumer.position
+        if at < 0 or at >= joined:
+            return
+        if self.engine_config is None or self.data_dir is None:
+            log.error("gateway %s: %d events it missed cannot be made again (no engine configuration)",
+                      self.cfg.name, joined - at)
+            return
+        from ringex.engine.storage.output_replay import replay_output  # the engine: only on this rare path
+
+        events = replay_output(self.engine_config, self.data_dir, seq, rank + 1, joined - at)
+        if events is None:
+            log.error("gateway %s: the %d events it missed (from input %d) cannot be made again: they are not "
+                      "in its sessions' flows", self.cfg.name, joined - at, seq)
+            return
+        touched: set[Any] = set()
+        created = self._sources[0][2]
+        for i in range(0, len(events), self.batch_limit):
+            self._deliver(events[i:i + self.batch_limit], at + i, SOURCE_OUTPUT, created, touched)
+        for s in touched:
+            s.store.flush()
+        log.warning("gateway %s: made again the %d events it missed from the journal (positions %d..%d)",
+                    self.cfg.name, len(events), at, joined - 1)
 
     def _deliver(self, region: np.ndarray, at: int, source: int, created: int, touched: set) -> None:
         """Route ``region`` (ring slots from position ``at``) to the sessions, each session's
@@ -394,9 +472,10 @@ class GatewayAgent(Agent, abc.ABC):
         consumer.close()
         ring = self._rings[1 + i]  # inbound first, then output and reject, as attached
         fresh = ring.consumer(self.subscriber_index, takeover=True)
-        log.warning("gateway %s was untethered from %s; rejoined at %s: events before it are not in "
-                    "the session stores", self.cfg.name, name, fresh.rejoined_at)
+        log.warning("gateway %s was untethered from %s; rejoined at %s", self.cfg.name, name, fresh.rejoined_at)
         self._sources[i] = (fresh, source, created)
+        if source == SOURCE_OUTPUT:
+            self._recover_missed(fresh)
         return fresh
 
     def _connected_marker(self, s: Any) -> Path:

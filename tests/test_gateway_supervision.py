@@ -277,3 +277,49 @@ def test_a_killed_gateway_cancels_the_orders_of_the_sessions_it_had_connected(tm
         assert "cancel-on-disconnect" in ex.read_output()
         maker.terminate()
         taker.terminate()
+
+
+def test_an_untethered_gateway_makes_the_events_it_missed_again_from_the_journal(ex):
+    """Stopped while more than half the output ring of its sessions' events go by: the
+    supervisor untethers it (the engine must not wait) and restarts it at the ring's head; it
+    makes the events it missed again from the journal (engine/storage/output_replay.py), so
+    both sessions' flows still hold every trade, once, in order."""
+    maker, taker = ex.client(MAKER), ex.client(TAKER)
+    n = 1500  # about 4 events each: well past half of the 4096-slot output ring
+    maker.new_order(**limit(1, "Sell", qty=n, price=PRICE, account=1))
+    rest = flow(maker, lambda e: e.name == "OrderAccepted")
+    pid = gateway_pid(ex)
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
+        prod = ring.producer(takeover=True)
+        idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
+        for i in range(n):
+            msg = m.NewOrder.encode(sessionId=TAKER, **limit(5000 + i, "Buy", qty=1, price=PRICE, account=2,
+                                                            timeInForce="IOC"))
+            deadline = time.monotonic() + 10
+            while not prod.offer(msg):
+                assert time.monotonic() < deadline, "the exchange stopped taking orders"
+                idle.idle(0)
+        prod.close()
+        ring.close()
+        wait_restarted(ex, pid, stopped_at)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    out = ex.read_output()
+    assert "untethered subscriber" in out and "made again the" in out, out[-4000:]
+    reconnect(maker)
+    reconnect(taker)
+    got = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
+    assert consecutive(got, 1)
+    assert [e["takerClOrdId"] for e in got if e.name == "Trade"] == [5000 + i for i in range(n)]
+    mk = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
+    assert consecutive(rest + mk, rest[0].seq)
+    assert sum(e["qty"] for e in mk if e.name == "Trade") == n
+    assert taker.drain(0.3) == [] and maker.drain(0.3) == []
+    maker.terminate()
+    taker.terminate()

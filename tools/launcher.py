@@ -327,11 +327,12 @@ class Exchange:
             return FixGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
                                    output_consumer_index(cfg, name), cfg.gateway_dir(name),
                                    instruments_for(cfg.instrument), batch_limit=cfg.rings.batch_limit,
-                                   latency_prefix=names.prefix)
+                                   latency_prefix=names.prefix, engine_config=cfg.engine, data_dir=self.data_dir)
         if gateway is not None:
             return SbeGatewayAgent(gateway, names.gateway(name), names.output, names.reject,
                                    output_consumer_index(cfg, name), cfg.gateway_dir(name),
-                                   batch_limit=cfg.rings.batch_limit, latency_prefix=names.prefix)
+                                   batch_limit=cfg.rings.batch_limit, latency_prefix=names.prefix,
+                                   engine_config=cfg.engine, data_dir=self.data_dir)
         feed = next((f for f in cfg.feed if f.name == name), None)
         if feed is not None:
             return MdPublisherAgent(feed, names.output, names.reject, output_consumer_index(cfg, name),

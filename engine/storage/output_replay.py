@@ -1,0 +1,90 @@
+"""The engine's output again: events a subscriber missed, regenerated from the journal.
+
+The output ring is not journaled; its inputs are, and the engine is deterministic, so any
+stretch of its output can be made again: restore an engine from a snapshot taken before the
+input that caused the first event wanted, replay the journal from there, and keep the events
+from that one on. A subscriber that was untethered from the output ring (dead or hung for
+half a ring, ``tools/launcher.py``) and rejoined at the head knows where it stopped (its
+committed position, and the input and rank within that input of the last event it had) and
+where it rejoined: ``replay_output`` gives it the events in between, byte for byte what the
+ring carried, in order, so their ring positions are known too.
+
+A snapshot before that input must still exist (``[journal] snapshots_kept``), or the journal
+must still start at the first input; otherwise the events cannot be made again and
+``replay_output`` returns None. Snapshots of another schema are not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ringex.engine.config import EngineConfig
+from ringex.engine.engine import MatchingEngine
+from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
+from ringex.engine.storage.journal_reader import JournalReader, replay_from
+from ringex.engine.storage.recovery import FIRST_SEQ, record_slots
+from ringex.engine.storage.snapshot import SnapshotCorruptError, list_snapshots, read_snapshot
+from ringex.engine.wire import messages as m
+
+log = logging.getLogger(__name__)
+
+__all__ = ["replay_output"]
+
+_SEQ = m.OrderAccepted.offset("seq")  # the stamp's seq: where every ring message has it
+
+
+def _event_seqs(events: np.ndarray) -> np.ndarray:
+    return events[:, _SEQ:_SEQ + 8].copy().view("<u8")[:, 0].astype(np.int64)
+
+
+def replay_output(cfg: EngineConfig, data_dir: str | Path, seq: int, skip: int, count: int) -> np.ndarray | None:
+    """``count`` output events (ring slots) following the first ``skip`` events of input
+    ``seq``, as the engine published them; None when no snapshot is old enough and the
+    journal does not start at the first input (or the journal ends first)."""
+    data_dir = Path(data_dir)
+    sdir, jdir = snapshot_dir(data_dir), journal_dir(data_dir)
+    snap = None
+    for sseq, path in reversed(list_snapshots(sdir)):
+        if sseq > seq:
+            continue
+        try:
+            candidate = read_snapshot(path)
+        except (SnapshotCorruptError, OSError):
+            continue
+        if candidate.meta.get("schema") == m.SCHEMA.fingerprint:
+            snap = candidate
+            break
+    engine = MatchingEngine(cfg)
+    if snap is not None:
+        engine.restore(snap.arrays["arena"])
+        start = snap.seq
+    else:
+        first = JournalReader(jdir).first_seq
+        if first is None or first > FIRST_SEQ:
+            log.error("replay_output: no snapshot at or before input %d, and the journal starts at %s", seq, first)
+            return None
+        start = FIRST_SEQ
+    kept: list[np.ndarray] = []
+    have = 0
+    to_skip = skip
+    for rec in replay_from(jdir, start):
+        events = engine.process(record_slots(rec))
+        if have == 0 and rec.first_seq + rec.count <= seq:
+            continue  # every input of the record is before ``seq``
+        seqs = _event_seqs(events)
+        keep = seqs >= seq
+        if to_skip:
+            first_of_seq = np.flatnonzero(seqs == seq)[:to_skip]
+            keep[first_of_seq] = False
+            to_skip -= len(first_of_seq)
+        chosen = events[keep]
+        if len(chosen):
+            kept.append(chosen.copy())
+            have += len(chosen)
+        if have >= count:
+            return np.concatenate(kept)[:count]
+    log.error("replay_output: the journal ends %d events short of the %d wanted", count - have, count)
+    return None
