@@ -25,7 +25,7 @@ session sees an event twice or misses one, and it reads back from its inbound ri
 client numbers it had published but not yet counted (``_recover_applied``), so no order is
 applied twice. If it was untethered meanwhile it rejoins at the head and makes the output
 events it missed again from the journal (``_recover_missed``; it notes where it read the
-output to, ``OUTPUT_POSITION``), so the stores miss nothing (docs/binary-protocol.md).
+output to, ``OutputPosition``), so the stores miss nothing (docs/binary-protocol.md).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import abc
 import errno
 import logging
-import os
 import select
 import socket
 import struct
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ringex import crash_points
+from ringex.engine.storage.output_replay import OutputPosition
 from ringex.engine.wire import messages as m
 from ringex.gateways.connection import Connection
 from ringex.gateways.gateway_config import GatewayConfig
@@ -64,8 +64,6 @@ log = logging.getLogger("ringex.gateway")
 __all__ = ["ADDRESS_FILE", "GatewayAgent", "STAGE_HIGH"]
 
 ADDRESS_FILE = "listening"  # in the gateway's directory: "host:port" it is bound to
-OUTPUT_POSITION = "output.position"  # in the gateway's directory: where it read the output to
-_POSITION = struct.Struct("<qqqq")  # ring creation time, next position, last event's input seq and rank
 TIMER_EVERY_NS = 10_000_000
 STAGE_HIGH = 1024  # stop receiving while this many orders wait for the ring
 
@@ -74,8 +72,6 @@ _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
-if m.OrderAccepted.offset("seq") != _SEQ:
-    raise RuntimeError("the stamp is not where every ring message has it")
 # per order-entry template: where its sessionId is
 _SESSION_AT = {t: x.offset("sessionId") for t, x in _ORDER_ENTRY.items()}
 
@@ -147,7 +143,7 @@ class GatewayAgent(Agent, abc.ABC):
         self.sessions = self._make_sessions(directory, now)
         self._session_ids = np.array(sorted(self.sessions), np.int64)
         self._recover_applied()
-        self._open_position(directory)
+        self._read_to = OutputPosition(directory, self._sources[0][2])
         self._to_socket: LatencyRecorder | None = None
         self._published_at: EgressMarks | None = None
         if self.latency_prefix is not None:
@@ -208,9 +204,8 @@ class GatewayAgent(Agent, abc.ABC):
                 conn.close()
         if getattr(self, "_staged", 0):
             self._publish_staged()
-        if getattr(self, "_pos_fd", None) is not None:
-            os.close(self._pos_fd)
-            self._pos_fd = None
+        if getattr(self, "_read_to", None) is not None:
+            self._read_to.close()
         if hasattr(self, "_listener"):
             self._listener.close()
         if hasattr(self, "_poll"):
@@ -378,57 +373,26 @@ class GatewayAgent(Agent, abc.ABC):
                 crash_points.hit("gateway.after_store")
             consumer.commit(k)
             if source == SOURCE_OUTPUT:
-                self._track(head, tail, base + k)
+                self._read_to.advance(np.concatenate((head, tail)) if len(tail) else head, base + k)
             total += k
         return total
 
     # -- where the output was read to, for a rejoin after an untether -------------------------
 
-    def _open_position(self, directory: Path) -> None:
-        """``OUTPUT_POSITION`` in the gateway's directory: the output ring (its creation time)
-        and the position this gateway had read to, with the input (stamp seq) and rank within
-        it of the last event read: enough to make the events after it again from the journal
-        when the gateway is untethered. Written each cycle that reads events (not synced: a
-        crash leaves it behind, and what it then replays the stores already hold)."""
-        self._pos_fd = os.open(directory / OUTPUT_POSITION, os.O_RDWR | os.O_CREAT, 0o644)
-        raw = os.pread(self._pos_fd, _POSITION.size, 0)
-        created = self._sources[0][2]
-        self._last = (-1, 0, -1)  # (next position, stamp seq of the event before it, its rank)
-        if len(raw) == _POSITION.size:
-            ring, pos, seq, rank = _POSITION.unpack(raw)
-            if ring == created:
-                self._last = (pos, seq, rank)
-
-    def _track(self, head: np.ndarray, tail: np.ndarray, position: int) -> None:
-        """Note where the output was read to (``_open_position``): an input's events are
-        contiguous on the ring, so the last event's rank is the run of its input's events at
-        the batch's end, after the previous batch's if that run is the whole batch."""
-        seqs = np.concatenate([r[:, _SEQ:_SEQ + 8].copy().view("<u8")[:, 0] for r in (head, tail) if len(r)])
-        last = int(seqs[-1])
-        run = int(np.count_nonzero(seqs == last))
-        _, prev_seq, prev_rank = self._last
-        rank = prev_rank + run if run == len(seqs) and prev_seq == last else run - 1
-        self._last = (position, last, rank)
-        os.pwrite(self._pos_fd, _POSITION.pack(self._sources[0][2], position, last, rank), 0)
-
     def _recover_missed(self, consumer: Consumer) -> None:
         """Rejoined at the head of the output ring after an untether: the events between where
-        this gateway had read to and where it rejoined are made again from the journal and
-        delivered as if read, at their ring positions (the stores skip what they hold)."""
-        at, seq, rank = self._last
-        joined = consumer.position
+        this gateway had read to (``OutputPosition``) and where it rejoined are made again from
+        the journal and delivered as if read, at their ring positions (the stores skip what
+        they hold)."""
+        at, joined = self._read_to.position, consumer.position
         if at < 0 or at >= joined:
             return
-        if self.engine_config is None or self.data_dir is None:
-            log.error("gateway %s: %d events it missed cannot be made again (no engine configuration)",
-                      self.cfg.name, joined - at)
-            return
-        from ringex.engine.storage.output_replay import replay_output  # the engine: only on this rare path
-
-        events = replay_output(self.engine_config, self.data_dir, seq, rank + 1, joined - at)
+        events = None
+        if self.engine_config is not None and self.data_dir is not None:
+            events = self._read_to.missed(self.engine_config, self.data_dir, joined)
         if events is None:
             log.error("gateway %s: the %d events it missed (from input %d) cannot be made again: they are not "
-                      "in its sessions' flows", self.cfg.name, joined - at, seq)
+                      "in its sessions' flows", self.cfg.name, joined - at, self._read_to.seq)
             return
         touched: set[Any] = set()
         created = self._sources[0][2]
@@ -436,6 +400,7 @@ class GatewayAgent(Agent, abc.ABC):
             self._deliver(events[i:i + self.batch_limit], at + i, SOURCE_OUTPUT, created, touched)
         for s in touched:
             s.store.flush()
+        self._read_to.advance(events, joined)
         log.warning("gateway %s: made again the %d events it missed from the journal (positions %d..%d)",
                     self.cfg.name, len(events), at, joined - 1)
 

@@ -17,21 +17,21 @@ must still start at the first input; otherwise the events cannot be made again a
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from ringex.engine.config import EngineConfig
-from ringex.engine.engine import MatchingEngine
-from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
-from ringex.engine.storage.journal_reader import JournalReader, replay_from
-from ringex.engine.storage.recovery import FIRST_SEQ, record_slots
-from ringex.engine.storage.snapshot import SnapshotCorruptError, list_snapshots, read_snapshot
 from ringex.engine.wire import messages as m
 
 log = logging.getLogger(__name__)
 
-__all__ = ["replay_output"]
+__all__ = ["OUTPUT_POSITION", "OutputPosition", "replay_output"]
+
+OUTPUT_POSITION = "output.position"  # in a subscriber's directory (``OutputPosition``)
+_POSITION = struct.Struct("<qqqq")  # ring creation time, next position, last event's input seq and rank
 
 _SEQ = m.OrderAccepted.offset("seq")  # the stamp's seq: where every ring message has it
 
@@ -40,10 +40,60 @@ def _event_seqs(events: np.ndarray) -> np.ndarray:
     return events[:, _SEQ:_SEQ + 8].copy().view("<u8")[:, 0].astype(np.int64)
 
 
+class OutputPosition:
+    """Where a subscriber of the output ring has read to, kept in ``OUTPUT_POSITION`` in its
+    directory: the ring (its creation time), the next position, and the input (stamp seq) and
+    rank within that input of the last event read: what ``replay_output`` needs to make the
+    events after it again. Written each time the subscriber commits events (not synced: a
+    crash leaves it behind, and the subscriber then gets events it had already, which it
+    skips as it skips any it reads again after a restart)."""
+
+    def __init__(self, directory: str | Path, ring_created: int) -> None:
+        self._fd = os.open(Path(directory) / OUTPUT_POSITION, os.O_RDWR | os.O_CREAT, 0o644)
+        self.ring_created = ring_created
+        self.position, self.seq, self.rank = -1, 0, -1  # nothing read (on this incarnation of the ring)
+        raw = os.pread(self._fd, _POSITION.size, 0)
+        if len(raw) == _POSITION.size:
+            ring, pos, seq, rank = _POSITION.unpack(raw)
+            if ring == ring_created:
+                self.position, self.seq, self.rank = pos, seq, rank
+
+    def advance(self, batch: np.ndarray, position: int) -> None:
+        """``batch`` (the slots just committed, in order) ends before ``position``. An input's
+        events are contiguous on the ring, so the last event's rank is the run of its input's
+        events at the batch's end, after the previous batch's when that run is the whole batch."""
+        seqs = _event_seqs(batch)
+        last = int(seqs[-1])
+        run = int(np.count_nonzero(seqs == last))
+        rank = self.rank + run if run == len(seqs) and self.seq == last else run - 1
+        self.position, self.seq, self.rank = position, last, rank
+        os.pwrite(self._fd, _POSITION.pack(self.ring_created, position, last, rank), 0)
+
+    def missed(self, cfg: EngineConfig, data_dir: str | Path, joined: int) -> np.ndarray | None:
+        """After a rejoin at ``joined``: the events from where this had read to up to there
+        (empty when nothing is missing), or None when they cannot be made again."""
+        if self.position < 0 or self.position >= joined:
+            return np.zeros((0, m.SLOT_SIZE), np.uint8)
+        return replay_output(cfg, data_dir, self.seq, self.rank + 1, joined - self.position)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def replay_output(cfg: EngineConfig, data_dir: str | Path, seq: int, skip: int, count: int) -> np.ndarray | None:
     """``count`` output events (ring slots) following the first ``skip`` events of input
     ``seq``, as the engine published them; None when no snapshot is old enough and the
     journal does not start at the first input (or the journal ends first)."""
+    # the engine, its journal and snapshots: imported here, on this rare path, so that a
+    # gateway or publisher that only tracks its position never loads them
+    from ringex.engine.engine import MatchingEngine
+    from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
+    from ringex.engine.storage.journal_reader import JournalReader, replay_from
+    from ringex.engine.storage.recovery import FIRST_SEQ, record_slots
+    from ringex.engine.storage.snapshot import SnapshotCorruptError, list_snapshots, read_snapshot
+
     data_dir = Path(data_dir)
     sdir, jdir = snapshot_dir(data_dir), journal_dir(data_dir)
     snap = None
