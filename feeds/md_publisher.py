@@ -17,10 +17,12 @@ recovers its book and numbering from the store and resumes the same session wher
 ends, skipping the events it had already published (the store records the ring position each
 append covered), so no message is sent twice under two numbers and none is skipped.
 
-A publisher that missed events (untethered from the output ring after being dead or hung for
-half a ring, or started without its store on an exchange with a history) takes its book from
-the engine's own state (``engine_book``: the newest snapshot and the journal after it), ends
-its session and opens the next with that book, skipping the ring's events the book includes.
+A publisher untethered from the output ring (dead or hung for half a ring) rejoins at the
+head and makes the events it missed again from the journal (``OutputPosition``: where it had
+read to), publishing them in the same session. One that cannot, or that starts without its
+store on an exchange with a history, takes its book from the engine's own state
+(``engine_book``), ends its session and opens the next with that book, skipping the ring's
+events the book includes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from ringex.engine.config import EngineConfig
 from ringex.engine.storage.data_dir import journal_last_seq
+from ringex.engine.storage.output_replay import OutputPosition
 from ringex.engine.wire import messages as m
 from ringex.feeds import itch
 from ringex.feeds.engine_book import book_from_engine
@@ -168,6 +171,7 @@ class MdPublisherAgent(Agent):
         self._next_timer = now
         self._snapshot_conns: dict[int, tuple[socket.socket, SnapshotConnection]] = {}
         self._skip_seq_through = -1  # after a resync: events of inputs up to here are in its book
+        self._read_to = OutputPosition(self.state_dir, self._ring_id)
         last = rec.book_messages[-1] if rec.book_messages else b""
         self._stamp = int.from_bytes(last[5:11], "big") if len(last) >= 11 else 0
         if self._out.rejoined_at is not None:
@@ -245,6 +249,8 @@ class MdPublisherAgent(Agent):
                 getattr(self, name).close()
         if hasattr(self, "store"):
             self.store.close()
+        if getattr(self, "_read_to", None) is not None:
+            self._read_to.close()
         for c in (getattr(self, "_out", None), getattr(self, "_rej", None)):
             if c is not None:
                 c.close()
@@ -303,7 +309,16 @@ class MdPublisherAgent(Agent):
         if not k:
             return 0
         at = self._out.position
-        region = head if not len(tail) else np.concatenate((head, tail))  # a wrapped batch: one copy
+        batch = head if not len(tail) else np.concatenate((head, tail))  # a wrapped batch: one copy
+        self._translate(batch, at)
+        self._out.commit(k)
+        self._read_to.advance(batch, at + k)
+        return k
+
+    def _translate(self, batch: np.ndarray, at: int) -> None:
+        """Publish what ``batch`` (events from ring position ``at``) says, but for the events
+        published before a restart and those a resync's book includes."""
+        region = batch
         if at < self._skip_below:  # published before a restart
             region = region[self._skip_below - at:]
         if self._skip_seq_through >= 0 and len(region):  # in the book a resync took from the engine
@@ -316,15 +331,27 @@ class MdPublisherAgent(Agent):
             if opening:
                 self._publish(opening, at)  # the session opens before the batch's first event
             if len(offsets) > 1:
-                self._publish_packed(buf, offsets, at + k)
-        self._out.commit(k)
-        return k
+                self._publish_packed(buf, offsets, at + len(batch))
 
     def _untethered(self, position: int | None) -> None:
+        """Rejoined at the head after an untether: the events it missed are made again from
+        the journal (``OutputPosition``) and published as if read, in the same session; when
+        they cannot be, the book comes from the engine's state in a new session (``_resync``)."""
         if self.engine_config is None or self.data_dir is None:
             log.error("feed %s was untethered from %s and rejoined at %s: the events it missed are not on the "
                       "feed, and without the engine's state it cannot resync", self.cfg.name, self.output_ring,
                       position)
+            return
+        joined = self._out.position
+        at = self._read_to.position
+        events = self._read_to.missed(self.engine_config, self.data_dir, joined)
+        if events is not None and at >= 0:
+            for i in range(0, len(events), self.batch_limit):
+                self._translate(events[i:i + self.batch_limit], at + i)
+            if len(events):
+                self._read_to.advance(events, joined)
+            log.warning("feed %s was untethered from %s and rejoined at %s: made again the %d events it missed "
+                        "from the journal", self.cfg.name, self.output_ring, position, len(events))
             return
         log.warning("feed %s was untethered from %s and rejoined at %s: it missed events; its book comes from "
                     "the engine, in a new session", self.cfg.name, self.output_ring, position)
