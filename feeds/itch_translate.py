@@ -420,6 +420,45 @@ def _instrument_tables(instruments: Mapping[int, ItchInstrument]) -> tuple[np.nd
     return locate, mul, div, stock
 
 
+def market_messages(instruments: Mapping[int, ItchInstrument], book: FeedBook, states: dict[int, bytes],
+                    timestamp: int) -> tuple[list[bytes], list[bytes]]:
+    """(every instrument's Stock Directory then its Stock Trading Action; an Add Order for
+    every resting order of ``book`` in time priority): the book as ITCH messages, what a
+    snapshot sends. ``states`` (locate -> trading state) gains a Trading entry for an
+    instrument it lacks."""
+    by_locate = {i.locate: i for i in instruments.values()}
+    # Nasdaq's listing attributes mean nothing here: blank ("not available") where the spec
+    # allows it; Authenticity P (live), Round Lots Only N, Inverse Indicator N
+    directory = [itch.stock_directory(
+        ins.locate, TRACKING, timestamp, ins.stock, b" ", b" ", ins.round_lot, b"N", b" ", "", b"P",
+        b" ", b" ", b" ", b" ", 0, b"N") for ins in instruments.values()]
+    for ins in instruments.values():
+        state = states.setdefault(ins.locate, itch.TRADING_STATE_TRADING)
+        directory.append(itch.stock_trading_action(ins.locate, TRACKING, timestamp, ins.stock, state, ""))
+    orders = [itch.add_order(o.locate, TRACKING, timestamp, ref, bytes((o.side,)), o.shares,
+                             by_locate[o.locate].stock, o.price)
+              for ref, o in book.in_priority()]
+    return directory, orders
+
+
+def session_opening(instruments: Mapping[int, ItchInstrument], book: FeedBook, states: dict[int, bytes],
+                    timestamp: int) -> list[bytes]:
+    """The messages that open a session: System Event O, the market as it is
+    (``market_messages``' directory), System Events S and Q; then the book's resting orders (a
+    session after a restart starts with the market as it is)."""
+    directory, orders = market_messages(instruments, book, states, timestamp)
+    return ([itch.system_event(0, TRACKING, timestamp, itch.EVENT_START_OF_MESSAGES)] + directory
+            + [itch.system_event(0, TRACKING, timestamp, code)
+               for code in (itch.EVENT_START_OF_SYSTEM_HOURS, itch.EVENT_START_OF_MARKET_HOURS)]
+            + orders)
+
+
+def session_closing(timestamp: int) -> list[bytes]:
+    """The System Events that end a session: M, E, C."""
+    return [itch.system_event(0, TRACKING, timestamp, code) for code in
+            (itch.EVENT_END_OF_MARKET_HOURS, itch.EVENT_END_OF_SYSTEM_HOURS, itch.EVENT_END_OF_MESSAGES)]
+
+
 class Translator:
     """Engine events to ITCH messages (see the module notes), keeping the feed's order table.
 
@@ -464,37 +503,16 @@ class Translator:
     # -- session bracket ------------------------------------------------------------------
 
     def open_session(self, timestamp: int) -> list[bytes]:
-        """The messages that open a session: System Event O, the market as it is
-        (``market``), System Events S and Q; then the book's resting orders (a session after
-        a restart starts with the market as it is)."""
+        """The messages that open a session (``session_opening``)."""
         self.opened = True
-        directory, orders = self.market(timestamp)
-        return ([itch.system_event(0, TRACKING, timestamp, itch.EVENT_START_OF_MESSAGES)] + directory
-                + [itch.system_event(0, TRACKING, timestamp, code)
-                   for code in (itch.EVENT_START_OF_SYSTEM_HOURS, itch.EVENT_START_OF_MARKET_HOURS)]
-                + orders)
+        return session_opening(self.instruments, self.book, self.states, timestamp)
 
     def market(self, timestamp: int) -> tuple[list[bytes], list[bytes]]:
-        """(every instrument's Stock Directory then its Stock Trading Action; an Add Order for
-        every resting order in time priority): the book as ITCH messages, what a snapshot
-        sends."""
-        # Nasdaq's listing attributes mean nothing here: blank ("not available") where the spec
-        # allows it; Authenticity P (live), Round Lots Only N, Inverse Indicator N
-        directory = [itch.stock_directory(
-            ins.locate, TRACKING, timestamp, ins.stock, b" ", b" ", ins.round_lot, b"N", b" ", "", b"P",
-            b" ", b" ", b" ", b" ", 0, b"N") for ins in self.instruments.values()]
-        for ins in self.instruments.values():
-            state = self.states.setdefault(ins.locate, itch.TRADING_STATE_TRADING)
-            directory.append(itch.stock_trading_action(ins.locate, TRACKING, timestamp, ins.stock, state, ""))
-        orders = [itch.add_order(o.locate, TRACKING, timestamp, ref, bytes((o.side,)), o.shares,
-                                 self.by_locate[o.locate].stock, o.price)
-                  for ref, o in self.book.in_priority()]
-        return directory, orders
+        """The book as ITCH messages, what a snapshot sends (``market_messages``)."""
+        return market_messages(self.instruments, self.book, self.states, timestamp)
 
     def close_session(self) -> list[bytes]:
-        ts = self.last_timestamp
-        return [itch.system_event(0, TRACKING, ts, code) for code in
-                (itch.EVENT_END_OF_MARKET_HOURS, itch.EVENT_END_OF_SYSTEM_HOURS, itch.EVENT_END_OF_MESSAGES)]
+        return session_closing(self.last_timestamp)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from ringex.engine.wire import messages as m
 from ringex.feeds import itch
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.itch_instrument import ItchInstrument
+from ringex.feeds.itch_translate import market_messages, session_closing, session_opening
 
 __all__ = ["FEED_TEMPLATES", "GENERATION_SHIFT", "Translator", "engine_order_id"]
 
@@ -93,40 +94,17 @@ class Translator:
         self.emptied_seq = emptied_seq
         self.opened = True
 
-    # -- session bracket ------------------------------------------------------------------
+    # -- session bracket: the production's (only the event translation is modelled) ---------
 
     def open_session(self, timestamp: int) -> list[bytes]:
-        """The messages that open a session: System Event O, the market as it is
-        (``market``), System Events S and Q; then the book's resting orders (a session after
-        a restart starts with the market as it is)."""
         self.opened = True
-        directory, orders = self.market(timestamp)
-        return ([itch.system_event(0, TRACKING, timestamp, itch.EVENT_START_OF_MESSAGES)] + directory
-                + [itch.system_event(0, TRACKING, timestamp, code)
-                   for code in (itch.EVENT_START_OF_SYSTEM_HOURS, itch.EVENT_START_OF_MARKET_HOURS)]
-                + orders)
+        return session_opening(self.instruments, self.book, self.book.states, timestamp)
 
     def market(self, timestamp: int) -> tuple[list[bytes], list[bytes]]:
-        """(every instrument's Stock Directory then its Stock Trading Action; an Add Order for
-        every resting order in time priority): the book as ITCH messages, what a snapshot
-        sends."""
-        # Nasdaq's listing attributes mean nothing here: blank ("not available") where the spec
-        # allows it; Authenticity P (live), Round Lots Only N, Inverse Indicator N
-        directory = [itch.stock_directory(
-            ins.locate, TRACKING, timestamp, ins.stock, b" ", b" ", ins.round_lot, b"N", b" ", "", b"P",
-            b" ", b" ", b" ", b" ", 0, b"N") for ins in self.instruments.values()]
-        for ins in self.instruments.values():
-            state = self.book.states.setdefault(ins.locate, itch.TRADING_STATE_TRADING)
-            directory.append(itch.stock_trading_action(ins.locate, TRACKING, timestamp, ins.stock, state, ""))
-        orders = [itch.add_order(o.locate, TRACKING, timestamp, ref, bytes((o.side,)), o.shares,
-                                 self.by_locate[o.locate].stock, o.price)
-                  for ref, o in self.book.in_priority()]
-        return directory, orders
+        return market_messages(self.instruments, self.book, self.book.states, timestamp)
 
     def close_session(self) -> list[bytes]:
-        ts = self.last_timestamp
-        return [itch.system_event(0, TRACKING, ts, code) for code in
-                (itch.EVENT_END_OF_MARKET_HOURS, itch.EVENT_END_OF_SYSTEM_HOURS, itch.EVENT_END_OF_MESSAGES)]
+        return session_closing(self.last_timestamp)
 
     # -- events ---------------------------------------------------------------------------
 
