@@ -111,6 +111,11 @@ class MoldReceiver:
         if self.end_at is not None and self.expected >= self.end_at:
             self.ended = True
 
+    @property
+    def holding(self) -> bool:
+        """Messages are held waiting for a gap before them to fill."""
+        return bool(self._held)
+
     def gap(self) -> tuple[int, int] | None:
         """(first missing number, how many) when messages are known to be missing."""
         if self.expected >= self.known_end:

@@ -265,7 +265,7 @@ class FeedSubscriber:
         """A live packet of our session that carries the next expected message, with no gap
         pending: applied straight from its bytes (``_apply_packet``)."""
         r = self.receiver
-        if len(data) < 20 or r is None or r.session is None or data[:10] != r.session or r._held:
+        if len(data) < 20 or r is None or r.session is None or data[:10] != r.session or r.holding:
             return False
         seq = int.from_bytes(data[10:18], "big")
         count = int.from_bytes(data[18:20], "big")
