@@ -523,6 +523,11 @@ class Exchange:
         # process has started, and after a grace period for their first polls.
         judge = not starting and time.monotonic() >= self._grace_until
         fan_out = (self.names.output, self.names.reject)
+        # An engine waiting on a full output ring (a dead subscriber holds it, until it is
+        # untethered below) stops its process's duty cycle, and with it the heartbeats of the
+        # sequencer composed with it: blocked, not dead, so not a reason to refuse orders.
+        out = self._rings[self.names.output]
+        output_full = out.producer_position - out.min_consumer_position() >= out.capacity
         for name, ring in self._rings.items() if judge else ():
             if name in fan_out:  # consumer 0 is this process's monitor; the rest, subscribers
                 for idx in range(1, ring.consumers):
@@ -530,6 +535,8 @@ class Exchange:
                 continue
             for idx in range(ring.consumers):  # the pipeline's own consumers
                 state = ring.consumer_state(idx, stale_after_ns=timeout_ns)
+                if state is ConsumerState.DEAD and output_full and pid_alive(ring.consumer_info(idx).pid):
+                    continue
                 if state is ConsumerState.DEAD:
                     info = ring.consumer_info(idx)
                     note(f"consumer {idx} of ring {ring.name} (pid {info.pid}) is dead "
