@@ -362,3 +362,59 @@ def test_a_held_cancel_survives_a_gateway_restart(tmp_path) -> None:
             if stopped:
                 os.kill(core, signal.SIGCONT)
             p.close()
+
+
+def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> None:
+    """Stopped while more than half the output ring goes by (aggressive orders from another
+    ring filling its counterparty's resting order): the supervisor untethers it and restarts
+    it at the ring's head; it makes the events it missed again from the journal
+    (engine/storage/output_replay.py), so the counterparty, logging on again, gets every fill
+    once: CumQty adds up."""
+    from ringex.engine.wire import messages as m
+    from ringex.ringbuffer.idle import BackoffIdleStrategy
+    from ringex.ringbuffer.ring import Ring
+
+    n = 1500  # about 3 events each: well past half of the 4096-slot output ring
+    toml = crash_toml(((23, 3),)).replace(
+        "[supervisor]", '[rings]\ngateways = ["load"]\noutput_capacity = 4096\n[supervisor]')
+    with running_exchange(tmp_path, toml) as ex:
+        maker = Counterparty(ex, 23)
+        try:
+            maker.logon()
+            maker.order("big", side=2, qty=n, price=PRICE + 20, sid_account=3)
+            maker.until(b"8", t11=b"big", t150=b"0")
+            pid = ex.pids[EDGE]
+            stopped_at = time.time()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
+                prod = ring.producer(takeover=True)
+                idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
+                for i in range(n):
+                    msg = m.NewOrder.encode(sessionId=99, clOrdId=1 + i, account=4, instrument=1, side="Buy",
+                                            ordType="Limit", price=PRICE + 20, qty=1, timeInForce="IOC")
+                    deadline = time.monotonic() + 10
+                    while not prod.offer(msg):
+                        assert time.monotonic() < deadline, "the exchange stopped taking orders"
+                        idle.idle(0)
+                prod.close()
+                ring.close()
+                wait_restarted(ex, stopped_at)
+            finally:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            out = ex.read_output()
+            assert "untethered subscriber" in out and "made again the" in out, out[-3000:]
+            maker.reconnect()
+            deadline = time.monotonic() + 30
+            while not any(x.get(39) == b"2" for x in maker.app("big")):
+                assert time.monotonic() < deadline, (len(maker.app("big")), ex.read_output()[-3000:])
+                maker.recv(max(0.01, deadline - time.monotonic()))
+            fills = [x for x in maker.app("big") if x.get(150) in (b"F", b"1", b"2")]
+            assert len(fills) == n and len({x.get(17) for x in fills}) == n  # every fill once, unique ExecIDs
+            assert sum(int(x.get(32)) for x in fills) == n and fills[-1].get(14) == str(n).encode()
+            assert maker.complete() and not maker.problems()
+        finally:
+            maker.close()
