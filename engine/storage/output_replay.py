@@ -11,7 +11,8 @@ ring carried, in order, so their ring positions are known too.
 
 A snapshot before that input must still exist (``[journal] snapshots_kept``), or the journal
 must still start at the first input; otherwise the events cannot be made again and
-``replay_output`` returns None. Snapshots of another schema are not used.
+``replay_output`` returns None. The snapshot is chosen as recovery chooses one
+(``recovery.load_recovery``, at or before that input, never cleaning an engine's temporaries).
 """
 
 from __future__ import annotations
@@ -90,37 +91,24 @@ def replay_output(cfg: EngineConfig, data_dir: str | Path, seq: int, skip: int, 
     # gateway or publisher that only tracks its position never loads them
     from ringex.engine.engine import MatchingEngine
     from ringex.engine.storage.data_dir import journal_dir, snapshot_dir
-    from ringex.engine.storage.journal_reader import JournalReader, replay_from
-    from ringex.engine.storage.recovery import FIRST_SEQ, record_slots
-    from ringex.engine.storage.snapshot import SnapshotCorruptError, list_snapshots, read_snapshot
+    from ringex.engine.storage.journal_reader import JournalReader
+    from ringex.engine.storage.recovery import FIRST_SEQ, load_recovery, record_slots
 
     data_dir = Path(data_dir)
-    sdir, jdir = snapshot_dir(data_dir), journal_dir(data_dir)
-    snap = None
-    for sseq, path in reversed(list_snapshots(sdir)):
-        if sseq > seq:
-            continue
-        try:
-            candidate = read_snapshot(path)
-        except (SnapshotCorruptError, OSError):
-            continue
-        if candidate.meta.get("schema") == m.SCHEMA.fingerprint:
-            snap = candidate
-            break
-    engine = MatchingEngine(cfg)
-    if snap is not None:
-        engine.restore(snap.arrays["arena"])
-        start = snap.seq
-    else:
+    jdir = journal_dir(data_dir)
+    plan = load_recovery(snapshot_dir(data_dir), jdir, schema=m.SCHEMA.fingerprint, at_most=seq, clean=False)
+    if plan.snapshot is None:
         first = JournalReader(jdir).first_seq
         if first is None or first > FIRST_SEQ:
             log.error("replay_output: no snapshot at or before input %d, and the journal starts at %s", seq, first)
             return None
-        start = FIRST_SEQ
+    engine = MatchingEngine(cfg)
+    if plan.snapshot is not None:
+        engine.restore(plan.snapshot.arrays["arena"])
     kept: list[np.ndarray] = []
     have = 0
     to_skip = skip
-    for rec in replay_from(jdir, start):
+    for rec in plan.records():
         events = engine.process(record_slots(rec))
         if have == 0 and rec.first_seq + rec.count <= seq:
             continue  # every input of the record is before ``seq``

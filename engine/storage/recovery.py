@@ -74,9 +74,14 @@ def load_recovery(
     *,
     initial_seq: int = FIRST_SEQ,
     schema: str | None = None,
+    at_most: int | None = None,
+    clean: bool = True,
 ) -> Recovery:
-    """Recovery = newest valid snapshot + the journal after it (see the module notes)."""
-    snap = load_latest_snapshot(snapshot_dir)
+    """Recovery = newest valid snapshot + the journal after it (see the module notes). With
+    ``at_most``: the newest snapshot at or before that sequence (a state to replay forward
+    from, ``output_replay``); ``clean=False`` leaves snapshot temporaries alone (a running
+    engine may be writing one)."""
+    snap = load_latest_snapshot(snapshot_dir, clean=clean, at_most=at_most)
     if snap is not None and schema is not None and snap.meta.get("schema") != schema:
         log.warning("recovery: %s was written by schema %s, not %s; not using it",
                     snap.path, snap.meta.get("schema"), schema)

@@ -550,13 +550,16 @@ def clean_temporaries(directory: Path | str) -> list[Path]:
     return removed
 
 
-def load_latest_snapshot(directory: Path | str, *, clean: bool = True) -> Snapshot | None:
+def load_latest_snapshot(directory: Path | str, *, clean: bool = True, at_most: int | None = None) -> Snapshot | None:
     """The newest valid snapshot in ``directory`` (unpacks as ``(seq, arrays, meta)``), or
-    ``None`` when there is none.  Damaged snapshots are skipped with a warning; orphaned
-    temporary files are ignored (and, with ``clean``, removed)."""
+    ``None`` when there is none; with ``at_most``, the newest whose sequence is at most that.
+    Damaged snapshots are skipped with a warning; orphaned temporary files are ignored (and,
+    with ``clean``, removed: never while an engine may be writing one)."""
     if clean:
         clean_temporaries(directory)
     for seq, path in reversed(list_snapshots(directory)):
+        if at_most is not None and seq > at_most:
+            continue
         try:
             return read_snapshot(path)
         except SnapshotCorruptError as exc:
