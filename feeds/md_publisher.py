@@ -56,7 +56,7 @@ from ringex.feeds.retransmit import answer
 from ringex.feeds.snapshot_server import SnapshotConnection, end_of_snapshot
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
-from ringex.ringbuffer.counters import TYPE_USER
+from ringex.ringbuffer.counters import KeyedCounters
 from ringex.ringbuffer.errors import UntetheredError
 from ringex.ringbuffer.ring import Ring
 
@@ -134,9 +134,7 @@ class MdPublisherAgent(Agent):
         warm_up_packer()
         warm_up_store()
         now = time.monotonic_ns()
-        self._c = {}
-        if self.counters is not None:
-            self._c = {k: self.counters.allocate(v, TYPE_USER) for k, v in counter_labels(self.cfg.name).items()}
+        self._counts = KeyedCounters(self.counters, counter_labels(self.cfg.name))
         self._rings: list[Ring] = []
         out = self._attach(self.output_ring)
         self._out: Consumer = out.consumer(self.subscriber_index, takeover=True)
@@ -264,11 +262,6 @@ class MdPublisherAgent(Agent):
         self._sendto(mold.encode_end_of_session(self._session_bytes, self.store.next_seq))
         log.info("feed %s ended session %s at sequence number %d", self.cfg.name, self.session, self.store.next_seq)
 
-    def _count(self, key: str, n: int = 1) -> None:
-        c = self._c.get(key)
-        if c is not None:
-            c.increment(n)
-
     # -- duty cycle -------------------------------------------------------------------------
 
     def do_work(self) -> int:
@@ -385,7 +378,7 @@ class MdPublisherAgent(Agent):
         seq = self.store.append(msgs, self._ring_id, position, t.emptied, t.emptied_seq, lambda: t.book)
         for packet in mold.encode_packets(self._session_bytes, seq, msgs, self.cfg.max_payload):
             self._sendto(packet)
-        self._count("messages", len(msgs))
+        self._counts.add("messages", len(msgs))
 
     def _publish_packed(self, buf: np.ndarray, offsets: np.ndarray, position: int) -> None:
         """``_publish`` for a translated batch, messages back to back in ``buf``."""
@@ -394,14 +387,14 @@ class MdPublisherAgent(Agent):
                                        lambda: t.book)
         for packet in packets(buf, offsets, self._session_bytes, seq, self.cfg.max_payload):
             self._sendto(packet)
-        self._count("messages", len(offsets) - 1)
+        self._counts.add("messages", len(offsets) - 1)
 
     def _sendto(self, packet: bytes) -> None:
         try:
             self._send_sock.sendto(packet, self._dest)
-            self._count("packets")
+            self._counts.add("packets")
         except OSError as exc:  # a full buffer or an unreachable group: the receivers re-request
-            self._count("send_errors")
+            self._counts.add("send_errors")
             log.debug("feed %s: send failed: %s", self.cfg.name, exc)
         self._last_send = time.monotonic_ns()
 
@@ -432,9 +425,9 @@ class MdPublisherAgent(Agent):
             n += 1
             packets = answer(data, self.store, self._session_bytes, self.cfg.max_payload)
             if packets is None:
-                self._count("bad_requests")
+                self._counts.add("bad_requests")
                 continue
-            self._count("requests")
+            self._counts.add("requests")
             for p in packets:
                 try:
                     self._rtx.sendto(p, peer)
@@ -463,7 +456,7 @@ class MdPublisherAgent(Agent):
 
     def _snapshot(self) -> list[bytes]:
         """The book as it is after the last message published, then End of Snapshot."""
-        self._count("snapshots")
+        self._counts.add("snapshots")
         directory, orders = self.translator.market(self.translator.last_timestamp)
         return directory + orders + [end_of_snapshot(self.store.next_seq)]
 
@@ -479,7 +472,7 @@ class MdPublisherAgent(Agent):
             return 1
         conn.receive(data, now)
         if conn.rejected:
-            self._count("logins_refused")
+            self._counts.add("logins_refused")
             conn.rejected = False
         self._flush(fd, sock, conn)
         return 1

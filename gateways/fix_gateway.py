@@ -310,7 +310,7 @@ class FixGatewayAgent(GatewayAgent):
         in the inbound ring it will be published."""
         mark = self._inbound_mark()
         self._stage_message(message, session_id)
-        self._count("orders_in")
+        self._counts.add("orders_in")
         return mark
 
     def _outbound(self) -> int:
@@ -376,7 +376,7 @@ class FixGatewayAgent(GatewayAgent):
             if conn.closing or conn.closed:
                 break
             if isinstance(item, Garbled):
-                self._count("garbled")
+                self._counts.add("garbled")
                 if conn.session is not None:
                     conn.session.fix.on_garbled(item)
                 continue
@@ -387,7 +387,7 @@ class FixGatewayAgent(GatewayAgent):
             for app in s.fix.on_message(item, now, wall):
                 self._application(s, app, wall, now)
             if s.fix.stats.rejects_sent > rejects:
-                self._count("rejects", s.fix.stats.rejects_sent - rejects)
+                self._counts.add("rejects", s.fix.stats.rejects_sent - rejects)
             s.flush_to_connection()
         return len(found) or 1
 
@@ -395,13 +395,13 @@ class FixGatewayAgent(GatewayAgent):
         """Bind ``conn`` to the session its first message names, or end it."""
         s = self._by_comp.get(msg.get(49) or b"")
         if s is None or msg.msg_type != b"A":
-            self._count("bad_logons")
+            self._counts.add("bad_logons")
             why = "first message not a Logon" if msg.msg_type != b"A" else "unknown SenderCompID"
             log.info("gateway %s: %r refused: %s", self.cfg.name, conn, why)
             conn.closing = True  # we do not know whom to answer, so no Logout
             return None
         if s.conn is not None and not s.conn.closed:
-            self._count("bad_logons")
+            self._counts.add("bad_logons")
             log.info("gateway %s: %r refused: session %d is logged on from %r", self.cfg.name, conn, s.id, s.conn)
             conn.closing = True
             return None
@@ -413,9 +413,9 @@ class FixGatewayAgent(GatewayAgent):
         if s.fix.stats.logons > logons:
             conn.established = True
             self._established(s)
-            self._count("logons")
+            self._counts.add("logons")
         else:
-            self._count("bad_logons")
+            self._counts.add("bad_logons")
             s.flush_to_connection()
             s.conn = None
             conn.session = None
@@ -452,21 +452,21 @@ class FixGatewayAgent(GatewayAgent):
                 raise FixRefusal("business", f"{t.decode()} is not served by this gateway", 35,
                                  business_reason=3)
         except FixRefusal as refusal:
-            self._count("refused")
+            self._counts.add("refused")
             answer = fo.refusal_report(t, fields, refusal, b"%d.0" % seq, s.book)
             body = answer.body + ([(45, seq)] if answer.msg_type == b"j" else [(60, utc_timestamp(wall))])
             s.fix.send(answer.msg_type, body, wall, now)
             return s.applied(seq)
         payload = getattr(m, name).encode(**kw)
         if not s.throttle.take(now):
-            self._count("throttled")
+            self._counts.add("throttled")
             self._refuse_throttled(s, payload, wall, now)
             return s.applied(seq)
         if t in (b"F", b"G") and fo.is_held(s.book, kw):
-            self._count("held")  # in the book: sent by release_held once the order is accepted
+            self._counts.add("held")  # in the book: sent by release_held once the order is accepted
             return s.applied(seq)
         self._stage_message(payload, s.id, seq, wall)
-        self._count("orders_in")
+        self._counts.add("orders_in")
 
     def _refuse_throttled(self, s: FixGatewaySession, payload: bytes, wall: int, now: int) -> None:
         """What the engine would answer a refused order with, as this session's report."""

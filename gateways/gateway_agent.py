@@ -52,7 +52,7 @@ from ringex.gateways.routing import MESSAGE_SIZE, route
 from ringex.gateways.session_store import SOURCE_OUTPUT, SOURCE_REJECT
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
-from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, TYPE_USER
+from ringex.ringbuffer.counters import TYPE_BACK_PRESSURE, KeyedCounters
 from ringex.ringbuffer.errors import UntetheredError
 from ringex.ringbuffer.latency import EgressMarks, LatencyRecorder, latency_name
 from ringex.ringbuffer.latency import warm_up as warm_up_recorders
@@ -156,9 +156,8 @@ class GatewayAgent(Agent, abc.ABC):
         self._stage_seq = np.zeros(self.stage_rows, np.int64)  # the client's number of each row
         self._staged = 0
         self._next_timer = now
-        self._c = {}
+        self._counts = KeyedCounters(self.counters, self.counter_labels())
         if self.counters is not None:
-            self._c = {k: self.counters.allocate(v, TYPE_USER) for k, v in self.counter_labels().items()}
             self._back_pressure = self.counters.allocate(f"gateway {self.cfg.name}: back-pressure",
                                                          TYPE_BACK_PRESSURE)
         self._cancel_for_the_connected()  # staged: published in the first duty cycle
@@ -223,11 +222,6 @@ class GatewayAgent(Agent, abc.ABC):
         for r in getattr(self, "_rings", []):
             r.close()
 
-    def _count(self, key: str, n: int = 1) -> None:
-        c = self._c.get(key)
-        if c is not None:
-            c.increment(n)
-
     def do_work(self) -> int:
         now = time.monotonic_ns()
         # one readiness poll a cycle: no system call (and no exception) per idle socket
@@ -258,7 +252,7 @@ class GatewayAgent(Agent, abc.ABC):
         for conn in self._conns:
             if conn.slow:
                 self._end_slow(conn)
-                self._count("slow")
+                self._counts.add("slow")
             if conn.backlog:
                 try:
                     conn.flush(now)
@@ -299,12 +293,12 @@ class GatewayAgent(Agent, abc.ABC):
             n += 1
             if len(self._conns) >= self.cfg.max_connections:
                 sock.close()
-                self._count("refused_conn")
+                self._counts.add("refused_conn")
                 continue
             conn = self._connection(sock, f"{peer[0]}:{peer[1]}", now)
             self._poll.register(conn.fd, select.EPOLLIN)
             self._conns.append(conn)
-            self._count("accepted")
+            self._counts.add("accepted")
 
     def _publish_staged(self) -> int:
         """Publish what is staged (as much as the ring takes), then count each session's
@@ -429,7 +423,7 @@ class GatewayAgent(Agent, abc.ABC):
             if source == SOURCE_OUTPUT and s.conn is not None:
                 self._sent_positions.extend(positions.tolist())
         if delivered:
-            self._count("events_out", delivered)
+            self._counts.add("events_out", delivered)
 
     def _rejoin(self, i: int) -> Consumer:
         consumer, source, created = self._sources[i]
@@ -464,7 +458,7 @@ class GatewayAgent(Agent, abc.ABC):
                 log.warning("gateway %s: session %d was connected when the gateway stopped: cancel-on-disconnect",
                             self.cfg.name, s.id)
                 self._stage_message(cancel_on_disconnect(s.id))
-                self._count("cancel_on_disconnect")
+                self._counts.add("cancel_on_disconnect")
 
     def _drop(self, conn: Connection, why: str) -> None:
         """``conn`` is gone: close it, and cancel its session's orders if it was established
@@ -481,7 +475,7 @@ class GatewayAgent(Agent, abc.ABC):
             log.info("gateway %s: session %d disconnected (%s)", self.cfg.name, s.id, why)
             if s.cfg.cancel_on_disconnect:
                 self._stage_message(cancel_on_disconnect(s.id))
-                self._count("cancel_on_disconnect")
+                self._counts.add("cancel_on_disconnect")
             self._connected_marker(s).unlink(missing_ok=True)
 
     def _stage_message(self, message: bytes, session_id: int = 0, seq: int = 0, wall: int | None = None) -> None:

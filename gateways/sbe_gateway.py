@@ -144,7 +144,7 @@ class SbeGatewayAgent(GatewayAgent):
                     buf, rows, i, s.words, s.throttle.words, s.permitted, self._stage, self._stage_session,
                     self._stage_seq, self._staged, time.monotonic_ns(), wall)
                 if self._staged > before:
-                    self._count("orders_in", self._staged - before)
+                    self._counts.add("orders_in", self._staged - before)
                 if status == DONE:
                     break
                 if status == FULL:  # cannot happen while STAGE_ROWS holds a receive beyond STAGE_HIGH
@@ -197,22 +197,22 @@ class SbeGatewayAgent(GatewayAgent):
             for msg in answer:
                 conn.queue(msg)
             if len(answer) > 1:
-                self._count("retransmitted", len(answer) - 2)
+                self._counts.add("retransmitted", len(answer) - 2)
 
     def _negotiate(self, conn: Connection, f: dict) -> None:
         uuid = dict(uuidHi=f["uuidHi"], uuidLo=f["uuidLo"], requestTimestamp=f["timestamp"])
         s = self.sessions.get(f["sessionId"])
         if s is None:
-            self._count("bad_session")
+            self._counts.add("bad_session")
             return self._refuse(conn, m.NegotiationReject.encode(
                 **uuid, code=m.NegotiationRejectCode.UnknownSession,
                 reason=f"no session {f['sessionId']} on this gateway"[:48]))
         if f["credentials"] != s.cfg.credentials:
-            self._count("bad_credentials")
+            self._counts.add("bad_credentials")
             return self._refuse(conn, m.NegotiationReject.encode(
                 **uuid, code=m.NegotiationRejectCode.Credentials, reason="wrong credentials"))
         if conn.session is not None and conn.session is not s:
-            self._count("logon_refused")
+            self._counts.add("logon_refused")
             return self._refuse(conn, m.NegotiationReject.encode(
                 **uuid, code=m.NegotiationRejectCode.Unspecified,
                 reason="this connection negotiated another session"))
@@ -220,24 +220,24 @@ class SbeGatewayAgent(GatewayAgent):
         reply, ok = s.negotiate(conn, f, (self._in_ring.created_time_ns, self._in.position))
         conn.queue(reply)
         if not ok:
-            self._count("logon_refused")
+            self._counts.add("logon_refused")
             conn.closing = True
             return
         self._by_uuid.pop(old, None)
         self._by_uuid[s.uuid] = s
-        self._count("negotiated")
+        self._counts.add("negotiated")
 
     def _establish(self, conn: Connection, f: dict, now: int) -> None:
         uuid = (f["uuidHi"], f["uuidLo"])
         ids = dict(uuidHi=uuid[0], uuidLo=uuid[1], requestTimestamp=f["timestamp"])
         s = self._by_uuid.get(uuid)
         if s is None or (conn.session is not None and conn.session is not s):
-            self._count("logon_refused")
+            self._counts.add("logon_refused")
             return self._refuse(conn, m.EstablishmentReject.encode(
                 **ids, code=m.EstablishmentRejectCode.Unnegotiated,
                 reason="no session was negotiated with this UUID"))
         if f["credentials"] != s.cfg.credentials:
-            self._count("bad_credentials")
+            self._counts.add("bad_credentials")
             return self._refuse(conn, m.EstablishmentReject.encode(
                 **ids, code=m.EstablishmentRejectCode.Credentials, reason="wrong credentials"))
         was_established = conn.established
@@ -246,10 +246,10 @@ class SbeGatewayAgent(GatewayAgent):
         if was_established:  # AlreadyEstablished: the session goes on
             return
         if not conn.established:
-            self._count("logon_refused")
+            self._counts.add("logon_refused")
             conn.closing = True
             return
-        self._count("established")
+        self._counts.add("established")
         self._established(s)
         if previous is not None:  # the session lives on here: no cancel-on-disconnect
             previous.session = None
@@ -268,7 +268,7 @@ class SbeGatewayAgent(GatewayAgent):
         if gap is not None:
             s.deliver(gap)
         if not seq:
-            self._count("duplicates")
+            self._counts.add("duplicates")
             return
         # The stamp and the session are the gateway's to write, whatever the client put there.
         # Until the sequencer stamps its copy, the stamp's seq word carries the client's number:
@@ -282,19 +282,19 @@ class SbeGatewayAgent(GatewayAgent):
         _U64.pack_into(row, _INGRESS, wall)
         _U32.pack_into(row, _SESSION_AT[tid], s.id)
         if not s.throttle.take(time.monotonic_ns()):
-            self._count("throttled")
+            self._counts.add("throttled")
             s.deliver(rejection_for(row[:n], _THROTTLED, wall))
             return s.applied(seq)
         account = _U32.unpack_from(row, _ACCOUNT_AT[tid])[0]
         scope = int(row[_SCOPE_AT]) if tid == m.MassCancel.template_id else 0
         if not s.permits(tid, account, scope):
-            self._count("not_permitted")
+            self._counts.add("not_permitted")
             s.deliver(rejection_for(row[:n], _NOT_PERMITTED, wall))
             return s.applied(seq)
         self._stage_session[self._staged] = s.id
         self._stage_seq[self._staged] = seq
         self._staged += 1
-        self._count("orders_in")
+        self._counts.add("orders_in")
 
 
 
@@ -315,7 +315,7 @@ class SbeGatewayAgent(GatewayAgent):
                     self._terminate(conn, _TC.Unestablished, "no Establish within 5 s")
                 continue
             if now - conn.last_recv_ns > KEEPALIVE_LAPSE * s.keepalive_ns:
-                self._count("keepalive")
+                self._counts.add("keepalive")
                 self._terminate(conn, _TC.KeepaliveLapsed, "nothing received for 1.5 keepalive intervals")
             elif now - conn.last_send_ns >= s.keepalive_ns and not conn.backlog:
                 conn.queue(m.Sequence.encode(nextSeqNo=s.store.next_seq))
@@ -327,7 +327,7 @@ class SbeGatewayAgent(GatewayAgent):
         if discard:
             conn.discard_output()
         if code not in (_TC.Finished, _TC.SessionTakenOver, _TC.GatewayShutdown):
-            self._count("terminated")
+            self._counts.add("terminated")
         log.info("gateway %s: terminating %r: %s (%s)", self.cfg.name, conn, _TC(code).name, reason)
         uuid = conn.session.uuid if conn.session is not None else (0, 0)
         conn.queue(terminate_message(code, reason, uuid))

@@ -58,6 +58,7 @@ __all__ = [
     "TYPE_USER",
     "CountersError",
     "CountersNotFoundError",
+    "KeyedCounters",
     "CountersFormatError",
     "Counter",
     "CounterRecord",
@@ -423,3 +424,17 @@ class CountersReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KeyedCounters:
+    """An agent's own counters by key, allocated from ``labels`` (key -> label) in the
+    ``CountersManager`` its runner gave it; with none (a runner without counters), counting
+    does nothing."""
+
+    def __init__(self, manager: CountersManager | None, labels: dict[str, str]) -> None:
+        self._c = {} if manager is None else {k: manager.allocate(v, TYPE_USER) for k, v in labels.items()}
+
+    def add(self, key: str, n: int = 1) -> None:
+        c = self._c.get(key)
+        if c is not None:
+            c.increment(n)
