@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ringex.gateways.fix_dictionary import (
@@ -70,6 +70,7 @@ _MULTIPLE_CHAR = re.compile(rb"[^ ](?: [^ ])*")
 _TIMESTAMP = re.compile(rb"([0-9]{4})([0-9]{2})([0-9]{2})-([0-9]{2}):([0-9]{2}):([0-9]{2})"
                         rb"(?:\.([0-9]{3}|[0-9]{6}))?")
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_NONE: frozenset[int] = frozenset()
 _NS_PER_DAY = 86_400 * 10**9
 
 
@@ -97,21 +98,22 @@ class FixMessage:
             raise ValueError("a FIX message ends with SOH")
         fields: list[tuple[int, bytes]] = []
         unparsed: set[int] = set()
-        first: dict[int, bytes] = {}
         for i, field in enumerate(raw[:-1].split(SOH)):
             tag_text, eq, value = field.partition(b"=")
             if not eq:
                 raise ValueError(f"field {i} ({field[:32]!r}) has no '='")
-            tag = _parse_int(tag_text)
+            if tag_text.isdigit():  # ASCII digits only: what _parse_int takes, without its regex
+                tag = int(tag_text) if len(tag_text) < 20 else _parse_int(tag_text)
+            else:
+                tag = _parse_int(tag_text)
             if tag is None:
                 unparsed.add(i)
                 tag = 0
             fields.append((tag, value))
-            first.setdefault(tag, value)
         self.raw = raw
         self.fields = fields
-        self._first = first
-        self._unparsed = frozenset(unparsed)
+        self._first = first = dict(reversed(fields))  # a repeated tag: its first value
+        self._unparsed = frozenset(unparsed) if unparsed else _NONE
         self.msg_type = first.get(35, b"")
 
     def get(self, tag: int) -> bytes | None:
@@ -132,7 +134,9 @@ class FixMessage:
     @property
     def seq_num(self) -> int | None:
         value = self._first.get(34)
-        return None if value is None else _parse_int(value)
+        if value is None:
+            return None
+        return int(value) if value.isdigit() and len(value) < 20 else _parse_int(value)
 
     def __repr__(self) -> str:
         return f"FixMessage({self.raw.replace(SOH, b'|').decode('ascii', 'backslashreplace')})"
@@ -166,12 +170,55 @@ class FixReader:
     def feed(self, data: bytes) -> list[FixMessage | Garbled]:
         self._buf += data
         out: list[FixMessage | Garbled] = []
+        if self._buf.startswith(_PREFIX):
+            self._take_good(out)
         while self._buf:
             found = self._next()
             if found is None:
                 break
             out.append(found)
         return out
+
+    def _take_good(self, out: list[FixMessage | Garbled]) -> None:
+        """The common case first: whole, well-framed messages back to back at the front of the
+        buffer, each checked as ``_next`` checks it, cut out with one deletion at the end.
+        Stops at the first thing that is not one (an unfinished message, anything garbled),
+        which ``_next`` then handles (and reports) as always."""
+        buf = self._buf
+        view = memoryview(buf)
+        size, limit, at = len(buf), self.max_message, 0
+        start = len(_PREFIX)
+        try:
+            while buf.startswith(_PREFIX, at):
+                digits_at = at + start
+                length_end = buf.find(SOH, digits_at, digits_at + _MAX_LENGTH_DIGITS + 1)
+                if length_end <= digits_at:
+                    break
+                digits = buf[digits_at:length_end]
+                if not digits.isdigit():
+                    break
+                trailer_at = length_end + 1 + int(digits)
+                total = trailer_at + _TRAILER_LENGTH
+                if total - at > limit or total > size:
+                    break
+                if buf[trailer_at - 1] != 1 or buf[total - 1] != 1 or not buf.startswith(b"10=", trailer_at):
+                    break
+                checksum = buf[trailer_at + 3:trailer_at + 6]
+                if not checksum.isdigit() or sum(view[at:trailer_at]) % 256 != int(checksum):
+                    break
+                early = _EARLY_END.search(buf, length_end, total)
+                if early is not None and early.start() < trailer_at - 1:
+                    break
+                try:
+                    message = FixMessage(bytes(view[at:total]))
+                except ValueError:
+                    break
+                out.append(message)
+                at = total
+        finally:
+            view.release()
+        if at:
+            del buf[:at]
 
     def _next(self) -> FixMessage | Garbled | None:
         """The message or drop at the front of the buffer, taken out of it; None to wait."""
@@ -252,6 +299,35 @@ class Invalid(NamedTuple):
 def validate(msg: FixMessage) -> Invalid | None:
     """The session layer's checks of a framed message, in the order they are made; None if
     it passes them all."""
+    if _passes(msg):
+        return None
+    return _why_invalid(msg)
+
+
+def _passes(msg: FixMessage) -> bool:
+    """Does ``msg`` pass every check of ``_why_invalid``? The same checks, made at once
+    against sets prepared per message type (``_Checks``): True only where
+    ``_why_invalid`` finds nothing; anything doubtful is left to it (which says why)."""
+    checks = _CHECKS.get(msg.msg_type)
+    fields = msg.fields
+    if checks is None or msg._unparsed or len(fields) < 3:
+        return False
+    first = msg._first
+    if (fields[0][0] != 8 or fields[1][0] != 9 or fields[2][0] != 35 or len(first) != len(fields)
+            or not first.keys() <= checks.allowed or not checks.required <= first.keys()):
+        return False
+    formats = checks.formats
+    for tag, value in fields:
+        if not value:
+            return False
+        ok = formats.get(tag)
+        if ok is not None and not ok(value):
+            return False
+    return True
+
+
+def _why_invalid(msg: FixMessage) -> Invalid | None:
+    """``validate``'s checks one by one, in the order the first failure is reported."""
     R = SessionRejectReason
     fields = msg.fields
     for i, expected in enumerate((8, 9, 35)):
@@ -295,6 +371,39 @@ def validate(msg: FixMessage) -> Invalid | None:
     return None
 
 
+class _Checks(NamedTuple):
+    """What a message of one type must satisfy (``_passes``): the tags it may carry (all
+    positive and defined), those it must, and per tag one test of its value's format and
+    accepted values together (absent: any non-empty value)."""
+
+    allowed: frozenset[int]
+    required: frozenset[int]
+    formats: dict[int, Callable[[bytes], bool]]
+
+
+def _value_check(tag: int) -> Callable[[bytes], bool] | None:
+    f = FIELDS[tag]
+    kind, allowed = f.type, f.values
+    if allowed is not None and kind is FieldType.CHAR and all(len(v) == 1 for v in allowed):
+        return allowed.__contains__  # one of them: a single character, so well formed too
+    if allowed is None and kind is FieldType.STRING:
+        return None
+    if allowed is None:
+        return lambda value: _well_formed(kind, value)
+    multiple = kind is FieldType.MULTIPLECHARVALUE
+    return lambda value: _well_formed(kind, value) and all(
+        item in allowed for item in (value.split(b" ") if multiple else (value,)))
+
+
+def _prepare_checks() -> dict[bytes, _Checks]:
+    out = {}
+    for msg_type, spec in MESSAGES.items():
+        allowed = frozenset(t for t in spec.allowed | HEADER_ALLOWED | set(TRAILER) if t in FIELDS and t > 0)
+        formats = {t: check for t in allowed if (check := _value_check(t)) is not None}
+        out[msg_type] = _Checks(allowed, frozenset(HEADER_REQUIRED + spec.required), formats)
+    return out
+
+
 def _well_formed(kind: FieldType, value: bytes) -> bool:
     if kind is FieldType.INT:
         return _SIGNED_DIGITS.fullmatch(value) is not None
@@ -319,6 +428,30 @@ def _well_formed(kind: FieldType, value: bytes) -> bool:
 def parse_utc_timestamp(value: bytes) -> int:
     """``YYYYMMDD-HH:MM:SS[.sss|.ssssss]`` (UTC) as nanoseconds since the epoch. A leap
     second (``:60``), which FIX allows, counts as the first second of the next minute."""
+    # Most timestamps share their second with the previous one: its value is remembered,
+    # only the fraction is read again.
+    n = len(value)
+    if n == 21 or n == 24 or n == 17:
+        second = _SECONDS.get(value[:17])
+        if second is not None:
+            if n == 17:
+                return second
+            fraction = value[18:]
+            if value[17] == 46 and fraction.isdigit():  # "."
+                return second + int(fraction) * (1_000_000 if n == 21 else 1_000)
+    ns = _parse_utc_timestamp(value)
+    if n >= 17:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        _SECONDS[value[:17]] = ns - ns % 10**9
+    return ns
+
+
+_SECONDS: dict[bytes, int] = {}  # "YYYYMMDD-HH:MM:SS" -> ns, of timestamps read
+_SECONDS_KEPT = 64
+
+
+def _parse_utc_timestamp(value: bytes) -> int:
     m = _TIMESTAMP.fullmatch(value)
     if m is None:
         raise ValueError(f"not a UTCTimestamp: {value[:32]!r}")
@@ -337,6 +470,18 @@ def parse_utc_timestamp(value: bytes) -> int:
 def utc_timestamp(wall_ns: int) -> bytes:
     """``YYYYMMDD-HH:MM:SS.sss``: FIX 4.4's UTCTimestamp carries milliseconds at most, so the
     rest is truncated."""
+    global _last_second, _last_prefix
+    second, ns = divmod(wall_ns, 10**9)
+    if second != _last_second:
+        _last_prefix = _utc_timestamp(second * 10**9)[:-3]
+        _last_second = second
+    return b"%s%03d" % (_last_prefix, ns // 1_000_000)
+
+
+_last_second, _last_prefix = -1, b""  # utc_timestamp's last second, written "YYYYMMDD-HH:MM:SS."
+
+
+def _utc_timestamp(wall_ns: int) -> bytes:
     days, ns = divmod(wall_ns, _NS_PER_DAY)
     date = datetime.date.fromordinal(_EPOCH_ORDINAL + days)
     seconds, ns = divmod(ns, 10**9)
@@ -360,6 +505,50 @@ def _value_bytes(tag: int, value: bytes | str | int) -> bytes:
     return text
 
 
+def _fields(items: list[tuple[int, bytes | str | int]]) -> bytes:
+    """``tag=value<SOH>`` for each item. The same tags with the same value types come back
+    message after message: each such shape is written with one format string
+    (``_template``), kept; a value that turns out empty or holds SOH is left to
+    ``_fields_one_by_one``, which refuses it."""
+    tags, values = zip(*items)
+    shape = (tags, tuple(map(type, values)))
+    template = _TEMPLATES.get(shape)
+    if template is None:
+        template = _template(*shape)
+        if len(_TEMPLATES) >= _TEMPLATES_KEPT:
+            _TEMPLATES.clear()
+        _TEMPLATES[shape] = template
+    if template:
+        out = template % values
+        if out.count(SOH) == len(tags) and b"=\x01" not in out:
+            return out
+    return _fields_one_by_one(items)
+
+
+def _template(tags: tuple[int, ...], kinds: tuple[type, ...]) -> bytes:
+    """The format string of ``tags`` with values of types ``kinds`` (b"": none, a tag or a
+    type ``_fields_one_by_one`` must look at)."""
+    parts = []
+    for tag, kind in zip(tags, kinds):
+        if tag.__class__ is not int or tag <= 0 or kind not in (bytes, int):
+            return b""
+        parts.append(b"%d=%s\x01" % (tag, b"%d" if kind is int else b"%s"))
+    return b"".join(parts)
+
+
+_TEMPLATES: dict[tuple[tuple[int, ...], tuple[type, ...]], bytes] = {}
+_TEMPLATES_KEPT = 1024
+
+
+def _fields_one_by_one(items: list[tuple[int, bytes | str | int]]) -> bytes:
+    parts = []
+    for tag, value in items:
+        if isinstance(tag, bool) or not isinstance(tag, int) or tag <= 0:
+            raise ValueError(f"a tag is a positive integer, got {tag!r}")
+        parts.append(b"%d=%s\x01" % (tag, _value_bytes(tag, value)))
+    return b"".join(parts)
+
+
 def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time: bytes,
            body: Sequence[tuple[int, bytes | str | int]], *, poss_dup: bool = False,
            orig_sending_time: bytes | None = None) -> bytes:
@@ -371,11 +560,9 @@ def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time
     header.append((52, sending_time))
     if orig_sending_time is not None:
         header.append((122, orig_sending_time))
-    parts = []
-    for tag, value in (*header, *body):
-        if isinstance(tag, bool) or not isinstance(tag, int) or tag <= 0:
-            raise ValueError(f"a tag is a positive integer, got {tag!r}")
-        parts.append(b"%d=%s\x01" % (tag, _value_bytes(tag, value)))
-    fields = b"".join(parts)
+    fields = _fields(header + list(body))
     message = b"8=" + BEGIN_STRING + SOH + b"9=%d\x01" % len(fields) + fields
     return message + b"10=%03d\x01" % (sum(message) % 256)
+
+
+_CHECKS = _prepare_checks()

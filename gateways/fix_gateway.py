@@ -42,6 +42,7 @@ same when a replay regenerates the events.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ringex.engine.wire import messages as m
+from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.rejections import rejection_for
 from ringex.gateways import fix_orders as fo
 from ringex.gateways.connection import Connection
@@ -119,6 +121,25 @@ class FixSessionStore(SessionStore):
         self.set_inbound_start(created, 0)
 
 
+# What ``_event`` reads without the schema codec: every ring message without text fields
+_HEADER_SIZE = HEADER.size
+_U16 = struct.Struct("<H")
+_PLAIN_EVENTS = {x.template_id: (x.name, x.body_struct, x.field_names) for x in m.RING
+                 if not any(f.is_char for f in x.fields)}
+
+
+def _event(row: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """An engine event's name and fields (enumerations as their numbers), as the schema
+    codec decodes them, at a fraction of its cost: the engine wrote it, the router read its
+    template; a text field or an unknown template goes through the codec after all."""
+    plain = _PLAIN_EVENTS.get(_U16.unpack_from(row, 2)[0])
+    if plain is None:
+        d = _SCHEMA.decode(row)
+        return d.name, d.fields
+    name, body, names = plain
+    return name, dict(zip(names, body.unpack_from(row, _HEADER_SIZE)))
+
+
 #: How a session sends the engine a message of its own (a held request released): stages
 #: the encoded message and returns (creation time, position) of the inbound ring slot it
 #: will be published at.
@@ -159,7 +180,9 @@ class FixGatewaySession:
     # --------------------------------------------------------------- what the gateway calls
 
     def applied(self, seq: int) -> None:
-        """Counterparty message ``seq`` is published (or answered): counted in the store."""
+        """Counterparty message ``seq`` is published (or answered): counted in the store,
+        after the book has written what it recorded for it."""
+        self.book.flush()
         self.store.applied(seq)
 
     def recovered(self, seq: int) -> None:
@@ -177,8 +200,7 @@ class FixGatewaySession:
         booked = self.book.applied_through(source, created)
         reported = self.store.in_flow_through(source, created)
         for row, position in zip(rows.tolist(), positions.tolist()):
-            d = _SCHEMA.decode(region[row])
-            ev = d.fields
+            name, ev = _event(region[row])
             seq = int(ev.get("seq", 0))
             if seq != self._exec_seq:
                 self._exec_seq, self._exec_k = seq, 0
@@ -189,7 +211,7 @@ class FixGatewaySession:
             transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
             self.book.begin_event()
             try:
-                outs = fo.execution_report(d.name, ev, self.book, self.by_id, self.id, exec_id)
+                outs = fo.execution_report(name, ev, self.book, self.by_id, self.id, exec_id)
             finally:
                 self.book.end_event(source, created, position)
             if position <= reported:
@@ -231,7 +253,9 @@ class FixGatewaySession:
         """Queue what the session layer produced on the connection (stored already: with no
         connection it waits in the store for a ResendRequest)."""
         if self.fix.out:
-            # stored before written: a number the counterparty saw is never given again
+            # stored before written: a number the counterparty saw is never given again; the
+            # book's records of the requests they answer before either
+            self.book.flush()
             self.store.flush()
             if self.conn is not None:
                 self.conn.queue_framed(bytes(self.fix.out))
@@ -303,6 +327,12 @@ class FixGatewayAgent(GatewayAgent):
             s.flush_to_connection()
         if self._staged:
             self._publish_staged()
+
+    def _before_publish(self) -> None:
+        """What the books recorded for the requests staged is written before they are
+        published (``fix_orders.recover`` reads it after a crash)."""
+        for s in self.sessions.values():
+            s.book.flush()
 
     def _stage_request(self, message: bytes, session_id: int) -> tuple[int, int]:
         """Stage a session's own engine message (a released held request: no client number

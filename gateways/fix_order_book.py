@@ -33,8 +33,10 @@ restart.
                                         one is ``applied_through``); one record, so
                                         applied whole or not at all
 
-Crash semantics. Records are appended with one ``write`` each and not fsynced: a process
-crash loses nothing the kernel has, a host crash loses the tail (as the session store's
+Crash semantics. Records are appended, not fsynced, and written together: a request's
+records when ``flush`` is called (the gateway does before it publishes the request, counts
+the client's message applied or stores a report), an engine event's by ``write_events``. A
+process crash loses nothing written, a host crash loses the tail (as the session store's
 flow). On open the records are replayed in order and the file is cut at the first torn or
 corrupted one (length zero or past the end, CRC mismatch, unreadable JSON): ``cut_bytes``
 says how much went. A file with another magic or version raises ``OrderBookError``; a file
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import json
 import os
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -93,6 +96,30 @@ VERSION = 1
 HEADER = struct.Struct("<II8x")
 RECORD = struct.Struct("<II")
 MAX_RECORD = 1 << 16
+
+
+_JSON_BOOL = {False: b"false", True: b"true"}
+
+
+# the bytes JSON writes as they are: printable ASCII but the quote and the backslash
+_PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+
+
+def _text(value: bytes) -> bytes:
+    """An ASCII string as JSON writes it (quoted, escaped)."""
+    if not value.translate(None, _PLAIN):
+        return b'"%s"' % value
+    return encode_basestring_ascii(value.decode("ascii")).encode("ascii")
+
+
+def _texts(values: list[bytes]) -> bytes:
+    return b"[" + b",".join([_text(v) for v in values]) + b"]" if values else b"[]"
+
+
+def _ints(values: list[int]) -> bytes:
+    if len(values) == 1:
+        return b"[%d]" % values[0]
+    return b"[" + b",".join([b"%d" % v for v in values]) + b"]"
 
 
 @dataclass
@@ -144,6 +171,21 @@ class Order:
         d["status"] = self.status.decode("ascii")
         return d
 
+    def json_text(self) -> bytes:
+        """``to_json()`` as the file's compact JSON (keys sorted), the same bytes
+        ``json.dumps`` writes, without its cost: an order is written at every change."""
+        return (b'{"account":%d,"at":%s,"chain":%s,"cl_ord_id":%s,"cum_qty":%d,"display_qty":%d,"in_seq":%d,'
+                b'"instrument":%d,"key":%d,"leaves_qty":%d,"notional":%d,"num":%d,"nums":%s,"ord_type":%d,'
+                b'"order_id":%d,"post_only":%s,"price":%d,"price_decimals":%d,"qty":%d,"qty_decimals":%d,'
+                b'"reduce_only":%s,"side":%d,"status":%s,"stop_price":%d,"stp_mode":%d,"symbol":%s,"tif":%d,'
+                b'"triggered":%s}') % (
+            self.account, _ints(self.at), _texts(self.chain), _text(self.cl_ord_id), self.cum_qty,
+            self.display_qty, self.in_seq, self.instrument, self.key, self.leaves_qty, self.notional, self.num,
+            _ints(self.nums), self.ord_type, self.order_id, _JSON_BOOL[self.post_only], self.price,
+            self.price_decimals, self.qty, self.qty_decimals, _JSON_BOOL[self.reduce_only], self.side,
+            _text(self.status), self.stop_price, self.stp_mode, _text(self.symbol), self.tif,
+            _JSON_BOOL[self.triggered])
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Order:
         d = dict(d)
@@ -192,6 +234,13 @@ class Pending:
                    bool(d.get("held", False)), bool(d.get("released", False)), int(d.get("in_seq", 0)), at)
 
 
+def _json(obj: dict[str, Any] | bytes) -> bytes:
+    """The file's compact JSON of ``obj`` (keys sorted); text already made is kept as it is."""
+    if obj.__class__ is bytes:
+        return obj  # type: ignore[return-value]
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
 class OrderBook:
     """One FIX session's orders: FIX ClOrdID <-> engine clOrdId/orderId, and report state.
 
@@ -213,8 +262,9 @@ class OrderBook:
         self._pending_fix: dict[bytes, Pending] = {}
         self._held: set[int] = set()  # nums of the held requests
         self._through: dict[int, tuple[int, int]] = {}  # per event source: (ring created, position) applied
-        self._event: list[tuple[bytes, dict[str, Any]]] | None = None  # the event being applied's records
+        self._event: list[tuple[bytes, dict[str, Any] | bytes]] | None = None  # the event being applied's records
         self._held_back: list[bytes] = []  # E records not yet written (write_events)
+        self._unwritten: list[bytes] = []  # the other records not yet written (flush)
         self._fd = -1
         self._open()
         self._threshold = max(self.compact_bytes, 2 * self._size)
@@ -278,22 +328,37 @@ class OrderBook:
         its record is written by the next ``write_events``."""
         changes, self._event = self._event or [], None
         self._through[source] = (created, position)
-        self._held_back.append(self._record(b"E", {"w": [source, created, position],
-                                                   "r": [[k.decode("ascii"), o] for k, o in changes]}))
+        self._held_back.append(self._record(b"E", b'{"r":[%s],"w":[%d,%d,%d]}' % (
+            b",".join(b'["%s",%s]' % (k, _json(o)) for k, o in changes), source, created, position)))
 
     def write_events(self) -> None:
         """Write the events' records held back since the last call (once the reports they
-        gave are stored)."""
+        gave are stored), after the requests' records not written yet (``flush``)."""
+        self.flush()
         if not self._held_back:
             return
-        data = b"".join(self._held_back)
+        self._write(self._held_back)
         self._held_back = []
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        self._size += len(data)
         if self._size > self._threshold:
             self.compact()
+
+    def flush(self) -> None:
+        """Write the records of the changes made since the last call outside engine events
+        (requests: orders, cancels, replaces, their holding and release), in one write.
+        The gateway calls it before anything a crash could leave behind them: a publish
+        of the inbound ring, a count of applied client messages, a store flush."""
+        if not self._unwritten:
+            return
+        self._write(self._unwritten)
+        self._unwritten = []
+        if self._size > self._threshold and not self._held_back:  # (a compaction would write them early)
+            self.compact()
+
+    def _write(self, records: list[bytes]) -> None:
+        view = memoryview(b"".join(records))
+        self._size += len(view)
+        while view:
+            view = view[os.write(self._fd, view):]
 
     # -- mutations (fix_orders' functions call these)
     def add_order(self, o: Order) -> None:
@@ -307,7 +372,7 @@ class OrderBook:
     def save(self, o: Order) -> None:
         self._orders[o.key] = o
         self._index(o)
-        self._append(b"O", o.to_json())
+        self._append(b"O", o.json_text())
 
     def add_pending(self, p: Pending) -> None:
         """Record a request sent to the engine, or held (``p.held``); also what ``sent``
@@ -350,7 +415,7 @@ class OrderBook:
             if self._pending_fix.get(p.cl_ord_id) is p:
                 del self._pending_fix[p.cl_ord_id]
             self._held.discard(num)
-            self._append(b"X", {"num": num})
+            self._append(b"X", b'{"num":%d}' % num)
         return p
 
     def close(self) -> None:
@@ -372,10 +437,11 @@ class OrderBook:
         keep = [o for o in self._orders.values() if o.live or o.key in needed]
         tmp = self.path.with_name(self.path.name + ".tmp")
         chunks = [HEADER.pack(MAGIC, VERSION), self._record(b"N", {"next": self._next})]
-        chunks += [self._record(b"O", o.to_json()) for o in keep]
+        chunks += [self._record(b"O", o.json_text()) for o in keep]
         chunks += [self._record(b"P", p.to_json()) for p in self._pending.values()]
         chunks += [self._record(b"E", {"w": [src, c, pos], "r": []}) for src, (c, pos) in sorted(self._through.items())]
         data = b"".join(chunks)
+        self._unwritten = []  # what they recorded is in memory, so in the new file
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
@@ -401,21 +467,18 @@ class OrderBook:
             self._by_fix[c] = o
 
     @staticmethod
-    def _record(kind: bytes, obj: dict[str, Any]) -> bytes:
-        payload = kind + json.dumps(obj, separators=(",", ":"), sort_keys=True).encode("ascii")
+    def _record(kind: bytes, obj: dict[str, Any] | bytes) -> bytes:
+        """One record of ``kind`` holding ``obj`` (or its JSON text already written)."""
+        payload = kind + _json(obj)
         if len(payload) > MAX_RECORD:
             raise OrderBookError(f"record of {len(payload)} bytes is over {MAX_RECORD}")
         return RECORD.pack(len(payload), zlib.crc32(payload)) + payload
 
-    def _append(self, kind: bytes, obj: dict[str, Any]) -> None:
+    def _append(self, kind: bytes, obj: dict[str, Any] | bytes) -> None:
         if self._event is not None:  # an engine event's: in its E record
             self._event.append((kind, obj))
             return
-        rec = self._record(kind, obj)
-        os.write(self._fd, rec)
-        self._size += len(rec)
-        if self._size > self._threshold and not self._held_back:  # (a compaction would write them early)
-            self.compact()
+        self._unwritten.append(self._record(kind, obj))
 
     def _open(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -304,6 +304,7 @@ class GatewayAgent(Agent, abc.ABC):
         """Publish what is staged (as much as the ring takes), then count each session's
         published messages as applied."""
         k = self._staged
+        self._before_publish()
         done = self._in.offer_batch(self._stage[:k])
         if done and _CRASH:
             crash_points.hit("gateway.after_publish")
@@ -496,6 +497,10 @@ class GatewayAgent(Agent, abc.ABC):
         self._staged += 1
 
     # ---------------------------------------------------------------- protocol hooks
+
+    def _before_publish(self) -> None:
+        """Called before each publish of the staged messages: what the protocol must have
+        written before the engine may see them."""
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every compiled path of the duty cycle, before

@@ -139,6 +139,33 @@ def record_stages(slots: np.ndarray, last_template: int, ts_word: int, ingress_w
         _record_one(to_output, now - ts)
 
 
+_W_MARKS, _W_MARKS_AT = MARKS_WRITTEN_OFFSET >> 3, MARKS_OFFSET >> 3
+#: The oldest marks a reader skips once they wrap: a writer may be overwriting them.
+MARKS_SLACK = 8
+
+
+@njit(cache=True, nogil=True)
+def published_into(q: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]``: the publish time of the batch holding output position ``positions[i]``,
+    0 where it is not known: a binary search in the marks as they lie, oldest at the write
+    index once they wrap (written in increasing end position: no copy, no sort)."""
+    written = q[_W_MARKS]
+    first = written - MARKS + MARKS_SLACK if written > MARKS else 0
+    for i in range(positions.shape[0]):
+        p = positions[i]
+        lo, hi = first, written  # the first mark whose batch ends after p
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if q[_W_MARKS_AT + 2 * (mid % MARKS)] > p:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo >= written or (lo == first and first > 0):  # not published yet; or begun before the marks kept
+            out[i] = 0
+        else:
+            out[i] = q[_W_MARKS_AT + 2 * (lo % MARKS) + 1]
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the recorders, with the duty cycle's argument
     types: a process calls it before taking any ring role."""
@@ -146,6 +173,9 @@ def warm_up() -> None:
     slots = np.zeros((1, 16), np.int64)
     slots.flags.writeable = False  # what a ring consumer's read gives
     record_into(q, np.zeros(1, np.int64))
+    marks = q.copy()
+    marks.flags.writeable = False  # EgressMarks maps the writer's object read-only
+    published_into(marks, np.zeros(1, np.int64), np.zeros(1, np.int64))
     record_stages(slots, 4, 2, 3, 0, q, q.copy())
 
 
@@ -217,20 +247,9 @@ class EgressMarks:
         if self._q is None and not self._attach():
             return np.zeros(len(positions), np.int64)
         q = self._q
-        if q[MAGIC_OFFSET >> 3] != MAGIC:
-            return np.zeros(len(positions), np.int64)
-        marks = q[MARKS_OFFSET >> 3:].reshape(MARKS, 2).copy()
-        written = int(q[_W["marks"]])
-        if written < MARKS:
-            marks = marks[:written]
-        order = np.argsort(marks[:, 0], kind="stable")
-        ends, times = marks[order, 0], marks[order, 1]
-        at = np.searchsorted(ends, positions, side="right")  # the first batch ending after it
-        known = at < len(ends)
         out = np.zeros(len(positions), np.int64)
-        out[known] = times[at[known]]
-        if written > MARKS and len(ends):  # where the oldest batch kept began is not kept
-            out[positions < ends[0]] = 0
+        if q[MAGIC_OFFSET >> 3] == MAGIC:
+            published_into(q, np.ascontiguousarray(positions, np.int64), out)
         return out
 
     def close(self) -> None:

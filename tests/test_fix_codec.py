@@ -486,3 +486,119 @@ def test_garbled_byte_by_byte(name: str) -> None:
     assert all(isinstance(g, Garbled) for g in got[:-1]) and got
     assert b"".join(g.raw for g in got[:-1]) == bad
     assert isinstance(got[-1], FixMessage) and got[-1].raw == good
+
+
+# --- the fast paths agree with the step-by-step ones ----------------------------------------
+
+
+def _mutations(raw: bytes, rng: "random.Random", n: int) -> list[bytes]:
+    """``raw`` with one small change each: a byte replaced, dropped or doubled, a field
+    repeated or dropped, SOH moved."""
+    out = []
+    fields = raw[:-1].split(SOH)
+    for _ in range(n):
+        k = rng.randrange(5)
+        if k == 0:
+            i = rng.randrange(len(raw))
+            out.append(raw[:i] + bytes([rng.choice(b"0123456789=\x01ABZ-.: ")]) + raw[i + 1:])
+        elif k == 1:
+            i = rng.randrange(len(raw))
+            out.append(raw[:i] + raw[i + 1:])
+        elif k == 2:
+            i = rng.randrange(len(raw))
+            out.append(raw[:i] + raw[i:i + 1] + raw[i:])
+        elif k == 3:
+            i = rng.randrange(len(fields))
+            out.append(SOH.join(fields[:i + 1] + fields[i:]) + SOH)
+        else:
+            i = rng.randrange(len(fields))
+            out.append(SOH.join(fields[:i] + fields[i + 1:]) + SOH)
+    return out
+
+
+def test_validate_fast_path_agrees_with_every_check_one_by_one() -> None:
+    """``validate`` answers a message that passes ``_passes`` at once; for thousands of
+    damaged messages it must say exactly what the checks one by one say."""
+    import random
+
+    from ringex.gateways.fix_codec import _passes, _why_invalid
+
+    rng = random.Random(5)
+    seen_invalid = seen_valid = 0
+    for fields in VALID:
+        raw = b"".join(_b(t) + b"=" + _b(v) + SOH for t, v in [(8, "FIX.4.4"), (9, "1"), *fields])
+        assert _passes(FixMessage(raw))  # the fast path serves the well-formed message
+        for body in [raw, *_mutations(raw, rng, 400)]:
+            try:
+                msg = FixMessage(body)
+            except ValueError:
+                continue
+            slow = _why_invalid(msg)
+            assert validate(msg) == slow
+            assert not _passes(msg) or slow is None, body
+            seen_invalid += slow is not None
+            seen_valid += slow is None
+    assert seen_invalid > 1000 and seen_valid > 50
+
+
+class _StepByStepReader(FixReader):
+    """The reader without its fast path: every message through ``_next``."""
+
+    def _take_good(self, out: list) -> None:
+        return None
+
+
+def test_reader_fast_path_frames_exactly_as_step_by_step() -> None:
+    """Good messages back to back, damaged ones among them, in random pieces: the same
+    messages and drops, in the same order, from the reader with and without its fast path."""
+    import random
+
+    rng = random.Random(11)
+    goods = [frame(f) for f in VALID] + [heartbeat(i) for i in range(1, 20)]
+    for _ in range(300):
+        stream = b"".join(rng.choice(goods) if rng.random() < 0.8 else rng.choice(_mutations(rng.choice(goods), rng, 1))
+                          for _ in range(rng.randint(1, 12)))
+        fast, slow = FixReader(400), _StepByStepReader(400)
+        got_fast, got_slow = [], []
+        at = 0
+        while at < len(stream):
+            piece = stream[at:at + rng.choice((1, 7, 60, 500, 5000))]
+            at += len(piece)
+            got_fast += fast.feed(piece)
+            got_slow += slow.feed(piece)
+        key = lambda x: ("m", x.raw) if isinstance(x, FixMessage) else ("g", x.reason, x.raw)  # noqa: E731
+        assert [key(x) for x in got_fast] == [key(x) for x in got_slow]
+        assert fast.pending == slow.pending
+
+
+def test_timestamps_remembered_by_the_second_are_still_checked() -> None:
+    assert parse_utc_timestamp(b"20240101-00:00:00.500") == _ns(2024, 1, 1, 0, 0, 0, micro=500_000)
+    for bad in (b"20240101-00:00:00.12", b"20240101-00:00:00x123", b"20240101-00:00:00.-12",
+                b"20240101-00:00:00.1234", b"20240101-00:00:00.12345x"):
+        with pytest.raises(ValueError):
+            parse_utc_timestamp(bad)
+    assert parse_utc_timestamp(b"20240101-00:00:00") == _ns(2024, 1, 1, 0, 0, 0)
+    assert parse_utc_timestamp(b"20240101-00:00:00.000007") == _ns(2024, 1, 1, 0, 0, 0, micro=7)
+    assert parse_utc_timestamp(b"20231231-23:59:60.001") == _ns(2024, 1, 1, 0, 0, 0, micro=1000)  # leap second
+
+
+def test_timestamps_written_by_the_second_match_the_calendar() -> None:
+    from ringex.gateways.fix_codec import _utc_timestamp
+
+    ns = 1_704_164_645_000_000_000
+    for step in (1, 999_999, 1_000_000, 250_000_000, 999_999_999, 10**9, 86_400 * 10**9 - 1):
+        for _ in range(20):
+            ns += step
+            assert utc_timestamp(ns) == _utc_timestamp(ns)
+
+
+def test_encode_writes_each_shape_as_the_fields_one_by_one() -> None:
+    from ringex.gateways.fix_codec import _fields, _fields_one_by_one
+
+    items = [(35, b"8"), (49, b"RINGEX"), (34, 12), (58, b"a=b"), (44, -5), (11, b"x")]
+    assert _fields(items) == _fields_one_by_one(items)
+    assert _fields(items) == _fields(list(items))  # the remembered shape
+    for bad in ([(58, b"")], [(58, b"a\x01b")], [(58, True)], [(True, b"x")], [(0, b"x")], [(58, 1.5)]):
+        with pytest.raises((ValueError, TypeError)):
+            _fields(items + bad)
+    assert _fields([(58, "text")]) == b"58=text\x01"  # str values: one by one

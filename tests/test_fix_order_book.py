@@ -94,6 +94,7 @@ def test_compaction_keeps_live_orders(tmp_path: Path) -> None:
                    canceledQty=1500, sessionId=SESSION, reason=m.CancelReason.User)
         accepted(b, b"P", 2)
         fo.cancel({11: b"C", 41: b"P"}, b, SESSION)
+        b.flush()
         before = path.stat().st_size
         b.compact()
         assert path.stat().st_size < before / 5

@@ -582,6 +582,7 @@ def test_an_events_changes_are_written_whole_after_its_reports(tmp_path: Path) -
     path = tmp_path / "e.orders"
     b = OrderBook(path)
     new(b, nos(b"A1", t38=b"3"))
+    b.flush()  # as the gateway does before it publishes the order
     b.begin_event()
     report(b, "OrderAccepted", m.OrderAccepted, orderId=900, clOrdId=1, sessionId=SESSION)
     b.end_event(1, 77, 10)

@@ -18,7 +18,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import sbe
@@ -146,6 +146,10 @@ class MessageLayout:
         self.body_struct = struct.Struct("<" + "".join(f.struct_code for f in fields))
         self.dtype = self.slot_dtype(self.size)
         self.header_bytes = HEADER.pack(*header)
+        self._names = frozenset(self.field_names)
+        # per field (name, quick coercion, value when absent), for ``values``
+        self._plan = tuple((f.name, self._quick(f), b"" if f.is_char else _enum_default(f) if f.enum is not None else 0)
+                           for f in fields)
 
     def __repr__(self) -> str:
         return f"MessageLayout({self.name}, templateId={self.template_id}, size={self.size})"
@@ -202,22 +206,34 @@ class MessageLayout:
             raise CodecError(f"{self.name}.{f.name}: {value} is outside [{lo}, {hi}]")
         return int(value)
 
+    def _quick(self, f: FieldLayout) -> Callable[[Any], Any]:
+        """``_coerce`` for ``f``, with the common case (an int in range, a member of the
+        field's enum) answered without it: the same results, the same errors."""
+        coerce = self._coerce
+        if f.is_char:
+            return lambda value: coerce(f, value)
+        if f.enum is not None:
+            kind, members = f.enum, frozenset(int(x) for x in f.enum)
+
+            def quick_enum(value: Any) -> Any:
+                if value.__class__ is kind or (value.__class__ is int and value in members):
+                    return int(value)
+                return coerce(f, value)
+            return quick_enum
+        lo, hi = f.bounds()
+
+        def quick_int(value: Any) -> Any:
+            if value.__class__ is int and lo <= value <= hi:
+                return value
+            return coerce(f, value)
+        return quick_int
+
     def values(self, fields: Mapping[str, Any]) -> tuple[Any, ...]:
         """Validated values in layout order; missing fields are zero (blank for text)."""
-        unknown = set(fields) - set(self.field_names)
-        if unknown:
+        if not fields.keys() <= self._names:
+            unknown = set(fields) - self._names
             raise CodecError(f"{self.name} has no field(s) {', '.join(sorted(unknown))}")
-        out = []
-        for f in self.fields:
-            if f.name in fields:
-                out.append(self._coerce(f, fields[f.name]))
-            elif f.is_char:
-                out.append(b"")
-            elif f.enum is not None:
-                out.append(_enum_default(f))
-            else:
-                out.append(0)
-        return tuple(out)
+        return tuple(quick(fields[name]) if name in fields else absent for name, quick, absent in self._plan)
 
     def encode(self, **fields: Any) -> bytes:
         """Encode a whole message (header included), validating every field."""
