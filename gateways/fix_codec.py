@@ -116,6 +116,11 @@ class FixMessage:
         self._unparsed = frozenset(unparsed) if unparsed else _NONE
         self.msg_type = first.get(35, b"")
 
+    @property
+    def fields_by_tag(self) -> dict[int, bytes]:
+        """Each tag's value (a repeated tag's first one); not to be changed."""
+        return self._first
+
     def get(self, tag: int) -> bytes | None:
         return self._first.get(tag)
 
@@ -299,12 +304,12 @@ class Invalid(NamedTuple):
 def validate(msg: FixMessage) -> Invalid | None:
     """The session layer's checks of a framed message, in the order they are made; None if
     it passes them all."""
-    if _passes(msg):
+    if passes_validation(msg):
         return None
     return _why_invalid(msg)
 
 
-def _passes(msg: FixMessage) -> bool:
+def passes_validation(msg: FixMessage) -> bool:
     """Does ``msg`` pass every check of ``_why_invalid``? The same checks, made at once
     against sets prepared per message type (``_Checks``): True only where
     ``_why_invalid`` finds nothing; anything doubtful is left to it (which says why)."""
@@ -372,16 +377,16 @@ def _why_invalid(msg: FixMessage) -> Invalid | None:
 
 
 class _Checks(NamedTuple):
-    """What a message of one type must satisfy (``_passes``): the tags it may carry (all
+    """What a message of one type must satisfy (``passes_validation``): the tags it may carry (all
     positive and defined), those it must, and per tag one test of its value's format and
     accepted values together (absent: any non-empty value)."""
 
     allowed: frozenset[int]
     required: frozenset[int]
-    formats: dict[int, Callable[[bytes], bool]]
+    formats: dict[int, Callable[[bytes], object]]
 
 
-def _value_check(tag: int) -> Callable[[bytes], bool] | None:
+def _value_check(tag: int) -> Callable[[bytes], object] | None:
     f = FIELDS[tag]
     kind, allowed = f.type, f.values
     if allowed is not None and kind is FieldType.CHAR and all(len(v) == 1 for v in allowed):
@@ -389,10 +394,19 @@ def _value_check(tag: int) -> Callable[[bytes], bool] | None:
     if allowed is None and kind is FieldType.STRING:
         return None
     if allowed is None:
-        return lambda value: _well_formed(kind, value)
+        return _FORMATS.get(kind) or (lambda value: _well_formed(kind, value))
     multiple = kind is FieldType.MULTIPLECHARVALUE
     return lambda value: _well_formed(kind, value) and all(
         item in allowed for item in (value.split(b" ") if multiple else (value,)))
+
+
+#: ``_well_formed`` of a type, where one call does it (a match is true, None false)
+_FORMATS: dict[FieldType, Callable[[bytes], object]] = {
+    FieldType.INT: _SIGNED_DIGITS.fullmatch, FieldType.SEQNUM: _DIGITS.fullmatch,
+    FieldType.LENGTH: _DIGITS.fullmatch, FieldType.NUMINGROUP: _DIGITS.fullmatch,
+    FieldType.FLOAT: _FLOAT.fullmatch, FieldType.BOOLEAN: frozenset((b"Y", b"N")).__contains__,
+    FieldType.MULTIPLECHARVALUE: _MULTIPLE_CHAR.fullmatch,
+}
 
 
 def _prepare_checks() -> dict[bytes, _Checks]:

@@ -461,7 +461,7 @@ class FixGatewayAgent(GatewayAgent):
     def _application(self, s: FixGatewaySession, msg: FixMessage, wall: int, now: int) -> None:
         """One application message in sequence: staged for the engine, or answered here."""
         seq = msg.seq_num or 0
-        fields = dict(msg.fields)
+        fields = msg.fields_by_tag
         t = msg.msg_type
         origin = fo.Origin(seq, *self._inbound_mark())  # where its engine message goes, if it goes
         try:

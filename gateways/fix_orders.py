@@ -84,6 +84,7 @@ T_ORD_STATUS_REQ_ID, T_LAST_LIQUIDITY_IND, T_SECONDARY_EXEC_ID, T_STP_MODE = 790
 _SIDES = {b"1": m.Side.Buy, b"2": m.Side.Sell}
 _ORD_TYPES = {b"1": m.OrdType.Market, b"2": m.OrdType.Limit, b"3": m.OrdType.Stop, b"4": m.OrdType.StopLimit}
 _TIFS = {b"0": m.TimeInForce.Day, b"1": m.TimeInForce.GTC, b"3": m.TimeInForce.IOC, b"4": m.TimeInForce.FOK}
+_STP_MODES = {str(int(v)).encode(): v for v in m.StpMode}
 _PRICED = (m.OrdType.Limit, m.OrdType.StopLimit)
 _STOPS = (m.OrdType.Stop, m.OrdType.StopLimit)
 
@@ -246,8 +247,8 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
         display = inst.engine_qty(fields[T_MAX_FLOOR], T_MAX_FLOOR)
         if display > qty:
             raise _refuse("MaxFloor (111) is over OrderQty", T_MAX_FLOOR, R.InvalidDisplayQty)
-    stp = _choice(fields, T_STP_MODE, "SelfTradePreventionMode",
-                  {str(int(v)).encode(): v for v in m.StpMode}, R.InvalidStpMode, m.StpMode.AccountDefault)
+    stp = _choice(fields, T_STP_MODE, "SelfTradePreventionMode", _STP_MODES, R.InvalidStpMode,
+                  m.StpMode.AccountDefault)
     num = book.allocate()
     book.add_order(Order(
         key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,

@@ -521,7 +521,7 @@ def test_validate_fast_path_agrees_with_every_check_one_by_one() -> None:
     damaged messages it must say exactly what the checks one by one say."""
     import random
 
-    from ringex.gateways.fix_codec import _passes, _why_invalid
+    from ringex.gateways.fix_codec import _why_invalid, passes_validation as _passes
 
     rng = random.Random(5)
     seen_invalid = seen_valid = 0
