@@ -406,6 +406,7 @@ _FORMATS: dict[FieldType, Callable[[bytes], object]] = {
     FieldType.LENGTH: _DIGITS.fullmatch, FieldType.NUMINGROUP: _DIGITS.fullmatch,
     FieldType.FLOAT: _FLOAT.fullmatch, FieldType.BOOLEAN: frozenset((b"Y", b"N")).__contains__,
     FieldType.MULTIPLECHARVALUE: _MULTIPLE_CHAR.fullmatch,
+    FieldType.UTCTIMESTAMP: lambda value: _well_formed(FieldType.UTCTIMESTAMP, value),
 }
 
 
@@ -432,6 +433,9 @@ def _well_formed(kind: FieldType, value: bytes) -> bool:
     if kind is FieldType.MULTIPLECHARVALUE:
         return _MULTIPLE_CHAR.fullmatch(value) is not None
     if kind is FieldType.UTCTIMESTAMP:
+        if len(value) >= 17 and value[:17] in _SECONDS:  # read before: the fraction alone is new
+            n = len(value)
+            return n == 17 or ((n == 21 or n == 24) and value[17] == 46 and value[18:].isdigit())
         try:
             parse_utc_timestamp(value)
         except ValueError:
@@ -484,15 +488,19 @@ def _parse_utc_timestamp(value: bytes) -> int:
 def utc_timestamp(wall_ns: int) -> bytes:
     """``YYYYMMDD-HH:MM:SS.sss``: FIX 4.4's UTCTimestamp carries milliseconds at most, so the
     rest is truncated."""
-    global _last_second, _last_prefix
     second, ns = divmod(wall_ns, 10**9)
-    if second != _last_second:
-        _last_prefix = _utc_timestamp(second * 10**9)[:-3]
-        _last_second = second
-    return b"%s%03d" % (_last_prefix, ns // 1_000_000)
+    prefix = _PREFIXES.get(second)
+    if prefix is None:
+        if len(_PREFIXES) >= _PREFIXES_KEPT:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[second] = _utc_timestamp(second * 10**9)[:-3]
+    return b"%s%03d" % (prefix, ns // 1_000_000)
 
 
-_last_second, _last_prefix = -1, b""  # utc_timestamp's last second, written "YYYYMMDD-HH:MM:SS."
+# utc_timestamp's seconds written "YYYYMMDD-HH:MM:SS." (a report's TransactTime and its
+# SendingTime may be a second apart, a resend's OrigSendingTime more)
+_PREFIXES: dict[int, bytes] = {}
+_PREFIXES_KEPT = 64
 
 
 def _utc_timestamp(wall_ns: int) -> bytes:

@@ -85,6 +85,8 @@ _SIDES = {b"1": m.Side.Buy, b"2": m.Side.Sell}
 _ORD_TYPES = {b"1": m.OrdType.Market, b"2": m.OrdType.Limit, b"3": m.OrdType.Stop, b"4": m.OrdType.StopLimit}
 _TIFS = {b"0": m.TimeInForce.Day, b"1": m.TimeInForce.GTC, b"3": m.TimeInForce.IOC, b"4": m.TimeInForce.FOK}
 _STP_MODES = {str(int(v)).encode(): v for v in m.StpMode}
+_PRINTABLE = bytes(range(0x20, 0x7F))
+_BOOL = {False: m.Bool(0), True: m.Bool(1)}
 _PRICED = (m.OrdType.Limit, m.OrdType.StopLimit)
 _STOPS = (m.OrdType.Stop, m.OrdType.StopLimit)
 
@@ -135,7 +137,7 @@ def _cl_ord_id(fields: Mapping[int, bytes], tag: int = T_CL_ORD_ID) -> bytes:
     if v is None:
         raise FixRefusal("business", f"ClOrdID ({tag}) missing", tag, business_reason=5)
     v = bytes(v)
-    if not 1 <= len(v) <= 64 or any(not 0x20 <= b <= 0x7E for b in v):
+    if not 1 <= len(v) <= 64 or v.translate(None, _PRINTABLE):
         # without a usable ClOrdID the client could not match an ExecutionReport to it
         raise FixRefusal("business", f"ClOrdID ({tag}) must be 1..64 printable ASCII characters", tag,
                          business_reason=0)
@@ -258,7 +260,7 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
         in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
     return dict(clOrdId=num, price=price, qty=qty, displayQty=display, stopPrice=stop, sessionId=session_id,
                 account=account, instrument=inst.id, side=side, ordType=ord_type, timeInForce=tif,
-                postOnly=m.Bool(int(post)), reduceOnly=m.Bool(int(reduce)), stpMode=stp)
+                postOnly=_BOOL[post], reduceOnly=_BOOL[reduce], stpMode=stp)
 
 
 def _cxl(text: str, tag: int | None, code: int) -> FixRefusal:
