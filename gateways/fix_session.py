@@ -233,7 +233,7 @@ class FixSession:
         """Is ``msg`` the message expected next, from the counterparty, no PossDupFlag, and
         does it pass every check (``fix_codec.validate``, SendingTime)? Then nothing of the
         full path (gaps, duplicates, Rejects) applies to it."""
-        first = msg._first
+        first = msg.fields_by_tag
         if (msg.seq_num != self.expected or first.get(49) != self._target or first.get(56) != self._sender
                 or 43 in first or not passes_validation(msg)):
             return False

@@ -339,3 +339,53 @@ def test_numbers_both_ways_survive_a_restart(tmp_path) -> None:
         assert sent(s)[0].get(35) == b"3"
     finally:
         st.close()
+
+
+# ------------------------------------------------------- the in-order fast lane, against the full path
+
+
+def _run(s: FixSession, msgs: list[FixMessage]) -> list:
+    """Each message's outcome: the application messages handed over, what was sent (type,
+    number, reason, ref tag), and the session's numbers and state after it."""
+    out = []
+    for i, msg in enumerate(msgs):
+        apps = s.on_message(msg, i + 1, T0)
+        out.append(([a.raw for a in apps], [(m.get(35), m.get(34), m.get(373), m.get(371)) for m in sent(s)],
+                    s.expected, s.store.next_in, s.state, s.closing, s.stats.rejects_sent, s.stats.too_low))
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    "in order", "wrong sender", "wrong target", "sending time off", "possdup too low", "possdup in order",
+    "gap then fill", "invalid", "status request", "business message we send",
+])
+def test_the_fast_lane_does_what_the_full_path_does(tmp_path, monkeypatch, case: str) -> None:
+    """Application messages are handed over at once when they are the next expected and pass
+    every check (``FixSession._in_order``); every sequence below, run once with that lane and
+    once with every message through ``_sequenced``, gives the same answers and state."""
+    flows = {
+        "in order": [logon(), order(2, "a"), order(3, "b"), order(4, "c")],
+        "wrong sender": [logon(), order(2, "a"), order(3, "b", sender="INTRUDER")],
+        "wrong target": [logon(), order(2, "a", target="ELSEWHERE")],
+        "sending time off": [logon(), order(2, "a"), order(3, "b", sending_ns=T0 + 200 * NS)],
+        "possdup too low": [logon(), order(2, "a"), order(2, "a", poss_dup=True, orig_ns=T0)],
+        "possdup in order": [logon(), order(2, "a", poss_dup=True, orig_ns=T0 - NS), order(3, "b")],
+        "gap then fill": [logon(), order(3, "b"), order(2, "a"), order(4, "c")],
+        "invalid": [logon(), their("D", 2, (11, "x"), (1, 1), (55, "BTC-USD"), (38, 1), (40, 2)), order(3, "b")],
+        "status request": [logon(), their("H", 2, (11, "a"), (55, "BTC-USD"), (54, 1)), order(3, "b")],
+        "business message we send": [logon(), their("8", 2, (37, "1"), (17, "e"), (150, "0"), (39, "0"),
+                                                     (55, "X"), (54, "1"), (151, "1"), (14, "0"), (6, "0"))],
+    }
+    results = []
+    for lane in (True, False):
+        with monkeypatch.context() as mp:
+            if not lane:
+                mp.setattr(FixSession, "_in_order", lambda self, msg, wall_ns: False)
+            st = SessionStore(tmp_path / f"lane-{lane}", 7)
+            s = FixSession(cfg(), st)
+            s.connected(0)
+            results.append(_run(s, flows[case]))
+            st.close()
+    assert results[0] == results[1]
+    if case == "in order":
+        assert [apps for apps, *_ in results[0][1:]] != [[], [], []]  # the lane handed them over
