@@ -172,6 +172,13 @@ class FixReader:
         """Bytes received that are not yet a message (or a drop)."""
         return len(self._buf)
 
+    def take_pending(self) -> bytes:
+        """The bytes received that are not yet a message, taken out (the reader is empty
+        after): for a caller that reads the rest of the stream its own way."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def feed(self, data: bytes) -> list[FixMessage | Garbled]:
         self._buf += data
         out: list[FixMessage | Garbled] = []

@@ -94,3 +94,41 @@ def test_a_short_run_against_a_running_exchange_acknowledges_every_order(tmp_pat
             L.run_fix_load(ex.host, ex.port, "C21:nope:1", symbol="DEMO", price=PRICE, rate=100.0, duration=0.2)
     assert _children() <= before  # the exchange is gone, nothing else left running
 
+
+
+def test_reports_sent_right_after_the_logon_are_read_as_any_other(tmp_path) -> None:
+    """A session that logs on again may be sent, in the same read as the Logon's answer,
+    reports of its previous connection's orders (canceled on disconnect): the generator reads
+    them as part of the flow (not this run's ClOrdIDs: ignored), neither a failed logon nor a
+    sequence gap."""
+    import socket
+    import threading
+
+    from ringex.gateways.fix_codec import utc_timestamp
+
+    server = socket.create_server(("127.0.0.1", 0))
+    ts = utc_timestamp(time.time_ns())
+    report = encode(b"8", b"RINGEX", b"C21", 2, ts, [(37, b"9"), (11, b"old-7"), (17, b"1.1"), (150, b"4"),
+                                                     (39, b"4"), (55, b"DEMO"), (54, b"1"), (151, b"0"),
+                                                     (14, b"0"), (6, b"0")])
+
+    def gateway() -> None:
+        conn, _ = server.accept()
+        with conn:
+            FixReader().feed(conn.recv(4096))
+            conn.sendall(encode(b"A", b"RINGEX", b"C21", 1, ts, [(98, 0), (108, 10), (141, b"Y")]) + report)
+            time.sleep(0.5)
+
+    t = threading.Thread(target=gateway)
+    t.start()
+    try:
+        spec = L.parse_sessions("C21:pw21:1")[0]
+        sock, next_in, after = L._logon("127.0.0.1", server.getsockname()[1], spec, 10, timeout=5.0)
+        assert next_in == 2 and after == report
+        gen = L.FixLoad([sock], [spec], [next_in], 100.0, 1.0, symbol="DEMO", price=PRICE, received=[after])
+        assert gen._parse(gen.sessions[0], time.monotonic_ns()) == 1
+        assert gen.sessions[0].next_in == 3 and gen.sessions[0].gaps == 0 and gen.acked == 0
+        sock.close()
+    finally:
+        t.join(timeout=5)
+        server.close()

@@ -185,9 +185,11 @@ def _read_one(sock: socket.socket, reader: Any, deadline: float) -> Any:
 
 
 def _logon(host: str, port: int, spec: FixSessionSpec, heartbeat_s: int, timeout: float = 10.0
-           ) -> tuple[socket.socket, int]:
-    """Connect and log on (ResetSeqNumFlag=Y); the socket, non-blocking, and the gateway's
-    next MsgSeqNum."""
+           ) -> tuple[socket.socket, int, bytes]:
+    """Connect and log on (ResetSeqNumFlag=Y); the socket, non-blocking, the gateway's next
+    MsgSeqNum, and what it sent after the Logon in the same read (reports of an earlier
+    connection's orders, e.g. canceled on its disconnect: not this run's ClOrdIDs, read
+    and ignored by the run like any other)."""
     from ringex.gateways.fix_codec import FixMessage, FixReader, encode, utc_timestamp
 
     try:
@@ -211,10 +213,9 @@ def _logon(host: str, port: int, spec: FixSessionSpec, heartbeat_s: int, timeout
             if not isinstance(msg, FixMessage):
                 raise LoadError(f"{spec.comp_id}: garbled answer to the Logon: {msg.reason}")
             if msg.msg_type == b"A":
-                if pending or reader.pending:
-                    raise LoadError(f"{spec.comp_id}: the gateway sent more than the Logon before any order")
+                after = b"".join(m.raw for m in pending) + reader.take_pending()
                 sock.setblocking(False)
-                return sock, (msg.seq_num or 1) + 1
+                return sock, (msg.seq_num or 1) + 1, after
             if msg.msg_type == b"5":
                 raise LoadError(f"{spec.comp_id}: logon refused: {(msg.get(58) or b'').decode(errors='replace')}")
     except (OSError, TimeoutError, ConnectionError) as exc:
@@ -235,7 +236,9 @@ class FixLoad:
     def __init__(self, socks: Sequence[socket.socket], specs: Sequence[FixSessionSpec], next_in: Sequence[int],
                  rate: float, duration: float, *, symbol: str = SYMBOL, price: int = PRICE, seed: int = 1,
                  max_live: int = MAX_LIVE, max_position: int = MAX_POSITION, heartbeat_s: int = HEARTBEAT_S,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, received: Sequence[bytes] = ()) -> None:
+        """``received``: per session, what the gateway sent after its Logon and was read with
+        it (``_logon``), read first."""
         if rate <= 0 or duration <= 0:
             raise ValueError("need rate > 0 and duration > 0")
         self.S = len(specs)
@@ -249,6 +252,8 @@ class FixLoad:
         # ClOrdIDs unique on this exchange across runs: a run tag, then the session's order number
         self.tag = b"%s-" % format(time.time_ns() % (36 ** 6), "x").encode()
         self.sessions = [_Session(s, spec, sock, nin) for s, (spec, sock, nin) in enumerate(zip(specs, socks, next_in))]
+        for c, data in zip(self.sessions, received):
+            c.rbuf += data
         self.ack_at = [-1] * self.n
         self.sent_at = [-1] * self.n
         self.fill_at = [-1] * self.n
@@ -631,13 +636,15 @@ def run_fix_load(host: str, port: int, sessions: str | Sequence[FixSessionSpec] 
     specs = parse_sessions(sessions) if isinstance(sessions, str) else list(sessions)
     socks: list[socket.socket] = []
     next_in: list[int] = []
+    received: list[bytes] = []
     try:
         for spec in specs:
-            sock, nin = _logon(host, port, spec, heartbeat_s)
+            sock, nin, after = _logon(host, port, spec, heartbeat_s)
             socks.append(sock)
             next_in.append(nin)
+            received.append(after)
         gen = FixLoad(socks, specs, next_in, rate, duration, symbol=symbol, price=price, seed=seed,
-                      max_live=max_live, max_position=max_position, heartbeat_s=heartbeat_s)
+                      max_live=max_live, max_position=max_position, heartbeat_s=heartbeat_s, received=received)
     except BaseException:
         for s in socks:
             s.close()
