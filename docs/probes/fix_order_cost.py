@@ -1,0 +1,96 @@
+"""Probe: what one FIX order costs the FIX gateway's own code, without sockets or rings.
+
+    python docs/probes/fix_order_cost.py [ORDERS]
+
+One ``FixGatewaySession`` (its session layer, ClOrdID book and store in a temporary
+directory) is logged on, then given ORDERS (20,000) NewOrderSingles as bytes, 64 KiB at a
+time, as a socket would deliver them; each is framed, checked, sequenced, mapped to the
+engine's NewOrder and SBE-encoded, and counted applied; then the engine's OrderAccepted of
+each (made here) is reported back as an ExecutionReport, 64 events a batch, as the gateway
+delivers them. Prints the microseconds per order of each step and in all. The garbage
+collector is off, as in the exchange's agents. What the exchange adds (duty cycles, the
+rings, system calls) is not here: ``ringex bench fix`` measures that.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ringex.engine.wire import messages as m
+from ringex.gateways import fix_orders as fo
+from ringex.gateways.fix_codec import FixReader, encode, utc_timestamp
+from ringex.gateways.fix_gateway import FixGatewaySession
+from ringex.gateways.fix_instrument import FixInstrument
+from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    gc.disable()
+    inst = FixInstrument(id=1, symbol=b"BTC-USD", price_decimals=0, qty_decimals=0, tick_size=1, lot_size=1,
+                         min_qty=1, max_qty=10**6)
+    instruments = {inst.symbol: inst}
+    cfg = SessionConfig(id=1, credentials="pw", accounts=[1], target_comp_id="DEMO1", max_msgs_per_s=0)
+    gateway = GatewayConfig(name="fix", protocol="fix", session=[cfg])
+    now, wall = time.monotonic_ns(), time.time_ns()
+    ts = utc_timestamp(wall)
+    with tempfile.TemporaryDirectory() as directory:
+        s = FixGatewaySession(cfg, gateway, Path(directory), instruments, now, inbound_mark=lambda: (1, 0))
+        reader = FixReader()
+        s.fix.connected(now)
+        logon = encode(b"A", b"DEMO1", b"RINGEX", 1, ts, [(98, 0), (108, 30), (141, b"Y"), (554, b"pw")])
+        s.fix.on_message(reader.feed(logon)[0], now, wall)
+        assert s.fix.active, "the probe's Logon was refused"
+        stream = b"".join(encode(b"D", b"DEMO1", b"RINGEX", i + 2, ts, [
+            (11, b"C%d" % i), (1, b"1"), (55, b"BTC-USD"), (54, b"1"), (60, ts), (38, b"1"), (40, b"2"),
+            (44, b"49990"), (59, b"1")]) for i in range(n))
+        events = np.zeros((n, m.SLOT_SIZE), np.uint8)
+        took = dict.fromkeys(("framing", "session", "order mapping", "SBE encoding", "applied", "reports"), 0.0)
+        clock = time.perf_counter
+        t = clock()
+        messages = []
+        for at in range(0, len(stream), 1 << 16):
+            messages += reader.feed(stream[at:at + (1 << 16)])
+        took["framing"] = clock() - t
+        for i, msg in enumerate(messages):
+            t0 = clock()
+            apps = s.fix.on_message(msg, now, wall)
+            t1 = clock()
+            took["session"] += t1 - t0
+            for app in apps:
+                kw = fo.new_order(app.fields_by_tag, s.book, instruments, s.account_ok, s.id,
+                                  fo.Origin(app.seq_num or 0, 1, i))
+                t2 = clock()
+                m.NewOrder.encode(**kw)
+                t3 = clock()
+                s.applied(app.seq_num or 0)
+                t4 = clock()
+                took["order mapping"] += t2 - t1
+                took["SBE encoding"] += t3 - t2
+                took["applied"] += t4 - t3
+                accepted = m.OrderAccepted.encode(seq=i + 1, timestampNs=wall, orderId=1000 + i,
+                                                  clOrdId=kw["clOrdId"], sessionId=1, account=1, instrument=1)
+                events[i, :len(accepted)] = np.frombuffer(accepted, np.uint8)
+        rows = np.arange(n)
+        t = clock()
+        for at in range(0, n, 64):
+            batch = rows[at:at + 64]
+            s.deliver_events(events, batch, np.zeros(len(batch), np.int64), batch, 1, 77)
+        took["reports"] = clock() - t
+        s.close()
+    per = {k: v / n * 1e6 for k, v in took.items()}
+    print(f"{n:,} NewOrderSingles, each acknowledged by an ExecutionReport, µs per order:")
+    for k, v in per.items():
+        print(f"  {k:<14} {v:7.2f}")
+    print(f"  {'in all':<14} {sum(per.values()):7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
