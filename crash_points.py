@@ -37,7 +37,8 @@ ENV_ONCE = "RINGEX_CRASH_ONCE"
 
 #: Every crash point, and the instant it names. docs/architecture.md ("Crash windows")
 #: says what recovery does for each; tests/test_crash_points.py kills at each of the
-#: pipeline's, tests/test_gateway_supervision.py at each of the gateway's.
+#: pipeline's, tests/test_gateway_supervision.py at each of the gateway's, tests/test_feed.py
+#: at each of the publisher's.
 POINTS: Mapping[str, str] = {
     "sequencer.before_publish":
         "engine-ring batch claimed, stamped and its provenance noted, not yet published",
@@ -65,6 +66,10 @@ POINTS: Mapping[str, str] = {
         "a gateway published orders on its inbound ring, not yet counted in their sessions' stores",
     "gateway.after_store":
         "a gateway wrote a batch's events to its sessions' flows, its output cursor not yet committed",
+    "feed.after_store":
+        "the market-data publisher stored a batch's ITCH messages, not yet sent",
+    "feed.after_send":
+        "the market-data publisher sent a batch's packets, its output cursor not yet committed",
 }
 
 

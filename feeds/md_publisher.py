@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex import crash_points
 from ringex.engine.config import EngineConfig
 from ringex.engine.storage.data_dir import journal_last_seq
 from ringex.engine.storage.output_replay import OutputPosition
@@ -69,6 +70,7 @@ TIMER_EVERY_NS = 10_000_000
 MAX_REQUESTS_PER_CYCLE = 64
 RECV_BYTES = 65536
 _SEQ = m.BookAdd.offset("seq")  # the stamp's seq, where every ring message has it
+_CRASH = crash_points.ARMED
 
 
 def session_name(prefix: str, run: int) -> str:
@@ -304,6 +306,8 @@ class MdPublisherAgent(Agent):
         at = self._out.position
         batch = head if not len(tail) else np.concatenate((head, tail))  # a wrapped batch: one copy
         self._translate(batch, at)
+        if _CRASH:
+            crash_points.hit("feed.after_send")
         self._out.commit(k)
         self._read_to.advance(batch, at + k)
         return k
@@ -385,6 +389,8 @@ class MdPublisherAgent(Agent):
         t = self.translator
         seq = self.store.append_packed(buf, offsets, self._ring_id, position, t.emptied, t.emptied_seq,
                                        lambda: t.book)
+        if _CRASH:
+            crash_points.hit("feed.after_store")
         for packet in packets(buf, offsets, self._session_bytes, seq, self.cfg.max_payload):
             self._sendto(packet)
         self._counts.add("messages", len(offsets) - 1)

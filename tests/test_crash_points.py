@@ -54,8 +54,9 @@ CASES = {
 
 
 def test_every_crash_point_has_a_case() -> None:
-    """The gateway's points have theirs in tests/test_gateway_supervision.py (clients over TCP)."""
-    assert sorted(CASES) == sorted(p for p in crash_points.POINTS if not p.startswith("gateway."))
+    """The gateway's points have theirs in tests/test_gateway_supervision.py (clients over TCP),
+    the market-data publisher's in tests/test_feed.py (subscribers over UDP)."""
+    assert sorted(CASES) == sorted(p for p in crash_points.POINTS if not p.startswith(("gateway.", "feed.")))
 
 
 def _run_flow(exchange: Exchange, reader: OutputReader, producer, case: Case, marker: Path) -> None:

@@ -151,9 +151,9 @@ class Flow:
 
 
 @contextmanager
-def feed_setup(directory: Path, rings: str = ""):
+def feed_setup(directory: Path, rings: str = "", env: dict[str, str] | None = None):
     """A relay, three subscribers (early, lossy, late: not yet joined) and a running exchange
-    publishing to the relay."""
+    publishing to the relay (``env``: added to its environment, e.g. a crash point)."""
     relay = Relay(seed=SEED)
     rtx, snap = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     subs: dict[str, FeedSubscriber] = {}
@@ -169,7 +169,7 @@ def feed_setup(directory: Path, rings: str = ""):
         toml = feed_toml(prefix, relay.port, rtx, snap).replace("cancel_on_disconnect = true",
                                                                  "cancel_on_disconnect = false")
         toml = toml.replace("[supervisor]", rings + "[supervisor]")
-        with running_exchange(directory, toml) as ex:
+        with running_exchange(directory, toml, env=env) as ex:
             ex.feed_ports = (rtx, snap)
             ex.config = parse_config(toml)
             yield ex, relay, subs
@@ -265,16 +265,58 @@ def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
 
     # the feed is a function of the journal: the reference model (tests/itch_model.py, one
     # event at a time in Python) makes the same bytes of the same events
+    first, stored = store_messages(ex.directory / "data" / "feeds" / FEED)
+    assert first > 1 and len(stored) >= 1000 - 256  # retention dropped the oldest segments
+    _store_is_the_journal_translated(ex, instruments, outputs)
+    assert subs["early"].session == subs["late"].session  # the crash did not end the session
+
+
+def _store_is_the_journal_translated(ex, instruments, outputs) -> None:
+    """The feed's store holds exactly what a fresh translator makes of the journal's events
+    (``tests/itch_model.py``), from its oldest retained message on: nothing lost or repeated."""
     fresh: list[bytes] = []
     t = ModelTranslator(instruments, FeedBook())
     for out in outputs:
         t.translate(out, fresh)
     first, stored = store_messages(ex.directory / "data" / "feeds" / FEED)
-    assert first > 1 and len(stored) >= 1000 - 256  # retention dropped the oldest segments
     assert len(fresh) == first - 1 + len(stored)
     for i, msg in enumerate(stored):
         assert msg == fresh[first - 1 + i], f"message {first + i}: {itch.decode(msg)} != {itch.decode(fresh[first - 1 + i])}"
-    assert subs["early"].session == subs["late"].session  # the crash did not end the session
+
+
+@pytest.mark.parametrize("point", ["feed.after_store", "feed.after_send"])
+def test_a_publisher_killed_at_its_crash_points_loses_and_repeats_nothing(tmp_path, point):
+    """SIGKILLed right after storing a batch (not sent) or right after sending it (cursor not
+    committed): the restarted publisher resumes its session, the subscribers recover what was
+    stored and never sent by retransmission, and nothing is published twice."""
+    from ringex import crash_points
+
+    once = tmp_path / "once"
+    once.mkdir()
+    env = {crash_points.ENV_AT: f"{point}@30", crash_points.ENV_ONCE: str(once)}
+    with feed_setup(tmp_path / "ex", env=env) as (ex, relay, subs):
+        subs["early"].join()
+        subs["lossy"].join()
+        clients = {sid: ex.client(sid, keepalive_ms=10_000) for sid in (1, 2)}
+        listening = {k: subs[k] for k in ("early", "lossy")}
+        flow = Flow(clients, SEED + 7, between=lambda: [s.poll(0) for s in listening.values()])
+        flow.step(500)
+        fired = once / point
+        deadline = time.monotonic() + 60
+        while not fired.exists() and time.monotonic() < deadline:
+            flow.step(25)
+        assert fired.exists(), "the crash point never fired:\n" + exchange_log(ex)
+        _wait_restarted(ex, fired.stat().st_mtime, tick=lambda: [s.poll(0) for s in listening.values()])
+        flow.step(300)
+        _settle(listening, flow.mark())
+        engine, outputs = engine_replay(ex.directory / "data")
+        instruments = itch_instruments(ex.config.instrument)
+        expected = engine_book(engine, instruments)
+        assert len(expected) > 10  # a real book, not an empty one
+        for name, s in listening.items():
+            assert feed_book_rows(s.book) == expected, name
+        assert subs["early"].session == subs["lossy"].session
+        _store_is_the_journal_translated(ex, instruments, outputs)
 
 
 def test_a_request_beyond_retention_is_answered(feed_exchange):
