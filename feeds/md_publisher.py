@@ -50,6 +50,8 @@ from ringex.feeds.itch_instrument import ItchInstrument
 from ringex.feeds.itch_translate import Translator
 from ringex.feeds.itch_translate import warm_up as warm_up_translator
 from ringex.feeds.mold_packer import packets
+from ringex.feeds.packet_book import replay
+from ringex.feeds.packet_book import warm_up as warm_up_packet_book
 from ringex.feeds.mold_packer import warm_up as warm_up_packer
 from ringex.feeds.message_store import SEGMENT_MESSAGES, SESSION_LEN, MessageStore
 from ringex.feeds.message_store import warm_up as warm_up_store
@@ -135,6 +137,7 @@ class MdPublisherAgent(Agent):
         warm_up_translator()
         warm_up_packer()
         warm_up_store()
+        warm_up_packet_book()
         now = time.monotonic_ns()
         self._counts = KeyedCounters(self.counters, counter_labels(self.cfg.name))
         self._rings: list[Ring] = []
@@ -149,9 +152,8 @@ class MdPublisherAgent(Agent):
         rec = self.store.recovered
         if rec.cut_bytes:
             log.warning("feed %s: cut %d bytes of a torn tail from its store", self.cfg.name, rec.cut_bytes)
-        self.book: FeedBook = rec.book
-        for msg in rec.book_messages:
-            self.book.apply(itch.decode(msg))
+        # the newest segment's checkpoint, then its messages (up to a segment's worth: compiled)
+        self.book: FeedBook = replay(rec.book, rec.book_messages) if rec.book_messages else rec.book
         self.translator = Translator(self.instruments, self.book, capacity=self.capacity)
         self._skip_below = -1
         if rec.session and not rec.ended:

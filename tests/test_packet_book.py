@@ -132,3 +132,55 @@ def test_other_messages_stop_the_kernel_where_python_takes_over() -> None:
     status, nxt, _, _, _ = apply_packet(pkt, len(pkt), at + 2 + 12, 3, *book.args(), np.zeros((1, 4), np.int64),
                                         False, np.zeros(0, np.int64), False, 0, 0)
     assert (status, nxt, len(book)) == (OK, 4, 2)
+
+
+def _with_other_messages(r: random.Random, msgs: list[bytes]) -> list[bytes]:
+    """``msgs`` with System Events and Stock Trading Actions among them, and some Add Orders
+    and Order Executeds written as their MPID and with-price forms (the same effect on the
+    book, read by Python rather than the kernel)."""
+    out = []
+    for msg in msgs:
+        x = r.random()
+        if x < 0.01:
+            out.append(itch.system_event(0, 0, TS, b"Q"))
+        elif x < 0.02:
+            out.append(itch.stock_trading_action(r.choice((1, 2)), 0, TS, "S", r.choice((b"H", b"T")), "X"))
+        if msg[:1] == b"A" and r.random() < 0.01:
+            a = itch.decode(msg)
+            msg = itch.add_order_mpid(a.stock_locate, 0, TS, a.order_reference_number, a.buy_sell_indicator,
+                                      a.shares, "S", a.price, "RGX")
+        elif msg[:1] == b"E" and r.random() < 0.05:
+            e = itch.decode(msg)
+            msg = itch.order_executed_with_price(e.stock_locate, 0, TS, e.order_reference_number, e.executed_shares,
+                                                 e.match_number, b"Y", 10_000)
+        out.append(msg)
+    return out
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_replay_leaves_the_book_one_by_one_would(seed: int) -> None:
+    """``replay`` (a restarted publisher rebuilding its book from its store) against
+    ``FeedBook.apply`` of each message: the same book, order for order and level for level,
+    and the same trading states, from a book that already holds orders, with more live orders
+    than the arrays first take (they grow) and messages the kernel leaves to Python."""
+    from ringex.feeds.packet_book import replay
+
+    r = random.Random(seed)
+    msgs = _with_other_messages(r, [itch.add_order(1, 0, TS, 10**6 + i, b"B", 5, "S", 9_000 - i) for i in range(3000)]
+                                + random_flow(r, 20_000))
+    base = FeedBook()
+    for msg in msgs[:500]:
+        base.apply(itch.decode(msg))
+    before = base.canonical()
+    model = FeedBook()
+    for msg in msgs:
+        model.apply(itch.decode(msg))
+    mine = replay(base, msgs[500:])
+    assert base.canonical() == before  # the book given is not changed
+    assert mine.canonical() == model.canonical() and len(mine) > 1024
+    assert mine.states == model.states and model.states
+    for locate in (1, 2):
+        for side in (66, 83):
+            assert mine.depth(locate, side, 1000) == model.depth(locate, side, 1000)
+    with pytest.raises(BookError):
+        replay(model, [itch.order_delete(1, 0, TS, 999_999_999)])
