@@ -253,12 +253,7 @@ def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
     flow.step(700)
     _settle(subs, flow.mark())
 
-    engine, outputs = engine_replay(ex.directory / "data")
-    instruments = itch_instruments(ex.config.instrument)
-    expected = engine_book(engine, instruments)
-    assert len(expected) > 20  # a real book, not an empty one
-    for name, s in subs.items():
-        assert feed_book_rows(s.book) == expected, name
+    instruments, outputs = _books_are_the_engines(ex, subs, at_least=20)
     # the lossy one lost packets and got every message back by retransmission alone
     assert relay.targets[1].dropped > 0 and subs["lossy"].requests > 0 and subs["lossy"].snapshots == 1
     assert subs["early"].executions > 50
@@ -269,6 +264,19 @@ def _every_subscriber_book_is_the_engine_book(ex, relay, subs) -> None:
     assert first > 1 and len(stored) >= 1000 - 256  # retention dropped the oldest segments
     _store_is_the_journal_translated(ex, instruments, outputs)
     assert subs["early"].session == subs["late"].session  # the crash did not end the session
+
+
+def _books_are_the_engines(ex, subs: dict[str, FeedSubscriber], at_least: int) -> tuple[list, list]:
+    """Each subscriber's book is the engine's (rebuilt from the journal), order by order, and
+    holds more than ``at_least`` orders (a real book, not an empty one); the instruments and
+    the journal's output events, for more checks."""
+    engine, outputs = engine_replay(ex.directory / "data")
+    instruments = itch_instruments(ex.config.instrument)
+    expected = engine_book(engine, instruments)
+    assert len(expected) > at_least
+    for name, s in subs.items():
+        assert feed_book_rows(s.book) == expected, name
+    return instruments, outputs
 
 
 def _store_is_the_journal_translated(ex, instruments, outputs) -> None:
@@ -309,12 +317,7 @@ def test_a_publisher_killed_at_its_crash_points_loses_and_repeats_nothing(tmp_pa
         _wait_restarted(ex, fired.stat().st_mtime, tick=lambda: [s.poll(0) for s in listening.values()])
         flow.step(300)
         _settle(listening, flow.mark())
-        engine, outputs = engine_replay(ex.directory / "data")
-        instruments = itch_instruments(ex.config.instrument)
-        expected = engine_book(engine, instruments)
-        assert len(expected) > 10  # a real book, not an empty one
-        for name, s in listening.items():
-            assert feed_book_rows(s.book) == expected, name
+        instruments, outputs = _books_are_the_engines(ex, listening, at_least=10)
         assert subs["early"].session == subs["lossy"].session
         _store_is_the_journal_translated(ex, instruments, outputs)
 
