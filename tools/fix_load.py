@@ -46,6 +46,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ringex.tools.load_args import session_triples
+
 __all__ = ["FixSessionSpec", "FixLoad", "LoadError", "DEFAULT_SESSIONS", "parse_sessions", "run_fix_load"]
 
 DEFAULT_SESSIONS = "DEMO1:demo-1:1,DEMO2:demo-2:2,DEMO3:demo-3:3"  # the embedded default's FIX demo sessions
@@ -80,18 +82,11 @@ class FixSessionSpec:
 
 
 def parse_sessions(text: str) -> list[FixSessionSpec]:
-    """``"DEMO1:demo-1:1,DEMO2:demo-2:2"`` (CompID:password:account, comma-separated)."""
-    out = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        parts = item.split(":")
-        if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
-            raise ValueError(f"{item!r} is not CompID:password:account")
-        out.append(FixSessionSpec(parts[0], parts[1], int(parts[2])))
-    if not out:
-        raise ValueError("no sessions")
-    if len({s.comp_id for s in out}) != len(out):
-        raise ValueError("a session is listed twice")
-    return out
+    """``"DEMO1:demo-1:1,DEMO2:demo-2:2"`` (CompID:password:account, comma-separated; a
+    password may be empty)."""
+    return [FixSessionSpec(comp_id, password, account)
+            for comp_id, password, account in session_triples(text, "CompID:password:account", numbered=False,
+                                                              credentials_required=False)]
 
 
 # ---------------------------------------------------------------------------- the flow

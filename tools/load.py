@@ -81,7 +81,7 @@ import numpy as np
 
 from ringex.engine.wire import messages as m
 from ringex.gateways.sofh import HEADER_LENGTH, ConnectionClosed, FrameReader, header
-from ringex.tools.load_args import DEFAULT_SESSIONS, add_load_args
+from ringex.tools.load_args import DEFAULT_SESSIONS, add_load_args, session_triples
 
 __all__ = ["SessionSpec", "Flow", "Schedule", "LoadGenerator", "LoadError", "make_flow", "parse_sessions",
            "run_load", "add_args", "main"]
@@ -137,17 +137,9 @@ class SessionSpec:
 
 def parse_sessions(text: str) -> list[SessionSpec]:
     """``"1:demo-1:1,2:demo-2:2"`` (sessionId:credentials:account, comma-separated)."""
-    out = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        parts = item.split(":")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit() or not parts[1]:
-            raise ValueError(f"{item!r} is not sessionId:credentials:account")
-        out.append(SessionSpec(int(parts[0]), parts[1], int(parts[2])))
-    if not out:
-        raise ValueError("no sessions")
-    if len({s.session_id for s in out}) != len(out):
-        raise ValueError("a session is listed twice")
-    return out
+    return [SessionSpec(int(sid), credentials, account)
+            for sid, credentials, account in session_triples(text, "sessionId:credentials:account", numbered=True,
+                                                             credentials_required=True)]
 
 
 # ---------------------------------------------------------------------------- the flow

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 __all__ = ["DEFAULT_SESSIONS", "DURATION_S", "FIXED_RATE", "P99_LIMIT_US", "SEARCH_S", "START_RATE",
-           "add_e2e_args", "add_load_args"]
+           "add_e2e_args", "add_load_args", "session_triples"]
 
 DEFAULT_SESSIONS = "1:demo-1:1,2:demo-2:2,3:demo-3:3"  # the embedded default's demo sessions
 START_RATE = 20_000.0  # orders/s: where bench e2e's search begins
@@ -18,6 +18,26 @@ FIXED_RATE = 20_000.0  # orders/s of its latency and stage figures
 DURATION_S = 10.0  # seconds a rate must be sustained
 P99_LIMIT_US = 10_000.0  # the ack p99 a sustained rate stays under
 SEARCH_S = 240.0  # the search's time budget
+
+
+def session_triples(text: str, shape: str, *, numbered: bool, credentials_required: bool
+                    ) -> list[tuple[str, str, int]]:
+    """``"a:secret:1,b:other:2"``: comma-separated ``who:credentials:account`` items as
+    (who, credentials, account), each checked (``shape`` names the fields in errors, e.g.
+    ``"CompID:password:account"``; ``numbered``: who must be a number), none listed twice,
+    at least one (ValueError)."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        parts = item.split(":")
+        if (len(parts) != 3 or not parts[0] or (numbered and not parts[0].isdigit()) or not parts[2].isdigit()
+                or (credentials_required and not parts[1])):
+            raise ValueError(f"{item!r} is not {shape}")
+        out.append((parts[0], parts[1], int(parts[2])))
+    if not out:
+        raise ValueError("no sessions")
+    if len({x[0] for x in out}) != len(out):
+        raise ValueError("a session is listed twice")
+    return out
 
 
 def add_load_args(parser: argparse.ArgumentParser) -> None:
