@@ -70,7 +70,7 @@ _MULTIPLE_CHAR = re.compile(rb"[^ ](?: [^ ])*")
 _TIMESTAMP = re.compile(rb"([0-9]{4})([0-9]{2})([0-9]{2})-([0-9]{2}):([0-9]{2}):([0-9]{2})"
                         rb"(?:\.([0-9]{3}|[0-9]{6}))?")
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-_NONE: frozenset[int] = frozenset()
+_NONE: frozenset[int] = frozenset()  # a message with no unparsed tag (nearly all) shares this one
 _NS_PER_DAY = 86_400 * 10**9
 
 
