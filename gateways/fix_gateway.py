@@ -216,8 +216,9 @@ class FixGatewaySession:
                 self.book.end_event(source, created, position)
             if position <= reported:
                 continue
-            for out in outs:
-                self.fix.send(out.msg_type, out.body + [(60, transact)], wall, now, source, created, position)
+            for out in outs:  # (each body is the report's own: TransactTime goes on its end)
+                out.body.append((60, transact))
+                self.fix.send(out.msg_type, out.body, wall, now, source, created, position)
         self.flush_to_connection()  # the reports stored first,
         self.book.write_events()  # then the book
 

@@ -329,7 +329,7 @@ class OrderBook:
         changes, self._event = self._event or [], None
         self._through[source] = (created, position)
         self._held_back.append(self._record(b"E", b'{"r":[%s],"w":[%d,%d,%d]}' % (
-            b",".join(b'["%s",%s]' % (k, _json(o)) for k, o in changes), source, created, position)))
+            b",".join([b'["%s",%s]' % (k, _json(o)) for k, o in changes]), source, created, position)))
 
     def write_events(self) -> None:
         """Write the events' records held back since the last call (once the reports they
@@ -461,6 +461,8 @@ class OrderBook:
 
     # -- internals
     def _index(self, o: Order) -> None:
+        if self._by_num.get(o.num) is o and self._by_fix.get(o.cl_ord_id) is o:
+            return  # indexed when its ids last changed (new, replaced): most saves change neither
         for n in o.nums:
             self._by_num[n] = o
         for c in (*o.chain, o.cl_ord_id):

@@ -62,6 +62,7 @@ STATE_MAGIC = 0x53535852  # "RXSS"
 VERSION = 1
 FLOW_HEADER = struct.Struct("<IIQQ8x")
 RECORD = struct.Struct("<IIQQQB7x")
+_RECORD_CHECK, _RECORD_META = struct.Struct("<II"), struct.Struct("<QQQB7x")  # RECORD's two parts
 STATE = struct.Struct("<IIQQQQQ")
 CRC_FROM = 8  # the CRC covers the record from seqNo on
 MAX_PAYLOAD = 1 << 16
@@ -193,9 +194,10 @@ class SessionStore:
         if length > MAX_PAYLOAD:
             raise ValueError(f"a stored message is at most {MAX_PAYLOAD} bytes, got {length}")
         seq = self.next_seq
-        body = struct.pack("<QQQB7x", seq, created, position, source) + bytes(payload)
+        body = _RECORD_META.pack(seq, created, position, source) + bytes(payload)
         self._offsets.append(self._end)
-        self._pending += struct.pack("<II", length, zlib.crc32(body)) + body
+        self._pending += _RECORD_CHECK.pack(length, zlib.crc32(body))
+        self._pending += body
         self._end += RECORD.size + length
         if source != SOURCE_GATEWAY:
             self._stored[source] = (created, position)
