@@ -143,6 +143,24 @@ def unlink_counters(name: str) -> bool:
     return True
 
 
+def _left_by_the_dead(name: str) -> bool:
+    """Is counters object ``name`` a ringex one whose owner process is gone (so that nobody
+    will unlink it: a crash of its owner and of whatever would have reaped it)?"""
+    from .liveness import pid_alive  # (psutil, only when a name is taken)
+
+    try:
+        mm, size = _map(name, read_only=True)
+    except CountersError:
+        return False
+    try:
+        _, pid, created_ns = _check_header(name, mm, size)
+    except CountersError:
+        return False  # not ours, or still being created: never touched
+    finally:
+        mm.close()
+    return not pid_alive(pid, created_ns)
+
+
 def _encode_label(label: str) -> bytes:
     if "\x00" in label:
         raise ValueError("a counter label must not contain NUL characters")
@@ -252,15 +270,21 @@ class CountersManager:
         self.name = _shm_name(name)[1:]
         self.capacity = capacity
         self._size = HEADER_LENGTH + capacity * RECORD_LENGTH
-        try:
-            shm = posix_ipc.SharedMemory(
-                "/" + self.name, posix_ipc.O_CREX, mode=0o600, size=self._size
-            )
-        except posix_ipc.ExistentialError:
-            raise CountersError(
-                f"counters object {self.name!r} already exists; another owner is using it, "
-                f"or a crashed one left it behind (remove {SHM_DIR}/{self.name})"
-            ) from None
+        shm = None
+        for attempt in range(2):
+            try:
+                shm = posix_ipc.SharedMemory(
+                    "/" + self.name, posix_ipc.O_CREX, mode=0o600, size=self._size
+                )
+                break
+            except posix_ipc.ExistentialError:
+                if attempt or not _left_by_the_dead(self.name):
+                    raise CountersError(
+                        f"counters object {self.name!r} already exists; another owner is using it "
+                        f"(remove {SHM_DIR}/{self.name} if it is not)"
+                    ) from None
+                unlink_counters(self.name)  # its owner died without unlinking it: a crash
+        assert shm is not None
         try:
             self._mm = mmap.mmap(shm.fd, self._size, flags=mmap.MAP_SHARED)
         except BaseException:

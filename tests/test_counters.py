@@ -129,6 +129,33 @@ def test_duplicate_name_is_refused(name):
             CountersManager(name, capacity=1)
 
 
+def _own_and_die(name: str) -> None:
+    mgr = CountersManager(name, capacity=4)
+    mgr.allocate("left behind").increment(7)
+    os.kill(os.getpid(), 9)  # SIGKILL: no close, no unlink
+
+
+def test_an_object_left_by_a_killed_owner_is_taken_over(name):
+    """An owner SIGKILLed (and nobody to reap its object, as when a whole exchange is killed)
+    leaves its counters object behind; the next owner of the name takes it over rather than
+    refusing to start. One whose owner lives is still refused."""
+    p = multiprocessing.get_context("spawn").Process(target=_own_and_die, args=(name,))
+    p.start()
+    p.join(WAIT_S)
+    assert p.exitcode == -9
+    try:
+        with CountersReader(name) as left:
+            assert left.value("left behind") == 7  # it is there
+        with CountersManager(name, capacity=2) as mgr:
+            mgr.allocate("fresh").increment()
+            with CountersReader(name) as reader:
+                assert [label for _, label, _ in reader] == ["fresh"]
+            with pytest.raises(CountersError, match="already exists"):
+                CountersManager(name, capacity=2)  # its owner (this process) is alive
+    finally:
+        cleanup_shm(name)
+
+
 def test_missing_object_is_a_clear_error(name):
     with pytest.raises(CountersNotFoundError, match="no counters object"):
         CountersReader(name)

@@ -236,6 +236,75 @@ def test_the_gateway_ends_its_sessions_cleanly_when_the_launcher_is_killed(tmp_p
         again.terminate()
 
 
+def test_orders_in_flight_when_the_whole_exchange_is_killed_are_answered_after_the_restart(tmp_path):
+    """Every process killed at once (the launcher and its children: SIGKILL all, as the OOM
+    killer or ``kill -9`` of the group would) while orders sit in the gateway's inbound ring,
+    published and counted as received but not yet sequenced (the core process stopped). The
+    next ``ringex run`` on the directory resumes the rings the dead run left (they are this
+    directory's: tools/ring_record.py), so each of those orders is answered: none is lost with
+    the client's numbers counted and nothing to say so (as when the rings were re-created)."""
+    from ringex.ringbuffer.counters import CountersReader
+
+    prefix = unique_prefix()
+    toml = gateway_toml(prefix, sessions=session_toml(MAKER, "[1]", cod=False))
+    first = start_exchange(tmp_path, toml)
+    c = first.client(MAKER, keepalive_ms=10_000)
+    os.kill(first.pids["core"], signal.SIGSTOP)
+    for cl in range(1, 6):
+        c.new_order(**limit(cl, "Sell", qty=1, price=PRICE + 50 + cl, account=1))
+    deadline = time.monotonic() + 30
+    while True:  # the gateway published them (and counted them: its orders-in counter)
+        with CountersReader(f"ringex-counters-{prefix}-gateways") as r:
+            if r.value("gateway bin: orders in") >= 5:
+                break
+        assert time.monotonic() < deadline, "the gateway did not take the orders"
+        time.sleep(0.05)
+    _kill_everything(first)
+    c.close_socket()
+    with running_exchange(tmp_path, toml) as second:
+        assert "resumed the rings a crashed run left" in second.read_output()
+        c.host, c.port = second.host, second.port
+        c.reconnect()
+        answered: dict[int, str] = {}
+        deadline = time.monotonic() + 30
+        while len(answered) < 5 and time.monotonic() < deadline:
+            for e in c.drain(quiet=0.2):
+                if e.name in ("OrderAccepted", "OrderRejected"):
+                    answered.setdefault(e["clOrdId"], e.name)
+        assert sorted(answered) == [1, 2, 3, 4, 5], second.read_output()[-3000:]
+        assert c.not_applied == []
+        c.terminate()
+
+
+def _kill_everything(ex) -> None:
+    ex.proc.kill()
+    ex.proc.wait(timeout=10)
+    for pid in ex.pids.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in ex.pids.values()):
+        assert time.monotonic() < deadline, "children outlived SIGKILL"
+        time.sleep(0.05)
+
+
+def test_rings_a_crashed_run_of_another_directory_left_are_created_afresh(tmp_path):
+    """Resuming is for a directory's own rings: another data directory started on the same
+    shared-memory prefix after the whole exchange was killed re-creates them (their contents
+    belong to another journal)."""
+    toml = gateway_toml(unique_prefix(), sessions=session_toml(MAKER, "[1]", cod=False))
+    _kill_everything(start_exchange(tmp_path / "one", toml))
+    with running_exchange(tmp_path / "two", toml) as other:
+        out = other.read_output()
+        assert "reclaimed stale rings left by a crashed run" in out and "resumed the rings" not in out
+        c = other.client(MAKER)
+        c.new_order(**limit(1, "Sell", qty=1, price=PRICE + 50, account=1))
+        assert flow(c, lambda e: e.name == "OrderAccepted")[-1]["clOrdId"] == 1
+        c.terminate()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

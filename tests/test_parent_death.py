@@ -62,9 +62,10 @@ def test_children_exit_when_the_launcher_is_killed_and_the_next_run_starts(tmp_p
         proc.communicate(timeout=10)
         assert wait_gone(list(pids.values()), 60.0) == [], "children outlived their launcher"
         assert journal_holder(journal_dir(data)) is None
-        # The killed run left its rings behind; the next run reclaims them and starts.
+        # The killed run left its rings behind; the next run on the same data directory
+        # resumes them (tools/ring_record.py) and starts.
         second, pids2, lines = start_run(conf)
-        assert any("reclaimed stale rings" in ln for ln in lines), "".join(lines)
+        assert any("resumed the rings a crashed run left" in ln for ln in lines), "".join(lines)
         out = stop_ringex_run(second)
         assert second.returncode == 0 and "stopped cleanly" in out, out
         second = None

@@ -33,6 +33,7 @@ snapshot is ahead of its journal (``JournalBehindSnapshotError``: docs/architect
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -58,10 +59,11 @@ from ringex.ringbuffer.control import (
     ControlBlock,
 )
 from ringex.ringbuffer.counters import CountersError, CountersReader
-from ringex.ringbuffer.errors import StaleRingError
+from ringex.ringbuffer.errors import RingError, StaleRingError
 from ringex.ringbuffer.idle import BackoffIdleStrategy
 from ringex.ringbuffer.latency import list_latency, unlink_latency
 from ringex.ringbuffer.liveness import ConsumerState, pid_alive
+from ringex.ringbuffer.mapping import canonical_name
 from ringex.ringbuffer.process_spec import AGENT_NAMES
 from ringex.feeds.itch_instrument import itch_instruments
 from ringex.feeds.md_publisher import MdPublisherAgent
@@ -71,6 +73,7 @@ from ringex.ringbuffer.producer import Offer, Producer
 from ringex.ringbuffer.ring import Ring
 from ringex.ringbuffer.runner import AgentRunner, RunnerConfig
 from ringex.tools.config import ExchangeConfig
+from ringex.tools.ring_record import hold_launcher_lock, record, recorded
 from ringex.tools.supervision import Clock, RestartBudget, StartDeadline
 
 log = logging.getLogger("ringex.launcher")
@@ -257,7 +260,10 @@ class Exchange:
         self._control: ControlBlock | None = None
         self._admin: Producer | None = None
         self._monitors: list[Consumer] = []
-        self.stale_reclaimed: list[str] = []  # rings a crashed run left behind
+        self.stale_reclaimed: list[str] = []  # rings a crashed run left behind, created afresh
+        self.stale_resumed: list[str] = []  # rings a crashed run of this data directory left, resumed
+        self._recorded: dict[str, int] = {}
+        self._lock_fd: int | None = None
         self.untethered: list[tuple[str, int, int]] = []  # (ring, subscriber, position it had)
         self._dead_subscribers: set[tuple[str, int]] = set()  # each reported once
         self._last_rate = (time.monotonic(), 0)
@@ -270,11 +276,31 @@ class Exchange:
         try:
             ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=consumers)
         except StaleRingError as exc:
+            resumed = self._resume_ring(name, capacity, consumers)
+            if resumed is not None:
+                self._rings[name] = resumed
+                return resumed
             log.warning("%s; reclaiming it", exc)
             self.stale_reclaimed.append(name)
             ring = Ring.create(name, slot_size=m.SLOT_SIZE, capacity=capacity,
                                consumers=consumers, reclaim=True)
         self._rings[name] = ring
+        return ring
+
+    def _resume_ring(self, name: str, capacity: int, consumers: int) -> Ring | None:
+        """A crashed run's ring ``name``, taken over as it is when it is this data directory's
+        (``ring_record``) with the layout configured now; None to reclaim it instead."""
+        try:
+            ring = Ring.attach(name, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=consumers)
+        except RingError as exc:
+            log.warning("ring %r left by a crashed run cannot be resumed: %s", name, exc)
+            return None
+        if self._recorded.get(canonical_name(name)) != ring.created_time_ns:
+            log.warning("ring %r left by a crashed run is not %s's: not resumed", name, self.data_dir)
+            ring.close()
+            return None
+        log.warning("resuming ring %r left by a crashed run, with what was in flight in it", name)
+        self.stale_resumed.append(name)
         return ring
 
     def start(self, ready_timeout: float = 300.0) -> None:
@@ -295,6 +321,10 @@ class Exchange:
         check_engine_file(self.data_dir, cfg.engine)
         check_journal_reaches_snapshots(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = hold_launcher_lock(self.data_dir)
+        if self._lock_fd is None:
+            raise StartError(f"{self.data_dir} is in use by another ringex run; stop it first")
+        self._recorded = recorded(self.data_dir)
         try:
             self._control = ControlBlock.create(names.control)
             subscribers = 1 + len(cfg.subscriber_names())
@@ -304,6 +334,7 @@ class Exchange:
             self._create_ring(names.engine_in, cfg.rings.engine_capacity, 1)
             out = self._create_ring(names.output, cfg.rings.output_capacity, subscribers)
             rej = self._create_ring(names.reject, cfg.rings.inbound_capacity, subscribers)
+            record(self.data_dir, {canonical_name(n): r.created_time_ns for n, r in self._rings.items()})
             self._admin = admin.producer()
             self._monitors = [out.consumer(MONITOR_CONSUMER), rej.consumer(MONITOR_CONSUMER)]
             fresh = journal_last_seq(self.data_dir) == 0
@@ -689,6 +720,9 @@ class Exchange:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self.started = False
 
     def _in_flight(self) -> bool:
@@ -735,6 +769,8 @@ def main(config_path: str | None = None) -> int:
     print(f"ringex {cfg.exchange.name}: data in {exchange.data_dir}")
     if exchange.stale_reclaimed:
         print(f"  reclaimed stale rings left by a crashed run: {', '.join(exchange.stale_reclaimed)}")
+    if exchange.stale_resumed:
+        print(f"  resumed the rings a crashed run left, with what was in flight: {', '.join(exchange.stale_resumed)}")
     for child in exchange._children:
         print(f"  process {child.name} (pid {child.runner.pid}): {', '.join(child.agents)}")
     print(f"  admin ring /dev/shm/{names.admin.lstrip('/')}; order rings: "
