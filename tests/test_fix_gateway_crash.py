@@ -418,3 +418,47 @@ def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> Non
             assert maker.complete() and not maker.problems()
         finally:
             maker.close()
+
+
+def test_fix_orders_in_flight_when_the_whole_exchange_is_killed_are_answered_after_the_restart(tmp_path):
+    """The FIX side of ``test_gateway_supervision``'s whole-exchange kill: NewOrderSingles the
+    gateway published (and counted) while the core process was stopped, every process then
+    SIGKILLed; the next run resumes the rings, and the counterparty, logging on again with its
+    numbers continuing, gets an ExecutionReport for each order (the gateway's book and its
+    ring agree: the same incarnation), none twice, and is not asked to send them again."""
+    from test_gateway_supervision import _kill_everything
+
+    from gateway_kit import start_exchange
+
+    prefix = unique_prefix()
+    toml = fix_toml(prefix, sessions=((21, 1),), cod=False)
+    first = start_exchange(tmp_path, toml)
+    p = Peer(first, 21)
+    p.logon()
+    os.kill(first.pids["core"], signal.SIGSTOP)
+    for i in range(3):
+        p.order(f"w{i}", side=2, price=PRICE + 40 + i)
+    deadline = time.monotonic() + 30
+    while counter(first, "gateway bin: orders in") < 3:
+        assert time.monotonic() < deadline, "the gateway did not take the orders"
+        time.sleep(0.05)
+    _kill_everything(first)
+    p.close()
+    with running_exchange(tmp_path, toml) as second:
+        assert "resumed the rings a crashed run left" in second.read_output()
+        q = Peer(second, 21, seq=p.seq)
+        try:
+            ack = q.logon(reset=False)
+            assert int(ack.get(34)) > 2  # the reports were numbered while it was away:
+            q.send("2", (7, 2), (16, 0))  # it asks for them, as a FIX engine does at a gap
+            reports: dict[bytes, list[bytes]] = {}
+            deadline = time.monotonic() + 30
+            while len(reports) < 3 and time.monotonic() < deadline:
+                m = q.recv(max(0.01, deadline - time.monotonic()))
+                assert m.get(35) != b"2", "the gateway asked for the orders again"
+                if m.get(35) == b"8" and (m.get(11) or b"").startswith(b"w"):
+                    reports.setdefault(m.get(11), []).append(m.get(150))
+            assert sorted(reports) == [b"w0", b"w1", b"w2"], second.read_output()[-3000:]
+            assert all(len(v) == 1 for v in reports.values()), reports
+        finally:
+            q.close()
