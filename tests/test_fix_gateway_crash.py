@@ -426,23 +426,15 @@ def test_fix_orders_in_flight_when_the_whole_exchange_is_killed_are_answered_aft
     SIGKILLed; the next run resumes the rings, and the counterparty, logging on again with its
     numbers continuing, gets an ExecutionReport for each order (the gateway's book and its
     ring agree: the same incarnation), none twice, and is not asked to send them again."""
-    from test_gateway_supervision import _kill_everything
+    from test_gateway_supervision import kill_with_orders_in_flight
 
     from gateway_kit import start_exchange
 
-    prefix = unique_prefix()
-    toml = fix_toml(prefix, sessions=((21, 1),), cod=False)
+    toml = fix_toml(unique_prefix(), sessions=((21, 1),), cod=False)
     first = start_exchange(tmp_path, toml)
     p = Peer(first, 21)
     p.logon()
-    os.kill(first.pids["core"], signal.SIGSTOP)
-    for i in range(3):
-        p.order(f"w{i}", side=2, price=PRICE + 40 + i)
-    deadline = time.monotonic() + 30
-    while counter(first, "gateway bin: orders in") < 3:
-        assert time.monotonic() < deadline, "the gateway did not take the orders"
-        time.sleep(0.05)
-    _kill_everything(first)
+    kill_with_orders_in_flight(first, lambda: [p.order(f"w{i}", side=2, price=PRICE + 40 + i) for i in range(3)], 3)
     p.close()
     with running_exchange(tmp_path, toml) as second:
         assert "resumed the rings a crashed run left" in second.read_output()

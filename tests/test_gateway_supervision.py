@@ -243,23 +243,15 @@ def test_orders_in_flight_when_the_whole_exchange_is_killed_are_answered_after_t
     next ``ringex run`` on the directory resumes the rings the dead run left (they are this
     directory's: tools/ring_record.py), so each of those orders is answered: none is lost with
     the client's numbers counted and nothing to say so (as when the rings were re-created)."""
-    from ringex.ringbuffer.counters import CountersReader
-
-    prefix = unique_prefix()
-    toml = gateway_toml(prefix, sessions=session_toml(MAKER, "[1]", cod=False))
+    toml = gateway_toml(unique_prefix(), sessions=session_toml(MAKER, "[1]", cod=False))
     first = start_exchange(tmp_path, toml)
     c = first.client(MAKER, keepalive_ms=10_000)
-    os.kill(first.pids["core"], signal.SIGSTOP)
-    for cl in range(1, 6):
-        c.new_order(**limit(cl, "Sell", qty=1, price=PRICE + 50 + cl, account=1))
-    deadline = time.monotonic() + 30
-    while True:  # the gateway published them (and counted them: its orders-in counter)
-        with CountersReader(f"ringex-counters-{prefix}-gateways") as r:
-            if r.value("gateway bin: orders in") >= 5:
-                break
-        assert time.monotonic() < deadline, "the gateway did not take the orders"
-        time.sleep(0.05)
-    _kill_everything(first)
+
+    def send() -> None:
+        for cl in range(1, 6):
+            c.new_order(**limit(cl, "Sell", qty=1, price=PRICE + 50 + cl, account=1))
+
+    kill_with_orders_in_flight(first, send, 5)
     c.close_socket()
     with running_exchange(tmp_path, toml) as second:
         assert "resumed the rings a crashed run left" in second.read_output()
@@ -274,6 +266,24 @@ def test_orders_in_flight_when_the_whole_exchange_is_killed_are_answered_after_t
         assert sorted(answered) == [1, 2, 3, 4, 5], second.read_output()[-3000:]
         assert c.not_applied == []
         c.terminate()
+
+
+def kill_with_orders_in_flight(ex, send, orders: int) -> None:
+    """Stop the core process (sequencer and engine), ``send`` orders, wait until the gateway
+    has published and counted ``orders`` of them (its orders-in counter), then SIGKILL every
+    process: the orders are in the inbound ring, never sequenced."""
+    from ringex.ringbuffer.counters import CountersReader
+
+    os.kill(ex.pids["core"], signal.SIGSTOP)
+    send()
+    deadline = time.monotonic() + 30
+    while True:
+        with CountersReader(f"ringex-counters-{ex.prefix}-gateways") as r:
+            if r.value("gateway bin: orders in") >= orders:
+                break
+        assert time.monotonic() < deadline, "the gateway did not take the orders"
+        time.sleep(0.05)
+    _kill_everything(ex)
 
 
 def _kill_everything(ex) -> None:
