@@ -191,6 +191,27 @@ def running_exchange(directory: Path, toml: str, env: dict[str, str] | None = No
         assert shm_leftovers(ex.prefix) == []
 
 
+def offer_load(prefix: str, messages, timeout: float = 10.0) -> None:
+    """Offer each of ``messages`` (encoded engine messages) on ring ``<prefix>-in-load``, a
+    producer standing in for another gateway (``[rings] gateways = ["load"]``), waiting at most
+    ``timeout`` s for room for each: the exchange must keep taking orders."""
+    from ringex.ringbuffer.idle import BackoffIdleStrategy
+    from ringex.ringbuffer.ring import Ring
+
+    ring = Ring.attach(f"{prefix}-in-load", wait_s=5.0)
+    prod = ring.producer(takeover=True)
+    idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
+    try:
+        for msg in messages:
+            deadline = time.monotonic() + timeout
+            while not prod.offer(msg):
+                assert time.monotonic() < deadline, "the exchange stopped taking orders"
+                idle.idle(0)
+    finally:
+        prod.close()
+        ring.close()
+
+
 def limit(cl: int, side: str, qty: int = 1, price: int = PRICE, account: int = 1, **kw) -> dict:
     return dict(clOrdId=cl, account=account, instrument=1, side=side, ordType="Limit", price=price, qty=qty,
                 timeInForce=kw.pop("timeInForce", "GTC"), **kw)

@@ -371,8 +371,8 @@ def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> Non
     (engine/storage/output_replay.py), so the counterparty, logging on again, gets every fill
     once: CumQty adds up."""
     from ringex.engine.wire import messages as m
-    from ringex.ringbuffer.idle import BackoffIdleStrategy
-    from ringex.ringbuffer.ring import Ring
+
+    from gateway_kit import offer_load
 
     n = 1500  # about 3 events each: well past half of the 4096-slot output ring
     toml = crash_toml(((23, 3),)).replace(
@@ -387,18 +387,9 @@ def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> Non
             stopped_at = time.time()
             os.kill(pid, signal.SIGSTOP)
             try:
-                ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
-                prod = ring.producer(takeover=True)
-                idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
-                for i in range(n):
-                    msg = m.NewOrder.encode(sessionId=99, clOrdId=1 + i, account=4, instrument=1, side="Buy",
-                                            ordType="Limit", price=PRICE + 20, qty=1, timeInForce="IOC")
-                    deadline = time.monotonic() + 10
-                    while not prod.offer(msg):
-                        assert time.monotonic() < deadline, "the exchange stopped taking orders"
-                        idle.idle(0)
-                prod.close()
-                ring.close()
+                offer_load(ex.prefix, [m.NewOrder.encode(sessionId=99, clOrdId=1 + i, account=4, instrument=1,
+                                                         side="Buy", ordType="Limit", price=PRICE + 20, qty=1,
+                                                         timeInForce="IOC") for i in range(n)])
                 wait_restarted(ex, stopped_at)
             finally:
                 try:

@@ -18,10 +18,8 @@ import pytest
 from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.gateways.client import SessionTerminated
-from ringex.ringbuffer.idle import BackoffIdleStrategy
-from ringex.ringbuffer.ring import Ring
 
-from gateway_kit import PRICE, gateway_toml, limit, running_exchange, session_toml, start_exchange
+from gateway_kit import PRICE, gateway_toml, limit, offer_load, running_exchange, session_toml, start_exchange
 from pipeline_kit import unique_prefix
 
 MAKER, TAKER = 1, 2  # sessions: the maker rests, the taker sweeps it
@@ -126,6 +124,12 @@ def test_a_gateway_killed_under_load_is_restarted_and_its_sessions_recover(ex):
     taker.terminate()
 
 
+def _taker_iocs(n: int) -> list[bytes]:
+    """``n`` IOC buys of the taker's session (clOrdIds from 5000), as engine messages."""
+    return [m.NewOrder.encode(sessionId=TAKER, **limit(5000 + i, "Buy", qty=1, price=PRICE, account=2,
+                                                       timeInForce="IOC")) for i in range(n)]
+
+
 def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
     maker, taker = ex.client(MAKER), ex.client(TAKER)
     maker.new_order(**limit(1, "Sell", qty=1000, price=PRICE, account=1))
@@ -135,19 +139,8 @@ def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
     stopped_at = time.time()
     try:
         # load for the taker's session arrives from another ring while its gateway is stopped
-        ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
-        prod = ring.producer(takeover=True)
-        idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
         n = 400
-        for i in range(n):
-            msg = m.NewOrder.encode(sessionId=TAKER, **limit(5000 + i, "Buy", qty=1, price=PRICE, account=2,
-                                                            timeInForce="IOC"))
-            deadline = time.monotonic() + 10
-            while not prod.offer(msg):
-                assert time.monotonic() < deadline, "the exchange stopped taking orders"
-                idle.idle(0)
-        prod.close()
-        ring.close()
+        offer_load(ex.prefix, _taker_iocs(n))
         wait_restarted(ex, pid, stopped_at)  # killed by the supervisor, then restarted
     finally:
         try:
@@ -372,18 +365,7 @@ def test_an_untethered_gateway_makes_the_events_it_missed_again_from_the_journal
     os.kill(pid, signal.SIGSTOP)
     stopped_at = time.time()
     try:
-        ring = Ring.attach(f"{ex.prefix}-in-load", wait_s=5.0)
-        prod = ring.producer(takeover=True)
-        idle = BackoffIdleStrategy(max_spins=0, max_yields=5, max_park_ns=1_000_000)
-        for i in range(n):
-            msg = m.NewOrder.encode(sessionId=TAKER, **limit(5000 + i, "Buy", qty=1, price=PRICE, account=2,
-                                                            timeInForce="IOC"))
-            deadline = time.monotonic() + 10
-            while not prod.offer(msg):
-                assert time.monotonic() < deadline, "the exchange stopped taking orders"
-                idle.idle(0)
-        prod.close()
-        ring.close()
+        offer_load(ex.prefix, _taker_iocs(n))
         wait_restarted(ex, pid, stopped_at)
     finally:
         try:
