@@ -191,6 +191,15 @@ def running_exchange(directory: Path, toml: str, env: dict[str, str] | None = No
         assert shm_leftovers(ex.prefix) == []
 
 
+def signal_if_alive(pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid`` unless it is gone already (a SIGSTOPped process the supervisor
+    killed meanwhile, a child that followed its launcher)."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def offer_load(prefix: str, messages, timeout: float = 10.0) -> None:
     """Offer each of ``messages`` (encoded engine messages) on ring ``<prefix>-in-load``, a
     producer standing in for another gateway (``[rings] gateways = ["load"]``), waiting at most

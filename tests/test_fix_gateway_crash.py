@@ -372,7 +372,7 @@ def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> Non
     once: CumQty adds up."""
     from ringex.engine.wire import messages as m
 
-    from gateway_kit import offer_load
+    from gateway_kit import offer_load, signal_if_alive
 
     n = 1500  # about 3 events each: well past half of the 4096-slot output ring
     toml = crash_toml(((23, 3),)).replace(
@@ -392,10 +392,7 @@ def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> Non
                                                          timeInForce="IOC") for i in range(n)])
                 wait_restarted(ex, stopped_at)
             finally:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+                signal_if_alive(pid, signal.SIGCONT)
             out = ex.read_output()
             assert "untethered subscriber" in out and "made again the" in out, out[-3000:]
             maker.reconnect()

@@ -19,7 +19,16 @@ from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.gateways.client import SessionTerminated
 
-from gateway_kit import PRICE, gateway_toml, limit, offer_load, running_exchange, session_toml, start_exchange
+from gateway_kit import (
+    PRICE,
+    gateway_toml,
+    limit,
+    offer_load,
+    running_exchange,
+    session_toml,
+    signal_if_alive,
+    start_exchange,
+)
 from pipeline_kit import unique_prefix
 
 MAKER, TAKER = 1, 2  # sessions: the maker rests, the taker sweeps it
@@ -143,10 +152,7 @@ def test_a_hung_gateway_does_not_freeze_the_exchange_and_is_restarted(ex):
         offer_load(ex.prefix, _taker_iocs(n))
         wait_restarted(ex, pid, stopped_at)  # killed by the supervisor, then restarted
     finally:
-        try:
-            os.kill(pid, signal.SIGCONT)  # if it was not killed, let it go on
-        except ProcessLookupError:
-            pass
+        signal_if_alive(pid, signal.SIGCONT)  # if it was not killed, let it go on
     reconnect(maker)
     reconnect(taker)
     got = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 5000 + n - 1, timeout=30)
@@ -283,10 +289,7 @@ def _kill_everything(ex) -> None:
     ex.proc.kill()
     ex.proc.wait(timeout=10)
     for pid in ex.pids.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        signal_if_alive(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in ex.pids.values()):
         assert time.monotonic() < deadline, "children outlived SIGKILL"
@@ -368,10 +371,7 @@ def test_an_untethered_gateway_makes_the_events_it_missed_again_from_the_journal
         offer_load(ex.prefix, _taker_iocs(n))
         wait_restarted(ex, pid, stopped_at)
     finally:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+        signal_if_alive(pid, signal.SIGCONT)
     out = ex.read_output()
     assert "untethered subscriber" in out and "made again the" in out, out[-4000:]
     assert "failing safe" not in out  # the engine waited on the ring: blocked, not dead
