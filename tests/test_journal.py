@@ -355,17 +355,132 @@ def test_torn_tail_of_first_record_in_segment(tmp_path):
     assert read_all(tmp_path) == records
 
 
-def test_zero_filled_tail_is_truncated(tmp_path, caplog):
+# --- reserved space (journal_format, "Reserved space") -----------------------------------
+
+
+def test_records_go_into_reserved_space_and_a_closed_journal_has_none(tmp_path):
+    reserve = 4096
+    w = JournalWriter(tmp_path, 16 << 10, "batch", slot_size=SLOT, reserve_bytes=reserve)
+    records, seq, data_end = [], 0, SEGMENT_HEADER_LENGTH
+    w.append(0, batch(0, 2), 2)
+    records.append((0, 2, batch(0, 2).tobytes()))
+    seq, data_end = 2, data_end + RECORD_HEADER_LENGTH + 2 * SLOT
+    path = list_segments(tmp_path)[-1][1]
+    # reserved with the segment: the file is bigger than its records, and reads the same
+    assert path.stat().st_size == SEGMENT_HEADER_LENGTH + reserve
+    assert read_all(tmp_path) == records and JournalReader(tmp_path).tail_damage is None
+    while data_end + RECORD_HEADER_LENGTH + 10 * SLOT <= 16 << 10:  # past the first reservation
+        w.append(seq, batch(seq, 10), 10)
+        records.append((seq, 10, batch(seq, 10).tobytes()))
+        seq, data_end = seq + 10, data_end + RECORD_HEADER_LENGTH + 10 * SLOT
+        size = path.stat().st_size
+        assert data_end <= size <= max(data_end, 16 << 10)  # more reserved, within the segment
+        assert read_all(tmp_path) == records
+    w.append(seq, batch(seq, 10), 10)  # the next segment; the first is cut to its records
+    records.append((seq, 10, batch(seq, 10).tobytes()))
+    assert path.stat().st_size == data_end
+    assert list_segments(tmp_path)[-1][1].stat().st_size > SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH + 10 * SLOT
+    w.close()
+    last = list_segments(tmp_path)[-1][1]
+    assert last.stat().st_size == SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH + 10 * SLOT
+    assert read_all(tmp_path) == records
+
+
+def test_a_crashed_writers_reserved_space_is_read_past_and_cut_on_reopen(tmp_path, caplog):
+    import multiprocessing
+
+    def crash() -> None:  # a writer that never closes: its process ends under it
+        w = JournalWriter(tmp_path, 1 << 20, "batch", slot_size=SLOT, reserve_bytes=1 << 16)
+        for k in range(5):
+            w.append(3 * k, batch(3 * k, 3), 3)
+        os._exit(0)
+
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=crash)
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    path = list_segments(tmp_path)[-1][1]
+    data_end = SEGMENT_HEADER_LENGTH + 5 * (RECORD_HEADER_LENGTH + 3 * SLOT)
+    assert path.stat().st_size == SEGMENT_HEADER_LENGTH + (1 << 16)
+    expected = [(3 * k, 3, batch(3 * k, 3).tobytes()) for k in range(5)]
+    assert read_all(tmp_path) == expected
+    with caplog.at_level(logging.WARNING):
+        with JournalWriter(tmp_path, 1 << 20, "batch", slot_size=SLOT, reserve_bytes=0) as w:
+            assert w.next_seq == 15
+            assert path.stat().st_size == data_end  # cut quietly: no data, no damage
+            w.append(15, batch(15, 3), 3)  # reserve_bytes 0: the file grows with its records
+            assert path.stat().st_size == data_end + RECORD_HEADER_LENGTH + 3 * SLOT
+    assert caplog.text == ""
+    assert read_all(tmp_path) == expected + [(15, 3, batch(15, 3).tobytes())]
+
+
+def test_a_file_system_that_cannot_reserve_gets_a_growing_file(tmp_path, monkeypatch, caplog):
+    import errno
+
+    def refuse(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(jw.os, "posix_fallocate", refuse)
+    with caplog.at_level(logging.WARNING):
+        records = write_batches(tmp_path, [3, 4, 5])
+    assert read_all(tmp_path) == records
+    assert "cannot reserve space (Operation not supported)" in caplog.text
+
+
+def test_a_failed_write_leaves_no_partial_record_in_reserved_space(tmp_path, monkeypatch):
+    w = JournalWriter(tmp_path, 1 << 20, "none", slot_size=SLOT)
+    w.append(0, batch(0, 3), 3)
+    real = os.pwritev
+    calls = []
+
+    def fail_second(fd, buffers, offset):
+        calls.append(offset)
+        if len(calls) == 1:
+            real(fd, buffers, offset)  # the record's body lands, its magic does not
+            return sum(memoryview(b).nbytes for b in buffers)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jw.os, "pwritev", fail_second)
+    with pytest.raises(OSError, match="No space left"):
+        w.append(3, batch(3, 3), 3)
+    monkeypatch.setattr(jw.os, "pwritev", real)
+    path = list_segments(tmp_path)[-1][1]
+    assert path.stat().st_size == SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH + 3 * SLOT  # cut back
+    w.append(3, batch(3, 3), 3)  # and it goes on from there, reserving again
+    w.close()
+    assert read_all(tmp_path) == [(0, 3, batch(0, 3).tobytes()), (3, 3, batch(3, 3).tobytes())]
+
+
+def test_zero_filled_tail_is_cut_as_reserved_space(tmp_path, caplog):
     records = write_batches(tmp_path, [3, 3])
     path = list_segments(tmp_path)[-1][1]
     size = path.stat().st_size
     with open(path, "ab") as f:
-        f.write(bytes(4096))  # file size grew but the data never made it (delalloc crash)
+        # a crashed writer's reserved space, or a size that grew while the data never made
+        # it (delalloc crash): zeros are no data either way
+        f.write(bytes(4096))
+    assert read_all(tmp_path) == records  # readers stop there
     with caplog.at_level(logging.WARNING):
         report = repair_journal(tmp_path)
-    assert report.next_seq == 6
+    assert report.next_seq == 6 and report.repaired == []
     assert path.stat().st_size == size
-    assert "bad record magic" in caplog.text
+    assert caplog.text == ""  # not damage: nothing to warn about
+    assert read_all(tmp_path) == records
+
+
+def test_zeros_then_bytes_after_the_last_record_are_a_torn_tail(tmp_path, caplog):
+    # a record whose magic (written last) never made it: zero magic, the rest there
+    records = write_batches(tmp_path, [3, 3])
+    path = list_segments(tmp_path)[-1][1]
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(bytes(RECORD_HEADER_LENGTH) + b"\x01" + bytes(100))
+    with caplog.at_level(logging.WARNING):
+        report = repair_journal(tmp_path)
+    assert report.next_seq == 6 and len(report.repaired) == 1
+    assert path.stat().st_size == size
+    assert "bad record magic 0x00000000" in caplog.text
     assert read_all(tmp_path) == records
 
 

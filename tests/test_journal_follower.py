@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from ringex.engine.storage.journal_follower import JournalFollower
-from ringex.engine.storage.journal_format import JournalCorruptError, list_segments
+from ringex.engine.storage.journal_format import (
+    RECORD_HEADER_LENGTH,
+    RECORD_MAGIC_BYTES,
+    SEGMENT_HEADER_LENGTH,
+    JournalCorruptError,
+    list_segments,
+)
 from ringex.engine.storage.journal_reader import JournalReader
 from ringex.engine.storage.journal_writer import JournalWriter
 
@@ -112,6 +118,49 @@ def test_a_record_being_written_waits_for_its_end(tmp_path: Path) -> None:
     with open(path, "ab") as out:
         out.write(whole[-100:])
     assert seqs_of(f.read()) == [4, 5, 6, 7]
+
+
+def test_a_record_whose_magic_is_not_written_yet_waits_for_it(tmp_path: Path) -> None:
+    # the writer writes a record into its reserved space, the magic last: a follower that
+    # reads between the two writes (or in the middle of the magic's) must wait, not fail
+    w = writer(tmp_path)
+    w.append(0, [slots(0, 4)], 4)
+    f = JournalFollower(tmp_path, 0, SLOT)
+    assert seqs_of(f.read()) == [0, 1, 2, 3]
+    w.append(4, [slots(4, 4)], 4)
+    path = list_segments(tmp_path)[0][1]
+    at = SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH + 4 * SLOT
+    fd = os.open(path, os.O_RDWR)
+    try:
+        magic = os.pread(fd, 4, at)
+        assert magic == RECORD_MAGIC_BYTES
+        os.pwrite(fd, bytes(4), at)  # between the writes
+        assert f.read() == []
+        os.pwrite(fd, magic[:2], at)  # half of the magic
+        assert f.read() == []
+        os.pwrite(fd, magic, at)
+    finally:
+        os.close(fd)
+    assert seqs_of(f.read()) == [4, 5, 6, 7]
+    w.close()
+
+
+def test_an_idle_call_reads_little_of_the_reserved_space(tmp_path: Path, monkeypatch) -> None:
+    from ringex.engine.storage import journal_follower
+
+    w = JournalWriter(tmp_path, 64 << 20, "none", slot_size=SLOT, reserve_bytes=32 << 20)
+    f = JournalFollower(tmp_path, 0, SLOT)
+    first = 0
+    for _ in range(3000):  # ~400 KiB of records: reads grow past the first one's size
+        w.append(first, [slots(first, 2)], 2)
+        first += 2
+    assert drain(f) == list(range(first))
+    reads: list[int] = []
+    real = os.pread
+    monkeypatch.setattr(journal_follower.os, "pread", lambda fd, n, at: (reads.append(n), real(fd, n, at))[1])
+    assert f.read() == []
+    assert reads == [journal_follower.FIRST_READ]
+    w.close()
 
 
 def test_damage_is_an_error_not_a_guess(tmp_path: Path) -> None:

@@ -259,11 +259,11 @@ def test_a_segment_is_shrunk_before_it_is_unlinked_and_a_deletion_cut_short_is_f
 
     monkeypatch.setattr(gentle_unlink, "STEP", 64)
     monkeypatch.setattr(gentle_unlink, "GAP_S", 0.0)
+    jdir = tmp_path / "journal"
+    records = write_journal(jdir)  # (before the patch: its writer cuts files too)
     sizes: list[int] = []
     real_ftruncate = os.ftruncate
     monkeypatch.setattr(gentle_unlink.os, "ftruncate", lambda fd, n: (sizes.append(n), real_ftruncate(fd, n))[1])
-    jdir = tmp_path / "journal"
-    records = write_journal(jdir)
     segs = list_segments(jdir)
     first_size = segs[0][1].stat().st_size
     retire_segments(jdir, segs[1][0])

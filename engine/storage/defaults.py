@@ -15,6 +15,9 @@ DURABILITY = DURABILITY_BATCH
 INTERVAL_MS = 10
 #: A new segment is started once the current one would grow past this.
 SEGMENT_BYTES = 64 << 20
+#: Bytes the journal writer allocates ahead of its records at a time (journal_format,
+#: "Reserved space"); 0 appends by growing the file.
+RESERVE_BYTES = 4 << 20
 #: Input messages between periodic snapshots.
 SNAPSHOT_EVERY = 1_000_000
 #: Snapshots kept (the newest ones); the journal is kept from the oldest of them on.

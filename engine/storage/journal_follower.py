@@ -5,9 +5,10 @@ directory, a segment at a time, as they are appended, and keeps its place betwee
 that a process beside the engine (``snapshot_shadow``) sees every message the engine
 journals, in order, without touching the engine's rings.
 
-What it may see and how it treats it: a record the writer is still appending is shorter
-than its header says ("incomplete"), so it is left for the next call; a segment the writer
-has rolled past ends, and the next one starts exactly at the sequence after its last record
+What it may see and how it treats it: the writer's reserved space (zero bytes) after the
+last record, and a record the writer is still writing (its magic, written last, not whole
+yet: journal_format, "Reserved space"), are where the records end for now, read again by the
+next call; a segment the writer has rolled past ends (cut to its last record first), and the next one starts exactly at the sequence after its last record
 (anything else is damage); a segment that retention deletes while it is read stays readable
 through the open descriptor. Any other damage (a bad checksum, a sequence gap) raises
 :class:`~ringex.engine.storage.journal_format.JournalCorruptError`: the follower never guesses.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ringex.engine.storage.fsync import fdatasync
 from ringex.engine.storage.journal_format import (
+    RECORD_HEADER,
     RECORD_HEADER_LENGTH,
     SEGMENT_HEADER_LENGTH,
     JournalCorruptError,
@@ -31,10 +33,12 @@ from ringex.engine.storage.journal_format import (
     decode_segment_header,
     list_segments,
 )
-from ringex.engine.storage.journal_scan import record_at
+from ringex.engine.storage.journal_scan import magic_pending, record_at, reserved_from
 
-#: What one :meth:`JournalFollower.read` takes from the file at most.
+#: What one read of the file takes at most, and at first: reserved space past the records
+#: is read again by each call, so a call that finds nothing new reads little.
 READ_BYTES = 8 << 20
+FIRST_READ = 64 << 10
 
 
 class JournalFollower:
@@ -48,8 +52,7 @@ class JournalFollower:
         self._fd = -1
         self._path: Path | None = None
         self._first = 0  # the open segment's first sequence
-        self._file_pos = 0  # where the next read of the file starts
-        self._buf = b""  # bytes read and not yet consumed (an incomplete record at most)
+        self._file_pos = 0  # where the next record starts in the file
 
     def read(self) -> list[Record]:
         """The complete records appended since the last call (possibly none), in order;
@@ -66,11 +69,10 @@ class JournalFollower:
                 return out
             if self._more_in_file():
                 continue  # the last records were appended just before the roll
-            if later[0][0] != self.next_seq or self._buf:
+            if later[0][0] != self.next_seq:
                 raise JournalCorruptError(
-                    self._path or self.directory, self._file_pos - len(self._buf),
-                    f"segment ends at seq {self.next_seq} ({len(self._buf)} bytes left over) but "
-                    f"the next one starts at {later[0][0]}",
+                    self._path or self.directory, self._file_pos,
+                    f"segment ends at seq {self.next_seq} but the next one starts at {later[0][0]}",
                 )
             self._close()
             if not self._open(self.next_seq):
@@ -111,34 +113,53 @@ class JournalFollower:
             os.close(fd)
             raise JournalCorruptError(path, 0, f"slot size {header.slot_size}, expected {self.slot_size}")
         self._fd, self._path, self._first = fd, path, first
-        self._file_pos, self._buf = SEGMENT_HEADER_LENGTH, b""
+        self._file_pos = SEGMENT_HEADER_LENGTH
         return True
 
     def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd, self._path, self._buf = -1, None, b""
+        self._fd, self._path = -1, None
 
     def _more_in_file(self) -> bool:
         return os.fstat(self._fd).st_size > self._file_pos
 
     def _parse(self, out: list[Record]) -> int:
-        """Read what the file has beyond our position, append the complete records to
-        ``out``; the number of records found."""
-        chunk = os.pread(self._fd, READ_BYTES, self._file_pos)
-        if chunk:
-            self._file_pos += len(chunk)
-            self._buf = self._buf + chunk if self._buf else chunk
-        buf = self._buf
-        view = memoryview(buf)
-        pos = 0
+        """Append to ``out`` the complete records the file has from our position on; the
+        number found. Reads grow from ``FIRST_READ`` while they come back full of records, or
+        to the size of a record one of them cut."""
         found = 0
-        while len(buf) - pos >= RECORD_HEADER_LENGTH:
-            entry, why = record_at(buf, pos, self.slot_size)
+        size = FIRST_READ
+        while True:
+            chunk = os.pread(self._fd, size, self._file_pos)
+            used, n, need = self._records(chunk, out)
+            self._file_pos += used
+            found += n
+            if len(chunk) < size:
+                return found  # the end of the file
+            if need:
+                size = max(size, need)  # a record the read cut: read it whole
+            elif n:
+                size = min(2 * size, READ_BYTES)
+            else:
+                return found
+
+    def _records(self, chunk: bytes, out: list[Record]) -> tuple[int, int, int]:
+        """The whole records at the front of ``chunk`` appended to ``out``: (bytes used,
+        records, bytes a cut record needs from where the records stop, or 0)."""
+        view = memoryview(chunk)
+        pos = found = 0
+        while True:
+            if len(chunk) - pos < RECORD_HEADER_LENGTH:
+                return pos, found, RECORD_HEADER_LENGTH if not reserved_from(chunk, pos) else 0
+            if magic_pending(chunk, pos):
+                return pos, found, 0  # reserved space, or a record not written yet
+            entry, why = record_at(chunk, pos, self.slot_size)
             if entry is None:
                 if why.startswith("incomplete"):
-                    break
-                raise JournalCorruptError(self._path or self.directory, self._file_pos - len(buf) + pos, why)
+                    length = RECORD_HEADER.unpack_from(chunk, pos)[1]
+                    return pos, found, RECORD_HEADER_LENGTH + length
+                raise JournalCorruptError(self._path or self.directory, self._file_pos + pos, why)
             end = pos + RECORD_HEADER_LENGTH + entry.length
             first, count = entry.first_seq, entry.count
             if first + count <= self.next_seq:
@@ -146,7 +167,7 @@ class JournalFollower:
                 continue
             if first > self.next_seq:
                 raise JournalCorruptError(
-                    self._path or self.directory, self._file_pos - len(buf) + pos,
+                    self._path or self.directory, self._file_pos + pos,
                     f"sequence gap: expected {self.next_seq}, record starts at {first}",
                 )
             skip = self.next_seq - first
@@ -155,5 +176,3 @@ class JournalFollower:
             self.next_seq = first + count
             pos = end
             found += 1
-        self._buf = buf[pos:]
-        return found

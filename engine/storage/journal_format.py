@@ -50,6 +50,22 @@ A segment is synced before the next one is created and new segments appear atomi
 (header written to a temporary file, fsynced, renamed, directory fsynced), so after a crash
 only the *last* segment can have a damaged tail.
 
+Reserved space
+--------------
+The writer allocates the last segment's file ahead of its records (``posix_fallocate``,
+``RESERVE_BYTES`` at a time, up to the segment size) and writes each record into that space
+instead of growing the file: an append that grows a file makes the next ``fdatasync`` commit
+the file's new size as well (a file-system journal commit), which on our disk doubles the
+sync's median and puts milliseconds into its tail (docs/benchmarks.md, "The journal's
+reserved space"). Reserved space reads as zero bytes and holds no data: zero bytes from a
+record's place to the end of the file are the end of the segment's records, in any segment.
+A record is written in two steps, everything but its magic first, then the magic, so that a
+reader of the live segment that sees a record's magic sees the whole record; bytes after the
+last record that are not all zero are a torn write (the rules above). The writer cuts the
+reserved space off when it rolls to the next segment (before that segment exists) and when
+it closes, and a writer opening the journal cuts a crashed writer's: a journal no writer
+holds has none, and its files are exactly as described above.
+
 Opening a journal for appending (:class:`~ringex.engine.storage.journal_writer.JournalWriter`, or
 :func:`~ringex.engine.storage.journal_repair.repair_journal`) repairs such a
 tail: an incomplete record header or payload at the end of the last segment, or a bad
@@ -118,12 +134,15 @@ RECORD_PAYLOAD_CRC_OFFSET = 20
 RECORD_FLAGS_OFFSET = 24
 RECORD_HEADER_CRC_OFFSET = 28
 RECORD_HEADER_LENGTH = RECORD_HEADER.size
+#: A record's magic is written after the rest of the record ("Reserved space").
+RECORD_MAGIC_LENGTH = 4
 RECORD_HEADER_CRC_SPAN = RECORD_HEADER_CRC_OFFSET
 _RECORD_HEADER_BODY = struct.Struct(RECORD_HEADER.format[:-1])
 
 assert SEGMENT_HEADER_LENGTH == 48 and SEGMENT_HEADER_CRC_OFFSET + _CRC.size == SEGMENT_HEADER_LENGTH
 assert _SEGMENT_HEADER_BODY.size == SEGMENT_HEADER_CRC_SPAN
 assert RECORD_HEADER_LENGTH == 32 and RECORD_HEADER_CRC_OFFSET + _CRC.size == RECORD_HEADER_LENGTH
+assert RECORD_MAGIC_OFFSET == 0 and len(RECORD_MAGIC_BYTES) == RECORD_MAGIC_LENGTH
 assert _RECORD_HEADER_BODY.size == RECORD_HEADER_CRC_SPAN
 
 # --- limits and names --------------------------------------------------------------------

@@ -3,7 +3,8 @@
 
 Only the last segment can be torn: a leftover temporary segment or a last segment shorter
 than its header is removed, a damaged tail of the last segment is truncated (each with a
-warning naming the file and offset).  Anything else raises
+warning naming the file and offset), and the reserved space a crashed writer left (zero
+bytes after its last record) is cut without one.  Anything else raises
 :class:`~ringex.engine.storage.journal_format.JournalCorruptError`.  Archived segments are
 never touched: they are complete copies of segments that were not the last.
 """
@@ -98,6 +99,12 @@ def repair_locked(directory: Path) -> tuple[RepairReport, SegmentScan | None]:
             os.close(fd)
         report.repaired.append(d)
         last_scan.data = last_scan.data[:d.offset]
+    elif last_scan.reserved:
+        # A writer that did not close (a crash) left its reserved space: no data, cut quietly
+        # (not synced: zeros that came back after a crash would be read as reserved again).
+        os.truncate(last_scan.path, last_scan.valid_end)
+        last_scan.data = last_scan.data[:last_scan.valid_end]
+        last_scan.reserved = 0
     report.next_seq = last_scan.next_seq
     report.slot_size = last_scan.header.slot_size
     return report, last_scan

@@ -1,11 +1,12 @@
 """Validating a journal segment's bytes: its header, each record, sequence continuity.
 
 :func:`scan_segment` takes a segment's whole bytes and returns the records it holds and
-where valid data ends.  Damage at the end of the *last* segment (a torn write) is reported
-as :class:`TailDamage`, for the caller to repair (the writer) or stop at (a reader); any
-other damage raises :class:`~ringex.engine.storage.journal_format.JournalCorruptError`
-naming the file and the byte offset.  The layout is in
-:mod:`ringex.engine.storage.journal_format`.
+where valid data ends (zero bytes from there to the end of the file are the writer's
+reserved space, not damage: journal_format, "Reserved space").  Damage at the end of the
+*last* segment (a torn write) is reported as :class:`TailDamage`, for the caller to repair
+(the writer) or stop at (a reader); any other damage raises
+:class:`~ringex.engine.storage.journal_format.JournalCorruptError` naming the file and the
+byte offset.  The layout is in :mod:`ringex.engine.storage.journal_format`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ringex.engine.storage.journal_format import (
     RECORD_HEADER,
     RECORD_HEADER_CRC_SPAN,
     RECORD_HEADER_LENGTH,
     RECORD_MAGIC,
     RECORD_MAGIC_BYTES,
+    RECORD_MAGIC_LENGTH,
     SEGMENT_FIRST_SEQ_OFFSET,
     SEGMENT_HEADER_LENGTH,
     JournalCorruptError,
@@ -67,6 +71,8 @@ class SegmentScan:
     entries: list[RecordEntry]
     valid_end: int
     damage: TailDamage | None = None
+    #: Zero bytes after ``valid_end`` to the end of the file: the writer's reserved space.
+    reserved: int = 0
 
     @property
     def next_seq(self) -> int:
@@ -86,6 +92,20 @@ def read_segment(path: Path) -> bytes:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:  # gzip reports bad data as these
         raise JournalCorruptError(path, 0, f"archived segment does not decompress: {exc}") from exc
+
+
+def reserved_from(data: bytes | memoryview, offset: int) -> bool:
+    """Whether every byte of ``data`` from ``offset`` on is zero: reserved space, where the
+    segment's records end."""
+    return not np.frombuffer(data, np.uint8)[offset:].any()
+
+
+def magic_pending(data: bytes | memoryview, offset: int) -> bool:
+    """Whether the record place at ``offset`` has no whole magic yet, every byte of it zero
+    or the magic's own: the writer has not finished the record there (it writes the magic
+    last), for a reader of the live segment to wait on."""
+    got = bytes(data[offset:offset + RECORD_MAGIC_LENGTH])
+    return got != RECORD_MAGIC_BYTES and all(b in (0, m) for b, m in zip(got, RECORD_MAGIC_BYTES))
 
 
 def record_at(data: bytes, offset: int, slot_size: int) -> tuple[RecordEntry | None, str]:
@@ -158,6 +178,9 @@ def scan_segment(
     while offset < end:
         entry, what = record_at(data, offset, slot_size)
         if entry is None:
+            if reserved_from(data, offset):
+                return SegmentScan(path=path, data=data, header=header, entries=entries, valid_end=offset,
+                                   reserved=end - offset)
             if not is_last:
                 raise JournalCorruptError(path, offset, what + " (in a segment that is not the last)")
             later = _find_valid_record_after(data, offset, slot_size)

@@ -2,11 +2,13 @@
 
 The layout and the durability rules are in :mod:`ringex.engine.storage.journal_format`.  A
 writer repairs the journal's tail when it opens, holds the directory's lock until it closes,
-and never leaves a partial record behind on a failed write.
+writes its records into space it reserved ahead (``reserve_bytes``: the format's "Reserved
+space"), and never leaves a partial record behind on a failed write.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -25,6 +27,7 @@ from ringex.engine.storage.journal_format import (
     MAX_SEQ,
     MAX_SLOT_SIZE,
     RECORD_HEADER_LENGTH,
+    RECORD_MAGIC_LENGTH,
     SEGMENT_HEADER_LENGTH,
     TEMP_SUFFIX,
     Buffer,
@@ -61,6 +64,9 @@ def _buffers(slots: Buffer | Sequence[Buffer]) -> list[memoryview]:
 class JournalWriter:
     """Appends sequenced batches, one record per batch (see the module notes).
 
+    ``reserve_bytes``: how much of the segment's file to allocate ahead of its records at a
+    time (0: the file grows with each record instead).
+
     Opening repairs (:mod:`~ringex.engine.storage.journal_repair`): a damaged tail of the last segment is truncated (logged), other
     damage raises :class:`JournalCorruptError`.  Appending then continues in the last
     segment.  One writer per directory (an ``flock`` on ``.journal.lock``).
@@ -79,6 +85,7 @@ class JournalWriter:
         slot_size: int | None = None,
         interval_ms: float = defaults.INTERVAL_MS,
         first_seq: int | None = None,
+        reserve_bytes: int = defaults.RESERVE_BYTES,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -88,6 +95,10 @@ class JournalWriter:
             raise ValueError(f"bad slot size {slot_size}")
         if interval_ms < 0:
             raise ValueError("interval_ms must be >= 0")
+        if reserve_bytes < 0:
+            raise ValueError("reserve_bytes must be >= 0")
+        self.reserve_bytes = int(reserve_bytes)
+        self._reserved_end = 0  # the current segment's file is allocated up to here
         self.directory = Path(directory)
         self.segment_bytes = int(segment_bytes)
         self.durability = durability
@@ -122,9 +133,9 @@ class JournalWriter:
                 if slot_size is None:
                     self.slot_size = scan.header.slot_size
                 if self.slot_size == scan.header.slot_size:
-                    self._fd = os.open(scan.path, os.O_WRONLY | os.O_APPEND)
+                    self._fd = os.open(scan.path, os.O_WRONLY)
                     self._segment_path = scan.path
-                    self._segment_size = scan.valid_end
+                    self._segment_size = self._reserved_end = scan.valid_end
                     self._segment_records = len(scan.entries)
                 # else: a different slot size starts a new segment on the first append.
         except BaseException:
@@ -186,6 +197,8 @@ class JournalWriter:
             self._segment_records and self._segment_size + total > self.segment_bytes
         ):
             self._roll(first_seq)
+        if self._segment_size + total > self._reserved_end:
+            self._reserve(total)
         self._write(header, views, total)
         self._segment_size += total
         self._segment_records += 1
@@ -203,20 +216,20 @@ class JournalWriter:
                 self._last_sync_ns = now
 
     def _write(self, header: bytes, views: list[memoryview], total: int) -> None:
-        fd = self._fd
-        if _CRASH:
-            _torn_write(fd, header, views, total)
-            return
+        """The record at the segment's end: all but its magic, then the magic (a reader that
+        sees the magic sees the whole record)."""
+        fd, at = self._fd, self._segment_size
         try:
-            written = os.writev(fd, [header, *views])
-            if written != total:  # short write (rare on regular files): finish it
-                blob = b"".join([header, *(bytes(v) for v in views)])
-                while written < total:
-                    written += os.write(fd, blob[written:])
+            if _CRASH:
+                _torn_write(fd, at, header, views, total)
+                return
+            _pwrite_all(fd, [memoryview(header)[RECORD_MAGIC_LENGTH:], *views], at + RECORD_MAGIC_LENGTH)
+            _pwrite_all(fd, [memoryview(header)[:RECORD_MAGIC_LENGTH]], at)
         except BaseException:
             # Leave no partial record behind (ENOSPC, EINTR mid-way...): cut back and raise.
             try:
-                os.ftruncate(fd, self._segment_size)
+                os.ftruncate(fd, at)
+                self._reserved_end = at
             except OSError:
                 self._closed = True
                 log.error(
@@ -225,10 +238,39 @@ class JournalWriter:
                 )
             raise
 
+    def _reserve(self, need: int) -> None:
+        """Allocate the file for the next record, ``need`` bytes, and up to ``reserve_bytes``
+        more within the segment's size."""
+        if not self.reserve_bytes:
+            return  # the write grows the file
+        start = self._reserved_end
+        end = max(self._segment_size + need, min(start + self.reserve_bytes, self.segment_bytes))
+        try:
+            os.posix_fallocate(self._fd, start, end - start)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            log.warning("journal: %s cannot reserve space (%s); appending by growing the file",
+                        self.directory, exc.strerror)
+            self.reserve_bytes = 0
+            return
+        self._reserved_end = end
+
+    def _cut_reserve(self) -> bool:
+        """Cut the current segment's file back to its last record (before a roll or a close:
+        only a writer's last segment has reserved space); True if it had some."""
+        if self._reserved_end <= self._segment_size:
+            return False
+        os.ftruncate(self._fd, self._segment_size)
+        self._reserved_end = self._segment_size
+        return True
+
     def _roll(self, first_seq: int) -> None:
         """Finish the current segment (synced) and start a new one at ``first_seq``."""
         if self._fd >= 0:
-            if self._dirty:
+            # cut and synced before the next segment exists: a segment with a successor
+            # never has reserved space
+            if self._cut_reserve() or self._dirty:
                 fdatasync(self._fd)
                 self._dirty = False
                 self._last_sync_ns = _monotonic_ns()
@@ -236,21 +278,30 @@ class JournalWriter:
             self._fd = -1
         assert self.slot_size is not None
         path = self.directory / segment_name(first_seq)
-        if path.exists() and path.stat().st_size != SEGMENT_HEADER_LENGTH:
+        if path.exists() and not _holds_no_record(path):
             # Only an empty segment (header only, e.g. of another slot size) may be replaced.
             raise JournalCorruptError(path, 0, "segment file for the next sequence already exists")
         tmp = path.with_name(path.name + TEMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        reserved = SEGMENT_HEADER_LENGTH
         try:
             os.write(fd, encode_segment_header(self.slot_size, first_seq))
+            room = min(self.reserve_bytes, self.segment_bytes - SEGMENT_HEADER_LENGTH)
+            if room > 0:  # allocated with the segment: its first appends find the space there
+                try:
+                    os.posix_fallocate(fd, SEGMENT_HEADER_LENGTH, room)
+                    reserved += room
+                except OSError:
+                    pass  # the first append reserves, or says why it cannot
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         fsync_directory(self.directory)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(path, os.O_WRONLY)
         self._segment_path = path
         self._segment_size = SEGMENT_HEADER_LENGTH
+        self._reserved_end = reserved
         self._segment_records = 0
         if _CRASH:
             crash_points.hit("journal.segment_created")
@@ -293,6 +344,7 @@ class JournalWriter:
             return
         try:
             if self._fd >= 0:
+                self._cut_reserve()  # a closed journal has no reserved space
                 if self._dirty:
                     fdatasync(self._fd)
                     self._dirty = False
@@ -320,12 +372,29 @@ class JournalWriter:
             pass
 
 
-def _torn_write(fd: int, header: bytes, views: list[memoryview], total: int) -> None:
-    """With a crash point armed: the record in two writes, "journal.mid_record" between."""
+def _pwrite_all(fd: int, buffers: list[memoryview], at: int) -> None:
+    """Write ``buffers`` back to back at offset ``at``, finishing a short write."""
+    total = sum(b.nbytes for b in buffers)
+    written = os.pwritev(fd, buffers, at)
+    if written != total:  # short write (rare on regular files): finish it
+        blob = b"".join(bytes(b) for b in buffers)
+        while written < total:
+            written += os.pwrite(fd, blob[written:], at + written)
+
+
+def _holds_no_record(path: Path) -> bool:
+    """Whether a segment file has nothing after its header but reserved space."""
+    with open(path, "rb", buffering=0) as f:
+        head = f.read(SEGMENT_HEADER_LENGTH + RECORD_HEADER_LENGTH)
+    return not any(head[SEGMENT_HEADER_LENGTH:])
+
+
+def _torn_write(fd: int, at: int, header: bytes, views: list[memoryview], total: int) -> None:
+    """With a crash point armed: the record in three writes, "journal.mid_record" after the
+    first (half of what precedes the magic), the magic last."""
     blob = b"".join([header, *(bytes(v) for v in views)])
-    half = total // 2
-    os.write(fd, blob[:half])
+    half = max(RECORD_MAGIC_LENGTH + 1, total // 2)
+    os.pwrite(fd, blob[RECORD_MAGIC_LENGTH:half], at + RECORD_MAGIC_LENGTH)
     crash_points.hit("journal.mid_record")
-    written = half
-    while written < total:
-        written += os.write(fd, blob[written:])
+    _pwrite_all(fd, [memoryview(blob)[half:]], at + half)
+    os.pwrite(fd, blob[:RECORD_MAGIC_LENGTH], at)
