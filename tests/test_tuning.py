@@ -426,15 +426,16 @@ def test_main_table_and_topology_exit_codes(tmp_path: Path, capsys: pytest.Captu
 
 # ----------------------------------------------------------------------------- scripts
 
-def run_script(name: str, *args: str, root: Path, user: str | None = None,
+def run_script(name: str, *args: str, root: Path, user: str | None = None, scripts: Path = TUNING,
                ) -> subprocess.CompletedProcess:
-    """Run a tuning script against the fake tree ``root``, never against this host: the root is
-    required, and a root that is not a real directory other than / is a bug in the test."""
+    """Run a tuning script (from ``scripts``) against the fake tree ``root``, never against this
+    host: the root is required, and a root that is not a real directory other than / is a bug
+    in the test."""
     root = Path(root).resolve()
     assert root.is_dir() and root != Path("/"), f"not a fake tree: {root}"
     env = {k: v for k, v in os.environ.items() if k != "RINGEX_TUNING_ROOT"}
     env["RINGEX_TUNING_ROOT"] = str(root)
-    cmd = ["bash", str(TUNING / name), *args]
+    cmd = ["bash", str(scripts / name), *args]
     if user == "nobody":
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
@@ -643,6 +644,12 @@ def test_refusals_on_fake_big_host(tmp_path: Path) -> None:
 def test_non_root_refused(shared_tmp: Path) -> None:
     root = make_host(shared_tmp / "host", governors={i: "powersave" for i in range(8)},
                      thp=("[always] madvise never", "[always] madvise never"))
+    # copies of the scripts: a checkout under a private directory (a clone into mktemp -d)
+    # is out of nobody's reach
+    scripts = shared_tmp / "tuning"
+    scripts.mkdir()
+    for script in TUNING.glob("*.sh"):
+        shutil.copy(script, scripts / script.name)
     for p in [shared_tmp, *shared_tmp.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     before = snapshot(root)
@@ -653,10 +660,10 @@ def test_non_root_refused(shared_tmp: Path) -> None:
     else:
         user = None
     for name, args in (("set-governor.sh", []), ("disable-thp.sh", []), ("irq-affinity.sh", ["--cpus", "0"])):
-        r = run_script(name, *args, root=root, user=user)
+        r = run_script(name, *args, root=root, user=user, scripts=scripts)
         assert r.returncode == 1, (name, r.stdout, r.stderr)
         assert "must run as root" in r.stderr
         # a dry run needs no root
-        r = run_script(name, "--dry-run", *args, root=root, user=user)
+        r = run_script(name, "--dry-run", *args, root=root, user=user, scripts=scripts)
         assert r.returncode == 0 and "would write" in r.stdout, (name, r.stdout, r.stderr)
     assert snapshot(root) == before
