@@ -269,6 +269,12 @@ def test_the_bench_config_changes_only_what_it_must():
     assert all(s.max_msgs_per_s == 0 for s in cfg.gateway[0].session)
     assert cfg.journal.durability == "batch"  # the embedded default's
     assert parse_config(bench_e2e.bench_toml("/tmp/x/data", "rxbench1", "none")).journal.durability == "none"
+    processes = {p.name: p.agents for p in cfg.process}
+    assert processes["core"] == ["sequencer", "engine"] and processes["edge"] == ["sbe-gateway", "fix-gateway"]
+    merged = parse_config(bench_e2e.bench_toml("/tmp/x/data", "rxbench1", gateways_in_core=True))
+    processes = {p.name: p.agents for p in merged.process}
+    assert processes == {"core": ["sbe-gateway", "fix-gateway", "sequencer", "engine"], "market-data": ["md-publisher"]}
+    assert merged.gateway == cfg.gateway and merged.journal == cfg.journal  # nothing else moved
 
 
 # ------------------------------------------------------------------ against ringex run

@@ -6,8 +6,12 @@ as users start it, ``python -m ringex.tools.cli run --config FILE`` in a child p
 only these changed: its data directory (a temporary one), its shared-memory prefix (unique),
 the gateway's port (0: the system picks one, read back from the gateway's address file) and
 the demo sessions' throttle (off, so that what is measured is the exchange, not the token
-bucket); and, given ``--durability``, the journal's durability (``none`` measures the
-exchange without the disk's sync, which every acknowledgement waits for under ``batch``). ``ringex load`` (tools/load.py) drives it from the same host, and every latency is
+bucket); given ``--durability``, the journal's durability (``none`` measures the exchange
+without the disk's sync, which every acknowledgement waits for under ``batch``); and given
+``--gateways-in-core``, the layout: the gateways composed into the pipeline's process (no
+process hop on the way in or out, at the price of the isolation the default's ``edge``
+process gives: a gateway that dies or hangs takes the engine with it). ``ringex load``
+(tools/load.py) drives it from the same host, and every latency is
 measured from each order's *intended* send time (the coordinated-omission rule: a stall
 counts against every order that should have gone out during it).
 
@@ -73,11 +77,13 @@ INSTRUMENT = 1
 # ---------------------------------------------------------------------------- the exchange
 
 
-def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None) -> str:
+def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None, gateways_in_core: bool = False) -> str:
     """The embedded default with only the data directory, the prefix, the gateway's port and
     the demo sessions' throttle changed (each substitution checked, so a reworded default
-    fails loudly here rather than benchmarking something else); and the journal's
-    ``durability`` when one is given (to measure what the disk's sync costs)."""
+    fails loudly here rather than benchmarking something else); the journal's
+    ``durability`` when one is given (to measure what the disk's sync costs); and with
+    ``gateways_in_core``, the gateways moved from their ``edge`` process into the pipeline's
+    (to measure what the process hops cost)."""
     from ringex.tools.config import DEFAULT_TOML
 
     text = DEFAULT_TOML
@@ -89,6 +95,10 @@ def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None) ->
     ]
     if durability is not None:
         changes.append((r'^durability = "[^"]*"', f"durability = {json.dumps(durability)}", 1))
+    if gateways_in_core:
+        changes += [(r'^(agents = \[)("sequencer", "engine"\])$', r'\1"sbe-gateway", "fix-gateway", \2', 1),
+                    (r'^\[\[process\]\]\nname = "edge"\nagents = \["sbe-gateway", "fix-gateway"\]\n(idle = "[^"]*"\n)?\n',
+                     "", 1)]
     for pattern, value, expect in changes:
         text, n = re.subn(pattern, value, text, flags=re.M)
         if n == 0 or (expect is not None and n != expect):
@@ -99,9 +109,11 @@ def bench_toml(data_dir: str, shm_prefix: str, durability: str | None = None) ->
 class Exchange:
     """``ringex run`` on the bench configuration in a temporary directory of its own."""
 
-    def __init__(self, durability: str | None = None) -> None:
-        """``durability``: the journal's, when not the embedded default's."""
+    def __init__(self, durability: str | None = None, gateways_in_core: bool = False) -> None:
+        """``durability``: the journal's, when not the embedded default's; ``gateways_in_core``:
+        the gateways in the pipeline's process (``bench_toml``)."""
         self.durability = durability
+        self.gateways_in_core = gateways_in_core
         self.directory = Path(tempfile.mkdtemp(prefix="ringex-e2e-"))
         self.prefix = f"rxe2e{os.getpid()}{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen | None = None
@@ -125,7 +137,7 @@ class Exchange:
         from ringex.tools.config import parse_config
 
         data = self.directory / "data"
-        toml = bench_toml(str(data), self.prefix, self.durability)
+        toml = bench_toml(str(data), self.prefix, self.durability, self.gateways_in_core)
         conf = self.directory / "exchange.toml"
         conf.write_text(toml)
         gateway = parse_config(toml, base_dir=self.directory).gateway[0].name
@@ -367,13 +379,15 @@ def _warm(ex: Exchange) -> None:
 def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, start_rate: float = START_RATE,
               search_s: float = SEARCH_S, p99_limit_us: float = P99_LIMIT_US,
               relaxed_p99_limit_us: float = RELAXED_P99_LIMIT_US, search: bool = True,
-              durability: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              durability: str | None = None, log: Callable[[str], None] | None = None,
+              gateways_in_core: bool = False) -> dict[str, Any]:
     """The figures in the module docstring, as one dict; ``durability``: the journal's, when
-    not the embedded default's (``batch``)."""
+    not the embedded default's (``batch``); ``gateways_in_core``: the layout (``bench_toml``)."""
     from ringex.tools.stages import stage_snapshot
 
     say = log or (lambda line: None)
-    result: dict[str, Any] = {"host": host_info(), "duration_s": duration, "durability": durability or "batch"}
+    result: dict[str, Any] = {"host": host_info(), "duration_s": duration, "durability": durability or "batch",
+                              "gateways": "core" if gateways_in_core else "edge"}
     limits = (p99_limit_us, relaxed_p99_limit_us)
 
     def terminated(signum: int, frame: object) -> None:
@@ -383,7 +397,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
     previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
     try:
         # (b) and (c): a fixed rate, and the exchange's own stage histograms over that window
-        with Exchange(durability) as ex:
+        with Exchange(durability, gateways_in_core) as ex:
             say(f"fixed rate {fixed_rate:,.0f}/s for {duration:g} s")
             _warm(ex)
             before, cpu_before, t = stage_snapshot(ex.prefix), cpu_by_process(ex), time.monotonic()
@@ -417,7 +431,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
                 if rate not in results:
                     if time.monotonic() - t0 + per_run > search_s:
                         return None  # none begun that could not end within the budget
-                    with Exchange(durability) as ex:
+                    with Exchange(durability, gateways_in_core) as ex:
                         _warm(ex)
                         r = results[rate] = _load(ex, rate, duration, fail_fast=(relaxed_p99_limit_us, 0.01))
                     say(f"  {rate:>9,.0f}/s: " + (f"error: {r['error']}" if r.get("error") else
@@ -446,7 +460,7 @@ add_args = add_e2e_args
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return run_bench(duration=args.duration, fixed_rate=args.fixed_rate, start_rate=args.start_rate,
                      search_s=args.search_s, p99_limit_us=args.p99_limit_ms * 1000, search=not args.no_search,
-                     durability=args.durability, log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
+                     durability=args.durability, gateways_in_core=args.gateways_in_core, log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
 
 
 def _num(value: Any) -> str:

@@ -115,8 +115,9 @@ def _load(ex: Any, rate: float, duration: float, **kw: Any) -> dict[str, Any]:
 def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, start_rate: float = START_RATE,
               search_s: float = SEARCH_S, p99_limit_us: float = P99_LIMIT_US, search: bool = True,
               durability: str | None = None, warm_rate: float = WARM_RATE,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The figures in the module docstring, as one dict (``build_result``)."""
+              log: Callable[[str], None] | None = None, gateways_in_core: bool = False) -> dict[str, Any]:
+    """The figures in the module docstring, as one dict (``build_result``); ``durability`` and
+    ``gateways_in_core`` as ``bench e2e``'s."""
     import signal
     import threading
 
@@ -131,7 +132,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
     try:
-        with Exchange(durability) as ex:
+        with Exchange(durability, gateways_in_core) as ex:
             say(f"fixed rate {fixed_rate:,.0f}/s for {duration:g} s over FIX")
             _load(ex, warm_rate, WARM_S, seed=99, drain_s=2.0)
             before, t = cpu_by_process(ex), time.monotonic()
@@ -154,7 +155,7 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
                 if rate not in results:
                     if time.monotonic() - t0 + per_run > search_s:
                         return None
-                    with Exchange(durability) as ex2:
+                    with Exchange(durability, gateways_in_core) as ex2:
                         _load(ex2, warm_rate, WARM_S, seed=99, drain_s=2.0)
                         r = results[rate] = _load(ex2, rate, duration, fail_fast=(p99_limit_us * 10, 0.01))
                     say(f"  {rate:>9,.0f}/s: " + (f"error: {r['error']}" if r.get("error") else
@@ -166,7 +167,8 @@ def run_bench(duration: float = DURATION_S, fixed_rate: float = FIXED_RATE, star
             best = search_rate(measure, start=start_rate, budget=20, floor=FLOOR_RATE)
             spent = round(time.monotonic() - t0, 1)
             say(f"  orders_per_s: {best:,.0f}")
-        return build_result(host, fixed_rate, duration, fixed, cpu, p99_limit_us, best, results, spent)
+        return {**build_result(host, fixed_rate, duration, fixed, cpu, p99_limit_us, best, results, spent),
+                "durability": durability or "batch", "gateways": "core" if gateways_in_core else "edge"}
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -184,7 +186,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return run_bench(duration=args.duration, fixed_rate=args.fixed_rate, start_rate=args.start_rate,
                      search_s=args.search_s, p99_limit_us=args.p99_limit_ms * 1000, search=not args.no_search,
-                     durability=args.durability, warm_rate=args.warm_rate,
+                     durability=args.durability, warm_rate=args.warm_rate, gateways_in_core=args.gateways_in_core,
                      log=None if args.json else (lambda line: print(line, file=sys.stderr, flush=True)))
 
 

@@ -74,3 +74,6 @@ def add_e2e_args(parser: argparse.ArgumentParser, fixed_rate: float = FIXED_RATE
     parser.add_argument("--durability", choices=("batch", "none", "interval"), default=None,
                         help="the journal's durability (default: the embedded default's, batch); "
                              "none shows what the disk's sync costs")
+    parser.add_argument("--gateways-in-core", action="store_true",
+                        help="the gateways in the pipeline's process instead of their own edge process: "
+                             "shows what the process hops cost (and gives up the edge's isolation)")
