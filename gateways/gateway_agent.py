@@ -5,8 +5,8 @@ thread per connection and no event loop: one readiness poll (epoll, not waiting)
 sockets have something; accept what is waiting; receive once from each ready connection
 (round robin, while the staging rows have room); put the staged orders on the gateway's
 inbound ring in one publish; read the engine's output and the sequencer's rejections, route
-each event to its session (``routing.route``) and hand each session its share; write each
-connection's queue with one ``send``; keep the protocol's timers.
+each event to its session (``routing.route_by_session``) and hand each session its share;
+write each connection's queue with one ``send``; keep the protocol's timers.
 
 The protocol is a subclass's (``SbeGatewayAgent``: SBE and FIXP; the FIX gateway next): it
 makes the sessions, frames and answers what a connection sends (``_receive``), keeps the
@@ -47,8 +47,9 @@ from ringex.engine.storage.output_replay import OutputPosition
 from ringex.engine.wire import messages as m
 from ringex.gateways.connection import Connection
 from ringex.gateways.gateway_config import GatewayConfig
-from ringex.gateways.outbound import pack_events
-from ringex.gateways.routing import MESSAGE_SIZE, route
+from ringex.gateways.outbound import packed_events
+from ringex.gateways.routing import route_by_session
+from ringex.gateways.routing import warm_up as warm_up_routing
 from ringex.gateways.session_store import SOURCE_OUTPUT, SOURCE_REJECT
 from ringex.ringbuffer.agent import Agent
 from ringex.ringbuffer.consumer import Consumer
@@ -413,25 +414,22 @@ class GatewayAgent(Agent, abc.ABC):
     def _deliver(self, region: np.ndarray, at: int, source: int, created: int, touched: set) -> None:
         """Route ``region`` (ring slots from position ``at``) to the sessions, each session's
         share stored and framed in one compiled pass."""
-        rows, sids = route(region, self._session_ids)
-        if not len(rows):
-            return
-        tids = region[rows, 2].astype(np.int64) | (region[rows, 3].astype(np.int64) << 8)
-        sizes = MESSAGE_SIZE[tids]
+        d = route_by_session(region, self._session_ids, at)
+        bounds = d.bounds
         delivered = 0
-        for sid in np.unique(sids).tolist():
-            mine = sids == sid
+        for i, sid in enumerate(d.sessions):
+            a, b = bounds[i], bounds[i + 1]
             s = self.sessions[sid]
-            positions = at + rows[mine]
-            fresh = positions > s.store.stored_through(source, created)  # not stored before a restart
-            if not fresh.all():
-                mine = np.flatnonzero(mine)[fresh]
-                positions = positions[fresh]
-            if not len(positions):
-                continue
-            s.deliver_events(region, rows[mine], sizes[mine], positions, source, created)
+            positions = d.positions[a:b]
+            through = s.store.stored_through(source, created)
+            if positions[0] <= through:  # stored before a restart: a prefix (ascending)
+                a += int(np.searchsorted(positions, through, side="right"))
+                if a == b:
+                    continue
+                positions = d.positions[a:b]
+            s.deliver_events(region, d.rows[a:b], d.sizes[a:b], positions, source, created)
             touched.add(s)
-            delivered += len(positions)
+            delivered += b - a
             if source == SOURCE_OUTPUT and s.conn is not None:
                 self._sent_positions.extend(positions.tolist())
         if delivered:
@@ -520,8 +518,8 @@ class GatewayAgent(Agent, abc.ABC):
         slots = np.zeros((1, m.SLOT_SIZE), np.uint8)
         slots.flags.writeable = False  # what a ring consumer's read gives
         none = np.zeros(0, np.int64)
-        route(slots, np.zeros(1, np.int64))
-        pack_events(slots, none, none, none, 1, 0, 0, np.zeros(0, np.uint8), none.copy(), np.zeros(0, np.uint8))
+        warm_up_routing()
+        packed_events(slots, none, none, none, 1, 0, 0, 0)
         warm_up_recorders()
 
     def counter_labels(self) -> dict[str, str]:

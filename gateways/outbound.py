@@ -1,7 +1,7 @@
 """The binary gateway's event path, compiled: a session's events of a batch in one call.
 
-The events routed to one session in one batch (``routing.route``) become two byte runs in
-one pass: the session store's records (``session_store.py``'s record layout, CRC32 and all)
+The events routed to one session in one batch (``routing.route_by_session``) become two
+byte runs in one pass (``packed_events`` sizes and makes them, ``pack_events`` fills them): the session store's records (``session_store.py``'s record layout, CRC32 and all)
 and the SOFH frames for its socket. Python then appends each run with one call, so an event
 costs a copy and a CRC in compiled code, not a dozen Python lines.
 
@@ -17,7 +17,7 @@ from numba import njit
 from ringex.gateways import session_store as st
 from ringex.gateways import sofh
 
-__all__ = ["crc32", "pack_events"]
+__all__ = ["crc32", "pack_events", "packed_events"]
 
 
 def _table() -> np.ndarray:
@@ -85,3 +85,21 @@ def pack_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positio
         for b in range(n):
             frames[f + _SOFH + b] = row[b]
         f += length
+
+
+@njit(cache=True, nogil=True)
+def packed_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positions: np.ndarray, first_seq: int,
+                  created: int, source: int, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pack_events`` into buffers made here, each exactly the size it needs: (records,
+    each record's start offset by ``base`` (where the records will sit in the store), frames)."""
+    n = rows.shape[0]
+    total = 0
+    for i in range(n):
+        total += sizes[i]
+    records = np.empty(total + n * _RECORD, np.uint8)
+    frames = np.empty(total + n * _SOFH, np.uint8)
+    offsets = np.empty(n, np.int64)
+    pack_events(region, rows, sizes, positions, first_seq, created, source, records, offsets, frames)
+    for i in range(n):
+        offsets[i] += base
+    return records, offsets, frames

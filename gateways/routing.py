@@ -8,12 +8,14 @@ over a whole batch of slots, never a Python line per event that is not ours.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from ringex.engine.wire import messages as m
 
-__all__ = ["MESSAGE_SIZE", "route"]
+__all__ = ["MESSAGE_SIZE", "Deliveries", "route", "route_by_session", "warm_up"]
 
 _TEMPLATES = 1 << 16
 _FIRST = np.zeros(_TEMPLATES, np.int64)  # byte offset of the first session field; 0 = none
@@ -69,3 +71,77 @@ def route(rows: np.ndarray, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarra
     out_sids = np.empty(2 * k, np.int64)
     n = _route(rows, _FIRST, _SECOND, sessions, out_rows, out_sids) if k else 0
     return out_rows[:n], out_sids[:n]
+
+
+@njit(cache=True, nogil=True)
+def _group(rows: np.ndarray, sids: np.ndarray, n: int, sizes_by_tid: np.ndarray, sessions: np.ndarray,
+           region: np.ndarray, at: int, out_rows: np.ndarray, out_sizes: np.ndarray, out_positions: np.ndarray,
+           present: np.ndarray, bounds: np.ndarray) -> int:
+    """``_route``'s deliveries regrouped by session (ascending id), row order kept within
+    each; ``present``/``bounds``: the sessions with deliveries and where theirs start."""
+    k = sessions.shape[0]
+    counts = np.zeros(k + 1, np.int64)
+    which = np.empty(n, np.int64)
+    for i in range(n):
+        j = np.searchsorted(sessions, sids[i])
+        which[i] = j
+        counts[j + 1] += 1
+    for j in range(k):
+        counts[j + 1] += counts[j]
+    m = 0
+    for j in range(k):
+        if counts[j + 1] > counts[j]:
+            present[m] = j
+            bounds[m] = counts[j]
+            m += 1
+    bounds[m] = n
+    fill = counts[:k].copy()
+    for i in range(n):
+        j = which[i]
+        d = fill[j]
+        fill[j] += 1
+        r = rows[i]
+        out_rows[d] = r
+        out_positions[d] = at + r
+        out_sizes[d] = sizes_by_tid[np.int64(region[r, 2]) | (np.int64(region[r, 3]) << 8)]
+    return m
+
+
+class Deliveries(NamedTuple):
+    """A batch's deliveries grouped by session: session ``sessions[i]`` gets ``rows[b[i]:b[i+1]]``
+    of the region (``sizes`` bytes each, at ring ``positions``), ``b = bounds``."""
+
+    sessions: list[int]
+    bounds: list[int]
+    rows: np.ndarray
+    sizes: np.ndarray
+    positions: np.ndarray
+
+
+def route_by_session(region: np.ndarray, sessions: np.ndarray, at: int) -> Deliveries:
+    """``route``'s deliveries of ``region`` (ring slots from position ``at``) grouped by
+    session, ascending, each session's in row order, with each message's size and ring
+    position: what the gateway hands each session, in two compiled passes."""
+    k = len(region)
+    out_rows = np.empty(2 * k, np.int64)
+    out_sids = np.empty(2 * k, np.int64)
+    n = _route(region, _FIRST, _SECOND, sessions, out_rows, out_sids) if k else 0
+    if not n:
+        return Deliveries([], [0], out_rows[:0], out_rows[:0], out_rows[:0])
+    rows = np.empty(n, np.int64)
+    sizes = np.empty(n, np.int64)
+    positions = np.empty(n, np.int64)
+    present = np.empty(len(sessions), np.int64)
+    bounds = np.empty(len(sessions) + 1, np.int64)
+    m = _group(out_rows, out_sids, n, MESSAGE_SIZE, sessions, region, at, rows, sizes, positions, present, bounds)
+    return Deliveries(sessions[present[:m]].tolist(), bounds[:m + 1].tolist(), rows, sizes, positions)
+
+
+def warm_up() -> None:
+    """Compile (or load) both passes now, not at the first event that needs them."""
+    none = np.zeros(0, np.int64)
+    slots = np.zeros((1, m.SLOT_SIZE), np.uint8)
+    slots.flags.writeable = False  # what a ring consumer's read gives
+    route(slots, np.zeros(1, np.int64))
+    _group(none, none, 0, MESSAGE_SIZE, np.zeros(1, np.int64), slots, 0, none.copy(), none.copy(), none.copy(),
+           np.zeros(1, np.int64), np.zeros(2, np.int64))

@@ -207,14 +207,11 @@ class SessionStore:
                       source: int, created: int) -> np.ndarray:
         """Store the ring messages ``region[rows]`` (``sizes`` bytes each, at ring
         ``positions``, ascending) in one compiled pass; returns them as SOFH frames."""
-        from ringex.gateways.outbound import pack_events  # compiled: imported when first used
+        from ringex.gateways.outbound import packed_events  # compiled: imported when first used
 
-        n = len(rows)
-        records = np.empty(int(sizes.sum()) + n * RECORD.size, np.uint8)
-        frames = np.empty(int(sizes.sum()) + n * 6, np.uint8)
-        offsets = np.empty(n, np.int64)
-        pack_events(region, rows, sizes, positions, self.next_seq, created, source, records, offsets, frames)
-        self._offsets.frombytes((offsets + self._end).astype("<i8").tobytes())
+        records, offsets, frames = packed_events(region, rows, sizes, positions, self.next_seq, created, source,
+                                                 self._end)
+        self._offsets.frombytes(offsets.tobytes())  # (native int64, as the array's "q")
         self._pending += memoryview(records)
         self._end += len(records)
         self._stored[source] = (created, int(positions[-1]))
