@@ -8,9 +8,10 @@ journals, in order, without touching the engine's rings.
 What it may see and how it treats it: the writer's reserved space (zero bytes) after the
 last record, and a record the writer is still writing (its magic, written last, not whole
 yet: journal_format, "Reserved space"), are where the records end for now, read again by the
-next call; a segment the writer has rolled past ends (cut to its last record first), and the next one starts exactly at the sequence after its last record
-(anything else is damage); a segment that retention deletes while it is read stays readable
-through the open descriptor. Any other damage (a bad checksum, a sequence gap) raises
+next call; a segment the writer has rolled past ends (cut to its last record first), and
+the next one starts exactly at the sequence after its last record (anything else is
+damage); a segment that retention deletes while it is read stays readable through the open
+descriptor. Any other damage (a bad checksum, a sequence gap) raises
 :class:`~ringex.engine.storage.journal_format.JournalCorruptError`: the follower never guesses.
 
 Durability: records are read from the page cache, so the last ones may not be on disk yet.
