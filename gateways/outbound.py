@@ -1,8 +1,9 @@
 """The binary gateway's event path, compiled: a session's events of a batch in one call.
 
 The events routed to one session in one batch (``routing.route_by_session``) become two
-byte runs in one pass (``packed_events`` sizes and makes them, ``pack_events`` fills them): the session store's records (``session_store.py``'s record layout, CRC32 and all)
-and the SOFH frames for its socket. Python then appends each run with one call, so an event
+byte runs in one pass (``packed_events`` sizes and makes them, ``pack_events`` fills them):
+the session store's records (``session_store.py``'s record layout, CRC32 and all) and the
+SOFH frames for its socket. Python then appends each run with one call, so an event
 costs a copy and a CRC in compiled code, not a dozen Python lines.
 
 ``crc32`` is the IEEE 802.3 CRC that ``zlib.crc32`` computes (reflected, polynomial

@@ -74,11 +74,12 @@ def route(rows: np.ndarray, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def _group(rows: np.ndarray, sids: np.ndarray, n: int, sizes_by_tid: np.ndarray, sessions: np.ndarray,
+def _group(rows: np.ndarray, sids: np.ndarray, sizes_by_tid: np.ndarray, sessions: np.ndarray,
            region: np.ndarray, at: int, out_rows: np.ndarray, out_sizes: np.ndarray, out_positions: np.ndarray,
            present: np.ndarray, bounds: np.ndarray) -> int:
-    """``_route``'s deliveries regrouped by session (ascending id), row order kept within
+    """``route``'s deliveries regrouped by session (ascending id), row order kept within
     each; ``present``/``bounds``: the sessions with deliveries and where theirs start."""
+    n = rows.shape[0]
     k = sessions.shape[0]
     counts = np.zeros(k + 1, np.int64)
     which = np.empty(n, np.int64)
@@ -122,18 +123,16 @@ def route_by_session(region: np.ndarray, sessions: np.ndarray, at: int) -> Deliv
     """``route``'s deliveries of ``region`` (ring slots from position ``at``) grouped by
     session, ascending, each session's in row order, with each message's size and ring
     position: what the gateway hands each session, in two compiled passes."""
-    k = len(region)
-    out_rows = np.empty(2 * k, np.int64)
-    out_sids = np.empty(2 * k, np.int64)
-    n = _route(region, _FIRST, _SECOND, sessions, out_rows, out_sids) if k else 0
+    routed, sids = route(region, sessions)
+    n = len(routed)
     if not n:
-        return Deliveries([], [0], out_rows[:0], out_rows[:0], out_rows[:0])
+        return Deliveries([], [0], routed, routed, routed)
     rows = np.empty(n, np.int64)
     sizes = np.empty(n, np.int64)
     positions = np.empty(n, np.int64)
     present = np.empty(len(sessions), np.int64)
     bounds = np.empty(len(sessions) + 1, np.int64)
-    m = _group(out_rows, out_sids, n, MESSAGE_SIZE, sessions, region, at, rows, sizes, positions, present, bounds)
+    m = _group(routed, sids, MESSAGE_SIZE, sessions, region, at, rows, sizes, positions, present, bounds)
     return Deliveries(sessions[present[:m]].tolist(), bounds[:m + 1].tolist(), rows, sizes, positions)
 
 
@@ -143,5 +142,5 @@ def warm_up() -> None:
     slots = np.zeros((1, m.SLOT_SIZE), np.uint8)
     slots.flags.writeable = False  # what a ring consumer's read gives
     route(slots, np.zeros(1, np.int64))
-    _group(none, none, 0, MESSAGE_SIZE, np.zeros(1, np.int64), slots, 0, none.copy(), none.copy(), none.copy(),
+    _group(none, none, MESSAGE_SIZE, np.zeros(1, np.int64), slots, 0, none.copy(), none.copy(), none.copy(),
            np.zeros(1, np.int64), np.zeros(2, np.int64))
