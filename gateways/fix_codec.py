@@ -39,6 +39,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from ringex.gateways.fix_dictionary import (
     FIELDS,
     HEADER_ALLOWED,
@@ -154,6 +156,22 @@ class Garbled(NamedTuple):
     raw: bytes
 
 
+#: feed_scanned's tables: rows for more messages than one read holds, and their fields
+SCAN_MESSAGES = 2048
+SCAN_FIELDS = 1 << 16
+
+
+class Scanned(NamedTuple):
+    """What ``FixReader.feed_scanned`` found: ``count`` messages scanned from ``data``
+    (``fix_scan``'s rows ``messages[:count]`` and their ``fields``), then ``rest``."""
+
+    data: bytes
+    count: int
+    messages: np.ndarray
+    fields: np.ndarray
+    rest: list[FixMessage | Garbled]
+
+
 class FixReader:
     """Frames one connection's byte stream: ``feed`` what a read returned, get back every
     message (or ``Garbled`` drop) now complete; an unfinished message waits for the next feed.
@@ -166,6 +184,8 @@ class FixReader:
             raise ValueError(f"max_message {max_message} is smaller than any FIX message")
         self.max_message = max_message
         self._buf = bytearray()
+        self._scan_rows: np.ndarray | None = None  # feed_scanned's tables, made at its first call
+        self._scan_fields: np.ndarray | None = None
 
     @property
     def pending(self) -> int:
@@ -190,6 +210,36 @@ class FixReader:
                 break
             out.append(found)
         return out
+
+    def feed_scanned(self, data: bytes, sender: bytes, target: bytes) -> Scanned:
+        """``feed``, with the run of whole, well-framed messages at the front framed and
+        checked by ``fix_scan.scan`` (``sender``/``target``: the CompIDs its ``M_COMP_OK``
+        compares) instead of made into ``FixMessage`` objects: the caller makes one of a
+        scanned message only when it needs one. What follows that run (anything
+        garbled, good messages after it) comes in ``rest`` as ``feed`` gives it. The
+        tables are the reader's, good until the next call."""
+        from ringex.gateways import fix_scan
+
+        if self._buf:
+            self._buf += data
+            data = bytes(self._buf)
+        if self._scan_rows is None:
+            self._scan_rows = np.zeros((SCAN_MESSAGES, fix_scan.MESSAGE_WORDS), np.int64)
+            self._scan_fields = np.zeros((SCAN_FIELDS, fix_scan.FIELD_WORDS), np.int64)
+        n, used = fix_scan.scan(np.frombuffer(data, np.uint8), len(data), self.max_message,
+                                np.frombuffer(sender, np.uint8), np.frombuffer(target, np.uint8),
+                                self._scan_rows, self._scan_fields)
+        if used < len(data) or self._buf:
+            self._buf[:] = data[used:]
+        rest: list[FixMessage | Garbled] = []
+        if self._buf.startswith(_PREFIX):
+            self._take_good(rest)  # (what did not fit the tables)
+        while self._buf:
+            found = self._next()
+            if found is None:
+                break
+            rest.append(found)
+        return Scanned(data, n, self._scan_rows, self._scan_fields, rest)
 
     def _take_good(self, out: list[FixMessage | Garbled]) -> None:
         """The common case first: whole, well-framed messages back to back at the front of the

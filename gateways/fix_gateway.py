@@ -7,6 +7,10 @@ The duty cycle, the rings, staging, routing and crash recovery are every gateway
   (``[[gateway.session]] target_comp_id``), TargetCompID must be the gateway's ``comp_id``;
   an unknown CompID is logged out with the reason and counted, and so is a Logon for a
   session that is logged on from another connection;
+* what a connection sends is framed and checked by ``fix_scan`` in compiled code, a read
+  at a time; an application message that is valid, the session's and the next expected
+  (``FixSession.take_in_order``) goes straight to the order mapping, anything else is
+  made a ``FixMessage`` and goes through the session layer as before;
 * each session's FIX rules (numbers, gaps, resends, heartbeats, validation) are
   ``fix_session.FixSession``'s, on the same persistent flow store as the binary gateway's,
   so an ExecutionReport sent while the counterparty was away is resent when it asks;
@@ -56,7 +60,11 @@ from ringex.gateways import fix_orders as fo
 from ringex.gateways.connection import Connection
 from ringex.gateways.fix_codec import FixMessage, FixReader, Garbled, utc_timestamp
 from ringex.gateways.fix_instrument import FixInstrument, FixRefusal
+from ringex.gateways.fix_dictionary import MESSAGES
 from ringex.gateways.fix_order_book import OrderBook
+from ringex.gateways.fix_scan import (M_COMP_OK, M_END, M_FIELD_COUNT, M_FIELD_FROM, M_POSS_DUP, M_SENT_NS, M_SEQ,
+                                      M_START, M_TYPE, M_VALID, MSG_TYPES)
+from ringex.gateways.fix_scan import warm_up as warm_up_scan
 from ringex.gateways.fix_session import FixSession, FixSessionConfig
 from ringex.gateways.gateway_agent import GatewayAgent, log
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
@@ -70,6 +78,11 @@ READ_SIZE = 1 << 16
 NS = 1_000_000_000
 
 _THROTTLED = int(m.RejectReason.Throttled)
+_NO_COMP_IDS = (b"", b"")  # a connection not logged on: no scanned message is the session's yet
+# a scanned row's words as _receive reads them, in one tolist()
+_ROW = [M_SEQ, M_SENT_NS, M_START, M_END, M_TYPE, M_FIELD_FROM, M_FIELD_COUNT, M_VALID, M_COMP_OK, M_POSS_DUP]
+# by fix_scan's MsgType index: an application message (the session's fast lane may take it)
+_APPLICATION = [not MESSAGES[t].admin for t in MSG_TYPES] + [False]  # [-1]: not a dictionary type
 _SCHEMA = m.SCHEMA
 
 
@@ -171,6 +184,8 @@ class FixGatewaySession:
         self.instruments = instruments
         self.by_id = {i.id: i for i in instruments.values()}
         self.conn: Connection | None = None
+        #: what a message from the counterparty carries: SenderCompID, TargetCompID (fix_scan)
+        self.comp_ids = (cfg.target_comp_id.encode(), gateway.comp_id.encode())
         self._exec_seq = -1  # the engine input whose events are being numbered, and how many so far
         self._exec_k = 0
 
@@ -295,6 +310,10 @@ class FixGatewayAgent(GatewayAgent):
             "held": f"{g}: cancels/replaces held until their order was accepted",
         }
 
+    def warm_up(self) -> None:
+        super().warm_up()
+        warm_up_scan()
+
     def _make_sessions(self, directory: Path, now: int) -> dict[int, FixGatewaySession]:
         sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now, self._stage_request,
                                             self._inbound_mark)
@@ -402,8 +421,23 @@ class FixGatewayAgent(GatewayAgent):
             self._drop(conn, "closed by the counterparty")
             return 1
         conn.last_recv_ns = now
-        found = conn.reader.feed(data)
-        for item in found:
+        s = conn.session
+        scanned = conn.reader.feed_scanned(data, *(s.comp_ids if s is not None else _NO_COMP_IDS))
+        data, rows, fields = scanned.data, scanned.messages, scanned.fields
+        for i in range(scanned.count):
+            if conn.closing or conn.closed:
+                return scanned.count
+            seq, sent, start, end, kind, first, count, valid, comp_ok, dup = rows[i, _ROW].tolist()
+            s = conn.session
+            if (valid and comp_ok and not dup and _APPLICATION[kind] and s is not None
+                    and s.fix.take_in_order(seq, sent, now, wall)):
+                # framed and checked by fix_scan, taken by the session: no FixMessage needed
+                self._application(s, seq, MSG_TYPES[kind],
+                                  {t: data[a:b] for t, a, b in fields[first:first + count].tolist()}, wall, now)
+                s.flush_to_connection()
+            else:
+                self._message(conn, FixMessage(data[start:end]), now, wall)
+        for item in scanned.rest:
             if conn.closing or conn.closed:
                 break
             if isinstance(item, Garbled):
@@ -411,16 +445,20 @@ class FixGatewayAgent(GatewayAgent):
                 if conn.session is not None:
                     conn.session.fix.on_garbled(item)
                 continue
-            s = conn.session if conn.session is not None else self._logon(conn, item, now)
-            if s is None:
-                continue
-            rejects = s.fix.stats.rejects_sent
-            for app in s.fix.on_message(item, now, wall):
-                self._application(s, app, wall, now)
-            if s.fix.stats.rejects_sent > rejects:
-                self._counts.add("rejects", s.fix.stats.rejects_sent - rejects)
-            s.flush_to_connection()
-        return len(found) or 1
+            self._message(conn, item, now, wall)
+        return scanned.count + len(scanned.rest) or 1
+
+    def _message(self, conn: Connection, msg: FixMessage, now: int, wall: int) -> None:
+        """One framed message through the session layer (the Logon binds the connection)."""
+        s = conn.session if conn.session is not None else self._logon(conn, msg, now)
+        if s is None:
+            return
+        rejects = s.fix.stats.rejects_sent
+        for app in s.fix.on_message(msg, now, wall):
+            self._application(s, app.seq_num or 0, app.msg_type, app.fields_by_tag, wall, now)
+        if s.fix.stats.rejects_sent > rejects:
+            self._counts.add("rejects", s.fix.stats.rejects_sent - rejects)
+        s.flush_to_connection()
 
     def _logon(self, conn: Connection, msg: FixMessage, now: int) -> FixGatewaySession | None:
         """Bind ``conn`` to the session its first message names, or end it."""
@@ -453,17 +491,16 @@ class FixGatewayAgent(GatewayAgent):
             conn.closing = True
             return None
         for app in apps:
-            self._application(s, app, time.time_ns(), now)
+            self._application(s, app.seq_num or 0, app.msg_type, app.fields_by_tag, time.time_ns(), now)
         s.flush_to_connection()
         return None  # the Logon itself is handled
 
     # ---------------------------------------------------------------- application messages
 
-    def _application(self, s: FixGatewaySession, msg: FixMessage, wall: int, now: int) -> None:
-        """One application message in sequence: staged for the engine, or answered here."""
-        seq = msg.seq_num or 0
-        fields = msg.fields_by_tag
-        t = msg.msg_type
+    def _application(self, s: FixGatewaySession, seq: int, t: bytes, fields: dict[int, bytes], wall: int,
+                     now: int) -> None:
+        """Application message ``seq`` of type ``t``, in sequence: staged for the engine, or
+        answered here."""
         origin = fo.Origin(seq, *self._inbound_mark())  # where its engine message goes, if it goes
         try:
             if t == b"D":

@@ -229,6 +229,23 @@ class FixSession:
             return [msg]
         return self._sequenced(msg, now_ns, wall_ns)
 
+    def take_in_order(self, seq: int, sent_ns: int, now_ns: int, wall_ns: int) -> bool:
+        """``on_message``'s fast lane for an application message the caller has framed and
+        checked already (``fix_scan``: it passes validation, carries the session's CompIDs
+        and no PossDupFlag): if it is the message expected next, in SendingTime tolerance,
+        with nothing queued or pending, it is taken as ``on_message`` would take it (True:
+        the caller applies it); otherwise nothing changes (False: the caller hands it to
+        ``on_message``)."""
+        if (self.state is not SessionState.ACTIVE or self.closing or seq != self.expected or self._queued
+                or self._noop or abs(sent_ns - wall_ns) > self.cfg.sending_time_tolerance_s * NS):
+            return False
+        self._last_recv = now_ns
+        self._test_req_at = 0
+        self.expected += 1
+        if self._gap_requested_to < self.expected:
+            self._gap_requested_to = 0
+        return True
+
     def _in_order(self, msg: FixMessage, wall_ns: int) -> bool:
         """Is ``msg`` the message expected next, from the counterparty, no PossDupFlag, and
         does it pass every check (``fix_codec.validate``, SendingTime)? Then nothing of the

@@ -355,14 +355,38 @@ def _run(s: FixSession, msgs: list[FixMessage]) -> list:
     return out
 
 
+def _scanned_lane(on_message):
+    """``on_message`` as the gateway reaches it: the message framed and checked by
+    ``fix_scan`` and taken by ``take_in_order`` where it may be, else the full call."""
+    import numpy as np
+
+    from ringex.gateways import fix_scan as fs
+    from ringex.gateways.fix_dictionary import MESSAGES
+
+    def lane(self, msg, now_ns, wall_ns):
+        rows, fields = np.zeros((1, fs.MESSAGE_WORDS), np.int64), np.zeros((64, fs.FIELD_WORDS), np.int64)
+        n, _ = fs.scan(np.frombuffer(msg.raw, np.uint8), len(msg.raw), 8192, np.frombuffer(THEM.encode(), np.uint8),
+                       np.frombuffer(US.encode(), np.uint8), rows, fields)
+        row = rows[0]
+        if (n == 1 and row[fs.M_VALID] and row[fs.M_COMP_OK] and not row[fs.M_POSS_DUP]
+                and not MESSAGES[fs.MSG_TYPES[row[fs.M_TYPE]]].admin
+                and self.take_in_order(int(row[fs.M_SEQ]), int(row[fs.M_SENT_NS]), now_ns, wall_ns)):
+            lane.taken += 1
+            return [msg]
+        return on_message(self, msg, now_ns, wall_ns)
+    lane.taken = 0
+    return lane
+
+
 @pytest.mark.parametrize("case", [
     "in order", "wrong sender", "wrong target", "sending time off", "possdup too low", "possdup in order",
     "gap then fill", "invalid", "status request", "business message we send",
 ])
 def test_the_fast_lane_does_what_the_full_path_does(tmp_path, monkeypatch, case: str) -> None:
     """Application messages are handed over at once when they are the next expected and pass
-    every check (``FixSession._in_order``); every sequence below, run once with that lane and
-    once with every message through ``_sequenced``, gives the same answers and state."""
+    every check (``FixSession._in_order``, or ``fix_scan`` and ``take_in_order`` as the gateway
+    does); every sequence below, run with each lane and once with every message through
+    ``_sequenced``, gives the same answers and state."""
     flows = {
         "in order": [logon(), order(2, "a"), order(3, "b"), order(4, "c")],
         "wrong sender": [logon(), order(2, "a"), order(3, "b", sender="INTRUDER")],
@@ -377,15 +401,19 @@ def test_the_fast_lane_does_what_the_full_path_does(tmp_path, monkeypatch, case:
                                                      (55, "X"), (54, "1"), (151, "1"), (14, "0"), (6, "0"))],
     }
     results = []
-    for lane in (True, False):
+    for lane in (True, False, "scanned"):
         with monkeypatch.context() as mp:
             if not lane:
                 mp.setattr(FixSession, "_in_order", lambda self, msg, wall_ns: False)
+            if lane == "scanned":  # as FixGatewayAgent._receive: fix_scan, then take_in_order
+                scanned = _scanned_lane(FixSession.on_message)
+                mp.setattr(FixSession, "on_message", scanned)
             st = SessionStore(tmp_path / f"lane-{lane}", 7)
             s = FixSession(cfg(), st)
             s.connected(0)
             results.append(_run(s, flows[case]))
             st.close()
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
     if case == "in order":
         assert [apps for apps, *_ in results[0][1:]] != [[], [], []]  # the lane handed them over
+        assert scanned.taken == 3
