@@ -629,17 +629,23 @@ def _fields_one_by_one(items: list[tuple[int, bytes | str | int]]) -> bytes:
 
 
 def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time: bytes,
-           body: Sequence[tuple[int, bytes | str | int]], *, poss_dup: bool = False,
+           body: Sequence[tuple[int, bytes | str | int]] | bytes, *, poss_dup: bool = False,
            orig_sending_time: bytes | None = None) -> bytes:
     """One complete message: the standard header (8 9 35 49 56 34 [43] 52 [122]), ``body`` in
-    the order given, then the CheckSum."""
+    the order given, then the CheckSum. ``body``: (tag, value) pairs, or fields already
+    written (``tag=value<SOH>`` each, by a caller that checked its values)."""
     header: list[tuple[int, bytes | str | int]] = [(35, msg_type), (49, sender), (56, target), (34, seq)]
     if poss_dup:
         header.append((43, b"Y"))
     header.append((52, sending_time))
     if orig_sending_time is not None:
         header.append((122, orig_sending_time))
-    fields = _fields(header + list(body))
+    if body.__class__ is bytes:
+        if body and not body.endswith(SOH):  # type: ignore[union-attr]
+            raise ValueError("written fields end with SOH")
+        fields = _fields(header) + body  # type: ignore[operator]
+    else:
+        fields = _fields(header + list(body))
     message = b"8=" + BEGIN_STRING + SOH + b"9=%d\x01" % len(fields) + fields
     return message + b"10=%03d\x01" % (sum(message) % 256)
 

@@ -231,9 +231,9 @@ class FixGatewaySession:
                 self.book.end_event(source, created, position)
             if position <= reported:
                 continue
-            for out in outs:  # (each body is the report's own: TransactTime goes on its end)
-                out.body.append((60, transact))
-                self.fix.send(out.msg_type, out.body, wall, now, source, created, position)
+            for out in outs:  # TransactTime goes on the end of each
+                self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source, created,
+                              position)
         self.flush_to_connection()  # the reports stored first,
         self.book.write_events()  # then the book
 
@@ -246,7 +246,7 @@ class FixGatewaySession:
         sent = 0
         for item in fo.release(self.book, self.id):
             if isinstance(item, fo.Outgoing):
-                self.fix.send(item.msg_type, item.body + [(60, utc_timestamp(wall))], wall, now)
+                self.fix.send(item.msg_type, fo.with_fields(item.body, [(60, utc_timestamp(wall))]), wall, now)
                 continue
             if self.stage is None:
                 raise RuntimeError(f"session {self.id} has a held request to send and no way to stage it")
@@ -341,7 +341,7 @@ class FixGatewayAgent(GatewayAgent):
                 log.warning("gateway %s: session %d: %d order(s) and %d request(s) were not published before a "
                             "restart", self.cfg.name, s.id, len(lost[0]), len(lost[1]))
             for out in fo.recover(s.book, created, top, s.store.next_in):
-                s.fix.send(out.msg_type, out.body + [(60, utc_timestamp(wall))], wall, now)
+                s.fix.send(out.msg_type, fo.with_fields(out.body, [(60, utc_timestamp(wall))]), wall, now)
             if s.book.has_held:
                 s.release_held(wall, now)
             s.flush_to_connection()
@@ -514,7 +514,7 @@ class FixGatewayAgent(GatewayAgent):
                                                         origin)
             elif t == b"H":
                 body = fo.status(fields, s.book, b"%d.0" % seq)
-                s.fix.send(b"8", body + [(60, utc_timestamp(wall))], wall, now)
+                s.fix.send(b"8", fo.with_fields(body, [(60, utc_timestamp(wall))]), wall, now)
                 return s.applied(seq)
             else:  # a message type the dictionary knows and no one here serves
                 raise FixRefusal("business", f"{t.decode()} is not served by this gateway", 35,
@@ -522,7 +522,8 @@ class FixGatewayAgent(GatewayAgent):
         except FixRefusal as refusal:
             self._counts.add("refused")
             answer = fo.refusal_report(t, fields, refusal, b"%d.0" % seq, s.book)
-            body = answer.body + ([(45, seq)] if answer.msg_type == b"j" else [(60, utc_timestamp(wall))])
+            last = [(45, seq)] if answer.msg_type == b"j" else [(60, utc_timestamp(wall))]
+            body = fo.with_fields(answer.body, last)
             s.fix.send(answer.msg_type, body, wall, now)
             return s.applied(seq)
         payload = getattr(m, name).encode(**kw)
@@ -543,7 +544,7 @@ class FixGatewayAgent(GatewayAgent):
         answer = rejection_for(row[:len(payload)], _THROTTLED, wall)
         d = _SCHEMA.decode(np.frombuffer(answer, np.uint8))
         for out in fo.execution_report(d.name, d.fields, s.book, s.by_id, s.id, b"T%d" % s.store.next_seq):
-            s.fix.send(out.msg_type, out.body + [(60, utc_timestamp(wall))], wall, now)
+            s.fix.send(out.msg_type, fo.with_fields(out.body, [(60, utc_timestamp(wall))]), wall, now)
 
 
 

@@ -109,6 +109,8 @@ def _scaled(text: bytes, decimals: int, tag: int, what: str, reason: m.RejectRea
 
 def _render(value: int, decimals: int) -> bytes:
     """``value / 10**decimals`` as a FIX float, shortest exact form ("50000.5", "3", "-0.25")."""
+    if not decimals:
+        return b"%d" % value
     sign = "-" if value < 0 else ""
     whole, frac = divmod(abs(value), 10**decimals) if decimals else (abs(value), 0)
     if not frac:

@@ -7,7 +7,8 @@ restart.
 ``fix-orders`` file (one per FIX session, path given to ``OrderBook``)::
 
     header   0  magic     u32  "RXFO"
-             4  version   u32  1
+             4  version   u32  2 (a version 1 file, which has no U records, is read and
+                               becomes version 2 when opened for writing)
              8  (reserved to 16)
     record   0  length    u32  payload bytes (1 .. MAX_RECORD)
              4  crc32     u32  of the payload (zlib.crc32)
@@ -22,6 +23,11 @@ restart.
                                         accepted ("held": true); the last one for its
                                         "num" wins (a held one is written again when it
                                         is sent: "released", its own "at")
+             U  [key, order_id, status, cum_qty, leaves_qty, notional, triggered]
+                                        what an engine event changes of an order (its
+                                        acceptance, fills, end, trigger): those fields of
+                                        the order ``key`` (an O record before it), the
+                                        rest as they were (version 2)
              X  {"num": n}              that pending request got its answer (or was
                                         answered by the gateway: a held one whose order
                                         ended first)
@@ -92,7 +98,8 @@ class OrderBookError(RuntimeError):
 
 
 MAGIC = 0x4F465852  # "RXFO" little-endian
-VERSION = 1
+VERSION = 2
+_VERSIONS = (1, 2)  # read; 1 is 2 without U records
 HEADER = struct.Struct("<II8x")
 RECORD = struct.Struct("<II")
 MAX_RECORD = 1 << 16
@@ -185,6 +192,26 @@ class Order:
             self.price_decimals, self.qty, self.qty_decimals, _JSON_BOOL[self.reduce_only], self.side,
             _text(self.status), self.stop_price, self.stp_mode, _text(self.symbol), self.tif,
             _JSON_BOOL[self.triggered])
+
+    def state_text(self) -> bytes:
+        """The U record of the book file: what an engine event changes of the order."""
+        return b'[%d,%d,"%s",%d,%d,%d,%s]' % (self.key, self.order_id, self.status, self.cum_qty, self.leaves_qty,
+                                               self.notional, _JSON_BOOL[self.triggered])
+
+    @staticmethod
+    def check_state(state: list[Any]) -> None:
+        """Raise ``ValueError`` unless ``state`` is a U record's (``state_text``)."""
+        if not (state.__class__ is list and len(state) == 7 and all(v.__class__ is int for v in state[:2] + state[3:6])
+                and state[6].__class__ is bool and state[2].__class__ is str and len(state[2]) == 1
+                and state[2].isascii()):
+            raise ValueError(f"order state {state!r} is not a U record's")
+
+    def set_state(self, state: list[Any]) -> None:
+        """Apply a U record's ``state`` (``state_text``), checked first: all or nothing."""
+        self.check_state(state)
+        _, order_id, status, cum, leaves, notional, triggered = state
+        self.order_id, self.status, self.cum_qty, self.leaves_qty, self.notional, self.triggered = (
+            order_id, status.encode("ascii"), cum, leaves, notional, triggered)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Order:
@@ -374,6 +401,13 @@ class OrderBook:
         self._index(o)
         self._append(b"O", o.json_text())
 
+    def save_state(self, o: Order) -> None:
+        """``save`` for a change of ``o``'s state alone (order_id, status, cum_qty,
+        leaves_qty, notional, triggered: what an engine event changes), in a U record a
+        fraction of an O record's size; its ClOrdIDs and engine ids unchanged."""
+        self._orders[o.key] = o
+        self._append(b"U", o.state_text())
+
     def add_pending(self, p: Pending) -> None:
         """Record a request sent to the engine, or held (``p.held``); also what ``sent``
         and ``hold_again`` use to write a changed one again."""
@@ -489,7 +523,7 @@ class OrderBook:
                 data = f.read()
             header = HEADER.pack(MAGIC, VERSION)
             if len(data) < HEADER.size:
-                if data != header[: len(data)]:
+                if not any(data == HEADER.pack(MAGIC, v)[:len(data)] for v in _VERSIONS):
                     raise OrderBookError(f"{self.path} is not a FIX order book file")
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, header, 0)
@@ -497,8 +531,10 @@ class OrderBook:
             magic, version = HEADER.unpack_from(data)
             if magic != MAGIC:
                 raise OrderBookError(f"{self.path} is not a FIX order book file (magic {magic:#x})")
-            if version != VERSION:
+            if version not in _VERSIONS:
                 raise OrderBookError(f"{self.path}: order book file version {version}, expected {VERSION}")
+            if version != VERSION:
+                os.pwrite(fd, HEADER.pack(MAGIC, VERSION), 0)  # U records may follow now
             pos = HEADER.size
             while pos + RECORD.size <= len(data):
                 length, crc = RECORD.unpack_from(data, pos)
@@ -541,6 +577,8 @@ class OrderBook:
             else:
                 self._held.discard(p.num)
             self._next = max(self._next, p.num + 1)
+        elif kind == b"U":
+            self._orders[int(obj[0])].set_state(obj)  # an unknown order: a KeyError, read as corruption
         elif kind == b"X":
             p = self._pending.pop(int(obj["num"]), None)
             self._held.discard(int(obj["num"]))
@@ -555,6 +593,10 @@ class OrderBook:
                     Pending.from_json(o)
                 elif k == "X":
                     int(o["num"])
+                elif k == "U":
+                    Order.check_state(o)
+                    if o[0] not in self._orders:
+                        raise ValueError(f"order state {o!r} of no known order")
                 else:
                     raise ValueError(f"record kind {k!r} in an event record")
             for k, o in obj["r"]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ringex.engine.wire import messages as m
+from ringex.gateways.fix_codec import _fields
 from ringex.gateways.fix_instrument import (
     ORD_REJ_REASON,
     T_MAX_FLOOR,
@@ -52,6 +53,7 @@ __all__ = [
     "EXECUTION_REPORT",
     "MASS_CANCEL_REPORT",
     "Outgoing",
+    "with_fields",
     "cancel",
     "execution_report",
     "mass_cancel",
@@ -123,11 +125,21 @@ class Origin(NamedTuple):
 
 
 class Outgoing(NamedTuple):
-    """One FIX application message to send: its MsgType 35 and its body (no header/trailer).
-    (Not ``fix_codec.FixMessage``, which is a message received and parsed.)"""
+    """One FIX application message to send: its MsgType 35 and its body (no header/trailer):
+    ``(tag, value)`` pairs, or the fields already written (``tag=value<SOH>`` each, as
+    ``_report`` writes an ExecutionReport's). (Not ``fix_codec.FixMessage``, which is a
+    message received and parsed.)"""
 
     msg_type: bytes
-    body: list[tuple[int, bytes]]
+    body: list[tuple[int, bytes]] | bytes
+
+
+def with_fields(body: list[tuple[int, bytes]] | bytes, items: list[tuple[int, bytes | int]]
+                ) -> list[tuple[int, bytes]] | bytes:
+    """``body`` (an ``Outgoing``'s) with ``items`` after it, in the body's own form."""
+    if body.__class__ is bytes:
+        return body + _fields(items)  # type: ignore[operator]
+    return body + items  # type: ignore[operator]
 
 
 # -- inbound: FIX -> engine -------------------------------------------------------------
@@ -503,31 +515,45 @@ def recover(book: OrderBook, created: int, published: int, next_in: int) -> list
 
 def _report(o: Order, exec_id: bytes, exec_type: bytes, cl: bytes | None = None, orig: bytes | None = None,
             extra: list[tuple[int, bytes]] | None = None) -> Outgoing:
-    """An ExecutionReport of ``o`` as the book has it now."""
-    body: list[tuple[int, bytes]] = [
-        (T_ORDER_ID, str(o.order_id).encode() if o.order_id else b"NONE"),
-        (T_CL_ORD_ID, cl or o.cl_ord_id),
-    ]
-    if orig:
-        body.append((T_ORIG_CL_ORD_ID, orig))
-    body += [(T_EXEC_ID, exec_id), (T_EXEC_TYPE, exec_type), (T_ORD_STATUS, o.status),
-             (T_ACCOUNT, str(o.account).encode()), (T_SYMBOL, o.symbol), (T_SIDE, str(o.side).encode()),
-             (T_ORDER_QTY, _render(o.qty, o.qty_decimals)), (T_ORD_TYPE, str(o.ord_type).encode())]
-    if o.price:
-        body.append((T_PRICE, _render(o.price, o.price_decimals)))
-    if o.stop_price:
-        body.append((T_STOP_PX, _render(o.stop_price, o.price_decimals)))
-    body.append((T_TIF, str(o.tif).encode()))
-    inst = [x for x, on in ((b"6", o.post_only), (b"E", o.reduce_only)) if on]
-    if inst:
-        body.append((T_EXEC_INST, b" ".join(inst)))
-    if o.display_qty:
-        body.append((T_MAX_FLOOR, _render(o.display_qty, o.qty_decimals)))
-    body += extra or []
-    body += [(T_LEAVES_QTY, _render(o.leaves_qty if o.live else 0, o.qty_decimals)),
-             (T_CUM_QTY, _render(o.cum_qty, o.qty_decimals)),
-             (T_AVG_PX, _avg_px(o.notional, o.cum_qty, o.price_decimals))]
+    """An ExecutionReport of ``o`` as the book has it now, its body written out: 37 11 [41] 17
+    150 39, the order's own fields (``_order_fields``), ``extra``, 151 14 6."""
+    qd = o.qty_decimals
+    body = b"37=%s\x0111=%s\x01%s17=%s\x01150=%s\x0139=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01" % (
+        b"%d" % o.order_id if o.order_id else b"NONE", cl or o.cl_ord_id, b"41=%s\x01" % orig if orig else b"",
+        exec_id, exec_type, o.status, _order_fields(o), _fields(extra) if extra else b"",
+        _render(o.leaves_qty if o.live else 0, qd), _render(o.cum_qty, qd), _avg_px(o.notional, o.cum_qty,
+                                                                                     o.price_decimals))
     return Outgoing(EXECUTION_REPORT, body)
+
+
+def _order_fields(o: Order) -> bytes:
+    """1 55 54 38 40 [44] [99] 59 [18] [111] of ``o``, written; remembered by their values,
+    since every report of an order repeats them (and many orders share them)."""
+    key = (o.account, o.symbol, o.side, o.qty, o.ord_type, o.price, o.stop_price, o.tif, o.post_only,
+           o.reduce_only, o.display_qty, o.qty_decimals, o.price_decimals)
+    text = _ORDER_FIELDS.get(key)
+    if text is not None:
+        return text
+    qd, pd = o.qty_decimals, o.price_decimals
+    text = b"1=%d\x0155=%s\x0154=%d\x0138=%s\x0140=%d\x01" % (o.account, o.symbol, o.side, _render(o.qty, qd),
+                                                               o.ord_type)
+    if o.price:
+        text += b"44=%s\x01" % _render(o.price, pd)
+    if o.stop_price:
+        text += b"99=%s\x01" % _render(o.stop_price, pd)
+    text += b"59=%d\x01" % o.tif
+    if o.post_only or o.reduce_only:
+        text += b"18=%s\x01" % b" ".join(x for x, on in ((b"6", o.post_only), (b"E", o.reduce_only)) if on)
+    if o.display_qty:
+        text += b"111=%s\x01" % _render(o.display_qty, qd)
+    if len(_ORDER_FIELDS) >= _ORDER_FIELDS_KEPT:
+        _ORDER_FIELDS.clear()
+    _ORDER_FIELDS[key] = text
+    return text
+
+
+_ORDER_FIELDS: dict[tuple[Any, ...], bytes] = {}  # _order_fields' memory: the values -> their fields
+_ORDER_FIELDS_KEPT = 1 << 16
 
 
 def _working_status(o: Order) -> bytes:
@@ -585,7 +611,7 @@ def execution_report(event_name: str, ev: Mapping[str, Any], book: OrderBook,
         if o is None or o.status != S_PENDING_NEW:
             return []
         o.order_id, o.status = int(ev["orderId"]), S_NEW
-        book.save(o)
+        book.save_state(o)
         return [_report(o, exec_id, b"0")]
     if event_name == "OrderRejected":
         o = book.by_engine_id(num)
@@ -593,7 +619,7 @@ def execution_report(event_name: str, ev: Mapping[str, Any], book: OrderBook,
             return []
         reason = m.RejectReason(int(ev["reason"]))
         o.status, o.leaves_qty = S_REJECTED, 0
-        book.save(o)
+        book.save_state(o)
         return [_report(o, exec_id, b"8", extra=[(T_ORD_REJ_REASON, str(ORD_REJ_REASON.get(reason, 99)).encode()),
                                                  (T_TEXT, reason.name.encode())])]
     if event_name == "OrderCanceled":
@@ -620,7 +646,7 @@ def execution_report(event_name: str, ev: Mapping[str, Any], book: OrderBook,
         if o is None or not o.live:
             return []
         o.triggered = True
-        book.save(o)
+        book.save_state(o)
         return [_report(o, exec_id, b"L")]
     if event_name == "MassCancelDone":
         p = book.pending(num)
@@ -649,7 +675,7 @@ def _trade(ev: Mapping[str, Any], book: OrderBook, session_id: int, exec_id: byt
         o.notional += px * qty
         o.leaves_qty = int(ev[f"{role}LeavesQty"])
         o.status = S_FILLED if o.leaves_qty == 0 else S_PARTIAL
-        book.save(o)
+        book.save_state(o)
         extra = [(T_LAST_PX, _render(px, o.price_decimals)), (T_LAST_QTY, _render(qty, o.qty_decimals)),
                  (T_LAST_LIQUIDITY_IND, liquidity), (T_SECONDARY_EXEC_ID, str(int(ev["tradeId"])).encode())]
         out.append(_report(o, exec_id if not out else exec_id + b"-2", b"F", extra=extra))
@@ -674,7 +700,7 @@ def _canceled(ev: Mapping[str, Any], book: OrderBook, exec_id: bytes) -> list[Ou
     o.leaves_qty = 0
     cl = orig = None
     p = book.pending_for(o)
-    book.save(o)  # before drop_pending: a compaction it may start must see the order's end
+    book.save_state(o)  # before drop_pending: a compaction it may start must see the order's end
     if reason == C.User and p is not None and p.kind == "cancel":
         book.drop_pending(p.num)
         cl, orig = p.cl_ord_id, o.cl_ord_id
@@ -710,7 +736,7 @@ def _cancel_reject(o: Order, p: Pending, code: bytes, text: bytes) -> Outgoing:
         (T_TEXT, text)])
 
 
-def status(fields: Mapping[int, bytes], book: OrderBook, exec_id: bytes = b"0") -> list[tuple[int, bytes]]:
+def status(fields: Mapping[int, bytes], book: OrderBook, exec_id: bytes = b"0") -> list[tuple[int, bytes]] | bytes:
     """OrderStatusRequest H -> an ExecutionReport body, ExecType I (Order Status), of the order
     ClOrdID 11 names (current or earlier in its replace chain; terminal ones until compacted).
     ExecID defaults to "0" (status reports are not executions). An unknown order gives

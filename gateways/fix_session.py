@@ -174,7 +174,7 @@ class FixSession:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, msg_type: bytes, body: list[tuple[int, bytes | str | int]], wall_ns: int, now_ns: int,
+    def send(self, msg_type: bytes, body: list[tuple[int, bytes | str | int]] | bytes, wall_ns: int, now_ns: int,
              source: int = SOURCE_GATEWAY, created: int = 0, position: int = 0) -> int:
         """Number, store and queue one message; returns its MsgSeqNum. ``source``,
         ``created``, ``position``: the ring message it answers (``SessionStore.append``)."""

@@ -53,6 +53,9 @@ def nos(cl: bytes = b"A1", **over: bytes) -> dict[int, bytes]:
 
 def fields_of(msg) -> dict[int, bytes]:
     body = msg.body if isinstance(msg, fo.Outgoing) else msg
+    if isinstance(body, bytes):  # written out already (fo._report)
+        assert body.endswith(b"\x01") and b"=\x01" not in body, body
+        body = [(int(t), v) for t, _, v in (f.partition(b"=") for f in body[:-1].split(b"\x01"))]
     d = dict(body)
     assert len(d) == len(body), "a tag twice"
     return d

@@ -121,3 +121,68 @@ def test_automatic_compaction_bounds_the_file(tmp_path: Path) -> None:
     with OrderBook(path) as b:
         assert b.next_cl_ord_id == 201
     assert os.path.getsize(path) <= 8192 + 1024
+
+
+def _append_record(path: Path, payload: bytes) -> None:
+    """A record as the file's layout says: length, CRC-32 of the payload, the payload."""
+    import zlib
+
+    with open(path, "ab") as f:
+        f.write(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+
+
+def test_state_records_carry_what_events_change(tmp_path: Path) -> None:
+    """Acceptance, fills and the end of an order are U records, a fraction of the order's
+    O record; read back they give the order as it was."""
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        accepted(b, b"A1", 900, t38=b"3")
+        b.flush()
+        size = path.stat().st_size
+        trade(b, price=5_000_050, qty=1000, makerOrderId=900, makerClOrdId=1, makerLeavesQty=2000,
+              makerSessionId=SESSION)
+        b.write_events()
+        grew = path.stat().st_size - size
+        state = (b.order(b"A1").order_id, b.order(b"A1").status, b.order(b"A1").cum_qty, b.order(b"A1").notional)
+    assert b'U[1,900,"1",1000,2000,5000050000,false]' in path.read_bytes()  # (outside an event: alone)
+    assert grew < 120  # an O record of the order is ~450 bytes
+    with OrderBook(path) as b:
+        o = b.order(b"A1")
+        assert b.cut_bytes == 0 and (o.order_id, o.status, o.cum_qty, o.notional) == state
+        assert struct.unpack_from("<I", path.read_bytes(), 4)[0] == 2
+
+
+def test_a_version_1_file_is_read_and_becomes_version_2(tmp_path: Path) -> None:
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        new(b, nos(b"A1"))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 4, 1)  # the same records under the old version: it had no U records
+    path.write_bytes(bytes(data))
+    with OrderBook(path) as b:
+        assert b.cut_bytes == 0 and b.order(b"A1") is not None
+        accepted(b, b"A2", 901)
+    assert struct.unpack_from("<I", path.read_bytes(), 4)[0] == 2
+    with OrderBook(path) as b:
+        assert b.order(b"A2").order_id == 901
+
+
+@pytest.mark.parametrize("payload", [
+    b'U[1,900,"0",0,3000,0,false,7]', b'U[1,900,"00",0,3000,0,false]', b'U[1,"900","0",0,3000,0,false]',
+    b'U[1,900,"0",0,3000,0,0]', b'U[99,900,"0",0,3000,0,false]', b'U{"key":1}',
+    b'E{"r":[["U",[99,900,"0",0,3000,0,false]]],"w":[0,1,2]}',
+    b'E{"r":[["U",[1,900,"0",0,3000,0,false]],["U",[1,900,"2",0,true,0,false]]],"w":[0,1,2]}',
+])
+def test_a_state_record_that_does_not_read_is_cut(tmp_path: Path, payload: bytes) -> None:
+    """CRC-valid but not a U record of a known order: corruption, cut with all after it,
+    and an event record is applied whole or not at all."""
+    path = tmp_path / "b.orders"
+    with OrderBook(path) as b:
+        new(b, nos(b"A1"))
+    good = path.stat().st_size
+    _append_record(path, payload)
+    with OrderBook(path) as b:
+        assert b.cut_bytes == path.stat().st_size - good or b.cut_bytes > 0
+        o = b.order(b"A1")
+        assert (o.order_id, o.status) == (0, b"A")
+    assert path.stat().st_size == good

@@ -606,3 +606,51 @@ def test_an_events_changes_are_written_whole_after_its_reports(tmp_path: Path) -
         torn.compact()
     with OrderBook(path) as compacted:
         assert compacted.applied_through(1, 77) == 10 and compacted.order(b"A1").order_id == 900
+
+
+def _report_as_pairs(o, exec_id: bytes, exec_type: bytes, cl=None, orig=None, extra=()) -> list[tuple[int, bytes]]:
+    """An ExecutionReport's body as the tag/value pairs the report table above lists, in its
+    order (the reference ``fo._report``'s written bytes are held to)."""
+    from ringex.gateways.fix_instrument import _avg_px, _render
+
+    body = [(37, b"%d" % o.order_id if o.order_id else b"NONE"), (11, cl or o.cl_ord_id)]
+    body += [(41, orig)] if orig else []
+    body += [(17, exec_id), (150, exec_type), (39, o.status), (1, b"%d" % o.account), (55, o.symbol),
+             (54, b"%d" % o.side), (38, _render(o.qty, o.qty_decimals)), (40, b"%d" % o.ord_type)]
+    body += [(44, _render(o.price, o.price_decimals))] if o.price else []
+    body += [(99, _render(o.stop_price, o.price_decimals))] if o.stop_price else []
+    body += [(59, b"%d" % o.tif)]
+    inst = [x for x, on in ((b"6", o.post_only), (b"E", o.reduce_only)) if on]
+    body += [(18, b" ".join(inst))] if inst else []
+    body += [(111, _render(o.display_qty, o.qty_decimals))] if o.display_qty else []
+    body += list(extra)
+    return body + [(151, _render(o.leaves_qty if o.live else 0, o.qty_decimals)),
+                   (14, _render(o.cum_qty, o.qty_decimals)), (6, _avg_px(o.notional, o.cum_qty, o.price_decimals))]
+
+
+def test_reports_are_written_as_their_fields_one_by_one() -> None:
+    """``_report`` writes the body in one go, an order's own fields remembered by their
+    values: for thousands of orders (decimals, flags, stops, icebergs, fills, statuses,
+    two sessions' orders with the same engine numbers) the bytes are those of the fields
+    written one by one."""
+    import random
+
+    from ringex.gateways.fix_codec import _fields_one_by_one
+    from ringex.gateways.fix_order_book import Order
+
+    rng = random.Random(3)
+    for i in range(3000):
+        qd, pd = rng.choice((0, 0, 2, 8)), rng.choice((0, 1, 4))
+        o = Order(key=i % 50, num=i % 50, cl_ord_id=b"c%d" % i, chain=[], nums=[i % 50],
+                  order_id=rng.choice((0, 7, 10**12)), account=rng.randrange(1, 5), instrument=1,
+                  symbol=rng.choice((b"BTC-USD", b"ETH-USD")), price_decimals=pd, qty_decimals=qd,
+                  side=rng.choice((1, 2)), ord_type=rng.choice((1, 2, 3, 4)), tif=rng.choice((0, 1, 3, 4)),
+                  qty=rng.randrange(1, 10**6), price=rng.choice((0, rng.randrange(1, 10**9))),
+                  stop_price=rng.choice((0, 0, rng.randrange(1, 10**9))), display_qty=rng.choice((0, 0, 5)),
+                  post_only=rng.random() < 0.3, reduce_only=rng.random() < 0.3, stp_mode=0,
+                  cum_qty=rng.choice((0, 3)), leaves_qty=rng.randrange(0, 10), notional=rng.randrange(0, 10**12),
+                  status=rng.choice((b"0", b"1", b"2", b"4", b"8", b"A")))
+        extra = rng.choice(([], [(58, b"Text")], [(31, b"5"), (32, b"1"), (851, b"2"), (527, b"9")]))
+        cl, orig = rng.choice(((None, None), (b"x%d" % i, b"c%d" % i)))
+        got = fo._report(o, b"%d.1" % i, b"F", cl, orig, extra)
+        assert got.body == _fields_one_by_one(_report_as_pairs(o, b"%d.1" % i, b"F", cl, orig, extra)), o
