@@ -526,7 +526,7 @@ class FixGatewayAgent(GatewayAgent):
             body = fo.with_fields(answer.body, last)
             s.fix.send(answer.msg_type, body, wall, now)
             return s.applied(seq)
-        payload = getattr(m, name).encode(**kw)
+        payload = fo.engine_message(name, kw)
         if not s.throttle.take(now):
             self._counts.add("throttled")
             self._refuse_throttled(s, payload, wall, now)

@@ -53,6 +53,7 @@ __all__ = [
     "EXECUTION_REPORT",
     "MASS_CANCEL_REPORT",
     "Outgoing",
+    "engine_message",
     "with_fields",
     "cancel",
     "execution_report",
@@ -273,6 +274,23 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
     return dict(clOrdId=num, price=price, qty=qty, displayQty=display, stopPrice=stop, sessionId=session_id,
                 account=account, instrument=inst.id, side=side, ordType=ord_type, timeInForce=tif,
                 postOnly=_BOOL[post], reduceOnly=_BOOL[reduce], stpMode=stp)
+
+
+def engine_message(name: str, kw: Mapping[str, Any]) -> bytes:
+    """The engine message ``name`` of the keywords ``new_order``, ``cancel``, ``replace`` or
+    ``mass_cancel`` made: the values they checked (every number in range, every choice a
+    member of its enumeration) packed in the layout's order, without the schema codec
+    checking each again (struct still refuses a number its field cannot hold); the same
+    bytes as ``getattr(m, name).encode(**kw)``, which any other name goes through."""
+    packing = _PACKING.get(name)
+    if packing is None:
+        return getattr(m, name).encode(**kw)
+    body, header, names = packing
+    return header + body.pack(*[kw.get(n, 0) for n in names])
+
+
+_PACKING = {x.name: (x.body_struct, x.header_bytes, x.field_names) for x in (m.NewOrder, m.CancelOrder)
+            if not any(f.is_char for f in x.fields)}
 
 
 def _cxl(text: str, tag: int | None, code: int) -> FixRefusal:

@@ -654,3 +654,23 @@ def test_reports_are_written_as_their_fields_one_by_one() -> None:
         cl, orig = rng.choice(((None, None), (b"x%d" % i, b"c%d" % i)))
         got = fo._report(o, b"%d.1" % i, b"F", cl, orig, extra)
         assert got.body == _fields_one_by_one(_report_as_pairs(o, b"%d.1" % i, b"F", cl, orig, extra)), o
+
+
+def test_engine_messages_are_the_codecs_bytes(book: OrderBook) -> None:
+    """``engine_message`` packs what ``new_order`` and ``cancel`` checked without the codec
+    checking it again: the same bytes as the codec, order types, flags and cancels alike."""
+    variants = [{}, {"t40": b"1", "t44": None}, {"t40": b"3", "t44": None, "t99": b"49000"},
+                {"t40": b"4", "t99": b"49000"}, {"t59": b"3"}, {"t59": b"4"}, {"t18": b"6 E"}, {"t111": b"0.5"},
+                {"t54": b"2", "t7928": b"3"}, {"t38": b"1000", "t44": b"0.5"}]
+    for i, over in enumerate(variants):
+        kw = fo.new_order(nos(b"E%d" % i, **over), book, INSTRUMENTS, account_ok, SESSION)
+        assert fo.engine_message("NewOrder", kw) == m.NewOrder.encode(**kw), over
+    accepted(book, b"X1", 77)
+    kw = fo.cancel({11: b"XC", 41: b"X1"}, book, SESSION)
+    assert fo.engine_message("CancelOrder", kw) == m.CancelOrder.encode(**kw)
+    kw = fo.mass_cancel({11: b"M1", 530: b"7"}, book, INSTRUMENTS, account_ok, SESSION)
+    assert fo.engine_message("MassCancel", kw) == m.MassCancel.encode(**kw)  # (through the codec)
+    import struct
+
+    with pytest.raises(struct.error):
+        fo.engine_message("NewOrder", {"clOrdId": -1})  # a number its field cannot hold

@@ -74,7 +74,7 @@ def main() -> int:
                 t1 = t1b
                 kw = fo.new_order(app, s.book, instruments, s.account_ok, s.id, fo.Origin(seq, 1, i))
                 t2 = clock()
-                m.NewOrder.encode(**kw)
+                fo.engine_message("NewOrder", kw)
                 t3 = clock()
                 s.applied(seq)
                 t4 = clock()
