@@ -634,6 +634,15 @@ def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time
     """One complete message: the standard header (8 9 35 49 56 34 [43] 52 [122]), ``body`` in
     the order given, then the CheckSum. ``body``: (tag, value) pairs, or fields already
     written (``tag=value<SOH>`` each, by a caller that checked its values)."""
+    if (body.__class__ is bytes and not poss_dup and orig_sending_time is None and seq.__class__ is int
+            and msg_type.__class__ is sender.__class__ is target.__class__ is sending_time.__class__ is bytes
+            and msg_type and sender and target and sending_time and body.endswith(SOH)  # type: ignore[union-attr]
+            and SOH not in msg_type + sender + target + sending_time):
+        # the common case (a report), written in one go; anything doubtful takes the path below
+        fields = b"35=%s\x0149=%s\x0156=%s\x0134=%d\x0152=%s\x01%s" % (msg_type, sender, target, seq, sending_time,
+                                                                        body)
+        message = b"8=FIX.4.4\x019=%d\x01%s" % (len(fields), fields)
+        return message + b"10=%03d\x01" % (sum(message) % 256)
     header: list[tuple[int, bytes | str | int]] = [(35, msg_type), (49, sender), (56, target), (34, seq)]
     if poss_dup:
         header.append((43, b"Y"))

@@ -602,3 +602,19 @@ def test_encode_writes_each_shape_as_the_fields_one_by_one() -> None:
         with pytest.raises((ValueError, TypeError)):
             _fields(items + bad)
     assert _fields([(58, "text")]) == b"58=text\x01"  # str values: one by one
+
+
+def test_encode_of_written_fields_is_encode_of_the_pairs() -> None:
+    """A body of fields already written takes a shorter way through ``encode``: the same
+    bytes as the pairs, and anything doubtful in the header still refused as before."""
+    pairs = [(37, b"7"), (11, b"c1"), (17, b"3.1"), (150, b"0"), (39, b"0"), (55, b"BTC-USD"), (60, b"x")]
+    written = b"".join(b"%d=%s\x01" % p for p in pairs)
+    for seq, ts in ((1, b"20240102-03:04:05.678"), (10**9, b"20240102-03:04:05")):
+        assert encode(b"8", b"RINGEX", b"CLIENT", seq, ts, written) == encode(b"8", b"RINGEX", b"CLIENT", seq, ts, pairs)
+    assert encode(b"8", b"RINGEX", b"CLIENT", 5, b"t", written, poss_dup=True, orig_sending_time=b"o") == \
+        encode(b"8", b"RINGEX", b"CLIENT", 5, b"t", pairs, poss_dup=True, orig_sending_time=b"o")
+    for bad in ((b"8", b"RIN\x01GEX", b"CLIENT"), (b"8", b"", b"CLIENT"), (b"", b"RINGEX", b"CLIENT")):
+        with pytest.raises(ValueError):
+            encode(*bad, 5, b"t", written)
+    with pytest.raises(ValueError):
+        encode(b"8", b"RINGEX", b"CLIENT", 5, b"t", written[:-1])  # not ended by SOH
