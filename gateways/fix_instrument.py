@@ -91,6 +91,8 @@ def _refuse(text: str, tag: int | None, reason: m.RejectReason | None = None, or
 def _scaled(text: bytes, decimals: int, tag: int, what: str, reason: m.RejectReason) -> int:
     """``text`` (a FIX float: [-]digits[.digits]) times 10**decimals, exactly, or a refusal."""
     s = bytes(text)
+    if s.isdigit() and len(s) <= 18:  # the common case, a whole number (ASCII digits only)
+        return int(s) * 10**decimals
     if not s or len(s) > MAX_NUMBER_TEXT:
         raise _refuse(f"{what} {s[:MAX_NUMBER_TEXT]!r} is not a number", tag, reason)
     neg = s.startswith(b"-")

@@ -97,3 +97,15 @@ def test_ord_rej_reason_table() -> None:
     assert fi.ORD_REJ_REASON[m.RejectReason.BadLot] == 13
     assert fi.ORD_REJ_REASON[m.RejectReason.UnknownAccount] == 15
     assert fi.ORD_REJ_REASON.get(m.RejectReason.InsufficientFunds, 99) == 99
+
+
+def test_whole_numbers_scale_as_decimals_do() -> None:
+    """A whole number takes a short way through the scaling: the same value as the general
+    path, for every count of decimals, leading zeros and the int64 edge included."""
+    from ringex.gateways.fix_instrument import _scaled
+
+    for text in (b"0", b"7", b"007", b"50000", b"999999999999999999", b"9223372036854775807", b"1" * 19):
+        for decimals in (0, 1, 2, 8):
+            general = _scaled(text + b".0", decimals, 44, "price", m.RejectReason.PriceOutOfRange)
+            assert _scaled(text, decimals, 44, "price", m.RejectReason.PriceOutOfRange) == general == \
+                int(text) * 10**decimals
