@@ -156,6 +156,17 @@ class Garbled(NamedTuple):
     raw: bytes
 
 
+_SCAN = None  # fix_scan.scan, imported at the first feed_scanned: numba only where it is used
+
+
+def _load_scan():  # type: ignore[no-untyped-def]
+    global _SCAN
+    from ringex.gateways.fix_scan import scan
+
+    _SCAN = scan
+    return scan
+
+
 #: feed_scanned's tables: rows for more messages than one read holds, and their fields
 SCAN_MESSAGES = 2048
 SCAN_FIELDS = 1 << 16
@@ -211,27 +222,28 @@ class FixReader:
             out.append(found)
         return out
 
-    def feed_scanned(self, data: bytes, sender: bytes, target: bytes) -> Scanned:
+    def feed_scanned(self, data: bytes, sender: np.ndarray, target: np.ndarray) -> Scanned:
         """``feed``, with the run of whole, well-framed messages at the front framed and
         checked by ``fix_scan.scan`` (``sender``/``target``: the CompIDs its ``M_COMP_OK``
-        compares) instead of made into ``FixMessage`` objects: the caller makes one of a
-        scanned message only when it needs one. What follows that run (anything
-        garbled, good messages after it) comes in ``rest`` as ``feed`` gives it. The
-        tables are the reader's, good until the next call."""
-        from ringex.gateways import fix_scan
-
+        compares, as uint8 arrays) instead of made into ``FixMessage`` objects: the caller
+        makes one of a scanned message only when it needs one. What follows that run
+        (anything garbled, good messages after it) comes in ``rest`` as ``feed`` gives it.
+        The tables are the reader's, good until the next call."""
+        scan = _SCAN or _load_scan()
         if self._buf:
             self._buf += data
             data = bytes(self._buf)
-        if self._scan_rows is None:
-            self._scan_rows = np.zeros((SCAN_MESSAGES, fix_scan.MESSAGE_WORDS), np.int64)
-            self._scan_fields = np.zeros((SCAN_FIELDS, fix_scan.FIELD_WORDS), np.int64)
-        n, used = fix_scan.scan(np.frombuffer(data, np.uint8), len(data), self.max_message,
-                                np.frombuffer(sender, np.uint8), np.frombuffer(target, np.uint8),
-                                self._scan_rows, self._scan_fields)
-        if used < len(data) or self._buf:
-            self._buf[:] = data[used:]
+        rows, fields = self._scan_rows, self._scan_fields
+        if rows is None:
+            from ringex.gateways.fix_scan import FIELD_WORDS, MESSAGE_WORDS
+
+            rows = self._scan_rows = np.zeros((SCAN_MESSAGES, MESSAGE_WORDS), np.int64)
+            fields = self._scan_fields = np.zeros((SCAN_FIELDS, FIELD_WORDS), np.int64)
+        n, used = scan(np.frombuffer(data, np.uint8), len(data), self.max_message, sender, target, rows, fields)
         rest: list[FixMessage | Garbled] = []
+        if used == len(data) and not self._buf:
+            return Scanned(data, n, rows, fields, rest)  # (the common case: every byte a message)
+        self._buf[:] = data[used:]
         if self._buf.startswith(_PREFIX):
             self._take_good(rest)  # (what did not fit the tables)
         while self._buf:
@@ -239,7 +251,7 @@ class FixReader:
             if found is None:
                 break
             rest.append(found)
-        return Scanned(data, n, self._scan_rows, self._scan_fields, rest)
+        return Scanned(data, n, rows, fields, rest)
 
     def _take_good(self, out: list[FixMessage | Garbled]) -> None:
         """The common case first: whole, well-framed messages back to back at the front of the

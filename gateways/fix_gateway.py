@@ -74,13 +74,15 @@ from ringex.gateways.throttle import Throttle
 __all__ = ["FixGatewayAgent", "FixGatewaySession"]
 
 MAX_MESSAGE = 8192  # the largest FIX message a counterparty may send
+EVENT_RECORD_CHANGES = 64  # a run of events' book record closes at this many changes (records <= 64 KiB)
 READ_SIZE = 1 << 16
 NS = 1_000_000_000
 
 _THROTTLED = int(m.RejectReason.Throttled)
-_NO_COMP_IDS = (b"", b"")  # a connection not logged on: no scanned message is the session's yet
+_NO_COMP_IDS = (np.zeros(0, np.uint8),) * 2  # a connection not logged on: no scanned message is a session's yet
 # a scanned row's words as _receive reads them, in one tolist()
 _ROW = [M_SEQ, M_SENT_NS, M_START, M_END, M_TYPE, M_FIELD_FROM, M_FIELD_COUNT, M_VALID, M_COMP_OK, M_POSS_DUP]
+_FROM, _COUNT = _ROW.index(M_FIELD_FROM), _ROW.index(M_FIELD_COUNT)
 # by fix_scan's MsgType index: an application message (the session's fast lane may take it)
 _APPLICATION = [not MESSAGES[t].admin for t in MSG_TYPES] + [False]  # [-1]: not a dictionary type
 _SCHEMA = m.SCHEMA
@@ -184,8 +186,10 @@ class FixGatewaySession:
         self.instruments = instruments
         self.by_id = {i.id: i for i in instruments.values()}
         self.conn: Connection | None = None
-        #: what a message from the counterparty carries: SenderCompID, TargetCompID (fix_scan)
-        self.comp_ids = (cfg.target_comp_id.encode(), gateway.comp_id.encode())
+        #: what a message from the counterparty carries: SenderCompID, TargetCompID (as fix_scan
+        #: compares them)
+        self.comp_ids = (np.frombuffer(cfg.target_comp_id.encode(), np.uint8),
+                         np.frombuffer(gateway.comp_id.encode(), np.uint8))
         self._exec_seq = -1  # the engine input whose events are being numbered, and how many so far
         self._exec_k = 0
 
@@ -208,32 +212,43 @@ class FixGatewaySession:
                        source: int, created: int) -> None:
         """Each routed engine event as the FIX messages it gives this session, stored under
         the ring position it came from and sent if the session is logged on; then what the
-        events changed in the book (``OrderBook.begin_event``). After a restart the same
+        events changed in the book, a run of events a record (``OrderBook.begin_event``,
+        at most ``EVENT_RECORD_CHANGES`` changes in one). After a restart the same
         events may come again: one the book has is skipped, one whose reports the flow has
         is applied to the book only."""
         now, wall = time.monotonic_ns(), time.time_ns()
-        booked = self.book.applied_through(source, created)
+        book = self.book
+        booked = book.applied_through(source, created)
         reported = self.store.in_flow_through(source, created)
-        for row, position in zip(rows.tolist(), positions.tolist()):
-            name, ev = _event(region[row])
-            seq = int(ev.get("seq", 0))
-            if seq != self._exec_seq:
-                self._exec_seq, self._exec_k = seq, 0
-            self._exec_k += 1
-            if position <= booked:
-                continue
-            exec_id = b"%d.%d" % (seq, self._exec_k)
-            transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
-            self.book.begin_event()
-            try:
-                outs = fo.execution_report(name, ev, self.book, self.by_id, self.id, exec_id)
-            finally:
-                self.book.end_event(source, created, position)
-            if position <= reported:
-                continue
-            for out in outs:  # TransactTime goes on the end of each
-                self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source, created,
-                              position)
+        last = -1  # the last event whose changes the open event record holds
+        book.begin_event()
+        try:
+            for row, position in zip(rows.tolist(), positions.tolist()):
+                name, ev = _event(region[row])
+                seq = int(ev.get("seq", 0))
+                if seq != self._exec_seq:
+                    self._exec_seq, self._exec_k = seq, 0
+                self._exec_k += 1
+                if position <= booked:
+                    continue
+                exec_id = b"%d.%d" % (seq, self._exec_k)
+                last = position  # (its changes, even those of a report that fails, are in the record)
+                outs = fo.execution_report(name, ev, book, self.by_id, self.id, exec_id)
+                if book.event_changes >= EVENT_RECORD_CHANGES:  # one record per run, kept small
+                    book.end_event(source, created, last)
+                    book.begin_event()
+                    last = -1
+                if position <= reported:
+                    continue
+                transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
+                for out in outs:  # TransactTime goes on the end of each
+                    self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source,
+                                  created, position)
+        finally:
+            if last >= 0:
+                book.end_event(source, created, last)
+            else:
+                book.drop_event()
         self.flush_to_connection()  # the reports stored first,
         self.book.write_events()  # then the book
 
@@ -423,17 +438,18 @@ class FixGatewayAgent(GatewayAgent):
         conn.last_recv_ns = now
         s = conn.session
         scanned = conn.reader.feed_scanned(data, *(s.comp_ids if s is not None else _NO_COMP_IDS))
-        data, rows, fields = scanned.data, scanned.messages, scanned.fields
-        for i in range(scanned.count):
+        data, n = scanned.data, scanned.count
+        rows = scanned.messages[:n][:, _ROW].tolist() if n else ()  # (one conversion for the read)
+        fields = scanned.fields[:rows[-1][_FROM] + rows[-1][_COUNT]].tolist() if n else ()
+        for seq, sent, start, end, kind, first, count, valid, comp_ok, dup in rows:
             if conn.closing or conn.closed:
-                return scanned.count
-            seq, sent, start, end, kind, first, count, valid, comp_ok, dup = rows[i, _ROW].tolist()
+                return n
             s = conn.session
             if (valid and comp_ok and not dup and _APPLICATION[kind] and s is not None
                     and s.fix.take_in_order(seq, sent, now, wall)):
                 # framed and checked by fix_scan, taken by the session: no FixMessage needed
                 self._application(s, seq, MSG_TYPES[kind],
-                                  {t: data[a:b] for t, a, b in fields[first:first + count].tolist()}, wall, now)
+                                  {t: data[a:b] for t, a, b in fields[first:first + count]}, wall, now)
                 s.flush_to_connection()
             else:
                 self._message(conn, FixMessage(data[start:end]), now, wall)

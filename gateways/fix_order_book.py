@@ -32,12 +32,12 @@ restart.
                                         answered by the gateway: a held one whose order
                                         ended first)
              E  {"w": [source, created, position], "r": [[kind, {...}], ...]}
-                                        what one engine event changed (O, P and X records,
-                                        in order), and the event: ring ``source`` (the
-                                        session store's SOURCE_*), that ring's creation
-                                        time and the event's position in it (the last
-                                        one is ``applied_through``); one record, so
-                                        applied whole or not at all
+                                        what a run of engine events changed (O, U, P and
+                                        X records, in order), and the last event: ring
+                                        ``source`` (the session store's SOURCE_*), that
+                                        ring's creation time and the event's position in
+                                        it (the last one is ``applied_through``); one
+                                        record, so applied whole or not at all
 
 Crash semantics. Records are appended, not fsynced, and written together: a request's
 records when ``flush`` is called (the gateway does before it publishes the request, counts
@@ -345,14 +345,26 @@ class OrderBook:
         c, p = self._through.get(source, (0, -1))
         return p if c == created and c != 0 else -1
 
-    # -- engine events: their changes in one record each, written after the reports
+    # -- engine events: their changes in one record a run of events, written after the reports
     def begin_event(self) -> None:
-        """The changes until ``end_event`` are one engine event's."""
+        """The changes until ``end_event`` are those of one engine event, or of a run of
+        consecutive events of one ring (one record: all of them applied, or none)."""
         self._event = []
 
+    @property
+    def event_changes(self) -> int:
+        """How many changes the open event record holds."""
+        return len(self._event or ())
+
+    def drop_event(self) -> None:
+        """Close an event record that no event was applied to (it must hold no change)."""
+        if self._event:
+            raise OrderBookError("an event record with changes cannot be dropped")
+        self._event = None
+
     def end_event(self, source: int, created: int, position: int) -> None:
-        """The event at ``position`` of ring ``source`` (created at ``created``) is applied;
-        its record is written by the next ``write_events``."""
+        """The events of ring ``source`` (created at ``created``) through ``position`` are
+        applied; their record is written by the next ``write_events``."""
         changes, self._event = self._event or [], None
         self._through[source] = (created, position)
         self._held_back.append(self._record(b"E", b'{"r":[%s],"w":[%d,%d,%d]}' % (

@@ -73,6 +73,10 @@ _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
+assert _TS == _SEQ + 8 and _INGRESS == _TS + 8  # the Stamp's three words, written with one pack
+_STAMP = struct.Struct("<QQQ")
+_SLOT = m.SLOT_SIZE
+_ZEROS = bytes(_SLOT)
 # per order-entry template: where its sessionId is
 _SESSION_AT = {t: x.offset("sessionId") for t, x in _ORDER_ENTRY.items()}
 
@@ -165,6 +169,7 @@ class GatewayAgent(Agent, abc.ABC):
         self._sent_positions: list[int] = []  # output positions of the events queued this cycle
         self._conns: list[Connection] = []
         self._stage = np.zeros((self.stage_rows, m.SLOT_SIZE), np.uint8)
+        self._stage_bytes = memoryview(self._stage).cast("B")  # the rows as one byte run, for slice writes
         self._stage_session = np.zeros(self.stage_rows, np.int64)  # 0: the gateway's own message
         self._stage_seq = np.zeros(self.stage_rows, np.int64)  # the client's number of each row
         self._staged = 0
@@ -494,13 +499,11 @@ class GatewayAgent(Agent, abc.ABC):
         the sequencer stamps its copy: what a restarted gateway reads back (_recover_applied)."""
         if self._staged >= self.stage_rows:
             self._publish_staged()
-        row = self._stage[self._staged]
-        n = len(message)
-        row[:n] = np.frombuffer(message, np.uint8)
-        row[n:] = 0
-        _U64.pack_into(row, _SEQ, seq)
-        _U64.pack_into(row, _TS, 0)
-        _U64.pack_into(row, _INGRESS, time.time_ns() if wall is None else wall)
+        at, n = self._staged * _SLOT, len(message)
+        rows = self._stage_bytes
+        rows[at:at + n] = message
+        rows[at + n:at + _SLOT] = _ZEROS[n:]
+        _STAMP.pack_into(rows, at + _SEQ, seq, 0, time.time_ns() if wall is None else wall)
         self._stage_session[self._staged] = session_id
         self._stage_seq[self._staged] = seq
         self._staged += 1
