@@ -58,9 +58,12 @@ from ringex.engine.wire.codec import HEADER
 from ringex.engine.wire.rejections import rejection_for
 from ringex.gateways import fix_orders as fo
 from ringex.gateways.connection import Connection
-from ringex.gateways.fix_codec import FixMessage, FixReader, Garbled, utc_timestamp
+from ringex.gateways.fix_codec import SCAN_MESSAGES, FixMessage, FixReader, Garbled, utc_timestamp
 from ringex.gateways.fix_instrument import FixInstrument, FixRefusal
 from ringex.gateways.fix_dictionary import MESSAGES
+from ringex.gateways.fix_new_order import (O_CL_END, O_CL_START, O_INSTRUMENT, O_OK, ORDER_WORDS, account_array,
+                                           instrument_table, orders_of)
+from ringex.gateways.fix_new_order import warm_up as warm_up_new_order
 from ringex.gateways.fix_order_book import OrderBook
 from ringex.gateways.fix_scan import (M_COMP_OK, M_END, M_FIELD_COUNT, M_FIELD_FROM, M_POSS_DUP, M_SENT_NS, M_SEQ,
                                       M_START, M_TYPE, M_VALID, MSG_TYPES)
@@ -186,6 +189,7 @@ class FixGatewaySession:
         self.instruments = instruments
         self.by_id = {i.id: i for i in instruments.values()}
         self.conn: Connection | None = None
+        self.account_array = account_array(cfg.accounts)  # as fix_new_order reads them
         #: what a message from the counterparty carries: SenderCompID, TargetCompID (as fix_scan
         #: compares them)
         self.comp_ids = (np.frombuffer(cfg.target_comp_id.encode(), np.uint8),
@@ -310,6 +314,9 @@ class FixGatewayAgent(GatewayAgent):
                          batch_limit=batch_limit, latency_prefix=latency_prefix, engine_config=engine_config,
                          data_dir=data_dir)
         self.instruments = {i.symbol: i for i in instruments}
+        self._instrument_rows = list(self.instruments.values())  # fix_new_order's rows, in its table's order
+        self._instrument_table = instrument_table(self._instrument_rows)
+        self._order_rows = np.zeros((SCAN_MESSAGES, ORDER_WORDS), np.int64)
 
     # ---------------------------------------------------------------- protocol hooks
 
@@ -328,6 +335,7 @@ class FixGatewayAgent(GatewayAgent):
     def warm_up(self) -> None:
         super().warm_up()
         warm_up_scan()
+        warm_up_new_order()
 
     def _make_sessions(self, directory: Path, now: int) -> dict[int, FixGatewaySession]:
         sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now, self._stage_request,
@@ -441,15 +449,24 @@ class FixGatewayAgent(GatewayAgent):
         data, n = scanned.data, scanned.count
         rows = scanned.messages[:n][:, _ROW].tolist() if n else ()  # (one conversion for the read)
         fields = scanned.fields[:rows[-1][_FROM] + rows[-1][_COUNT]].tolist() if n else ()
-        for seq, sent, start, end, kind, first, count, valid, comp_ok, dup in rows:
+        orders: list[list[int]] | tuple[()] = ()
+        if n and s is not None:  # the NewOrderSingles checked in compiled code too
+            table = self._instrument_table
+            orders_of(np.frombuffer(data, np.uint8), scanned.messages, n, scanned.fields, table.symbols,
+                      table.lengths, table.numbers, s.account_array, self._order_rows)
+            orders = self._order_rows[:n].tolist()
+        for i, (seq, sent, start, end, kind, first, count, valid, comp_ok, dup) in enumerate(rows):
             if conn.closing or conn.closed:
                 return n
             s = conn.session
             if (valid and comp_ok and not dup and _APPLICATION[kind] and s is not None
                     and s.fix.take_in_order(seq, sent, now, wall)):
                 # framed and checked by fix_scan, taken by the session: no FixMessage needed
-                self._application(s, seq, MSG_TYPES[kind],
-                                  {t: data[a:b] for t, a, b in fields[first:first + count]}, wall, now)
+                if orders and orders[i][O_OK]:
+                    self._new_order(s, seq, data, orders[i], fields[first:first + count], wall, now)
+                else:
+                    self._application(s, seq, MSG_TYPES[kind],
+                                      {t: data[a:b] for t, a, b in fields[first:first + count]}, wall, now)
                 s.flush_to_connection()
             else:
                 self._message(conn, FixMessage(data[start:end]), now, wall)
@@ -542,6 +559,12 @@ class FixGatewayAgent(GatewayAgent):
             body = fo.with_fields(answer.body, last)
             s.fix.send(answer.msg_type, body, wall, now)
             return s.applied(seq)
+        self._request(s, seq, t, name, kw, wall, now)
+
+    def _request(self, s: FixGatewaySession, seq: int, t: bytes, name: str, kw: dict[str, Any], wall: int,
+                 now: int) -> None:
+        """Application message ``seq`` (type ``t``) mapped to engine message ``name`` (``kw``):
+        throttled, held (a cancel or replace of an order not accepted yet) or staged."""
         payload = fo.engine_message(name, kw)
         if not s.throttle.take(now):
             self._counts.add("throttled")
@@ -552,6 +575,18 @@ class FixGatewayAgent(GatewayAgent):
             return s.applied(seq)
         self._stage_message(payload, s.id, seq, wall)
         self._counts.add("orders_in")
+
+    def _new_order(self, s: FixGatewaySession, seq: int, data: bytes, values: list[int], fields: list[list[int]],
+                   wall: int, now: int) -> None:
+        """A NewOrderSingle ``fix_new_order`` checked (``values``): entered without the
+        Python mapping; one whose ClOrdID is in use goes through ``_application``, which
+        refuses it."""
+        cl = data[values[O_CL_START]:values[O_CL_END]]
+        origin = fo.Origin(seq, *self._inbound_mark())
+        kw = fo.new_order_values(s.book, cl, self._instrument_rows[values[O_INSTRUMENT]], values, s.id, origin)
+        if kw is None:
+            return self._application(s, seq, b"D", {t: data[a:b] for t, a, b in fields}, wall, now)
+        self._request(s, seq, b"D", "NewOrder", kw, wall, now)
 
     def _refuse_throttled(self, s: FixGatewaySession, payload: bytes, wall: int, now: int) -> None:
         """What the engine would answer a refused order with, as this session's report."""

@@ -21,6 +21,23 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from ringex.engine.wire import messages as m
 from ringex.gateways.fix_codec import _fields
+from ringex.gateways.fix_new_order import (
+    ORD_TYPES,
+    SIDES,
+    STP_MODES,
+    TIFS,
+    O_ACCOUNT,
+    O_DISPLAY,
+    O_ORD_TYPE,
+    O_POST,
+    O_PRICE,
+    O_QTY,
+    O_REDUCE,
+    O_SIDE,
+    O_STOP,
+    O_STP,
+    O_TIF,
+)
 from ringex.gateways.fix_instrument import (
     ORD_REJ_REASON,
     T_MAX_FLOOR,
@@ -59,6 +76,7 @@ __all__ = [
     "execution_report",
     "mass_cancel",
     "new_order",
+    "new_order_values",
     "Origin",
     "is_held",
     "recover",
@@ -84,10 +102,7 @@ T_REF_MSG_TYPE, T_BIZ_REJECT_REF_ID, T_BIZ_REJECT_REASON, T_EXEC_RESTATEMENT_REA
 T_CXL_REJ_RESPONSE_TO, T_MASS_TYPE, T_MASS_RESPONSE, T_MASS_REJECT_REASON, T_AFFECTED = 434, 530, 531, 532, 533
 T_ORD_STATUS_REQ_ID, T_LAST_LIQUIDITY_IND, T_SECONDARY_EXEC_ID, T_STP_MODE = 790, 851, 527, 7928
 
-_SIDES = {b"1": m.Side.Buy, b"2": m.Side.Sell}
-_ORD_TYPES = {b"1": m.OrdType.Market, b"2": m.OrdType.Limit, b"3": m.OrdType.Stop, b"4": m.OrdType.StopLimit}
-_TIFS = {b"0": m.TimeInForce.Day, b"1": m.TimeInForce.GTC, b"3": m.TimeInForce.IOC, b"4": m.TimeInForce.FOK}
-_STP_MODES = {str(int(v)).encode(): v for v in m.StpMode}
+_SIDES, _ORD_TYPES, _TIFS, _STP_MODES = SIDES, ORD_TYPES, TIFS, STP_MODES
 _PRINTABLE = bytes(range(0x20, 0x7F))
 _BOOL = {False: m.Bool(0), True: m.Bool(1)}
 _PRICED = (m.OrdType.Limit, m.OrdType.StopLimit)
@@ -264,6 +279,26 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
             raise _refuse("MaxFloor (111) is over OrderQty", T_MAX_FLOOR, R.InvalidDisplayQty)
     stp = _choice(fields, T_STP_MODE, "SelfTradePreventionMode", _STP_MODES, R.InvalidStpMode,
                   m.StpMode.AccountDefault)
+    return _enter(book, cl, inst, account, side, ord_type, tif, qty, price, stop, display, post, reduce, stp,
+                  session_id, origin)
+
+
+def new_order_values(book: OrderBook, cl: bytes, inst: FixInstrument, values: list[int], session_id: int,
+                     origin: Origin | None = None) -> dict[str, Any] | None:
+    """``new_order`` of a NewOrderSingle whose checks ``fix_new_order.order_values`` made
+    already (``values``: its row, ``O_*``), but the one only the book can make: None, with
+    nothing entered, when ClOrdID ``cl`` is in use (``new_order`` gives the refusal)."""
+    if book.in_use(cl):
+        return None
+    return _enter(book, cl, inst, values[O_ACCOUNT], values[O_SIDE], values[O_ORD_TYPE], values[O_TIF],
+                  values[O_QTY], values[O_PRICE], values[O_STOP], values[O_DISPLAY], bool(values[O_POST]),
+                  bool(values[O_REDUCE]), values[O_STP], session_id, origin)
+
+
+def _enter(book: OrderBook, cl: bytes, inst: FixInstrument, account: int, side: int, ord_type: int, tif: int,
+           qty: int, price: int, stop: int, display: int, post: bool, reduce: bool, stp: int, session_id: int,
+           origin: Origin | None) -> dict[str, Any]:
+    """Enter a checked order in the book; its engine NewOrder's keywords."""
     num = book.allocate()
     book.add_order(Order(
         key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,

@@ -4,10 +4,11 @@
 
 One ``FixGatewaySession`` (its session layer, ClOrdID book and store in a temporary
 directory) is logged on, then given ORDERS (20,000) NewOrderSingles as bytes, 64 KiB at a
-time, as a socket would deliver them; each is framed and checked (``fix_scan``, as the
-gateway's ``_receive`` does), taken by the session's fast lane, mapped to the engine's NewOrder and SBE-encoded, and counted applied; then the engine's OrderAccepted of
-each (made here) is reported back as an ExecutionReport, 64 events a batch, as the gateway
-delivers them. Prints the microseconds per order of each step and in all. The garbage
+time, as a socket would deliver them; each is framed and checked (``fix_scan``, and
+``fix_new_order`` its order, as the gateway's ``_receive`` does), taken by the session's fast
+lane, entered in the book as the engine's NewOrder and SBE-encoded, and counted applied;
+then the engine's OrderAccepted of each (made here) is reported back as an
+ExecutionReport, 64 events a batch, as the gateway delivers them. Prints the microseconds per order of each step and in all. The garbage
 collector is off, as in the exchange's agents. What the exchange adds (duty cycles, the
 rings, system calls) is not here: ``ringex bench fix`` measures that.
 """
@@ -26,7 +27,9 @@ from ringex.engine.wire import messages as m
 from ringex.gateways import fix_orders as fo
 from ringex.gateways.fix_codec import FixReader, encode, utc_timestamp
 from ringex.gateways.fix_gateway import FixGatewaySession
-from ringex.gateways.fix_scan import M_FIELD_COUNT, M_FIELD_FROM, M_SENT_NS, M_SEQ, M_VALID
+from ringex.gateways.fix_new_order import O_CL_END, O_CL_START, O_OK, ORDER_WORDS, instrument_table, orders_of
+from ringex.gateways.fix_new_order import warm_up as warm_up_new_order
+from ringex.gateways.fix_scan import M_SENT_NS, M_SEQ, M_VALID
 from ringex.gateways.fix_scan import warm_up as warm_up_scan
 from ringex.gateways.fix_instrument import FixInstrument
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
@@ -56,23 +59,27 @@ def main() -> int:
         took = dict.fromkeys(("framing", "session", "order mapping", "SBE encoding", "applied", "reports"), 0.0)
         clock = time.perf_counter
         warm_up_scan()  # as the gateway does at start
+        warm_up_new_order()
+        table = instrument_table([inst])
         t = clock()
         scans = []
         for at in range(0, len(stream), 1 << 16):
             got = reader.feed_scanned(stream[at:at + (1 << 16)], *s.comp_ids)
-            scans.append((got.data, got.messages[:got.count].copy(), got.fields.copy()))
+            orders = np.zeros((got.count, ORDER_WORDS), np.int64)  # the NewOrderSingles checked, compiled
+            orders_of(np.frombuffer(got.data, np.uint8), got.messages, got.count, got.fields, table.symbols,
+                      table.lengths, table.numbers, s.account_array, orders)
+            scans.append((got.data, got.messages[:got.count].copy(), orders.tolist()))
         took["framing"] = clock() - t
         i = 0
-        for data, rows, fields in scans:  # as FixGatewayAgent._receive takes each scanned message
-            for seq, sent, first, count, valid in rows[:, [M_SEQ, M_SENT_NS, M_FIELD_FROM, M_FIELD_COUNT,
-                                                           M_VALID]].tolist():
+        for data, rows, orders in scans:  # as FixGatewayAgent._receive takes each scanned message
+            for (seq, sent, valid), values in zip(rows[:, [M_SEQ, M_SENT_NS, M_VALID]].tolist(), orders):
                 t1 = clock()
-                assert valid and s.fix.take_in_order(seq, sent, now, wall)
-                app = {tag: data[a:b] for tag, a, b in fields[first:first + count].tolist()}
+                assert valid and s.fix.take_in_order(seq, sent, now, wall) and values[O_OK]
                 t1b = clock()
                 took["session"] += t1b - t1
                 t1 = t1b
-                kw = fo.new_order(app, s.book, instruments, s.account_ok, s.id, fo.Origin(seq, 1, i))
+                kw = fo.new_order_values(s.book, data[values[O_CL_START]:values[O_CL_END]], inst, values, s.id,
+                                         fo.Origin(seq, 1, i))
                 t2 = clock()
                 fo.engine_message("NewOrder", kw)
                 t3 = clock()
