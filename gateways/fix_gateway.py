@@ -246,8 +246,9 @@ class FixGatewaySession:
                     continue
                 transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
                 for out in outs:  # TransactTime goes on the end of each
-                    self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source,
-                                  created, position)
+                    body = out.body + b"60=%s\x01" % transact if out.body.__class__ is bytes else \
+                        fo.with_fields(out.body, [(60, transact)])
+                    self.fix.send(out.msg_type, body, wall, now, source, created, position)
         finally:
             if last >= 0:
                 book.end_event(source, created, last)

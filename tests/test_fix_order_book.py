@@ -186,3 +186,34 @@ def test_a_state_record_that_does_not_read_is_cut(tmp_path: Path, payload: bytes
         o = b.order(b"A1")
         assert (o.order_id, o.status) == (0, b"A")
     assert path.stat().st_size == good
+
+
+def test_records_written_by_hand_are_what_json_writes() -> None:
+    """Orders and requests render their records by hand: the bytes ``json.dumps`` (keys
+    sorted, compact) writes of ``to_json()``, for thousands of drawn ones (text needing
+    escapes, flags, chains, positions, parameters)."""
+    import json
+    import random
+
+    from ringex.gateways.fix_order_book import Order, Pending
+
+    def dumps(d: dict) -> bytes:
+        return json.dumps(d, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+    rng = random.Random(9)
+    texts = [b"a", b"order-1", b'quo"te', b"back\\slash", b"x" * 64, b" spaced "]
+    for i in range(3000):
+        o = Order(key=i, num=i + rng.randrange(3), cl_ord_id=rng.choice(texts), chain=rng.sample(texts, rng.randrange(3)),
+                  nums=[i, i + 5][:rng.randrange(1, 3)], order_id=rng.choice((0, 10**15)), account=rng.randrange(9),
+                  instrument=1, symbol=rng.choice((b"BTC-USD", b'E"TH')), price_decimals=2, qty_decimals=0,
+                  side=1, ord_type=2, tif=rng.choice((0, 3)), qty=rng.randrange(1, 10**12), price=rng.randrange(10**9),
+                  stop_price=0, display_qty=rng.choice((0, 5)), post_only=rng.random() < 0.5,
+                  reduce_only=rng.random() < 0.5, stp_mode=rng.randrange(6), cum_qty=rng.randrange(9),
+                  leaves_qty=rng.randrange(9), notional=rng.randrange(10**15), status=rng.choice((b"0", b"A", b"2")),
+                  triggered=rng.random() < 0.5, in_seq=rng.randrange(3), at=rng.choice(([], [7, 8])))
+        assert o.json_text() == dumps(o.to_json())
+        params = rng.choice(({}, {"price": 5, "qty": 2, "display": 0}, {"type": "7", "symbol": 'B"TC'}))
+        p = Pending(num=i, kind=rng.choice(("cancel", "replace", "mass")), cl_ord_id=rng.choice(texts),
+                    key=rng.randrange(9), params=params, held=rng.random() < 0.5, released=rng.random() < 0.5,
+                    in_seq=rng.choice((0, 12)), at=rng.choice(([], [3, 4])))
+        assert p.json_text() == dumps(p.to_json())
