@@ -147,6 +147,19 @@ def _scaled(buf: np.ndarray, start: int, end: int, decimals: int) -> int:
 
 
 @njit(cache=True)
+def _price(buf: np.ndarray, fields: np.ndarray, f: int, wanted: bool, nums: np.ndarray) -> int:
+    """The price (Price 44 or StopPx 99) in field row ``f`` (-1: absent), where the order
+    type ``wanted`` one: positive and on the tick; 0 where it wanted none and there is
+    none; -1 otherwise."""
+    if not wanted:
+        return -1 if f >= 0 else 0
+    if f < 0:
+        return -1
+    v = _scaled(buf, fields[f, F_START], fields[f, F_END], nums[I_PRICE_DECIMALS])
+    return v if v > 0 and v % nums[I_TICK] == 0 else -1
+
+
+@njit(cache=True)
 def _is(buf: np.ndarray, start: int, end: int, text: np.ndarray, length: int) -> bool:
     if end - start != length:
         return False
@@ -245,23 +258,9 @@ def order_values(buf: np.ndarray, fields: np.ndarray, first: int, end: int, symb
     v_qty = _scaled(buf, fields[qty, F_START], fields[qty, F_END], nums[I_QTY_DECIMALS])
     if v_qty <= 0 or v_qty % nums[I_LOT] or v_qty < nums[I_MIN_QTY] or v_qty > nums[I_MAX_QTY]:
         return
-    v_price = 0
-    if v_type == _LIMIT or v_type == _STOP_LIMIT:
-        if price < 0:
-            return
-        v_price = _scaled(buf, fields[price, F_START], fields[price, F_END], nums[I_PRICE_DECIMALS])
-        if v_price <= 0 or v_price % nums[I_TICK]:
-            return
-    elif price >= 0:
-        return
-    v_stop = 0
-    if v_type == _STOP or v_type == _STOP_LIMIT:
-        if stop < 0:
-            return
-        v_stop = _scaled(buf, fields[stop, F_START], fields[stop, F_END], nums[I_PRICE_DECIMALS])
-        if v_stop <= 0 or v_stop % nums[I_TICK]:
-            return
-    elif stop >= 0:
+    v_price = _price(buf, fields, price, v_type == _LIMIT or v_type == _STOP_LIMIT, nums)
+    v_stop = _price(buf, fields, stop, v_type == _STOP or v_type == _STOP_LIMIT, nums)
+    if v_price < 0 or v_stop < 0:
         return
     # ExecInst: 6 and E, separated by spaces
     post = reduce = 0

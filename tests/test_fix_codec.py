@@ -548,6 +548,26 @@ class _StepByStepReader(FixReader):
         return None
 
 
+def damaged_stream(rng, goods: list[bytes], good_share: float = 0.8) -> bytes:
+    """Up to 12 messages back to back, each good or (``1 - good_share`` of them) damaged."""
+    return b"".join(rng.choice(goods) if rng.random() < good_share else rng.choice(_mutations(rng.choice(goods), rng, 1))
+                    for _ in range(rng.randint(1, 12)))
+
+
+def pieces(stream: bytes, rng) -> list[bytes]:
+    """``stream`` cut as reads might return it: 1 to 5,000 bytes at a time."""
+    out, at = [], 0
+    while at < len(stream):
+        out.append(stream[at:at + rng.choice((1, 7, 60, 500, 5000))])
+        at += len(out[-1])
+    return out
+
+
+def reader_key(x: FixMessage | Garbled) -> tuple:
+    """What a reader gave, comparable: a message's bytes, a drop's reason and bytes."""
+    return ("m", x.raw) if isinstance(x, FixMessage) else ("g", x.reason, x.raw)
+
+
 def test_reader_fast_path_frames_exactly_as_step_by_step() -> None:
     """Good messages back to back, damaged ones among them, in random pieces: the same
     messages and drops, in the same order, from the reader with and without its fast path."""
@@ -556,18 +576,12 @@ def test_reader_fast_path_frames_exactly_as_step_by_step() -> None:
     rng = random.Random(11)
     goods = [frame(f) for f in VALID] + [heartbeat(i) for i in range(1, 20)]
     for _ in range(300):
-        stream = b"".join(rng.choice(goods) if rng.random() < 0.8 else rng.choice(_mutations(rng.choice(goods), rng, 1))
-                          for _ in range(rng.randint(1, 12)))
         fast, slow = FixReader(400), _StepByStepReader(400)
         got_fast, got_slow = [], []
-        at = 0
-        while at < len(stream):
-            piece = stream[at:at + rng.choice((1, 7, 60, 500, 5000))]
-            at += len(piece)
+        for piece in pieces(damaged_stream(rng, goods), rng):
             got_fast += fast.feed(piece)
             got_slow += slow.feed(piece)
-        key = lambda x: ("m", x.raw) if isinstance(x, FixMessage) else ("g", x.reason, x.raw)  # noqa: E731
-        assert [key(x) for x in got_fast] == [key(x) for x in got_slow]
+        assert [reader_key(x) for x in got_fast] == [reader_key(x) for x in got_slow]
         assert fast.pending == slow.pending
 
 

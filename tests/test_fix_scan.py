@@ -12,7 +12,7 @@ import pytest
 
 from ringex.gateways import fix_scan as fs
 from ringex.gateways.fix_codec import FixMessage, FixReader, parse_utc_timestamp, passes_validation
-from test_fix_codec import VALID, Fields, _mutations, frame, frame_body
+from test_fix_codec import VALID, Fields, damaged_stream, frame, frame_body, pieces, reader_key
 
 SENDER, TARGET = b"CLIENT", b"RINGEX"
 
@@ -130,8 +130,7 @@ def test_framing_agrees_with_the_reader_on_damaged_streams() -> None:
     rng = random.Random(11)
     goods = [frame(f) for f in VALID]
     for _ in range(2000):
-        stream = b"".join(rng.choice(goods) if rng.random() < 0.85 else rng.choice(_mutations(rng.choice(goods), rng, 1))
-                          for _ in range(rng.randint(1, 8)))
+        stream = damaged_stream(rng, goods, 0.85)
         _same(stream, limit=rng.choice((400, 8192)))
         _same(stream[:rng.randrange(len(stream) + 1)])
 
@@ -203,22 +202,16 @@ def test_feed_scanned_gives_what_feed_gives() -> None:
     goods = [frame(f) for f in VALID]
     sender, target = np.frombuffer(SENDER, np.uint8), np.frombuffer(TARGET, np.uint8)
     for trial in range(300):
-        stream = b"".join(rng.choice(goods) if rng.random() < 0.85 else rng.choice(_mutations(rng.choice(goods), rng, 1))
-                          for _ in range(rng.randint(1, 12)))
         plain, scanned = FixReader(400), FixReader(400)
         if trial % 3 == 0:  # tables that fill up: the rest of the run through the Python path
             scanned._scan_rows = np.zeros((2, fs.MESSAGE_WORDS), np.int64)
             scanned._scan_fields = np.zeros((40, fs.FIELD_WORDS), np.int64)
         got_plain, got_scanned = [], []
-        at = 0
-        while at < len(stream):
-            piece = stream[at:at + rng.choice((1, 7, 60, 500, 5000))]
-            at += len(piece)
+        for piece in pieces(damaged_stream(rng, goods, 0.85), rng):
             got_plain += plain.feed(piece)
             found = scanned.feed_scanned(piece, sender, target)
             got_scanned += [FixMessage(found.data[r[fs.M_START]:r[fs.M_END]]) for r in found.messages[:found.count]]
             got_scanned += found.rest
-        key = lambda x: ("m", x.raw) if isinstance(x, FixMessage) else ("g", x.reason, x.raw)  # noqa: E731
-        assert [key(x) for x in got_scanned] == [key(x) for x in got_plain]
+        assert [reader_key(x) for x in got_scanned] == [reader_key(x) for x in got_plain]
         assert scanned.pending == plain.pending
     assert fix_codec._SCAN is fs.scan
