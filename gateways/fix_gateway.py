@@ -82,7 +82,7 @@ READ_SIZE = 1 << 16
 NS = 1_000_000_000
 
 _THROTTLED = int(m.RejectReason.Throttled)
-_NO_COMP_IDS = (np.zeros(0, np.uint8),) * 2  # a connection not logged on: no scanned message is a session's yet
+_NO_COMP_IDS = (np.frombuffer(b"", np.uint8),) * 2  # not logged on: no scanned message is a session's yet
 # a scanned row's words as _receive reads them, in one tolist()
 _ROW = [M_SEQ, M_SENT_NS, M_START, M_END, M_TYPE, M_FIELD_FROM, M_FIELD_COUNT, M_VALID, M_COMP_OK, M_POSS_DUP]
 _FROM, _COUNT = _ROW.index(M_FIELD_FROM), _ROW.index(M_FIELD_COUNT)

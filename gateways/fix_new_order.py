@@ -22,7 +22,7 @@ from numba import njit
 
 from ringex.engine.wire import messages as m
 from ringex.gateways.fix_instrument import FixInstrument
-from ringex.gateways.fix_scan import (F_END, F_START, F_TAG, M_FIELD_COUNT, M_FIELD_FROM, M_TYPE, M_VALID,
+from ringex.gateways.fix_scan import (F_END, F_START, F_TAG, FIELD_WORDS, M_FIELD_COUNT, M_FIELD_FROM, M_TYPE, M_VALID,
                                       MESSAGE_WORDS, MSG_TYPES)
 
 __all__ = ["ORD_TYPES", "SIDES", "STP_MODES", "TIFS", "InstrumentTable", "ORDER_WORDS", "O_ACCOUNT", "O_CL_END", "O_CL_START", "O_DISPLAY", "O_INSTRUMENT",
@@ -319,8 +319,9 @@ def orders_of(buf: np.ndarray, messages: np.ndarray, count: int, fields: np.ndar
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) before a duty cycle needs it."""
+    """Compile (or load from the cache) before a duty cycle needs it, with the argument
+    types the gateway passes (the bytes read as a read-only array: ``fix_scan.warm_up``)."""
     table = instrument_table([])
-    none = np.zeros((0, 3), np.int64)
-    orders_of(np.zeros(0, np.uint8), np.zeros((0, MESSAGE_WORDS), np.int64), 0, none, table.symbols, table.lengths,
+    none = np.zeros((0, FIELD_WORDS), np.int64)
+    orders_of(np.frombuffer(b"", np.uint8), np.zeros((0, MESSAGE_WORDS), np.int64), 0, none, table.symbols, table.lengths,
               table.numbers, account_array([]), np.zeros((0, ORDER_WORDS), np.int64))

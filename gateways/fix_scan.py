@@ -427,8 +427,12 @@ def _check(buf: np.ndarray, row: np.ndarray, fields: np.ndarray, first: int, end
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) before a duty cycle needs it."""
+    """Compile (or load from the cache) before a duty cycle needs it, with the argument
+    types the gateway passes: bytes read (read-only arrays over ``bytes``), CompIDs the
+    same, the reader's tables. (A read-only array is a type of its own to numba: one
+    missed here compiles in the duty cycle, seconds, and the supervisor takes the gateway
+    for hung.)"""
     messages = np.zeros((1, MESSAGE_WORDS), np.int64)
     fields = np.zeros((8, FIELD_WORDS), np.int64)
-    empty = np.zeros(0, np.uint8)
+    empty = np.frombuffer(b"", np.uint8)
     scan(np.frombuffer(b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01", np.uint8), 0, 8192, empty, empty, messages, fields)

@@ -139,3 +139,32 @@ def test_entering_checked_values_is_new_order(tmp_path: Path) -> None:
         assert a.order(b"o1").json_text() == b.order(b"o1").json_text()
         assert fo.new_order_values(b, b"o1", BTC, values, 1, origin) is None  # in use now
         assert b.next_cl_ord_id == 2
+
+
+def test_warm_up_compiles_what_the_gateway_calls() -> None:
+    """The gateway's compiled calls, with the argument types it passes (bytes read as
+    read-only arrays, a session's CompIDs, a connection not logged on yet), find the
+    versions ``warm_up`` made: none compiles in a duty cycle. In a fresh interpreter, so
+    that no other test's calls have made them already."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from ringex.gateways import fix_new_order as fn, fix_scan as fs
+from ringex.gateways.fix_codec import FixReader
+from ringex.gateways.fix_gateway import _NO_COMP_IDS
+fs.warm_up(); fn.warm_up()
+made = (len(fs.scan.signatures), len(fn.orders_of.signatures))
+reader = FixReader()
+data = b"8=FIX.4.4\\x019=5\\x0135=0\\x0110=000\\x01"
+for comp_ids in (_NO_COMP_IDS, (np.frombuffer(b"DEMO1", np.uint8), np.frombuffer(b"RINGEX", np.uint8))):
+    got = reader.feed_scanned(data, *comp_ids)
+    table = fn.instrument_table([])
+    fn.orders_of(np.frombuffer(got.data, np.uint8), got.messages, got.count, got.fields, table.symbols,
+                 table.lengths, table.numbers, fn.account_array([1]), np.zeros((8, fn.ORDER_WORDS), np.int64))
+assert (len(fs.scan.signatures), len(fn.orders_of.signatures)) == made, (fs.scan.signatures, fn.orders_of.signatures)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
