@@ -246,9 +246,8 @@ class FixGatewaySession:
                     continue
                 transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
                 for out in outs:  # TransactTime goes on the end of each
-                    body = out.body + b"60=%s\x01" % transact if out.body.__class__ is bytes else \
-                        fo.with_fields(out.body, [(60, transact)])
-                    self.fix.send(out.msg_type, body, wall, now, source, created, position)
+                    self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source,
+                                  created, position)
         finally:
             if last >= 0:
                 book.end_event(source, created, last)
@@ -466,8 +465,8 @@ class FixGatewayAgent(GatewayAgent):
                 if orders and orders[i][O_OK]:
                     self._new_order(s, seq, data, orders[i], fields[first:first + count], wall, now)
                 else:
-                    self._application(s, seq, MSG_TYPES[kind],
-                                      {t: data[a:b] for t, a, b in fields[first:first + count]}, wall, now)
+                    self._application(s, seq, MSG_TYPES[kind], _by_tag(data, fields[first:first + count]), wall,
+                                      now)
                 s.flush_to_connection()
             else:
                 self._message(conn, FixMessage(data[start:end]), now, wall)
@@ -586,7 +585,7 @@ class FixGatewayAgent(GatewayAgent):
         origin = fo.Origin(seq, *self._inbound_mark())
         kw = fo.new_order_values(s.book, cl, self._instrument_rows[values[O_INSTRUMENT]], values, s.id, origin)
         if kw is None:
-            return self._application(s, seq, b"D", {t: data[a:b] for t, a, b in fields}, wall, now)
+            return self._application(s, seq, b"D", _by_tag(data, fields), wall, now)
         self._request(s, seq, b"D", "NewOrder", kw, wall, now)
 
     def _refuse_throttled(self, s: FixGatewaySession, payload: bytes, wall: int, now: int) -> None:
@@ -598,6 +597,12 @@ class FixGatewayAgent(GatewayAgent):
         for out in fo.execution_report(d.name, d.fields, s.book, s.by_id, s.id, b"T%d" % s.store.next_seq):
             s.fix.send(out.msg_type, fo.with_fields(out.body, [(60, utc_timestamp(wall))]), wall, now)
 
+
+
+def _by_tag(data: bytes, fields: list[list[int]]) -> dict[int, bytes]:
+    """A scanned message's fields (``fix_scan``'s rows over ``data``) by tag, as
+    ``FixMessage.fields_by_tag`` gives them (a valid message has no tag twice)."""
+    return {t: data[a:b] for t, a, b in fields}
 
 
 def instruments_for(instruments: list[Any]) -> list[FixInstrument]:

@@ -21,13 +21,38 @@ import numpy as np
 from numba import njit
 
 from ringex.engine.wire import messages as m
-from ringex.gateways.fix_instrument import FixInstrument
+from ringex.gateways.fix_dictionary import HEADER_ALLOWED, TRAILER
+from ringex.gateways.fix_instrument import T_MAX_FLOOR, T_ORDER_QTY, T_PRICE, T_STOP_PX, FixInstrument
 from ringex.gateways.fix_scan import (F_END, F_START, F_TAG, FIELD_WORDS, M_FIELD_COUNT, M_FIELD_FROM, M_TYPE, M_VALID,
                                       MESSAGE_WORDS, MSG_TYPES)
 
-__all__ = ["ORD_TYPES", "SIDES", "STP_MODES", "TIFS", "InstrumentTable", "ORDER_WORDS", "O_ACCOUNT", "O_CL_END", "O_CL_START", "O_DISPLAY", "O_INSTRUMENT",
-           "O_OK", "O_ORD_TYPE", "O_POST", "O_PRICE", "O_QTY", "O_REDUCE", "O_SIDE", "O_STOP", "O_STP", "O_TIF",
-           "account_array", "instrument_table", "order_values", "orders_of"]
+__all__ = [
+    "ORD_TYPES",
+    "SIDES",
+    "STP_MODES",
+    "TIFS",
+    "InstrumentTable",
+    "ORDER_WORDS",
+    "O_ACCOUNT",
+    "O_CL_END",
+    "O_CL_START",
+    "O_DISPLAY",
+    "O_INSTRUMENT",
+    "O_OK",
+    "O_ORD_TYPE",
+    "O_POST",
+    "O_PRICE",
+    "O_QTY",
+    "O_REDUCE",
+    "O_SIDE",
+    "O_STOP",
+    "O_STP",
+    "O_TIF",
+    "account_array",
+    "instrument_table",
+    "order_values",
+    "orders_of",
+]
 
 # a NewOrderSingle's row
 O_OK = 0  # 1: every check of new_order passed (but the ClOrdID's use); the words below are its values
@@ -67,11 +92,11 @@ _TIF_DEFAULT = int(m.TimeInForce.Day)
 _STP_DEFAULT = int(m.StpMode.AccountDefault)
 _LIMIT, _STOP_LIMIT = int(m.OrdType.Limit), int(m.OrdType.StopLimit)
 _STOP = int(m.OrdType.Stop)
-T_ACCOUNT, T_EXEC_INST, T_CL_ORD_ID, T_ORDER_QTY, T_ORD_TYPE, T_PRICE = 1, 18, 11, 38, 40, 44
-T_SIDE, T_SYMBOL, T_TIF, T_STOP_PX, T_MAX_FLOOR, T_STP_MODE = 54, 55, 59, 99, 111, 7928
+T_ACCOUNT, T_EXEC_INST, T_CL_ORD_ID, T_ORD_TYPE, T_SIDE, T_SYMBOL, T_TIF, T_STP_MODE = 1, 18, 11, 40, 54, 55, 59, 7928
+T_TEXT, T_TRANSACT_TIME = 58, 60
 # the tags of a NewOrderSingle new_order does not read: the header's, the trailer, Text,
 # TransactTime
-_IGNORED = (8, 9, 35, 49, 56, 34, 52, 43, 97, 122, 50, 57, 10, 58, 60)
+_IGNORED = tuple(sorted(HEADER_ALLOWED | set(TRAILER) | {T_TEXT, T_TRANSACT_TIME}))
 
 
 class InstrumentTable(NamedTuple):
@@ -323,5 +348,5 @@ def warm_up() -> None:
     types the gateway passes (the bytes read as a read-only array: ``fix_scan.warm_up``)."""
     table = instrument_table([])
     none = np.zeros((0, FIELD_WORDS), np.int64)
-    orders_of(np.frombuffer(b"", np.uint8), np.zeros((0, MESSAGE_WORDS), np.int64), 0, none, table.symbols, table.lengths,
-              table.numbers, account_array([]), np.zeros((0, ORDER_WORDS), np.int64))
+    orders_of(np.frombuffer(b"", np.uint8), np.zeros((0, MESSAGE_WORDS), np.int64), 0, none, table.symbols,
+              table.lengths, table.numbers, account_array([]), np.zeros((0, ORDER_WORDS), np.int64))

@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ringex.engine.wire import messages as m
-from ringex.gateways.fix_codec import _fields
+from ringex.gateways.fix_codec import SOH, _fields
 from ringex.gateways.fix_new_order import (
     ORD_TYPES,
     SIDES,
     STP_MODES,
     TIFS,
+    UINT32_MAX,
     O_ACCOUNT,
     O_DISPLAY,
     O_ORD_TYPE,
@@ -86,7 +87,6 @@ __all__ = [
     "status",
 ]
 
-UINT32_MAX = (1 << 32) - 1
 
 EXECUTION_REPORT = b"8"
 CANCEL_REJECT = b"9"
@@ -102,7 +102,6 @@ T_REF_MSG_TYPE, T_BIZ_REJECT_REF_ID, T_BIZ_REJECT_REASON, T_EXEC_RESTATEMENT_REA
 T_CXL_REJ_RESPONSE_TO, T_MASS_TYPE, T_MASS_RESPONSE, T_MASS_REJECT_REASON, T_AFFECTED = 434, 530, 531, 532, 533
 T_ORD_STATUS_REQ_ID, T_LAST_LIQUIDITY_IND, T_SECONDARY_EXEC_ID, T_STP_MODE = 790, 851, 527, 7928
 
-_SIDES, _ORD_TYPES, _TIFS, _STP_MODES = SIDES, ORD_TYPES, TIFS, STP_MODES
 _PRINTABLE = bytes(range(0x20, 0x7F))
 _BOOL = {False: m.Bool(0), True: m.Bool(1)}
 _PRICED = (m.OrdType.Limit, m.OrdType.StopLimit)
@@ -153,9 +152,14 @@ class Outgoing(NamedTuple):
 def with_fields(body: list[tuple[int, bytes]] | bytes, items: list[tuple[int, bytes | int]]
                 ) -> list[tuple[int, bytes]] | bytes:
     """``body`` (an ``Outgoing``'s) with ``items`` after it, in the body's own form."""
-    if body.__class__ is bytes:
-        return body + _fields(items)  # type: ignore[operator]
-    return body + items  # type: ignore[operator]
+    if body.__class__ is not bytes:
+        return body + items  # type: ignore[operator]
+    if len(items) == 1:  # the common case, a TransactTime: written at once where _fields would take it
+        tag, value = items[0]
+        if (tag.__class__ is int and tag > 0 and value.__class__ is bytes and value
+                and SOH not in value):  # type: ignore[operator]
+            return body + b"%d=%s\x01" % (tag, value)  # type: ignore[operator]
+    return body + _fields(items)  # type: ignore[operator]
 
 
 # -- inbound: FIX -> engine -------------------------------------------------------------
@@ -256,9 +260,9 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
     if book.in_use(cl):
         raise _refuse(f"duplicate ClOrdID {cl.decode()}", T_CL_ORD_ID, ord_rej=6)
     inst = _instrument(fields, instruments)
-    side = _choice(fields, T_SIDE, "Side", _SIDES, R.InvalidSide)
-    ord_type = _choice(fields, T_ORD_TYPE, "OrdType", _ORD_TYPES, R.InvalidOrdType)
-    tif = _choice(fields, T_TIF, "TimeInForce", _TIFS, R.InvalidTimeInForce, m.TimeInForce.Day)
+    side = _choice(fields, T_SIDE, "Side", SIDES, R.InvalidSide)
+    ord_type = _choice(fields, T_ORD_TYPE, "OrdType", ORD_TYPES, R.InvalidOrdType)
+    tif = _choice(fields, T_TIF, "TimeInForce", TIFS, R.InvalidTimeInForce, m.TimeInForce.Day)
     account = _account(fields, account_ok)
     qty = inst.engine_qty(_required(fields, T_ORDER_QTY, "OrderQty"))
     price = 0
@@ -277,7 +281,7 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
         display = inst.engine_qty(fields[T_MAX_FLOOR], T_MAX_FLOOR)
         if display > qty:
             raise _refuse("MaxFloor (111) is over OrderQty", T_MAX_FLOOR, R.InvalidDisplayQty)
-    stp = _choice(fields, T_STP_MODE, "SelfTradePreventionMode", _STP_MODES, R.InvalidStpMode,
+    stp = _choice(fields, T_STP_MODE, "SelfTradePreventionMode", STP_MODES, R.InvalidStpMode,
                   m.StpMode.AccountDefault)
     return _enter(book, cl, inst, account, side, ord_type, tif, qty, price, stop, display, post, reduce, stp,
                   session_id, origin)

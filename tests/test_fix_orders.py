@@ -674,3 +674,17 @@ def test_engine_messages_are_the_codecs_bytes(book: OrderBook) -> None:
 
     with pytest.raises(struct.error):
         fo.engine_message("NewOrder", {"clOrdId": -1})  # a number its field cannot hold
+
+
+def test_with_fields_writes_what_the_fields_one_by_one_write() -> None:
+    """A written body takes one more field at once; anything the writer refuses is still
+    refused."""
+    from ringex.gateways.fix_codec import _fields_one_by_one
+
+    body = b"37=1\x0111=a\x01"
+    assert fo.with_fields(body, [(60, b"20240102-03:04:05.678")]) == body + _fields_one_by_one([(60, b"20240102-03:04:05.678")])
+    assert fo.with_fields(body, [(45, 7)]) == body + b"45=7\x01"
+    assert fo.with_fields([(37, b"1")], [(60, b"t")]) == [(37, b"1"), (60, b"t")]
+    for bad in ([(60, b"")], [(60, b"a\x01b")], [(0, b"x")]):
+        with pytest.raises(ValueError):
+            fo.with_fields(body, bad)
