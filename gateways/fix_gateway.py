@@ -64,6 +64,7 @@ from ringex.gateways.fix_dictionary import MESSAGES
 from ringex.gateways.fix_new_order import (O_CL_END, O_CL_START, O_INSTRUMENT, O_OK, ORDER_WORDS, account_array,
                                            instrument_table, orders_of)
 from ringex.gateways.fix_new_order import warm_up as warm_up_new_order
+from ringex.gateways.fix_outbound import warm_up as warm_up_outbound
 from ringex.gateways.fix_order_book import OrderBook
 from ringex.gateways.fix_scan import (M_COMP_OK, M_END, M_FIELD_COUNT, M_FIELD_FROM, M_POSS_DUP, M_SENT_NS, M_SEQ,
                                       M_START, M_TYPE, M_VALID, MSG_TYPES)
@@ -225,6 +226,7 @@ class FixGatewaySession:
         booked = book.applied_through(source, created)
         reported = self.store.in_flow_through(source, created)
         last = -1  # the last event whose changes the open event record holds
+        sends: list[tuple[bytes, list[tuple[int, bytes]] | bytes, int]] = []  # framed together at the end
         book.begin_event()
         try:
             for row, position in zip(rows.tolist(), positions.tolist()):
@@ -246,9 +248,9 @@ class FixGatewaySession:
                     continue
                 transact = utc_timestamp(int(ev.get("timestampNs", 0)) or wall)
                 for out in outs:  # TransactTime goes on the end of each
-                    self.fix.send(out.msg_type, fo.with_fields(out.body, [(60, transact)]), wall, now, source,
-                                  created, position)
+                    sends.append((out.msg_type, fo.with_fields(out.body, [(60, transact)]), position))
         finally:
+            self.fix.send_batch(sends, wall, now, source, created)  # (stored before the book's records are written)
             if last >= 0:
                 book.end_event(source, created, last)
             else:
@@ -336,6 +338,7 @@ class FixGatewayAgent(GatewayAgent):
         super().warm_up()
         warm_up_scan()
         warm_up_new_order()
+        warm_up_outbound()
 
     def _make_sessions(self, directory: Path, now: int) -> dict[int, FixGatewaySession]:
         sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now, self._stage_request,

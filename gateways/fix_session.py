@@ -44,9 +44,11 @@ import enum
 from dataclasses import dataclass, field
 
 from ringex.gateways.fix_codec import (
+    SOH,
     FixMessage,
     FixReader,
     Garbled,
+    _fields,
     Invalid,
     encode,
     parse_utc_timestamp,
@@ -55,11 +57,15 @@ from ringex.gateways.fix_codec import (
     validate,
 )
 from ringex.gateways.fix_dictionary import MESSAGES, SessionRejectReason
-from ringex.gateways.session_store import SOURCE_GATEWAY, SessionStore
+from ringex.gateways.fix_outbound import TOO_LONG, frame
+from ringex.gateways.session_store import MAX_PAYLOAD, SOURCE_GATEWAY, SessionStore
 
 __all__ = ["FixSession", "FixSessionConfig", "SessionState"]
 
 NS = 1_000_000_000
+# ``send_batch`` frames this many messages or more in one compiled call: below, the call's
+# own cost (~4 µs) is more than what it saves (~3 µs a message; docs/probes/fix_order_cost.py)
+BATCH_FROM = 3
 #: Early messages kept while a gap is being filled; more and the session is ended (a peer
 #: that never fills its gap must not grow the gateway's memory).
 MAX_QUEUED = 10_000
@@ -117,6 +123,8 @@ class FixSession:
         self.store = store
         self._sender = cfg.sender_comp_id.encode()
         self._target = cfg.target_comp_id.encode()
+        # what encode's common case asks of the header (SendingTime is ours: digits)
+        self._plain_header = bool(self._sender and self._target and SOH not in self._sender + self._target)
         self.stats = SessionStats()
         self.out = bytearray()
         self.state = SessionState.CLOSED
@@ -184,6 +192,34 @@ class FixSession:
         self.out += raw
         self._last_send = now_ns
         return seq
+
+    def send_batch(self, messages: list[tuple[bytes, list[tuple[int, bytes | str | int]] | bytes, int]],
+                   wall_ns: int, now_ns: int, source: int, created: int) -> None:
+        """``send`` for each ``(msg_type, body, position)`` in order: the same bytes stored and
+        queued, framed in one compiled call (``fix_outbound``) when there are more than
+        ``BATCH_FROM - 1``, every body is written fields or pairs it can write, and the
+        header holds nothing doubtful; otherwise one by one."""
+        if len(messages) < BATCH_FROM or not self._plain_header:
+            for msg_type, body, position in messages:
+                self.send(msg_type, body, wall_ns, now_ns, source, created, position)
+            return
+        types, given, positions = zip(*messages)
+        try:  # pairs written here as encode writes them after the header
+            bodies = tuple(b if b.__class__ is bytes else _fields(list(b)) if b else b"" for b in given)
+        except ValueError:
+            bodies = (b"",)  # refused: one by one below, so those before it are sent as send would
+        status = TOO_LONG
+        if all(b.endswith(SOH) for b in bodies) and all(types) and SOH not in b"".join(types):
+            status, wire, records, offsets = frame(types, bodies, self._sender, self._target, utc_timestamp(wall_ns),
+                                                   self.store.next_seq, positions, created, source, self.store.end,
+                                                   MAX_PAYLOAD)
+        if status == TOO_LONG:  # (a message too long raises as send does)
+            for msg_type, body, position in messages:
+                self.send(msg_type, body, wall_ns, now_ns, source, created, position)
+            return
+        self.store.append_records(records, offsets, source, created, positions[-1])
+        self.out += memoryview(wire)
+        self._last_send = now_ns
 
     def logout(self, text: str, wall_ns: int, now_ns: int) -> None:
         """Begin a Logout of our own (the gateway stops, the operator ends the session)."""

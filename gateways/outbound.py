@@ -7,7 +7,7 @@ SOFH frames for its socket. Python then appends each run with one call, so an ev
 costs a copy and a CRC in compiled code, not a dozen Python lines.
 
 ``crc32`` is the IEEE 802.3 CRC that ``zlib.crc32`` computes (reflected, polynomial
-0xEDB88320), table-driven; a test holds the two equal.
+0xEDB88320), table-driven eight bytes a step (slicing-by-8); a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -21,17 +21,22 @@ from ringex.gateways import sofh
 __all__ = ["crc32", "pack_events", "packed_events"]
 
 
-def _table() -> np.ndarray:
-    table = np.zeros(256, np.uint32)
+def _tables() -> np.ndarray:
+    """Slicing-by-8: row 0 the byte-at-a-time table, row k the CRC of a byte followed by k zeros."""
+    tables = np.zeros((8, 256), np.int64)
     for i in range(256):
         c = i
         for _ in range(8):
             c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
-    return table
+        tables[0, i] = c
+    for k in range(1, 8):
+        for i in range(256):
+            prev = int(tables[k - 1, i])
+            tables[k, i] = (prev >> 8) ^ int(tables[0, prev & 0xFF])
+    return tables
 
 
-_CRC_TABLE = _table()
+_CRC_TABLES = _tables()
 _RECORD = st.RECORD.size
 _CRC_FROM = st.CRC_FROM
 _SOFH = sofh.HEADER_LENGTH
@@ -40,10 +45,21 @@ _ENCODING = sofh.SBE_1_0_LITTLE_ENDIAN
 
 @njit(cache=True, nogil=True)
 def crc32(buf: np.ndarray, start: int, end: int) -> int:
-    c = np.uint32(0xFFFFFFFF)
-    for i in range(start, end):
-        c = _CRC_TABLE[(c ^ buf[i]) & 0xFF] ^ (c >> np.uint32(8))
-    return int(c ^ np.uint32(0xFFFFFFFF))
+    t = _CRC_TABLES
+    c = 0xFFFFFFFF
+    i = start
+    while i + 8 <= end:  # eight bytes a step (a record is a few hundred)
+        one = c ^ (np.int64(buf[i]) | (np.int64(buf[i + 1]) << 8) | (np.int64(buf[i + 2]) << 16)
+                   | (np.int64(buf[i + 3]) << 24))
+        two = np.int64(buf[i + 4]) | (np.int64(buf[i + 5]) << 8) | (np.int64(buf[i + 6]) << 16) | (
+            np.int64(buf[i + 7]) << 24)
+        c = (t[7, one & 0xFF] ^ t[6, (one >> 8) & 0xFF] ^ t[5, (one >> 16) & 0xFF] ^ t[4, (one >> 24) & 0xFF]
+             ^ t[3, two & 0xFF] ^ t[2, (two >> 8) & 0xFF] ^ t[1, (two >> 16) & 0xFF] ^ t[0, (two >> 24) & 0xFF])
+        i += 8
+    while i < end:
+        c = t[0, (c ^ np.int64(buf[i])) & 0xFF] ^ (c >> 8)
+        i += 1
+    return c ^ 0xFFFFFFFF
 
 
 @njit(cache=True, inline="always")

@@ -211,11 +211,24 @@ class SessionStore:
 
         records, offsets, frames = packed_events(region, rows, sizes, positions, self.next_seq, created, source,
                                                  self._end)
+        self.append_records(records, offsets, source, created, int(positions[-1]))
+        return frames
+
+    def append_records(self, records: np.ndarray, offsets: np.ndarray, source: int, created: int,
+                       position: int) -> None:
+        """Store records made in compiled code (``outbound``, ``fix_outbound``): numbered
+        from ``next_seq`` on, ``offsets`` where each starts in the flow (from the store's end
+        on), the last from ring ``source``'s ``position``. Written at the next ``flush``."""
         self._offsets.frombytes(offsets.tobytes())  # (native int64, as the array's "q")
         self._pending += memoryview(records)
         self._end += len(records)
-        self._stored[source] = (created, int(positions[-1]))
-        return frames
+        if source != SOURCE_GATEWAY:
+            self._stored[source] = (created, position)
+
+    @property
+    def end(self) -> int:
+        """Where the next record will start in the flow file."""
+        return self._end
 
     def flush(self) -> None:
         """Write what was appended since the last flush (one write)."""

@@ -40,6 +40,10 @@ def test_the_compiled_crc_is_zlibs():
     for n in (0, 1, 3, 64, 1000):
         b = rng.integers(0, 256, n, dtype=np.uint8)
         assert crc32(b, 0, n) == zlib.crc32(b.tobytes())
+    b = rng.integers(0, 256, 64, dtype=np.uint8)
+    for start in range(9):  # every start and length around the eight-byte steps
+        for end in range(start, 40):
+            assert crc32(b, start, end) == zlib.crc32(b[start:end].tobytes()), (start, end)
 
 
 def test_messages_come_back_by_number_after_a_reopen(tmp_path):
