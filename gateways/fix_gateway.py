@@ -86,7 +86,6 @@ _THROTTLED = int(m.RejectReason.Throttled)
 _NO_COMP_IDS = (np.frombuffer(b"", np.uint8),) * 2  # not logged on: no scanned message is a session's yet
 # a scanned row's words as _receive reads them, in one tolist()
 _ROW = [M_SEQ, M_SENT_NS, M_START, M_END, M_TYPE, M_FIELD_FROM, M_FIELD_COUNT, M_VALID, M_COMP_OK, M_POSS_DUP]
-_FROM, _COUNT = _ROW.index(M_FIELD_FROM), _ROW.index(M_FIELD_COUNT)
 # by fix_scan's MsgType index: an application message (the session's fast lane may take it)
 _APPLICATION = [not MESSAGES[t].admin for t in MSG_TYPES] + [False]  # [-1]: not a dictionary type
 _SCHEMA = m.SCHEMA
@@ -451,7 +450,7 @@ class FixGatewayAgent(GatewayAgent):
         scanned = conn.reader.feed_scanned(data, *(s.comp_ids if s is not None else _NO_COMP_IDS))
         data, n = scanned.data, scanned.count
         rows = scanned.messages[:n][:, _ROW].tolist() if n else ()  # (one conversion for the read)
-        fields = scanned.fields[:rows[-1][_FROM] + rows[-1][_COUNT]].tolist() if n else ()
+        fields = scanned.fields  # a message's rows made Python lists only where they are read
         orders: list[list[int]] | tuple[()] = ()
         if n and s is not None:  # the NewOrderSingles checked in compiled code too
             table = self._instrument_table
@@ -579,7 +578,7 @@ class FixGatewayAgent(GatewayAgent):
         self._stage_message(payload, s.id, seq, wall)
         self._counts.add("orders_in")
 
-    def _new_order(self, s: FixGatewaySession, seq: int, data: bytes, values: list[int], fields: list[list[int]],
+    def _new_order(self, s: FixGatewaySession, seq: int, data: bytes, values: list[int], fields: np.ndarray,
                    wall: int, now: int) -> None:
         """A NewOrderSingle ``fix_new_order`` checked (``values``): entered without the
         Python mapping; one whose ClOrdID is in use goes through ``_application``, which
@@ -602,10 +601,10 @@ class FixGatewayAgent(GatewayAgent):
 
 
 
-def _by_tag(data: bytes, fields: list[list[int]]) -> dict[int, bytes]:
+def _by_tag(data: bytes, fields: np.ndarray) -> dict[int, bytes]:
     """A scanned message's fields (``fix_scan``'s rows over ``data``) by tag, as
     ``FixMessage.fields_by_tag`` gives them (a valid message has no tag twice)."""
-    return {t: data[a:b] for t, a, b in fields}
+    return {t: data[a:b] for t, a, b in fields.tolist()}  # (F_TAG, F_START, F_END: a row's three words)
 
 
 def instruments_for(instruments: list[Any]) -> list[FixInstrument]:
