@@ -47,11 +47,20 @@ flow). On open the records are replayed in order and the file is cut at the firs
 corrupted one (length zero or past the end, CRC mismatch, unreadable JSON): ``cut_bytes``
 says how much went. A file with another magic or version raises ``OrderBookError``; a file
 shorter than the header that is a prefix of ours (a crash during creation) starts empty.
-Compaction (``compact()``, also automatic when the file grows past ``compact_bytes`` and
-twice its size after the last compaction) writes the ``N`` record, the live orders, the
-orders a pending request names, and the pending requests to ``<path>.tmp``, fsyncs it,
-renames it over the file and fsyncs the directory: a crash leaves the old file or the new
-one, never a mix. Terminal orders (Filled, Canceled, Rejected, Expired) are dropped by it,
+Compaction writes the ``N`` record, the live orders, the orders a pending request names,
+the pending requests and where each event source was applied through to ``<path>.tmp``,
+fsyncs it, renames it over the file and fsyncs the directory: a crash leaves the old file or
+the new one, never a mix. ``compact()`` does it at once. The automatic one (when the file
+grows past ``compact_bytes`` and twice its size after the last compaction) keeps the
+gateway's duty cycle out of the disk's way: the records are made in the caller (what they
+say must be one moment's state, with nothing held back or unwritten), then a thread writes
+and fsyncs the new file while records go on being appended to the old one and remembered;
+a later ``flush`` or ``write_events`` that finds the thread done appends what was remembered
+to the new file, renames it over the old one and leaves the directory's fsync to a thread.
+Until that rename the old file holds everything; from it the new one does. A write or
+fsync that fails leaves the old file in use (logged; the next compaction is tried once the
+file has doubled again); ``close`` and ``compact()`` wait for one in flight first.
+Terminal orders (Filled, Canceled, Rejected, Expired) are dropped by it,
 from memory as well: afterwards an OrderStatusRequest for one answers "unknown order" and
 its ClOrdID (already reusable, being terminal) is forgotten. Losing the file altogether
 restarts the engine clOrdId numbering at 1; the engine does not need clOrdIds to be
@@ -71,7 +80,9 @@ whose report was lost.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 import struct
 import zlib
@@ -80,6 +91,8 @@ from pathlib import Path
 from typing import Any
 
 from ringex.engine.storage.fsync import fsync_directory
+
+log = logging.getLogger("ringex.gateway")
 
 __all__ = [
     "Order",
@@ -103,6 +116,7 @@ _VERSIONS = (1, 2)  # read; 1 is 2 without U records
 HEADER = struct.Struct("<II8x")
 RECORD = struct.Struct("<II")
 MAX_RECORD = 1 << 16
+BURY_PER_FLUSH = 512  # entries of replaced maps let go at each flush (~0.1 ms)
 
 
 _JSON_BOOL = {False: b"false", True: b"true"}
@@ -298,6 +312,7 @@ class OrderBook:
         self.cut_bytes = 0  # bytes of torn/corrupted tail cut at open
         self._next = 1
         self._orders: dict[int, Order] = {}
+        self._live: set[int] = set()  # keys of the orders not terminal
         self._by_num: dict[int, Order] = {}
         self._by_fix: dict[bytes, Order] = {}
         self._pending: dict[int, Pending] = {}
@@ -307,6 +322,8 @@ class OrderBook:
         self._event: list[tuple[bytes, dict[str, Any] | bytes]] | None = None  # the event being applied's records
         self._held_back: list[bytes] = []  # E records not yet written (write_events)
         self._unwritten: list[bytes] = []  # the other records not yet written (flush)
+        self._compacting: _Compaction | None = None  # an automatic compaction in flight
+        self._graveyard: list[dict[Any, Any]] = []  # maps a compaction replaced, emptied by flush
         self._fd = -1
         self._open()
         self._threshold = max(self.compact_bytes, 2 * self._size)
@@ -393,23 +410,27 @@ class OrderBook:
             return
         self._write(self._held_back)
         self._held_back = []
-        if self._size > self._threshold:
-            self.compact()
+        self._compact_in_time()
 
     def flush(self) -> None:
         """Write the records of the changes made since the last call outside engine events
         (requests: orders, cancels, replaces, their holding and release), in one write.
         The gateway calls it before anything a crash could leave behind them: a publish
         of the inbound ring, a count of applied client messages, a store flush."""
-        if not self._unwritten:
-            return
-        self._write(self._unwritten)
-        self._unwritten = []
-        if self._size > self._threshold and not self._held_back:  # (a compaction would write them early)
-            self.compact()
+        if self._unwritten:
+            self._write(self._unwritten)
+            self._unwritten = []
+            self._compact_in_time()
+        elif self._compacting is not None:
+            self._finish_compaction(wait=False)
+        if self._graveyard:
+            self._bury()
 
     def _write(self, records: list[bytes]) -> None:
-        view = memoryview(b"".join(records))
+        data = b"".join(records)
+        if self._compacting is not None:
+            self._compacting.after.append(data)  # for the new file too
+        view = memoryview(data)
         self._size += len(view)
         while view:
             view = view[os.write(self._fd, view):]
@@ -426,6 +447,7 @@ class OrderBook:
     def save(self, o: Order) -> None:
         self._orders[o.key] = o
         self._index(o)
+        self._note_live(o)
         self._append(b"O", o.json_text())
 
     def save_state(self, o: Order) -> None:
@@ -433,7 +455,16 @@ class OrderBook:
         leaves_qty, notional, triggered: what an engine event changes), in a U record a
         fraction of an O record's size; its ClOrdIDs and engine ids unchanged."""
         self._orders[o.key] = o
+        self._note_live(o)
         self._append(b"U", o.state_text())
+
+    def _note_live(self, o: Order) -> None:
+        # every change of an order's status is saved, so compaction finds the live ones here
+        # instead of looking at every order since the last one
+        if o.live:
+            self._live.add(o.key)
+        else:
+            self._live.discard(o.key)
 
     def add_pending(self, p: Pending) -> None:
         """Record a request sent to the engine, or held (``p.held``); also what ``sent``
@@ -482,6 +513,8 @@ class OrderBook:
     def close(self) -> None:
         if self._fd >= 0:
             self.write_events()
+            self._finish_compaction(wait=True)
+            self._graveyard = []
             os.close(self._fd)
             self._fd = -1
 
@@ -491,34 +524,103 @@ class OrderBook:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def settle(self) -> None:
+        """Wait for an automatic compaction in flight and put its file in place."""
+        self._finish_compaction(wait=True)
+
+    @property
+    def compacting(self) -> bool:
+        """An automatic compaction is in flight (its thread may be done)."""
+        return self._compacting is not None
+
     def compact(self) -> None:
-        """Rewrite the file with only what is still needed (module docstring); drops terminal
-        orders that no pending request names, from memory too."""
+        """Rewrite the file with only what is still needed (module docstring), at once;
+        drops terminal orders that no pending request names, from memory too."""
+        self._finish_compaction(wait=True)
+        data = self._compacted()
+        self._unwritten = []  # what they recorded is in memory, so in the new file
+        _write_synced(self._tmp_path, data)
+        os.replace(self._tmp_path, self.path)
+        fsync_directory(self.path.parent)
+        self._reopen(len(data))
+
+    def _compacted(self) -> bytes:
+        """The compacted file's bytes for the state in memory now; terminal orders that no
+        pending request names are dropped from memory."""
         needed = {p.key for p in self._pending.values()}
-        keep = [o for o in self._orders.values() if o.live or o.key in needed]
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        keep = [self._orders[k] for k in sorted(self._live | needed) if k in self._orders]
         chunks = [HEADER.pack(MAGIC, VERSION), self._record(b"N", {"next": self._next})]
         chunks += [self._record(b"O", o.json_text()) for o in keep]
         chunks += [self._record(b"P", p.json_text()) for p in self._pending.values()]
         chunks += [self._record(b"E", {"w": [src, c, pos], "r": []}) for src, (c, pos) in sorted(self._through.items())]
-        data = b"".join(chunks)
-        self._unwritten = []  # what they recorded is in memory, so in the new file
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        fsync_directory(self.path.parent)
-        self.close()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._size = len(data)
-        self._threshold = max(self.compact_bytes, 2 * self._size)
+        # the maps made again from what is kept; the old ones (the dropped orders' last
+        # references) are emptied a little at each flush: freeing thousands of orders at
+        # once would hold up the duty cycle for milliseconds
+        self._graveyard += [self._orders, self._by_num, self._by_fix]
         self._orders, self._by_num, self._by_fix = {}, {}, {}
         for o in keep:
             self._orders[o.key] = o
             self._index(o)
+        return b"".join(chunks)
+
+    def _bury(self, budget: int = BURY_PER_FLUSH) -> None:
+        """Let go of up to ``budget`` entries of the maps a compaction replaced."""
+        graveyard = self._graveyard
+        while graveyard and budget > 0:
+            d = graveyard[-1]
+            for _ in range(min(budget, len(d))):
+                d.popitem()
+                budget -= 1
+            if not d:
+                graveyard.pop()
+
+    @property
+    def _tmp_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+    def _reopen(self, size: int) -> None:
+        """The file was replaced by a compacted one of ``size`` bytes: append to it now."""
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._size = size
+        self._threshold = max(self.compact_bytes, 2 * self._size)
+
+    def _compact_in_time(self) -> None:
+        """Finish a compaction whose thread is done, or begin one once the file is past its
+        threshold (only with nothing held back or unwritten: the new file must hold exactly
+        what the old one does)."""
+        if self._compacting is not None:
+            self._finish_compaction(wait=False)
+        elif self._size > self._threshold and not self._held_back and not self._unwritten:
+            self._compacting = _Compaction(self._tmp_path, self._compacted())
+
+    def _finish_compaction(self, wait: bool) -> None:
+        """Put the new file of the compaction in flight in place, if its thread is done (or,
+        with ``wait``, once it is)."""
+        c = self._compacting
+        if c is None or not c.done(wait):
+            return
+        self._compacting = None
+        after = b"".join(c.after)
+        try:
+            if c.error is not None:
+                raise c.error
+            fd = os.open(self._tmp_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                _write_all(fd, after)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp_path, self.path)  # (its own records synced; these as the old file's were)
+        except OSError as exc:  # the old file holds everything still
+            log.error("FIX order book %s: compaction failed (%s); the file stays as it is", self.path, exc.strerror or exc)
+            self._threshold = 2 * self._size
+            return
+        # the old file still open here, so the rename frees none of its blocks: its last
+        # close does, on a thread, with the directory's fsync
+        old_fd, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        threading.Thread(target=_retire, args=(old_fd, self.path.parent), name="fix-book-retire", daemon=True).start()
+        self._size = c.size + len(after)
+        self._threshold = max(self.compact_bytes, 2 * self._size)
 
     # -- internals
     def _index(self, o: Order) -> None:
@@ -582,6 +684,7 @@ class OrderBook:
             self._size = pos
         finally:
             os.close(fd)
+        self._live = {k for k, o in self._orders.items() if o.live}
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _replay(self, kind: bytes, obj: dict[str, Any]) -> None:
@@ -631,3 +734,52 @@ class OrderBook:
             self._through[source] = (created, position)
         else:
             raise ValueError(f"unknown record kind {kind!r}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _retire(old_fd: int, directory: Path) -> None:
+    """After a compaction's rename: close the replaced file (freeing its blocks) and fsync
+    the directory (the rename durable)."""
+    os.close(old_fd)
+    try:
+        fsync_directory(directory)
+    except OSError as exc:  # the rename stands; only a host crash could undo it now
+        log.warning("FIX order book: fsync of %s failed (%s)", directory, exc.strerror)
+
+
+class _Compaction:
+    """An automatic compaction in flight: a thread writes and fsyncs ``data`` to ``tmp``;
+    ``after`` collects the records appended to the old file meanwhile."""
+
+    def __init__(self, tmp: Path, data: bytes) -> None:
+        self.size = len(data)
+        self.after: list[bytes] = []
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(tmp, data), name="fix-book-compaction",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, tmp: Path, data: bytes) -> None:
+        try:
+            _write_synced(tmp, data)
+        except OSError as exc:
+            self.error = exc
+
+    def done(self, wait: bool) -> bool:
+        if wait:
+            self._thread.join()
+        return not self._thread.is_alive()

@@ -4,13 +4,17 @@ corrupted tails, foreign files, compaction."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from ringex.engine.wire import messages as m
 from ringex.gateways import fix_orders as fo
+from ringex.gateways import fix_order_book
 from ringex.gateways.fix_order_book import MAGIC, OrderBook, OrderBookError
 
 from fix_kit import INSTRUMENTS, SESSION, accepted, new, nos, one, report, trade
@@ -116,11 +120,132 @@ def test_automatic_compaction_bounds_the_file(tmp_path: Path) -> None:
             accepted(b, b"X", i + 1)
             report(b, "OrderCanceled", m.OrderCanceled, orderId=i + 1, clOrdId=b.order(b"X").num, canceledQty=1500,
                    sessionId=SESSION, reason=m.CancelReason.User)
+            b.flush()
+            b.settle()  # (the compaction's thread done and its file in place)
             assert path.stat().st_size <= 8192 + 1024
         assert b.next_cl_ord_id == 201
     with OrderBook(path) as b:
         assert b.next_cl_ord_id == 201
     assert os.path.getsize(path) <= 8192 + 1024
+
+
+def _canceled(b: OrderBook, cl: bytes, order_id: int) -> None:
+    accepted(b, cl, order_id)
+    report(b, "OrderCanceled", m.OrderCanceled, orderId=order_id, clOrdId=b.order(cl).num, canceledQty=1500,
+           sessionId=SESSION, reason=m.CancelReason.User)
+    b.flush()  # (as the gateway does each duty cycle)
+
+
+def _state(b: OrderBook) -> tuple:
+    return (b.next_cl_ord_id, sorted((o.cl_ord_id, o.order_id, o.status, o.leaves_qty) for o in b.live_orders()))
+
+
+def _opened_copy(path: Path, where: Path) -> tuple:
+    """The state a process crash right now would leave: the files on disk, opened."""
+    where.mkdir()
+    shutil.copy(path, where / path.name)
+    with OrderBook(where / path.name) as c:
+        assert c.cut_bytes == 0
+        return _state(c)
+
+
+def test_automatic_compaction_writes_beside_the_duty_cycle(tmp_path: Path, monkeypatch) -> None:
+    """The new file is written and synced by a thread: records appended meanwhile go to the
+    old file, which holds everything until the rename, and then to the new one; a crash at
+    any point leaves a file with every record."""
+    path = tmp_path / "b.orders"
+    release, writing, written = threading.Event(), threading.Event(), threading.Event()
+    real = fix_order_book._write_synced
+
+    def slow(tmp: Path, data: bytes) -> None:
+        writing.set()
+        assert release.wait(10)
+        real(tmp, data)
+        written.set()
+
+    monkeypatch.setattr(fix_order_book, "_write_synced", slow)
+    with OrderBook(path, compact_bytes=8192) as b:
+        accepted(b, b"LIVE", 1)
+        i = 0
+        while not b.compacting:
+            assert i < 1000
+            i += 1
+            _canceled(b, b"X%d" % i, 100 + i)
+        assert writing.wait(10)
+        big = path.stat().st_size
+        for k in range(5):  # the duty cycle goes on: to the old file, nothing waits
+            accepted(b, b"DURING%d" % k, 50 + k)
+            _canceled(b, b"GONE%d" % k, 60 + k)
+        b.flush()
+        assert b.compacting and path.stat().st_size > big
+        expected = _state(b)
+        assert _opened_copy(path, tmp_path / "crash-while-writing") == expected
+        release.set()
+        assert written.wait(10)
+        for _ in range(500):  # a later write_events, once the thread has ended, puts the new file in place
+            b.write_events()
+            if not b.compacting:
+                break
+            time.sleep(0.01)
+        assert not b.compacting and path.stat().st_size < big
+        assert _state(b) == expected and _opened_copy(path, tmp_path / "crash-after") == expected
+        accepted(b, b"AFTER", 99)
+        expected = _state(b)
+    with OrderBook(path) as b:
+        assert b.cut_bytes == 0 and _state(b) == expected
+        assert b.order(b"DURING4").live and b.order(b"GONE4") is not None and b.order(b"X1") is None
+    assert not (tmp_path / "b.orders.tmp").exists()
+
+
+def test_a_failed_compaction_keeps_the_old_file(tmp_path: Path, monkeypatch, caplog) -> None:
+    def full(tmp: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    path = tmp_path / "b.orders"
+    monkeypatch.setattr(fix_order_book, "_write_synced", full)
+    with OrderBook(path, compact_bytes=8192) as b:
+        accepted(b, b"LIVE", 1)
+        i = 0
+        while not b.compacting:
+            assert i < 1000
+            i += 1
+            _canceled(b, b"X%d" % i, 100 + i)
+        b.settle()
+        assert "compaction failed (No space left on device)" in caplog.text
+        size = path.stat().st_size
+        assert size > 8192
+        for k in range(3):
+            _canceled(b, b"Y%d" % k, 500 + k)  # not tried again until the file doubles
+        assert not b.compacting
+        expected = _state(b)
+    with OrderBook(path) as b:
+        assert b.cut_bytes == 0 and _state(b) == expected and b.order(b"X1") is not None
+
+
+def test_close_waits_for_a_compaction_in_flight(tmp_path: Path, monkeypatch) -> None:
+    release = threading.Event()
+    real = fix_order_book._write_synced
+
+    def slow(tmp: Path, data: bytes) -> None:
+        assert release.wait(10)
+        real(tmp, data)
+
+    monkeypatch.setattr(fix_order_book, "_write_synced", slow)
+    path = tmp_path / "b.orders"
+    b = OrderBook(path, compact_bytes=8192)
+    accepted(b, b"LIVE", 1)
+    i = 0
+    while not b.compacting:
+        assert i < 1000
+        i += 1
+        _canceled(b, b"X%d" % i, 100 + i)
+    accepted(b, b"LAST", 2)
+    expected = _state(b)
+    threading.Timer(0.2, release.set).start()
+    b.close()
+    assert path.stat().st_size < 8192 and not (tmp_path / "b.orders.tmp").exists()
+    with OrderBook(path) as again:
+        assert _state(again) == expected
 
 
 def _append_record(path: Path, payload: bytes) -> None:

@@ -27,10 +27,21 @@ from fix_kit import (
 )
 
 
+def live_as_kept(b: OrderBook) -> bool:
+    """The book's set of live orders (what compaction keeps, kept up as orders are saved) is
+    what looking at every order says, in memory and after a reopen."""
+    looked = {k for k, o in b._orders.items() if o.live}
+    b.flush()
+    with OrderBook(b.path) as again:
+        return b._live == looked and again._live == looked
+
+
 @pytest.fixture
 def book(tmp_path: Path):
     b = OrderBook(tmp_path / "s7.orders")
     yield b
+    b.write_events()
+    assert live_as_kept(b)  # (after every lifecycle these tests drive)
     b.close()
 
 
