@@ -52,7 +52,7 @@ def test_framed_and_stored_as_encode_and_append_would(tmp_path: Path, seed: int)
     rng = random.Random(seed)
     one, batch = SessionStore(tmp_path / "one", 1), SessionStore(tmp_path / "batch", 1)
     try:
-        for first in (1, 9, 95, 998, 9_999_990)[: 2 + seed % 4]:
+        for first in (1, 9, 95, 998)[: 1 + seed % 4]:
             while one.next_seq < first:  # both flows to the same number
                 one.append(b"filler", SOURCE_GATEWAY)
                 batch.append(b"filler", SOURCE_GATEWAY)
@@ -88,6 +88,23 @@ def test_framed_and_stored_as_encode_and_append_would(tmp_path: Path, seed: int)
         assert reopened.next_seq == SessionStore(tmp_path / "one", 1).next_seq
     finally:
         reopened.close()
+
+
+def test_numbers_of_every_width_framed_as_encode_would() -> None:
+    """MsgSeqNums across every digit boundary up to 18 digits, BodyLengths of one to four
+    digits: the wire bytes ``encode`` makes."""
+    rng = random.Random(3)
+    sending_time = utc_timestamp(WALL)
+    for width in range(1, 19):  # (int64 words: numbers past 18 digits are not ours to send)
+        first = 10 ** width - 3
+        n = 6
+        types = tuple(rng.choice(MSG_TYPES) for _ in range(n))
+        bodies = tuple(b"58=" + b"x" * rng.choice((1, 50, 900, 2000)) + b"\x01" for _ in range(n))
+        status, wire, _, _ = fix_outbound.frame(types, bodies, b"RINGEX", b"DEMO1", sending_time, first,
+                                                tuple(range(n)), 1, SOURCE_OUTPUT, 0, MAX_PAYLOAD)
+        assert status == 0
+        assert wire.tobytes() == b"".join(encode(t, b"RINGEX", b"DEMO1", first + i, sending_time, b)
+                                          for i, (t, b) in enumerate(zip(types, bodies)))
 
 
 def test_a_message_over_the_stores_bound_frames_nothing() -> None:
