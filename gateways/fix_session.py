@@ -196,30 +196,36 @@ class FixSession:
     def send_batch(self, messages: list[tuple[bytes, list[tuple[int, bytes | str | int]] | bytes, int]],
                    wall_ns: int, now_ns: int, source: int, created: int) -> None:
         """``send`` for each ``(msg_type, body, position)`` in order: the same bytes stored and
-        queued, framed in one compiled call (``fix_outbound``) when there are more than
-        ``BATCH_FROM - 1``, every body is written fields or pairs it can write, and the
-        header holds nothing doubtful; otherwise one by one."""
-        if len(messages) < BATCH_FROM or not self._plain_header:
+        queued, and the same refusals; ``BATCH_FROM`` or more framed in one compiled call
+        (``fix_outbound``) where ``_send_framed`` can, otherwise one by one."""
+        if len(messages) < BATCH_FROM or not self._send_framed(messages, wall_ns, now_ns, source, created):
             for msg_type, body, position in messages:
                 self.send(msg_type, body, wall_ns, now_ns, source, created, position)
-            return
+
+    def _send_framed(self, messages: list[tuple[bytes, list[tuple[int, bytes | str | int]] | bytes, int]],
+                     wall_ns: int, now_ns: int, source: int, created: int) -> bool:
+        """``messages`` stored and queued as ``send`` would, in one compiled call; False, with
+        nothing done, where encode's common case does not hold (a doubtful header or
+        MsgType, a body not written fields, a value ``send`` refuses, a message too long:
+        ``send`` then does each, and refuses what it refuses after those before it)."""
+        if not self._plain_header:
+            return False
         types, given, positions = zip(*messages)
         try:  # pairs written here as encode writes them after the header
             bodies = tuple(b if b.__class__ is bytes else _fields(list(b)) if b else b"" for b in given)
         except ValueError:
-            bodies = (b"",)  # refused: one by one below, so those before it are sent as send would
-        status = TOO_LONG
-        if all(b.endswith(SOH) for b in bodies) and all(types) and SOH not in b"".join(types):
-            status, wire, records, offsets = frame(types, bodies, self._sender, self._target, utc_timestamp(wall_ns),
-                                                   self.store.next_seq, positions, created, source, self.store.end,
-                                                   MAX_PAYLOAD)
-        if status == TOO_LONG:  # (a message too long raises as send does)
-            for msg_type, body, position in messages:
-                self.send(msg_type, body, wall_ns, now_ns, source, created, position)
-            return
+            return False
+        if not (all(b.endswith(SOH) for b in bodies) and all(types) and SOH not in b"".join(types)):
+            return False
+        status, wire, records, offsets = frame(types, bodies, self._sender, self._target, utc_timestamp(wall_ns),
+                                               self.store.next_seq, positions, created, source, self.store.end,
+                                               MAX_PAYLOAD)
+        if status == TOO_LONG:
+            return False
         self.store.append_records(records, offsets, source, created, positions[-1])
         self.out += memoryview(wire)
         self._last_send = now_ns
+        return True
 
     def logout(self, text: str, wall_ns: int, now_ns: int) -> None:
         """Begin a Logout of our own (the gateway stops, the operator ends the session)."""
