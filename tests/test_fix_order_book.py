@@ -136,6 +136,16 @@ def _canceled(b: OrderBook, cl: bytes, order_id: int) -> None:
     b.flush()  # (as the gateway does each duty cycle)
 
 
+def _into_compaction(b: OrderBook) -> None:
+    """A live order, then orders that end, until an automatic compaction begins."""
+    accepted(b, b"LIVE", 1)
+    for i in range(1, 1000):
+        _canceled(b, b"X%d" % i, 100 + i)
+        if b.compacting:
+            return
+    raise AssertionError("no compaction began")
+
+
 def _state(b: OrderBook) -> tuple:
     return (b.next_cl_ord_id, sorted((o.cl_ord_id, o.order_id, o.status, o.leaves_qty) for o in b.live_orders()))
 
@@ -165,12 +175,7 @@ def test_automatic_compaction_writes_beside_the_duty_cycle(tmp_path: Path, monke
 
     monkeypatch.setattr(fix_order_book, "_write_synced", slow)
     with OrderBook(path, compact_bytes=8192) as b:
-        accepted(b, b"LIVE", 1)
-        i = 0
-        while not b.compacting:
-            assert i < 1000
-            i += 1
-            _canceled(b, b"X%d" % i, 100 + i)
+        _into_compaction(b)
         assert writing.wait(10)
         big = path.stat().st_size
         for k in range(5):  # the duty cycle goes on: to the old file, nothing waits
@@ -204,12 +209,7 @@ def test_a_failed_compaction_keeps_the_old_file(tmp_path: Path, monkeypatch, cap
     path = tmp_path / "b.orders"
     monkeypatch.setattr(fix_order_book, "_write_synced", full)
     with OrderBook(path, compact_bytes=8192) as b:
-        accepted(b, b"LIVE", 1)
-        i = 0
-        while not b.compacting:
-            assert i < 1000
-            i += 1
-            _canceled(b, b"X%d" % i, 100 + i)
+        _into_compaction(b)
         b.settle()
         assert "compaction failed (No space left on device)" in caplog.text
         size = path.stat().st_size
@@ -233,12 +233,7 @@ def test_close_waits_for_a_compaction_in_flight(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(fix_order_book, "_write_synced", slow)
     path = tmp_path / "b.orders"
     b = OrderBook(path, compact_bytes=8192)
-    accepted(b, b"LIVE", 1)
-    i = 0
-    while not b.compacting:
-        assert i < 1000
-        i += 1
-        _canceled(b, b"X%d" % i, 100 + i)
+    _into_compaction(b)
     accepted(b, b"LAST", 2)
     expected = _state(b)
     threading.Timer(0.2, release.set).start()

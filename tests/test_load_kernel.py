@@ -40,7 +40,7 @@ from ringex.gateways.sofh import ConnectionClosed, FrameReader, FramingError, he
 from ringex.tools import load as L
 from ringex.tools import load_kernel as K
 from ringex.tools.load import (CANCEL, IOC, KEEPALIVE_MS, MAX_LIVE, MAX_POSITION, NS, PASSIVE, Flow, LoadError,
-                               Schedule, SessionSpec)
+                               LoadGenerator, Schedule, SessionSpec)
 
 DRAIN_S, CYCLE_US = L.DRAIN_S, L.CYCLE_US
 US = 1000
@@ -164,7 +164,8 @@ class _RefConn:
 class NumpyReference:
     """tools/load.py's ``LoadGenerator`` as it was before its duty cycle was compiled (numpy
     over each batch), kept verbatim as the reference the compiled one is held to, and as the
-    "before" of the probe."""
+    "before" of the probe; the methods that did not change (``done``, ``late``, ``run``,
+    ``_send_raw``, ``_send_failed``) are borrowed from it."""
 
     def __init__(self, flow: Flow, socks: Sequence[Any], rate: float, *, clock: Callable[[], int] = time.monotonic_ns,
                  first_seq: Sequence[int] | None = None, keepalive_ms: int = KEEPALIVE_MS, max_live: int = MAX_LIVE,
@@ -360,34 +361,9 @@ class NumpyReference:
             return k
         return 0
 
-    def _send_raw(self, c: _RefConn, message: bytes, now: int) -> None:
-        """A session message between frames of the stream (only when nothing is half sent)."""
-        frame = header(len(message)) + message
-        try:
-            k = c.sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            return  # full: the stream's own bytes are pending, so the session is not silent
-        except OSError as exc:
-            self._send_failed(c, exc, now)
-        if k != len(frame):  # rare: finish it, or the next frame would be cut into it
-            c.sock.setblocking(True)
-            try:
-                c.sock.sendall(frame[k:])
-            finally:
-                c.sock.setblocking(False)
-        c.last_send = now
-
-    def _send_failed(self, c: _RefConn, exc: OSError, now: int) -> NoReturn:
-        """The gateway closed the connection: what it said last (a Terminate and its
-        reason) may still be waiting to be read, and says more than the send error."""
-        try:
-            while self._receive(c, now):
-                pass
-        except LoadError:
-            raise
-        except Exception:
-            pass
-        raise LoadError(f"session {c.spec.session_id}: send failed: {exc}") from exc
+    # (as the compiled generator's, which kept them)
+    _send_raw = LoadGenerator._send_raw
+    _send_failed = LoadGenerator._send_failed
 
     # ------------------------------------------------------------ receiving
 
@@ -478,57 +454,10 @@ class NumpyReference:
             # Sequence: the server's keepalive; its numbering is of no use to the generator
 
     # ------------------------------------------------------------ the run
-
-    def done(self) -> bool:
-        if self.due < self.n or self.acked < self.n or any(c.sent_bytes < c.due_bytes for c in self.conns):
-            return False
-        self.acked = int(np.count_nonzero(self.per_order("ack_at") >= 0))  # the running count is a hint only
-        return self.acked == self.n
-
-    def late(self, now: int, limit_ns: int) -> int:
-        """Orders known to have taken longer than ``limit_ns``: acknowledged late, or not
-        acknowledged and intended more than ``limit_ns`` ago."""
-        assert self.schedule is not None
-        old = self.schedule.due(now - limit_ns)  # later ones cannot have taken that long yet
-        ack = self.per_order("ack_at")[:old]
-        return int(np.count_nonzero((ack < 0) | (ack - self.schedule.intended[:old] > limit_ns)))
-
-    def run(self, drain_s: float = DRAIN_S, fail_fast: tuple[float, float] | None = None,
-            cycle_us: float = CYCLE_US) -> bool:
-        """Loop duty cycles until every order is sent and acknowledged, or ``drain_s`` after
-        the last intended time. ``fail_fast = (latency_us, fraction)``: stop early once more
-        than that fraction of all orders took longer than that (the run cannot pass).
-        ``cycle_us``: the shortest duty cycle (see ``CYCLE_US``). Returns False when stopped
-        early."""
-        if self.schedule is None:
-            self.start()
-        assert self.schedule is not None
-        deadline = self.schedule.next_time(self.n) + int(drain_s * NS)
-        check_at = self.schedule.t0
-        limit_ns = int(fail_fast[0] * 1000) if fail_fast else 0
-        allowed = int(fail_fast[1] * self.n) if fail_fast else 0
-        cycle_ns = int(cycle_us * 1000)
-        socks = [c.sock for c in self.conns]
-        readable: Sequence[Any] | None = None
-        while not self.done():
-            start = self.clock()
-            self.cycle(readable)
-            now = self.clock()
-            if now > deadline:
-                break
-            if fail_fast and now >= check_at:
-                check_at = now + NS // 5
-                if self.late(now, limit_ns) > allowed:
-                    return False
-            if start + cycle_ns > now:
-                time.sleep((start + cycle_ns - now) / NS)
-                now = self.clock()
-            # then wait for the next order's time, a response, or room in a full socket
-            # (1 ms at most: the keepalive and progress timers)
-            wait = (self.schedule.next_time(self.due) - now) / NS if self.due < self.n else 0.001
-            pending = [c.sock for c in self.conns if c.sent_bytes < c.due_bytes]
-            readable, _, _ = select.select(socks, pending, [], 0.001 if pending else min(0.001, max(0.0, wait)))
-        return True
+    # (as the compiled generator's, which kept them: they read only the state both keep)
+    done = LoadGenerator.done
+    late = LoadGenerator.late
+    run = LoadGenerator.run
 
     def _report(self, now: int) -> None:
         assert self.schedule is not None
