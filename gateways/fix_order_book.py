@@ -47,8 +47,10 @@ flow). On open the records are replayed in order and the file is cut at the firs
 corrupted one (length zero or past the end, CRC mismatch, unreadable JSON): ``cut_bytes``
 says how much went. A file with another magic or version raises ``OrderBookError``; a file
 shorter than the header that is a prefix of ours (a crash during creation) starts empty.
-Compaction writes the ``N`` record, the live orders, the orders a pending request names,
-the pending requests and where each event source was applied through to ``<path>.tmp``,
+Compaction writes the ``N`` record, the live orders and the orders a pending request names
+(each as its last O record and the U record after it, copied as they were written, or an O
+record made now for one read from the file), the pending requests and where each event
+source was applied through to ``<path>.tmp``,
 fsyncs it, renames it over the file and fsyncs the directory: a crash leaves the old file or
 the new one, never a mix. ``compact()`` does it at once. The automatic one (when the file
 grows past ``compact_bytes`` and twice its size after the last compaction) keeps the
@@ -313,6 +315,10 @@ class OrderBook:
         self._next = 1
         self._orders: dict[int, Order] = {}
         self._live: set[int] = set()  # keys of the orders not terminal
+        # each order's last O record text and last U record text after it (b"": none), as
+        # written since the book was opened: what compaction copies instead of writing them
+        # again (an order read from the file is written afresh)
+        self._texts: dict[int, tuple[bytes, bytes]] = {}
         self._by_num: dict[int, Order] = {}
         self._by_fix: dict[bytes, Order] = {}
         self._pending: dict[int, Pending] = {}
@@ -448,7 +454,9 @@ class OrderBook:
         self._orders[o.key] = o
         self._index(o)
         self._note_live(o)
-        self._append(b"O", o.json_text())
+        text = o.json_text()
+        self._texts[o.key] = (text, b"")
+        self._append(b"O", text)
 
     def save_state(self, o: Order) -> None:
         """``save`` for a change of ``o``'s state alone (order_id, status, cum_qty,
@@ -456,7 +464,11 @@ class OrderBook:
         fraction of an O record's size; its ClOrdIDs and engine ids unchanged."""
         self._orders[o.key] = o
         self._note_live(o)
-        self._append(b"U", o.state_text())
+        state = o.state_text()
+        texts = self._texts.get(o.key)
+        if texts is not None:
+            self._texts[o.key] = (texts[0], state)
+        self._append(b"U", state)
 
     def _note_live(self, o: Order) -> None:
         # every change of an order's status is saved, so compaction finds the live ones here
@@ -550,13 +562,19 @@ class OrderBook:
         needed = {p.key for p in self._pending.values()}
         keep = [self._orders[k] for k in sorted(self._live | needed) if k in self._orders]
         chunks = [HEADER.pack(MAGIC, VERSION), self._record(b"N", {"next": self._next})]
-        chunks += [self._record(b"O", o.json_text()) for o in keep]
+        texts = self._texts
+        for o in keep:  # its O and U records as last written (the same state), or made now
+            order, state = texts.get(o.key) or (o.json_text(), b"")
+            chunks.append(self._record(b"O", order))
+            if state:
+                chunks.append(self._record(b"U", state))
         chunks += [self._record(b"P", p.json_text()) for p in self._pending.values()]
         chunks += [self._record(b"E", {"w": [src, c, pos], "r": []}) for src, (c, pos) in sorted(self._through.items())]
         # the maps made again from what is kept; the old ones (the dropped orders' last
         # references) are emptied a little at each flush: freeing thousands of orders at
         # once would hold up the duty cycle for milliseconds
-        self._graveyard += [self._orders, self._by_num, self._by_fix]
+        self._graveyard += [self._orders, self._by_num, self._by_fix, self._texts]
+        self._texts = {o.key: texts[o.key] for o in keep if o.key in texts}
         self._orders, self._by_num, self._by_fix = {}, {}, {}
         for o in keep:
             self._orders[o.key] = o
