@@ -12,8 +12,11 @@ each, ending with SOH), no PossDupFlag or OrigSendingTime, a header whose CompID
 SendingTime hold no SOH (the caller checks those once a batch). A test holds the bytes
 equal to ``encode`` and ``SessionStore.append`` message by message.
 
-The layout constants below are this file's own (numba's cache checks only the compiled
-function's file); a test holds them equal to ``session_store``'s.
+Each store record is written by ``outbound.put_record``, the binary gateway's writer of
+the same layout. (numba's cache checks only the compiled function's own file: a change of
+the record layout in ``outbound`` or ``session_store`` needs this file's cache cleared too,
+as for every compiled gateway module that reads another's layout; the byte-for-byte tests
+against ``SessionStore.append`` would say so.)
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ringex.gateways.outbound import crc32
+from ringex.gateways.outbound import RECORD_SIZE, put_record
 
-__all__ = ["BEGIN", "RECORD_SIZE", "CRC_FROM", "TOO_LONG", "frame", "frame_messages", "warm_up"]
+__all__ = ["BEGIN", "TOO_LONG", "frame", "frame_messages", "warm_up"]
 
 BEGIN = b"8=FIX.4.4\x019="  # BeginString, then BodyLength's tag
-RECORD_SIZE = 40  # session_store.RECORD: length u32, crc32 u32, seqNo u64, created u64, position u64, source u8, 7x
-CRC_FROM = 8  # the CRC covers the record from seqNo on
 TOO_LONG = -1  # a message longer than the store takes: nothing framed
 
 _BEGIN = np.frombuffer(BEGIN, np.uint8)
@@ -48,12 +49,6 @@ def _put_int(buf: np.ndarray, at: int, value: int, width: int) -> None:
     for k in range(width - 1, -1, -1):
         buf[at + k] = 48 + value % 10
         value //= 10
-
-
-@njit(cache=True, inline="always")
-def _put_le(buf: np.ndarray, at: int, value: int, size: int) -> None:
-    for b in range(size):
-        buf[at + b] = (value >> (8 * b)) & 0xFF
 
 
 @njit(cache=True, inline="always")
@@ -132,18 +127,8 @@ def frame_messages(data: np.ndarray, ints: np.ndarray) -> tuple[int, np.ndarray,
         _put_int(wire, w + 3, check % 256, 3)
         wire[w + 6] = _SOH
         w += 7
-        size = w - start
         offsets[i] = base + r
-        _put_le(records, r, size, 4)
-        _put_le(records, r + 8, seq, 8)
-        _put_le(records, r + 16, created, 8)
-        _put_le(records, r + 24, ints[INT_WORDS + 2 * n + i], 8)
-        records[r + 32] = source
-        for b in range(33, RECORD_SIZE):
-            records[r + b] = 0
-        _copy(records, r + RECORD_SIZE, wire, start, w)
-        _put_le(records, r + 4, crc32(records, r + CRC_FROM, r + RECORD_SIZE + size), 4)
-        r += RECORD_SIZE + size
+        r = put_record(records, r, wire, start, w, seq, created, ints[INT_WORDS + 2 * n + i], source)
         t0 = t1
         b0 = b1
     return 0, wire, records, offsets

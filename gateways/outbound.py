@@ -18,7 +18,7 @@ from numba import njit
 from ringex.gateways import session_store as st
 from ringex.gateways import sofh
 
-__all__ = ["crc32", "pack_events", "packed_events"]
+__all__ = ["RECORD_SIZE", "crc32", "pack_events", "packed_events", "put_record"]
 
 
 def _tables() -> np.ndarray:
@@ -37,7 +37,7 @@ def _tables() -> np.ndarray:
 
 
 _CRC_TABLES = _tables()
-_RECORD = st.RECORD.size
+RECORD_SIZE = st.RECORD.size
 _CRC_FROM = st.CRC_FROM
 _SOFH = sofh.HEADER_LENGTH
 _ENCODING = sofh.SBE_1_0_LITTLE_ENDIAN
@@ -68,6 +68,25 @@ def _put(buf, at, value, size):
         buf[at + b] = (value >> (8 * b)) & 0xFF
 
 
+@njit(cache=True, inline="always")
+def put_record(records: np.ndarray, at: int, payload: np.ndarray, start: int, end: int, seq: int, created: int,
+               position: int, source: int) -> int:
+    """``payload[start:end]`` as the session store's record numbered ``seq`` (from ring
+    ``source`` created at ``created``, at ``position``) at ``records[at:]``, CRC32 and all;
+    returns where the next record starts."""
+    n = end - start
+    _put(records, at, n, 4)
+    _put(records, at + 8, seq, 8)
+    _put(records, at + 16, created, 8)
+    _put(records, at + 24, position, 8)
+    records[at + 32] = source
+    for b in range(33, RECORD_SIZE):
+        records[at + b] = 0
+    records[at + RECORD_SIZE:at + RECORD_SIZE + n] = payload[start:end]
+    _put(records, at + 4, crc32(records, at + _CRC_FROM, at + RECORD_SIZE + n), 4)
+    return at + RECORD_SIZE + n
+
+
 @njit(cache=True, nogil=True)
 def pack_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positions: np.ndarray, first_seq: int,
                 created: int, source: int, records: np.ndarray, offsets: np.ndarray, frames: np.ndarray) -> None:
@@ -81,17 +100,7 @@ def pack_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, positio
         row = region[rows[i]]
         n = sizes[i]
         offsets[i] = r
-        _put(records, r, n, 4)
-        _put(records, r + 8, first_seq + i, 8)
-        _put(records, r + 16, created, 8)
-        _put(records, r + 24, positions[i], 8)
-        records[r + 32] = source
-        for b in range(33, _RECORD):
-            records[r + b] = 0
-        for b in range(n):
-            records[r + _RECORD + b] = row[b]
-        _put(records, r + 4, crc32(records, r + _CRC_FROM, r + _RECORD + n), 4)
-        r += _RECORD + n
+        r = put_record(records, r, row, 0, n, first_seq + i, created, positions[i], source)
         length = n + _SOFH  # SOFH: big-endian length, then the encoding type
         frames[f] = (length >> 24) & 0xFF
         frames[f + 1] = (length >> 16) & 0xFF
@@ -113,7 +122,7 @@ def packed_events(region: np.ndarray, rows: np.ndarray, sizes: np.ndarray, posit
     total = 0
     for i in range(n):
         total += sizes[i]
-    records = np.empty(total + n * _RECORD, np.uint8)
+    records = np.empty(total + n * RECORD_SIZE, np.uint8)
     frames = np.empty(total + n * _SOFH, np.uint8)
     offsets = np.empty(n, np.int64)
     pack_events(region, rows, sizes, positions, first_seq, created, source, records, offsets, frames)
