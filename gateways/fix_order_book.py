@@ -554,7 +554,7 @@ class OrderBook:
         _write_synced(self._tmp_path, data)
         os.replace(self._tmp_path, self.path)
         fsync_directory(self.path.parent)
-        self._reopen(len(data))
+        os.close(self._reopen(len(data)))
 
     def _compacted(self) -> bytes:
         """The compacted file's bytes for the state in memory now; terminal orders that no
@@ -596,12 +596,13 @@ class OrderBook:
     def _tmp_path(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
 
-    def _reopen(self, size: int) -> None:
-        """The file was replaced by a compacted one of ``size`` bytes: append to it now."""
-        os.close(self._fd)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+    def _reopen(self, size: int) -> int:
+        """The file was replaced by a compacted one of ``size`` bytes: append to it from now
+        on. Returns the replaced file's descriptor, still open, for the caller to close."""
+        old_fd, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = size
         self._threshold = max(self.compact_bytes, 2 * self._size)
+        return old_fd
 
     def _compact_in_time(self) -> None:
         """Finish a compaction whose thread is done, or begin one once the file is past its
@@ -635,10 +636,8 @@ class OrderBook:
             return
         # the old file still open here, so the rename frees none of its blocks: its last
         # close does, on a thread, with the directory's fsync
-        old_fd, self._fd = self._fd, os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        old_fd = self._reopen(c.size + len(after))
         threading.Thread(target=_retire, args=(old_fd, self.path.parent), name="fix-book-retire", daemon=True).start()
-        self._size = c.size + len(after)
-        self._threshold = max(self.compact_bytes, 2 * self._size)
 
     # -- internals
     def _index(self, o: Order) -> None:
