@@ -177,6 +177,20 @@ def test_a_stall_shows_up_as_latency_from_the_intended_time():
     assert r["ack_from_send_p99_us"] == 0
 
 
+def test_the_late_count_looks_at_each_order_once_and_agrees_with_a_full_look():
+    gen, _, _ = fake_generator(600, 1000.0)
+    rng = np.random.default_rng(4)
+    answer = rng.integers(-5 * MS, 9 * MS, 600)  # negative: never acknowledged
+    intended = gen.schedule.intended
+    gen.per_order("ack_at")[:] = np.where(answer < 0, -1, intended + answer)
+    limit = 3 * MS
+    for now in (0, 2 * MS, 150 * MS, 150 * MS, 151 * MS, 420 * MS, 10**10):
+        old = gen.schedule.due(now - limit)
+        expected = sum(1 for j in range(old) if answer[j] < 0 or answer[j] > limit)
+        assert gen.late(now, limit) == expected
+    assert gen._late_upto == 600
+
+
 def test_cancels_fills_and_acknowledgements_map_back_by_index():
     gen, socks, clock = fake_generator(3000, 10_000.0)
     for us in range(0, 320_000, 100):
