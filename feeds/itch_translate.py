@@ -56,10 +56,13 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.engine.wire import messages as m
 from ringex.feeds import itch
 from ringex.feeds.feed_book import FeedBook
 from ringex.feeds.itch_instrument import ItchInstrument
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["GENERATION_SHIFT", "OrderTable", "TranslateError", "Translator", "engine_order_id"]
 

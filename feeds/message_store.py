@@ -51,7 +51,10 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.feeds.feed_book import FeedBook
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["MessageStore", "Recovered", "StoreError", "SESSION_LEN", "warm_up"]
 

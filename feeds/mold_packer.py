@@ -14,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.feeds import moldudp64 as mold
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["pack_packets", "packets", "warm_up"]
 

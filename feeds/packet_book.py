@@ -25,9 +25,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.feeds import itch
 from ringex.feeds import moldudp64 as mold
 from ringex.feeds.feed_book import BookError, FeedBook
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["PacketBook", "apply_packet", "replay", "STATUS_TEXT"]
 

@@ -13,10 +13,11 @@ SendingTime hold no SOH (the caller checks those once a batch). A test holds the
 equal to ``encode`` and ``SessionStore.append`` message by message.
 
 Each store record is written by ``outbound.put_record``, the binary gateway's writer of
-the same layout. (numba's cache checks only the compiled function's own file: a change of
-the record layout in ``outbound`` or ``session_store`` needs this file's cache cleared too,
-as for every compiled gateway module that reads another's layout; the byte-for-byte tests
-against ``SessionStore.append`` would say so.)
+the same layout. (numba's cache checks only the compiled function's own file; a change of
+the record layout in ``outbound`` or ``session_store`` clears this file's cache too, as
+``ringex.engine.kernel.jitcache`` clears a compiled folder's whole cache when any source of
+the folder or the wire format changes. The byte-for-byte tests against
+``SessionStore.append`` would say so if it did not.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.gateways.outbound import RECORD_SIZE, put_record
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["BEGIN", "TOO_LONG", "frame", "frame_messages", "warm_up"]
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.gateways.fix_dictionary import FIELDS, HEADER_ALLOWED, HEADER_REQUIRED, MESSAGES, TRAILER, FieldType
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = [
     "F_END", "F_START", "F_TAG", "FIELD_WORDS", "MESSAGE_WORDS", "M_COMP_OK", "M_END", "M_FIELD_COUNT",

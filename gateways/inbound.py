@@ -20,9 +20,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.engine.wire import messages as m
 from ringex.engine.wire.layout import STAMP_ING, STAMP_SEQ, STAMP_TS
 from ringex.gateways import throttle as t
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["DONE", "SLOW", "FULL", "SESSION_WORDS", "S_RECV", "S_EXPECTED", "S_DUPLICATES", "S_ID", "take_orders"]
 

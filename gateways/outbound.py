@@ -15,8 +15,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.gateways import session_store as st
 from ringex.gateways import sofh
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["RECORD_SIZE", "crc32", "pack_events", "packed_events", "put_record"]
 

@@ -13,7 +13,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.engine.wire import messages as m
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["MESSAGE_SIZE", "Deliveries", "route", "route_by_session", "warm_up"]
 

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
+
 # --- the header -------------------------------------------------------------------------------
 MESSAGE_LENGTH_OFFSET = 0
 MESSAGE_LENGTH_SIZE = 4

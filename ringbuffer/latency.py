@@ -48,10 +48,13 @@ import numpy as np
 import posix_ipc
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
 from ringex.ringbuffer.log_buckets import (
     BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, MAGIC_OFFSET, MAX_OFFSET, bucket_index, create_meter,
     percentile_of, read_meter,
 )
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = ["STAGES", "EgressMarks", "LatencyRecorder", "LatencySnapshot", "latency_name", "list_latency",
            "read_latency", "unlink_latency"]

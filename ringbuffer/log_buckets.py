@@ -17,6 +17,10 @@ import numpy as np
 import posix_ipc
 from numba import njit
 
+from ringex.engine.kernel.jitcache import guard_module
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
+
 # Every meter's object opens with these int64 words; a meter's own word sits at 48, its
 # bucket counts from BUCKETS_OFFSET on (hiccup.py and latency.py draw the byte maps).
 MAGIC_OFFSET = 0

@@ -18,6 +18,8 @@ dispatch per duty cycle and session instead of dozens of lines per message:
 
 Every constant the kernels use is defined in this file, so numba's cache (which checks only
 the compiled function's own file) cannot keep machine code built against another layout.
+(``ringex.engine.kernel.jitcache`` also clears this folder's cache when any source of
+``tools/`` or the wire format changes, so a constant moved elsewhere would stay safe.)
 
 The state lives in int64 words both sides read and write: per order (``O_*``), per session
 (``S_*``) and per run (``R_*``). A session's working passive orders are ``O_WORKING`` (the
@@ -32,6 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from ringex.engine.kernel.jitcache import guard_module
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = [
     "PASSIVE", "CANCEL", "IOC", "O_KIND", "O_PRICE", "O_BUY", "O_MID", "O_WORKING", "O_QUEUED", "O_SEQ", "O_END",

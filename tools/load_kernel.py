@@ -33,6 +33,8 @@ numpy path raised it on the session's next read).
 Every constant the kernels use is defined in this file, as a number, so numba's cache (which
 checks only the compiled function's own file) cannot keep machine code built against another
 layout; load.py checks them against the schema when it is imported, and a test does too.
+(``ringex.engine.kernel.jitcache`` also clears this folder's cache when any source of
+``tools/`` or the wire format changes, so a constant moved elsewhere would stay safe.)
 
 The state lives in int64 words both sides read and write: per order (``O_*``), per session
 (``S_*``) and per run (``R_*``; the refusals by reason follow the run's words from
@@ -49,6 +51,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from ringex.engine.kernel.jitcache import guard_module
+
+guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
 __all__ = [
     "PASSIVE", "CANCEL", "IOC", "O_KIND", "O_ALIVE", "O_QUEUED", "O_ACK_AT", "O_FILL_AT", "O_SENT_AT", "O_ORDER_ID",

@@ -8,10 +8,11 @@ arithmetic), ``heap``, ``prefetch`` and ``memory``.
 
 Importing this package first makes numba's cache safe to load from: ``jitcache`` picks a
 writable cache location and clears entries built from other sources, before any kernel
-module is decorated or loads machine code. Nothing else happens at import.
+module is decorated or loads machine code. Nothing else happens at import. (The package's
+other compiled modules import ``jitcache`` from here, so they get the same location.)
 """
 
 from ringex.engine.kernel import jitcache as _jitcache
 
 _jitcache.choose_cache_location()
-_jitcache.guard_cache()
+_jitcache.guard_module(__file__)

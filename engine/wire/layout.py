@@ -4,8 +4,9 @@ The compiled engine reads and writes SBE messages through one ``int64`` view of 
 an 8-byte field is one word (its index), a smaller field is a ``(word, shift, mask)``
 triple inside a word. Every number here comes from ``ringex.engine.wire.messages`` (the codec's
 offsets and the schema's enum values); none is typed by hand. numba freezes these module
-constants into the compiled code: ``ringex.engine.kernel.jitcache`` clears the kernel's numba
-cache when the schema (or any kernel or wire source) changes.
+constants into the compiled code: ``ringex.engine.kernel.jitcache`` clears the numba cache of
+the kernel, and of every other folder with compiled code, when the schema (or any wire source,
+or a source of that folder) changes.
 """
 
 from __future__ import annotations
