@@ -78,6 +78,11 @@ class Consumer:
         return self._index
 
     @property
+    def capacity(self) -> int:
+        """The ring's slots."""
+        return self._cap
+
+    @property
     def position(self) -> int:
         """Sequence of the next message this consumer will read (its committed cursor)."""
         return self._pos
