@@ -62,6 +62,8 @@ POINTS: Mapping[str, str] = {
         "snapshot written and fsynced under its temporary name, not yet renamed",
     "snapshot.after_rename":
         "snapshot renamed into place, older snapshots not yet pruned",
+    "gateway.before_publish":
+        "a gateway staged a session's orders and answered a later message of it itself, nothing published yet",
     "gateway.after_publish":
         "a gateway published orders on its inbound ring, not yet counted in their sessions' stores",
     "gateway.after_store":

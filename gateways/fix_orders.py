@@ -534,9 +534,10 @@ def recover(book: OrderBook, created: int, published: int, next_in: int) -> list
 
     A request the session store does not count as applied (its MsgSeqNum ``>= next_in``) is
     forgotten without a word: the counterparty sends it again after its next Logon (asked
-    with a ResendRequest) and it is then handled afresh. One counted (a later message of
-    the session was answered at once, or was a session message, before the crash) would
-    never come again: it is refused, OrderRejected ExecutionReport, OrderCancelReject or
+    with a ResendRequest) and it is then handled afresh. The gateway holds the count at the
+    first staged message until the publish (``SessionStore.hold``), so one unpublished and
+    counted comes only from a store written before that hold existed: it would never come
+    again, so it is refused, OrderRejected ExecutionReport, OrderCancelReject or
     OrderMassCancelReport with reason 99 and Text ``LOST``. A released held request that
     never reached the ring is held again (``release`` sends it again), and a held request
     itself not counted yet is forgotten (it comes again).

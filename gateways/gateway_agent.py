@@ -179,6 +179,7 @@ class GatewayAgent(Agent, abc.ABC):
         self._stage_session = np.zeros(self.stage_rows, np.int64)  # 0: the gateway's own message
         self._stage_seq = np.zeros(self.stage_rows, np.int64)  # the client's number of each row
         self._staged = 0
+        self._holding: set[int] = set()  # sessions with messages staged: their counts held (_hold)
         self._next_timer = now
         self._next_idle_read = now  # when a gateway without connections reads its rings next
         self._counts = KeyedCounters(self.counters, self.counter_labels())
@@ -347,6 +348,8 @@ class GatewayAgent(Agent, abc.ABC):
         published messages as applied."""
         k = self._staged
         self._before_publish()
+        if _CRASH and any(self.sessions[sid].store.holding_back for sid in self._holding):
+            crash_points.hit("gateway.before_publish")
         done = self._in.offer_batch(self._stage[:k])
         if done and _CRASH:
             crash_points.hit("gateway.after_publish")
@@ -360,7 +363,28 @@ class GatewayAgent(Agent, abc.ABC):
             if hasattr(self, "_back_pressure"):
                 self._back_pressure.increment()
         self._staged = k - done
+        if self._holding:
+            self._release_holds()
         return done
+
+    def _hold(self, s: Any, seq: int) -> None:
+        """Client message ``seq`` of session ``s`` is staged: its count on disk waits for the
+        publish (``SessionStore.hold``)."""
+        if s.id not in self._holding:
+            s.store.hold(seq)
+            self._holding.add(s.id)
+
+    def _release_holds(self) -> None:
+        """After a publish: each held session's count moves on, up to its lowest message
+        still staged (the ring was full), which it holds at."""
+        still: dict[int, int] = {}
+        if self._staged:
+            for sid, seq in zip(self._stage_session[:self._staged].tolist(), self._stage_seq[:self._staged].tolist()):
+                if seq and (sid not in still or seq < still[sid]):
+                    still[sid] = seq
+        for sid in sorted(self._holding):
+            self.sessions[sid].store.release(still.get(sid, 0))
+        self._holding = {sid for sid in self._holding if sid in still}
 
     def _recover_applied(self) -> None:
         """After a crash: the client numbers of messages this gateway published to its ring
@@ -531,6 +555,8 @@ class GatewayAgent(Agent, abc.ABC):
         self._stage_session[self._staged] = session_id
         self._stage_seq[self._staged] = seq
         self._staged += 1
+        if seq and session_id:
+            self._hold(self.sessions[session_id], seq)
 
     # ---------------------------------------------------------------- protocol hooks
 

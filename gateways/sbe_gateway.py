@@ -145,6 +145,7 @@ class SbeGatewayAgent(GatewayAgent):
                     self._stage_seq, self._staged, time.monotonic_ns(), wall)
                 if self._staged > before:
                     self._counts.add("orders_in", self._staged - before)
+                    self._hold(s, int(self._stage_seq[before]))
                 if status == DONE:
                     break
                 if status == FULL:  # cannot happen while STAGE_ROWS holds a receive beyond STAGE_HIGH
@@ -294,6 +295,7 @@ class SbeGatewayAgent(GatewayAgent):
         self._stage_session[self._staged] = s.id
         self._stage_seq[self._staged] = seq
         self._staged += 1
+        self._hold(s, seq)
         self._counts.add("orders_in")
 
 

@@ -148,6 +148,8 @@ class SessionStore:
         if (hi, lo) != self.uuid:  # counts of another identity: this one has applied nothing
             STATE.pack_into(self._state, 0, STATE_MAGIC, VERSION, *self.uuid, 1, 0, 0)
         self._next_in_view = memoryview(self._state).cast("B")[24:32].cast("Q")
+        self._held_at = 0  # the lowest client number staged, not yet published (``hold``)
+        self._wanted = 0  # where the count was asked to go meanwhile
 
     # ---------------------------------------------------------------- identity
 
@@ -271,7 +273,36 @@ class SessionStore:
 
     @next_in.setter
     def next_in(self, value: int) -> None:
+        held = self._held_at
+        if held and value > held:  # not past a message the engine has not been given
+            if value > self._wanted:
+                self._wanted = value
+            value = held
         self._next_in_view[0] = value
+
+    def hold(self, seq: int) -> None:
+        """Client message ``seq`` is staged for the engine, not yet published: until
+        ``release``, the count on disk stays at or below it, whatever moves it (a later
+        message answered by the gateway itself, a session message), so that a kill before
+        the publish never leaves it counted past a message the engine never saw. A hold
+        already in place (an earlier message staged) stays."""
+        if not self._held_at:
+            self._held_at = max(seq, self.next_in)
+            self._wanted = 0
+
+    def release(self, still_staged: int = 0) -> None:
+        """The staged messages are published (the caller counted them with ``applied``):
+        the count goes where it was asked to go meanwhile, up to ``still_staged``, the
+        lowest client number still staged (0: none), which it holds at from now on."""
+        wanted = self._wanted
+        self._held_at, self._wanted = still_staged, 0
+        if wanted > self.next_in:
+            self.next_in = wanted
+
+    @property
+    def holding_back(self) -> bool:
+        """Whether the count on disk is held below where it was asked to go."""
+        return self._wanted > self._held_at > 0
 
     def applied(self, seq: int) -> None:
         """Client message ``seq`` (and every one before it) is published or answered: the

@@ -325,6 +325,36 @@ def test_a_fix_gateway_killed_with_orders_on_their_way_applies_each_once(tmp_pat
             taker.close()
 
 
+def test_a_fix_gateway_killed_before_publishing_an_order_asks_for_it_again(tmp_path) -> None:
+    """A NewOrderSingle and, in the same write, an OrderStatusRequest (answered by the
+    gateway itself); killed before the order is published: the restarted gateway counted
+    neither, so it asks for both again and the order, resent with PossDupFlag=Y, is
+    accepted (counting the status request would have counted the order too, which then
+    could only be reported lost)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {crash_points.ENV_AT: "gateway.before_publish", crash_points.ENV_ONCE: str(markers)}
+    with running_exchange(tmp_path / "ex", crash_toml(((25, 1),)), env=env) as ex:
+        p = Counterparty(ex, 25)
+        try:
+            p.logon()
+            started = time.time()
+            order_seq = p.seq
+            p.send_raw(p.order_bytes("k", side=1, price=PRICE - 40) + p.encode("H", (11, "k"), (55, "DEMO"), (54, 1)))
+            wait_restarted(ex, started)
+            assert (markers / "gateway.before_publish").exists(), "the crash point was not reached"
+            p.reconnect()
+            deadline = time.monotonic() + 30
+            while not {b"0", b"8"} & set(exec_types(p, "k")):  # accepted, or rejected as lost
+                p.recv(max(0.01, deadline - time.monotonic()))
+            p.sync("end")
+            assert exec_types(p, "k") == [b"0"], p.app("k")  # accepted once, never reported lost
+            assert [a for a in p.asked if a[0] <= order_seq] == [(order_seq, 0)]  # asked again from the order on
+            assert p.complete() and p.problems() == []
+        finally:
+            p.close()
+
+
 def test_a_held_cancel_survives_a_gateway_restart(tmp_path) -> None:
     """NewOrderSingle and OrderCancelRequest in one write while the engine is stopped: the
     order is published, the cancel held in the session's book; the gateway is killed and

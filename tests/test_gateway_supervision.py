@@ -18,6 +18,7 @@ import pytest
 from ringex import crash_points
 from ringex.engine.wire import messages as m
 from ringex.gateways.client import SessionTerminated
+from ringex.gateways.sofh import header
 
 from gateway_kit import (
     PRICE,
@@ -205,6 +206,46 @@ def test_a_gateway_killed_at_each_crash_point_applies_and_delivers_exactly_once(
         mk = flow(maker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 100 + n - 1, timeout=30)
         assert consecutive(rest + mk, rest[0].seq)
         assert sorted(e["takerClOrdId"] for e in mk if e.name == "Trade") == [100 + i for i in range(n)]
+        maker.terminate()
+        taker.terminate()
+
+
+def test_a_gateway_killed_before_publishing_never_counts_a_later_answered_message(tmp_path):
+    """An order staged and, in the same read, a later order the gateway refuses itself (an
+    account the session may not trade): killed before the publish, the restarted gateway
+    has counted neither (counting the refusal would have counted the order the engine never
+    saw, and the client would never learn it was not applied); resent, the order is applied
+    once."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {crash_points.ENV_AT: "gateway.before_publish", crash_points.ENV_ONCE: str(markers)}
+    with running_exchange(tmp_path / "ex", supervised_toml(), env=env) as ex:
+        maker, taker = ex.client(MAKER), ex.client(TAKER)
+        maker.new_order(**limit(1, "Sell", qty=10, price=PRICE, account=1))
+        flow(maker, lambda e: e.name == "OrderAccepted")
+        taker.new_order(**limit(100, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC"))
+        flow(taker, lambda e: e.name == "Trade")
+        first = taker.next_out
+        ioc = limit(101, "Buy", qty=1, price=PRICE, account=2, timeInForce="IOC")
+        foreign = limit(102, "Buy", qty=1, price=PRICE, account=1, timeInForce="IOC")  # not the taker's account
+        batch = b"".join(header(len(x)) + x for x, _ in (taker.order_message("NewOrder", dict(ioc)),
+                                                         taker.order_message("NewOrder", dict(foreign))))
+        pid = gateway_pid(ex)
+        started = time.time()
+        taker._sock.sendall(batch)  # one read: the order staged, the refusal answered, then the kill
+        wait_restarted(ex, pid, started)
+        assert (markers / "gateway.before_publish").exists(), "the crash point was not reached"
+        taker.close_socket()
+        taker.open()
+        taker.establish(next_seq=first)
+        assert taker.last_applied == first - 1  # neither counted
+        taker.new_order(**ioc)
+        taker.new_order(**foreign)
+        got = flow(taker, lambda e: e.name == "Trade" and e["takerClOrdId"] == 101, timeout=20)
+        got += taker.drain(0.5)  # (the refusal's answer may also come again from the flow kept before the kill)
+        assert [e["takerClOrdId"] for e in got if e.name == "Trade"] == [101]  # applied once
+        assert {e["clOrdId"] for e in got if e.name == "OrderRejected"} == {102}
+        assert taker.not_applied == []
         maker.terminate()
         taker.terminate()
 

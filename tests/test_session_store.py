@@ -122,6 +122,44 @@ def test_a_state_file_of_another_identity_counts_nothing(tmp_path):
     again.close()
 
 
+def test_a_count_held_for_a_staged_message_never_passes_it_on_disk(tmp_path):
+    s = SessionStore(tmp_path, 5)
+    s.reset(1, 1)
+    s.applied(4)  # 1..4 published
+    s.hold(5)  # 5 staged, not yet published
+    s.applied(6)  # 6 answered by the gateway itself
+    s.next_in = 8  # a session message (7) moved the count too
+    assert s.next_in == 5 and s.holding_back
+    s.hold(9)  # a later message staged: the hold stays at the first
+    s.close()  # killed here: on disk, nothing past 5 was counted
+    killed = SessionStore(tmp_path, 5)
+    assert killed.next_in == 5 and not killed.holding_back
+    killed.hold(5)
+    killed.applied(6)
+    killed.applied(5)  # published (the caller counts it), then released
+    killed.release()
+    assert killed.next_in == 7 and not killed.holding_back
+    killed.close()
+
+
+def test_a_partial_publish_holds_the_count_at_the_first_message_left(tmp_path):
+    s = SessionStore(tmp_path, 6)
+    s.reset(1, 1)
+    s.hold(1)
+    s.applied(3)  # 1..3 staged, 4 answered here
+    s.applied(4)
+    s.applied(2)  # the ring took 1 and 2 only
+    s.release(still_staged=3)
+    assert s.next_in == 3 and s.holding_back
+    s.applied(3)
+    s.release()
+    assert s.next_in == 5 and not s.holding_back
+    s.hold(5)
+    s.release()  # nothing asked meanwhile: the count stays
+    assert s.next_in == 5
+    s.close()
+
+
 def test_a_file_that_is_not_a_store_is_refused_by_name(tmp_path):
     (tmp_path / "session-5.flow").write_bytes(b"not a flow file at all, no, not at all")
     with pytest.raises(StoreError, match="session-5.flow: not a session flow file"):
