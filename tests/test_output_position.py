@@ -44,3 +44,22 @@ def test_another_ring_incarnation_starts_from_nothing(tmp_path) -> None:
     other = OutputPosition(tmp_path, RING + 1)
     assert (other.position, other.seq, other.rank) == (-1, 0, -1)
     other.close()
+
+
+def test_the_last_inputs_rank_is_counted_across_batches_whatever_the_run(tmp_path) -> None:
+    """Each input's events are contiguous: after every commit, ``seq`` is the last event's
+    input and ``rank`` its index among that input's events, for runs short and long (the
+    position walks the short ones event by event), in a batch and across batches."""
+    rng = np.random.default_rng(11)
+    runs = [int(x) for x in rng.choice([1, 1, 2, 3, 7, 8, 9, 20, 300], 400)]
+    stream = np.concatenate([np.full(r, 1000 + i, np.int64) for i, r in enumerate(runs)])
+    p = OutputPosition(tmp_path, RING)
+    at = 0
+    while at < len(stream):
+        k = int(rng.choice([1, 2, 5, 8, 9, 16, 64, 700]))
+        batch = stream[at:at + k]
+        at += len(batch)
+        p.advance(events(*batch.tolist()), at)
+        last = int(stream[at - 1])
+        assert (p.position, p.seq, p.rank) == (at, last, int(np.count_nonzero(stream[:at] == last)) - 1)
+    p.close()
