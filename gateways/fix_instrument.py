@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ringex.engine.wire import messages as m
+from ringex.gateways.fix_tags import T_MAX_FLOOR, T_ORDER_QTY, T_PRICE, T_STOP_PX
 
 if TYPE_CHECKING:
     from ringex.tools.config import InstrumentConfig
@@ -30,8 +31,6 @@ INT64_MAX = (1 << 63) - 1
 MAX_NUMBER_TEXT = 40  # longer than any int64 with a decimal point: refuse before int() works on it
 AVG_PX_EXTRA_DIGITS = 8
 
-# FIX tags a FixInstrument converts (fix_orders uses these too)
-T_ORDER_QTY, T_PRICE, T_STOP_PX, T_MAX_FLOOR = 38, 44, 99, 111
 
 R = m.RejectReason
 #: engine RejectReason -> FIX 4.4 OrdRejReason (103). FIX 4.4 has no code for a bad tick,

@@ -22,9 +22,11 @@ from numba import njit
 
 from ringex.engine.wire import messages as m
 from ringex.gateways.fix_dictionary import HEADER_ALLOWED, TRAILER
-from ringex.gateways.fix_instrument import T_MAX_FLOOR, T_ORDER_QTY, T_PRICE, T_STOP_PX, FixInstrument
+from ringex.gateways.fix_instrument import FixInstrument
 from ringex.gateways.fix_scan import (F_END, F_START, F_TAG, FIELD_WORDS, M_FIELD_COUNT, M_FIELD_FROM, M_TYPE, M_VALID,
                                       MESSAGE_WORDS, MSG_TYPES)
+from ringex.gateways.fix_tags import (T_ACCOUNT, T_CL_ORD_ID, T_EXEC_INST, T_MAX_FLOOR, T_ORD_TYPE, T_ORDER_QTY, T_PRICE,
+                                      T_SIDE, T_STOP_PX, T_STP_MODE, T_SYMBOL, T_TEXT, T_TIF, T_TRANSACT_TIME)
 
 __all__ = [
     "ORD_TYPES",
@@ -92,8 +94,6 @@ _TIF_DEFAULT = int(m.TimeInForce.Day)
 _STP_DEFAULT = int(m.StpMode.AccountDefault)
 _LIMIT, _STOP_LIMIT = int(m.OrdType.Limit), int(m.OrdType.StopLimit)
 _STOP = int(m.OrdType.Stop)
-T_ACCOUNT, T_EXEC_INST, T_CL_ORD_ID, T_ORD_TYPE, T_SIDE, T_SYMBOL, T_TIF, T_STP_MODE = 1, 18, 11, 40, 54, 55, 59, 7928
-T_TEXT, T_TRANSACT_TIME = 58, 60
 # the tags of a NewOrderSingle new_order does not read: the header's, the trailer, Text,
 # TransactTime
 _IGNORED = tuple(sorted(HEADER_ALLOWED | set(TRAILER) | {T_TEXT, T_TRANSACT_TIME}))
