@@ -596,7 +596,7 @@ def _value_bytes(tag: int, value: bytes | str | int) -> bytes:
     return text
 
 
-def _fields(items: list[tuple[int, bytes | str | int]]) -> bytes:
+def encode_fields(items: list[tuple[int, bytes | str | int]]) -> bytes:
     """``tag=value<SOH>`` for each item. The same tags with the same value types come back
     message after message: each such shape is written with one format string
     (``_template``), kept; a value that turns out empty or holds SOH is left to
@@ -664,9 +664,9 @@ def encode(msg_type: bytes, sender: bytes, target: bytes, seq: int, sending_time
     if body.__class__ is bytes:
         if body and not body.endswith(SOH):  # type: ignore[union-attr]
             raise ValueError("written fields end with SOH")
-        fields = _fields(header) + body  # type: ignore[operator]
+        fields = encode_fields(header) + body  # type: ignore[operator]
     else:
-        fields = _fields(header + list(body))
+        fields = encode_fields(header + list(body))
     message = b"8=" + BEGIN_STRING + SOH + b"9=%d\x01" % len(fields) + fields
     return message + b"10=%03d\x01" % (sum(message) % 256)
 

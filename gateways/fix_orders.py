@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ringex.engine.wire import messages as m
-from ringex.gateways.fix_codec import SOH, _fields
+from ringex.gateways.fix_codec import SOH, encode_fields
 from ringex.gateways.fix_new_order import (
     ORD_TYPES,
     SIDES,
@@ -182,12 +182,12 @@ def with_fields(body: list[tuple[int, bytes]] | bytes, items: list[tuple[int, by
     """``body`` (an ``Outgoing``'s) with ``items`` after it, in the body's own form."""
     if body.__class__ is not bytes:
         return body + items  # type: ignore[operator]
-    if len(items) == 1:  # the common case, a TransactTime: written at once where _fields would take it
+    if len(items) == 1:  # the common case, a TransactTime: written at once where encode_fields would take it
         tag, value = items[0]
         if (tag.__class__ is int and tag > 0 and value.__class__ is bytes and value
                 and SOH not in value):  # type: ignore[operator]
             return body + b"%d=%s\x01" % (tag, value)  # type: ignore[operator]
-    return body + _fields(items)  # type: ignore[operator]
+    return body + encode_fields(items)  # type: ignore[operator]
 
 
 # -- inbound: FIX -> engine -------------------------------------------------------------
@@ -606,7 +606,7 @@ def _report(o: Order, exec_id: bytes, exec_type: bytes, cl: bytes | None = None,
     qd = o.qty_decimals
     body = b"37=%s\x0111=%s\x01%s17=%s\x01150=%s\x0139=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01" % (
         b"%d" % o.order_id if o.order_id else b"NONE", cl or o.cl_ord_id, b"41=%s\x01" % orig if orig else b"",
-        exec_id, exec_type, o.status, _order_fields(o), _fields(extra) if extra else b"",
+        exec_id, exec_type, o.status, _order_fields(o), encode_fields(extra) if extra else b"",
         _render(o.leaves_qty if o.live else 0, qd), _render(o.cum_qty, qd), _avg_px(o.notional, o.cum_qty,
                                                                                      o.price_decimals))
     return Outgoing(EXECUTION_REPORT, body)

@@ -48,9 +48,9 @@ from ringex.gateways.fix_codec import (
     FixMessage,
     FixReader,
     Garbled,
-    _fields,
     Invalid,
     encode,
+    encode_fields,
     parse_utc_timestamp,
     passes_validation,
     utc_timestamp,
@@ -212,7 +212,7 @@ class FixSession:
             return False
         types, given, positions = zip(*messages)
         try:  # pairs written here as encode writes them after the header
-            bodies = tuple(b if b.__class__ is bytes else _fields(list(b)) if b else b"" for b in given)
+            bodies = tuple(b if b.__class__ is bytes else encode_fields(list(b)) if b else b"" for b in given)
         except ValueError:
             return False
         if not (all(b.endswith(SOH) for b in bodies) and all(types) and SOH not in b"".join(types)):

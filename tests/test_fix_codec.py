@@ -607,15 +607,15 @@ def test_timestamps_written_by_the_second_match_the_calendar() -> None:
 
 
 def test_encode_writes_each_shape_as_the_fields_one_by_one() -> None:
-    from ringex.gateways.fix_codec import _fields, _fields_one_by_one
+    from ringex.gateways.fix_codec import encode_fields, _fields_one_by_one
 
     items = [(35, b"8"), (49, b"RINGEX"), (34, 12), (58, b"a=b"), (44, -5), (11, b"x")]
-    assert _fields(items) == _fields_one_by_one(items)
-    assert _fields(items) == _fields(list(items))  # the remembered shape
+    assert encode_fields(items) == _fields_one_by_one(items)
+    assert encode_fields(items) == encode_fields(list(items))  # the remembered shape
     for bad in ([(58, b"")], [(58, b"a\x01b")], [(58, True)], [(True, b"x")], [(0, b"x")], [(58, 1.5)]):
         with pytest.raises((ValueError, TypeError)):
-            _fields(items + bad)
-    assert _fields([(58, "text")]) == b"58=text\x01"  # str values: one by one
+            encode_fields(items + bad)
+    assert encode_fields([(58, "text")]) == b"58=text\x01"  # str values: one by one
 
 
 def test_encode_of_written_fields_is_encode_of_the_pairs() -> None:
