@@ -79,7 +79,11 @@ _ORDER_ENTRY = {x.template_id: x for x in m.ORDER_ENTRY}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SEQ, _TS, _INGRESS = (m.NewOrder.offset(n) for n in ("seq", "timestampNs", "ingressNs"))
-assert _TS == _SEQ + 8 and _INGRESS == _TS + 8  # the Stamp's three words, written with one pack
+# The Stamp's three words are written with one pack: a schema that moved them apart is
+# refused here (an assert would vanish under python -O and leave the stamps written wrong).
+if not (_TS == _SEQ + 8 and _INGRESS == _TS + 8):
+    raise ImportError(f"schema.xml: the Stamp's seq, timestampNs and ingressNs are not contiguous "
+                      f"(offsets {_SEQ}, {_TS}, {_INGRESS})")
 _STAMP = struct.Struct("<QQQ")
 _SLOT = m.SLOT_SIZE
 _ZEROS = bytes(_SLOT)
