@@ -165,7 +165,7 @@ class NumpyReference:
     """tools/load.py's ``LoadGenerator`` as it was before its duty cycle was compiled (numpy
     over each batch), kept verbatim as the reference the compiled one is held to, and as the
     "before" of the probe; the methods that did not change (``done``, ``late``, ``run``,
-    ``_send_raw``, ``_send_failed``) are borrowed from it."""
+    ``_send_raw``, ``_send_failed``, a cycle's ``_after_sending``) are borrowed from it."""
 
     def __init__(self, flow: Flow, socks: Sequence[Any], rate: float, *, clock: Callable[[], int] = time.monotonic_ns,
                  first_seq: Sequence[int] | None = None, keepalive_ms: int = KEEPALIVE_MS, max_live: int = MAX_LIVE,
@@ -231,6 +231,7 @@ class NumpyReference:
             c.intended = padded[c.s::self.S]
         self._next_report = t0 + NS
         self._reported = (t0, 0)
+        self._late_upto = self._late = 0  # the borrowed late()'s
 
     def cycle(self, readable: Sequence[Any] | None = None) -> int:
         """Send every order now due, read each session once (only those in ``readable``
@@ -246,16 +247,7 @@ class NumpyReference:
         work = 0
         for c in self.conns:
             work += self._send(c, now)
-        now = self.clock()
-        for c in self.conns:
-            if readable is None or c.sock in readable:
-                work += self._receive(c, now)
-        for c in self.conns:
-            if now - c.last_send > self.keepalive_ns and c.sent_bytes == c.due_bytes:
-                self._send_raw(c, m.Sequence.encode(nextSeqNo=c.first_seq + c.sent_msgs), now)
-        if self.progress is not None and now >= self._next_report:
-            self._report(now)
-        return work
+        return work + self._after_sending(readable)
 
     def _make_due(self, c: _RefConn, upto: int) -> None:
         """Messages ``c.due .. upto`` of session ``c`` become due: its cancels get their
@@ -364,6 +356,7 @@ class NumpyReference:
     # (as the compiled generator's, which kept them)
     _send_raw = LoadGenerator._send_raw
     _send_failed = LoadGenerator._send_failed
+    _after_sending = LoadGenerator._after_sending
 
     # ------------------------------------------------------------ receiving
 

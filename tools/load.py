@@ -490,7 +490,13 @@ class LoadGenerator:
         for c in self.conns:
             went = self._send(c, now) or went
         work = K.mark_sent(self.orders, self.sess, now) if went else 0
+        return work + self._after_sending(readable)
+
+    def _after_sending(self, readable: Sequence[Any] | None) -> int:
+        """A duty cycle's second half: each session read once (only those in ``readable``
+        when given), the quiet ones kept alive, the progress line; the messages received."""
         now = self.clock()
+        work = 0
         for c in self.conns:
             if readable is None or c.sock in readable:
                 work += self._receive(c, now)
