@@ -273,6 +273,34 @@ def test_the_rate_search_climbs_then_bisects_within_its_budget():
     assert tried == [20_000, 40_000, 80_000]
 
 
+def test_a_bench_exchange_starts_once_even_entered_after_its_start(tmp_path):
+    """``with Exchange().start() as ex`` (a probe did this) entered a started exchange by
+    starting a second ``ringex run`` on its directory: refused by the journal lock, that one
+    was stopped at the end and the directory removed under the first, which ran on."""
+
+    class Exited:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    ex = bench_e2e.Exchange()
+    starts = []
+
+    def fake_start(timeout):
+        starts.append(timeout)
+        ex.proc = Exited()
+        return ex
+
+    ex._start = fake_start
+    with ex.start() as entered:
+        assert entered is ex and len(starts) == 1
+    assert not ex.directory.exists()  # stopped and removed once, at the end
+    with pytest.raises(RuntimeError, match="started already"):
+        ex.start()
+    assert len(starts) == 1
+
+
 def test_the_bench_config_changes_only_what_it_must():
     toml = bench_e2e.bench_toml("/tmp/x/data", "rxbench1")
     from ringex.tools.config import parse_config

@@ -125,7 +125,12 @@ class Exchange:
 
     def start(self, timeout: float = START_TIMEOUT_S) -> "Exchange":
         """Start it and wait until its gateway listens; on any failure (or an interrupt)
-        everything is stopped and removed before the exception goes on."""
+        everything is stopped and removed before the exception goes on. Once: a second
+        ``ringex run`` on the same directory would be refused, and this object would then
+        stop that one and remove the directory under the first, which ran on unsupervised
+        and wrote its final snapshot into a directory nobody removes."""
+        if self.proc is not None:
+            raise RuntimeError(f"this exchange ({self.directory}) was started already")
         try:
             return self._start(timeout)
         except BaseException:
@@ -214,7 +219,7 @@ class Exchange:
             raise KeyboardInterrupt
 
     def __enter__(self) -> "Exchange":
-        return self.start()
+        return self if self.proc is not None else self.start()  # (``with Exchange().start()`` too)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -25,7 +25,7 @@ from ringex.gateways.client import Client
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     durability = sys.argv[2] if len(sys.argv) > 2 else "batch"
-    with e2e.Exchange(durability).start() as ex:
+    with e2e.Exchange(durability) as ex:
         c = Client.connect(ex.host, ex.port, 1, "demo-1", keepalive_ms=10_000)
         rows = []
         for i in range(n):
