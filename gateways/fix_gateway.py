@@ -84,9 +84,9 @@ NS = 1_000_000_000
 
 _THROTTLED = int(m.RejectReason.Throttled)
 _NO_COMP_IDS = (np.frombuffer(b"", np.uint8),) * 2  # not logged on: no scanned message is a session's yet
-# a scanned row's words as _receive reads them, in one tolist()
-# _receive unpacks a scanned message's row in fix_scan's word order, the row taken whole (a
-# basic slice: picking the words in another order by fancy indexing cost 1.5 us a read)
+# _receive makes a read's scanned rows lists in one tolist() and unpacks each in fix_scan's
+# word order, the rows taken whole (a basic slice: picking the words in another order by
+# fancy indexing cost 1.5 us a read)
 if (M_START, M_END, M_FIELD_FROM, M_FIELD_COUNT, M_TYPE, M_VALID, M_SEQ, M_SENT_NS, M_POSS_DUP,
         M_COMP_OK) != tuple(range(10)) or MESSAGE_WORDS != 10:
     raise ImportError("fix_scan's message words moved: FixGatewayAgent._receive unpacks them in order")
