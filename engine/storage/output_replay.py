@@ -72,9 +72,11 @@ class OutputPosition:
         events at the batch's end, after the previous batch's when that run is the whole batch."""
         n = len(batch)
         last = _U64.unpack_from(batch[n - 1], _SEQ)[0]
-        run = 1  # the run of the last input's events, counted from the end: short as a rule,
+        # the run of the last input's events, counted from the end: short as a rule, so read
+        # event by event, and a numpy pass (a few µs a commit) only for a long one
+        run = 1
         while run < n and run < _WALK and _U64.unpack_from(batch[n - 1 - run], _SEQ)[0] == last:
-            run += 1  # and a numpy pass (a few µs a cycle) only for a long one
+            run += 1
         if run == _WALK and run < n:
             run = int(np.count_nonzero(_event_seqs(batch) == last))
         rank = self.rank + run if run == n and self.seq == last else run - 1
