@@ -584,15 +584,20 @@ class FixGatewayAgent(GatewayAgent):
 
     def _new_order(self, s: FixGatewaySession, seq: int, data: bytes, values: list[int], fields: np.ndarray,
                    wall: int, now: int) -> None:
-        """A NewOrderSingle ``fix_new_order`` checked (``values``): entered without the
-        Python mapping; one whose ClOrdID is in use goes through ``_application``, which
-        refuses it."""
-        cl = data[values[O_CL_START]:values[O_CL_END]]
-        origin = fo.Origin(seq, *self._inbound_mark())
-        kw = fo.new_order_values(s.book, cl, self._instrument_rows[values[O_INSTRUMENT]], values, s.id, origin)
-        if kw is None:
+        """A NewOrderSingle ``fix_new_order`` checked (``values``): entered and packed without
+        the Python mapping (``_request``'s throttle and staging, for a new order); one whose
+        ClOrdID is in use goes through ``_application``, which refuses it."""
+        origin = fo.Origin(seq, self._in_ring.created_time_ns, self._in.position + self._staged)  # _inbound_mark
+        payload = fo.new_order_values(s.book, data[values[O_CL_START]:values[O_CL_END]],
+                                      self._instrument_rows[values[O_INSTRUMENT]], values, s.id, origin)
+        if payload is None:
             return self._application(s, seq, b"D", _by_tag(data, fields), wall, now)
-        self._request(s, seq, b"D", "NewOrder", kw, wall, now)
+        if not s.throttle.take(now):
+            self._counts.add("throttled")
+            self._refuse_throttled(s, payload, wall, now)
+            return s.applied(seq)
+        self._stage_message(payload, s.id, seq, wall)
+        self._counts.add("orders_in")
 
     def _refuse_throttled(self, s: FixGatewaySession, payload: bytes, wall: int, now: int) -> None:
         """What the engine would answer a refused order with, as this session's report."""

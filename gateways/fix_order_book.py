@@ -142,6 +142,8 @@ def _texts(values: list[bytes]) -> bytes:
 def _ints(values: list[int]) -> bytes:
     if len(values) == 1:
         return b"[%d]" % values[0]
+    if len(values) == 2:  # an order's "at"
+        return b"[%d,%d]" % (values[0], values[1])
     return b"[" + b",".join([b"%d" % v for v in values]) + b"]"
 
 

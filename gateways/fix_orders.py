@@ -316,15 +316,24 @@ def new_order(fields: Mapping[int, bytes], book: OrderBook, instruments: Mapping
 
 
 def new_order_values(book: OrderBook, cl: bytes, inst: FixInstrument, values: list[int], session_id: int,
-                     origin: Origin | None = None) -> dict[str, Any] | None:
+                     origin: Origin | None = None) -> bytes | None:
     """``new_order`` of a NewOrderSingle whose checks ``fix_new_order.order_values`` made
-    already (``values``: its row, ``O_*``), but the one only the book can make: None, with
-    nothing entered, when ClOrdID ``cl`` is in use (``new_order`` gives the refusal)."""
+    already (``values``: its row, ``O_*``), but the one only the book can make, all the way to
+    the engine NewOrder's bytes (``engine_message``'s, packed here without its keywords: this
+    is every order's path). None, with nothing entered, when ClOrdID ``cl`` is in use
+    (``new_order`` gives the refusal)."""
     if book.in_use(cl):
         return None
-    return _enter(book, cl, inst, values[O_ACCOUNT], values[O_SIDE], values[O_ORD_TYPE], values[O_TIF],
-                  values[O_QTY], values[O_PRICE], values[O_STOP], values[O_DISPLAY], bool(values[O_POST]),
-                  bool(values[O_REDUCE]), values[O_STP], session_id, origin)
+    _, _, _, price, qty, display, stop, account, _, side, ord_type, tif, post, reduce, stp = values[:O_STP + 1]
+    num = book.allocate()
+    book.add_order(Order(
+        key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,
+        symbol=inst.symbol, price_decimals=inst.price_decimals, qty_decimals=inst.qty_decimals, side=side,
+        ord_type=ord_type, tif=tif, qty=qty, price=price, stop_price=stop, display_qty=display,
+        post_only=bool(post), reduce_only=bool(reduce), stp_mode=stp, leaves_qty=qty,
+        in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
+    return _NEW_ORDER_HEADER + _NEW_ORDER_BODY.pack(0, 0, 0, num, price, qty, display, stop, session_id, account,
+                                                    inst.id, side, ord_type, tif, post, reduce, stp)
 
 
 def _enter(book: OrderBook, cl: bytes, inst: FixInstrument, account: int, side: int, ord_type: int, tif: int,
@@ -358,6 +367,16 @@ def engine_message(name: str, kw: Mapping[str, Any]) -> bytes:
 
 _PACKING = {x.name: (x.body_struct, x.header_bytes, x.field_names) for x in (m.NewOrder, m.CancelOrder)
             if not any(f.is_char for f in x.fields)}
+
+# new_order_values packs a NewOrder's fields by position: the layout's order, checked here
+_NEW_ORDER_BODY, _NEW_ORDER_HEADER = m.NewOrder.body_struct, m.NewOrder.header_bytes
+if m.NewOrder.field_names != ("seq", "timestampNs", "ingressNs", "clOrdId", "price", "qty", "displayQty", "stopPrice",
+                              "sessionId", "account", "instrument", "side", "ordType", "timeInForce", "postOnly",
+                              "reduceOnly", "stpMode"):
+    raise ImportError(f"NewOrder's fields changed ({m.NewOrder.field_names}): update new_order_values")
+if (O_PRICE, O_QTY, O_DISPLAY, O_STOP, O_ACCOUNT, O_SIDE, O_ORD_TYPE, O_TIF, O_POST, O_REDUCE, O_STP) != (
+        3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14):
+    raise ImportError("fix_new_order's row changed: update new_order_values")
 
 
 def _cxl(text: str, tag: int | None, code: int) -> FixRefusal:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ringex.engine.wire import messages as m
 from ringex.gateways import fix_new_order as fn
 from ringex.gateways import fix_orders as fo
 from ringex.gateways import fix_scan as fs
@@ -117,8 +118,8 @@ def test_compiled_checks_accept_what_new_order_accepts(tmp_path: Path) -> None:
 
 
 def test_entering_checked_values_is_new_order(tmp_path: Path) -> None:
-    """``new_order_values`` enters the order ``new_order`` would, the same record, the same
-    engine message; a ClOrdID in use is left to ``new_order`` (None, nothing entered)."""
+    """``new_order_values`` enters the order ``new_order`` would, the same record, and packs
+    the same engine message (the codec's bytes); a ClOrdID in use is left to ``new_order`` (None, nothing entered)."""
     body = {11: b"o1", 55: b"BTC-USD", 54: b"2", 40: b"4", 38: b"0.02", 44: b"100.5", 99: b"101", 1: b"100",
             59: b"1", 18: b"6 E", 111: b"0.01", 7928: b"3", 60: b"20240102-03:04:05"}
     data = frame(header("D", 5) + list(body.items()))
@@ -134,8 +135,8 @@ def test_entering_checked_values_is_new_order(tmp_path: Path) -> None:
     origin = fo.Origin(5, 1, 2)
     with OrderBook(tmp_path / "a.orders") as a, OrderBook(tmp_path / "b.orders") as b:
         kw_python = fo.new_order(body, a, INSTRUMENTS, lambda x: x in ACCOUNTS, 1, origin)
-        kw_values = fo.new_order_values(b, b"o1", BTC, values, 1, origin)
-        assert fo.engine_message("NewOrder", kw_values) == fo.engine_message("NewOrder", kw_python)
+        payload = fo.new_order_values(b, b"o1", BTC, values, 1, origin)
+        assert payload == fo.engine_message("NewOrder", kw_python) == m.NewOrder.encode(**kw_python)
         assert a.order(b"o1").json_text() == b.order(b"o1").json_text()
         assert fo.new_order_values(b, b"o1", BTC, values, 1, origin) is None  # in use now
         assert b.next_cl_ord_id == 2
