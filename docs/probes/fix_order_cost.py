@@ -56,7 +56,7 @@ def main() -> int:
             (11, b"C%d" % i), (1, b"1"), (55, b"BTC-USD"), (54, b"1"), (60, ts), (38, b"1"), (40, b"2"),
             (44, b"49990"), (59, b"1")]) for i in range(n))
         events = np.zeros((n, m.SLOT_SIZE), np.uint8)
-        took = dict.fromkeys(("framing", "session", "order mapping and SBE encoding", "applied", "reports"), 0.0)
+        took = dict.fromkeys(("framing", "session", "order entry", "applied", "reports"), 0.0)
         clock = time.perf_counter
         warm_up_scan()  # as the gateway does at start
         warm_up_new_order()
@@ -84,7 +84,7 @@ def main() -> int:
                 t2 = clock()
                 s.applied(seq)
                 t3 = clock()
-                took["order mapping and SBE encoding"] += t2 - t1
+                took["order entry"] += t2 - t1
                 took["applied"] += t3 - t2
                 accepted = m.OrderAccepted.encode(seq=i + 1, timestampNs=wall, orderId=1000 + i,
                                                   clOrdId=num, sessionId=1, account=1, instrument=1)
