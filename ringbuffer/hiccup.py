@@ -5,8 +5,10 @@ not at all) between two duty cycles; anything the gap between them lasts beyond 
 time the platform took (a descheduled process, a page fault storm, a collection, a stop of
 the world) and no order could be served. The runner records that excess, in nanoseconds,
 once per duty cycle, and the longest ``do_work`` call seen (a pause the agent itself
-caused, such as a snapshot written on its thread). ``ringex stat`` reads both from outside,
-read-only.
+caused, such as a snapshot written on its thread). It also keeps how long each *working*
+duty cycle took (a ``do_work`` call that did some work; the idle ones, a poll that found
+nothing, would drown them): a message waits out the cycle in progress when it arrives, so
+their tail is part of every hop's. ``ringex stat`` reads all of it from outside, read-only.
 
 Recording must cost less than a duty cycle: a value goes into a log-linear bucket
 (``log_buckets.py``: values below 32 ns exact, above them buckets 1/16 of an octave wide, so
@@ -24,6 +26,8 @@ Layout (one POSIX shared-memory object, every field a little-endian int64)::
     48   longest duty cycle (do_work call), ns
     56   owner pid
     64   bucket counts, BUCKETS of them
+    64 + 8 * BUCKETS   working duty cycles recorded
+    72 + 8 * BUCKETS   their durations' bucket counts, BUCKETS of them (version 2)
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ from ringex.ringbuffer.log_buckets import (
 
 
 MAGIC = int.from_bytes(b"RGXHICC\0", "little")
-VERSION = 1
+VERSION = 2
 
 LONGEST_CYCLE_OFFSET = 48
-LENGTH = BUCKETS_OFFSET + 8 * BUCKETS
+WORK_COUNT_OFFSET = BUCKETS_OFFSET + 8 * BUCKETS
+WORK_BUCKETS_OFFSET = WORK_COUNT_OFFSET + 8
+LENGTH = WORK_BUCKETS_OFFSET + 8 * BUCKETS
 _W_COUNT, _W_MAX, _W_LONGEST, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, LONGEST_CYCLE_OFFSET >> 3, BUCKETS_OFFSET >> 3
+_W_WORK_COUNT, _W_WORK_BUCKETS = WORK_COUNT_OFFSET >> 3, WORK_BUCKETS_OFFSET >> 3
 _TOP = TOP
 
 
@@ -74,9 +81,9 @@ class HiccupRecorder:
         self._mm = create_meter(self.name, LENGTH, MAGIC, VERSION)
         self._q = memoryview(self._mm).cast("q")
 
-    def record(self, hiccup_ns: int, cycle_ns: int) -> None:
+    def record(self, hiccup_ns: int, cycle_ns: int, worked: bool = False) -> None:
         """One duty cycle: its start was ``hiccup_ns`` later than the park asked for, and
-        its ``do_work`` took ``cycle_ns``."""
+        its ``do_work`` took ``cycle_ns`` (``worked``: and did some work)."""
         q = self._q
         if hiccup_ns < LINEAR:
             i = hiccup_ns if hiccup_ns > 0 else 0
@@ -90,6 +97,15 @@ class HiccupRecorder:
         q[_W_COUNT] += 1
         if cycle_ns > q[_W_LONGEST]:
             q[_W_LONGEST] = cycle_ns
+        if worked:
+            if cycle_ns < LINEAR:
+                i = cycle_ns if cycle_ns > 0 else 0
+            else:
+                v = cycle_ns if cycle_ns <= _TOP else _TOP
+                shift = v.bit_length() - SUB_BITS
+                i = LINEAR + (shift - 1) * HALF + (v >> shift) - HALF
+            q[_W_WORK_BUCKETS + i] += 1
+            q[_W_WORK_COUNT] += 1
 
     def close(self, unlink: bool = True) -> None:
         if self._mm is None:
@@ -110,6 +126,8 @@ class HiccupSnapshot:
     longest_cycle_ns: int
     owner_pid: int
     counts: tuple[int, ...]
+    work_cycles: int = 0
+    work_counts: tuple[int, ...] = ()
 
     def since(self, earlier: "HiccupSnapshot") -> "HiccupSnapshot":
         """The cycles recorded after ``earlier`` was read (same meter). The largest of them
@@ -123,12 +141,18 @@ class HiccupSnapshot:
             largest = self.max_ns
         else:
             largest = bucket_low(top)
+        work = tuple(a - b for a, b in zip(self.work_counts, earlier.work_counts))
         return HiccupSnapshot(cycles=sum(counts), max_ns=largest, longest_cycle_ns=self.longest_cycle_ns,
-                              owner_pid=self.owner_pid, counts=counts)
+                              owner_pid=self.owner_pid, counts=counts, work_cycles=sum(work), work_counts=work)
 
     def percentile(self, p: float) -> int:
         """The value (ns, the low edge of its bucket, at most ``max_ns``) at percentile ``p``."""
         return percentile_of(self.counts, self.cycles, self.max_ns, p)
+
+    def work_percentile(self, p: float) -> int:
+        """How long a working duty cycle took (ns, the low edge of its bucket, at most the
+        longest cycle) at percentile ``p``."""
+        return percentile_of(self.work_counts, self.work_cycles, self.longest_cycle_ns, p)
 
 
 class HiccupError(RuntimeError):
@@ -139,5 +163,6 @@ def read_hiccups(name: str) -> HiccupSnapshot:
     """A consistent-enough copy of a meter (read-only: the owner keeps writing)."""
     q = read_meter(name, LENGTH, MAGIC, VERSION, "hiccup meter", HiccupError).tolist()
     counts = tuple(q[_W_BUCKETS:_W_BUCKETS + BUCKETS])
+    work = tuple(q[_W_WORK_BUCKETS:_W_WORK_BUCKETS + BUCKETS])
     return HiccupSnapshot(cycles=sum(counts), max_ns=q[_W_MAX], longest_cycle_ns=q[_W_LONGEST],
-                          owner_pid=q[OWNER_PID_OFFSET >> 3], counts=counts)
+                          owner_pid=q[OWNER_PID_OFFSET >> 3], counts=counts, work_cycles=sum(work), work_counts=work)

@@ -269,6 +269,7 @@ class AgentRunner:
         hiccups = self._hiccups
         clock = time.perf_counter_ns
         started = ended = 0  # the previous do_work call's start and end
+        worked = False  # and whether it did some work
         parks = hasattr(idle, "parked_ns")  # a test's own strategy may not say
         while self._running:
             if hiccups is not None:
@@ -276,7 +277,7 @@ class AgentRunner:
                 # and how long the previous do_work ran
                 now = clock()
                 if ended:
-                    hiccups.record(now - ended - (idle.parked_ns if parks else 0), ended - started)
+                    hiccups.record(now - ended - (idle.parked_ns if parks else 0), ended - started, worked)
                 started = now
             try:
                 work = do_work()
@@ -300,6 +301,7 @@ class AgentRunner:
                 work = 0
             if hiccups is not None:
                 ended = clock()
+                worked = work > 0
             if std is not None:
                 values[duty_i] += 1
                 if work > 0:

@@ -116,6 +116,47 @@ def test_the_runner_records_what_the_park_did_not_ask_for_and_the_longest_cycle(
     assert snap is not None and snap.cycles == 5  # every cycle but the first (no gap before it)
     assert snap.percentile(0.1) >= 0.01e9 * 15 // 16  # each gap slept 10 ms unasked
     assert snap.longest_cycle_ns >= 0.03e9
+    assert snap.work_cycles == 5  # each did work (the last one, read before its end, not yet)
+    assert snap.work_percentile(100) >= 0.03e9 * 15 // 16  # the slow one, within its bucket
+
+
+class _Idle(_SlowOnce):
+    """``_SlowOnce`` that never reports work: its cycles are idle ones, however long."""
+
+    def do_work(self) -> int:
+        super().do_work()
+        return 0
+
+
+def test_only_working_cycles_count_as_working() -> None:
+    name = unique_name("hicidle")
+    agent = _Idle(cycles=4, slow_s=0.02, meter=hc.hiccup_name(name))
+    with CountersManager(name, capacity=16) as mgr:
+        assert AgentRunner(agent, RunnerConfig(idle_strategy=_OversleepingIdle(0)), counters=mgr).run() == 0
+    snap = agent.seen
+    assert snap is not None and snap.cycles == 4 and snap.longest_cycle_ns >= 0.02e9
+    assert snap.work_cycles == 0 and snap.work_percentile(99) == 0
+
+
+def test_working_cycles_read_back_as_percentiles_and_since() -> None:
+    name = hc.hiccup_name(unique_name("hicwork"))
+    rec = hc.HiccupRecorder(name)
+    try:
+        for cycle in [20] * 50 + [3000] * 49:
+            rec.record(0, cycle, worked=True)
+        rec.record(0, 1_000_000, worked=False)  # an idle cycle: longest, not a working one
+        rec.record(0, 100_000, worked=True)
+        first = hc.read_hiccups(name)
+        assert (first.cycles, first.work_cycles) == (101, 100)
+        assert first.work_percentile(50) == 20  # below 32 ns: exact
+        assert first.work_percentile(99) == 2944  # 3000: shift 7, 3000 >> 7 = 23, 23 << 7
+        assert first.work_percentile(100) == 98_304  # 100,000: shift 12, 24 << 12
+        for cycle in (64, 64, 64):
+            rec.record(0, cycle, worked=True)
+        later = hc.read_hiccups(name).since(first)
+        assert (later.cycles, later.work_cycles) == (3, 3) and later.work_percentile(50) == 64
+    finally:
+        rec.close()
 
 
 def test_no_meter_without_counters_or_when_switched_off() -> None:
@@ -135,7 +176,7 @@ def test_stat_shows_a_process_hiccups(monkeypatch) -> None:
         rec = hc.HiccupRecorder(hc.hiccup_name(name))
         try:
             for v in (2_000, 2_000, 9_000_000):
-                rec.record(v, 1_500_000)
+                rec.record(v, 1_500_000, worked=v == 2_000)
             out, err = io.StringIO(), io.StringIO()
             view = StatView([name], out, err)
             view.refresh()
@@ -146,6 +187,8 @@ def test_stat_shows_a_process_hiccups(monkeypatch) -> None:
     assert "over 3 duty cycles" in line
     assert "p50 2.0" in line  # 2000 ns: its bucket's low edge, 1984 ns
     assert "max 9,000.0" in line and "longest duty cycle 1.50 ms" in line
+    work = next(x for x in out.getvalue().splitlines() if "working duty cycles" in x)
+    assert "working duty cycles, 2 " in work and "p50 1,441.8" in work  # 1.5 ms: 22 << 16 ns
 
 
 def test_a_later_reading_since_an_earlier_one_holds_only_the_cycles_between() -> None:

@@ -124,8 +124,10 @@ def _hiccup_line(counters_name: str) -> str | None:
     except HiccupError:
         return None
     us = [f"{h.percentile(p) / 1e3:,.1f}" for p in (50, 99, 99.9)]
+    work = [f"{h.work_percentile(p) / 1e3:,.1f}" for p in (50, 99, 99.9)]
     return (f"  hiccups over {h.cycles:,} duty cycles (µs beyond the park): p50 {us[0]}  p99 {us[1]}  "
-            f"p99.9 {us[2]}  max {h.max_ns / 1e3:,.1f}; longest duty cycle {h.longest_cycle_ns / 1e6:,.2f} ms")
+            f"p99.9 {us[2]}  max {h.max_ns / 1e3:,.1f}; longest duty cycle {h.longest_cycle_ns / 1e6:,.2f} ms\n"
+            f"  working duty cycles, {h.work_cycles:,} (µs each): p50 {work[0]}  p99 {work[1]}  p99.9 {work[2]}")
 
 
 def _stage_lines() -> list[str]:
