@@ -315,6 +315,7 @@ class FixGatewayAgent(GatewayAgent):
                  subscriber_index: int, state_dir: str | Path, instruments: list[FixInstrument],
                  batch_limit: int = 1024, latency_prefix: str | None = None, engine_config: Any = None,
                  data_dir: str | Path | None = None) -> None:
+        self._releasing: set[int] = set()  # sessions with a released held request staged (_stage_request)
         super().__init__(cfg, inbound_ring, output_ring, reject_ring, subscriber_index, state_dir,
                          batch_limit=batch_limit, latency_prefix=latency_prefix, engine_config=engine_config,
                          data_dir=data_dir)
@@ -374,14 +375,24 @@ class FixGatewayAgent(GatewayAgent):
             if s.book.has_held:
                 s.release_held(wall, now)
             s.flush_to_connection()
+            s.book.flush()  # what recovery wrote, whatever is staged
         if self._staged:
             self._publish_staged()
 
     def _before_publish(self) -> None:
         """What the books recorded for the requests staged is written before they are
-        published (``fix_orders.recover`` reads it after a crash)."""
-        for s in self.sessions.values():
-            s.book.flush()
+        published (``fix_orders.recover`` reads it after a crash): the books of the sessions
+        with messages staged, their client's (``_holding``) or their own (``_releasing``),
+        not every configured session's (a session with nothing staged has nothing of its
+        own to write for this publish; its book's housekeeping, a compaction to finish or
+        maps to let go, waits for its own next flush)."""
+        sessions = self.sessions
+        for sid in self._holding:
+            sessions[sid].book.flush()
+        if self._releasing:
+            for sid in self._releasing:
+                sessions[sid].book.flush()
+            self._releasing.clear()  # (written: a partial publish leaves nothing of theirs unwritten)
 
     def _stage_request(self, message: bytes, session_id: int) -> tuple[int, int]:
         """Stage a session's own engine message (a released held request: no client number
@@ -389,6 +400,7 @@ class FixGatewayAgent(GatewayAgent):
         in the inbound ring it will be published."""
         mark = self._inbound_mark()
         self._stage_message(message, session_id)
+        self._releasing.add(session_id)
         self._counts.add("orders_in")
         return mark
 
@@ -397,9 +409,11 @@ class FixGatewayAgent(GatewayAgent):
         (all of an order's events on entry, as a rule: its acceptance and what it traded)
         are reported, and published in this duty cycle."""
         work = super()._outbound()
-        if work:
+        if work and self._delivered:
             wall, now = time.time_ns(), time.monotonic_ns()
-            for s in self.sessions.values():
+            # only a session given events can have a held request to release: what frees one
+            # is its order's acceptance or end, an event of that session
+            for s in sorted(self._delivered, key=_session_id):
                 if s.book.has_held:
                     s.release_held(wall, now)
             if self._staged:
@@ -608,6 +622,10 @@ class FixGatewayAgent(GatewayAgent):
         for out in fo.execution_report(d.name, d.fields, s.book, s.by_id, s.id, b"T%d" % s.store.next_seq):
             s.fix.send(out.msg_type, fo.with_fields(out.body, [(60, utc_timestamp(wall))]), wall, now)
 
+
+
+def _session_id(s: FixGatewaySession) -> int:
+    return s.id
 
 
 def _by_tag(data: bytes, fields: np.ndarray) -> dict[int, bytes]:

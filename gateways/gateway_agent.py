@@ -184,6 +184,7 @@ class GatewayAgent(Agent, abc.ABC):
         self._stage_seq = np.zeros(self.stage_rows, np.int64)  # the client's number of each row
         self._staged = 0
         self._holding: set[int] = set()  # sessions with messages staged: their counts held (_hold)
+        self._delivered: set[Any] = set()  # sessions given events by the last _outbound (or a rejoin's)
         self._next_timer = now
         self._next_idle_read = now  # when a gateway without connections reads its rings next
         self._counts = KeyedCounters(self.counters, self.counter_labels())
@@ -417,6 +418,7 @@ class GatewayAgent(Agent, abc.ABC):
 
     def _outbound(self) -> int:
         total = 0
+        self._delivered.clear()
         for i, (consumer, source, created) in enumerate(self._sources):
             try:
                 head, tail = consumer.read(self.batch_limit)
@@ -486,6 +488,7 @@ class GatewayAgent(Agent, abc.ABC):
                 positions = d.positions[a:b]
             s.deliver_events(region, d.rows[a:b], d.sizes[a:b], positions, source, created)
             touched.add(s)
+            self._delivered.add(s)
             delivered += b - a
             if source == SOURCE_OUTPUT and s.conn is not None:
                 self._sent_positions.extend(positions.tolist())

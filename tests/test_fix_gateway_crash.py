@@ -16,11 +16,16 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import simplefix
 
 from ringex import crash_points
+from ringex.engine.storage.data_dir import journal_dir
+from ringex.engine.storage.journal_reader import JournalReader
+from ringex.engine.wire import messages as m
 from ringex.gateways.fix_codec import utc_timestamp
 from gateway_kit import PRICE, fix_toml, running_exchange
 from pipeline_kit import unique_prefix
@@ -392,6 +397,61 @@ def test_a_held_cancel_survives_a_gateway_restart(tmp_path) -> None:
             if stopped:
                 os.kill(core, signal.SIGCONT)
             p.close()
+
+
+def test_a_released_cancel_published_before_a_crash_is_not_sent_again(tmp_path) -> None:
+    """NewOrderSingle and OrderCancelRequest in one write: the cancel is held until the
+    order's acceptance, then released, staged and published (the gateway's second publish),
+    and the gateway killed right after it. The book recorded the release before the publish,
+    so the restarted gateway waits for the cancel's answer instead of releasing it again: the
+    order is canceled once, and the engine is sent one CancelOrder, not a second one (which it
+    would refuse, unseen by the counterparty: the gateway no longer knows its number; a
+    second ReplaceOrder would be applied again)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {crash_points.ENV_AT: "gateway.after_publish@2", crash_points.ENV_ONCE: str(markers)}
+    with running_exchange(tmp_path / "ex", crash_toml(((26, 1),)), env=env) as ex:
+        p = Counterparty(ex, 26)
+        try:
+            p.logon()
+            held = counter(ex, HELD)
+            sent_at = time.time()
+            p.send_raw(p.order_bytes("r", side=1, price=PRICE - 40)
+                       + p.encode("F", (41, "r"), (11, "rx"), (55, "DEMO"), (54, 1), (60, now())))
+            wait_restarted(ex, sent_at)
+            assert (markers / "gateway.after_publish").exists(), "the crash point was not reached"
+            assert counter(ex, HELD) >= held  # (the restarted gateway's counters start again)
+            p.reconnect()
+            deadline = time.monotonic() + 30
+            while b"4" not in exec_types(p, "r"):
+                assert time.monotonic() < deadline, p.app("r")
+                try:
+                    p.recv(max(0.01, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+            time.sleep(0.5)  # what a second cancel would bring has time to come
+            p.sync("end")
+            assert exec_types(p, "r") == [b"0", b"4"], p.app("r")
+            assert [x.get(35) for x in p.app("rx")] == [b"8"], p.app("rx")  # the cancel's report, no 9
+            assert p.complete() and p.problems() == [], p.problems()
+            assert journaled(tmp_path / "ex" / "data", m.CancelOrder, session=26) == 1
+        finally:
+            p.close()
+
+
+def journaled(data_dir: Path, message: Any, session: int) -> int:
+    """How many ``message``s (a ``messages`` codec) of session ``session`` the engine's journal
+    holds: what the engine was sent, each once however often a gateway restarted."""
+    template, at = message.template_id, message.offset("sessionId")
+    n = 0
+    for record in JournalReader(journal_dir(data_dir)).records():
+        data = bytes(record.payload)
+        size = len(data) // record.count
+        for slot in range(0, len(data), size):
+            if (int.from_bytes(data[slot + 2:slot + 4], "little") == template
+                    and int.from_bytes(data[slot + at:slot + at + 4], "little") == session):
+                n += 1
+    return n
 
 
 def test_an_untethered_fix_gateway_reports_every_fill_it_missed(tmp_path) -> None:
