@@ -1,6 +1,6 @@
 """Probe: what one duty cycle of the FIX gateway costs, by sessions and orders a cycle.
 
-    python docs/probes/fix_cycle_cost.py [CYCLES] [--profile S K]
+    python docs/probes/fix_cycle_cost.py [CYCLES] [--profile S K | --idle]
 
 One ``FixGatewayAgent`` in this process, on real rings (this process plays the sequencer
 and the engine: it reads the gateway's inbound ring and publishes an OrderAccepted for each
@@ -11,7 +11,8 @@ map, stage, publish), the engine's answers go on the output ring, one ``do_work`
 them (route, ExecutionReports framed and stored, the book's records, the sends). Prints the
 median µs of each of the two ``do_work`` calls for S sessions and K orders a session, and
 what a cycle costs with nothing in it. ``--profile S K``: cProfile of those cycles, by own
-time. The garbage collector is off, as in the exchange's agents.
+time. ``--idle``: one session sending one order a cycle among S logged on (what each idle
+session adds to a busy cycle). The garbage collector is off, as in the exchange's agents.
 """
 
 from __future__ import annotations
@@ -122,10 +123,13 @@ class Bench:
             r.close()
 
 
-def measure(directory: Path, sessions: int, k: int, cycles: int, profile: cProfile.Profile | None = None
-            ) -> tuple[float, float, float]:
-    """Median µs of the receiving ``do_work``, of the reporting one, and of an empty one."""
+def measure(directory: Path, sessions: int, k: int, cycles: int, profile: cProfile.Profile | None = None,
+            trading: int | None = None) -> tuple[float, float, float]:
+    """Median µs of the receiving ``do_work``, of the reporting one, and of an empty one;
+    ``trading``: only the first that many sessions send (the others logged on, idle)."""
     b = Bench(directory, sessions)
+    everyone = b.clients
+    b.clients = everyone[:trading]  # the ones that send (and are drained)
     clock = time.perf_counter_ns
     took_in, took_out, took_idle = [], [], []
     try:
@@ -138,7 +142,7 @@ def measure(directory: Path, sessions: int, k: int, cycles: int, profile: cProfi
             t1 = clock()
             if profile is not None:
                 profile.disable()
-            assert b.answer() == sessions * k, "not every order was published in one cycle"
+            assert b.answer() == len(b.clients) * k, "not every order was published in one cycle"
             if profile is not None and cycle >= 20:
                 profile.enable()
             t2 = clock()
@@ -154,6 +158,7 @@ def measure(directory: Path, sessions: int, k: int, cycles: int, profile: cProfi
                 took_out.append(t3 - t2)
                 took_idle.append(t4 - t3)
     finally:
+        b.clients = everyone
         b.close()
     return tuple(float(np.median(x)) / 1000 for x in (took_in, took_out, took_idle))  # type: ignore[return-value]
 
@@ -169,6 +174,14 @@ def main() -> int:
             profile = cProfile.Profile()
             measure(Path(directory) / "p", sessions, k, cycles, profile)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+            return 0
+        if "--idle" in args:
+            print(f"FIX gateway duty cycles, median µs ({cycles} cycles each): one session of S logged on sends one "
+                  f"order a cycle, the others are idle; receiving it; reporting its acceptance; an empty cycle")
+            print(f"{'S':>3} {'receive':>9} {'report':>9} {'empty':>7}")
+            for sessions in (1, 10, 50):
+                rin, rout, idle = measure(Path(directory) / f"idle-{sessions}", sessions, 1, cycles, trading=1)
+                print(f"{sessions:>3} {rin:>9.1f} {rout:>9.1f} {idle:>7.1f}")
             return 0
         print(f"FIX gateway duty cycles, median µs ({cycles} cycles each): receiving K orders from each of S "
               f"sessions; reporting their acceptances; an empty cycle")
