@@ -8,6 +8,10 @@ busy session costs one system call a cycle, not one a message. What the socket d
 stays queued; once more than ``max_backlog`` bytes wait, the client is not reading and the
 connection is marked ``slow`` (the gateway terminates it): memory never grows with a client
 that stopped reading.
+
+A connection that has something for its gateway's duty cycle to do (output queued, a
+``closing`` flag, a close) puts itself in the set it was given with ``watch``, so that the
+gateway looks at those alone each cycle, not at every connection it holds.
 """
 
 from __future__ import annotations
@@ -39,11 +43,28 @@ class Connection:
         self.last_recv_ns = now_ns
         self.last_send_ns = now_ns
         self.slow = False
-        self.closing = False  # a Terminate was queued: flush it, then close
+        self._closing = False
         self.closed = False
+        self._notice: set[Connection] = set()  # the gateway's (``watch``): where it looks each cycle
+        self.slot = 0  # its place among the gateway's connections (the receive's round robin)
         self.session = None  # the session it negotiated, established or logged on as, once it has
         self.established = False
         self.bytes_sent = 0
+
+    def watch(self, notice: set[Connection]) -> None:
+        """Put this connection in ``notice`` whenever it has something for the duty cycle."""
+        self._notice = notice
+
+    @property
+    def closing(self) -> bool:
+        """A last word (a Terminate, a Logout) was queued: flush it, then close."""
+        return self._closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self._closing = value
+        if value:
+            self._notice.add(self)
 
     @property
     def backlog(self) -> int:
@@ -56,6 +77,7 @@ class Connection:
             return
         self._out += header(len(payload))
         self._out += payload
+        self._notice.add(self)
         if self.backlog > self.max_backlog:
             self.slow = True
 
@@ -64,6 +86,7 @@ class Connection:
         if self.closed:
             return
         self._out += memoryview(frames)
+        self._notice.add(self)
         if self.backlog > self.max_backlog:
             self.slow = True
 
@@ -101,6 +124,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self._notice.discard(self)  # nothing more to do for it
         try:
             self.sock.close()
         except OSError:

@@ -178,6 +178,9 @@ class GatewayAgent(Agent, abc.ABC):
             self._published_at = EgressMarks(latency_name(self.latency_prefix, "sequencer_to_engine_output"))
         self._sent_positions: list[int] = []  # output positions of the events queued this cycle
         self._conns: list[Connection] = []
+        self._by_fd: dict[int, Connection] = {}  # the open ones by socket, as epoll names them
+        self._attention: set[Connection] = set()  # those with something for the cycle (Connection.watch)
+        self._dropped = False  # a connection was dropped this cycle: _conns to be made again
         self._stage = np.zeros((self.stage_rows, m.SLOT_SIZE), np.uint8)
         self._stage_bytes = memoryview(self._stage).cast("B")  # the rows as one byte run, for slice writes
         self._stage_session = np.zeros(self.stage_rows, np.int64)  # 0: the gateway's own message
@@ -273,13 +276,15 @@ class GatewayAgent(Agent, abc.ABC):
             work += self._publish_staged()
         conns = self._conns
         if ready and conns:
-            wall = time.time_ns()
-            first = self._next_first % len(conns)  # round robin: a full stage never starves the same ones
+            n = len(conns)
+            first = self._next_first % n  # round robin: a full stage never starves the same ones
             self._next_first += 1
-            for k in range(len(conns)):
-                conn = conns[(first + k) % len(conns)]
-                if conn.fd not in ready:
-                    continue
+            by_fd = self._by_fd
+            readable = [c for c in [by_fd.get(fd) for fd in ready] if c is not None]
+            if len(readable) > 1:  # in the order of a look at every connection from ``first``
+                readable.sort(key=lambda c: (c.slot - first) % n)
+            wall = time.time_ns()
+            for conn in readable:
                 if self._staged >= STAGE_HIGH:
                     self._publish_staged()  # room for one more receive, or none this cycle
                     if self._staged >= STAGE_HIGH:
@@ -297,20 +302,30 @@ class GatewayAgent(Agent, abc.ABC):
         if now >= self._next_timer:
             self._timers(now)
             self._next_timer = now + TIMER_EVERY_NS
-        for conn in self._conns:
-            if conn.slow:
-                self._end_slow(conn)
-                self._counts.add("slow")
-            if conn.backlog:
-                try:
-                    conn.flush(now)
-                except OSError as exc:
-                    self._drop(conn, f"send failed: {exc.strerror}")
+        if self._attention:  # the connections with output queued or a flag set, not every one
+            attention = list(self._attention)
+            self._attention.clear()
+            for conn in attention:
+                if conn.closed:
                     continue
-            if conn.closing:
-                self._drop(conn, "terminated")
-        if any(c.closed for c in self._conns):
+                if conn.slow:
+                    self._end_slow(conn)
+                    self._counts.add("slow")
+                if conn.backlog:
+                    try:
+                        conn.flush(now)
+                    except OSError as exc:
+                        self._drop(conn, f"send failed: {exc.strerror}")
+                        continue
+                if conn.closing:
+                    self._drop(conn, "terminated")
+                elif conn.backlog:
+                    self._attention.add(conn)  # what the socket did not take: again next cycle
+        if self._dropped:
+            self._dropped = False
             self._conns = [c for c in self._conns if not c.closed]
+            for i, c in enumerate(self._conns):
+                c.slot = i
         if self._sent_positions:
             self._record_to_socket()
         return work
@@ -345,6 +360,9 @@ class GatewayAgent(Agent, abc.ABC):
                 continue
             conn = self._connection(sock, f"{peer[0]}:{peer[1]}", now)
             self._poll.register(conn.fd, select.EPOLLIN)
+            conn.watch(self._attention)
+            conn.slot = len(self._conns)
+            self._by_fd[conn.fd] = conn
             self._conns.append(conn)
             self._counts.add("accepted")
 
@@ -539,6 +557,9 @@ class GatewayAgent(Agent, abc.ABC):
             self._poll.unregister(conn.fd)
         except (OSError, ValueError):
             pass
+        if self._by_fd.get(conn.fd) is conn:
+            del self._by_fd[conn.fd]
+        self._dropped = True
         conn.close()
         s = conn.session
         if s is not None and s.detach(conn):
