@@ -325,13 +325,8 @@ def new_order_values(book: OrderBook, cl: bytes, inst: FixInstrument, values: li
     if book.in_use(cl):
         return None
     _, _, _, price, qty, display, stop, account, _, side, ord_type, tif, post, reduce, stp = values[:O_STP + 1]
-    num = book.allocate()
-    book.add_order(Order(
-        key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,
-        symbol=inst.symbol, price_decimals=inst.price_decimals, qty_decimals=inst.qty_decimals, side=side,
-        ord_type=ord_type, tif=tif, qty=qty, price=price, stop_price=stop, display_qty=display,
-        post_only=bool(post), reduce_only=bool(reduce), stp_mode=stp, leaves_qty=qty,
-        in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
+    num = _enter_order(book, cl, inst, account, side, ord_type, tif, qty, price, stop, display, bool(post),
+                       bool(reduce), stp, origin)
     return _NEW_ORDER_HEADER + _NEW_ORDER_BODY.pack(0, 0, 0, num, price, qty, display, stop, session_id, account,
                                                     inst.id, side, ord_type, tif, post, reduce, stp)
 
@@ -340,16 +335,25 @@ def _enter(book: OrderBook, cl: bytes, inst: FixInstrument, account: int, side: 
            qty: int, price: int, stop: int, display: int, post: bool, reduce: bool, stp: int, session_id: int,
            origin: Origin | None) -> dict[str, Any]:
     """Enter a checked order in the book; its engine NewOrder's keywords."""
-    num = book.allocate()
-    book.add_order(Order(
-        key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,
-        symbol=inst.symbol, price_decimals=inst.price_decimals, qty_decimals=inst.qty_decimals, side=int(side),
-        ord_type=int(ord_type), tif=int(tif), qty=qty, price=price, stop_price=stop, display_qty=display,
-        post_only=post, reduce_only=reduce, stp_mode=int(stp), leaves_qty=qty,
-        in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
+    num = _enter_order(book, cl, inst, account, int(side), int(ord_type), int(tif), qty, price, stop, display, post,
+                       reduce, int(stp), origin)
     return dict(clOrdId=num, price=price, qty=qty, displayQty=display, stopPrice=stop, sessionId=session_id,
                 account=account, instrument=inst.id, side=side, ordType=ord_type, timeInForce=tif,
                 postOnly=_BOOL[post], reduceOnly=_BOOL[reduce], stpMode=stp)
+
+
+def _enter_order(book: OrderBook, cl: bytes, inst: FixInstrument, account: int, side: int, ord_type: int, tif: int,
+                 qty: int, price: int, stop: int, display: int, post: bool, reduce: bool, stp: int,
+                 origin: Origin | None) -> int:
+    """Enter a checked order in the book (its enumerations as plain ints); its engine clOrdId."""
+    num = book.allocate()
+    book.add_order(Order(
+        key=num, num=num, cl_ord_id=cl, chain=[], nums=[num], order_id=0, account=account, instrument=inst.id,
+        symbol=inst.symbol, price_decimals=inst.price_decimals, qty_decimals=inst.qty_decimals, side=side,
+        ord_type=ord_type, tif=tif, qty=qty, price=price, stop_price=stop, display_qty=display,
+        post_only=post, reduce_only=reduce, stp_mode=stp, leaves_qty=qty,
+        in_seq=origin.in_seq if origin else 0, at=[origin.created, origin.position] if origin else []))
+    return num
 
 
 def engine_message(name: str, kw: Mapping[str, Any]) -> bytes:
