@@ -38,8 +38,8 @@ import posix_ipc
 
 from ringex.ringbuffer.counters import COUNTERS_PREFIX
 from ringex.ringbuffer.log_buckets import (
-    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, HALF, LINEAR, MAX_OFFSET, OWNER_PID_OFFSET, SUB_BITS, TOP, bucket_low,
-    create_meter, percentile_of, read_meter,
+    BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, LINEAR, MAX_OFFSET, OWNER_PID_OFFSET, bucket_low, bucket_of, create_meter,
+    percentile_of, read_meter,
 )
 
 
@@ -52,7 +52,6 @@ WORK_BUCKETS_OFFSET = WORK_COUNT_OFFSET + 8
 LENGTH = WORK_BUCKETS_OFFSET + 8 * BUCKETS
 _W_COUNT, _W_MAX, _W_LONGEST, _W_BUCKETS = COUNT_OFFSET >> 3, MAX_OFFSET >> 3, LONGEST_CYCLE_OFFSET >> 3, BUCKETS_OFFSET >> 3
 _W_WORK_COUNT, _W_WORK_BUCKETS = WORK_COUNT_OFFSET >> 3, WORK_BUCKETS_OFFSET >> 3
-_TOP = TOP
 
 
 HICCUP_PREFIX = "ringex-hiccup-"
@@ -85,26 +84,14 @@ class HiccupRecorder:
         """One duty cycle: its start was ``hiccup_ns`` later than the park asked for, and
         its ``do_work`` took ``cycle_ns`` (``worked``: and did some work)."""
         q = self._q
-        if hiccup_ns < LINEAR:
-            i = hiccup_ns if hiccup_ns > 0 else 0
-        else:
-            v = hiccup_ns if hiccup_ns <= _TOP else _TOP
-            shift = v.bit_length() - SUB_BITS
-            i = LINEAR + (shift - 1) * HALF + (v >> shift) - HALF
-            if hiccup_ns > q[_W_MAX]:
-                q[_W_MAX] = hiccup_ns
-        q[_W_BUCKETS + i] += 1
+        q[_W_BUCKETS + bucket_of(hiccup_ns)] += 1
         q[_W_COUNT] += 1
+        if hiccup_ns > q[_W_MAX]:
+            q[_W_MAX] = hiccup_ns
         if cycle_ns > q[_W_LONGEST]:
             q[_W_LONGEST] = cycle_ns
         if worked:
-            if cycle_ns < LINEAR:
-                i = cycle_ns if cycle_ns > 0 else 0
-            else:
-                v = cycle_ns if cycle_ns <= _TOP else _TOP
-                shift = v.bit_length() - SUB_BITS
-                i = LINEAR + (shift - 1) * HALF + (v >> shift) - HALF
-            q[_W_WORK_BUCKETS + i] += 1
+            q[_W_WORK_BUCKETS + bucket_of(cycle_ns)] += 1
             q[_W_WORK_COUNT] += 1
 
     def close(self, unlink: bool = True) -> None:

@@ -19,9 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ringex.engine.wire import messages as m
 from ringex.gateways.client import Client
+from ringex.gateways.gateway_config import GatewayConfig
+from ringex.ringbuffer.ring import Ring
 from pipeline_kit import shm_leftovers
-from ringex.gateways.sbe_gateway import ADDRESS_FILE
+from ringex.gateways.sbe_gateway import ADDRESS_FILE, SbeGatewayAgent
 
 GATEWAY = "bin"
 PRICE = 1000  # the instrument's reference price: orders within its band
@@ -224,3 +229,29 @@ def offer_load(prefix: str, messages, timeout: float = 10.0) -> None:
 def limit(cl: int, side: str, qty: int = 1, price: int = PRICE, account: int = 1, **kw) -> dict:
     return dict(clOrdId=cl, account=account, instrument=1, side=side, ordType="Limit", price=price, qty=qty,
                 timeInForce=kw.pop("timeInForce", "GTC"), **kw)
+
+
+def accepted_slot(session: int, k: int) -> np.ndarray:
+    """The engine's OrderAccepted of session ``session``'s order ``k``, as an output ring slot."""
+    row = np.zeros(m.SLOT_SIZE, np.uint8)
+    body = m.OrderAccepted.encode(seq=k, timestampNs=k, orderId=100 + k, clOrdId=k, sessionId=session, account=1,
+                                  instrument=1)
+    row[:len(body)] = np.frombuffer(body, np.uint8)
+    return row
+
+
+@contextmanager
+def inprocess_sbe_gateway(names: list[str], directory: Path, cfg: GatewayConfig,
+                          capacity: int) -> Iterator[tuple[SbeGatewayAgent, object]]:
+    """An ``SbeGatewayAgent`` started in this process on three new rings named ``names``
+    (inbound, output, reject), and the output ring's producer (this test plays the engine);
+    the test calls its duty cycle by hand. Closed, rings and all, on the way out."""
+    rings = [Ring.create(n, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=1) for n in names]
+    agent = SbeGatewayAgent(cfg, names[0], names[1], names[2], 0, directory)
+    try:
+        agent.on_start()
+        yield agent, rings[1].producer()
+    finally:
+        agent.on_close()
+        for r in rings:
+            r.close()

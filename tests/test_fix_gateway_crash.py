@@ -51,6 +51,14 @@ def crash_toml(sessions: tuple[tuple[int, int], ...]) -> str:
     return toml.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{free_port()}"')
 
 
+def crash_once(tmp_path: Path, point: str) -> tuple[Path, dict[str, str]]:
+    """The environment that kills the gateway once at ``point`` (``name[@hit]``), and the
+    directory where the kill leaves its marker (crash_points.py)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    return markers, {crash_points.ENV_AT: point, crash_points.ENV_ONCE: str(markers)}
+
+
 def kill_gateway(ex) -> None:
     """SIGKILL the gateway's process; returns once the supervisor has started a new one that
     listens again."""
@@ -272,9 +280,7 @@ def test_a_fix_gateway_killed_with_orders_on_their_way_applies_each_once(tmp_pat
     n = 5
     env = None
     if kill != "sigkill":
-        markers = tmp_path / "markers"
-        markers.mkdir()
-        env = {crash_points.ENV_AT: f"{kill}@2", crash_points.ENV_ONCE: str(markers)}  # the taker's batch
+        markers, env = crash_once(tmp_path, f"{kill}@2")  # the taker's batch
     with running_exchange(tmp_path / "ex", crash_toml(((23, 3), (24, 4))), env=env) as ex:
         maker, taker = Counterparty(ex, 23), Counterparty(ex, 24)
         try:
@@ -336,9 +342,7 @@ def test_a_fix_gateway_killed_before_publishing_an_order_asks_for_it_again(tmp_p
     neither, so it asks for both again and the order, resent with PossDupFlag=Y, is
     accepted (counting the status request would have counted the order too, which then
     could only be reported lost)."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    env = {crash_points.ENV_AT: "gateway.before_publish", crash_points.ENV_ONCE: str(markers)}
+    markers, env = crash_once(tmp_path, "gateway.before_publish")
     with running_exchange(tmp_path / "ex", crash_toml(((25, 1),)), env=env) as ex:
         p = Counterparty(ex, 25)
         try:
@@ -407,9 +411,7 @@ def test_a_released_cancel_published_before_a_crash_is_not_sent_again(tmp_path) 
     order is canceled once, and the engine is sent one CancelOrder, not a second one (which it
     would refuse, unseen by the counterparty: the gateway no longer knows its number; a
     second ReplaceOrder would be applied again)."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    env = {crash_points.ENV_AT: "gateway.after_publish@2", crash_points.ENV_ONCE: str(markers)}
+    markers, env = crash_once(tmp_path, "gateway.after_publish@2")
     with running_exchange(tmp_path / "ex", crash_toml(((26, 1),)), env=env) as ex:
         p = Counterparty(ex, 26)
         try:

@@ -14,41 +14,24 @@ import time
 import numpy as np
 import pytest
 
-from ringex.engine.wire import messages as m
 from ringex.gateways.client import Client
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
 from ringex.gateways.sbe_gateway import SbeGatewayAgent
-from ringex.ringbuffer.ring import Ring
 
+from gateway_kit import accepted_slot, inprocess_sbe_gateway
 from test_ring_support import RingEnv, ring_env  # noqa: F401
 
 SESSIONS = (7, 8, 9)
 CAPACITY = 1024
 
 
-def accepted(session: int, k: int) -> np.ndarray:
-    """The engine's OrderAccepted of session ``session``'s order ``k``, as an output ring slot."""
-    row = np.zeros(m.SLOT_SIZE, np.uint8)
-    body = m.OrderAccepted.encode(seq=k, timestampNs=k, orderId=100 + k, clOrdId=k, sessionId=session, account=1,
-                                  instrument=1)
-    row[:len(body)] = np.frombuffer(body, np.uint8)
-    return row
-
-
 @pytest.fixture
 def gateway(ring_env: RingEnv, tmp_path):  # noqa: F811
-    names = [ring_env.name(tag) for tag in ("in", "out", "rej")]
-    rings = [Ring.create(n, slot_size=m.SLOT_SIZE, capacity=CAPACITY, consumers=1) for n in names]
     cfg = GatewayConfig(name="g", listen="127.0.0.1:0", max_backlog_bytes=64 << 20,
                         session=[SessionConfig(id=s, credentials="pw", accounts=[1]) for s in SESSIONS])
-    agent = SbeGatewayAgent(cfg, names[0], names[1], names[2], 0, tmp_path / "g")
-    try:
-        agent.on_start()
-        yield agent, rings[1].producer()
-    finally:
-        agent.on_close()
-        for r in rings:
-            r.close()
+    with inprocess_sbe_gateway([ring_env.name(tag) for tag in ("in", "out", "rej")], tmp_path / "g", cfg,
+                               CAPACITY) as g:
+        yield g
 
 
 def connect(agent: SbeGatewayAgent, session: int, **kw) -> Client:
@@ -80,7 +63,7 @@ def test_output_the_socket_did_not_take_is_sent_with_nothing_new_queued(gateway)
     try:
         n = 0
         for _ in range(4):  # ~200 KB of reports, more than the two sockets' buffers hold
-            assert out.offer_batch(np.stack([accepted(7, n + k + 1) for k in range(CAPACITY // 2)])) == CAPACITY // 2
+            assert out.offer_batch(np.stack([accepted_slot(7, n + k + 1) for k in range(CAPACITY // 2)])) == CAPACITY // 2
             n += CAPACITY // 2
             agent.do_work()
         agent.do_work()

@@ -10,13 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from ringex.engine.wire import messages as m
 from ringex.gateways import gateway_agent
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
 from ringex.gateways.sbe_gateway import SbeGatewayAgent
 from ringex.ringbuffer.consumer import Consumer
-from ringex.ringbuffer.ring import Ring
 
+from gateway_kit import accepted_slot, inprocess_sbe_gateway
 from test_ring_support import RingEnv, ring_env  # noqa: F401
 
 SESSION = 7
@@ -25,29 +24,17 @@ INTERVAL_S = 0.5
 
 
 def accepted(k: int) -> np.ndarray:
-    """The engine's OrderAccepted of session SESSION's order ``k``, as an output ring slot."""
-    row = np.zeros(m.SLOT_SIZE, np.uint8)
-    body = m.OrderAccepted.encode(seq=k, timestampNs=k, orderId=100 + k, clOrdId=k, sessionId=SESSION, account=1,
-                                  instrument=1)
-    row[:len(body)] = np.frombuffer(body, np.uint8)
-    return row
+    return accepted_slot(SESSION, k)
 
 
 @pytest.fixture
 def gateway(ring_env: RingEnv, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(gateway_agent, "IDLE_READ_NS", int(INTERVAL_S * 1e9))
-    names = [ring_env.name(tag) for tag in ("in", "out", "rej")]
-    rings = [Ring.create(n, slot_size=m.SLOT_SIZE, capacity=CAPACITY, consumers=1) for n in names]
     cfg = GatewayConfig(name="g", listen="127.0.0.1:0",
                         session=[SessionConfig(id=SESSION, credentials="pw", accounts=[1])])
-    agent = SbeGatewayAgent(cfg, names[0], names[1], names[2], 0, tmp_path / "g")
-    try:
-        agent.on_start()
-        yield agent, rings[1].producer()
-    finally:
-        agent.on_close()
-        for r in rings:
-            r.close()
+    with inprocess_sbe_gateway([ring_env.name(tag) for tag in ("in", "out", "rej")], tmp_path / "g", cfg,
+                               CAPACITY) as g:
+        yield g
 
 
 def stored(agent: SbeGatewayAgent) -> int:
