@@ -47,16 +47,25 @@ class Bench:
         tag = f"/rx-fixcycle-{os.getpid()}-{sessions}"
         self.rings = [Ring.create(f"{tag}-{x}", slot_size=m.SLOT_SIZE, capacity=1 << 14, consumers=1)
                       for x in ("in", "out", "rej")]
+        self.clients: list[socket.socket] = []
+        self.agent: FixGatewayAgent | None = None
+        try:
+            self._start(directory, sessions)
+        except BaseException:
+            self.close()  # no rings left behind in /dev/shm
+            raise
+
+    def _start(self, directory: Path, sessions: int) -> None:
         self.sequencer = self.rings[0].consumer(0)
         self.engine = self.rings[1].producer()
         cfgs = [SessionConfig(id=i + 1, credentials="pw", accounts=[i + 1], target_comp_id=f"C{i + 1}",
                               max_msgs_per_s=0) for i in range(sessions)]
-        gw = GatewayConfig(name="fix", protocol="fix", listen="127.0.0.1:0", session=cfgs)
+        gw = GatewayConfig(name="fix", protocol="fix", listen="127.0.0.1:0", session=cfgs,
+                           max_connections=max(64, sessions))
         inst = FixInstrument(id=1, symbol=b"BTC-USD", price_decimals=0, qty_decimals=0, tick_size=1, lot_size=1,
                              min_qty=1, max_qty=10**9)
         self.agent = FixGatewayAgent(gw, *(r.name for r in self.rings), 0, directory, [inst])
         self.agent.on_start()
-        self.clients: list[socket.socket] = []
         self.seq = [2] * sessions
         self.orders = 0
         ts = utc_timestamp(time.time_ns())
@@ -118,7 +127,8 @@ class Bench:
     def close(self) -> None:
         for c in self.clients:
             c.close()
-        self.agent.on_close()
+        if self.agent is not None:
+            self.agent.on_close()
         for r in self.rings:
             r.close()
 
