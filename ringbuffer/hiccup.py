@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import posix_ipc
 
 from ringex.ringbuffer.counters import COUNTERS_PREFIX
-from ringex.ringbuffer.log_buckets import (
+from ringex.ringbuffer.log_buckets import (  # LINEAR and BUCKETS: the layout, as its readers name it here
     BUCKETS, BUCKETS_OFFSET, COUNT_OFFSET, LINEAR, MAX_OFFSET, OWNER_PID_OFFSET, bucket_low, bucket_of, create_meter,
     percentile_of, read_meter,
 )

@@ -247,11 +247,13 @@ def inprocess_sbe_gateway(names: list[str], directory: Path, cfg: GatewayConfig,
     (inbound, output, reject), and the output ring's producer (this test plays the engine);
     the test calls its duty cycle by hand. Closed, rings and all, on the way out."""
     rings = [Ring.create(n, slot_size=m.SLOT_SIZE, capacity=capacity, consumers=1) for n in names]
-    agent = SbeGatewayAgent(cfg, names[0], names[1], names[2], 0, directory)
+    agent = None
     try:
+        agent = SbeGatewayAgent(cfg, names[0], names[1], names[2], 0, directory)
         agent.on_start()
         yield agent, rings[1].producer()
     finally:
-        agent.on_close()
+        if agent is not None:
+            agent.on_close()
         for r in rings:
             r.close()
