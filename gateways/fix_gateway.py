@@ -601,7 +601,7 @@ class FixGatewayAgent(GatewayAgent):
         """A NewOrderSingle ``fix_new_order`` checked (``values``): entered and packed without
         the Python mapping (``_request``'s throttle and staging, for a new order); one whose
         ClOrdID is in use goes through ``_application``, which refuses it."""
-        origin = fo.Origin(seq, self._in_ring.created_time_ns, self._in.position + self._staged)  # _inbound_mark
+        origin = fo.Origin(seq, *self._inbound_mark())
         payload = fo.new_order_values(s.book, data[values[O_CL_START]:values[O_CL_END]],
                                       self._instrument_rows[values[O_INSTRUMENT]], values, s.id, origin)
         if payload is None:
