@@ -66,13 +66,15 @@ from ringex.gateways.fix_new_order import (O_CL_END, O_CL_START, O_INSTRUMENT, O
 from ringex.gateways.fix_new_order import warm_up as warm_up_new_order
 from ringex.gateways.fix_outbound import warm_up as warm_up_outbound
 from ringex.gateways.fix_order_book import OrderBook
+from ringex.gateways.fix_report_kernel import O_WORDS, deliver_reports
+from ringex.gateways.fix_report_kernel import warm_up as warm_up_reports
 from ringex.gateways.fix_scan import (M_COMP_OK, M_END, M_FIELD_COUNT, M_FIELD_FROM, M_POSS_DUP, M_SENT_NS, M_SEQ,
                                       M_START, M_TYPE, M_VALID, MESSAGE_WORDS, MSG_TYPES)
 from ringex.gateways.fix_scan import warm_up as warm_up_scan
 from ringex.gateways.fix_session import FixSession, FixSessionConfig
 from ringex.gateways.gateway_agent import GatewayAgent, log
 from ringex.gateways.gateway_config import GatewayConfig, SessionConfig
-from ringex.gateways.session_store import SessionStore
+from ringex.gateways.session_store import MAX_PAYLOAD, SessionStore
 from ringex.gateways.throttle import Throttle
 
 __all__ = ["FixGatewayAgent", "FixGatewaySession"]
@@ -223,11 +225,71 @@ class FixGatewaySession:
         events changed in the book, a run of events a record (``OrderBook.begin_event``,
         at most ``EVENT_RECORD_CHANGES`` changes in one). After a restart the same
         events may come again: one the book has is skipped, one whose reports the flow has
-        is applied to the book only."""
+        is applied to the book only.
+
+        The common events (an acceptance, a fill, an order's end) go through
+        ``fix_report_kernel`` a run at a time; each event it leaves (``_deliver_python``)
+        comes between two runs, its reports stored after those of the run before it."""
         now, wall = time.monotonic_ns(), time.time_ns()
         book = self.book
         booked = book.applied_through(source, created)
         reported = self.store.in_flow_through(source, created)
+        n = len(rows)
+        compiled = self.compiled_reports and self.fix.plain_header
+        i = 0
+        while i < n:
+            if compiled:
+                i = self._deliver_compiled(region, rows, positions, i, booked, reported, source, created, wall, now)
+                if i >= n:
+                    break
+            end = i + 1 if compiled else n
+            self._deliver_python(region, rows[i:end], positions[i:end], booked, reported, source, created, wall,
+                                 now)
+            i = end
+        self.flush_to_connection()  # the reports stored first,
+        self.book.write_events()  # then the book
+
+    #: Whether the common events' reports are made by ``fix_report_kernel`` (False: all by
+    #: ``fix_orders.execution_report``, as a test compares them).
+    compiled_reports = True
+
+    def _deliver_compiled(self, region: np.ndarray, rows: np.ndarray, positions: np.ndarray, start: int, booked: int,
+                          reported: int, source: int, created: int, wall: int, now: int) -> int:
+        """``fix_report_kernel.deliver_reports`` from event ``start``: the reports stored and
+        queued, the changes given to the book; returns the event it stopped at."""
+        rs, fix = self.book.report_state, self.fix
+        head, middle = fix.report_header(wall)
+        ints = np.array((start, self.id, booked, reported, self._exec_seq, self._exec_k, wall, rs.base, source,
+                         created, EVENT_RECORD_CHANGES, rs.longest, fix.store.next_seq, fix.store.end, MAX_PAYLOAD,
+                         middle), np.int64)
+        state = np.frombuffer(rs.state, np.int64)
+        slot_of = np.frombuffer(rs.slot_of, np.int64)
+        arena = np.frombuffer(rs.arena, np.uint8)
+        try:
+            out, words, wire, records, offsets = deliver_reports(region, rows, positions, state, slot_of, arena,
+                                                                 np.frombuffer(head, np.uint8), ints)
+        finally:
+            del state, slot_of, arena  # (the mirror's buffers cannot grow while viewed)
+        stop, count, body_bytes, record_bytes, changes, self._exec_seq, self._exec_k, through, framed = \
+            words[:O_WORDS].tolist()
+        if stop == start:
+            return stop
+        if count:
+            positions_sent = words[O_WORDS + count:O_WORDS + 2 * count].tolist()
+            if framed:
+                fix.sent_framed(wire, records, offsets, source, created, positions_sent[-1], now)
+            else:
+                fix.send_reports(out[:body_bytes], words[O_WORDS:O_WORDS + count].tolist(), positions_sent, wall, now,
+                                 source, created)
+        if changes or record_bytes:
+            data = out[body_bytes:].tobytes()
+            self.book.apply_reports(words[O_WORDS + 2 * count:].tolist(), data, data, source, created, through)
+        return stop
+
+    def _deliver_python(self, region: np.ndarray, rows: np.ndarray, positions: np.ndarray, booked: int,
+                        reported: int, source: int, created: int, wall: int, now: int) -> None:
+        """``deliver_events`` of ``rows`` through ``fix_orders.execution_report``."""
+        book = self.book
         last = -1  # the last event whose changes the open event record holds
         sends: list[tuple[bytes, list[tuple[int, bytes]] | bytes, int]] = []  # framed together at the end
         book.begin_event()
@@ -258,8 +320,6 @@ class FixGatewaySession:
                 book.end_event(source, created, last)
             else:
                 book.drop_event()
-        self.flush_to_connection()  # the reports stored first,
-        self.book.write_events()  # then the book
 
     def release_held(self, wall: int, now: int) -> int:
         """Send the engine the held cancels and replaces whose order is accepted now, and
@@ -343,6 +403,7 @@ class FixGatewayAgent(GatewayAgent):
         warm_up_scan()
         warm_up_new_order()
         warm_up_outbound()
+        warm_up_reports()
 
     def _make_sessions(self, directory: Path, now: int) -> dict[int, FixGatewaySession]:
         sessions = {s.id: FixGatewaySession(s, self.cfg, directory, self.instruments, now, self._stage_request,

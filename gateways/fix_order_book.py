@@ -93,6 +93,7 @@ from pathlib import Path
 from typing import Any
 
 from ringex.engine.storage.fsync import fsync_directory
+from ringex.gateways.fix_report_state import C_WORDS, ReportState
 
 log = logging.getLogger("ringex.gateway")
 
@@ -106,6 +107,8 @@ __all__ = [
 # OrdStatus 39 values an Order has; Filled, Canceled, Rejected and Expired are terminal
 S_NEW, S_PARTIAL, S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED, S_PENDING_NEW = b"0", b"1", b"2", b"4", b"8", b"C", b"A"
 TERMINAL = frozenset({S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED})
+_TERMINAL_CODES = frozenset(s[0] for s in TERMINAL)
+_STATUS_OF_CODE = {s[0]: s for s in (S_NEW, S_PARTIAL, S_FILLED, S_CANCELED, S_REJECTED, S_EXPIRED, S_PENDING_NEW)}
 
 
 class OrderBookError(RuntimeError):
@@ -332,6 +335,9 @@ class OrderBook:
         self._unwritten: list[bytes] = []  # the other records not yet written (flush)
         self._compacting: _Compaction | None = None  # an automatic compaction in flight
         self._graveyard: list[dict[Any, Any]] = []  # maps a compaction replaced, emptied by flush
+        #: the orders' report state for the compiled delivery (``fix_report_kernel``), kept by
+        #: ``save`` and ``save_state``, what the kernel changed given back by ``apply_reports``
+        self.report_state = ReportState()
         self._fd = -1
         self._open()
         self._threshold = max(self.compact_bytes, 2 * self._size)
@@ -459,6 +465,7 @@ class OrderBook:
         text = o.json_text()
         self._texts[o.key] = (text, b"")
         self._append(b"O", text)
+        self.report_state.put(o)
 
     def save_state(self, o: Order) -> None:
         """``save`` for a change of ``o``'s state alone (order_id, status, cum_qty,
@@ -471,6 +478,33 @@ class OrderBook:
         if texts is not None:
             self._texts[o.key] = (texts[0], state)
         self._append(b"U", state)
+        self.report_state.put_state(o)
+
+    def apply_reports(self, changes: list[int], text: bytes, records: bytes, source: int, created: int,
+                      through: int) -> None:
+        """What ``fix_report_kernel.deliver_reports`` did to the orders' report state, done to
+        the objects: ``changes``, its change rows (``C_WORDS`` each, their U texts in
+        ``text``), as ``save_state`` would have made them; ``records``, its E records (the
+        events of ring ``source`` created at ``created`` applied through ``through``),
+        written by the next ``write_events`` like ``end_event``'s."""
+        if self._event is not None:
+            raise OrderBookError("an event record is open: the compiled delivery's records would go around it")
+        orders, live, texts = self.report_state.orders, self._live, self._texts
+        for k in range(0, len(changes), C_WORDS):  # in fix_report_state's C_* order
+            slot, order_id, status, cum, leaves, notional, triggered, at, n = changes[k:k + C_WORDS]
+            o = orders[slot]
+            o.order_id, o.status, o.cum_qty, o.leaves_qty, o.notional, o.triggered = (
+                order_id, _STATUS_OF_CODE[status], cum, leaves, notional, triggered == 1)
+            if status in _TERMINAL_CODES:
+                live.discard(o.key)
+            else:
+                live.add(o.key)
+            t = texts.get(o.key)
+            if t is not None:
+                texts[o.key] = (t[0], text[at:at + n])
+        if records:
+            self._held_back.append(records)
+            self._through[source] = (created, through)
 
     def _note_live(self, o: Order) -> None:
         # every change of an order's status is saved, so compaction finds the live ones here
@@ -581,6 +615,7 @@ class OrderBook:
         for o in keep:
             self._orders[o.key] = o
             self._index(o)
+        self.report_state.rebuild(keep)
         return b"".join(chunks)
 
     def _bury(self, budget: int = BURY_PER_FLUSH) -> None:
@@ -704,6 +739,7 @@ class OrderBook:
         finally:
             os.close(fd)
         self._live = {k for k, o in self._orders.items() if o.live}
+        self.report_state.rebuild(self._orders.values())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _replay(self, kind: bytes, obj: dict[str, Any]) -> None:

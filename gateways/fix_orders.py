@@ -86,6 +86,7 @@ from ringex.gateways.fix_instrument import (
     _refuse,
     _render,
 )
+from ringex.gateways.fix_report_state import order_fields
 from ringex.gateways.fix_order_book import (
     S_CANCELED,
     S_EXPIRED,
@@ -625,44 +626,14 @@ def recover(book: OrderBook, created: int, published: int, next_in: int) -> list
 def _report(o: Order, exec_id: bytes, exec_type: bytes, cl: bytes | None = None, orig: bytes | None = None,
             extra: list[tuple[int, bytes]] | None = None) -> Outgoing:
     """An ExecutionReport of ``o`` as the book has it now, its body written out: 37 11 [41] 17
-    150 39, the order's own fields (``_order_fields``), ``extra``, 151 14 6."""
+    150 39, the order's own fields (``order_fields``), ``extra``, 151 14 6."""
     qd = o.qty_decimals
     body = b"37=%s\x0111=%s\x01%s17=%s\x01150=%s\x0139=%s\x01%s%s151=%s\x0114=%s\x016=%s\x01" % (
         b"%d" % o.order_id if o.order_id else b"NONE", cl or o.cl_ord_id, b"41=%s\x01" % orig if orig else b"",
-        exec_id, exec_type, o.status, _order_fields(o), encode_fields(extra) if extra else b"",
+        exec_id, exec_type, o.status, order_fields(o), encode_fields(extra) if extra else b"",
         _render(o.leaves_qty if o.live else 0, qd), _render(o.cum_qty, qd), _avg_px(o.notional, o.cum_qty,
                                                                                      o.price_decimals))
     return Outgoing(EXECUTION_REPORT, body)
-
-
-def _order_fields(o: Order) -> bytes:
-    """1 55 54 38 40 [44] [99] 59 [18] [111] of ``o``, written; remembered by their values,
-    since every report of an order repeats them (and many orders share them)."""
-    key = (o.account, o.symbol, o.side, o.qty, o.ord_type, o.price, o.stop_price, o.tif, o.post_only,
-           o.reduce_only, o.display_qty, o.qty_decimals, o.price_decimals)
-    text = _ORDER_FIELDS.get(key)
-    if text is not None:
-        return text
-    qd, pd = o.qty_decimals, o.price_decimals
-    text = b"1=%d\x0155=%s\x0154=%d\x0138=%s\x0140=%d\x01" % (o.account, o.symbol, o.side, _render(o.qty, qd),
-                                                               o.ord_type)
-    if o.price:
-        text += b"44=%s\x01" % _render(o.price, pd)
-    if o.stop_price:
-        text += b"99=%s\x01" % _render(o.stop_price, pd)
-    text += b"59=%d\x01" % o.tif
-    if o.post_only or o.reduce_only:
-        text += b"18=%s\x01" % b" ".join(x for x, on in ((b"6", o.post_only), (b"E", o.reduce_only)) if on)
-    if o.display_qty:
-        text += b"111=%s\x01" % _render(o.display_qty, qd)
-    if len(_ORDER_FIELDS) >= _ORDER_FIELDS_KEPT:
-        _ORDER_FIELDS.clear()
-    _ORDER_FIELDS[key] = text
-    return text
-
-
-_ORDER_FIELDS: dict[tuple[Any, ...], bytes] = {}  # _order_fields' memory: the values -> their fields
-_ORDER_FIELDS_KEPT = 1 << 16
 
 
 def _working_status(o: Order) -> bytes:

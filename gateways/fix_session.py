@@ -43,6 +43,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ringex.gateways.fix_codec import (
     SOH,
     FixMessage,
@@ -226,6 +228,39 @@ class FixSession:
         self.out += memoryview(wire)
         self._last_send = now_ns
         return True
+
+    @property
+    def plain_header(self) -> bool:
+        """Are the CompIDs such that ``fix_outbound`` may frame this session's messages?"""
+        return self._plain_header
+
+    def report_header(self, wall_ns: int) -> tuple[bytes, int]:
+        """What ``fix_outbound.frame_messages`` puts in a header beside BodyLength, MsgType
+        and MsgSeqNum, for messages sent at ``wall_ns`` (``plain_header`` sessions): the
+        CompIDs' part, then SendingTime's; and the first part's length."""
+        middle = b"\x0149=%s\x0156=%s\x0134=" % (self._sender, self._target)
+        return middle + b"\x0152=%s\x01" % utc_timestamp(wall_ns), len(middle)
+
+    def sent_framed(self, wire: np.ndarray, records: np.ndarray, offsets: np.ndarray, source: int, created: int,
+                    position: int, now_ns: int) -> None:
+        """Messages ``fix_outbound.frame_messages`` numbered from ``store.next_seq`` on and
+        framed (``wire``, and their store ``records`` starting at ``offsets``, counted from
+        ``store.end``), the last one answering ring position ``position``: stored and queued,
+        as ``send`` does each."""
+        self.store.append_records(records, offsets, source, created, position)
+        self.out += memoryview(wire)
+        self._last_send = now_ns
+
+    def send_reports(self, bodies: np.ndarray, lengths: list[int], positions: list[int], wall_ns: int, now_ns: int,
+                     source: int, created: int) -> None:
+        """ExecutionReports whose bodies lie back to back in ``bodies`` (``fix_report_kernel``'s,
+        TransactTime included), report ``i`` answering ring position ``positions[i]``, sent
+        one by one (``send``, which refuses what it refuses): what ``frame_messages`` could
+        not frame."""
+        at = 0
+        for n, position in zip(lengths, positions):
+            self.send(b"8", bodies[at:at + n].tobytes(), wall_ns, now_ns, source, created, position)
+            at += n
 
     def logout(self, text: str, wall_ns: int, now_ns: int) -> None:
         """Begin a Logout of our own (the gateway stops, the operator ends the session)."""
