@@ -480,13 +480,14 @@ class OrderBook:
         self._append(b"U", state)
         self.report_state.put_state(o)
 
-    def apply_reports(self, changes: list[int], text: bytes, records: bytes, source: int, created: int,
-                      through: int) -> None:
+    def apply_reports(self, changes: list[int], dropped: list[int], text: bytes, records: bytes, source: int,
+                      created: int, through: int) -> None:
         """What ``fix_report_kernel.deliver_reports`` did to the orders' report state, done to
         the objects: ``changes``, its change rows (``C_WORDS`` each, their U texts in
-        ``text``), as ``save_state`` would have made them; ``records``, its E records (the
-        events of ring ``source`` created at ``created`` applied through ``through``),
-        written by the next ``write_events`` like ``end_event``'s."""
+        ``text``), as ``save_state`` would have made them; ``dropped``, the pending requests
+        it answered (``drop_pending``'s, its X records among its records); ``records``, its E
+        records (the events of ring ``source`` created at ``created`` applied through
+        ``through``), written by the next ``write_events`` like ``end_event``'s."""
         if self._event is not None:
             raise OrderBookError("an event record is open: the compiled delivery's records would go around it")
         orders, live, texts = self.report_state.orders, self._live, self._texts
@@ -502,6 +503,12 @@ class OrderBook:
             t = texts.get(o.key)
             if t is not None:
                 texts[o.key] = (t[0], text[at:at + n])
+        for num in dropped:
+            p = self._pending.pop(num)
+            if self._pending_fix.get(p.cl_ord_id) is p:
+                del self._pending_fix[p.cl_ord_id]
+            self._held.discard(num)
+            self.report_state.drop_pending(p)
         if records:
             self._held_back.append(records)
             self._through[source] = (created, through)
@@ -524,6 +531,7 @@ class OrderBook:
         else:
             self._held.discard(p.num)
         self._append(b"P", p.json_text())
+        self.report_state.add_pending(p)
 
     def sent(self, num: int, created: int, position: int) -> None:
         """Held request ``num`` was staged for the engine at ``position`` of the inbound
@@ -556,6 +564,7 @@ class OrderBook:
                 del self._pending_fix[p.cl_ord_id]
             self._held.discard(num)
             self._append(b"X", b'{"num":%d}' % num)
+            self.report_state.drop_pending(p)
         return p
 
     def close(self) -> None:
@@ -615,7 +624,7 @@ class OrderBook:
         for o in keep:
             self._orders[o.key] = o
             self._index(o)
-        self.report_state.rebuild(keep)
+        self.report_state.rebuild(keep, self._pending.values())
         return b"".join(chunks)
 
     def _bury(self, budget: int = BURY_PER_FLUSH) -> None:
@@ -739,7 +748,7 @@ class OrderBook:
         finally:
             os.close(fd)
         self._live = {k for k, o in self._orders.items() if o.live}
-        self.report_state.rebuild(self._orders.values())
+        self.report_state.rebuild(self._orders.values(), self._pending.values())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _replay(self, kind: bytes, obj: dict[str, Any]) -> None:

@@ -51,7 +51,9 @@ from ringex.gateways.fix_instrument import AVG_PX_EXTRA_DIGITS
 from ringex.gateways.fix_report_state import (AVG_LIMIT, C_CUM, C_LEAVES, C_NOTIONAL, C_ORDER_ID, C_SLOT, C_STATUS,
                                               C_TEXT_LEN, C_TEXT_OFF, C_TRIGGERED, C_WORDS, LIMIT, W_CL_LEN, W_CL_OFF, W_CUM, W_FIELDS_LEN,
                                               W_FIELDS_OFF, W_FLAGS, W_KEY, W_LEAVES, W_NOTIONAL, W_ORDER_ID,
-                                              W_PRICE_DECIMALS, W_QTY_DECIMALS, W_STATUS, W_TRIGGERED, WORDS)
+                                              W_PENDING_CL_LEN, W_PENDING_CL_OFF, W_PENDING_KIND, W_PENDING_NUM,
+                                              W_PENDINGS, W_PRICE_DECIMALS, W_QTY_DECIMALS, W_STATUS, W_TRIGGERED,
+                                              WORDS, P_CANCEL)
 from ringex.gateways.fix_outbound import I_COUNT, I_CREATED as F_CREATED, I_FIRST_SEQ as F_FIRST_SEQ
 from ringex.gateways.fix_outbound import I_BASE as F_BASE, I_MAX_PAYLOAD as F_MAX_PAYLOAD, I_MIDDLE as F_MIDDLE
 from ringex.gateways.fix_outbound import I_SOURCE as F_SOURCE, I_TIME as F_TIME, INT_WORDS as F_WORDS
@@ -67,8 +69,9 @@ __all__ = ["deliver_reports", "I_WORDS", "O_WORDS", "warm_up"]
  I_ROOM, I_FIRST_SEQ, I_STORE_END, I_MAX_PAYLOAD, I_MIDDLE) = range(16)
 I_WORDS = 16
 # the output's int64 header
-O_STOP, O_MESSAGES, O_BODY_BYTES, O_RECORD_BYTES, O_CHANGES, O_EXEC_SEQ, O_EXEC_K, O_THROUGH, O_FRAMED = range(9)
-O_WORDS = 9
+(O_STOP, O_MESSAGES, O_BODY_BYTES, O_RECORD_BYTES, O_CHANGES, O_EXEC_SEQ, O_EXEC_K, O_THROUGH, O_FRAMED,
+ O_DROPPED) = range(10)
+O_WORDS = 10
 
 _ACCEPTED, _TRADE, _CANCELED = m.OrderAccepted, m.Trade, m.OrderCanceled
 _T_ACCEPTED, _T_TRADE, _T_CANCELED = _ACCEPTED.template_id, _TRADE.template_id, _CANCELED.template_id
@@ -85,14 +88,15 @@ _TR_SIDES = np.array([[_TRADE.offset("takerSessionId"), _TRADE.offset("takerClOr
                        _TRADE.offset("makerLeavesQty"), ord("1")]], np.int64)
 
 _PENDING_NEW, _NEW, _PARTIAL, _FILLED = ord("A"), ord("0"), ord("1"), ord("2")
+_USER = int(m.CancelReason.User)
 _TERMINAL = np.zeros(256, np.bool_)
 for _s in b"248C":  # Filled, Canceled, Rejected, Expired (fix_order_book.TERMINAL)
     _TERMINAL[_s] = True
 
 
 def _cancel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """By engine CancelReason: ExecType and OrdStatus (0: a reason the kernel leaves to
-    Python), and the reason's name (Text) in one run with offsets."""
+    """By engine CancelReason: ExecType and OrdStatus (0: not a reason), and the reason's
+    name (Text) in one run with offsets."""
     from ringex.gateways.fix_orders import CANCEL_REASON_EXEC  # (fix_orders imports nothing of this module)
     exec_status = np.zeros((256, 2), np.int64)
     names = b""
@@ -103,8 +107,6 @@ def _cancel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             reason = m.CancelReason(v)
         except ValueError:
             continue
-        if reason == m.CancelReason.User:
-            continue  # names a request: Python's
         exec_type, status = CANCEL_REASON_EXEC.get(reason, (b"4", b"4"))
         exec_status[v] = exec_type[0], status[0]
         names += reason.name.encode("ascii")
@@ -272,15 +274,19 @@ def _slot(state: np.ndarray, slot_of: np.ndarray, base: int, num: int) -> int:
 
 @njit(cache=True)
 def _report(out: np.ndarray, at: int, state: np.ndarray, arena: np.ndarray, b: int, exec_seq: int, exec_k: int,
-            second: bool, exec_type: int, extra: np.ndarray, extra_len: int, transact: int) -> int:
+            second: bool, exec_type: int, extra: np.ndarray, extra_len: int, transact: int, by_request: bool) -> int:
     """``fix_orders._report`` of the order at ``state[b:]``, ``extra`` fields written
-    already, then TransactTime (``with_fields``)."""
+    already, then TransactTime (``with_fields``); ``by_request``: ClOrdID its pending
+    request's, OrigClOrdID its own (a client's cancel done)."""
     at = _text(out, at, b"37=")
     if state[b + W_ORDER_ID]:
         at = _uint(out, at, state[b + W_ORDER_ID])
     else:
         at = _text(out, at, b"NONE")
     at = _text(out, at, b"\x0111=")
+    if by_request:
+        at = _copy(out, at, arena, state[b + W_PENDING_CL_OFF], state[b + W_PENDING_CL_LEN])
+        at = _text(out, at, b"\x0141=")
     at = _copy(out, at, arena, state[b + W_CL_OFF], state[b + W_CL_LEN])
     at = _text(out, at, b"\x0117=")
     at = _uint(out, at, exec_seq)
@@ -384,6 +390,8 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
     lengths = np.empty(max(1, 2 * (n - start)), np.int64)
     at_pos = np.empty(max(1, 2 * (n - start)), np.int64)
     changes = np.empty(max(1, 2 * (n - start)) * C_WORDS, np.int64)
+    dropped = np.empty(max(1, n - start), np.int64)  # pending requests answered
+    nd = 0
     extra = np.empty(_REPORT_ROOM, np.uint8)
     nm = 0  # reports
     bw = 0  # body bytes
@@ -456,7 +464,10 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                         reason = _u(row, _X_REASON, 1)
                         if (state[b + W_FLAGS] or _CANCEL_EXEC[reason, 0] == 0
                                 or state[b + W_LEAVES] > _u(row, _X_QTY, 8)):
-                            break  # a client's cancel, an unknown reason, an STP decrement
+                            break  # an unknown reason, an STP decrement
+                        if reason == _USER and state[b + W_PENDINGS] and (
+                                state[b + W_PENDINGS] > 1 or state[b + W_PENDING_NUM] == 0):
+                            break  # which request it answers is Python's to say
                         kind = 3
             else:
                 break
@@ -481,7 +492,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
             in_rec += 1
             if report:
                 bw0 = bw
-                bw = _report(body, bw, state, arena, b, exec_seq, exec_k, False, 48, extra, 0, transact)
+                bw = _report(body, bw, state, arena, b, exec_seq, exec_k, False, 48, extra, 0, transact, False)
                 lengths[nm] = bw - bw0
                 at_pos[nm] = position
                 nm += 1
@@ -512,7 +523,8 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                     e = _uint(extra, e, _u(row, _TR_ID, 8))
                     extra[e] = 1
                     bw0 = bw
-                    bw = _report(body, bw, state, arena, b, exec_seq, exec_k, not first, 70, extra, e + 1, transact)
+                    bw = _report(body, bw, state, arena, b, exec_seq, exec_k, not first, 70, extra, e + 1, transact,
+                                 False)
                     lengths[nm] = bw - bw0
                     at_pos[nm] = position
                     nm += 1
@@ -525,6 +537,15 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
             rw = _change(rec, rw, state, b, slot0, in_rec == 0, changes, nc)
             nc += 1
             in_rec += 1
+            # a client's cancel done: its request answered (fix_orders._canceled's drop_pending)
+            by_request = reason == _USER and state[b + W_PENDINGS] == 1 and state[b + W_PENDING_KIND] == P_CANCEL
+            if by_request:
+                rw = _text(rec, rw, b',["X",{"num":')
+                rw = _uint(rec, rw, state[b + W_PENDING_NUM])
+                rw = _text(rec, rw, b"}]")
+                in_rec += 1
+                dropped[nd] = state[b + W_PENDING_NUM]
+                nd += 1
             if report:
                 e = _text(extra, 0, b"58=")
                 e = _copy(extra, e, _CANCEL_NAMES, _CANCEL_NAME_AT[reason],
@@ -532,7 +553,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                 extra[e] = 1
                 bw0 = bw
                 bw = _report(body, bw, state, arena, b, exec_seq, exec_k, False, _CANCEL_EXEC[reason, 0], extra,
-                             e + 1, transact)
+                             e + 1, transact, by_request)
                 lengths[nm] = bw - bw0
                 at_pos[nm] = position
                 nm += 1
@@ -571,7 +592,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
     fints[F_WORDS + nm:F_WORDS + 2 * nm] = lengths[:nm]
     fints[F_WORDS + 2 * nm:] = at_pos[:nm]
     status, wire, records, offsets = frame_messages(data, fints)
-    words = np.empty(O_WORDS + 2 * nm + nc * C_WORDS, np.int64)
+    words = np.empty(O_WORDS + 2 * nm + nc * C_WORDS + nd, np.int64)
     words[O_FRAMED] = 1 if status != TOO_LONG else 0
     words[O_STOP] = i
     words[O_MESSAGES] = nm
@@ -583,7 +604,9 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
     words[O_THROUGH] = through
     words[O_WORDS:O_WORDS + nm] = lengths[:nm]
     words[O_WORDS + nm:O_WORDS + 2 * nm] = at_pos[:nm]
-    words[O_WORDS + 2 * nm:] = changes[:nc * C_WORDS]
+    words[O_WORDS + 2 * nm:O_WORDS + 2 * nm + nc * C_WORDS] = changes[:nc * C_WORDS]
+    words[O_DROPPED] = nd
+    words[O_WORDS + 2 * nm + nc * C_WORDS:] = dropped[:nd]
     return out, words, wire, records, offsets
 
 

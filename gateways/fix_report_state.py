@@ -28,14 +28,21 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ringex.gateways.fix_instrument import AVG_PX_EXTRA_DIGITS, _render
 
 if TYPE_CHECKING:
-    from ringex.gateways.fix_order_book import Order
+    from ringex.gateways.fix_order_book import Order, Pending
 
 __all__ = ["ReportState", "order_fields", "WORDS", "C_WORDS", "LIMIT", "AVG_LIMIT", "F_PYTHON", "F_PYTHON_STATE"]
 
 # the words of an order's slot
 (W_KEY, W_ORDER_ID, W_STATUS, W_CUM, W_LEAVES, W_NOTIONAL, W_TRIGGERED, W_PRICE_DECIMALS, W_QTY_DECIMALS,
- W_CL_OFF, W_CL_LEN, W_FIELDS_OFF, W_FIELDS_LEN, W_FLAGS) = range(14)
-WORDS = 14
+ W_CL_OFF, W_CL_LEN, W_FIELDS_OFF, W_FIELDS_LEN, W_FLAGS,
+ # its cancel or replace pending or held (``OrderBook.pending_for``): how many there are (more
+ # than one: the kernel leaves the order's end to Python), and the one's engine clOrdId (0: not
+ # known here), kind (``P_CANCEL``, ``P_REPLACE``) and ClOrdID in ``arena``
+ W_PENDINGS, W_PENDING_NUM, W_PENDING_KIND, W_PENDING_CL_OFF, W_PENDING_CL_LEN) = range(19)
+WORDS = 19
+_ORDER_WORDS = W_FLAGS + 1  # what ``put`` writes; the pending words are ``add_pending``'s
+P_CANCEL, P_REPLACE = 1, 2
+_KINDS = {"cancel": P_CANCEL, "replace": P_REPLACE}
 #: a row of what the kernel changed (``fix_report_kernel``'s output, ``OrderBook.apply_reports``):
 #: the slot, its new report state, and where its U record's text lies in the output
 C_SLOT, C_ORDER_ID, C_STATUS, C_CUM, C_LEAVES, C_NOTIONAL, C_TRIGGERED, C_TEXT_OFF, C_TEXT_LEN = range(9)
@@ -47,7 +54,7 @@ F_PYTHON, F_PYTHON_STATE = 1, 2
 LIMIT = 1 << 62
 #: AvgPx in int64 (``fix_report_kernel._avg_px``): cum and notional // cum at most this
 AVG_LIMIT = (1 << 63) // 10 ** AVG_PX_EXTRA_DIGITS - 1
-_EMPTY = array("q", [0] * WORDS)
+_NO_PENDING = (0,) * (WORDS - _ORDER_WORDS)
 
 
 def order_fields(o: Order) -> bytes:
@@ -131,10 +138,10 @@ class ReportState:
         if slot is None:
             slot = self._slot[o.key] = len(self.orders)
             self.orders.append(o)
-            self.state = _grown(self.state, array("q", words))
+            self.state = _grown(self.state, array("q", words + _NO_PENDING))
         else:
             self.orders[slot] = o
-            self.state[slot * WORDS:(slot + 1) * WORDS] = array("q", words)
+            self.state[slot * WORDS:slot * WORDS + _ORDER_WORDS] = array("q", words)
         for num in o.nums:
             self._index(num, slot)
 
@@ -167,8 +174,36 @@ class ReportState:
             self.slot_of = _grown(self.slot_of, array("q", [-1]) * max(need, len(self.slot_of) // 2, 64))
         self.slot_of[at] = slot
 
-    def rebuild(self, orders: Iterable[Order]) -> None:
-        """Hold ``orders`` only (what a compaction kept), their slots numbered afresh."""
+    def add_pending(self, p: Pending) -> None:
+        """A cancel or replace of an order (``p.key``) pending or held, new or written again
+        (sent, held again): the order's pending words (see ``W_PENDINGS``)."""
+        kind = _KINDS.get(p.kind)
+        slot = self._slot.get(p.key)
+        if kind is None or slot is None:
+            return
+        b = slot * WORDS
+        st = self.state
+        if st[b + W_PENDING_NUM] == p.num and st[b + W_PENDINGS]:
+            return  # written again: the same request
+        at = len(self.arena)
+        self.arena = _grown(self.arena, p.cl_ord_id)
+        st[b + W_PENDINGS:b + WORDS] = array("q", (st[b + W_PENDINGS] + 1, p.num, kind, at, len(p.cl_ord_id)))
+
+    def drop_pending(self, p: Pending) -> None:
+        """Pending request ``p`` answered (or dropped)."""
+        slot = self._slot.get(p.key)
+        if p.kind not in _KINDS or slot is None:
+            return
+        b = slot * WORDS
+        st = self.state
+        if st[b + W_PENDINGS] > 0:
+            st[b + W_PENDINGS] -= 1
+        if st[b + W_PENDING_NUM] == p.num:
+            st[b + W_PENDING_NUM] = 0  # (another one left, if any, is not known here: Python's)
+
+    def rebuild(self, orders: Iterable[Order], pendings: Iterable[Pending] = ()) -> None:
+        """Hold ``orders`` only (what a compaction kept), their slots numbered afresh, and
+        ``pendings`` (the book's, in its order)."""
         self.__init__()  # type: ignore[misc]
         orders = list(orders)
         nums = [n for o in orders for n in o.nums]
@@ -176,3 +211,5 @@ class ReportState:
             self.base = min(nums)
         for o in orders:
             self.put(o)
+        for p in pendings:
+            self.add_pending(p)

@@ -4,15 +4,18 @@ Two FIX sessions in process, given the same orders and the same engine events on
 clock, one with ``compiled_reports`` off: every byte sent and stored must be the same, and
 so must both books (in memory, read back from their files) and the kernel's mirror of the
 orders (``ReportState``) must match the objects. The events are a seeded mix of what the
-kernel takes (acceptances, fills on either side or both, ends for every reason) and what it
-leaves to Python (a client's cancel, an STP decrement, rejections, triggers, replaces,
-events of orders it does not know, events read again after a restart)."""
+kernel takes (acceptances, fills on either side or both, ends for every reason, a client's
+cancel done) and what it
+leaves to Python (an STP decrement, rejections, triggers, replaces, refused cancels, a
+client's cancel when it cannot tell which request it answers, events of orders it does
+not know, events read again after a restart)."""
 
 from __future__ import annotations
 
 import random
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +27,7 @@ from ringex.gateways import fix_report_kernel as k
 from ringex.gateways.fix_codec import FixReader, encode, utc_timestamp
 from ringex.gateways.fix_codec import utc_timestamp as python_utc
 from ringex.gateways.fix_gateway import FixGatewaySession
-from ringex.gateways.fix_instrument import FixInstrument, _avg_px, _render
+from ringex.gateways.fix_instrument import FixInstrument, FixRefusal, _avg_px, _render
 from ringex.gateways.fix_order_book import OrderBook
 from ringex.gateways.fix_report_state import (LIMIT, W_CUM, W_FLAGS, W_LEAVES, W_NOTIONAL, W_ORDER_ID, W_STATUS,
                                               W_TRIGGERED, WORDS)
@@ -89,6 +92,24 @@ class Flow:
             s.book.flush()
         self.orders.append((fields[11], nums.pop()))
 
+    def _request(self, sessions: list[FixGatewaySession], o: Any) -> None:
+        """A cancel, or now and then a replace, of order ``o`` in every session's book (held
+        when the order is not accepted yet)."""
+        cl = b"X%d" % self.position
+        if self.rng.random() < 0.75:
+            fields = {11: cl, 41: o.cl_ord_id}
+        else:
+            fields = {11: cl, 41: o.cl_ord_id, 38: b"%d" % (o.qty + 1000), 44: b"101"}
+        for s in sessions:
+            try:
+                if 38 in fields:
+                    fo.replace(fields, s.book, {INST.symbol: INST}, s.id)
+                else:
+                    fo.cancel(fields, s.book, s.id)
+            except FixRefusal:
+                pass  # (refused alike in every book)
+            s.book.flush()
+
     def _add(self, message: bytes, same_seq: bool = False) -> None:
         if not same_seq:
             self.seq += 1
@@ -104,8 +125,8 @@ class Flow:
 
     def event(self, sessions: list[FixGatewaySession]) -> None:
         r = self.rng
-        kind = r.choices(["accepted", "trade", "canceled", "user", "stp", "rejected", "triggered", "other"],
-                         [30, 30, 12, 8, 4, 4, 4, 8])[0]
+        kind = r.choices(["accepted", "trade", "canceled", "user", "stp", "rejected", "triggered", "answer", "other"],
+                         [30, 30, 10, 12, 4, 4, 4, 6, 6])[0]
         seq, ts = self.seq + 1, r.choice([0, WALL + r.randrange(10**12), 1_700_000_000_000_000_000])
         same = r.random() < 0.3 and self.seq > 0
         if same:
@@ -128,15 +149,29 @@ class Flow:
             reason = C.User if kind == "user" else r.choice([x for x in C if x != C.User])
             o = sessions[0].book.by_engine_id(num)
             leaves = o.leaves_qty if o is not None else 1
-            if (kind == "user" and o is not None and o.live and o.order_id and sessions[0].book.pending_for(o) is None
+            if (kind == "user" and o is not None and o.live and sessions[0].book.pending_for(o) is None
                     and r.random() < 0.8):
-                for s in sessions:  # the client's cancel, pending in both books
-                    cl = b"X%d" % self.position
-                    fo.cancel({11: cl, 41: o.cl_ord_id}, s.book, s.id)
-                    s.book.flush()
+                self._request(sessions, o)  # the client's cancel (or a replace), pending or held in both books
             gone = max(1, leaves // 2) if kind == "stp" else leaves
             msg = m.OrderCanceled.encode(seq=seq, timestampNs=ts, orderId=1, clOrdId=num, canceledQty=gone,
                                          sessionId=1, account=1, instrument=1, reason=reason)
+        elif kind == "answer":  # a pending request answered: refused, or a replace done
+            pending = [p for p in sessions[0].book._pending.values() if p.kind in ("cancel", "replace")]
+            if not pending:
+                return
+            p = r.choice(pending)
+            o = sessions[0].book.by_key(p.key)
+            if p.kind == "replace" and o is not None and o.live and r.random() < 0.5:
+                msg = m.OrderReplaced.encode(seq=seq, timestampNs=ts, orderId=o.order_id, clOrdId=p.num,
+                                             origClOrdId=o.num, price=o.price or 100, qty=o.qty + 7,
+                                             leavesQty=o.leaves_qty + 7, displayQty=0, sessionId=1, account=1,
+                                             instrument=1)
+            else:
+                msg = m.CancelRejected.encode(seq=seq, timestampNs=ts, orderId=1, clOrdId=p.num, origClOrdId=p.key,
+                                              sessionId=1, account=1, instrument=1,
+                                              reason=r.choice([m.RejectReason.UnknownOrder,
+                                                               m.RejectReason.NotYourOrder]),
+                                              refTemplateId=2 if p.kind == "cancel" else 3)
         elif kind == "rejected":
             msg = m.OrderRejected.encode(seq=seq, timestampNs=ts, clOrdId=num, orderId=0, sessionId=1, account=1,
                                          instrument=1, reason=m.RejectReason.BadTick, refTemplateId=1)
@@ -251,14 +286,7 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest(tmp_path: Path
                              makerAccount=1, makerSessionId=1, takerAccount=1, takerSessionId=1, aggressorSide=1))
     flow._add(m.StopTriggered.encode(seq=4, timestampNs=WALL, orderId=13, clOrdId=c, stopPrice=1, triggerPrice=1,
                                      sessionId=1, account=1, instrument=1))
-    rs = s.book.report_state
-    head, middle = s.fix.report_header(WALL)
-    ints = np.array((0, 1, -1, -1, -1, 0, WALL, rs.base, SOURCE_OUTPUT, CREATED, 64, rs.longest, 7, 0, 1 << 16,
-                     middle), np.int64)
-    out, words, wire, _, _ = k.deliver_reports(
-        _region(flow.events), np.arange(4, dtype=np.int64), np.arange(4, dtype=np.int64),
-        np.frombuffer(rs.state, np.int64), np.frombuffer(rs.slot_of, np.int64), np.frombuffer(rs.arena, np.uint8),
-        np.frombuffer(head, np.uint8), ints)
+    out, words, wire = _kernel(s, flow.events)
     assert words[k.O_STOP] == 3 and words[k.O_MESSAGES] == 4  # two New, two fills (a self-match)
     assert words[k.O_FRAMED] == 1
     messages = FixReader().feed(wire.tobytes())
@@ -266,6 +294,40 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest(tmp_path: Path
     assert words[k.O_EXEC_SEQ] == 3 and words[k.O_EXEC_K] == 1
     body = out[:words[k.O_BODY_BYTES]].tobytes()
     assert body.count(b"150=0\x01") == 2 and body.count(b"150=F\x01") == 2 and b"17=3.1-2\x01" in body
+
+
+def _kernel(s: FixGatewaySession, events: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``deliver_reports`` of ``events`` (positions 0, 1, ...) over session ``s``'s book, called
+    as the gateway calls it; the book itself is not told (the caller looks at the output)."""
+    rs = s.book.report_state
+    head, middle = s.fix.report_header(WALL)
+    ints = np.array((0, 1, -1, -1, -1, 0, WALL, rs.base, SOURCE_OUTPUT, CREATED, 64, rs.longest, 7, 0, 1 << 16,
+                     middle), np.int64)
+    rows = np.arange(len(events), dtype=np.int64)
+    out, words, wire, _, _ = k.deliver_reports(
+        _region(events), rows, rows.copy(), np.frombuffer(rs.state, np.int64), np.frombuffer(rs.slot_of, np.int64),
+        np.frombuffer(rs.arena, np.uint8), np.frombuffer(head, np.uint8), ints)
+    return out, words, wire
+
+
+def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path, clock: None) -> None:
+    s = _session(tmp_path, True)
+    flow = Flow(1)
+    flow.enter([s])
+    (cl, num), = flow.orders
+    o = s.book.by_engine_id(num)
+    o.order_id = 11
+    s.book.save_state(o)
+    fo.cancel({11: b"K1", 41: cl}, s.book, s.id)
+    request = s.book.pending_for(o).num
+    flow._add(m.OrderCanceled.encode(seq=1, timestampNs=WALL, orderId=11, clOrdId=num, canceledQty=o.leaves_qty,
+                                     sessionId=1, account=1, instrument=1, reason=C.User))
+    out, words, wire = _kernel(s, flow.events)
+    assert words[k.O_STOP] == 1 and words[k.O_MESSAGES] == 1 and words[k.O_DROPPED] == 1
+    assert words[-1] == request
+    report = FixReader().feed(wire.tobytes())[0]
+    assert (report.get(11), report.get(41), report.get(150), report.get(39)) == (b"K1", cl, b"4", b"4")
+    assert b'["X",{"num":%d}]' % request in out.tobytes()
 
 
 def test_the_numbers_are_written_as_python_writes_them() -> None:
