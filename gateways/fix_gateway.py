@@ -267,8 +267,8 @@ class FixGatewaySession:
         slot_of = np.frombuffer(rs.slot_of, np.int64)
         arena = np.frombuffer(rs.arena, np.uint8)
         try:
-            out, words, wire, records, offsets = deliver_reports(region, rows, positions, state, slot_of, arena,
-                                                                 np.frombuffer(head, np.uint8), ints)
+            out, words, wire, records, offsets = deliver_reports(region, rows, positions, state, slot_of, arena, head,
+                                                                 ints)
         finally:
             del state, slot_of, arena  # (the mirror's buffers cannot grow while viewed)
         stop, count, body_bytes, record_bytes, changes, self._exec_seq, self._exec_k, through, framed, dropped = \

@@ -54,7 +54,7 @@ F_PYTHON, F_PYTHON_STATE = 1, 2
 LIMIT = 1 << 62
 #: AvgPx in int64 (``fix_report_kernel._avg_px``): cum and notional // cum at most this
 AVG_LIMIT = (1 << 63) // 10 ** AVG_PX_EXTRA_DIGITS - 1
-_NO_PENDING = (0,) * (WORDS - _ORDER_WORDS)
+_NO_PENDING = [0] * (WORDS - _ORDER_WORDS)
 
 
 def order_fields(o: Order) -> bytes:
@@ -120,30 +120,45 @@ class ReportState:
 
     def put(self, o: Order) -> None:
         """``o`` whole: its ids, texts and state (a new order, or one whose ClOrdID, engine
-        ids or order fields may have changed)."""
+        ids or order fields may have changed). Every order entered comes here: kept short."""
         cl, fields = o.cl_ord_id, order_fields(o)
-        at = len(self.arena)
-        self.arena = _grown(self.arena, cl + fields)
-        n = len(cl) + len(fields)
-        if n > self.longest:
-            self.longest = n
-        order_id, cum, leaves, notional = o.order_id, o.cum_qty, o.leaves_qty, o.notional
-        flags = 0 if 0 <= o.key < LIMIT and 0 <= o.price_decimals < 10 and 0 <= o.qty_decimals < 19 else F_PYTHON
-        if not _fits(order_id, cum, leaves, notional):
+        arena = self.arena
+        at = len(arena)
+        try:
+            arena += cl
+            arena += fields
+        except BufferError:  # (a view of it still alive: grown in a copy)
+            self.arena = arena = arena + cl + fields
+        n = len(cl)
+        if n + len(fields) > self.longest:
+            self.longest = n + len(fields)
+        key, order_id, cum, leaves, notional = o.key, o.order_id, o.cum_qty, o.leaves_qty, o.notional
+        pd, qd = o.price_decimals, o.qty_decimals
+        flags = 0 if 0 <= key < LIMIT and 0 <= pd < 10 and 0 <= qd < 19 else F_PYTHON
+        if not (order_id == cum == notional == 0 and 0 <= leaves < LIMIT) and not _fits(order_id, cum, leaves,
+                                                                                            notional):
             flags |= F_PYTHON_STATE
             order_id = cum = leaves = notional = 0
-        words = (o.key, order_id, o.status[0], cum, leaves, notional, 1 if o.triggered else 0, o.price_decimals,
-                 o.qty_decimals, at, len(cl), at + len(cl), len(fields), flags)  # in W_* order
-        slot = self._slot.get(o.key)
+        words = [key, order_id, o.status[0], cum, leaves, notional, 1 if o.triggered else 0, pd, qd, at, n, at + n,
+                 len(fields), flags]  # in W_* order
+        slot = self._slot.get(key)
         if slot is None:
-            slot = self._slot[o.key] = len(self.orders)
+            slot = self._slot[key] = len(self.orders)
             self.orders.append(o)
-            self.state = _grown(self.state, array("q", words + _NO_PENDING))
+            words += _NO_PENDING
+            try:
+                self.state.fromlist(words)
+            except BufferError:
+                self.state = self.state + array("q", words)
         else:
             self.orders[slot] = o
             self.state[slot * WORDS:slot * WORDS + _ORDER_WORDS] = array("q", words)
+        slot_of, base = self.slot_of, self.base
         for num in o.nums:
-            self._index(num, slot)
+            if 0 <= num - base < len(slot_of):
+                slot_of[num - base] = slot
+            else:
+                self._index(num, slot)
 
     def put_state(self, o: Order) -> None:
         """``o``'s report state (order_id, status, cum_qty, leaves_qty, notional, triggered)."""

@@ -127,6 +127,8 @@ class FixSession:
         self._target = cfg.target_comp_id.encode()
         # what encode's common case asks of the header (SendingTime is ours: digits)
         self._plain_header = bool(self._sender and self._target and SOH not in self._sender + self._target)
+        self._header_ms = -1  # report_header's millisecond, and what it gave for it
+        self._header: tuple[np.ndarray, int] = (np.zeros(0, np.uint8), 0)
         self.stats = SessionStats()
         self.out = bytearray()
         self.state = SessionState.CLOSED
@@ -234,12 +236,17 @@ class FixSession:
         """Are the CompIDs such that ``fix_outbound`` may frame this session's messages?"""
         return self._plain_header
 
-    def report_header(self, wall_ns: int) -> tuple[bytes, int]:
+    def report_header(self, wall_ns: int) -> tuple[np.ndarray, int]:
         """What ``fix_outbound.frame_messages`` puts in a header beside BodyLength, MsgType
         and MsgSeqNum, for messages sent at ``wall_ns`` (``plain_header`` sessions): the
-        CompIDs' part, then SendingTime's; and the first part's length."""
-        middle = b"\x0149=%s\x0156=%s\x0134=" % (self._sender, self._target)
-        return middle + b"\x0152=%s\x01" % utc_timestamp(wall_ns), len(middle)
+        CompIDs' part, then SendingTime's, as bytes viewed (the same for a whole millisecond:
+        kept); and the first part's length."""
+        ms = wall_ns // 1_000_000
+        if ms != self._header_ms:
+            middle = b"\x0149=%s\x0156=%s\x0134=" % (self._sender, self._target)
+            self._header_ms = ms
+            self._header = (np.frombuffer(middle + b"\x0152=%s\x01" % utc_timestamp(wall_ns), np.uint8), len(middle))
+        return self._header
 
     def sent_framed(self, wire: np.ndarray, records: np.ndarray, offsets: np.ndarray, source: int, created: int,
                     position: int, now_ns: int) -> None:

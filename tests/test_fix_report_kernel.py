@@ -306,7 +306,7 @@ def _kernel(s: FixGatewaySession, events: list[bytes]) -> tuple[np.ndarray, np.n
     rows = np.arange(len(events), dtype=np.int64)
     out, words, wire, _, _ = k.deliver_reports(
         _region(events), rows, rows.copy(), np.frombuffer(rs.state, np.int64), np.frombuffer(rs.slot_of, np.int64),
-        np.frombuffer(rs.arena, np.uint8), np.frombuffer(head, np.uint8), ints)
+        np.frombuffer(rs.arena, np.uint8), head, ints)
     return out, words, wire
 
 
