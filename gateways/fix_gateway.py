@@ -67,8 +67,8 @@ from ringex.gateways.fix_new_order import warm_up as warm_up_new_order
 from ringex.gateways.fix_outbound import warm_up as warm_up_outbound
 from ringex.gateways.fix_order_book import OrderBook
 from ringex.gateways.fix_report_kernel import O_WORDS, deliver_reports
-from ringex.gateways.fix_report_state import C_WORDS
 from ringex.gateways.fix_report_kernel import warm_up as warm_up_reports
+from ringex.gateways.fix_report_state import C_WORDS
 from ringex.gateways.fix_scan import (M_COMP_OK, M_END, M_FIELD_COUNT, M_FIELD_FROM, M_POSS_DUP, M_SENT_NS, M_SEQ,
                                       M_START, M_TYPE, M_VALID, MESSAGE_WORDS, MSG_TYPES)
 from ringex.gateways.fix_scan import warm_up as warm_up_scan
@@ -283,11 +283,10 @@ class FixGatewaySession:
                 fix.send_reports(out[:body_bytes], words[O_WORDS:O_WORDS + count].tolist(), positions_sent, wall, now,
                                  source, created)
         if changes or record_bytes:
-            data = out[body_bytes:].tobytes()
             rows_at = O_WORDS + 2 * count
             drops_at = rows_at + changes * C_WORDS
-            self.book.apply_reports(words[rows_at:drops_at].tolist(), words[drops_at:drops_at + dropped].tolist(), data,
-                                    data, source, created, through)
+            self.book.apply_reports(words[rows_at:drops_at].tolist(), words[drops_at:drops_at + dropped].tolist(),
+                                    out[body_bytes:].tobytes(), source, created, through)
         return stop
 
     def _deliver_python(self, region: np.ndarray, rows: np.ndarray, positions: np.ndarray, booked: int,

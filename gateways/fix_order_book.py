@@ -480,14 +480,15 @@ class OrderBook:
         self._append(b"U", state)
         self.report_state.put_state(o)
 
-    def apply_reports(self, changes: list[int], dropped: list[int], text: bytes, records: bytes, source: int,
-                      created: int, through: int) -> None:
+    def apply_reports(self, changes: list[int], dropped: list[int], records: bytes, source: int, created: int,
+                      through: int) -> None:
         """What ``fix_report_kernel.deliver_reports`` did to the orders' report state, done to
-        the objects: ``changes``, its change rows (``C_WORDS`` each, their U texts in
-        ``text``), as ``save_state`` would have made them; ``dropped``, the pending requests
-        it answered (``drop_pending``'s, its X records among its records); ``records``, its E
-        records (the events of ring ``source`` created at ``created`` applied through
-        ``through``), written by the next ``write_events`` like ``end_event``'s."""
+        the objects: ``changes``, its change rows (``C_WORDS`` each, their U texts lying in
+        ``records``), as ``save_state`` would have made them; ``dropped``, the pending
+        requests it answered (``drop_pending``'s, their X records among its records);
+        ``records``, its E records (the events of ring ``source`` created at ``created``
+        applied through ``through``), written by the next ``write_events`` like
+        ``end_event``'s."""
         if self._event is not None:
             raise OrderBookError("an event record is open: the compiled delivery's records would go around it")
         orders, live, texts = self.report_state.orders, self._live, self._texts
@@ -502,7 +503,7 @@ class OrderBook:
                 live.add(o.key)
             t = texts.get(o.key)
             if t is not None:
-                texts[o.key] = (t[0], text[at:at + n])
+                texts[o.key] = (t[0], records[at:at + n])
         for num in dropped:
             p = self._pending.pop(num)
             if self._pending_fix.get(p.cl_ord_id) is p:

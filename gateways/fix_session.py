@@ -226,9 +226,7 @@ class FixSession:
                                                MAX_PAYLOAD)
         if status == TOO_LONG:
             return False
-        self.store.append_records(records, offsets, source, created, positions[-1])
-        self.out += memoryview(wire)
-        self._last_send = now_ns
+        self.sent_framed(wire, records, offsets, source, created, positions[-1], now_ns)
         return True
 
     @property
