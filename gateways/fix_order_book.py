@@ -504,12 +504,11 @@ class OrderBook:
             t = texts.get(o.key)
             if t is not None:
                 texts[o.key] = (t[0], records[at:at + n])
-        for num in dropped:
+        for num in dropped:  # (the kernel cleared them from the report state itself)
             p = self._pending.pop(num)
             if self._pending_fix.get(p.cl_ord_id) is p:
                 del self._pending_fix[p.cl_ord_id]
             self._held.discard(num)
-            self.report_state.drop_pending(p)
         if records:
             self._held_back.append(records)
             self._through[source] = (created, through)

@@ -10,15 +10,17 @@ OrderAccepted   orderId set, OrdStatus 0; ExecutionReport ExecType 0
 Trade           each side of this session (taker, then maker): fill counted, status
                 1 or 2; ExecType F with LastPx, LastQty, LastLiquidityInd,
                 SecondaryExecID (the second report of a self-match ExecID "-2")
-OrderCanceled   an order's end for any reason but a client's cancel (that one names
-                the request: Python): ExecType and status per ``CANCEL_REASON_EXEC``,
-                Text the reason's name
+OrderCanceled   an order's end: ExecType and status per ``CANCEL_REASON_EXEC``, Text
+                the reason's name; a client's cancel done names its request
+                (ClOrdID the request's, OrigClOrdID the order's) and answers it
+CancelRejected  a cancel or replace refused: OrderCancelReject (9), CxlRejReason 0 or 1
+                (UnknownOrder: the order ended, or not) or 99, the request answered
 ==============  ==================================================================
 
 and stops, with nothing of it done, at the first event it does not take (another
-template, a client's cancel, an STP decrement, an order flagged in ``W_FLAGS``, a number
-out of its arithmetic's range), which the caller gives to the Python path before calling
-again after it. The bytes are ``fix_orders``': each report's body (``_report``'s fields,
+template, an STP decrement, a request it cannot tell (none, several, a mass cancel), an
+order flagged in ``W_FLAGS``, a number out of its arithmetic's range), which the caller
+gives to the Python path before calling again after it. The bytes are ``fix_orders``': each report's body (``_report``'s fields,
 TransactTime 60 last) and each run of events' book record (``OrderBook.end_event``'s E
 record of U records, framed and CRC'd as ``OrderBook._record`` does, at most
 ``changes_limit`` changes in one). Tests hold both equal to the Python path's, event by
@@ -51,7 +53,7 @@ from ringex.gateways.fix_instrument import AVG_PX_EXTRA_DIGITS
 from ringex.gateways.fix_report_state import (AVG_LIMIT, C_CUM, C_LEAVES, C_NOTIONAL, C_ORDER_ID, C_SLOT, C_STATUS,
                                               C_TEXT_LEN, C_TEXT_OFF, C_TRIGGERED, C_WORDS, LIMIT, W_CL_LEN, W_CL_OFF, W_CUM, W_FIELDS_LEN,
                                               W_FIELDS_OFF, W_FLAGS, W_KEY, W_LEAVES, W_NOTIONAL, W_ORDER_ID,
-                                              W_PENDING_CL_LEN, W_PENDING_CL_OFF, W_PENDING_KIND, W_PENDING_NUM,
+                                              W_ACCOUNT, W_PENDING_CL_LEN, W_PENDING_CL_OFF, W_PENDING_KIND, W_PENDING_NUM,
                                               W_PENDINGS, W_PRICE_DECIMALS, W_QTY_DECIMALS, W_STATUS, W_TRIGGERED,
                                               WORDS, P_CANCEL)
 from ringex.gateways.fix_outbound import I_COUNT, I_CREATED as F_CREATED, I_FIRST_SEQ as F_FIRST_SEQ
@@ -73,8 +75,12 @@ I_WORDS = 16
  O_DROPPED) = range(10)
 O_WORDS = 10
 
-_ACCEPTED, _TRADE, _CANCELED = m.OrderAccepted, m.Trade, m.OrderCanceled
+_ACCEPTED, _TRADE, _CANCELED, _REFUSED = m.OrderAccepted, m.Trade, m.OrderCanceled, m.CancelRejected
 _T_ACCEPTED, _T_TRADE, _T_CANCELED = _ACCEPTED.template_id, _TRADE.template_id, _CANCELED.template_id
+_T_REFUSED = _REFUSED.template_id
+_R_CL, _R_SESSION, _R_REASON = (_REFUSED.offset(f) for f in ("clOrdId", "sessionId", "reason"))
+if _REFUSED.field("reason").size != 2 or _CANCELED.field("reason").size != 1:
+    raise ImportError("the reasons' sizes changed: update fix_report_kernel")
 _SEQ, _TS = _ACCEPTED.offset("seq"), _ACCEPTED.offset("timestampNs")
 if _TRADE.offset("seq") != _SEQ or _CANCELED.offset("seq") != _SEQ or _TRADE.offset("timestampNs") != _TS:
     raise ImportError("the events' seq and timestampNs moved: update fix_report_kernel")
@@ -89,6 +95,7 @@ _TR_SIDES = np.array([[_TRADE.offset("takerSessionId"), _TRADE.offset("takerClOr
 
 _PENDING_NEW, _NEW, _PARTIAL, _FILLED = ord("A"), ord("0"), ord("1"), ord("2")
 _USER = int(m.CancelReason.User)
+_UNKNOWN_ORDER = int(m.RejectReason.UnknownOrder)
 _TERMINAL = np.zeros(256, np.bool_)
 for _s in b"248C":  # Filled, Canceled, Rejected, Expired (fix_order_book.TERMINAL)
     _TERMINAL[_s] = True
@@ -115,6 +122,25 @@ def _cancel_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _CANCEL_EXEC, _CANCEL_NAMES, _CANCEL_NAME_AT = _cancel_tables()
+
+
+def _reject_names() -> tuple[np.ndarray, np.ndarray]:
+    """By engine RejectReason: its name (Text) in one run with offsets; an empty one is not a
+    reason (``m.RejectReason`` would refuse it: Python's)."""
+    names = b""
+    top = max(int(x) for x in m.RejectReason) + 1
+    offsets = np.zeros(top + 1, np.int64)
+    for v in range(top):
+        offsets[v] = len(names)
+        try:
+            names += m.RejectReason(v).name.encode("ascii")
+        except ValueError:
+            pass
+    offsets[top] = len(names)
+    return np.frombuffer(names, np.uint8).copy(), offsets
+
+
+_REJECT_NAMES, _REJECT_NAME_AT = _reject_names()
 
 _REPORT_ROOM = 512  # a report's bytes beside its ClOrdID and order fields (tags, numbers, a reason's name)
 _CHANGE_ROOM = 140  # a U record's bytes in an E record, at most
@@ -353,6 +379,25 @@ def _change(rec: np.ndarray, at: int, state: np.ndarray, b: int, slot: int, firs
 
 
 @njit(cache=True)
+def _answered(rec: np.ndarray, at: int, state: np.ndarray, slot_of: np.ndarray, base: int, b: int, slot: int,
+              first: bool) -> int:
+    """The order at ``state[b:]``'s pending request answered: its X record into the open E
+    record (``OrderBook.drop_pending``'s), and the mirror's words of it cleared."""
+    num = state[b + W_PENDING_NUM]
+    if not first:
+        rec[at] = 44
+        at += 1
+    at = _text(rec, at, b'["X",{"num":')
+    at = _uint(rec, at, num)
+    at = _text(rec, at, b"}]")
+    state[b + W_PENDINGS] -= 1
+    state[b + W_PENDING_NUM] = 0
+    if 0 <= num - base < slot_of.shape[0] and slot_of[num - base] == -2 - slot:
+        slot_of[num - base] = -1
+    return at
+
+
+@njit(cache=True)
 def _close(rec: np.ndarray, start: int, at: int, source: int, created: int, position: int) -> int:
     """Close the E record begun at ``start`` (8 bytes of length and CRC, then ``E{"r":[``)."""
     at = _text(rec, at, b'],"w":[')
@@ -388,6 +433,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
     body = np.empty(max(1, (n - start) * 2 * room), np.uint8)
     rec = np.empty(max(1, (n - start) * (2 * _CHANGE_ROOM + _RECORD_ROOM) + _RECORD_ROOM), np.uint8)
     lengths = np.empty(max(1, 2 * (n - start)), np.int64)
+    types = np.full(max(1, 2 * (n - start)), 56, np.uint8)  # each report's MsgType: 8, or 9
     at_pos = np.empty(max(1, 2 * (n - start)), np.int64)
     changes = np.empty(max(1, 2 * (n - start)) * C_WORDS, np.int64)
     dropped = np.empty(max(1, n - start), np.int64)  # pending requests answered
@@ -469,6 +515,22 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                                 state[b + W_PENDINGS] > 1 or state[b + W_PENDING_NUM] == 0):
                             break  # which request it answers is Python's to say
                         kind = 3
+            elif tid == _T_REFUSED:
+                if _u(row, _R_SESSION, 4) == sid:
+                    # the request's number names the order it is pending for (-2 - slot), or
+                    # no request the mirror knows (none, or a mass cancel: Python's)
+                    num = _u(row, _R_CL, 8)
+                    v = _slot(state, slot_of, base, num)
+                    if v > -2:
+                        break
+                    slot0 = -2 - v
+                    b = slot0 * WORDS
+                    reason = _u(row, _R_REASON, 2)
+                    if (state[b + W_FLAGS] or state[b + W_PENDINGS] != 1 or state[b + W_PENDING_NUM] != num
+                            or reason >= _REJECT_NAME_AT.shape[0] - 1
+                            or _REJECT_NAME_AT[reason + 1] == _REJECT_NAME_AT[reason]):
+                        break
+                    kind = 4
             else:
                 break
         # the event is the kernel's: numbered, applied, reported
@@ -540,12 +602,10 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
             # a client's cancel done: its request answered (fix_orders._canceled's drop_pending)
             by_request = reason == _USER and state[b + W_PENDINGS] == 1 and state[b + W_PENDING_KIND] == P_CANCEL
             if by_request:
-                rw = _text(rec, rw, b',["X",{"num":')
-                rw = _uint(rec, rw, state[b + W_PENDING_NUM])
-                rw = _text(rec, rw, b"}]")
-                in_rec += 1
                 dropped[nd] = state[b + W_PENDING_NUM]
                 nd += 1
+                rw = _answered(rec, rw, state, slot_of, base, b, slot0, False)
+                in_rec += 1
             if report:
                 e = _text(extra, 0, b"58=")
                 e = _copy(extra, e, _CANCEL_NAMES, _CANCEL_NAME_AT[reason],
@@ -556,6 +616,47 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                              e + 1, transact, by_request)
                 lengths[nm] = bw - bw0
                 at_pos[nm] = position
+                nm += 1
+        elif kind == 4:  # a cancel or replace refused: OrderCancelReject (fix_orders._cancel_rejected)
+            b = slot0 * WORDS
+            reason = _u(row, _R_REASON, 2)
+            replace = state[b + W_PENDING_KIND] != P_CANCEL
+            dropped[nd] = state[b + W_PENDING_NUM]
+            nd += 1
+            rw = _answered(rec, rw, state, slot_of, base, b, slot0, in_rec == 0)
+            in_rec += 1
+            if report:
+                bw0 = bw
+                bw = _text(body, bw, b"37=")
+                if state[b + W_ORDER_ID]:
+                    bw = _uint(body, bw, state[b + W_ORDER_ID])
+                else:
+                    bw = _text(body, bw, b"NONE")
+                bw = _text(body, bw, b"\x0111=")
+                bw = _copy(body, bw, arena, state[b + W_PENDING_CL_OFF], state[b + W_PENDING_CL_LEN])
+                bw = _text(body, bw, b"\x0141=")
+                bw = _copy(body, bw, arena, state[b + W_CL_OFF], state[b + W_CL_LEN])
+                bw = _text(body, bw, b"\x0139=")
+                status = state[b + W_STATUS]
+                body[bw] = status
+                bw = _text(body, bw + 1, b"\x011=")
+                bw = _uint(body, bw, state[b + W_ACCOUNT])
+                bw = _text(body, bw, b"\x01434=2\x01102=" if replace else b"\x01434=1\x01102=")
+                if reason == _UNKNOWN_ORDER:
+                    body[bw] = 48 if _TERMINAL[status] else 49  # 0 too late, 1 unknown
+                    bw += 1
+                else:
+                    bw = _text(body, bw, b"99")
+                bw = _text(body, bw, b"\x0158=")
+                bw = _copy(body, bw, _REJECT_NAMES, _REJECT_NAME_AT[reason],
+                           _REJECT_NAME_AT[reason + 1] - _REJECT_NAME_AT[reason])
+                bw = _text(body, bw, b"\x0160=")
+                bw = _utc(body, bw, transact)
+                body[bw] = 1
+                bw += 1
+                lengths[nm] = bw - bw0
+                at_pos[nm] = position
+                types[nm] = 57  # MsgType 9
                 nm += 1
         if in_rec >= limit:  # one record per run, kept small
             rw = _close(rec, rec_start, rw, source, created, last)
@@ -577,7 +678,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
     hl = head.shape[0]
     data = np.empty(hl + nm + bw, np.uint8)
     data[:hl] = head
-    data[hl:hl + nm] = 56  # MsgType 8
+    data[hl:hl + nm] = types[:nm]
     data[hl + nm:] = body[:bw]
     fints = np.empty(F_WORDS + 3 * nm, np.int64)
     fints[F_FIRST_SEQ] = ints[I_FIRST_SEQ]

@@ -34,12 +34,13 @@ __all__ = ["ReportState", "order_fields", "WORDS", "C_WORDS", "LIMIT", "AVG_LIMI
 
 # the words of an order's slot
 (W_KEY, W_ORDER_ID, W_STATUS, W_CUM, W_LEAVES, W_NOTIONAL, W_TRIGGERED, W_PRICE_DECIMALS, W_QTY_DECIMALS,
- W_CL_OFF, W_CL_LEN, W_FIELDS_OFF, W_FIELDS_LEN, W_FLAGS,
+ W_CL_OFF, W_CL_LEN, W_FIELDS_OFF, W_FIELDS_LEN, W_ACCOUNT, W_FLAGS,
  # its cancel or replace pending or held (``OrderBook.pending_for``): how many there are (more
  # than one: the kernel leaves the order's end to Python), and the one's engine clOrdId (0: not
- # known here), kind (``P_CANCEL``, ``P_REPLACE``) and ClOrdID in ``arena``
- W_PENDINGS, W_PENDING_NUM, W_PENDING_KIND, W_PENDING_CL_OFF, W_PENDING_CL_LEN) = range(19)
-WORDS = 19
+ # known here), kind (``P_CANCEL``, ``P_REPLACE``) and ClOrdID in ``arena``; ``slot_of`` maps
+ # that request's engine clOrdId to ``-2 - slot``
+ W_PENDINGS, W_PENDING_NUM, W_PENDING_KIND, W_PENDING_CL_OFF, W_PENDING_CL_LEN) = range(20)
+WORDS = 20
 _ORDER_WORDS = W_FLAGS + 1  # what ``put`` writes; the pending words are ``add_pending``'s
 P_CANCEL, P_REPLACE = 1, 2
 _KINDS = {"cancel": P_CANCEL, "replace": P_REPLACE}
@@ -134,13 +135,13 @@ class ReportState:
             self.longest = n + len(fields)
         key, order_id, cum, leaves, notional = o.key, o.order_id, o.cum_qty, o.leaves_qty, o.notional
         pd, qd = o.price_decimals, o.qty_decimals
-        flags = 0 if 0 <= key < LIMIT and 0 <= pd < 10 and 0 <= qd < 19 else F_PYTHON
+        flags = 0 if 0 <= key < LIMIT and 0 <= pd < 10 and 0 <= qd < 19 and 0 <= o.account < LIMIT else F_PYTHON
         if not (order_id == cum == notional == 0 and 0 <= leaves < LIMIT) and not _fits(order_id, cum, leaves,
                                                                                             notional):
             flags |= F_PYTHON_STATE
             order_id = cum = leaves = notional = 0
         words = [key, order_id, o.status[0], cum, leaves, notional, 1 if o.triggered else 0, pd, qd, at, n, at + n,
-                 len(fields), flags]  # in W_* order
+                 len(fields), o.account, flags]  # in W_* order
         slot = self._slot.get(key)
         if slot is None:
             slot = self._slot[key] = len(self.orders)
@@ -203,9 +204,11 @@ class ReportState:
         at = len(self.arena)
         self.arena = _grown(self.arena, p.cl_ord_id)
         st[b + W_PENDINGS:b + WORDS] = array("q", (st[b + W_PENDINGS] + 1, p.num, kind, at, len(p.cl_ord_id)))
+        self._index(p.num, -2 - slot)
 
     def drop_pending(self, p: Pending) -> None:
-        """Pending request ``p`` answered (or dropped)."""
+        """Pending request ``p`` answered (or dropped) by the Python path (the kernel does this
+        itself for what it answers)."""
         slot = self._slot.get(p.key)
         if p.kind not in _KINDS or slot is None:
             return
@@ -215,6 +218,9 @@ class ReportState:
             st[b + W_PENDINGS] -= 1
         if st[b + W_PENDING_NUM] == p.num:
             st[b + W_PENDING_NUM] = 0  # (another one left, if any, is not known here: Python's)
+        at = p.num - self.base
+        if 0 <= at < len(self.slot_of) and self.slot_of[at] == -2 - slot:
+            self.slot_of[at] = -1
 
     def rebuild(self, orders: Iterable[Order], pendings: Iterable[Pending] = ()) -> None:
         """Hold ``orders`` only (what a compaction kept), their slots numbered afresh, and

@@ -156,7 +156,12 @@ class Flow:
             msg = m.OrderCanceled.encode(seq=seq, timestampNs=ts, orderId=1, clOrdId=num, canceledQty=gone,
                                          sessionId=1, account=1, instrument=1, reason=reason)
         elif kind == "answer":  # a pending request answered: refused, or a replace done
-            pending = [p for p in sessions[0].book._pending.values() if p.kind in ("cancel", "replace")]
+            if r.random() < 0.15:
+                for s in sessions:  # a mass cancel, now and then (its refusal is Python's)
+                    fo.mass_cancel({11: b"M%d" % self.position, 530: b"7"}, s.book, {INST.symbol: INST},
+                                   s.account_ok, s.id)
+                    s.book.flush()
+            pending = list(sessions[0].book._pending.values())
             if not pending:
                 return
             p = r.choice(pending)
@@ -171,7 +176,7 @@ class Flow:
                                               sessionId=1, account=1, instrument=1,
                                               reason=r.choice([m.RejectReason.UnknownOrder,
                                                                m.RejectReason.NotYourOrder]),
-                                              refTemplateId=2 if p.kind == "cancel" else 3)
+                                              refTemplateId={"cancel": 2, "replace": 3}.get(p.kind, 4))
         elif kind == "rejected":
             msg = m.OrderRejected.encode(seq=seq, timestampNs=ts, clOrdId=num, orderId=0, sessionId=1, account=1,
                                          instrument=1, reason=m.RejectReason.BadTick, refTemplateId=1)
@@ -328,6 +333,27 @@ def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path,
     report = FixReader().feed(wire.tobytes())[0]
     assert (report.get(11), report.get(41), report.get(150), report.get(39)) == (b"K1", cl, b"4", b"4")
     assert b'["X",{"num":%d}]' % request in out.tobytes()
+
+
+def test_a_refused_cancel_is_answered_in_the_kernel(tmp_path: Path, clock: None) -> None:
+    s = _session(tmp_path, True)
+    flow = Flow(1)
+    flow.enter([s])
+    (cl, num), = flow.orders
+    o = s.book.by_engine_id(num)
+    o.order_id = 11
+    s.book.save_state(o)
+    fo.cancel({11: b"K1", 41: cl}, s.book, s.id)
+    request = s.book.pending_for(o).num
+    flow._add(m.CancelRejected.encode(seq=1, timestampNs=WALL, orderId=11, clOrdId=request, origClOrdId=num,
+                                      sessionId=1, account=1, instrument=1, reason=m.RejectReason.UnknownOrder,
+                                      refTemplateId=2))
+    out, words, wire = _kernel(s, flow.events)
+    assert words[k.O_STOP] == 1 and words[k.O_MESSAGES] == 1 and words[k.O_DROPPED] == 1
+    reject = FixReader().feed(wire.tobytes())[0]
+    assert reject.msg_type == b"9"
+    assert (reject.get(11), reject.get(41), reject.get(434), reject.get(102), reject.get(58)) == (
+        b"K1", cl, b"1", b"1", b"UnknownOrder")
 
 
 def test_the_numbers_are_written_as_python_writes_them() -> None:
