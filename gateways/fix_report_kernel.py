@@ -299,11 +299,9 @@ def _slot(state: np.ndarray, slot_of: np.ndarray, base: int, num: int) -> int:
 
 
 @njit(cache=True)
-def _report(out: np.ndarray, at: int, state: np.ndarray, arena: np.ndarray, b: int, exec_seq: int, exec_k: int,
-            second: bool, exec_type: int, extra: np.ndarray, extra_len: int, transact: int, by_request: bool) -> int:
-    """``fix_orders._report`` of the order at ``state[b:]``, ``extra`` fields written
-    already, then TransactTime (``with_fields``); ``by_request``: ClOrdID its pending
-    request's, OrigClOrdID its own (a client's cancel done)."""
+def _ids(out: np.ndarray, at: int, state: np.ndarray, arena: np.ndarray, b: int, by_request: bool) -> int:
+    """OrderID 37 ("NONE" before acceptance) and ClOrdID 11 of the order at ``state[b:]``;
+    ``by_request``: ClOrdID its pending request's and OrigClOrdID 41 its own."""
     at = _text(out, at, b"37=")
     if state[b + W_ORDER_ID]:
         at = _uint(out, at, state[b + W_ORDER_ID])
@@ -313,7 +311,16 @@ def _report(out: np.ndarray, at: int, state: np.ndarray, arena: np.ndarray, b: i
     if by_request:
         at = _copy(out, at, arena, state[b + W_PENDING_CL_OFF], state[b + W_PENDING_CL_LEN])
         at = _text(out, at, b"\x0141=")
-    at = _copy(out, at, arena, state[b + W_CL_OFF], state[b + W_CL_LEN])
+    return _copy(out, at, arena, state[b + W_CL_OFF], state[b + W_CL_LEN])
+
+
+@njit(cache=True)
+def _report(out: np.ndarray, at: int, state: np.ndarray, arena: np.ndarray, b: int, exec_seq: int, exec_k: int,
+            second: bool, exec_type: int, extra: np.ndarray, extra_len: int, transact: int, by_request: bool) -> int:
+    """``fix_orders._report`` of the order at ``state[b:]``, ``extra`` fields written
+    already, then TransactTime (``with_fields``); ``by_request``: ClOrdID its pending
+    request's, OrigClOrdID its own (a client's cancel done)."""
+    at = _ids(out, at, state, arena, b, by_request)
     at = _text(out, at, b"\x0117=")
     at = _uint(out, at, exec_seq)
     out[at] = 46
@@ -627,15 +634,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
             in_rec += 1
             if report:
                 bw0 = bw
-                bw = _text(body, bw, b"37=")
-                if state[b + W_ORDER_ID]:
-                    bw = _uint(body, bw, state[b + W_ORDER_ID])
-                else:
-                    bw = _text(body, bw, b"NONE")
-                bw = _text(body, bw, b"\x0111=")
-                bw = _copy(body, bw, arena, state[b + W_PENDING_CL_OFF], state[b + W_PENDING_CL_LEN])
-                bw = _text(body, bw, b"\x0141=")
-                bw = _copy(body, bw, arena, state[b + W_CL_OFF], state[b + W_CL_LEN])
+                bw = _ids(body, bw, state, arena, b, True)
                 bw = _text(body, bw, b"\x0139=")
                 status = state[b + W_STATUS]
                 body[bw] = status

@@ -315,7 +315,9 @@ def _kernel(s: FixGatewaySession, events: list[bytes]) -> tuple[np.ndarray, np.n
     return out, words, wire
 
 
-def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path, clock: None) -> None:
+def _cancel_pending(tmp_path: Path) -> tuple[FixGatewaySession, Flow, Any, int]:
+    """A session with one accepted order (ClOrdID, engine clOrdId in ``flow.orders``) and a
+    client's cancel of it (ClOrdID K1) pending; the order and the request's engine clOrdId."""
     s = _session(tmp_path, True)
     flow = Flow(1)
     flow.enter([s])
@@ -325,6 +327,12 @@ def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path,
     s.book.save_state(o)
     fo.cancel({11: b"K1", 41: cl}, s.book, s.id)
     request = s.book.pending_for(o).num
+    return s, flow, o, request
+
+
+def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path, clock: None) -> None:
+    s, flow, o, request = _cancel_pending(tmp_path)
+    (cl, num), = flow.orders
     flow._add(m.OrderCanceled.encode(seq=1, timestampNs=WALL, orderId=11, clOrdId=num, canceledQty=o.leaves_qty,
                                      sessionId=1, account=1, instrument=1, reason=C.User))
     out, words, wire = _kernel(s, flow.events)
@@ -336,15 +344,8 @@ def test_a_clients_cancel_done_answers_its_request_in_the_kernel(tmp_path: Path,
 
 
 def test_a_refused_cancel_is_answered_in_the_kernel(tmp_path: Path, clock: None) -> None:
-    s = _session(tmp_path, True)
-    flow = Flow(1)
-    flow.enter([s])
+    s, flow, o, request = _cancel_pending(tmp_path)
     (cl, num), = flow.orders
-    o = s.book.by_engine_id(num)
-    o.order_id = 11
-    s.book.save_state(o)
-    fo.cancel({11: b"K1", 41: cl}, s.book, s.id)
-    request = s.book.pending_for(o).num
     flow._add(m.CancelRejected.encode(seq=1, timestampNs=WALL, orderId=11, clOrdId=request, origClOrdId=num,
                                       sessionId=1, account=1, instrument=1, reason=m.RejectReason.UnknownOrder,
                                       refTemplateId=2))
