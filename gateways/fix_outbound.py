@@ -30,7 +30,7 @@ from ringex.gateways.outbound import RECORD_SIZE, put_record
 
 guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
 
-__all__ = ["BEGIN", "TOO_LONG", "frame", "frame_messages", "warm_up"]
+__all__ = ["BEGIN", "TOO_LONG", "digit_count", "frame", "frame_messages", "put_digits", "warm_up"]
 
 BEGIN = b"8=FIX.4.4\x019="  # BeginString, then BodyLength's tag
 TOO_LONG = -1  # a message longer than the store takes: nothing framed
@@ -40,7 +40,8 @@ _SOH = 1
 
 
 @njit(cache=True, inline="always")
-def _digits(value: int) -> int:
+def digit_count(value: int) -> int:
+    """How many decimal digits ``value`` (>= 0) has."""
     n = 1
     while value >= 10:
         value //= 10
@@ -49,7 +50,8 @@ def _digits(value: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _put_int(buf: np.ndarray, at: int, value: int, width: int) -> None:
+def put_digits(buf: np.ndarray, at: int, value: int, width: int) -> None:
+    """``value`` (>= 0) in decimal, zero-padded to ``width`` digits, at ``buf[at:]``."""
     for k in range(width - 1, -1, -1):
         buf[at + k] = 48 + value % 10
         value //= 10
@@ -88,8 +90,8 @@ def frame_messages(data: np.ndarray, ints: np.ndarray) -> tuple[int, np.ndarray,
     fixed = 3 + ints[I_TIME] + middle  # "35=" .. the body, but the MsgType, the number and the body
     total = 0
     for i in range(n):
-        length = fixed + ints[INT_WORDS + i] + _digits(first_seq + i) + ints[INT_WORDS + n + i]
-        size = _BEGIN.shape[0] + _digits(length) + 1 + length + 7
+        length = fixed + ints[INT_WORDS + i] + digit_count(first_seq + i) + ints[INT_WORDS + n + i]
+        size = _BEGIN.shape[0] + digit_count(length) + 1 + length + 7
         if size > ints[I_MAX_PAYLOAD]:
             return TOO_LONG, np.empty(0, np.uint8), np.empty(0, np.uint8), np.empty(0, np.int64)
         total += size
@@ -105,12 +107,12 @@ def frame_messages(data: np.ndarray, ints: np.ndarray) -> tuple[int, np.ndarray,
         t1 = t0 + ints[INT_WORDS + i]
         b1 = b0 + ints[INT_WORDS + n + i]
         seq = first_seq + i
-        seq_width = _digits(seq)
+        seq_width = digit_count(seq)
         length = fixed + t1 - t0 + seq_width + b1 - b0
         start = w
         w = _copy(wire, w, _BEGIN, 0, _BEGIN.shape[0])
-        width = _digits(length)
-        _put_int(wire, w, length, width)
+        width = digit_count(length)
+        put_digits(wire, w, length, width)
         w += width
         wire[w] = _SOH
         wire[w + 1] = 51  # "35="
@@ -118,7 +120,7 @@ def frame_messages(data: np.ndarray, ints: np.ndarray) -> tuple[int, np.ndarray,
         wire[w + 3] = 61
         w = _copy(wire, w + 4, data, t0, t1)
         w = _copy(wire, w, data, 0, middle)
-        _put_int(wire, w, seq, seq_width)
+        put_digits(wire, w, seq, seq_width)
         w += seq_width
         w = _copy(wire, w, data, middle, tf)
         w = _copy(wire, w, data, b0, b1)
@@ -128,7 +130,7 @@ def frame_messages(data: np.ndarray, ints: np.ndarray) -> tuple[int, np.ndarray,
         wire[w] = 49  # "10="
         wire[w + 1] = 48
         wire[w + 2] = 61
-        _put_int(wire, w + 3, check % 256, 3)
+        put_digits(wire, w + 3, check % 256, 3)
         wire[w + 6] = _SOH
         w += 7
         offsets[i] = base + r

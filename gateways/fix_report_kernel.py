@@ -59,7 +59,7 @@ from ringex.gateways.fix_report_state import (AVG_LIMIT, C_CUM, C_LEAVES, C_NOTI
 from ringex.gateways.fix_outbound import I_COUNT, I_CREATED as F_CREATED, I_FIRST_SEQ as F_FIRST_SEQ
 from ringex.gateways.fix_outbound import I_BASE as F_BASE, I_MAX_PAYLOAD as F_MAX_PAYLOAD, I_MIDDLE as F_MIDDLE
 from ringex.gateways.fix_outbound import I_SOURCE as F_SOURCE, I_TIME as F_TIME, INT_WORDS as F_WORDS
-from ringex.gateways.fix_outbound import TOO_LONG, frame_messages
+from ringex.gateways.fix_outbound import TOO_LONG, digit_count, frame_messages, put_digits
 from ringex.gateways.outbound import crc32
 
 guard_module(__file__)  # numba checks this file only; this checks the folder and engine/wire
@@ -174,14 +174,8 @@ def _copy(buf: np.ndarray, at: int, src: np.ndarray, start: int, n: int) -> int:
 @njit(cache=True)
 def _uint(buf: np.ndarray, at: int, value: int) -> int:
     """``value`` (>= 0) in decimal."""
-    n = 1
-    v = value
-    while v >= 10:
-        v //= 10
-        n += 1
-    for k in range(n - 1, -1, -1):
-        buf[at + k] = 48 + value % 10
-        value //= 10
+    n = digit_count(value)
+    put_digits(buf, at, value, n)
     return at + n
 
 
@@ -255,8 +249,7 @@ def _avg_px(buf: np.ndarray, at: int, notional: int, cum: int, price_decimals: i
 
 @njit(cache=True)
 def _two(buf: np.ndarray, at: int, v: int) -> int:
-    buf[at] = 48 + v // 10
-    buf[at + 1] = 48 + v % 10
+    put_digits(buf, at, v, 2)
     return at + 2
 
 
@@ -275,8 +268,8 @@ def _utc(buf: np.ndarray, at: int, ns: int) -> int:
     day = doy - (153 * mp + 2) // 5 + 1
     month = mp + 3 if mp < 10 else mp - 9
     year = yoe + era * 400 + (1 if month <= 2 else 0)
-    at = _two(buf, _two(buf, at, year // 100), year % 100)
-    at = _two(buf, _two(buf, at, month), day)
+    put_digits(buf, at, year, 4)
+    at = _two(buf, _two(buf, at + 4, month), day)
     buf[at] = 45  # "-"
     seconds = rest // 1_000_000_000
     at = _two(buf, at + 1, seconds // 3600)
@@ -285,13 +278,13 @@ def _utc(buf: np.ndarray, at: int, ns: int) -> int:
     buf[at] = 58
     at = _two(buf, at + 1, seconds % 60)
     buf[at] = 46
-    millis = (rest // 1_000_000) % 1000
-    buf[at + 1] = 48 + millis // 100
-    return _two(buf, at + 2, millis % 100)
+    put_digits(buf, at + 1, (rest // 1_000_000) % 1000, 3)
+    return at + 4
 
 
 @njit(cache=True)
-def _slot(state: np.ndarray, slot_of: np.ndarray, base: int, num: int) -> int:
+def _slot(slot_of: np.ndarray, base: int, num: int) -> int:
+    """``slot_of``'s word for engine clOrdId ``num`` (-1: none)."""
     at = num - base
     if at < 0 or at >= slot_of.shape[0]:
         return -1
@@ -471,7 +464,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
         if position > booked:
             if tid == _T_ACCEPTED:
                 if _u(row, _A_SESSION, 4) == sid:
-                    slot0 = _slot(state, slot_of, base, _u(row, _A_CL, 8))
+                    slot0 = _slot(slot_of, base, _u(row, _A_CL, 8))
                     if slot0 >= 0:
                         if state[slot0 * WORDS + W_FLAGS]:
                             break
@@ -488,7 +481,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                 for side in range(2):
                     if _u(row, sides[side, 0], 4) != sid:
                         continue
-                    s = _slot(state, slot_of, base, _u(row, sides[side, 1], 8))
+                    s = _slot(slot_of, base, _u(row, sides[side, 1], 8))
                     if s < 0 or _TERMINAL[state[s * WORDS + W_STATUS]]:
                         continue
                     b = s * WORDS
@@ -511,7 +504,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                     kind = 2
             elif tid == _T_CANCELED:
                 if _u(row, _X_SESSION, 4) == sid:
-                    slot0 = _slot(state, slot_of, base, _u(row, _X_CL, 8))
+                    slot0 = _slot(slot_of, base, _u(row, _X_CL, 8))
                     if slot0 >= 0 and not _TERMINAL[state[slot0 * WORDS + W_STATUS]]:
                         b = slot0 * WORDS
                         reason = _u(row, _X_REASON, 1)
@@ -527,7 +520,7 @@ def deliver_reports(region: np.ndarray, rows: np.ndarray, positions: np.ndarray,
                     # the request's number names the order it is pending for (-2 - slot), or
                     # no request the mirror knows (none, or a mass cancel: Python's)
                     num = _u(row, _R_CL, 8)
-                    v = _slot(state, slot_of, base, num)
+                    v = _slot(slot_of, base, num)
                     if v > -2:
                         break
                     slot0 = -2 - v
